@@ -1,0 +1,107 @@
+package link
+
+import (
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// Config tunes a Link. The zero value of a field means its default.
+type Config struct {
+	// KeepAliveInterval is how often the link pings the peer. A link whose
+	// ping goes unanswered for WriteTimeout is closed. Default 15s, below
+	// the 30s UDP mapping timeout of common NATs.
+	KeepAliveInterval time.Duration
+
+	// WriteTimeout bounds how long a frame may wait to be written to the
+	// underlying connection; a link that stalls that long is closed.
+	// Default 10s.
+	WriteTimeout time.Duration
+
+	// HandshakeTimeout bounds the TLS handshake and nomination on each
+	// candidate connection. Default 10s.
+	HandshakeTimeout time.Duration
+
+	// StreamWindow is each stream's maximum receive window in bytes.
+	// Default 4 MiB; at least 256 KiB.
+	StreamWindow uint32
+
+	// MaxStreams caps the streams the peer may have open to us at once;
+	// more are refused (reset). Default 256.
+	MaxStreams int
+
+	// StreamCloseTimeout bounds how long a stream we closed waits for the
+	// peer's close before it is reset. Default 1m.
+	StreamCloseTimeout time.Duration
+}
+
+const minStreamWindow = 256 * 1024
+
+// DefaultConfig returns a Config with every default filled in.
+func DefaultConfig() *Config {
+	return &Config{
+		KeepAliveInterval:  15 * time.Second,
+		WriteTimeout:       10 * time.Second,
+		HandshakeTimeout:   10 * time.Second,
+		StreamWindow:       4 << 20,
+		MaxStreams:         256,
+		StreamCloseTimeout: time.Minute,
+	}
+}
+
+// withDefaults returns a copy of c (nil allowed) with zero fields defaulted.
+func (c *Config) withDefaults() *Config {
+	d := DefaultConfig()
+	if c == nil {
+		return d
+	}
+	out := *c
+	if out.KeepAliveInterval == 0 {
+		out.KeepAliveInterval = d.KeepAliveInterval
+	}
+	if out.WriteTimeout == 0 {
+		out.WriteTimeout = d.WriteTimeout
+	}
+	if out.HandshakeTimeout == 0 {
+		out.HandshakeTimeout = d.HandshakeTimeout
+	}
+	if out.StreamWindow == 0 {
+		out.StreamWindow = d.StreamWindow
+	}
+	if out.MaxStreams == 0 {
+		out.MaxStreams = d.MaxStreams
+	}
+	if out.StreamCloseTimeout == 0 {
+		out.StreamCloseTimeout = d.StreamCloseTimeout
+	}
+	return &out
+}
+
+// Verify reports whether c (after defaults) is usable.
+func (c *Config) Verify() error {
+	c = c.withDefaults()
+	switch {
+	case c.KeepAliveInterval < 0, c.WriteTimeout < 0, c.HandshakeTimeout < 0, c.StreamCloseTimeout < 0:
+		return fmt.Errorf("link config: durations must be positive")
+	case c.StreamWindow < minStreamWindow:
+		return fmt.Errorf("link config: StreamWindow %d is below %d", c.StreamWindow, minStreamWindow)
+	case c.MaxStreams < 0:
+		return fmt.Errorf("link config: MaxStreams must be positive")
+	}
+	return nil
+}
+
+func (c *Config) yamux() *yamux.Config {
+	y := yamux.DefaultConfig()
+	// Link runs its own keepalive so that it can record the RTT.
+	y.EnableKeepAlive = false
+	y.ConnectionWriteTimeout = c.WriteTimeout
+	y.MaxStreamWindowSize = c.StreamWindow
+	y.StreamCloseTimeout = c.StreamCloseTimeout
+	y.AcceptBacklog = c.MaxStreams
+	y.LogOutput = io.Discard
+	y.Logger = nil
+	return y
+}

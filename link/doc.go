@@ -1,0 +1,10 @@
+// Package link owns a peer link: one authenticated, encrypted, multiplexed
+// session with one peer, built from raw byte streams that punching (or a
+// relay) produced. It runs TLS 1.3 with both keys pinned over each candidate
+// connection, nominates exactly one of them (the peer with the lower key
+// decides, so both ends agree without another round trip), and runs yamux
+// over the winner. Streams it returns are net.Conns with CloseWrite.
+//
+// Link neither knows nor cares how the bytes below it travel (TCP, UDP or a
+// relay); it must not dial, listen, punch, or interpret stream contents.
+package link

@@ -1,0 +1,177 @@
+package link
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/warren-p2p/warren/identity"
+)
+
+// Candidate is a raw connection to the peer that may become the link.
+type Candidate struct {
+	Conn net.Conn
+	// Path names how the bytes travel, for status: "direct-tcp",
+	// "direct-udp" or "relay".
+	Path string
+}
+
+// Identity is this daemon's key in the form the link needs.
+type Identity struct {
+	Public identity.PublicKey
+	cert   tls.Certificate
+}
+
+// NewIdentity prepares k for use in links.
+func NewIdentity(k identity.PrivateKey) (Identity, error) {
+	cert, err := identity.Certificate(k)
+	if err != nil {
+		return Identity{}, err
+	}
+	return Identity{Public: k.Public(), cert: cert}, nil
+}
+
+// Bytes exchanged on a candidate after TLS completes. The controlled end
+// sends ready once it has verified the controlling end's key, and the
+// controlling end names the winner with nominate: without ready, a TLS 1.3
+// client would learn only later that the server refused its certificate.
+const (
+	readyByte    = 'R'
+	nominateByte = 'N'
+)
+
+type attempt struct {
+	cand Candidate
+	tc   *tls.Conn
+	err  error
+}
+
+// Establish authenticates the candidates that arrive on cands, in parallel,
+// and returns a Link over the first one nominated. The peer with the lower
+// public key is the controlling end: it takes the TLS client role and
+// nominates; the other end follows. Establish closes every candidate it does
+// not use, including those still arriving after it returns only if the
+// sender stops sending once ctx is done (cands should be unbuffered).
+//
+// It returns ErrNoCandidate (wrapping the last failure) if cands closes or
+// ctx ends first.
+func Establish(ctx context.Context, cands <-chan Candidate, self Identity, peer identity.PublicKey, cfg *Config, log logrus.FieldLogger) (*Link, error) {
+	cfg = cfg.withDefaults()
+	controlling := self.Public.Less(peer)
+	tlsConf := identity.TLSConfig(self.cert, identity.Pinned(peer))
+	tlsConf.SessionTicketsDisabled = true
+
+	ctx, cancel := context.WithCancel(ctx)
+	results := make(chan attempt)
+	pending := 0
+	defer func() {
+		cancel()
+		// Every attempt goroutine sends exactly once; drain so they exit.
+		for ; pending > 0; pending-- {
+			if r := <-results; r.tc != nil {
+				r.tc.Close()
+			}
+		}
+	}()
+
+	var lastErr error
+	for {
+		if cands == nil && pending == 0 {
+			return nil, noCandidate(lastErr)
+		}
+		select {
+		case c, ok := <-cands:
+			if !ok {
+				cands = nil
+				continue
+			}
+			pending++
+			go func() { results <- handshake(ctx, c, tlsConf, controlling, cfg.HandshakeTimeout) }()
+		case r := <-results:
+			pending--
+			if r.err != nil {
+				lastErr = r.err
+				log.WithFields(logrus.Fields{"remote": r.cand.Conn.RemoteAddr(), "path": r.cand.Path}).
+					WithError(r.err).Debug("candidate rejected")
+				continue
+			}
+			if controlling {
+				r.tc.SetWriteDeadline(time.Now().Add(cfg.HandshakeTimeout))
+				if _, err := r.tc.Write([]byte{nominateByte}); err != nil {
+					r.tc.Close()
+					lastErr = fmt.Errorf("nominate: %w", err)
+					continue
+				}
+				r.tc.SetWriteDeadline(time.Time{})
+			}
+			return newLink(r.tc, r.cand, peer, controlling, cfg, log)
+		case <-ctx.Done():
+			if lastErr == nil {
+				lastErr = ctx.Err()
+			}
+			return nil, noCandidate(lastErr)
+		}
+	}
+}
+
+func noCandidate(last error) error {
+	if last == nil {
+		return ErrNoCandidate
+	}
+	return fmt.Errorf("%w: %w", ErrNoCandidate, last)
+}
+
+// handshake runs TLS and the ready/nominate exchange on one candidate.
+func handshake(ctx context.Context, c Candidate, conf *tls.Config, controlling bool, timeout time.Duration) attempt {
+	fail := func(err error) attempt {
+		c.Conn.Close()
+		return attempt{cand: c, err: err}
+	}
+	c.Conn.SetDeadline(time.Now().Add(timeout))
+	stop := context.AfterFunc(ctx, func() { c.Conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	var tc *tls.Conn
+	if controlling {
+		tc = tls.Client(c.Conn, conf)
+	} else {
+		tc = tls.Server(c.Conn, conf)
+	}
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return fail(fmt.Errorf("tls: %w", err))
+	}
+	var b [1]byte
+	if controlling {
+		if _, err := io.ReadFull(tc, b[:]); err != nil || b[0] != readyByte {
+			return fail(fmt.Errorf("peer did not confirm: %w", orUnexpected(err, b[0])))
+		}
+	} else {
+		if _, err := tc.Write([]byte{readyByte}); err != nil {
+			return fail(fmt.Errorf("confirm: %w", err))
+		}
+		if _, err := io.ReadFull(tc, b[:]); err != nil || b[0] != nominateByte {
+			if errors.Is(err, io.EOF) {
+				err = ErrNotNominated
+			}
+			return fail(orUnexpected(err, b[0]))
+		}
+	}
+	if !stop() {
+		return fail(ctx.Err())
+	}
+	c.Conn.SetDeadline(time.Time{})
+	return attempt{cand: c, tc: tc}
+}
+
+func orUnexpected(err error, b byte) error {
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("unexpected byte %#x", b)
+}

@@ -1,0 +1,273 @@
+package link
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/warren-p2p/warren/identity"
+)
+
+func testLog() logrus.FieldLogger {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return l
+}
+
+func newIdentity(t *testing.T) Identity {
+	t.Helper()
+	k, err := identity.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := NewIdentity(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// tcpPairs returns n connected loopback TCP pairs.
+func tcpPairs(t *testing.T, n int) (a, b []net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	for range n {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, b = append(a, c), append(b, s)
+		t.Cleanup(func() { c.Close(); s.Close() })
+	}
+	return a, b
+}
+
+type result struct {
+	l   *Link
+	err error
+}
+
+// establishBoth runs Establish on both ends, feeding each its half of the
+// candidate pairs.
+func establishBoth(t *testing.T, aID, bID Identity, aPin, bPin identity.PublicKey, a, b []net.Conn) (ra, rb result) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	run := func(id Identity, pin identity.PublicKey, conns []net.Conn, out chan<- result) {
+		ch := make(chan Candidate)
+		go func() {
+			defer close(ch)
+			for _, c := range conns {
+				select {
+				case ch <- Candidate{Conn: c, Path: "direct-tcp"}:
+				case <-ctx.Done():
+					c.Close()
+				}
+			}
+		}()
+		l, err := Establish(ctx, ch, id, pin, nil, testLog())
+		out <- result{l, err}
+	}
+	ca, cb := make(chan result, 1), make(chan result, 1)
+	go run(aID, aPin, a, ca)
+	go run(bID, bPin, b, cb)
+	ra, rb = <-ca, <-cb
+	for _, r := range []result{ra, rb} {
+		if r.l != nil {
+			t.Cleanup(func() { r.l.Close() })
+		}
+	}
+	return ra, rb
+}
+
+func TestEstablishNominatesOneOfMany(t *testing.T) {
+	aID, bID := newIdentity(t), newIdentity(t)
+	a, b := tcpPairs(t, 4)
+	ra, rb := establishBoth(t, aID, bID, bID.Public, aID.Public, a, b)
+	if ra.err != nil || rb.err != nil {
+		t.Fatalf("establish: %v / %v", ra.err, rb.err)
+	}
+	// Both ends must have picked the same pair: a stream must go through.
+	s, err := ra.l.Open(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	r, err := rb.l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(r, buf); err != nil || string(buf) != "hello" {
+		t.Fatalf("read %q, %v", buf, err)
+	}
+	if ra.l.Peer() != bID.Public || rb.l.Peer() != aID.Public {
+		t.Fatal("links report the wrong peer")
+	}
+}
+
+func TestEstablishRejectsWrongKey(t *testing.T) {
+	aID, bID, mallory := newIdentity(t), newIdentity(t), newIdentity(t)
+	for _, tc := range []struct {
+		name       string
+		aPin, bPin identity.PublicKey
+	}{
+		{"a pins someone else", mallory.Public, aID.Public},
+		{"b pins someone else", bID.Public, mallory.Public},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := tcpPairs(t, 2)
+			ra, rb := establishBoth(t, aID, bID, tc.aPin, tc.bPin, a, b)
+			if !errors.Is(ra.err, ErrNoCandidate) || !errors.Is(rb.err, ErrNoCandidate) {
+				t.Fatalf("want both ends to fail with ErrNoCandidate, got %v / %v", ra.err, rb.err)
+			}
+		})
+	}
+}
+
+func TestHalfCloseAndBulk(t *testing.T) {
+	aID, bID := newIdentity(t), newIdentity(t)
+	a, b := tcpPairs(t, 1)
+	ra, rb := establishBoth(t, aID, bID, bID.Public, aID.Public, a, b)
+	if ra.err != nil || rb.err != nil {
+		t.Fatalf("establish: %v / %v", ra.err, rb.err)
+	}
+	payload := bytes.Repeat([]byte("warren"), 3<<20) // 18 MiB, beyond one window
+	go func() {
+		s, err := rb.l.Accept()
+		if err != nil {
+			return
+		}
+		defer s.Close()
+		got, _ := io.ReadAll(s) // ends at the client's CloseWrite
+		s.Write([]byte{byte(len(got) % 251)})
+	}()
+	s, err := ra.l.Open(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Write(payload); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	reply, err := io.ReadAll(s)
+	if err != nil || len(reply) != 1 || reply[0] != byte(len(payload)%251) {
+		t.Fatalf("reply %v, %v", reply, err)
+	}
+	if st := ra.l.Stats(); st.BytesOut < int64(len(payload)) || st.RTT <= 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestMaxStreamsRefusesExcess(t *testing.T) {
+	aID, bID := newIdentity(t), newIdentity(t)
+	a, b := tcpPairs(t, 1)
+	cfg := &Config{MaxStreams: 2}
+	ctx := context.Background()
+	type res struct {
+		l   *Link
+		err error
+	}
+	ca, cb := make(chan res, 1), make(chan res, 1)
+	for _, side := range []struct {
+		id   Identity
+		pin  identity.PublicKey
+		conn net.Conn
+		out  chan res
+	}{{aID, bID.Public, a[0], ca}, {bID, aID.Public, b[0], cb}} {
+		go func() {
+			ch := make(chan Candidate, 1)
+			ch <- Candidate{Conn: side.conn, Path: "direct-tcp"}
+			close(ch)
+			l, err := Establish(ctx, ch, side.id, side.pin, cfg, testLog())
+			side.out <- res{l, err}
+		}()
+	}
+	la, lb := <-ca, <-cb
+	if la.err != nil || lb.err != nil {
+		t.Fatal(la.err, lb.err)
+	}
+	defer la.l.Close()
+	defer lb.l.Close()
+	accepted := make(chan net.Conn, 3)
+	go func() {
+		for {
+			s, err := lb.l.Accept()
+			if err != nil {
+				close(accepted)
+				return
+			}
+			accepted <- s
+		}
+	}()
+	var opened []net.Conn
+	for range 3 {
+		s, err := la.l.Open(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Write([]byte("x"))
+		opened = append(opened, s)
+	}
+	// The third stream is refused: its reader sees EOF, not data.
+	opened[2].SetReadDeadline(time.Now().Add(2 * time.Second))
+	if n, err := opened[2].Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("excess stream read = %d, %v; want EOF", n, err)
+	}
+	if got := len(accepted); got != 2 {
+		t.Fatalf("accepted %d streams, want 2", got)
+	}
+	// Closing one frees a slot.
+	(<-accepted).Close()
+	s, err := la.l.Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Write([]byte("y"))
+	select {
+	case <-accepted:
+	case <-time.After(2 * time.Second):
+		t.Fatal("stream after a freed slot was not accepted")
+	}
+}
+
+func TestLinkClosesWhenConnDies(t *testing.T) {
+	aID, bID := newIdentity(t), newIdentity(t)
+	a, b := tcpPairs(t, 1)
+	ra, rb := establishBoth(t, aID, bID, bID.Public, aID.Public, a, b)
+	if ra.err != nil || rb.err != nil {
+		t.Fatal(ra.err, rb.err)
+	}
+	a[0].Close()
+	for _, l := range []*Link{ra.l, rb.l} {
+		select {
+		case <-l.Done():
+		case <-time.After(5 * time.Second):
+			t.Fatal("link did not notice its connection died")
+		}
+	}
+	if _, err := ra.l.Open(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Open on a dead link = %v, want ErrClosed", err)
+	}
+}
