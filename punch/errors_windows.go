@@ -1,0 +1,11 @@
+//go:build windows
+
+package punch
+
+import "golang.org/x/sys/windows"
+
+// Errors from connect when the 4-tuple is taken.
+const (
+	errAddrInUse    = windows.WSAEADDRINUSE
+	errAddrNotAvail = windows.WSAEADDRNOTAVAIL
+)

@@ -1,0 +1,38 @@
+package punch
+
+import (
+	"context"
+	"net"
+	"strconv"
+)
+
+// Listen opens a TCP listener on addr whose port other sockets from this
+// package may share. Use port 0 to pick a free port, then share it.
+func Listen(ctx context.Context, addr string) (net.Listener, error) {
+	lc := net.ListenConfig{Control: reuseControl}
+	return lc.Listen(ctx, "tcp", addr)
+}
+
+// Dialer returns a dialer whose connections leave from localPort, shared
+// with Listen and other dialers.
+func Dialer(localPort int) *net.Dialer {
+	return &net.Dialer{
+		LocalAddr: &net.TCPAddr{Port: localPort},
+		Control:   reuseControl,
+	}
+}
+
+// DialFrom connects to addr from localPort.
+func DialFrom(ctx context.Context, localPort int, addr string) (net.Conn, error) {
+	return Dialer(localPort).DialContext(ctx, "tcp", addr)
+}
+
+// PortOf returns the port of a TCP address.
+func PortOf(a net.Addr) int {
+	if t, ok := a.(*net.TCPAddr); ok {
+		return t.Port
+	}
+	_, p, _ := net.SplitHostPort(a.String())
+	n, _ := strconv.Atoi(p)
+	return n
+}

@@ -1,0 +1,244 @@
+package punch
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"time"
+)
+
+// Config tunes TCP punching. The zero value of a field means its default.
+type Config struct {
+	// AttemptTimeout bounds one connect attempt. Linux retransmits a SYN
+	// only after 1s, so a fresh attempt sooner than that gets a SYN out
+	// when the first one was dropped by the peer's NAT. Default 500ms.
+	AttemptTimeout time.Duration
+
+	// RetryDelay is the pause after an attempt fails fast (the peer's
+	// NAT answered RST, or the route is down). Default 50ms.
+	RetryDelay time.Duration
+
+	// HelloTimeout bounds the hello exchange on a new connection.
+	// Default 5s.
+	HelloTimeout time.Duration
+}
+
+// DefaultConfig returns a Config with every default filled in.
+func DefaultConfig() *Config {
+	return &Config{AttemptTimeout: 500 * time.Millisecond, RetryDelay: 50 * time.Millisecond, HelloTimeout: 5 * time.Second}
+}
+
+func (c *Config) withDefaults() *Config {
+	d := DefaultConfig()
+	if c == nil {
+		return d
+	}
+	out := *c
+	if out.AttemptTimeout <= 0 {
+		out.AttemptTimeout = d.AttemptTimeout
+	}
+	if out.RetryDelay <= 0 {
+		out.RetryDelay = d.RetryDelay
+	}
+	if out.HelloTimeout <= 0 {
+		out.HelloTimeout = d.HelloTimeout
+	}
+	return &out
+}
+
+// TCP punches TCP towards every candidate from localPort: it connects
+// again and again, as the peer does towards us, until the two NATs have
+// both opened the way and a connect (or a simultaneous open) succeeds.
+// Each connection whose hello names session id is sent on out; other
+// connections are closed. TCP returns once every candidate has produced a
+// connection or ctx has ended; a connection that cannot be sent before ctx
+// ends is closed.
+func TCP(ctx context.Context, cfg *Config, localPort int, id SessionID, cands []Candidate, out chan<- net.Conn) {
+	cfg = cfg.withDefaults()
+	var wg sync.WaitGroup
+	for _, c := range Dedup(cands) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn := punchOne(ctx, cfg, localPort, id, c)
+			if conn == nil {
+				return
+			}
+			select {
+			case out <- conn:
+			case <-ctx.Done():
+				conn.Close()
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func punchOne(ctx context.Context, cfg *Config, localPort int, id SessionID, c Candidate) net.Conn {
+	d := Dialer(localPort)
+	addr := c.Addr.String()
+	for ctx.Err() == nil {
+		start := time.Now()
+		actx, cancel := context.WithTimeout(ctx, cfg.AttemptTimeout)
+		conn, err := d.DialContext(actx, "tcp", addr)
+		cancel()
+		if err == nil {
+			if err = exchangeHello(ctx, conn, id, cfg.HelloTimeout, true); err == nil {
+				return conn
+			}
+			conn.Close()
+		}
+		// The 4-tuple already carries a connection (the listener
+		// accepted the peer's SYN first): that one reaches the peer.
+		if errors.Is(err, errAddrInUse) || errors.Is(err, errAddrNotAvail) {
+			return nil
+		}
+		if wait := cfg.RetryDelay - time.Since(start); wait > 0 {
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+			}
+		}
+	}
+	return nil
+}
+
+// exchangeHello sends and checks hellos. The dialling side writes first;
+// the accepting side has already read the peer's hello and only answers.
+func exchangeHello(ctx context.Context, conn net.Conn, id SessionID, timeout time.Duration, dialer bool) error {
+	conn.SetDeadline(time.Now().Add(timeout))
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if err := writeHello(conn, id); err != nil {
+		return err
+	}
+	if dialer {
+		got, err := readHello(conn)
+		if err != nil {
+			return err
+		}
+		if got != id {
+			return ErrBadHello
+		}
+	}
+	conn.SetDeadline(time.Time{})
+	return nil
+}
+
+// Acceptor serves the listener on the shared port: it reads the hello of
+// each inbound connection and hands the connection to the punch session it
+// names. Connections for no session are closed.
+type Acceptor struct {
+	ln      net.Listener
+	timeout time.Duration
+
+	// mu guards the fields below.
+	mu       sync.Mutex
+	sessions map[SessionID]registration
+	changed  chan struct{} // closed and replaced whenever sessions gains one
+}
+
+type registration struct {
+	ctx context.Context
+	out chan<- net.Conn
+}
+
+// NewAcceptor returns an Acceptor for ln; call Serve to run it.
+func NewAcceptor(ln net.Listener, cfg *Config) *Acceptor {
+	return &Acceptor{
+		ln:       ln,
+		timeout:  cfg.withDefaults().HelloTimeout,
+		sessions: make(map[SessionID]registration),
+		changed:  make(chan struct{}),
+	}
+}
+
+// Port returns the shared local port.
+func (a *Acceptor) Port() int { return PortOf(a.ln.Addr()) }
+
+// Register routes inbound connections for session id to out until ctx ends
+// or the returned function is called.
+func (a *Acceptor) Register(ctx context.Context, id SessionID, out chan<- net.Conn) (unregister func()) {
+	a.mu.Lock()
+	a.sessions[id] = registration{ctx: ctx, out: out}
+	close(a.changed)
+	a.changed = make(chan struct{})
+	a.mu.Unlock()
+	return func() {
+		a.mu.Lock()
+		delete(a.sessions, id)
+		a.mu.Unlock()
+	}
+}
+
+// lookup finds the session for id, waiting until deadline for it to be
+// registered: the peer may start punching a moment before we do.
+func (a *Acceptor) lookup(ctx context.Context, id SessionID, deadline time.Time) (registration, bool) {
+	for {
+		a.mu.Lock()
+		r, ok := a.sessions[id]
+		changed := a.changed
+		a.mu.Unlock()
+		if ok {
+			return r, true
+		}
+		select {
+		case <-changed:
+		case <-time.After(time.Until(deadline)):
+			return r, false
+		case <-ctx.Done():
+			return r, false
+		}
+	}
+}
+
+// Serve accepts connections until ctx ends or the listener fails; it closes
+// the listener and waits for its connection handlers before returning.
+func (a *Acceptor) Serve(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { a.ln.Close() })
+	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		conn, err := a.ln.Accept()
+		if err != nil {
+			a.ln.Close()
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.handle(ctx, conn)
+		}()
+	}
+}
+
+func (a *Acceptor) handle(ctx context.Context, conn net.Conn) {
+	deadline := time.Now().Add(a.timeout)
+	conn.SetDeadline(deadline)
+	id, err := readHello(conn)
+	if err != nil {
+		conn.Close()
+		return
+	}
+	r, ok := a.lookup(ctx, id, deadline)
+	if !ok {
+		conn.Close()
+		return
+	}
+	if err := exchangeHello(r.ctx, conn, id, time.Until(deadline), false); err != nil {
+		conn.Close()
+		return
+	}
+	select {
+	case r.out <- conn:
+	case <-r.ctx.Done():
+		conn.Close()
+	case <-ctx.Done():
+		conn.Close()
+	}
+}
