@@ -1,0 +1,176 @@
+package config
+
+import "time"
+
+// Config is a warren peer daemon's configuration, as read from TOML by Load.
+// Keys left out take their defaults; Load fills those in and verifies
+// everything, so after a successful Load no field needs checking again:
+// KeyFile is absolute, Link.Relay is non-nil, durations are positive.
+type Config struct {
+	// KeyFile is this daemon's Ed25519 private key (PEM, PKCS#8). Relative
+	// paths are relative to the config file; Load stores the resolved,
+	// absolute path. Created with mode 0600 if missing (by package
+	// identity, not here). Default: "warren.key".
+	KeyFile string `toml:"key_file"`
+
+	// LogLevel is one of trace, debug, info, warn, error. Default: "info".
+	LogLevel string `toml:"log_level"`
+
+	// LogFormat is "text" or "json". Default: "text".
+	LogFormat string `toml:"log_format"`
+
+	// AdminListen is where the status API listens. Default:
+	// "127.0.0.1:7780". "off" disables it: AdminListen is empty after Load
+	// exactly then.
+	AdminListen string `toml:"admin_listen"`
+
+	Rendezvous Rendezvous `toml:"rendezvous"`
+	Link       Link       `toml:"link"`
+	Peers      []Peer     `toml:"peers"`
+	Expose     []Expose   `toml:"expose"`
+	Socks      []Socks    `toml:"socks"`
+	Forward    []Forward  `toml:"forward"`
+
+	// Path is the file the config was loaded from (not a TOML key).
+	Path string `toml:"-"`
+}
+
+// Rendezvous says how to reach and authenticate the rendezvous server.
+type Rendezvous struct {
+	// Address is host:port of the server's TCP control port (a name or an
+	// IP; IPv6 in brackets). Required.
+	Address string `toml:"address"`
+	// PublicKey pins the server's Ed25519 key (base64url). Required.
+	PublicKey string `toml:"public_key"`
+	// Token is presented at registration when the server requires one.
+	Token string `toml:"token"`
+}
+
+// Link tunes peer links.
+type Link struct {
+	// Transports lists the transports tried in parallel, in order of
+	// preference. Known: "tcp", "udp", but this build only implements
+	// "tcp" and rejects "udp". Default: ["tcp"].
+	Transports []string `toml:"transports"`
+	// Relay allows relaying through the rendezvous server when no direct
+	// path is found. Default: true; never nil after Load.
+	Relay *bool `toml:"relay"`
+	// KeepAlive is the link keepalive interval. Default: 15s.
+	KeepAlive Duration `toml:"keepalive"`
+	// StreamWindow is the per-stream receive window in bytes. Default:
+	// 4 MiB; minimum 256 KiB.
+	StreamWindow uint32 `toml:"stream_window"`
+	// MaxStreams caps concurrent streams a peer may open. Default: 256.
+	MaxStreams int `toml:"max_streams"`
+	// PunchTimeout bounds one hole-punching attempt. Default: 10s.
+	PunchTimeout Duration `toml:"punch_timeout"`
+}
+
+// Peer is another warren daemon this one links to, and what it may do here.
+type Peer struct {
+	// Name is a local label, unique in this config. Required.
+	Name string `toml:"name"`
+	// PublicKey pins the peer's Ed25519 key (base64url). Required, unique.
+	PublicKey string `toml:"public_key"`
+	// Exit lets the peer dial arbitrary targets through this daemon.
+	Exit bool `toml:"exit"`
+	// Targets are host:port patterns the peer may dial when Exit is false:
+	// host is a name, an IP, a CIDR or "*" (or "*.suffix"); port is a
+	// number, a range "lo-hi" or "*".
+	Targets []string `toml:"targets"`
+
+	// Patterns holds Targets parsed, in the same order; Load fills it in.
+	Patterns []TargetPattern `toml:"-"`
+}
+
+// Expose publishes a local service to some peers under a name.
+type Expose struct {
+	// Name is how peers ask for the service. Required, unique.
+	Name string `toml:"name"`
+	// Target is the host:port the service listens on. Required.
+	Target string `toml:"target"`
+	// Peers lists the peer names allowed to reach it. Required, non-empty;
+	// each must be a [[peers]] name.
+	Peers []string `toml:"peers"`
+}
+
+// Socks is a local SOCKS5 listener whose connections exit through a peer.
+type Socks struct {
+	// Listen is the local address. Required; unique among socks and
+	// forward listeners unless its port is 0.
+	Listen string `toml:"listen"`
+	// Peer is the exit peer's name. Required; must be a [[peers]] name.
+	Peer string `toml:"peer"`
+	// Username and Password enable RFC 1929 authentication. Set both or
+	// neither.
+	Username string `toml:"username"`
+	Password string `toml:"password"`
+}
+
+// Forward is a static local port forward through a peer.
+type Forward struct {
+	// Listen is the local address. Required; unique among socks and
+	// forward listeners unless its port is 0.
+	Listen string `toml:"listen"`
+	// Peer is the peer's name. Required; must be a [[peers]] name.
+	Peer string `toml:"peer"`
+	// Service names an [[expose]] on that peer. Exactly one of Service and
+	// Target is set.
+	Service string `toml:"service"`
+	// Target is host:port, dialled by the peer (needs exit or targets there).
+	Target string `toml:"target"`
+	// Protocol is "tcp" (default) or "udp"; this build rejects "udp".
+	Protocol string `toml:"protocol"`
+}
+
+// Server is the rendezvous server's configuration, as read from TOML by
+// LoadServer. Keys left out take their defaults; LoadServer fills those in
+// and verifies everything.
+type Server struct {
+	// Listen is the TCP control address peers register with. Default:
+	// "0.0.0.0:7777".
+	Listen string `toml:"listen"`
+
+	// AltListen is an optional second address, on another IP and/or port,
+	// that lets peers learn how their NAT maps different destinations.
+	// Must differ from Listen. Default: none.
+	AltListen string `toml:"alt_listen"`
+
+	// KeyFile is the server's Ed25519 private key, resolved like
+	// Config.KeyFile. Default: "rendezvous.key".
+	KeyFile string `toml:"key_file"`
+
+	// Token, when set, must be presented by peers registering.
+	Token string `toml:"token"`
+
+	// LogLevel and LogFormat are as in Config.
+	LogLevel  string `toml:"log_level"`
+	LogFormat string `toml:"log_format"`
+
+	// Relay lets the server relay traffic between peers that cannot reach
+	// each other directly. Default: true; never nil after LoadServer.
+	Relay *bool `toml:"relay"`
+
+	// AdminListen is where the status API listens. Default: off (empty);
+	// "off" also turns it off.
+	AdminListen string `toml:"admin_listen"`
+
+	// Path is the file the config was loaded from (not a TOML key).
+	Path string `toml:"-"`
+}
+
+// Duration is a time.Duration that reads TOML strings like "15s".
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText formats the duration as Go does.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.String()), nil }

@@ -1,0 +1,120 @@
+package config
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Error is one problem with a config file.
+type Error struct {
+	File string // config file name as given to Load or Parse
+	Line int    // 1-based line, 0 if unknown
+	Col  int    // 1-based column, 0 if unknown (only TOML syntax errors have one)
+
+	// Key is the key path the problem is about, such as
+	// "peers[1].public_key". It is empty when no key applies, and for
+	// unknown keys, which Msg names instead: unknown key "peers[1].exitt".
+	Key string
+
+	Msg string
+	Err error // underlying cause, e.g. an I/O error; nil for most problems
+}
+
+// Error formats the problem as "file:line:col: key: msg", leaving out the
+// parts that are unknown.
+func (e *Error) Error() string {
+	var b strings.Builder
+	if e.File != "" {
+		b.WriteString(e.File)
+	}
+	if e.Line > 0 {
+		b.WriteString(":" + strconv.Itoa(e.Line))
+		if e.Col > 0 {
+			b.WriteString(":" + strconv.Itoa(e.Col))
+		}
+	}
+	for _, part := range []string{e.Key, e.Msg} {
+		if part == "" {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteString(": ")
+		}
+		b.WriteString(part)
+	}
+	return b.String()
+}
+
+// Unwrap returns the underlying cause, so errors.Is(err, fs.ErrNotExist)
+// works for a missing file.
+func (e *Error) Unwrap() error { return e.Err }
+
+// Errors is every problem found in a config file, ordered by line. Load,
+// Parse, LoadServer and ParseServer return either nil or a non-empty Errors,
+// including when the file cannot be read, so a caller tells a config problem
+// from anything else with
+//
+//	var errs config.Errors
+//	if errors.As(err, &errs) { /* bad config: exit 2 */ }
+//
+// errors.As with a *config.Error target also works and yields the first
+// problem.
+type Errors []*Error
+
+// Error lists the problems one per line.
+func (es Errors) Error() string {
+	lines := make([]string, len(es))
+	for i, e := range es {
+		lines[i] = e.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Unwrap exposes the individual problems to errors.Is and errors.As.
+func (es Errors) Unwrap() []error {
+	errs := make([]error, len(es))
+	for i, e := range es {
+		errs[i] = e
+	}
+	return errs
+}
+
+// asError returns nil for no problems, so that callers never see a non-nil
+// error interface holding an empty Errors. Problems without a line (usually
+// a whole missing section) come first, then the rest in file order.
+func (es Errors) asError() error {
+	if len(es) == 0 {
+		return nil
+	}
+	slices.SortStableFunc(es, func(a, b *Error) int {
+		return cmp.Or(cmp.Compare(a.Line, b.Line), cmp.Compare(a.Col, b.Col))
+	})
+	return es
+}
+
+// problems collects Errors for one file, looking up lines as it goes.
+type problems struct {
+	file  string
+	lines map[string]int
+	errs  Errors
+}
+
+// add records a problem with key, placed on the line where key (or its
+// nearest enclosing table or array) is written.
+func (p *problems) add(key, format string, args ...any) {
+	p.addAt(key, key, format, args...)
+}
+
+// addAt is add for problems reported against one key but best pointed at
+// through another, such as a bad element of an array that can span lines.
+func (p *problems) addAt(lineKey, key, format string, args ...any) {
+	p.errs = append(p.errs, &Error{
+		File: p.file,
+		Line: lineOf(p.lines, lineKey),
+		Key:  key,
+		Msg:  fmt.Sprintf(format, args...),
+	})
+}

@@ -1,0 +1,341 @@
+package config
+
+import (
+	"cmp"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+const (
+	defaultKeyFile       = "warren.key"
+	defaultAdminListen   = "127.0.0.1:7780"
+	defaultKeepAlive     = 15 * time.Second
+	defaultPunchTimeout  = 10 * time.Second
+	defaultStreamWindow  = 4 << 20
+	minStreamWindow      = 256 << 10
+	defaultMaxStreams    = 256
+	defaultServerListen  = "0.0.0.0:7777"
+	defaultServerKeyFile = "rendezvous.key"
+)
+
+// finish fills in defaults and checks every rule that types alone do not
+// express, recording problems in p.
+func (c *Config) finish(p *problems, md toml.MetaData) {
+	c.KeyFile = resolvePath(c.Path, cmp.Or(c.KeyFile, defaultKeyFile))
+	c.LogLevel, c.LogFormat = checkLogging(p, c.LogLevel, c.LogFormat)
+	c.AdminListen = checkAdmin(p, c.AdminListen, defaultAdminListen)
+	c.Rendezvous.check(p)
+	c.Link.finish(p, md)
+	peers := checkPeers(p, c.Peers)
+	checkExposes(p, c.Expose, peers)
+	checkSocks(p, c.Socks, peers)
+	checkForwards(p, c.Forward, peers)
+
+	l := listeners{p: p}
+	l.claim("admin_listen", c.AdminListen)
+	for i, s := range c.Socks {
+		l.claim(keyIndex("socks", i)+".listen", s.Listen)
+	}
+	for i, f := range c.Forward {
+		l.claim(keyIndex("forward", i)+".listen", f.Listen)
+	}
+}
+
+// finish is Config.finish for the rendezvous server.
+func (s *Server) finish(p *problems) {
+	s.Listen = cmp.Or(s.Listen, defaultServerListen)
+	checkAddrKey(p, "listen", s.Listen, listenAddr)
+	if s.AltListen != "" {
+		checkAddrKey(p, "alt_listen", s.AltListen, listenAddr)
+	}
+	s.KeyFile = resolvePath(s.Path, cmp.Or(s.KeyFile, defaultServerKeyFile))
+	s.LogLevel, s.LogFormat = checkLogging(p, s.LogLevel, s.LogFormat)
+	if s.Relay == nil {
+		s.Relay = new(true)
+	}
+	s.AdminListen = checkAdmin(p, s.AdminListen, "")
+
+	l := listeners{p: p}
+	l.claim("listen", s.Listen)
+	l.claim("alt_listen", s.AltListen)
+	l.claim("admin_listen", s.AdminListen)
+}
+
+// required reports an empty value and says whether there is one to check
+// further.
+func required(p *problems, key, value string) bool {
+	if value == "" {
+		p.add(key, "must be set")
+		return false
+	}
+	return true
+}
+
+func checkAddrKey(p *problems, key, addr string, use addrUse) {
+	if err := checkAddr(addr, use); err != nil {
+		p.add(key, "%v", err)
+	}
+}
+
+func checkPublicKeyKey(p *problems, key, value string) []byte {
+	b, err := checkPublicKey(value)
+	if err != nil {
+		p.add(key, "%v", err)
+	}
+	return b
+}
+
+// checkLogging defaults and checks log_level and log_format.
+func checkLogging(p *problems, level, format string) (string, string) {
+	level, format = cmp.Or(level, "info"), cmp.Or(format, "text")
+	if !slices.Contains([]string{"trace", "debug", "info", "warn", "error"}, level) {
+		p.add("log_level", "%q is not one of trace, debug, info, warn, error", level)
+	}
+	if format != "text" && format != "json" {
+		p.add("log_format", "%q is neither text nor json", format)
+	}
+	return level, format
+}
+
+// checkAdmin resolves admin_listen: empty means the default, "off" means
+// no admin listener, which callers see as "".
+func checkAdmin(p *problems, addr, def string) string {
+	switch addr {
+	case "":
+		return def
+	case "off":
+		return ""
+	}
+	checkAddrKey(p, "admin_listen", addr, listenAddr)
+	return addr
+}
+
+func (r *Rendezvous) check(p *problems) {
+	if required(p, "rendezvous.address", r.Address) {
+		checkAddrKey(p, "rendezvous.address", r.Address, dialAddr)
+	}
+	if required(p, "rendezvous.public_key", r.PublicKey) {
+		checkPublicKeyKey(p, "rendezvous.public_key", r.PublicKey)
+	}
+}
+
+// finish defaults and checks [link]. md tells a key set to zero, which is
+// an error, from a key left out, which takes the default.
+func (l *Link) finish(p *problems, md toml.MetaData) {
+	set := func(key string) bool { return md.IsDefined("link", key) }
+	l.checkTransports(p)
+	if l.Relay == nil {
+		l.Relay = new(true)
+	}
+	l.KeepAlive = positiveDuration(p, "link.keepalive", l.KeepAlive, set("keepalive"), defaultKeepAlive)
+	l.PunchTimeout = positiveDuration(p, "link.punch_timeout", l.PunchTimeout, set("punch_timeout"), defaultPunchTimeout)
+	switch {
+	case !set("stream_window"):
+		l.StreamWindow = defaultStreamWindow
+	case l.StreamWindow < minStreamWindow:
+		p.add("link.stream_window", "%d is below the minimum of %d (256 KiB)", l.StreamWindow, minStreamWindow)
+	}
+	switch {
+	case !set("max_streams"):
+		l.MaxStreams = defaultMaxStreams
+	case l.MaxStreams <= 0:
+		p.add("link.max_streams", "must be positive, got %d", l.MaxStreams)
+	}
+}
+
+func (l *Link) checkTransports(p *problems) {
+	const key = "link.transports"
+	if l.Transports == nil {
+		l.Transports = []string{"tcp"}
+		return
+	}
+	if len(l.Transports) == 0 {
+		p.add(key, "must list at least one transport (known: tcp, udp)")
+	}
+	for i, t := range l.Transports {
+		elem := keyIndex(key, i)
+		switch {
+		case slices.Contains(l.Transports[:i], t):
+			p.addAt(elem, key, "%q is listed twice", t)
+		case t == "tcp":
+		case t == "udp":
+			p.addAt(elem, key, "%q is not supported by this build yet", t)
+		default:
+			p.addAt(elem, key, "unknown transport %q (known: tcp, udp)", t)
+		}
+	}
+}
+
+func positiveDuration(p *problems, key string, d Duration, set bool, def time.Duration) Duration {
+	if !set {
+		return Duration{def}
+	}
+	if d.Duration <= 0 {
+		p.add(key, "must be positive, got %s", d.Duration)
+	}
+	return d
+}
+
+// peerSet is the [[peers]] names in file order, for resolving references
+// and listing the candidates when one does not resolve.
+type peerSet []string
+
+// ref checks that name is a peer; key is the referring key, elem the exact
+// place when name is an array element.
+func (ps peerSet) ref(p *problems, elem, key, name string) {
+	if slices.Contains(ps, name) {
+		return
+	}
+	known := "no [[peers]] are defined"
+	if len(ps) > 0 {
+		known = "known: " + strings.Join(ps, ", ")
+	}
+	p.addAt(elem, key, "no peer named %q (%s)", name, known)
+}
+
+func checkPeers(p *problems, peers []Peer) peerSet {
+	var names peerSet
+	byName := map[string]string{} // name → key of the peer that has it
+	byKey := map[string]string{}  // decoded public key → key of the peer that has it
+	for i := range peers {
+		peer := &peers[i]
+		key := keyIndex("peers", i)
+		if required(p, key+".name", peer.Name) {
+			if other, dup := byName[peer.Name]; dup {
+				p.add(key+".name", "duplicate peer name %q (also %s)", peer.Name, other)
+			} else {
+				byName[peer.Name] = key
+				names = append(names, peer.Name)
+			}
+		}
+		// Compare decoded keys: two spellings of one key are still one peer.
+		if required(p, key+".public_key", peer.PublicKey) {
+			if b := checkPublicKeyKey(p, key+".public_key", peer.PublicKey); b != nil {
+				if other, dup := byKey[string(b)]; dup {
+					p.add(key+".public_key", "same key as %s", other)
+				} else {
+					byKey[string(b)] = key
+				}
+			}
+		}
+		peer.Patterns = checkTargets(p, key+".targets", peer.Targets)
+	}
+	return names
+}
+
+func checkTargets(p *problems, key string, targets []string) []TargetPattern {
+	var patterns []TargetPattern
+	for i, s := range targets {
+		t, err := ParseTargetPattern(s)
+		if err != nil {
+			p.addAt(keyIndex(key, i), key, "%v", err)
+			continue
+		}
+		patterns = append(patterns, t)
+	}
+	return patterns
+}
+
+func checkExposes(p *problems, exposes []Expose, peers peerSet) {
+	byName := map[string]string{}
+	for i, e := range exposes {
+		key := keyIndex("expose", i)
+		if required(p, key+".name", e.Name) {
+			if other, dup := byName[e.Name]; dup {
+				p.add(key+".name", "duplicate expose name %q (also %s)", e.Name, other)
+			} else {
+				byName[e.Name] = key
+			}
+		}
+		if required(p, key+".target", e.Target) {
+			checkAddrKey(p, key+".target", e.Target, dialAddr)
+		}
+		if len(e.Peers) == 0 {
+			p.add(key+".peers", "must list at least one [[peers]] name")
+		}
+		for j, name := range e.Peers {
+			peers.ref(p, keyIndex(key+".peers", j), key+".peers", name)
+		}
+	}
+}
+
+func checkSocks(p *problems, socks []Socks, peers peerSet) {
+	for i, s := range socks {
+		key := keyIndex("socks", i)
+		if required(p, key+".listen", s.Listen) {
+			checkAddrKey(p, key+".listen", s.Listen, listenAddr)
+		}
+		if required(p, key+".peer", s.Peer) {
+			peers.ref(p, key+".peer", key+".peer", s.Peer)
+		}
+		// One without the other is almost certainly a mistake, and silently
+		// running an unauthenticated proxy would be the worst reading of it.
+		switch {
+		case s.Username != "" && s.Password == "":
+			p.add(key+".password", "must be set when username is")
+		case s.Username == "" && s.Password != "":
+			p.add(key+".username", "must be set when password is")
+		}
+	}
+}
+
+func checkForwards(p *problems, forwards []Forward, peers peerSet) {
+	for i := range forwards {
+		f := &forwards[i]
+		key := keyIndex("forward", i)
+		if required(p, key+".listen", f.Listen) {
+			checkAddrKey(p, key+".listen", f.Listen, listenAddr)
+		}
+		if required(p, key+".peer", f.Peer) {
+			peers.ref(p, key+".peer", key+".peer", f.Peer)
+		}
+		switch {
+		case f.Service == "" && f.Target == "":
+			p.add(key, "set service (a name the peer exposes) or target (host:port the peer dials)")
+		case f.Service != "" && f.Target != "":
+			p.add(key+".target", "set service or target, not both")
+		case f.Target != "":
+			checkAddrKey(p, key+".target", f.Target, dialAddr)
+		}
+		switch f.Protocol {
+		case "", "tcp":
+			f.Protocol = "tcp"
+		case "udp":
+			p.add(key+".protocol", "%q is not supported by this build yet", f.Protocol)
+		default:
+			p.add(key+".protocol", "unknown protocol %q (want tcp or udp)", f.Protocol)
+		}
+	}
+}
+
+// listeners spots two listeners on one address, which would fail only at
+// startup, after the other one is already up.
+type listeners struct {
+	p    *problems
+	used map[string]string // normalized address → key that claimed it
+}
+
+// claim registers addr for key. Empty and invalid addresses are skipped
+// (they are reported elsewhere), and so is port 0, since every such
+// listener gets its own port.
+func (l *listeners) claim(key, addr string) {
+	if addr == "" || checkAddr(addr, listenAddr) != nil {
+		return
+	}
+	if _, port, _ := net.SplitHostPort(addr); strings.Trim(port, "0") == "" { // "0", "00", ...
+		return
+	}
+	norm := sameAddr(addr)
+	if other, dup := l.used[norm]; dup {
+		l.p.add(key, "%q is already used by %s", addr, other)
+		return
+	}
+	if l.used == nil {
+		l.used = map[string]string{}
+	}
+	l.used[norm] = key
+}

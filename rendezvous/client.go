@@ -1,0 +1,275 @@
+package rendezvous
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/warren-p2p/warren/identity"
+)
+
+// ClientConfig configures a Client. Zero durations mean their defaults.
+type ClientConfig struct {
+	// Address is the server's host:port. Required.
+	Address string
+	// ServerKey pins the server. Required.
+	ServerKey identity.PublicKey
+	// Key is this peer's identity. Required.
+	Key identity.PrivateKey
+	// Token is presented at registration.
+	Token string
+	// Dial opens the TCP connection; the daemon dials from its shared
+	// punch port so the server observes the port peers must punch to.
+	// Default: a plain net.Dialer.
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// LAN returns the endpoints to report as LAN candidates at each
+	// registration.
+	LAN func() []netip.AddrPort
+	// OnPunch receives each punch instruction. It is called from the
+	// client's read loop and must not block.
+	OnPunch func(Punch)
+	// PingInterval is the keepalive interval. Default 15s.
+	PingInterval time.Duration
+	// MaxBackoff caps the wait between reconnects. Default 30s.
+	MaxBackoff time.Duration
+	// Log receives the client's logs. Default: logrus' standard logger.
+	Log logrus.FieldLogger
+}
+
+// Punch tells a peer to punch towards another now.
+type Punch struct {
+	Session string
+	Peer    identity.PublicKey
+	Public  netip.AddrPort
+	LAN     []netip.AddrPort
+}
+
+// ErrNotRegistered is returned by Connect while the client is not
+// registered with the server.
+var ErrNotRegistered = errors.New("not registered with the rendezvous server")
+
+// Client keeps a peer registered with a rendezvous server, reconnecting
+// with backoff whenever the connection drops.
+type Client struct {
+	cfg     ClientConfig
+	tlsConf *tls.Config
+
+	// mu guards the fields below.
+	mu         sync.Mutex
+	cur        *peerConn // nil while not registered
+	observed   netip.AddrPort
+	registered chan struct{} // closed while registered
+}
+
+// NewClient validates cfg and returns a client; call Run to run it.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	if cfg.Address == "" {
+		return nil, errors.New("rendezvous client: no server address")
+	}
+	if cfg.ServerKey.IsZero() {
+		return nil, errors.New("rendezvous client: no server key")
+	}
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = 15 * time.Second
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 30 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = logrus.StandardLogger()
+	}
+	if cfg.Dial == nil {
+		var d net.Dialer
+		cfg.Dial = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
+	}
+	if cfg.OnPunch == nil {
+		cfg.OnPunch = func(Punch) {}
+	}
+	cert, err := identity.Certificate(cfg.Key)
+	if err != nil {
+		return nil, err
+	}
+	conf := identity.TLSConfig(cert, identity.Pinned(cfg.ServerKey))
+	return &Client{cfg: cfg, tlsConf: conf, registered: make(chan struct{})}, nil
+}
+
+// Observed returns this peer's endpoint as the server last saw it.
+func (c *Client) Observed() netip.AddrPort {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.observed
+}
+
+// Registered returns a channel that is closed while the client is
+// registered; after a disconnect, call it again for a fresh channel.
+func (c *Client) Registered() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.registered
+}
+
+// Connect asks the server for a punch session with peer. The answer is a
+// Punch through OnPunch, or nothing if the peer is offline.
+func (c *Client) Connect(peer identity.PublicKey) error {
+	c.mu.Lock()
+	p := c.cur
+	c.mu.Unlock()
+	if p == nil {
+		return ErrNotRegistered
+	}
+	return p.send(&Message{Type: TypeConnect, Peer: peer.String()})
+}
+
+// Run keeps the client registered until ctx ends.
+func (c *Client) Run(ctx context.Context) error {
+	backoff := 250 * time.Millisecond
+	for {
+		start := time.Now()
+		err := c.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(start) > time.Minute {
+			backoff = 250 * time.Millisecond
+		}
+		// Jitter spreads reconnects when a server restart drops everyone.
+		wait := backoff/2 + rand.N(backoff/2+1)
+		c.cfg.Log.WithError(err).WithFields(logrus.Fields{"server": c.cfg.Address, "retry_in": wait.Round(time.Millisecond)}).
+			Warn("rendezvous connection lost")
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return nil
+		}
+		backoff = min(2*backoff, c.cfg.MaxBackoff)
+	}
+}
+
+// session runs one control connection from dial to disconnect.
+func (c *Client) session(ctx context.Context) error {
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	raw, err := c.cfg.Dial(dctx, c.cfg.Address)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("dial %s: %w", c.cfg.Address, err)
+	}
+	defer raw.Close()
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
+	defer stop()
+
+	raw.SetDeadline(time.Now().Add(10 * time.Second))
+	tc := tls.Client(raw, c.tlsConf)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return fmt.Errorf("tls with %s: %w", c.cfg.Address, err)
+	}
+	p := &peerConn{conn: tc, key: c.cfg.ServerKey, log: c.cfg.Log}
+	reg := &Message{Type: TypeRegister, Version: Version, Token: c.cfg.Token}
+	if c.cfg.LAN != nil {
+		for _, a := range c.cfg.LAN() {
+			reg.LAN = append(reg.LAN, a.String())
+		}
+	}
+	if err := p.send(reg); err != nil {
+		return err
+	}
+	m, err := ReadMessage(tc)
+	if err != nil {
+		return fmt.Errorf("register: %w", err)
+	}
+	if m.Type == TypeError {
+		return fmt.Errorf("register refused: %s: %s", m.Code, m.Text)
+	}
+	observed, err := netip.ParseAddrPort(m.Observed)
+	if m.Type != TypeRegistered || err != nil {
+		return fmt.Errorf("%w: register answered with %q %q", ErrProtocol, m.Type, m.Observed)
+	}
+	raw.SetDeadline(time.Time{})
+	c.setRegistered(p, observed)
+	defer c.setRegistered(nil, netip.AddrPort{})
+	c.cfg.Log.WithFields(logrus.Fields{"server": c.cfg.Address, "observed": observed}).Info("registered with rendezvous server")
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	pctx, pcancel := context.WithCancel(ctx)
+	defer pcancel()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.pingLoop(pctx, p)
+	}()
+	for {
+		tc.SetReadDeadline(time.Now().Add(3 * c.cfg.PingInterval))
+		m, err := ReadMessage(tc)
+		if err != nil {
+			return err
+		}
+		c.handle(m)
+	}
+}
+
+func (c *Client) pingLoop(ctx context.Context, p *peerConn) {
+	t := time.NewTicker(c.cfg.PingInterval)
+	defer t.Stop()
+	for seq := uint64(1); ; seq++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := p.send(&Message{Type: TypePing, Seq: seq}); err != nil {
+			p.conn.Close()
+			return
+		}
+	}
+}
+
+func (c *Client) handle(m *Message) {
+	switch m.Type {
+	case TypePunch:
+		pu, err := parsePunch(m)
+		if err != nil {
+			c.cfg.Log.WithError(err).Warn("ignoring malformed punch instruction")
+			return
+		}
+		c.cfg.OnPunch(pu)
+	case TypeError:
+		c.cfg.Log.WithFields(logrus.Fields{"code": m.Code, "peer": m.Peer}).Debug(m.Text)
+	}
+}
+
+func parsePunch(m *Message) (Punch, error) {
+	key, err := identity.ParsePublicKey(m.Peer)
+	if err != nil {
+		return Punch{}, fmt.Errorf("punch peer: %w", err)
+	}
+	pu := Punch{Session: m.Session, Peer: key}
+	if pu.Public, err = netip.ParseAddrPort(m.Public); err != nil {
+		return Punch{}, fmt.Errorf("punch public endpoint: %w", err)
+	}
+	for _, s := range m.LAN {
+		if a, err := netip.ParseAddrPort(s); err == nil {
+			pu.LAN = append(pu.LAN, a)
+		}
+	}
+	return pu, nil
+}
+
+func (c *Client) setRegistered(p *peerConn, observed netip.AddrPort) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cur = p
+	if p != nil {
+		c.observed = observed
+		close(c.registered)
+	} else {
+		c.registered = make(chan struct{})
+	}
+}

@@ -1,0 +1,94 @@
+package rendezvous
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Protocol version spoken by this package.
+const Version = 1
+
+// MaxMessage is the largest control frame either end accepts.
+const MaxMessage = 64 << 10
+
+// Message types.
+const (
+	TypeRegister   = "register"
+	TypeRegistered = "registered"
+	TypeConnect    = "connect"
+	TypePunch      = "punch"
+	TypeError      = "error"
+	TypePing       = "ping"
+	TypePong       = "pong"
+)
+
+// Error codes carried by TypeError messages.
+const (
+	CodeBadToken    = "bad_token"
+	CodePeerOffline = "peer_offline"
+	CodeProtocol    = "protocol"
+)
+
+// Message is one control frame. Which fields are set depends on Type (see
+// spec.md); one flat struct keeps the codec small and easy to fuzz.
+type Message struct {
+	Type     string   `json:"type"`
+	Version  int      `json:"version,omitempty"`
+	Token    string   `json:"token,omitempty"`
+	LAN      []string `json:"lan,omitempty"`
+	Observed string   `json:"observed,omitempty"`
+	Peer     string   `json:"peer,omitempty"`
+	Session  string   `json:"session,omitempty"`
+	Public   string   `json:"public,omitempty"`
+	Code     string   `json:"code,omitempty"`
+	Text     string   `json:"message,omitempty"`
+	Seq      uint64   `json:"seq,omitempty"`
+}
+
+// ErrProtocol wraps every malformed-input error from ReadMessage.
+var ErrProtocol = errors.New("rendezvous protocol error")
+
+// WriteMessage writes m as one frame.
+func WriteMessage(w io.Writer, m *Message) error {
+	body, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	if len(body) > MaxMessage {
+		return fmt.Errorf("message %s of %d bytes exceeds %d", m.Type, len(body), MaxMessage)
+	}
+	buf := make([]byte, 4+len(body))
+	binary.BigEndian.PutUint32(buf, uint32(len(body)))
+	copy(buf[4:], body)
+	_, err = w.Write(buf)
+	return err
+}
+
+// ReadMessage reads one frame. Oversized or malformed frames and unknown
+// types return an error wrapping ErrProtocol.
+func ReadMessage(r io.Reader) (*Message, error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n > MaxMessage {
+		return nil, fmt.Errorf("%w: frame of %d bytes exceeds %d", ErrProtocol, n, MaxMessage)
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return nil, err
+	}
+	var m Message
+	if err := json.Unmarshal(body, &m); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrProtocol, err)
+	}
+	switch m.Type {
+	case TypeRegister, TypeRegistered, TypeConnect, TypePunch, TypeError, TypePing, TypePong:
+		return &m, nil
+	}
+	return nil, fmt.Errorf("%w: unknown message type %q", ErrProtocol, m.Type)
+}

@@ -1,0 +1,222 @@
+package rendezvous
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/warren-p2p/warren/identity"
+)
+
+func quietLog() logrus.FieldLogger {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return l
+}
+
+type testServer struct {
+	srv  *Server
+	addr string
+}
+
+func startServer(t *testing.T, ctx context.Context, token string) testServer {
+	t.Helper()
+	k, _ := identity.Generate()
+	srv, err := NewServer(ServerConfig{Key: k, Token: token, Log: quietLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); srv.Serve(ctx, ln) }()
+	t.Cleanup(wg.Wait)
+	return testServer{srv, ln.Addr().String()}
+}
+
+type testClient struct {
+	c       *Client
+	key     identity.PrivateKey
+	punches chan Punch
+}
+
+func startClient(t *testing.T, ctx context.Context, ts testServer, token string, serverKey identity.PublicKey) testClient {
+	t.Helper()
+	k, _ := identity.Generate()
+	punches := make(chan Punch, 4)
+	c, err := NewClient(ClientConfig{
+		Address: ts.addr, ServerKey: serverKey, Key: k, Token: token, Log: quietLog(),
+		LAN:     func() []netip.AddrPort { return []netip.AddrPort{netip.MustParseAddrPort("10.1.2.3:4567")} },
+		OnPunch: func(p Punch) { punches <- p },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); c.Run(ctx) }()
+	t.Cleanup(wg.Wait)
+	return testClient{c, k, punches}
+}
+
+func waitRegistered(t *testing.T, c *Client) {
+	t.Helper()
+	select {
+	case <-c.Registered():
+	case <-time.After(5 * time.Second):
+		t.Fatal("client did not register")
+	}
+}
+
+func TestCoordinatePunch(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ts := startServer(t, ctx, "")
+	a := startClient(t, ctx, ts, "", ts.srv.PublicKey())
+	b := startClient(t, ctx, ts, "", ts.srv.PublicKey())
+	waitRegistered(t, a.c)
+	waitRegistered(t, b.c)
+	if !a.c.Observed().Addr().IsLoopback() {
+		t.Fatalf("observed %v", a.c.Observed())
+	}
+	// Both ask at once: one session serves both.
+	a.c.Connect(b.key.Public())
+	b.c.Connect(a.key.Public())
+	pa, pb := <-a.punches, <-b.punches
+	if pa.Session != pb.Session || pa.Peer != b.key.Public() || pb.Peer != a.key.Public() {
+		t.Fatalf("punches disagree: %+v / %+v", pa, pb)
+	}
+	if pa.Public != b.c.Observed() || len(pa.LAN) != 1 || pa.LAN[0].String() != "10.1.2.3:4567" {
+		t.Fatalf("a told %+v, b observed at %v", pa, b.c.Observed())
+	}
+	select {
+	case p := <-a.punches:
+		t.Fatalf("second session issued: %+v", p)
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+func TestBadTokenAndWrongServerKey(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ts := startServer(t, ctx, "s3cret")
+	impostor, _ := identity.Generate()
+	for _, tc := range []struct {
+		name, token string
+		key         identity.PublicKey
+	}{
+		{"bad token", "guess", ts.srv.PublicKey()},
+		{"server key not pinned", "s3cret", impostor.Public()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			c := startClient(t, ctx, ts, tc.token, tc.key)
+			select {
+			case <-c.c.Registered():
+				t.Fatal("registered")
+			case <-time.After(500 * time.Millisecond):
+			}
+		})
+	}
+	ok := startClient(t, ctx, ts, "s3cret", ts.srv.PublicKey())
+	waitRegistered(t, ok.c)
+}
+
+// TestGarbageClosesOnlyThatConnection sends junk at every stage and checks
+// the server keeps serving others.
+func TestGarbageClosesOnlyThatConnection(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ts := startServer(t, ctx, "")
+	k, _ := identity.Generate()
+	cert, _ := identity.Certificate(k)
+	for _, junk := range [][]byte{
+		[]byte("GET / HTTP/1.0\r\n\r\n"),                // not TLS at all
+		{0xff, 0xff, 0xff, 0xff, 1, 2, 3},               // inside TLS: huge length
+		{0, 0, 0, 3, '{', '"', 'x'},                     // inside TLS: bad JSON
+		append([]byte{0, 0, 0, 14}, `{"type":"zz"}`...), // unknown type
+	} {
+		raw, err := net.Dial("tcp", ts.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var w io.ReadWriter = raw
+		if junk[0] != 'G' {
+			tc := tls.Client(raw, identity.TLSConfig(cert, identity.Pinned(ts.srv.PublicKey())))
+			if err := tc.Handshake(); err != nil {
+				t.Fatal(err)
+			}
+			w = tc
+		}
+		w.Write(junk)
+		raw.SetReadDeadline(time.Now().Add(5 * time.Second))
+		io.Copy(io.Discard, w) // returns once the server closes
+		raw.Close()
+	}
+	c := startClient(t, ctx, ts, "", ts.srv.PublicKey())
+	waitRegistered(t, c.c)
+}
+
+func TestUDPProbe(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	k, _ := identity.Generate()
+	srv, _ := NewServer(ServerConfig{Key: k, Log: quietLog()})
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.ServeUDP(ctx, pc)
+	cl, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	got, err := ProbeUDP(ctx, cl, pc.LocalAddr())
+	if err != nil || got.String() != cl.LocalAddr().String() {
+		t.Fatalf("probe = %v, %v; want %v", got, err, cl.LocalAddr())
+	}
+}
+
+func FuzzReadMessage(f *testing.F) {
+	for _, m := range []*Message{
+		{Type: TypeRegister, Version: 1, Token: "t", LAN: []string{"10.0.0.1:1"}},
+		{Type: TypePunch, Session: strings.Repeat("a", 32), Peer: "x", Public: "1.2.3.4:5"},
+		{Type: TypePing, Seq: 7},
+	} {
+		var b bytes.Buffer
+		WriteMessage(&b, m)
+		f.Add(b.Bytes())
+	}
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := ReadMessage(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		var b bytes.Buffer
+		if err := WriteMessage(&b, m); err != nil {
+			t.Fatalf("re-encode: %v", err)
+		}
+		m2, err := ReadMessage(&b)
+		if err != nil || m2.Type != m.Type || m2.Session != m.Session || m2.Seq != m.Seq {
+			t.Fatalf("round trip: %+v -> %+v, %v", m, m2, err)
+		}
+		if _, err := parsePunch(m); err == nil && m.Type == TypePunch && m.Peer == "" {
+			t.Fatal("punch without peer parsed")
+		}
+	})
+}

@@ -1,0 +1,311 @@
+package rendezvous
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/warren-p2p/warren/identity"
+	"github.com/warren-p2p/warren/punch"
+)
+
+// ServerConfig configures a Server. Zero durations mean their defaults.
+type ServerConfig struct {
+	// Key is the server's identity; peers pin its public half. Required.
+	Key identity.PrivateKey
+	// Token, if set, must be presented by every registering peer.
+	Token string
+	// HandshakeTimeout bounds TLS plus the register message. Default 10s.
+	HandshakeTimeout time.Duration
+	// IdleTimeout drops a peer that sends nothing (not even a ping) this
+	// long. Default 60s.
+	IdleTimeout time.Duration
+	// PairWindow suppresses a second punch session for the same two peers
+	// within this time, so that both sides asking at once yields one
+	// session. Default 3s.
+	PairWindow time.Duration
+	// Log receives the server's logs. Default: logrus' standard logger.
+	Log logrus.FieldLogger
+}
+
+func (c ServerConfig) withDefaults() ServerConfig {
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 60 * time.Second
+	}
+	if c.PairWindow <= 0 {
+		c.PairWindow = 3 * time.Second
+	}
+	if c.Log == nil {
+		c.Log = logrus.StandardLogger()
+	}
+	return c
+}
+
+// Server is a rendezvous server.
+type Server struct {
+	cfg     ServerConfig
+	tlsConf *tls.Config
+
+	// mu guards the fields below.
+	mu    sync.Mutex
+	peers map[identity.PublicKey]*peerConn
+	pairs map[[2]identity.PublicKey]time.Time // last punch session per pair
+}
+
+// NewServer validates cfg and returns a server; call Serve to run it.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	cfg = cfg.withDefaults()
+	if cfg.Key.Public().IsZero() {
+		return nil, errors.New("rendezvous server: no key")
+	}
+	cert, err := identity.Certificate(cfg.Key)
+	if err != nil {
+		return nil, err
+	}
+	// Any peer may register; its key is its identity.
+	conf := identity.TLSConfig(cert, func(identity.PublicKey) error { return nil })
+	conf.SessionTicketsDisabled = true
+	return &Server{
+		cfg:     cfg,
+		tlsConf: conf,
+		peers:   make(map[identity.PublicKey]*peerConn),
+		pairs:   make(map[[2]identity.PublicKey]time.Time),
+	}, nil
+}
+
+// PublicKey returns the key peers must pin.
+func (s *Server) PublicKey() identity.PublicKey { return s.cfg.Key.Public() }
+
+// Peers returns how many peers are registered now.
+func (s *Server) Peers() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.peers)
+}
+
+// Serve runs the control protocol on ln until ctx ends; it closes ln and
+// every peer connection before returning.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("rendezvous accept: %w", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.serveConn(ctx, c)
+		}()
+	}
+}
+
+// ServeUDP answers probes on pc until ctx ends.
+func (s *Server) ServeUDP(ctx context.Context, pc net.PacketConn) error {
+	stop := context.AfterFunc(ctx, func() { pc.Close() })
+	defer stop()
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("rendezvous udp: %w", err)
+		}
+		if reply, ok := probeReply(buf[:n], from); ok {
+			pc.WriteTo(reply, from)
+		}
+	}
+}
+
+// peerConn is one registered peer's control connection.
+type peerConn struct {
+	key      identity.PublicKey
+	conn     *tls.Conn
+	observed netip.AddrPort
+	lan      []string
+	log      logrus.FieldLogger
+
+	// wmu serialises writes.
+	wmu sync.Mutex
+}
+
+func (p *peerConn) send(m *Message) error {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	p.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	return WriteMessage(p.conn, m)
+}
+
+func (s *Server) serveConn(ctx context.Context, raw net.Conn) {
+	defer raw.Close()
+	var log logrus.FieldLogger = s.cfg.Log.WithField("remote", raw.RemoteAddr().String())
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
+	defer stop()
+
+	p, err := s.handshake(raw, log)
+	if err != nil {
+		log.WithError(err).Info("registration failed")
+		return
+	}
+	log = p.log
+	old := s.register(p)
+	if old != nil {
+		log.Info("peer re-registered; closing its previous connection")
+		old.conn.Close()
+	}
+	log.WithField("observed", p.observed).Info("peer registered")
+	defer func() {
+		s.unregister(p)
+		log.Info("peer left")
+	}()
+	for {
+		p.conn.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
+		m, err := ReadMessage(p.conn)
+		if err != nil {
+			if errors.Is(err, ErrProtocol) {
+				log.WithError(err).Warn("closing peer connection")
+				p.send(&Message{Type: TypeError, Code: CodeProtocol, Text: err.Error()})
+			}
+			return
+		}
+		switch m.Type {
+		case TypePing:
+			err = p.send(&Message{Type: TypePong, Seq: m.Seq})
+		case TypeConnect:
+			err = s.coordinate(p, m.Peer)
+		default:
+			err = fmt.Errorf("%w: unexpected %q from a registered peer", ErrProtocol, m.Type)
+		}
+		if err != nil {
+			log.WithError(err).Warn("closing peer connection")
+			return
+		}
+	}
+}
+
+// handshake runs TLS and reads the register message.
+func (s *Server) handshake(raw net.Conn, log logrus.FieldLogger) (*peerConn, error) {
+	raw.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	tc := tls.Server(raw, s.tlsConf)
+	if err := tc.Handshake(); err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	key, err := identity.PeerKey(tc.ConnectionState())
+	if err != nil {
+		return nil, err
+	}
+	p := &peerConn{key: key, conn: tc, log: log.WithField("peer", key.Short())}
+	m, err := ReadMessage(tc)
+	if err != nil {
+		return nil, err
+	}
+	if m.Type != TypeRegister || m.Version != Version {
+		p.send(&Message{Type: TypeError, Code: CodeProtocol, Text: "expected register, version 1"})
+		return nil, fmt.Errorf("%w: first message %q version %d", ErrProtocol, m.Type, m.Version)
+	}
+	if s.cfg.Token != "" && subtle.ConstantTimeCompare([]byte(m.Token), []byte(s.cfg.Token)) != 1 {
+		p.send(&Message{Type: TypeError, Code: CodeBadToken, Text: "join token refused"})
+		return nil, errors.New("bad join token")
+	}
+	ap, err := netip.ParseAddrPort(raw.RemoteAddr().String())
+	if err != nil {
+		return nil, err
+	}
+	p.observed = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	for _, a := range m.LAN {
+		if _, err := netip.ParseAddrPort(a); err == nil && len(p.lan) < 16 {
+			p.lan = append(p.lan, a)
+		}
+	}
+	if err := p.send(&Message{Type: TypeRegistered, Observed: p.observed.String()}); err != nil {
+		return nil, err
+	}
+	raw.SetDeadline(time.Time{})
+	return p, nil
+}
+
+func (s *Server) register(p *peerConn) (old *peerConn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old = s.peers[p.key]
+	s.peers[p.key] = p
+	return old
+}
+
+func (s *Server) unregister(p *peerConn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.peers[p.key] == p {
+		delete(s.peers, p.key)
+	}
+}
+
+// coordinate starts a punch session between p and the peer it asked for.
+func (s *Server) coordinate(p *peerConn, peer string) error {
+	key, err := identity.ParsePublicKey(peer)
+	if err != nil {
+		return fmt.Errorf("%w: connect: %v", ErrProtocol, err)
+	}
+	pair := [2]identity.PublicKey{p.key, key}
+	if key.Less(p.key) {
+		pair = [2]identity.PublicKey{key, p.key}
+	}
+	s.mu.Lock()
+	other := s.peers[key]
+	recent := time.Since(s.pairs[pair]) < s.cfg.PairWindow
+	if other != nil && !recent && key != p.key {
+		s.pairs[pair] = time.Now()
+		s.expirePairsLocked()
+	}
+	s.mu.Unlock()
+	switch {
+	case other == nil || key == p.key:
+		return p.send(&Message{Type: TypeError, Code: CodePeerOffline, Peer: peer, Text: "peer is not registered"})
+	case recent:
+		// The other side asked at the same moment; its session serves both.
+		return nil
+	}
+	id := punch.NewSessionID().String()
+	p.log.WithFields(logrus.Fields{"to": key.Short(), "session": id[:8]}).Info("coordinating punch")
+	// The target's failure to receive is its own connection's problem.
+	if err := other.send(punchFor(id, p)); err != nil {
+		other.conn.Close()
+	}
+	return p.send(punchFor(id, other))
+}
+
+func (s *Server) expirePairsLocked() {
+	for k, t := range s.pairs {
+		if time.Since(t) > s.cfg.PairWindow {
+			delete(s.pairs, k)
+		}
+	}
+}
+
+// punchFor tells its receiver to punch towards about.
+func punchFor(session string, about *peerConn) *Message {
+	return &Message{Type: TypePunch, Session: session, Peer: about.key.String(), Public: about.observed.String(), LAN: about.lan}
+}
