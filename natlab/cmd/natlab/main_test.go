@@ -1,0 +1,90 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/warren-p2p/warren/natlab"
+)
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		nil,
+		{"frob"},
+		{"up"},
+		{"up", "bogus"},
+		{"up", "open/cone"},
+		{"up", "cone:0"},
+		{"up", "-loss", "101", "cone"},
+		{"up", "-prefix", "Bad-Prefix", "cone"},
+		{"up", "-nosuchflag", "cone"},
+		{"down", "a", "b"},
+		{"list", "x"},
+	} {
+		var out, errOut bytes.Buffer
+		if code := run(context.Background(), args, &out, &errOut); code != 2 {
+			t.Errorf("natlab %q: exit %d, want 2 (stderr %q)", args, code, errOut.String())
+		}
+		if !strings.Contains(errOut.String(), "usage: natlab up") {
+			t.Errorf("natlab %q: stderr %q lacks the usage", args, errOut.String())
+		}
+	}
+}
+
+// TestUpListDown runs the CLI's whole life cycle against the kernel.
+func TestUpListDown(t *testing.T) {
+	if err := natlab.Available(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal(err)
+		}
+		t.Skipf("!!! SKIPPED: %v", err)
+	}
+	var rnd [2]byte
+	_, _ = rand.Read(rnd[:])
+	prefix := "wlcli" + hex.EncodeToString(rnd[:])
+	t.Cleanup(func() { _ = natlab.Cleanup(prefix + "-") })
+	ctx := context.Background()
+	var out, errOut bytes.Buffer
+	if code := run(ctx, []string{"up", "-prefix", prefix, "cone", "symseq-busy/cone:2", "open"}, &out, &errOut); code != 0 {
+		t.Fatalf("up: exit %d: %s", code, errOut.String())
+	}
+	for _, want := range []string{
+		"lab " + prefix + " is up",
+		"ip netns exec " + prefix + "-srv bash",
+		"ip netns exec " + prefix + "-b2 bash",
+		"symseq-busy/cone, public address 203.0.113.11",
+		"natlab down " + prefix,
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("up output lacks %q:\n%s", want, out.String())
+		}
+	}
+	// The lab outlives the command that made it, busy traffic included.
+	busy := false
+	for i := 0; i < 20 && !busy; i++ {
+		o, _ := exec.Command("ip", "netns", "exec", prefix+"-b-cgn", "conntrack", "-L").CombinedOutput()
+		busy = strings.Contains(string(o), "dport=40")
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !busy {
+		t.Errorf("no busy traffic through the carrier NAT")
+	}
+	out.Reset()
+	if code := run(ctx, []string{"list"}, &out, &errOut); code != 0 || !strings.Contains(out.String(), prefix+"-b-cgn-busy") {
+		t.Fatalf("list: exit %d:\n%s%s", code, out.String(), errOut.String())
+	}
+	if code := run(ctx, []string{"down", prefix}, &out, &errOut); code != 0 {
+		t.Fatalf("down: exit %d: %s", code, errOut.String())
+	}
+	o, err := exec.Command("ip", "netns", "list").CombinedOutput()
+	if err != nil || strings.Contains(string(o), prefix) {
+		t.Fatalf("after down: %v: %s", err, o)
+	}
+}
