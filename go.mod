@@ -3,10 +3,10 @@ module github.com/warren-p2p/warren
 go 1.26.8
 
 require (
-	github.com/BurntSushi/toml v1.6.0 // indirect
-	github.com/armon/go-socks5 v0.0.0-20160902184237-e75332964ef5 // indirect
-	github.com/hashicorp/yamux v0.1.2 // indirect
-	github.com/sirupsen/logrus v1.10.2 // indirect
-	golang.org/x/net v0.62.0 // indirect
-	golang.org/x/sys v0.49.0 // indirect
+	github.com/BurntSushi/toml v1.6.0
+	github.com/armon/go-socks5 v0.0.0-20160902184237-e75332964ef5
+	github.com/hashicorp/yamux v0.1.2
+	github.com/sirupsen/logrus v1.10.2
+	golang.org/x/net v0.62.0
+	golang.org/x/sys v0.49.0
 )

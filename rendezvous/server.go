@@ -309,3 +309,55 @@ func (s *Server) expirePairsLocked() {
 func punchFor(session string, about *peerConn) *Message {
 	return &Message{Type: TypePunch, Session: session, Peer: about.key.String(), Public: about.observed.String(), LAN: about.lan}
 }
+
+// ListenAndServe binds TCP and UDP on every address, then serves them all
+// until ctx ends. If any bind fails, nothing is served and the error names
+// the address. ready, if not nil, is called with the bound TCP addresses
+// once all binds succeeded.
+func (s *Server) ListenAndServe(ctx context.Context, addrs []string, ready func([]net.Addr)) error {
+	var lns []net.Listener
+	var pcs []net.PacketConn
+	closeAll := func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+		for _, pc := range pcs {
+			pc.Close()
+		}
+	}
+	var bound []net.Addr
+	for _, a := range addrs {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("listen %s: %w", a, err)
+		}
+		lns = append(lns, ln)
+		// UDP probes share the TCP port, also when a was port 0.
+		pc, err := net.ListenPacket("udp", ln.Addr().String())
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("listen udp %s: %w", a, err)
+		}
+		pcs = append(pcs, pc)
+		bound = append(bound, ln.Addr())
+	}
+	if ready != nil {
+		ready(bound)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, len(lns)+len(pcs))
+	for i := range lns {
+		go func() { errs <- s.Serve(ctx, lns[i]) }()
+		go func() { errs <- s.ServeUDP(ctx, pcs[i]) }()
+	}
+	var first error
+	for range 2 * len(lns) {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+			cancel()
+		}
+	}
+	return first
+}

@@ -1,0 +1,84 @@
+// Command warren connects machines behind NATs directly to each other and
+// carries SOCKS5 and port-forward traffic over those links.
+//
+// Subcommands: keygen, pubkey, rendezvous, up, status, demo, version.
+// Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad config.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// usageError marks errors that exit 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+const usage = `usage: warren <command> [flags]
+
+commands:
+  keygen -o FILE          create a new Ed25519 key; prints its public key
+  pubkey -k FILE          print the public key of a key file
+  rendezvous -c FILE      run a rendezvous server (or: -listen ADDR [-alt-listen ADDR] [-key FILE] [-token SECRET])
+  up -c FILE              run the peer daemon
+  status [-admin ADDR] [-json]
+                          show the running daemon's peers
+  demo [-once]            run a rendezvous server and two peers on loopback and show them working
+  version                 print the version
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
+		"keygen":     cmdKeygen,
+		"pubkey":     cmdPubkey,
+		"rendezvous": cmdRendezvous,
+		"up":         cmdUp,
+		"status":     cmdStatus,
+		"demo":       cmdDemo,
+		"version": func(context.Context, []string, io.Writer, io.Writer) error {
+			fmt.Fprintln(stdout, "warren", version)
+			return nil
+		},
+	}
+	cmd, ok := cmds[args[0]]
+	if !ok {
+		if args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+			fmt.Fprint(stdout, usage)
+			return 0
+		}
+		fmt.Fprintf(stderr, "warren: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	err := cmd(ctx, args[1:], stdout, stderr)
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintf(stderr, "warren %s: %v\n", args[0], err)
+	var ue usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	return 1
+}

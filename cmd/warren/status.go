@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/warren-p2p/warren/daemon"
+)
+
+func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("status", stderr)
+	admin := fs.String("admin", "127.0.0.1:7780", "the daemon's admin_listen `ADDR`")
+	asJSON := fs.Bool("json", false, "print the raw JSON")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+*admin+"/status", nil)
+	if err != nil {
+		return usageError{err}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("is the daemon running with admin_listen = %q? %w", *admin, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status API: %s", resp.Status)
+	}
+	if *asJSON {
+		_, err = stdout.Write(body)
+		return err
+	}
+	var st daemon.Status
+	if err := json.Unmarshal(body, &st); err != nil {
+		return fmt.Errorf("status API: %w", err)
+	}
+	printStatus(stdout, st)
+	return nil
+}
+
+func printStatus(w io.Writer, st daemon.Status) {
+	fmt.Fprintf(w, "key %s  rendezvous %s  observed %s  nat %s\n\n",
+		st.PublicKey, st.Rendezvous, orDash(st.Observed), st.NAT)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PEER\tSTATE\tPATH\tREMOTE\tRTT\tSINCE\tIN\tOUT\tSTREAMS")
+	for _, p := range st.Peers {
+		since := "-"
+		if p.Since != nil {
+			since = time.Since(*p.Since).Round(time.Second).String()
+		}
+		rtt := "-"
+		if p.RTTMs > 0 {
+			rtt = fmt.Sprintf("%.1fms", p.RTTMs)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", p.Name, p.State, orDash(p.Path), orDash(p.Remote),
+			rtt, since, bytesText(p.BytesIn), bytesText(p.BytesOut), p.Streams)
+	}
+	tw.Flush()
+	for _, p := range st.Peers {
+		if p.Error != "" {
+			fmt.Fprintf(w, "\n%s: %s", p.Name, strings.TrimSpace(p.Error))
+		}
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func bytesText(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%dB", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

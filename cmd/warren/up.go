@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+
+	"github.com/warren-p2p/warren/config"
+	"github.com/warren-p2p/warren/daemon"
+	"github.com/warren-p2p/warren/identity"
+	"github.com/warren-p2p/warren/rendezvous"
+)
+
+// configErr turns config and key problems into usage errors (exit 2).
+func configErr(err error) error {
+	var ce config.Errors
+	if errors.As(err, &ce) || errors.Is(err, identity.ErrInsecureKeyFile) {
+		return usageError{err}
+	}
+	return err
+}
+
+func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("up", stderr)
+	path := fs.String("c", "", "config `FILE`")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *path == "" {
+		return usagef("-c FILE is required")
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return configErr(err)
+	}
+	log, err := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
+	if err != nil {
+		return err
+	}
+	d, err := daemon.New(cfg, log)
+	if err != nil {
+		return usageError{err}
+	}
+	if err := d.Start(ctx); err != nil {
+		// Every Start failure is a bind failure: bad config for this host.
+		return usageError{err}
+	}
+	<-ctx.Done()
+	log.Info("shutting down")
+	return d.Close()
+}
+
+func cmdRendezvous(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("rendezvous", stderr)
+	path := fs.String("c", "", "config `FILE` (flags given too override it)")
+	listen := fs.String("listen", "", "TCP control and UDP probe `ADDR` (default 0.0.0.0:7777)")
+	alt := fs.String("alt-listen", "", "optional second `ADDR` (other IP and/or port) for NAT mapping tests")
+	keyFile := fs.String("key", "", "private key `FILE`, created if missing (default rendezvous.key)")
+	token := fs.String("token", "", "join token peers must present")
+	level := fs.String("log-level", "", "log `LEVEL`")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg := &config.Server{Listen: "0.0.0.0:7777", KeyFile: "rendezvous.key"}
+	if *path != "" {
+		var err error
+		if cfg, err = config.LoadServer(*path); err != nil {
+			return configErr(err)
+		}
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	override := func(name string, dst *string, v string) {
+		if set[name] {
+			*dst = v
+		}
+	}
+	override("listen", &cfg.Listen, *listen)
+	override("alt-listen", &cfg.AltListen, *alt)
+	override("key", &cfg.KeyFile, *keyFile)
+	override("token", &cfg.Token, *token)
+	override("log-level", &cfg.LogLevel, *level)
+	for _, a := range []string{cfg.Listen, cfg.AltListen} {
+		if a == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return usagef("listen address %q: %v", a, err)
+		}
+	}
+
+	log, err := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
+	if err != nil {
+		return err
+	}
+	key, created, err := identity.LoadOrCreate(cfg.KeyFile)
+	if err != nil {
+		return configErr(err)
+	}
+	if created {
+		log.WithField("key_file", cfg.KeyFile).Info("created a new server key")
+	}
+	srv, err := rendezvous.NewServer(rendezvous.ServerConfig{Key: key, Token: cfg.Token, Log: log})
+	if err != nil {
+		return err
+	}
+	addrs := []string{cfg.Listen}
+	if cfg.AltListen != "" {
+		addrs = append(addrs, cfg.AltListen)
+	}
+	err = srv.ListenAndServe(ctx, addrs, func(bound []net.Addr) {
+		fmt.Fprintf(stdout, "rendezvous public key: %s\n", key.Public())
+		for _, a := range bound {
+			fmt.Fprintf(stdout, "listening on %s (tcp control, udp probes)\n", a)
+		}
+	})
+	if err != nil && ctx.Err() == nil {
+		return usageError{err}
+	}
+	return nil
+}

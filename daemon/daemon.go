@@ -1,0 +1,239 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/warren-p2p/warren/config"
+	"github.com/warren-p2p/warren/forward"
+	"github.com/warren-p2p/warren/identity"
+	"github.com/warren-p2p/warren/link"
+	"github.com/warren-p2p/warren/punch"
+	"github.com/warren-p2p/warren/rendezvous"
+)
+
+// Daemon is a warren peer daemon.
+type Daemon struct {
+	cfg     *config.Config
+	key     identity.PrivateKey
+	self    link.Identity
+	log     logrus.FieldLogger
+	linkCfg *link.Config
+
+	peers  []*peer // in config order; fixed after New
+	byKey  map[identity.PublicKey]*peer
+	byName map[string]*peer
+
+	rv        *rendezvous.Client
+	listeners *forward.Listeners
+	exit      *forward.Server
+
+	// Set by Start.
+	acceptor *punch.Acceptor
+	admin    *adminServer
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	started  time.Time
+}
+
+// New prepares a daemon from a verified config: it loads (or creates) the
+// key and builds every component, but binds nothing.
+func New(cfg *config.Config, log logrus.FieldLogger) (*Daemon, error) {
+	key, created, err := identity.LoadOrCreate(cfg.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		log.WithFields(logrus.Fields{"key_file": cfg.KeyFile, "public_key": key.Public()}).Info("created a new key")
+	}
+	self, err := link.NewIdentity(key)
+	if err != nil {
+		return nil, err
+	}
+	serverKey, err := identity.ParsePublicKey(cfg.Rendezvous.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("rendezvous.public_key: %w", err)
+	}
+	d := &Daemon{
+		cfg:  cfg,
+		key:  key,
+		self: self,
+		log:  log,
+		linkCfg: &link.Config{
+			KeepAliveInterval: cfg.Link.KeepAlive.Duration,
+			StreamWindow:      cfg.Link.StreamWindow,
+			MaxStreams:        cfg.Link.MaxStreams,
+		},
+		byKey:  make(map[identity.PublicKey]*peer),
+		byName: make(map[string]*peer),
+	}
+	if err := d.linkCfg.Verify(); err != nil {
+		return nil, err
+	}
+	for _, pc := range cfg.Peers {
+		k, err := identity.ParsePublicKey(pc.PublicKey)
+		if err != nil {
+			return nil, fmt.Errorf("peer %s: public_key: %w", pc.Name, err)
+		}
+		if k == key.Public() {
+			return nil, fmt.Errorf("peer %s: public_key is this daemon's own key", pc.Name)
+		}
+		p := newPeer(pc.Name, k, log.WithField("peer", pc.Name))
+		d.peers = append(d.peers, p)
+		d.byKey[k] = p
+		d.byName[pc.Name] = p
+	}
+	policy, err := forward.NewPolicy(cfg.Peers, cfg.Expose, nil)
+	if err != nil {
+		return nil, err
+	}
+	d.exit = forward.NewServer(policy, forward.Config{}, log.WithField("component", "exit"))
+	d.listeners = forward.NewListeners(cfg.Socks, cfg.Forward, d, forward.Config{}, log.WithField("component", "forward"))
+	d.rv, err = rendezvous.NewClient(rendezvous.ClientConfig{
+		Address:   cfg.Rendezvous.Address,
+		ServerKey: serverKey,
+		Key:       key,
+		Token:     cfg.Rendezvous.Token,
+		Dial:      d.dialRendezvous,
+		LAN:       d.lanCandidates,
+		OnPunch:   d.onPunch,
+		Log:       log.WithField("component", "rendezvous"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// PublicKey returns this daemon's public key.
+func (d *Daemon) PublicKey() identity.PublicKey { return d.key.Public() }
+
+// Start binds every listener (the shared punch port, the admin API, SOCKS5
+// and forward listeners) and starts serving. If any bind fails, nothing is
+// left running and the error names what failed.
+func (d *Daemon) Start(ctx context.Context) (err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	d.cancel = cancel
+	defer func() {
+		if err != nil {
+			d.Close()
+		}
+	}()
+	ln, err := punch.Listen(ctx, ":0")
+	if err != nil {
+		return fmt.Errorf("bind punch port: %w", err)
+	}
+	d.acceptor = punch.NewAcceptor(ln, nil)
+	if d.cfg.AdminListen != "" {
+		if d.admin, err = listenAdmin(d.cfg.AdminListen, d); err != nil {
+			ln.Close()
+			return fmt.Errorf("admin_listen %s: %w", d.cfg.AdminListen, err)
+		}
+	}
+	if err = d.listeners.Start(ctx); err != nil {
+		ln.Close()
+		return err
+	}
+	d.started = time.Now()
+	d.log.WithFields(logrus.Fields{"public_key": d.key.Public(), "punch_port": d.acceptor.Port()}).Info("warren started")
+
+	d.spawn(func() { d.acceptor.Serve(ctx) })
+	d.spawn(func() { d.rv.Run(ctx) })
+	if d.admin != nil {
+		d.spawn(func() { d.admin.serve(ctx) })
+	}
+	for _, p := range d.peers {
+		d.spawn(func() { p.run(ctx, d) })
+	}
+	return nil
+}
+
+func (d *Daemon) spawn(f func()) {
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		f()
+	}()
+}
+
+// Close stops listeners first, then links and every goroutine, and waits
+// for them.
+func (d *Daemon) Close() error {
+	d.listeners.Close()
+	if d.cancel != nil {
+		d.cancel()
+	}
+	d.wg.Wait()
+	return nil
+}
+
+// AdminAddr returns the bound admin address, or nil if it is off.
+func (d *Daemon) AdminAddr() net.Addr {
+	if d.admin == nil {
+		return nil
+	}
+	return d.admin.ln.Addr()
+}
+
+// Listeners returns the forward and SOCKS5 listeners (for their bound
+// addresses).
+func (d *Daemon) Listeners() *forward.Listeners { return d.listeners }
+
+// OpenStream opens a stream to the named peer, waiting a while for its
+// link if it is not up yet; it implements forward.Opener.
+func (d *Daemon) OpenStream(ctx context.Context, name string) (net.Conn, error) {
+	p := d.byName[name]
+	if p == nil {
+		return nil, fmt.Errorf("no peer named %q", name)
+	}
+	l, err := p.waitLink(ctx, linkWait)
+	if err != nil {
+		return nil, fmt.Errorf("peer %s: %w", name, err)
+	}
+	s, err := l.Open(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("peer %s: %w", name, err)
+	}
+	return s, nil
+}
+
+// linkWait is how long a new local connection waits for its peer's link.
+const linkWait = 15 * time.Second
+
+// ErrNoLink is returned when a peer's link is not up in time.
+var ErrNoLink = errors.New("no link to peer")
+
+func (d *Daemon) dialRendezvous(ctx context.Context, addr string) (net.Conn, error) {
+	return punch.DialFrom(ctx, d.acceptor.Port(), addr)
+}
+
+func (d *Daemon) lanCandidates() []netip.AddrPort {
+	cands, err := punch.LocalCandidates(uint16(d.acceptor.Port()))
+	if err != nil {
+		d.log.WithError(err).Warn("cannot list LAN candidates")
+		return nil
+	}
+	out := make([]netip.AddrPort, len(cands))
+	for i, c := range cands {
+		out[i] = c.Addr
+	}
+	return out
+}
+
+// onPunch routes a punch instruction to its peer. Instructions about keys
+// not in the config are dropped: access is deny by default.
+func (d *Daemon) onPunch(pu rendezvous.Punch) {
+	p := d.byKey[pu.Peer]
+	if p == nil {
+		d.log.WithField("key", pu.Peer.Short()).Info("ignoring punch from a key not in [[peers]]")
+		return
+	}
+	p.offer(pu)
+}

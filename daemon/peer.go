@@ -1,0 +1,269 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/warren-p2p/warren/identity"
+	"github.com/warren-p2p/warren/link"
+	"github.com/warren-p2p/warren/punch"
+	"github.com/warren-p2p/warren/rendezvous"
+)
+
+// Peer link states, as the status API reports them.
+const (
+	StateConnecting = "connecting"
+	StateConnected  = "connected"
+	StateFailed     = "failed"
+)
+
+// Path names reported when no link is up.
+const pathTCP = "direct-tcp"
+
+// punchFreshness drops punch instructions that waited longer than this:
+// the peer has given up on them.
+const punchFreshness = 5 * time.Second
+
+type offer struct {
+	rendezvous.Punch
+	at time.Time
+}
+
+// peer is one configured peer. Its run goroutine owns the link lifecycle;
+// other goroutines read state through the mutex.
+type peer struct {
+	name string
+	key  identity.PublicKey
+	log  logrus.FieldLogger
+
+	// offers holds at most the newest punch instruction.
+	offers chan offer
+
+	// mu guards the fields below.
+	mu      sync.Mutex
+	state   string
+	link    *link.Link
+	lastErr string
+	setup   time.Duration // request to link up, for the last link
+	up      chan struct{} // closed while a link is up
+}
+
+func newPeer(name string, key identity.PublicKey, log logrus.FieldLogger) *peer {
+	return &peer{name: name, key: key, log: log, offers: make(chan offer, 1), state: StateConnecting, up: make(chan struct{})}
+}
+
+// offer queues a punch instruction, replacing an older one.
+func (p *peer) offer(pu rendezvous.Punch) {
+	o := offer{Punch: pu, at: time.Now()}
+	for {
+		select {
+		case p.offers <- o:
+			return
+		default:
+		}
+		select {
+		case <-p.offers:
+		default:
+		}
+	}
+}
+
+// run keeps a link to the peer up until ctx ends.
+func (p *peer) run(ctx context.Context, d *Daemon) {
+	retry := backoff{min: time.Second, max: 30 * time.Second}
+	for ctx.Err() == nil {
+		start := time.Now()
+		o, ok := p.awaitPunch(ctx, d)
+		if !ok {
+			return
+		}
+		l, err := d.establish(ctx, p, o.Punch)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			p.setFailed(err)
+			p.log.WithError(err).Warn("link attempt failed")
+			select {
+			case <-time.After(retry.next()):
+			case <-ctx.Done():
+				return
+			}
+			continue
+		}
+		retry.reset()
+		p.setLink(l, time.Since(start))
+		p.log.WithFields(logrus.Fields{"path": l.Path(), "remote": l.Remote(), "setup": time.Since(start).Round(time.Millisecond)}).Info("link up")
+		reason := d.serveLink(ctx, p, l)
+		p.setLink(nil, 0)
+		p.log.WithField("reason", reason).Info("link down")
+	}
+}
+
+// awaitPunch asks the rendezvous server for a punch session with the peer
+// and waits for the instruction; the peer asking first serves as well.
+func (p *peer) awaitPunch(ctx context.Context, d *Daemon) (offer, bool) {
+	ask := backoff{min: 2 * time.Second, max: 30 * time.Second}
+	for {
+		select {
+		case o := <-p.offers:
+			if time.Since(o.at) < punchFreshness {
+				return o, true
+			}
+			continue
+		case <-d.rv.Registered():
+		case <-ctx.Done():
+			return offer{}, false
+		}
+		if err := d.rv.Connect(p.key); err != nil {
+			p.log.WithError(err).Debug("connect request not sent")
+		}
+		select {
+		case o := <-p.offers:
+			return o, true
+		case <-time.After(ask.next()):
+		case <-ctx.Done():
+			return offer{}, false
+		}
+	}
+}
+
+// establish runs one punch session and builds a link over its result.
+func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch) (*link.Link, error) {
+	id, err := punch.ParseSessionID(pu.Session)
+	if err != nil {
+		return nil, err
+	}
+	cands := []punch.Candidate{{Addr: pu.Public, Kind: punch.KindPublic}}
+	for _, a := range pu.LAN {
+		cands = append(cands, punch.Candidate{Addr: a, Kind: punch.KindLAN})
+	}
+	p.log.WithFields(logrus.Fields{"session": id.String()[:8], "candidates": fmt.Sprint(cands)}).Debug("punching")
+
+	pctx, cancel := context.WithTimeout(ctx, d.cfg.Link.PunchTimeout.Duration)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	raw := make(chan net.Conn)
+	linkCands := make(chan link.Candidate)
+	defer d.acceptor.Register(pctx, id, raw)()
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		punch.TCP(pctx, nil, d.acceptor.Port(), id, cands, raw)
+	}()
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case c := <-raw:
+				select {
+				case linkCands <- link.Candidate{Conn: c, Path: pathTCP}:
+				case <-pctx.Done():
+					c.Close()
+				}
+			case <-pctx.Done():
+				return
+			}
+		}
+	}()
+	l, err := link.Establish(pctx, linkCands, d.self, p.key, d.linkCfg, p.log)
+	if err != nil {
+		return nil, fmt.Errorf("punch session %s: %w", id.String()[:8], err)
+	}
+	return l, nil
+}
+
+// serveLink serves the peer's streams until the link dies, the peer asks
+// for a new punch session (it lost the link), or ctx ends.
+func (d *Daemon) serveLink(ctx context.Context, p *peer, l *link.Link) string {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer l.Close()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			s, err := l.Accept()
+			if err != nil {
+				return
+			}
+			d.spawn(func() { d.exit.ServeStream(ctx, s, p.name) })
+		}
+	}()
+	select {
+	case <-l.Done():
+		return "link closed"
+	case o := <-p.offers:
+		// The peer wants a new session, so its end of this link is gone.
+		p.offer(o.Punch)
+		return "peer started a new punch session"
+	case <-ctx.Done():
+		return "shutting down"
+	}
+}
+
+func (p *peer) setLink(l *link.Link, setup time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.link = l
+	if l != nil {
+		p.state, p.lastErr, p.setup = StateConnected, "", setup
+		close(p.up)
+	} else {
+		p.state = StateConnecting
+		p.up = make(chan struct{})
+	}
+}
+
+func (p *peer) setFailed(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.state, p.lastErr = StateFailed, err.Error()
+}
+
+// waitLink returns the peer's link, waiting up to max for one.
+func (p *peer) waitLink(ctx context.Context, max time.Duration) (*link.Link, error) {
+	t := time.NewTimer(max)
+	defer t.Stop()
+	for {
+		p.mu.Lock()
+		l, up := p.link, p.up
+		p.mu.Unlock()
+		if l != nil {
+			return l, nil
+		}
+		select {
+		case <-up:
+		case <-t.C:
+			return nil, ErrNoLink
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// backoff yields growing, jittered waits.
+type backoff struct {
+	min, max, cur time.Duration
+}
+
+func (b *backoff) next() time.Duration {
+	if b.cur == 0 {
+		b.cur = b.min
+	} else {
+		b.cur = min(2*b.cur, b.max)
+	}
+	// Jitter keeps peers that lost a link together from retrying in step.
+	return b.cur/2 + rand.N(b.cur/2+1)
+}
+
+func (b *backoff) reset() { b.cur = 0 }
