@@ -1,0 +1,47 @@
+package forward
+
+import "time"
+
+// Config holds forward's tunables. The zero value means all defaults.
+type Config struct {
+	// HandshakeTimeout bounds a SOCKS5 client's greeting, authentication
+	// and request; the deadline is cleared once the request is read.
+	// Default: 10s.
+	HandshakeTimeout time.Duration
+
+	// RequestTimeout bounds the exit's read of a stream request, and its
+	// write of the reply. Default: 10s.
+	RequestTimeout time.Duration
+
+	// DialTimeout bounds the exit's work between request and reply: name
+	// resolution and the TCP connect (a timeout is reported as
+	// CodeTTLExpired). Default: 10s.
+	DialTimeout time.Duration
+
+	// ConnectTimeout bounds a local connection's Dial through a peer:
+	// opening the stream, sending the request and waiting for the reply.
+	// It should exceed the exit's DialTimeout. Default: 30s.
+	ConnectTimeout time.Duration
+}
+
+// Defaults for Config's zero fields.
+const (
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultRequestTimeout   = 10 * time.Second
+	DefaultDialTimeout      = 10 * time.Second
+	DefaultConnectTimeout   = 30 * time.Second
+)
+
+// withDefaults returns c with zero (or negative) fields set to defaults.
+func (c Config) withDefaults() Config {
+	set := func(d *time.Duration, def time.Duration) {
+		if *d <= 0 {
+			*d = def
+		}
+	}
+	set(&c.HandshakeTimeout, DefaultHandshakeTimeout)
+	set(&c.RequestTimeout, DefaultRequestTimeout)
+	set(&c.DialTimeout, DefaultDialTimeout)
+	set(&c.ConnectTimeout, DefaultConnectTimeout)
+	return c
+}

@@ -1,0 +1,58 @@
+package forward
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"time"
+)
+
+// Opener opens streams on links to peers. The daemon implements it over
+// its links; OpenStream fails if no link to peer is up. Streams should
+// offer CloseWrite() error so half-closes pass through.
+type Opener interface {
+	OpenStream(ctx context.Context, peer string) (net.Conn, error)
+}
+
+// Dial opens a stream to peer, sends req and waits for the reply. ctx
+// bounds the whole exchange (its deadline applies to the stream I/O, and
+// cancelling it aborts). On success the stream is returned ready for raw
+// bytes, with no deadline set. A non-zero reply yields a *RefusedError.
+func Dial(ctx context.Context, o Opener, peer string, req Request) (net.Conn, error) {
+	if err := req.Validate(); err != nil {
+		return nil, err
+	}
+	s, err := o.OpenStream(ctx, peer)
+	if err != nil {
+		return nil, fmt.Errorf("open stream to peer %s: %w", peer, err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		s.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { s.SetDeadline(time.Unix(1, 0)) })
+	reply, err := exchange(s, req)
+	if !stop() || ctx.Err() != nil {
+		s.Close()
+		return nil, fmt.Errorf("request %s from peer %s: %w", req, peer, context.Cause(ctx))
+	}
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("request %s from peer %s: %w", req, peer, err)
+	}
+	if reply.Code != CodeSucceeded {
+		s.Close()
+		return nil, &RefusedError{Code: reply.Code, Msg: reply.Msg, Peer: peer, Target: req.String()}
+	}
+	if err := s.SetDeadline(time.Time{}); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("request %s from peer %s: %w", req, peer, err)
+	}
+	return s, nil
+}
+
+func exchange(s net.Conn, req Request) (Reply, error) {
+	if err := WriteRequest(s, req); err != nil {
+		return Reply{}, err
+	}
+	return ReadReply(s)
+}

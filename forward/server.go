@@ -1,0 +1,163 @@
+package forward
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Server is the exit side: it serves streams that peers open to this
+// daemon. It is safe for concurrent use.
+type Server struct {
+	policy *Policy
+	cfg    Config
+	log    logrus.FieldLogger
+	dialer net.Dialer
+	stats  counters
+}
+
+// NewServer returns a Server that authorizes with policy. cfg's zero
+// fields take defaults.
+func NewServer(policy *Policy, cfg Config, log logrus.FieldLogger) *Server {
+	return &Server{policy: policy, cfg: cfg.withDefaults(), log: log}
+}
+
+// Stats returns the Server's counters. BytesIn is what peers sent through
+// their streams, BytesOut what went back to them.
+func (s *Server) Stats() Stats { return s.stats.snapshot() }
+
+// ServeStream serves one stream opened by peer: it reads the request
+// (within RequestTimeout), authorizes and dials it (within DialTimeout),
+// replies, then copies bytes both ways until both sides are done. It
+// blocks until then, closes stream before returning, and stops early when
+// ctx is done. It logs one line per stream.
+func (s *Server) ServeStream(ctx context.Context, stream net.Conn, peer string) {
+	start := time.Now()
+	defer stream.Close()
+	defer s.stats.open()()
+	stop := context.AfterFunc(ctx, func() { stream.Close() })
+	defer stop()
+	log := s.log.WithField("peer", peer)
+
+	stream.SetReadDeadline(start.Add(s.cfg.RequestTimeout))
+	req, err := ReadRequest(stream)
+	if err != nil {
+		s.stats.refused.Add(1)
+		log.WithError(err).Warn("bad stream request")
+		return
+	}
+	stream.SetReadDeadline(time.Time{})
+	log = log.WithField("target", req.Payload)
+	if req.Kind == KindService {
+		log = log.WithField("service", req.Payload)
+	}
+
+	target, err := s.connect(ctx, peer, req)
+	if err != nil {
+		s.stats.refused.Add(1)
+		re := asRefused(err, peer, req)
+		stream.SetWriteDeadline(time.Now().Add(s.cfg.RequestTimeout))
+		werr := WriteReply(stream, Reply{Code: re.Code, Msg: re.Msg})
+		entry := log.WithFields(logrus.Fields{
+			"code":     re.Code,
+			"reason":   refusalReason(re),
+			"duration": time.Since(start),
+		})
+		if werr != nil {
+			entry = entry.WithField("reply_error", werr)
+		}
+		if re.Code == CodeNotAllowed {
+			entry.Warn("stream refused")
+		} else {
+			entry.Info("stream refused")
+		}
+		return
+	}
+	defer target.Close()
+	stopTarget := context.AfterFunc(ctx, func() { target.Close() })
+	defer stopTarget()
+	if req.Kind == KindService {
+		log = log.WithField("target", target.RemoteAddr().String())
+	}
+
+	stream.SetWriteDeadline(time.Now().Add(s.cfg.RequestTimeout))
+	if err := WriteReply(stream, Reply{Code: CodeSucceeded}); err != nil {
+		log.WithError(err).WithField("duration", time.Since(start)).Info("stream closed before reply")
+		return
+	}
+	stream.SetWriteDeadline(time.Time{})
+
+	in, out := join(stream, target)
+	s.stats.bytes(in, out)
+	log.WithFields(logrus.Fields{
+		"bytes_in":  in,
+		"bytes_out": out,
+		"duration":  time.Since(start),
+	}).Info("stream closed")
+}
+
+// connect authorizes req and dials the granted addresses in order.
+func (s *Server) connect(ctx context.Context, peer string, req Request) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
+	defer cancel()
+	g, err := s.policy.Authorize(ctx, peer, req)
+	if err != nil {
+		return nil, err
+	}
+	var first error
+	for _, a := range g.Addrs {
+		c, err := s.dialer.DialContext(ctx, "tcp", a.String())
+		if err == nil {
+			return c, nil
+		}
+		if first == nil {
+			first = err
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if first == nil {
+		first = errors.New("no address to dial")
+	}
+	return nil, &RefusedError{Code: dialErrorCode(first), Msg: first.Error(), Peer: peer, Target: g.Target}
+}
+
+// dialErrorCode maps a dial error to a reply code.
+func dialErrorCode(err error) byte {
+	var ne net.Error
+	var dnsErr *net.DNSError
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return CodeConnectionRefused
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return CodeTTLExpired
+	case errors.Is(err, syscall.ENETUNREACH):
+		return CodeNetworkUnreachable
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.As(err, &dnsErr):
+		return CodeHostUnreachable
+	default:
+		return CodeGeneralFailure
+	}
+}
+
+// asRefused turns any connect error into the RefusedError to reply with.
+func asRefused(err error, peer string, req Request) *RefusedError {
+	var re *RefusedError
+	if errors.As(err, &re) {
+		return re
+	}
+	return &RefusedError{Code: CodeGeneralFailure, Msg: err.Error(), Peer: peer, Target: req.String()}
+}
+
+func refusalReason(re *RefusedError) string {
+	if re.Msg == "" {
+		return CodeText(re.Code)
+	}
+	return fmt.Sprintf("%s: %s", CodeText(re.Code), re.Msg)
+}

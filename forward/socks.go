@@ -1,0 +1,245 @@
+package forward
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"log"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	socks5 "github.com/armon/go-socks5"
+	"github.com/sirupsen/logrus"
+
+	"github.com/warren-p2p/warren/config"
+)
+
+// SOCKS5 listeners wrap github.com/armon/go-socks5, one socks5.Server per
+// connection so that its hooks can reach the connection's state:
+//
+//   - Resolver is a no-op returning a nil IP, so a requested host name
+//     reaches the exit peer unresolved (socks5h semantics).
+//   - Rules.Allow (socksSession.Allow) runs once the request is read: it
+//     clears the handshake deadline and does the remote Dial. A
+//     CodeNotAllowed refusal makes it return false, and go-socks5 replies
+//     0x02. Any other refusal lets the request through to Dial, which
+//     fails; go-socks5 then writes a reply with a code guessed from the
+//     error text, and replyConn.Write replaces that code with the exit's.
+//   - Dial hands over the stream opened by Allow, wrapped (socksStream)
+//     so LocalAddr is a *net.TCPAddr, as go-socks5 type-asserts it.
+//
+// Only CONNECT is supported; go-socks5 answers BIND and ASSOCIATE with
+// 0x07 (command not supported).
+
+// handleSocks serves one SOCKS5 client connection.
+func (l *Listeners) handleSocks(ctx context.Context, sc config.Socks, c net.Conn, log logrus.FieldLogger) {
+	log = log.WithField("client", c.RemoteAddr().String())
+	rc := &replyConn{Conn: c}
+	sess := &socksSession{ctx: ctx, l: l, peer: sc.Peer, conn: rc, log: log}
+	conf := &socks5.Config{
+		Resolver: passNames{},
+		Rules:    sess,
+		Dial:     sess.dial,
+		Logger:   newDebugLogger(log),
+	}
+	if sc.Username != "" && sc.Password != "" {
+		conf.Credentials = credential{user: sc.Username, pass: sc.Password, log: log}
+	}
+	srv, err := socks5.New(conf)
+	if err != nil {
+		log.WithError(err).Error("socks setup failed")
+		c.Close()
+		return
+	}
+
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	c.SetDeadline(time.Now().Add(l.cfg.HandshakeTimeout))
+	srv.ServeConn(rc) // closes c; errors go to the debug logger
+	sess.finish()
+}
+
+// socksSession is the state of one SOCKS5 connection.
+type socksSession struct {
+	ctx  context.Context
+	l    *Listeners
+	peer string
+	conn *replyConn
+	log  logrus.FieldLogger
+
+	mu     sync.Mutex
+	stream *socksStream // set by a successful Allow
+	err    error        // set by a failed Allow
+	target string
+	start  time.Time
+}
+
+// Allow implements socks5.RuleSet: it dials the exit for CONNECT.
+func (s *socksSession) Allow(ctx context.Context, req *socks5.Request) (context.Context, bool) {
+	if req.Command != socks5.ConnectCommand {
+		return ctx, true // go-socks5 replies "command not supported"
+	}
+	s.conn.SetDeadline(time.Time{})
+	target := req.DestAddr.Address()
+	log := s.log.WithField("target", target)
+
+	dctx, cancel := context.WithTimeout(s.ctx, s.l.cfg.ConnectTimeout)
+	defer cancel()
+	start := time.Now()
+	stream, err := Dial(dctx, s.l.opener, s.peer, TargetRequest(target))
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.target, s.start = target, start
+	if err != nil {
+		s.l.stats.refused.Add(1)
+		logDialError(log, err)
+		code := CodeGeneralFailure
+		var re *RefusedError
+		if errors.As(err, &re) {
+			code = re.Code
+		}
+		if code == CodeNotAllowed {
+			return ctx, false
+		}
+		s.err = err
+		s.conn.setReplyCode(code)
+		return ctx, true
+	}
+	s.stream = &socksStream{Conn: stream}
+	return ctx, true
+}
+
+// dial implements socks5.Config.Dial: it hands over Allow's result.
+func (s *socksSession) dial(context.Context, string, string) (net.Conn, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stream == nil {
+		if s.err != nil {
+			return nil, s.err
+		}
+		return nil, errors.New("no stream")
+	}
+	return s.stream, nil
+}
+
+// finish closes the stream (go-socks5 normally has) and logs the session.
+func (s *socksSession) finish() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stream == nil {
+		return
+	}
+	s.stream.Close()
+	in, out := s.stream.in.Load(), s.stream.out.Load()
+	s.l.stats.bytes(in, out)
+	s.log.WithFields(logrus.Fields{
+		"target":    s.target,
+		"bytes_in":  in,
+		"bytes_out": out,
+		"duration":  time.Since(s.start),
+	}).Debug("connection closed")
+}
+
+// replyConn is the client connection as go-socks5 sees it. After
+// setReplyCode, the next SOCKS5 reply written gets that code.
+type replyConn struct {
+	net.Conn
+	code atomic.Int32 // reply code + 1; 0 = leave replies alone
+}
+
+func (c *replyConn) setReplyCode(code byte) { c.code.Store(int32(code) + 1) }
+
+func (c *replyConn) Write(p []byte) (int, error) {
+	if len(p) >= 2 && p[0] == 5 {
+		if code := c.code.Swap(0); code != 0 {
+			q := append([]byte(nil), p...)
+			q[1] = byte(code - 1)
+			return c.Conn.Write(q)
+		}
+	}
+	return c.Conn.Write(p)
+}
+
+// CloseWrite lets go-socks5 half-close the client connection.
+func (c *replyConn) CloseWrite() error { return closeWrite(c.Conn) }
+
+// socksStream is the stream as go-socks5 sees it. It counts bytes (in =
+// read from the peer, out = written to it), reports a *net.TCPAddr
+// LocalAddr (go-socks5's handleConnect type-asserts it), and always offers
+// CloseWrite: go-socks5 waits for both copy directions to end, so a stream
+// that cannot half-close is closed instead.
+type socksStream struct {
+	net.Conn
+	in, out atomic.Int64
+}
+
+func (c *socksStream) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.in.Add(int64(n))
+	return n, err
+}
+
+func (c *socksStream) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.out.Add(int64(n))
+	return n, err
+}
+
+func (c *socksStream) LocalAddr() net.Addr {
+	if a, ok := c.Conn.LocalAddr().(*net.TCPAddr); ok {
+		return a
+	}
+	return &net.TCPAddr{IP: net.IPv4zero}
+}
+
+func (c *socksStream) CloseWrite() error { return closeWrite(c.Conn) }
+
+// closeWrite half-closes c if it can, else closes it.
+func closeWrite(c net.Conn) error {
+	if cw, ok := c.(closeWriter); ok {
+		return cw.CloseWrite()
+	}
+	return c.Close()
+}
+
+// passNames is a socks5.NameResolver that resolves nothing: with a nil IP,
+// AddrSpec.Address() yields "name:port" and the exit resolves the name.
+type passNames struct{}
+
+func (passNames) Resolve(ctx context.Context, _ string) (context.Context, net.IP, error) {
+	return ctx, nil, nil
+}
+
+// credential is a socks5.CredentialStore with a single user. It logs
+// failed attempts.
+type credential struct {
+	user, pass string
+	log        logrus.FieldLogger
+}
+
+func (c credential) Valid(user, pass string) bool {
+	u := subtle.ConstantTimeCompare([]byte(user), []byte(c.user))
+	p := subtle.ConstantTimeCompare([]byte(pass), []byte(c.pass))
+	if u&p != 1 {
+		c.log.WithField("username", user).Warn("socks authentication failed")
+		return false
+	}
+	return true
+}
+
+// newDebugLogger adapts log to the *log.Logger go-socks5 wants; its lines
+// are logged at debug level.
+func newDebugLogger(l logrus.FieldLogger) *log.Logger {
+	return log.New(debugWriter{l}, "", 0)
+}
+
+type debugWriter struct{ log logrus.FieldLogger }
+
+func (w debugWriter) Write(p []byte) (int, error) {
+	w.log.Debug(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
