@@ -26,6 +26,10 @@ const (
 // Path names reported when no link is up.
 const pathTCP = "direct-tcp"
 
+// inboundGrace is how long a punch session still waits for the peer's
+// connections to arrive at our listener after our own attempts are done.
+const inboundGrace = time.Second
+
 // punchFreshness drops punch instructions that waited longer than this:
 // the peer has given up on them.
 const punchFreshness = 5 * time.Second
@@ -155,13 +159,19 @@ func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch) (*
 	raw := make(chan net.Conn)
 	linkCands := make(chan link.Candidate)
 	defer d.acceptor.Register(pctx, id, raw)()
+	punched := make(chan struct{})
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
+		defer close(punched)
 		punch.TCP(pctx, nil, d.acceptor.Port(), id, cands, raw)
 	}()
 	go func() {
 		defer wg.Done()
+		// Closing linkCands lets Establish give up as soon as every
+		// candidate was tried, instead of at the punch timeout.
+		defer close(linkCands)
+		var grace <-chan time.Time
 		for {
 			select {
 			case c := <-raw:
@@ -170,6 +180,11 @@ func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch) (*
 				case <-pctx.Done():
 					c.Close()
 				}
+			case <-punched:
+				punched = nil
+				grace = time.After(inboundGrace)
+			case <-grace:
+				return
 			case <-pctx.Done():
 				return
 			}

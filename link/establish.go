@@ -92,7 +92,7 @@ func Establish(ctx context.Context, cands <-chan Candidate, self Identity, peer 
 				continue
 			}
 			pending++
-			go func() { results <- handshake(ctx, c, tlsConf, controlling, cfg.HandshakeTimeout) }()
+			go func() { results <- handshake(ctx, c, tlsConf, self.Public, peer, cfg.HandshakeTimeout) }()
 		case r := <-results:
 			pending--
 			if r.err != nil {
@@ -128,7 +128,8 @@ func noCandidate(last error) error {
 }
 
 // handshake runs TLS and the ready/nominate exchange on one candidate.
-func handshake(ctx context.Context, c Candidate, conf *tls.Config, controlling bool, timeout time.Duration) attempt {
+func handshake(ctx context.Context, c Candidate, conf *tls.Config, self, peer identity.PublicKey, timeout time.Duration) attempt {
+	controlling := self.Less(peer)
 	fail := func(err error) attempt {
 		c.Conn.Close()
 		return attempt{cand: c, err: err}
@@ -137,6 +138,12 @@ func handshake(ctx context.Context, c Candidate, conf *tls.Config, controlling b
 	stop := context.AfterFunc(ctx, func() { c.Conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
+	// Each end first states the key it will prove. The claim proves
+	// nothing (TLS does that), but it names an impostor at once and keeps
+	// the roles consistent even when the claimed key is not the pinned one.
+	if err := exchangeClaims(c.Conn, self, peer); err != nil {
+		return fail(err)
+	}
 	var tc *tls.Conn
 	if controlling {
 		tc = tls.Client(c.Conn, conf)
@@ -174,4 +181,26 @@ func orUnexpected(err error, b byte) error {
 		return err
 	}
 	return fmt.Errorf("unexpected byte %#x", b)
+}
+
+// exchangeClaims sends our public key and checks the one the other end
+// claims against the pinned key.
+func exchangeClaims(conn net.Conn, self, pinned identity.PublicKey) error {
+	errc := make(chan error, 1)
+	go func() {
+		_, err := conn.Write(self[:])
+		errc <- err
+	}()
+	var claim identity.PublicKey
+	_, rerr := io.ReadFull(conn, claim[:])
+	if werr := <-errc; werr != nil {
+		return fmt.Errorf("send key claim: %w", werr)
+	}
+	if rerr != nil {
+		return fmt.Errorf("read key claim: %w", rerr)
+	}
+	if claim != pinned {
+		return fmt.Errorf("%w: the other end claims %s, want %s", identity.ErrKeyMismatch, claim.Short(), pinned.Short())
+	}
+	return nil
 }

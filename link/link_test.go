@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -269,5 +270,20 @@ func TestLinkClosesWhenConnDies(t *testing.T) {
 	}
 	if _, err := ra.l.Open(context.Background()); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Open on a dead link = %v, want ErrClosed", err)
+	}
+}
+
+// TestClaimProvesNothing: an impostor that claims the pinned key before
+// TLS but holds another private key is still rejected by the handshake.
+func TestClaimProvesNothing(t *testing.T) {
+	aID, bID, mallory := newIdentity(t), newIdentity(t), newIdentity(t)
+	liar := Identity{Public: bID.Public, cert: mallory.cert}
+	a, b := tcpPairs(t, 1)
+	ra, rb := establishBoth(t, aID, liar, bID.Public, aID.Public, a, b)
+	if !errors.Is(ra.err, ErrNoCandidate) || !errors.Is(rb.err, ErrNoCandidate) {
+		t.Fatalf("want both ends to fail, got %v / %v", ra.err, rb.err)
+	}
+	if !errors.Is(ra.err, identity.ErrKeyMismatch) && !strings.Contains(ra.err.Error(), "tls") {
+		t.Fatalf("honest end failed for the wrong reason: %v", ra.err)
 	}
 }

@@ -1,0 +1,178 @@
+package e2e
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// world is a rendezvous server and the files of one test.
+type world struct {
+	t      *testing.T
+	dir    string
+	rvAddr string
+	rvKey  string
+}
+
+var rvKeyLine = regexp.MustCompile(`rendezvous public key: (\S+)`)
+
+// newWorld starts a rendezvous server binary on m at listen.
+func newWorld(t *testing.T, m machine, listen string) *world {
+	w := &world{t: t, dir: t.TempDir(), rvAddr: listen}
+	p := start(t, m, "rendezvous", "rendezvous", "-listen", listen, "-key", filepath.Join(w.dir, "rendezvous.key"))
+	w.rvKey = p.waitOutput(t, rvKeyLine, 10*time.Second)
+	return w
+}
+
+// keygen creates name.key in the world's directory with the CLI and
+// returns its public key.
+func (w *world) keygen(name string) string {
+	return strings.TrimSpace(run(w.t, localhost{}, "keygen", "-o", filepath.Join(w.dir, name+".key")))
+}
+
+// placeholder is how examples/ spell a key that a deployment fills in.
+func placeholder(name string) string {
+	s := strings.ToUpper(name) + "_PUBLIC_KEY_"
+	return s + strings.Repeat("x", 43-len(s))
+}
+
+// render writes examples/<example> as name.toml in the world's directory,
+// with the placeholder server address and keys filled in, every "old"
+// replaced by its "new", and admin_listen set. It returns the path.
+func (w *world) render(example, name, admin string, keys map[string]string, replace ...string) string {
+	w.t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "examples", example))
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	s := strings.ReplaceAll(string(b), "rv.example.net:7777", w.rvAddr)
+	s = strings.ReplaceAll(s, placeholder("rendezvous"), w.rvKey)
+	for n, k := range keys {
+		s = strings.ReplaceAll(s, placeholder(n), k)
+	}
+	s = strings.NewReplacer(replace...).Replace(s)
+	s = fmt.Sprintf("admin_listen = %q\nlog_level = \"debug\"\n", admin) + s
+	path := filepath.Join(w.dir, name+".toml")
+	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+		w.t.Fatal(err)
+	}
+	return path
+}
+
+// freePort returns a TCP port free on m's loopback now.
+func freePort(t *testing.T, m machine) string {
+	t.Helper()
+	ln, err := m.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, p, _ := net.SplitHostPort(ln.Addr().String())
+	return p
+}
+
+// servePage serves body over HTTP on m's loopback and returns the port.
+func servePage(t *testing.T, m machine, body string) string {
+	t.Helper()
+	ln, err := m.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, body)
+	}), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	_, p, _ := net.SplitHostPort(ln.Addr().String())
+	return p
+}
+
+// serveHasher runs a TCP service on m's loopback that reads until EOF and
+// answers with the SHA-256 of what it read, hex encoded. It returns the port.
+func serveHasher(t *testing.T, m machine) string {
+	t.Helper()
+	ln, err := m.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				h := sha256.New()
+				io.Copy(h, c)
+				io.WriteString(c, hex.EncodeToString(h.Sum(nil)))
+			}()
+		}
+	}()
+	_, p, _ := net.SplitHostPort(ln.Addr().String())
+	return p
+}
+
+// sendAndHash sends size pseudo-random bytes to addr from m, half-closes,
+// and checks the service's SHA-256 matches what was sent.
+func sendAndHash(t *testing.T, m machine, addr string, size int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := m.DialContext(ctx, &net.Dialer{}, "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	h := sha256.New()
+	src := io.TeeReader(io.LimitReader(rand.NewChaCha8([32]byte{7}), int64(size)), h)
+	start := time.Now()
+	if _, err := io.Copy(c, src); err != nil {
+		t.Fatalf("send %d bytes: %v", size, err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("read hash: %v", err)
+	}
+	if want := hex.EncodeToString(h.Sum(nil)); string(got) != want {
+		t.Fatalf("service hashed %q, sent %s", got, want)
+	}
+	t.Logf("%d MiB through the forward, checksum ok, %.0f Mbit/s", size>>20,
+		float64(size)*8/time.Since(start).Seconds()/1e6)
+}
+
+// curl runs curl on m and returns stdout and its exit code.
+func curl(t *testing.T, m machine, args ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := m.Command(ctx, "curl", append([]string{"-sS", "--max-time", "20"}, args...)...)
+	out, err := cmd.Output()
+	code := 0
+	if err != nil {
+		code = -1
+		if cmd.ProcessState != nil {
+			code = cmd.ProcessState.ExitCode()
+		}
+	}
+	return string(out), code
+}
+
+func hostPort(host, port string) string { return net.JoinHostPort(host, port) }
+
+func itoa(n int) string { return strconv.Itoa(n) }
