@@ -71,16 +71,22 @@ func (w *world) render(example, name, admin string, keys map[string]string, repl
 	return path
 }
 
-// freePort returns a TCP port free on m's loopback now.
+// freePort returns a TCP port free on m's loopback now. It picks from
+// below Linux's ephemeral range (32768-60999), so that no socket bound to
+// port 0 or connecting out can take it before the daemon binds it.
 func freePort(t *testing.T, m machine) string {
 	t.Helper()
-	ln, err := m.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		p := strconv.Itoa(10000 + rand.IntN(22000))
+		ln, err := m.Listen("tcp", "127.0.0.1:"+p)
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return p
 	}
-	defer ln.Close()
-	_, p, _ := net.SplitHostPort(ln.Addr().String())
-	return p
+	t.Fatal("no free port below the ephemeral range")
+	return ""
 }
 
 // servePage serves body over HTTP on m's loopback and returns the port.
@@ -174,5 +180,3 @@ func curl(t *testing.T, m machine, args ...string) (string, int) {
 }
 
 func hostPort(host, port string) string { return net.JoinHostPort(host, port) }
-
-func itoa(n int) string { return strconv.Itoa(n) }

@@ -1,0 +1,121 @@
+package e2e
+
+import (
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/warren-p2p/warren/daemon"
+)
+
+// cli runs warren with args and returns stdout, stderr and the exit code.
+func cli(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, warrenBin, args...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	cmd.Run()
+	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
+}
+
+const validKey = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA"
+
+func TestBadInputExitsTwoWithWhereAndWhat(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	base := "[rendezvous]\naddress = \"127.0.0.1:1\"\npublic_key = \"" + validKey + "\"\n"
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	loose := write("loose.key", "")
+	os.Remove(loose)
+	run(t, localhost{}, "keygen", "-o", loose)
+	os.Chmod(loose, 0o644)
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string // substrings of stderr
+	}{
+		{"no command", nil, []string{"usage"}},
+		{"unknown command", []string{"frobnicate"}, []string{`unknown command "frobnicate"`}},
+		{"keygen without -o", []string{"keygen"}, []string{"-o FILE is required"}},
+		{"missing config", []string{"up", "-c", filepath.Join(dir, "nope.toml")}, []string{"nope.toml"}},
+		{"invalid toml", []string{"up", "-c", write("bad.toml", base+"log_level = \n")}, []string{"bad.toml:4"}},
+		{"unknown key", []string{"up", "-c", write("unk.toml", base+"[[peers]]\nname = \"a\"\npublic_key = \""+validKey+"\"\nexitt = true\n")},
+			[]string{"unk.toml:7", "peers[0].exitt"}},
+		{"undefined peer", []string{"up", "-c", write("ref.toml", base+"[[forward]]\nlisten = \"127.0.0.1:0\"\npeer = \"hoem\"\nservice = \"x\"\n")},
+			[]string{"ref.toml:6", "forward[0].peer", "hoem"}},
+		{"bad address", []string{"up", "-c", write("addr.toml", base+"admin_listen = \"localhost\"\n")}, []string{"admin_listen"}},
+		{"world-readable key", []string{"up", "-c", write("loose.toml", "key_file = \"loose.key\"\n"+base)}, []string{"loose.key", "chmod 600"}},
+		{"listen port in use", []string{"up", "-c", write("busy.toml", "key_file = \"busy.key\"\nadmin_listen = \"127.0.0.1:0\"\n"+base+
+			"[[peers]]\nname = \"home\"\npublic_key = \""+validKey+"\"\n[[socks]]\nlisten = \""+busy.Addr().String()+"\"\npeer = \"home\"\n")},
+			[]string{"socks[0]", busy.Addr().String(), "address already in use"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, stderr, code := cli(t, tc.args...)
+			if code != 2 {
+				t.Errorf("exit code %d, want 2; stderr:\n%s", code, stderr)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr lacks %q:\n%s", w, stderr)
+				}
+			}
+		})
+	}
+}
+
+func TestKeygenPubkeyStatusVersion(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "k.key")
+	pub, _, code := cli(t, "keygen", "-o", key)
+	if code != 0 || !regexp.MustCompile(`^[A-Za-z0-9_-]{43}\n$`).MatchString(pub) {
+		t.Fatalf("keygen: exit %d, stdout %q", code, pub)
+	}
+	if st, _ := os.Stat(key); st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file mode %v", st.Mode().Perm())
+	}
+	if again, _, _ := cli(t, "pubkey", "-k", key); again != pub {
+		t.Fatalf("pubkey %q != keygen %q", again, pub)
+	}
+	if _, _, code := cli(t, "keygen", "-o", key); code == 0 {
+		t.Fatal("keygen overwrote an existing key")
+	}
+	if v, _, code := cli(t, "version"); code != 0 || !strings.HasPrefix(v, "warren ") {
+		t.Fatalf("version: %d %q", code, v)
+	}
+
+	// status against a running daemon, as a table and as JSON.
+	w := newWorld(t, localhost{}, hostPort("127.0.0.1", freePort(t, localhost{})))
+	keys := map[string]string{"friend": w.keygen("friend"), "home": w.keygen("home")}
+	p := startPair(t, w, "share-service", localhost{}, localhost{}, "friend", "home", keys,
+		[]string{"127.0.0.1:8080", hostPort("127.0.0.1", freePort(t, localhost{}))}, nil)
+	table, stderr, code := cli(t, "status", "-admin", p.clientAdmin)
+	if code != 0 || !regexp.MustCompile(`(?m)^home\s+connected\s+direct-tcp\s+\S+:\d+`).MatchString(table) {
+		t.Fatalf("status: exit %d\n%s%s", code, table, stderr)
+	}
+	js, _, code := cli(t, "status", "-admin", p.clientAdmin, "-json")
+	if code != 0 || !strings.Contains(js, `"state": "`+daemon.StateConnected+`"`) || !strings.Contains(js, `"rtt_ms"`) {
+		t.Fatalf("status -json: exit %d\n%s", code, js)
+	}
+	if _, stderr, code := cli(t, "status", "-admin", "127.0.0.1:1"); code != 1 || !strings.Contains(stderr, "is the daemon running") {
+		t.Fatalf("status without a daemon: exit %d, %s", code, stderr)
+	}
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every warren test: unit tests, end-to-end tests with the real binary
+# and real clients, and the NAT lab (real kernel NATs in network
+# namespaces). The lab needs root, iproute2, nftables and conntrack; as root
+# this script installs what is missing. Without root the lab tests skip with
+# a loud line (with CI=true they fail instead).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+missing=()
+for pair in nft:nftables conntrack:conntrack curl:curl ip:iproute2; do
+	command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+		echo "test.sh: installing ${missing[*]}"
+		apt-get update -qq >/dev/null
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+	else
+		echo "!!! test.sh: missing ${missing[*]} and not root: NAT lab tests will be skipped"
+	fi
+fi
+
+go vet ./...
+go test -count=1 -timeout 30m "$@" ./...
