@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -192,3 +193,25 @@ func waitPeer(t *testing.T, m machine, admin, peer, want string, max time.Durati
 	t.Fatalf("peer %s never reached state %s within %v; last status %+v (err %v)", peer, want, max, last, lastErr)
 	return daemon.PeerStatus{}
 }
+
+func gitCommit() string {
+	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown"
+	}
+	c := strings.TrimSpace(string(out))
+	if st, _ := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); len(st) > 0 {
+		c += " (with uncommitted changes)"
+	}
+	return c
+}
+
+func hostDesc() string {
+	out, err := exec.Command("uname", "-sr").Output()
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func numCPU() int { return runtime.NumCPU() }

@@ -1,0 +1,330 @@
+package e2e
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/warren-p2p/warren/daemon"
+	"github.com/warren-p2p/warren/identity"
+	"github.com/warren-p2p/warren/natlab"
+	"github.com/warren-p2p/warren/natlab/labtest"
+)
+
+// The grid runs one cell per ordered pair of NAT kinds, plus the same-NAT
+// and double-NAT topologies: real binaries, rendezvous on the lab's
+// internet, a forward from the client peer to a service on the server
+// peer. Set WARREN_GRID_REPORT=path to write the Markdown report:
+//
+//	WARREN_GRID_REPORT=$PWD/docs/natlab-grid.md go test ./e2e -run TestNATGrid -count=1
+const (
+	// cellLinkWait bounds how long a cell waits for its link; a cell
+	// that is not up by then is "fail".
+	cellLinkWait = 8 * time.Second
+	// gridParallel is how many cells run at once on 2 cores.
+	gridParallel = 4
+	// throughputBytes is the short transfer that measures a direct link.
+	throughputBytes = 16 << 20
+)
+
+// cell is one grid cell: a client site and a server site.
+type cell struct {
+	name           string // "cone/symseq", "same-nat", ...
+	client, server string // row and column labels
+	build          func(ctx context.Context, lab *natlab.Lab) (client, server machine, err error)
+}
+
+// cellResult is what a cell measured.
+type cellResult struct {
+	cell
+	outcome   string        // direct-tcp, direct-udp, relay, fail
+	firstByte time.Duration // daemon start to first byte through the forward
+	setup     time.Duration // connect request to link up (status setup_ms)
+	mbps      float64
+	note      string
+}
+
+func gridCells() []cell {
+	var cells []cell
+	for _, a := range natlab.Kinds() {
+		for _, b := range natlab.Kinds() {
+			cells = append(cells, cell{
+				name: string(a) + "/" + string(b), client: string(a), server: string(b),
+				build: func(ctx context.Context, lab *natlab.Lab) (machine, machine, error) {
+					sa, err := lab.AddSite(ctx, "a", a)
+					if err != nil {
+						return nil, nil, err
+					}
+					sb, err := lab.AddSite(ctx, "b", b)
+					if err != nil {
+						return nil, nil, err
+					}
+					return sa.Host(), sb.Host(), nil
+				},
+			})
+		}
+	}
+	cells = append(cells,
+		cell{name: "same-nat (cone)", client: "same-nat", server: "cone",
+			build: func(ctx context.Context, lab *natlab.Lab) (machine, machine, error) {
+				s, err := lab.AddSite(ctx, "a", natlab.Cone)
+				if err != nil {
+					return nil, nil, err
+				}
+				h2, err := s.AddHost(ctx, "a2")
+				if err != nil {
+					return nil, nil, err
+				}
+				return s.Host(), h2, nil
+			}},
+		cell{name: "double-nat (cone+cone)/cone", client: "double(cone+cone)", server: "cone",
+			build: func(ctx context.Context, lab *natlab.Lab) (machine, machine, error) {
+				sa, err := lab.AddDoubleNAT(ctx, "a", natlab.Cone, natlab.Cone)
+				if err != nil {
+					return nil, nil, err
+				}
+				sb, err := lab.AddSite(ctx, "b", natlab.Cone)
+				if err != nil {
+					return nil, nil, err
+				}
+				return sa.Host(), sb.Host(), nil
+			}},
+		cell{name: "double-nat (symseq+cone)/open", client: "double(symseq+cone)", server: "open",
+			build: func(ctx context.Context, lab *natlab.Lab) (machine, machine, error) {
+				sa, err := lab.AddDoubleNAT(ctx, "a", natlab.SymSeq, natlab.Cone)
+				if err != nil {
+					return nil, nil, err
+				}
+				sb, err := lab.AddSite(ctx, "b", natlab.Open)
+				if err != nil {
+					return nil, nil, err
+				}
+				return sa.Host(), sb.Host(), nil
+			}},
+	)
+	return cells
+}
+
+func TestNATGrid(t *testing.T) {
+	var (
+		mu      sync.Mutex
+		results []cellResult
+	)
+	sem := make(chan struct{}, gridParallel)
+	t.Run("cells", func(t *testing.T) {
+		for _, c := range gridCells() {
+			t.Run(c.name, func(t *testing.T) {
+				t.Parallel()
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				r := runCell(t, c)
+				mu.Lock()
+				results = append(results, r)
+				mu.Unlock()
+				want, ok := gridExpect[c.name]
+				if !ok {
+					t.Fatalf("cell %s has no expectation in gridExpect", c.name)
+				}
+				if rank(r.outcome) < rank(want) {
+					t.Errorf("outcome %s is worse than expected %s (%s)", r.outcome, want, r.note)
+				}
+				t.Logf("%s: %s first byte %v setup %v %.0f Mbit/s %s", c.name, r.outcome, r.firstByte.Round(time.Millisecond),
+					r.setup.Round(time.Millisecond), r.mbps, r.note)
+			})
+		}
+	})
+	if path := os.Getenv("WARREN_GRID_REPORT"); path != "" {
+		if err := writeGridReport(path, results); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("grid report written to %s", path)
+	}
+}
+
+// rank orders outcomes: better is higher.
+func rank(outcome string) int {
+	switch outcome {
+	case "direct-tcp", "direct-udp", "direct":
+		return 2
+	case "relay":
+		return 1
+	}
+	return 0
+}
+
+// runCell builds the cell's lab, runs both daemons and measures.
+func runCell(t *testing.T, c cell) cellResult {
+	r := cellResult{cell: c, outcome: "fail"}
+	lab := labtest.New(t, natlab.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	client, server, err := c.build(ctx, lab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newWorld(t, lab.Server(), hostPort(lab.Server().Addr().String(), "7777"))
+	ck, sk := newKey(t, w.dir, "client"), newKey(t, w.dir, "server")
+	svc := serveHasher(t, server)
+	fwd := hostPort("127.0.0.1", freePort(t, client))
+	clientAdmin := hostPort("127.0.0.1", freePort(t, client))
+	serverAdmin := hostPort("127.0.0.1", freePort(t, server))
+	common := fmt.Sprintf("log_level = \"debug\"\n[rendezvous]\naddress = %q\npublic_key = %q\n", w.rvAddr, w.rvKey)
+	serverCfg := fmt.Sprintf("key_file = \"server.key\"\nadmin_listen = %q\n%s\n[[peers]]\nname = \"client\"\npublic_key = %q\n"+
+		"[[expose]]\nname = \"svc\"\ntarget = \"127.0.0.1:%s\"\npeers = [\"client\"]\n", serverAdmin, common, ck, svc)
+	clientCfg := fmt.Sprintf("key_file = \"client.key\"\nadmin_listen = %q\n%s\n[[peers]]\nname = \"server\"\npublic_key = %q\n"+
+		"[[forward]]\nlisten = %q\npeer = \"server\"\nservice = \"svc\"\n", clientAdmin, common, sk, fwd)
+
+	t0 := time.Now()
+	start(t, server, "server", "up", "-c", writeFile(t, w.dir, "server.toml", serverCfg))
+	start(t, client, "client", "up", "-c", writeFile(t, w.dir, "client.toml", clientCfg))
+
+	// First byte: one byte through the forward, answered by the service.
+	fctx, fcancel := context.WithTimeout(ctx, cellLinkWait)
+	defer fcancel()
+	for fctx.Err() == nil {
+		if err := oneByte(fctx, client, fwd); err == nil {
+			r.firstByte = time.Since(t0)
+			break
+		} else {
+			r.note = err.Error()
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	st, err := status(ctx, client, clientAdmin)
+	if err != nil {
+		r.note = "status: " + err.Error()
+		return r
+	}
+	p := st.Peers[0]
+	if p.State != daemon.StateConnected || r.firstByte == 0 {
+		if p.Error != "" {
+			r.note = p.Error
+		}
+		return r
+	}
+	r.outcome, r.note = p.Path, ""
+	r.setup = time.Duration(p.SetupMs * float64(time.Millisecond))
+	start := time.Now()
+	sendAndHash(t, client, fwd, throughputBytes)
+	r.mbps = float64(throughputBytes) * 8 / time.Since(start).Seconds() / 1e6
+	return r
+}
+
+func newKey(t *testing.T, dir, name string) string {
+	k, err := identity.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Save(filepath.Join(dir, name+".key")); err != nil {
+		t.Fatal(err)
+	}
+	return k.Public().String()
+}
+
+func writeFile(t *testing.T, dir, name, body string) string {
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// oneByte sends one byte through the forward and checks the answer.
+func oneByte(ctx context.Context, m machine, addr string) error {
+	c, err := m.DialContext(ctx, &net.Dialer{}, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	if _, err := c.Write([]byte("x")); err != nil {
+		return err
+	}
+	c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256([]byte("x"))
+	if string(got) != hex.EncodeToString(sum[:]) {
+		return fmt.Errorf("no answer through the forward")
+	}
+	return nil
+}
+
+func writeGridReport(path string, results []cellResult) error {
+	sort.Slice(results, func(i, j int) bool { return results[i].name < results[j].name })
+	byName := map[string]cellResult{}
+	for _, r := range results {
+		byName[r.name] = r
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "# NAT lab grid\n\nMeasured %s at commit %s on %s (%d cores).\n",
+		time.Now().UTC().Format("2006-01-02"), gitCommit(), hostDesc(), numCPU())
+	b.WriteString("Regenerate: `WARREN_GRID_REPORT=$PWD/docs/natlab-grid.md go test ./e2e -run TestNATGrid -count=1` (as root).\n\n")
+	b.WriteString("Rows: the client peer's NAT; columns: the server peer's NAT. Each cell: outcome, link setup time " +
+		"(connect request to link up). Kinds are described in natlab/doc.go.\n\n")
+	kinds := natlab.Kinds()
+	b.WriteString("| client \\ server |")
+	for _, k := range kinds {
+		fmt.Fprintf(&b, " %s |", k)
+	}
+	b.WriteString("\n|---|")
+	for range kinds {
+		b.WriteString("---|")
+	}
+	b.WriteString("\n")
+	for _, a := range kinds {
+		fmt.Fprintf(&b, "| **%s** |", a)
+		for _, k := range kinds {
+			r, ok := byName[string(a)+"/"+string(k)]
+			switch {
+			case !ok:
+				b.WriteString(" - |")
+			case r.outcome == "fail":
+				b.WriteString(" fail |")
+			default:
+				fmt.Fprintf(&b, " %s %s |", r.outcome, ms(r.setup))
+			}
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("\n## Every cell\n\n| cell | outcome | expected at least | first byte | link setup | throughput | note |\n|---|---|---|---|---|---|---|\n")
+	for _, r := range results {
+		tp := "-"
+		if r.mbps > 0 {
+			tp = fmt.Sprintf("%.0f Mbit/s", r.mbps)
+		}
+		fb, su := "-", "-"
+		if r.outcome != "fail" {
+			fb, su = ms(r.firstByte), ms(r.setup)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", r.name, r.outcome, gridExpect[r.name], fb, su, tp,
+			strings.ReplaceAll(shorten(r.note, 90), "|", "/"))
+	}
+	b.WriteString("\nFirst byte: from starting both daemons to the first byte answered through the forward " +
+		"(includes process start and registration). Throughput: one 16 MiB transfer through the forward, " +
+		"a short figure, not a benchmark.\n")
+	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%d ms", d.Milliseconds()) }
+
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
