@@ -178,7 +178,9 @@ func runCell(t *testing.T, c cell) cellResult {
 	fwd := hostPort("127.0.0.1", freePort(t, client))
 	clientAdmin := hostPort("127.0.0.1", freePort(t, client))
 	serverAdmin := hostPort("127.0.0.1", freePort(t, server))
-	common := fmt.Sprintf("log_level = \"debug\"\n[rendezvous]\naddress = %q\npublic_key = %q\n", w.rvAddr, w.rvKey)
+	// A punch timeout below cellLinkWait lets a failing cell report why.
+	common := fmt.Sprintf("log_level = \"debug\"\n[rendezvous]\naddress = %q\npublic_key = %q\n[link]\npunch_timeout = \"4s\"\n",
+		w.rvAddr, w.rvKey)
 	serverCfg := fmt.Sprintf("key_file = \"server.key\"\nadmin_listen = %q\n%s\n[[peers]]\nname = \"client\"\npublic_key = %q\n"+
 		"[[expose]]\nname = \"svc\"\ntarget = \"127.0.0.1:%s\"\npeers = [\"client\"]\n", serverAdmin, common, ck, svc)
 	clientCfg := fmt.Sprintf("key_file = \"client.key\"\nadmin_listen = %q\n%s\n[[peers]]\nname = \"server\"\npublic_key = %q\n"+
@@ -207,8 +209,9 @@ func runCell(t *testing.T, c cell) cellResult {
 	}
 	p := st.Peers[0]
 	if p.State != daemon.StateConnected || r.firstByte == 0 {
+		r.note = p.State
 		if p.Error != "" {
-			r.note = p.Error
+			r.note += ": " + p.Error
 		}
 		return r
 	}
