@@ -49,8 +49,8 @@ type Rendezvous struct {
 // Link tunes peer links.
 type Link struct {
 	// Transports lists the transports tried in parallel, in order of
-	// preference. Known: "tcp", "udp", but this build only implements
-	// "tcp" and rejects "udp". Default: ["tcp"].
+	// preference. Known: "tcp" (punched TCP) and "udp" (KCP over a
+	// punched UDP socket), tried in parallel. Default: ["tcp", "udp"].
 	Transports []string `toml:"transports"`
 	// Relay allows relaying through the rendezvous server when no direct
 	// path is found. Default: true; never nil after Load.

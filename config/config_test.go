@@ -123,8 +123,8 @@ public_key = "` + testKey(1) + `"
 	if c.AdminListen != "127.0.0.1:7780" || c.LogLevel != "info" || c.LogFormat != "text" {
 		t.Errorf("AdminListen, LogLevel, LogFormat = %q, %q, %q", c.AdminListen, c.LogLevel, c.LogFormat)
 	}
-	if c.Link.Relay == nil || !*c.Link.Relay || len(c.Link.Transports) != 1 || c.Link.Transports[0] != "tcp" {
-		t.Errorf("Link = %+v, want relay on and transports [tcp]", c.Link)
+	if c.Link.Relay == nil || !*c.Link.Relay || strings.Join(c.Link.Transports, ",") != "tcp,udp" {
+		t.Errorf("Link = %+v, want relay on and transports [tcp udp]", c.Link)
 	}
 	if c.Link.KeepAlive.Duration != 15*time.Second || c.Link.PunchTimeout.Duration != 10*time.Second ||
 		c.Link.StreamWindow != 4<<20 || c.Link.MaxStreams != 256 {
@@ -301,9 +301,6 @@ func TestParseErrors(t *testing.T) {
 		{"bad target pattern in multi-line array",
 			`targets = ["10.0.0.0/8:22", "*.lan:*", "[fd00::/8]:80-90"]`, "targets = [\n  \"10.0.0.0/8:22\", # ssh\n  \"*.lan:0\",\n]",
 			`"*.lan:0"`, `peers[0].targets: invalid target pattern "*.lan:0": port "0" is not a number from 1 to 65535`},
-		{"udp transport",
-			`transports = ["tcp"]`, `transports = ["tcp", "udp"]`,
-			"transports", `link.transports: "udp" is not supported by this build yet`},
 		{"unknown transport",
 			`transports = ["tcp"]`, `transports = ["quic"]`,
 			"transports", `link.transports: unknown transport "quic" (known: tcp, udp)`},
@@ -388,7 +385,7 @@ func TestParseReportsAllErrors(t *testing.T) {
 		`exit = true`, "exit = true\nexitt = true",
 		testKey(2), "nope",
 		`peer = "home"`+"\nservice", `peer = "hoem"`+"\nservice",
-		`transports = ["tcp"]`, `transports = ["udp"]`,
+		`transports = ["tcp"]`, `transports = ["udp", "sctp"]`,
 	).Replace(validDoc)
 	_, err := Parse("warren.toml", []byte(doc))
 	var errs Errors
@@ -397,7 +394,7 @@ func TestParseReportsAllErrors(t *testing.T) {
 	}
 	want := []string{
 		`warren.toml:2: log_level: "loud" is not one of`,
-		`warren.toml:11: link.transports: "udp" is not supported by this build yet`,
+		`warren.toml:11: link.transports: unknown transport "sctp" (known: tcp, udp)`,
 		`warren.toml:16: peers[0].public_key: not a valid Ed25519 public key`,
 		`warren.toml:24: unknown key "peers[1].exitt"`,
 		`warren.toml:37: forward[0].peer: no peer named "hoem" (known: home, laptop)`,

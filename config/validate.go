@@ -150,7 +150,7 @@ func (l *Link) finish(p *problems, md toml.MetaData) {
 func (l *Link) checkTransports(p *problems) {
 	const key = "link.transports"
 	if l.Transports == nil {
-		l.Transports = []string{"tcp"}
+		l.Transports = []string{"tcp", "udp"}
 		return
 	}
 	if len(l.Transports) == 0 {
@@ -161,9 +161,7 @@ func (l *Link) checkTransports(p *problems) {
 		switch {
 		case slices.Contains(l.Transports[:i], t):
 			p.addAt(elem, key, "%q is listed twice", t)
-		case t == "tcp":
-		case t == "udp":
-			p.addAt(elem, key, "%q is not supported by this build yet", t)
+		case t == "tcp", t == "udp":
 		default:
 			p.addAt(elem, key, "unknown transport %q (known: tcp, udp)", t)
 		}

@@ -34,6 +34,18 @@ type Daemon struct {
 	rv        *rendezvous.Client
 	listeners *forward.Listeners
 	exit      *forward.Server
+	udpInfos  udpInfos
+	discover  chan []netip.AddrPort // the server's UDP endpoints, after each registration
+	useTCP    bool
+	useUDP    bool
+
+	// natMu guards nat and natKnown.
+	natMu    sync.Mutex
+	nat      punch.NAT
+	natKnown bool
+	// natReady is closed once the first NAT discovery has finished,
+	// whatever its outcome.
+	natReady chan struct{}
 
 	// Set by Start.
 	acceptor *punch.Acceptor
@@ -71,8 +83,14 @@ func New(cfg *config.Config, log logrus.FieldLogger) (*Daemon, error) {
 			StreamWindow:      cfg.Link.StreamWindow,
 			MaxStreams:        cfg.Link.MaxStreams,
 		},
-		byKey:  make(map[identity.PublicKey]*peer),
-		byName: make(map[string]*peer),
+		byKey:    make(map[identity.PublicKey]*peer),
+		byName:   make(map[string]*peer),
+		discover: make(chan []netip.AddrPort, 1),
+		natReady: make(chan struct{}),
+	}
+	for _, t := range cfg.Link.Transports {
+		d.useTCP = d.useTCP || t == "tcp"
+		d.useUDP = d.useUDP || t == "udp"
 	}
 	if err := d.linkCfg.Verify(); err != nil {
 		return nil, err
@@ -97,14 +115,16 @@ func New(cfg *config.Config, log logrus.FieldLogger) (*Daemon, error) {
 	d.exit = forward.NewServer(policy, forward.Config{}, log.WithField("component", "exit"))
 	d.listeners = forward.NewListeners(cfg.Socks, cfg.Forward, d, forward.Config{}, log.WithField("component", "forward"))
 	d.rv, err = rendezvous.NewClient(rendezvous.ClientConfig{
-		Address:   cfg.Rendezvous.Address,
-		ServerKey: serverKey,
-		Key:       key,
-		Token:     cfg.Rendezvous.Token,
-		Dial:      d.dialRendezvous,
-		LAN:       d.lanCandidates,
-		OnPunch:   d.onPunch,
-		Log:       log.WithField("component", "rendezvous"),
+		Address:      cfg.Rendezvous.Address,
+		ServerKey:    serverKey,
+		Key:          key,
+		Token:        cfg.Rendezvous.Token,
+		Dial:         d.dialRendezvous,
+		LAN:          d.lanCandidates,
+		OnPunch:      d.onPunch,
+		OnUDP:        d.onUDP,
+		OnRegistered: d.onRegistered,
+		Log:          log.WithField("component", "rendezvous"),
 	})
 	if err != nil {
 		return nil, err
@@ -146,6 +166,7 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 
 	d.spawn(func() { d.acceptor.Serve(ctx) })
 	d.spawn(func() { d.rv.Run(ctx) })
+	d.spawn(func() { d.discoverLoop(ctx) })
 	if d.admin != nil {
 		d.spawn(func() { d.admin.serve(ctx) })
 	}

@@ -125,6 +125,9 @@ func (p *peer) awaitPunch(ctx context.Context, d *Daemon) (offer, bool) {
 		case <-ctx.Done():
 			return offer{}, false
 		}
+		// The server passes our NAT to the peer with the punch: report it
+		// first.
+		d.awaitNAT(ctx)
 		if err := d.rv.Connect(p.key); err != nil {
 			p.log.WithError(err).Debug("connect request not sent")
 		}
@@ -144,11 +147,18 @@ func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch) (*
 	if err != nil {
 		return nil, err
 	}
-	cands := []punch.Candidate{{Addr: pu.Public, Kind: punch.KindPublic}}
+	d.awaitNAT(ctx)
+	strategy := punch.Choose(d.selfNAT(), pu.PeerNAT)
+	var cands []punch.Candidate
+	if strategy.TCP {
+		cands = append(cands, punch.Candidate{Addr: pu.Public, Kind: punch.KindPublic})
+	}
+	pu.LAN = punch.OnLink(pu.LAN)
 	for _, a := range pu.LAN {
 		cands = append(cands, punch.Candidate{Addr: a, Kind: punch.KindLAN})
 	}
-	p.log.WithFields(logrus.Fields{"session": id.String()[:8], "candidates": fmt.Sprint(cands)}).Debug("punching")
+	p.log.WithFields(logrus.Fields{"session": id.String()[:8], "strategy": strategy.Name, "udp_role": strategy.UDP,
+		"tcp_candidates": fmt.Sprint(cands)}).Debug("punching")
 
 	pctx, cancel := context.WithTimeout(ctx, d.cfg.Link.PunchTimeout.Duration)
 	var wg sync.WaitGroup
@@ -159,18 +169,47 @@ func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch) (*
 	raw := make(chan net.Conn)
 	linkCands := make(chan link.Candidate)
 	defer d.acceptor.Register(pctx, id, raw)()
-	punched := make(chan struct{})
+
+	// producers counts the punching goroutines; when all are done, the
+	// candidates channel closes (after a grace for inbound connections).
+	var producers sync.WaitGroup
+	if d.useTCP && len(cands) > 0 {
+		producers.Add(1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer producers.Done()
+			punch.TCP(pctx, nil, d.acceptor.Port(), id, cands, raw)
+		}()
+	}
+	if d.useUDP {
+		producers.Add(1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer producers.Done()
+			if err := d.punchUDP(pctx, p, pu, id, strategy.UDP, linkCands); err != nil && pctx.Err() == nil {
+				p.log.WithError(err).Debug("udp punch gave up")
+			}
+		}()
+	}
+	producersDone := make(chan struct{})
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		defer close(punched)
-		punch.TCP(pctx, nil, d.acceptor.Port(), id, cands, raw)
+		producers.Wait()
+		close(producersDone)
 	}()
 	go func() {
 		defer wg.Done()
 		// Closing linkCands lets Establish give up as soon as every
-		// candidate was tried, instead of at the punch timeout.
-		defer close(linkCands)
+		// candidate was tried, instead of at the punch timeout. Only
+		// after every producer is done: they send on it too.
+		defer func() {
+			<-producersDone
+			close(linkCands)
+		}()
+		punched := producersDone
 		var grace <-chan time.Time
 		for {
 			select {

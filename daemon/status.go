@@ -17,7 +17,7 @@ type Status struct {
 	PublicKey  string       `json:"public_key"`
 	Rendezvous string       `json:"rendezvous"` // "registered" or "connecting"
 	Observed   string       `json:"observed,omitempty"`
-	NAT        string       `json:"nat"` // "none", or "unknown" until classified
+	NAT        string       `json:"nat"` // "none", "cone", "symseq(+1)", "symrand", ...; "unknown" until classified
 	PunchPort  int          `json:"punch_port"`
 	Uptime     float64      `json:"uptime_s"`
 	Peers      []PeerStatus `json:"peers"`
@@ -56,6 +56,9 @@ func (d *Daemon) Status() Status {
 		if d.isLocal(obs.Addr()) {
 			st.NAT = "none"
 		}
+	}
+	if n, ok := d.classifiedNAT(); ok {
+		st.NAT = n.String()
 	}
 	for _, p := range d.peers {
 		st.Peers = append(st.Peers, p.status())

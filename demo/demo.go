@@ -66,15 +66,17 @@ func Run(ctx context.Context, opt Options) error {
 	if err != nil {
 		return err
 	}
-	rvLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	srvDone := make(chan struct{})
+	bound := make(chan net.Addr, 1)
+	srvDone := make(chan error, 1)
 	go func() {
-		defer close(srvDone)
-		srv.Serve(ctx, rvLn)
+		srvDone <- srv.ListenAndServe(ctx, "127.0.0.1:0", "", func(a []net.Addr) { bound <- a[0] })
 	}()
+	var rvAddr net.Addr
+	select {
+	case rvAddr = <-bound:
+	case err := <-srvDone:
+		return fmt.Errorf("rendezvous server: %w", err)
+	}
 	defer func() { cancel(); <-srvDone }()
 
 	keys := map[string]identity.PublicKey{}
@@ -86,7 +88,7 @@ func Run(ctx context.Context, opt Options) error {
 		keys[n] = k.Public()
 	}
 	common := fmt.Sprintf("admin_listen = \"127.0.0.1:0\"\n[rendezvous]\naddress = %q\npublic_key = %q\n",
-		rvLn.Addr().String(), rvKey.Public())
+		rvAddr.String(), rvKey.Public())
 	homeConf := fmt.Sprintf(`key_file = "home.key"
 %s
 [[peers]]
@@ -136,7 +138,7 @@ peer = "home"
 		daemons = append(daemons, d)
 	}
 	home, laptop := daemons[0], daemons[1]
-	fmt.Fprintf(out, "rendezvous server on %s, two peers registered: laptop and home\n", rvLn.Addr())
+	fmt.Fprintf(out, "rendezvous server on %s, two peers registered: laptop and home\n", rvAddr)
 
 	start := time.Now()
 	if err := waitConnected(ctx, laptop, "home", 15*time.Second); err != nil {

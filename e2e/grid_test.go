@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -44,9 +45,10 @@ type cell struct {
 	build          func(ctx context.Context, lab *natlab.Lab) (client, server machine, err error)
 }
 
-// cellResult is what a cell measured.
+// cellResult is what a cell measured over one transport.
 type cellResult struct {
 	cell
+	transport string        // the only transport the daemons may use
 	outcome   string        // direct-tcp, direct-udp, relay, fail
 	firstByte time.Duration // daemon start to first byte through the forward
 	setup     time.Duration // connect request to link up (status setup_ms)
@@ -121,26 +123,35 @@ func TestNATGrid(t *testing.T) {
 		results []cellResult
 	)
 	sem := make(chan struct{}, gridParallel)
+	// WARREN_GRID_ONLY (a regexp on "transport cell", e.g. "udp cone/")
+	// runs part of the grid while developing; the report then covers
+	// only those cells.
+	only := regexp.MustCompile(os.Getenv("WARREN_GRID_ONLY"))
 	t.Run("cells", func(t *testing.T) {
-		for _, c := range gridCells() {
-			t.Run(c.name, func(t *testing.T) {
-				t.Parallel()
-				sem <- struct{}{}
-				defer func() { <-sem }()
-				r := runCell(t, c)
-				mu.Lock()
-				results = append(results, r)
-				mu.Unlock()
-				want, ok := gridExpect[c.name]
-				if !ok {
-					t.Fatalf("cell %s has no expectation in gridExpect", c.name)
+		for _, transport := range gridTransports {
+			for _, c := range gridCells() {
+				if !only.MatchString(transport + " " + c.name) {
+					continue
 				}
-				if rank(r.outcome) < rank(want) {
-					t.Errorf("outcome %s is worse than expected %s (%s)", r.outcome, want, r.note)
-				}
-				t.Logf("%s: %s first byte %v setup %v %.0f Mbit/s %s", c.name, r.outcome, r.firstByte.Round(time.Millisecond),
-					r.setup.Round(time.Millisecond), r.mbps, r.note)
-			})
+				t.Run(transport+"/"+c.name, func(t *testing.T) {
+					t.Parallel()
+					sem <- struct{}{}
+					defer func() { <-sem }()
+					r := runCell(t, c, transport)
+					mu.Lock()
+					results = append(results, r)
+					mu.Unlock()
+					want := expectation(c.name, transport)
+					if want == "" {
+						t.Fatalf("cell %s over %s has no expectation in gridExpect", c.name, transport)
+					}
+					if rank(r.outcome) < rank(want) {
+						t.Errorf("outcome %s is worse than expected %s (%s)", r.outcome, want, r.note)
+					}
+					t.Logf("%s over %s: %s first byte %v setup %v %.0f Mbit/s %s", c.name, transport, r.outcome,
+						r.firstByte.Round(time.Millisecond), r.setup.Round(time.Millisecond), r.mbps, r.note)
+				})
+			}
 		}
 	})
 	if path := os.Getenv("WARREN_GRID_REPORT"); path != "" {
@@ -163,8 +174,8 @@ func rank(outcome string) int {
 }
 
 // runCell builds the cell's lab, runs both daemons and measures.
-func runCell(t *testing.T, c cell) cellResult {
-	r := cellResult{cell: c, outcome: "fail"}
+func runCell(t *testing.T, c cell, transport string) cellResult {
+	r := cellResult{cell: c, transport: transport, outcome: "fail"}
 	lab := labtest.New(t, natlab.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -172,15 +183,16 @@ func runCell(t *testing.T, c cell) cellResult {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := newWorld(t, lab.Server(), hostPort(lab.Server().Addr().String(), "7777"))
+	srvAddrs := lab.Server().Addrs()
+	w := newWorld(t, lab.Server(), hostPort(srvAddrs[0].String(), "7777"), "-alt-listen", hostPort(srvAddrs[1].String(), "7778"))
 	ck, sk := newKey(t, w.dir, "client"), newKey(t, w.dir, "server")
 	svc := serveHasher(t, server)
 	fwd := hostPort("127.0.0.1", freePort(t, client))
 	clientAdmin := hostPort("127.0.0.1", freePort(t, client))
 	serverAdmin := hostPort("127.0.0.1", freePort(t, server))
 	// A punch timeout below cellLinkWait lets a failing cell report why.
-	common := fmt.Sprintf("log_level = \"debug\"\n[rendezvous]\naddress = %q\npublic_key = %q\n[link]\npunch_timeout = \"4s\"\n",
-		w.rvAddr, w.rvKey)
+	common := fmt.Sprintf("log_level = \"debug\"\n[rendezvous]\naddress = %q\npublic_key = %q\n"+
+		"[link]\npunch_timeout = \"4s\"\ntransports = [%s]\n", w.rvAddr, w.rvKey, quoteList(transport))
 	serverCfg := fmt.Sprintf("key_file = \"server.key\"\nadmin_listen = %q\n%s\n[[peers]]\nname = \"client\"\npublic_key = %q\n"+
 		"[[expose]]\nname = \"svc\"\ntarget = \"127.0.0.1:%s\"\npeers = [\"client\"]\n", serverAdmin, common, ck, svc)
 	clientCfg := fmt.Sprintf("key_file = \"client.key\"\nadmin_listen = %q\n%s\n[[peers]]\nname = \"server\"\npublic_key = %q\n"+
@@ -216,6 +228,9 @@ func runCell(t *testing.T, c cell) cellResult {
 		return r
 	}
 	r.outcome, r.note = p.Path, ""
+	if os.Getenv("WARREN_GRID_DEBUG") != "" && r.firstByte > 2*time.Second {
+		t.Errorf("slow first byte %v", r.firstByte)
+	}
 	r.setup = time.Duration(p.SetupMs * float64(time.Millisecond))
 	start := time.Now()
 	sendAndHash(t, client, fwd, throughputBytes)
@@ -268,10 +283,15 @@ func oneByte(ctx context.Context, m machine, addr string) error {
 }
 
 func writeGridReport(path string, results []cellResult) error {
-	sort.Slice(results, func(i, j int) bool { return results[i].name < results[j].name })
+	sort.Slice(results, func(i, j int) bool {
+		if results[i].transport != results[j].transport {
+			return results[i].transport > results[j].transport
+		}
+		return results[i].name < results[j].name
+	})
 	byName := map[string]cellResult{}
 	for _, r := range results {
-		byName[r.name] = r
+		byName[r.transport+" "+r.name] = r
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "# NAT lab grid\n\nMeasured %s at commit %s on %s (%d cores).\n",
@@ -279,32 +299,10 @@ func writeGridReport(path string, results []cellResult) error {
 	b.WriteString("Regenerate: `WARREN_GRID_REPORT=$PWD/docs/natlab-grid.md go test ./e2e -run TestNATGrid -count=1` (as root).\n\n")
 	b.WriteString("Rows: the client peer's NAT; columns: the server peer's NAT. Each cell: outcome, link setup time " +
 		"(connect request to link up). Kinds are described in natlab/doc.go.\n\n")
-	kinds := natlab.Kinds()
-	b.WriteString("| client \\ server |")
-	for _, k := range kinds {
-		fmt.Fprintf(&b, " %s |", k)
+	for _, transport := range gridTransports {
+		writeMatrix(&b, transport, byName)
 	}
-	b.WriteString("\n|---|")
-	for range kinds {
-		b.WriteString("---|")
-	}
-	b.WriteString("\n")
-	for _, a := range kinds {
-		fmt.Fprintf(&b, "| **%s** |", a)
-		for _, k := range kinds {
-			r, ok := byName[string(a)+"/"+string(k)]
-			switch {
-			case !ok:
-				b.WriteString(" - |")
-			case r.outcome == "fail":
-				b.WriteString(" fail |")
-			default:
-				fmt.Fprintf(&b, " %s %s |", r.outcome, ms(r.setup))
-			}
-		}
-		b.WriteString("\n")
-	}
-	b.WriteString("\n## Every cell\n\n| cell | outcome | expected at least | first byte | link setup | throughput | note |\n|---|---|---|---|---|---|---|\n")
+	b.WriteString("\n## Every cell\n\n| transport | cell | outcome | expected at least | first byte | link setup | throughput | note |\n|---|---|---|---|---|---|---|---|\n")
 	for _, r := range results {
 		tp := "-"
 		if r.mbps > 0 {
@@ -314,7 +312,7 @@ func writeGridReport(path string, results []cellResult) error {
 		if r.outcome != "fail" {
 			fb, su = ms(r.firstByte), ms(r.setup)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", r.name, r.outcome, gridExpect[r.name], fb, su, tp,
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", r.transport, r.name, r.outcome, expectation(r.name, r.transport), fb, su, tp,
 			strings.ReplaceAll(shorten(r.note, 90), "|", "/"))
 	}
 	b.WriteString("\nFirst byte: from starting both daemons to the first byte answered through the forward " +
@@ -330,4 +328,42 @@ func shorten(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+// writeMatrix writes the kind-by-kind table for one transport.
+func writeMatrix(b *strings.Builder, transport string, byName map[string]cellResult) {
+	kinds := natlab.Kinds()
+	fmt.Fprintf(b, "\n### %s\n\n| client \\ server |", strings.ToUpper(transport))
+	for _, k := range kinds {
+		fmt.Fprintf(b, " %s |", k)
+	}
+	b.WriteString("\n|---|")
+	for range kinds {
+		b.WriteString("---|")
+	}
+	b.WriteString("\n")
+	for _, a := range kinds {
+		fmt.Fprintf(b, "| **%s** |", a)
+		for _, k := range kinds {
+			r, ok := byName[transport+" "+string(a)+"/"+string(k)]
+			switch {
+			case !ok:
+				b.WriteString(" - |")
+			case r.outcome == "fail":
+				b.WriteString(" fail |")
+			default:
+				fmt.Fprintf(b, " %s %s |", r.outcome, ms(r.setup))
+			}
+		}
+		b.WriteString("\n")
+	}
+}
+
+// quoteList turns "tcp,udp" into `"tcp", "udp"` for a TOML array.
+func quoteList(csv string) string {
+	parts := strings.Split(csv, ",")
+	for i, p := range parts {
+		parts[i] = fmt.Sprintf("%q", p)
+	}
+	return strings.Join(parts, ", ")
 }

@@ -29,9 +29,10 @@ type world struct {
 var rvKeyLine = regexp.MustCompile(`rendezvous public key: (\S+)`)
 
 // newWorld starts a rendezvous server binary on m at listen.
-func newWorld(t *testing.T, m machine, listen string) *world {
+func newWorld(t *testing.T, m machine, listen string, extra ...string) *world {
 	w := &world{t: t, dir: t.TempDir(), rvAddr: listen}
-	p := start(t, m, "rendezvous", "rendezvous", "-listen", listen, "-key", filepath.Join(w.dir, "rendezvous.key"))
+	args := append([]string{"rendezvous", "-listen", listen, "-key", filepath.Join(w.dir, "rendezvous.key")}, extra...)
+	p := start(t, m, "rendezvous", args...)
 	w.rvKey = p.waitOutput(t, rvKeyLine, 10*time.Second)
 	return w
 }

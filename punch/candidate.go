@@ -65,3 +65,37 @@ func Dedup(cands []Candidate) []Candidate {
 	}
 	return out
 }
+
+// OnLink returns the endpoints of addrs whose address is inside one of this
+// machine's interface prefixes. Only those are worth trying as LAN
+// candidates: an address off every local link is reached through a router,
+// and through a NAT each attempt takes a port of its own, which spoils the
+// port prediction the punch depends on for a sequential NAT.
+func OnLink(addrs []netip.AddrPort) []netip.AddrPort {
+	ifaddrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var prefixes []netip.Prefix
+	for _, a := range ifaddrs {
+		if p, ok := a.(*net.IPNet); ok {
+			ip, _ := netip.AddrFromSlice(p.IP)
+			ones, _ := p.Mask.Size()
+			prefixes = append(prefixes, netip.PrefixFrom(ip.Unmap(), ones).Masked())
+		}
+	}
+	return onLink(addrs, prefixes)
+}
+
+func onLink(addrs []netip.AddrPort, prefixes []netip.Prefix) []netip.AddrPort {
+	var out []netip.AddrPort
+	for _, a := range addrs {
+		for _, p := range prefixes {
+			if p.Contains(a.Addr().Unmap()) {
+				out = append(out, a)
+				break
+			}
+		}
+	}
+	return out
+}

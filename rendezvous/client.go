@@ -14,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/warren-p2p/warren/identity"
+	"github.com/warren-p2p/warren/punch"
 )
 
 // ClientConfig configures a Client. Zero durations mean their defaults.
@@ -36,6 +37,12 @@ type ClientConfig struct {
 	// OnPunch receives each punch instruction. It is called from the
 	// client's read loop and must not block.
 	OnPunch func(Punch)
+	// OnUDP receives each session's UDP instruction (the second step of
+	// a punch). Same rules as OnPunch.
+	OnUDP func(UDPInfo)
+	// OnRegistered is called after each successful registration, with the
+	// server's UDP probe endpoints. Same rules as OnPunch.
+	OnRegistered func(udp []netip.AddrPort)
 	// PingInterval is the keepalive interval. Default 15s.
 	PingInterval time.Duration
 	// MaxBackoff caps the wait between reconnects. Default 30s.
@@ -47,9 +54,27 @@ type ClientConfig struct {
 // Punch tells a peer to punch towards another now.
 type Punch struct {
 	Session string
-	Peer    identity.PublicKey
-	Public  netip.AddrPort
-	LAN     []netip.AddrPort
+	// Side is which side of the session this peer is (0 or 1); it goes
+	// into the session probe.
+	Side   int
+	Peer   identity.PublicKey
+	Public netip.AddrPort
+	LAN    []netip.AddrPort
+	// PeerNAT is the peer's NAT as it reported it (zero if it did not).
+	PeerNAT punch.NAT
+}
+
+// UDPInfo is the second step of a punch: where the peer's session socket
+// is, and when to start.
+type UDPInfo struct {
+	Session string
+	// PeerUDP is the peer's session socket as the server saw it; invalid
+	// if the peer's session probe did not arrive in time.
+	PeerUDP netip.AddrPort
+	// PeerLANPort is the peer's session socket's local port: at the
+	// peer's LAN addresses, that port reaches it without any NAT.
+	PeerLANPort uint16
+	Delay       time.Duration
 }
 
 // ErrNotRegistered is returned by Connect while the client is not
@@ -67,6 +92,8 @@ type Client struct {
 	cur        *peerConn // nil while not registered
 	observed   netip.AddrPort
 	registered chan struct{} // closed while registered
+	nat        *punch.NAT    // reported again at each registration
+	udp        []netip.AddrPort
 }
 
 // NewClient validates cfg and returns a client; call Run to run it.
@@ -93,6 +120,12 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.OnPunch == nil {
 		cfg.OnPunch = func(Punch) {}
 	}
+	if cfg.OnUDP == nil {
+		cfg.OnUDP = func(UDPInfo) {}
+	}
+	if cfg.OnRegistered == nil {
+		cfg.OnRegistered = func([]netip.AddrPort) {}
+	}
 	cert, err := identity.Certificate(cfg.Key)
 	if err != nil {
 		return nil, err
@@ -114,6 +147,27 @@ func (c *Client) Registered() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.registered
+}
+
+// UDPServers returns the server's UDP probe endpoints from the last
+// registration.
+func (c *Client) UDPServers() []netip.AddrPort {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.udp
+}
+
+// SetNAT records this peer's NAT and reports it to the server now (if
+// registered) and at every later registration.
+func (c *Client) SetNAT(n punch.NAT) error {
+	c.mu.Lock()
+	c.nat = &n
+	p := c.cur
+	c.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	return p.send(&Message{Type: TypeNAT, NAT: &n})
 }
 
 // Connect asks the server for a punch session with peer. The answer is a
@@ -192,7 +246,18 @@ func (c *Client) session(ctx context.Context) error {
 		return fmt.Errorf("%w: register answered with %q %q", ErrProtocol, m.Type, m.Observed)
 	}
 	raw.SetDeadline(time.Time{})
+	udp := resolveUDP(m.UDP, raw.RemoteAddr())
+	c.mu.Lock()
+	c.udp = udp
+	nat := c.nat
+	c.mu.Unlock()
+	if nat != nil {
+		if err := p.send(&Message{Type: TypeNAT, NAT: nat}); err != nil {
+			return err
+		}
+	}
 	c.setRegistered(p, observed)
+	c.cfg.OnRegistered(udp)
 	defer c.setRegistered(nil, netip.AddrPort{})
 	c.cfg.Log.WithFields(logrus.Fields{"server": c.cfg.Address, "observed": observed}).Info("registered with rendezvous server")
 
@@ -200,10 +265,11 @@ func (c *Client) session(ctx context.Context) error {
 	defer wg.Wait()
 	pctx, pcancel := context.WithCancel(ctx)
 	defer pcancel()
+	pongs := make(chan uint64, 1)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		c.pingLoop(pctx, p)
+		c.pingLoop(pctx, p, pongs)
 	}()
 	for {
 		tc.SetReadDeadline(time.Now().Add(3 * c.cfg.PingInterval))
@@ -211,22 +277,53 @@ func (c *Client) session(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		if m.Type == TypePong {
+			select {
+			case pongs <- m.Seq:
+			default:
+			}
+			continue
+		}
 		c.handle(m)
 	}
 }
 
-func (c *Client) pingLoop(ctx context.Context, p *peerConn) {
+func (c *Client) pingLoop(ctx context.Context, p *peerConn, pongs <-chan uint64) {
 	t := time.NewTicker(c.cfg.PingInterval)
 	defer t.Stop()
+	var rtt time.Duration
+	// The first ping goes out at once: the server needs an RTT to time
+	// punches, and registration just measured none.
+	next := time.After(0)
 	for seq := uint64(1); ; seq++ {
 		select {
 		case <-ctx.Done():
 			return
+		case <-next:
+			next = nil
 		case <-t.C:
 		}
-		if err := p.send(&Message{Type: TypePing, Seq: seq}); err != nil {
+		sent := time.Now()
+		m := &Message{Type: TypePing, Seq: seq, RTTMs: float64(rtt.Microseconds()) / 1000}
+		if err := p.send(m); err != nil {
 			p.conn.Close()
 			return
+		}
+		if seq <= 2 {
+			// Measure the first rounds right away so the server learns
+			// the RTT within a moment of registering.
+			select {
+			case got := <-pongs:
+				if got == seq {
+					rtt = time.Since(sent)
+					if seq == 1 {
+						next = time.After(0)
+					}
+				}
+			case <-time.After(c.cfg.PingInterval):
+			case <-ctx.Done():
+				return
+			}
 		}
 	}
 }
@@ -240,6 +337,17 @@ func (c *Client) handle(m *Message) {
 			return
 		}
 		c.cfg.OnPunch(pu)
+	case TypeUDP:
+		info := UDPInfo{Session: m.Session, Delay: time.Duration(min(max(m.DelayMs, 0), 2000)) * time.Millisecond}
+		if m.PeerLANPort > 0 && m.PeerLANPort < 65536 {
+			info.PeerLANPort = uint16(m.PeerLANPort)
+		}
+		if m.PeerUDP != "" {
+			if a, err := netip.ParseAddrPort(m.PeerUDP); err == nil {
+				info.PeerUDP = a
+			}
+		}
+		c.cfg.OnUDP(info)
 	case TypeError:
 		c.cfg.Log.WithFields(logrus.Fields{"code": m.Code, "peer": m.Peer}).Debug(m.Text)
 	}
@@ -250,7 +358,10 @@ func parsePunch(m *Message) (Punch, error) {
 	if err != nil {
 		return Punch{}, fmt.Errorf("punch peer: %w", err)
 	}
-	pu := Punch{Session: m.Session, Peer: key}
+	pu := Punch{Session: m.Session, Side: m.Side, Peer: key}
+	if m.NAT != nil {
+		pu.PeerNAT = *m.NAT
+	}
 	if pu.Public, err = netip.ParseAddrPort(m.Public); err != nil {
 		return Punch{}, fmt.Errorf("punch public endpoint: %w", err)
 	}
@@ -272,4 +383,27 @@ func (c *Client) setRegistered(p *peerConn, observed netip.AddrPort) {
 	} else {
 		c.registered = make(chan struct{})
 	}
+}
+
+// resolveUDP turns the server's advertised UDP endpoints into addresses,
+// putting the address we dialled where the server bound a wildcard.
+func resolveUDP(eps []string, dialled net.Addr) []netip.AddrPort {
+	server, _ := netip.ParseAddrPort(dialled.String())
+	var out []netip.AddrPort
+	for _, e := range eps {
+		a, err := netip.ParseAddrPort(e)
+		if err != nil {
+			continue
+		}
+		if a.Addr().IsUnspecified() {
+			a = netip.AddrPortFrom(server.Addr().Unmap(), a.Port())
+		}
+		out = append(out, a)
+	}
+	if len(out) == 0 && server.IsValid() {
+		// An older server that advertises nothing answers probes on its
+		// control port.
+		out = append(out, netip.AddrPortFrom(server.Addr().Unmap(), server.Port()))
+	}
+	return out
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/warren-p2p/warren/punch"
 )
 
 // Protocol version spoken by this package.
@@ -23,6 +25,8 @@ const (
 	TypeError      = "error"
 	TypePing       = "ping"
 	TypePong       = "pong"
+	TypeNAT        = "nat"
+	TypeUDP        = "udp"
 )
 
 // Error codes carried by TypeError messages.
@@ -35,17 +39,24 @@ const (
 // Message is one control frame. Which fields are set depends on Type (see
 // spec.md); one flat struct keeps the codec small and easy to fuzz.
 type Message struct {
-	Type     string   `json:"type"`
-	Version  int      `json:"version,omitempty"`
-	Token    string   `json:"token,omitempty"`
-	LAN      []string `json:"lan,omitempty"`
-	Observed string   `json:"observed,omitempty"`
-	Peer     string   `json:"peer,omitempty"`
-	Session  string   `json:"session,omitempty"`
-	Public   string   `json:"public,omitempty"`
-	Code     string   `json:"code,omitempty"`
-	Text     string   `json:"message,omitempty"`
-	Seq      uint64   `json:"seq,omitempty"`
+	Type        string     `json:"type"`
+	UDP         []string   `json:"udp,omitempty"`           // registered: the server's UDP probe endpoints
+	NAT         *punch.NAT `json:"nat,omitempty"`           // nat: the sender's NAT; punch: the peer's
+	Side        int        `json:"side,omitempty"`          // punch: which side of the session the receiver is (0 or 1)
+	PeerUDP     string     `json:"peer_udp,omitempty"`      // udp: the peer's session socket as the server saw it
+	DelayMs     int        `json:"delay_ms,omitempty"`      // udp: wait this long before punching, to start together
+	PeerLANPort int        `json:"peer_lan_port,omitempty"` // udp: the peer's session socket's local port, for its LAN addresses
+	RTTMs       float64    `json:"rtt_ms,omitempty"`        // ping: the sender's last measured round trip
+	Version     int        `json:"version,omitempty"`
+	Token       string     `json:"token,omitempty"`
+	LAN         []string   `json:"lan,omitempty"`
+	Observed    string     `json:"observed,omitempty"`
+	Peer        string     `json:"peer,omitempty"`
+	Session     string     `json:"session,omitempty"`
+	Public      string     `json:"public,omitempty"`
+	Code        string     `json:"code,omitempty"`
+	Text        string     `json:"message,omitempty"`
+	Seq         uint64     `json:"seq,omitempty"`
 }
 
 // ErrProtocol wraps every malformed-input error from ReadMessage.
@@ -87,7 +98,7 @@ func ReadMessage(r io.Reader) (*Message, error) {
 		return nil, fmt.Errorf("%w: %v", ErrProtocol, err)
 	}
 	switch m.Type {
-	case TypeRegister, TypeRegistered, TypeConnect, TypePunch, TypeError, TypePing, TypePong:
+	case TypeRegister, TypeRegistered, TypeConnect, TypePunch, TypeError, TypePing, TypePong, TypeNAT, TypeUDP:
 		return &m, nil
 	}
 	return nil, fmt.Errorf("%w: unknown message type %q", ErrProtocol, m.Type)

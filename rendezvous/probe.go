@@ -4,27 +4,48 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
+
+	"github.com/warren-p2p/warren/punch"
 )
 
-// probeMagic opens every UDP probe request and reply.
-const probeMagic = "WRP\x01"
+// UDP probes. A plain probe is probeMagic + 12 random bytes; a session
+// probe is sessionProbeMagic + session ID + side + local port (2 bytes) +
+// 9 random bytes, and
+// also tells the server which punch session's socket it came from. Both are
+// answered with the request followed by the observed source "ip:port".
+const (
+	probeMagic        = "WRP\x01"
+	sessionProbeMagic = "WRP\x02"
+	probeLen          = 16
+	sessionProbeLen   = 32
+)
 
-const probeLen = 16
+// sessionProbe is what a session probe tells the server.
+type sessionProbe struct {
+	session punch.SessionID
+	side    int
+	// localPort is the socket's own port, which a peer on the same LAN
+	// reaches directly (the server cannot observe it).
+	localPort uint16
+}
 
-func probeReply(req []byte, from net.Addr) ([]byte, bool) {
-	if len(req) != probeLen || string(req[:len(probeMagic)]) != probeMagic {
-		return nil, false
+// parseProbe returns the reply to req from from, and the session it names
+// if it is a session probe.
+func parseProbe(req []byte, from netip.AddrPort) (reply []byte, sp *sessionProbe, ok bool) {
+	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	switch {
+	case len(req) == probeLen && string(req[:4]) == probeMagic:
+	case len(req) == sessionProbeLen && string(req[:4]) == sessionProbeMagic && req[20] <= 1:
+		sp = &sessionProbe{side: int(req[20]), localPort: binary.BigEndian.Uint16(req[21:23])}
+		copy(sp.session[:], req[4:20])
+	default:
+		return nil, nil, false
 	}
-	ua, ok := from.(*net.UDPAddr)
-	if !ok {
-		return nil, false
-	}
-	ap := ua.AddrPort()
-	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	return append(bytes.Clone(req), ap.String()...), true
+	return append(bytes.Clone(req), from.String()...), sp, true
 }
 
 // ProbeUDP sends one probe from pc to server and returns the address the
@@ -33,6 +54,25 @@ func ProbeUDP(ctx context.Context, pc net.PacketConn, server net.Addr) (netip.Ad
 	req := make([]byte, probeLen)
 	copy(req, probeMagic)
 	rand.Read(req[len(probeMagic):])
+	return probe(ctx, pc, server, req)
+}
+
+// ProbeSession is ProbeUDP from a punch session's socket: the server also
+// passes the observed endpoint, and the socket's local port, to the peer on
+// the session's other side.
+func ProbeSession(ctx context.Context, pc net.PacketConn, server net.Addr, session punch.SessionID, side int) (netip.AddrPort, error) {
+	req := make([]byte, sessionProbeLen)
+	copy(req, sessionProbeMagic)
+	copy(req[4:], session[:])
+	req[20] = byte(side)
+	if ua, ok := pc.LocalAddr().(*net.UDPAddr); ok {
+		binary.BigEndian.PutUint16(req[21:23], uint16(ua.Port))
+	}
+	rand.Read(req[23:])
+	return probe(ctx, pc, server, req)
+}
+
+func probe(ctx context.Context, pc net.PacketConn, server net.Addr, req []byte) (netip.AddrPort, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		pc.SetReadDeadline(dl)
 	}
@@ -47,8 +87,8 @@ func ProbeUDP(ctx context.Context, pc net.PacketConn, server net.Addr) (netip.Ad
 		if err != nil {
 			return netip.AddrPort{}, fmt.Errorf("udp probe %s: %w", server, err)
 		}
-		if n > probeLen && bytes.Equal(buf[:probeLen], req) {
-			return netip.ParseAddrPort(string(buf[probeLen:n]))
+		if n > len(req) && bytes.Equal(buf[:len(req)], req) {
+			return netip.ParseAddrPort(string(buf[len(req):n]))
 		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/warren-p2p/warren/identity"
+	"github.com/warren-p2p/warren/punch"
 )
 
 func quietLog() logrus.FieldLogger {
@@ -31,7 +32,7 @@ type testServer struct {
 func startServer(t *testing.T, ctx context.Context, token string) testServer {
 	t.Helper()
 	k, _ := identity.Generate()
-	srv, err := NewServer(ServerConfig{Key: k, Token: token, Log: quietLog()})
+	srv, err := NewServer(ServerConfig{Key: k, Token: token, Log: quietLog(), NATWait: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,4 +220,74 @@ func FuzzReadMessage(f *testing.F) {
 			t.Fatal("punch without peer parsed")
 		}
 	})
+}
+
+// TestSessionUDPCoordination: after a punch, each side's session probe
+// makes the server tell the other side where that socket is.
+func TestSessionUDPCoordination(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	k, _ := identity.Generate()
+	srv, _ := NewServer(ServerConfig{Key: k, Log: quietLog()})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := net.ListenPacket("udp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); srv.Serve(ctx, ln) }()
+	go func() { defer wg.Done(); srv.ServeUDP(ctx, pc) }()
+	defer wg.Wait()
+	defer cancel()
+
+	type side struct {
+		c       *Client
+		key     identity.PrivateKey
+		punches chan Punch
+		udp     chan UDPInfo
+	}
+	mk := func() side {
+		key, _ := identity.Generate()
+		s := side{key: key, punches: make(chan Punch, 1), udp: make(chan UDPInfo, 1)}
+		s.c, _ = NewClient(ClientConfig{Address: ln.Addr().String(), ServerKey: k.Public(), Key: key, Log: quietLog(),
+			OnPunch: func(p Punch) { s.punches <- p }, OnUDP: func(u UDPInfo) { s.udp <- u }})
+		wg.Add(1)
+		go func() { defer wg.Done(); s.c.Run(ctx) }()
+		waitRegistered(t, s.c)
+		return s
+	}
+	a, b := mk(), mk()
+	if got := a.c.UDPServers(); len(got) != 1 || got[0].String() != pc.LocalAddr().String() {
+		t.Fatalf("UDP servers %v, want %v", got, pc.LocalAddr())
+	}
+	a.c.SetNAT(punch.NAT{Behind: true, Mapping: punch.MappingEndpointIndependent})
+	time.Sleep(50 * time.Millisecond) // let the NAT report land before the punch
+	b.c.Connect(a.key.Public())
+	pa, pb := <-a.punches, <-b.punches
+	if pa.Side == pb.Side {
+		t.Fatalf("both sides are side %d", pa.Side)
+	}
+	if pb.PeerNAT.Mapping != punch.MappingEndpointIndependent {
+		t.Fatalf("b was not told a's NAT: %+v", pb.PeerNAT)
+	}
+	id, _ := punch.ParseSessionID(pa.Session)
+	socks := map[int]net.PacketConn{}
+	mapped := map[int]netip.AddrPort{}
+	for _, p := range []Punch{pa, pb} {
+		s, _ := net.ListenPacket("udp", "127.0.0.1:0")
+		defer s.Close()
+		m, err := ProbeSession(ctx, s, pc.LocalAddr(), id, p.Side)
+		if err != nil {
+			t.Fatal(err)
+		}
+		socks[p.Side], mapped[p.Side] = s, m
+	}
+	ua, ub := <-a.udp, <-b.udp
+	if ua.PeerUDP != mapped[pb.Side] || ub.PeerUDP != mapped[pa.Side] {
+		t.Fatalf("a told %v (want %v), b told %v (want %v)", ua.PeerUDP, mapped[pb.Side], ub.PeerUDP, mapped[pa.Side])
+	}
 }

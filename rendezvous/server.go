@@ -32,11 +32,27 @@ type ServerConfig struct {
 	// within this time, so that both sides asking at once yields one
 	// session. Default 3s.
 	PairWindow time.Duration
+	// NATWait bounds how long a punch session waits for both peers to
+	// report their NAT (they do so just after registering). Default 3s.
+	NATWait time.Duration
+	// UDPWait bounds how long a punch session waits for both sides' UDP
+	// session probes before telling each side what it has. Default 1s.
+	UDPWait time.Duration
+	// UDPEndpoints are the UDP probe endpoints advertised to peers at
+	// registration; an unspecified host means "the address you dialled".
+	// ListenAndServe fills them in.
+	UDPEndpoints []string
 	// Log receives the server's logs. Default: logrus' standard logger.
 	Log logrus.FieldLogger
 }
 
 func (c ServerConfig) withDefaults() ServerConfig {
+	if c.NATWait <= 0 {
+		c.NATWait = 3 * time.Second
+	}
+	if c.UDPWait <= 0 {
+		c.UDPWait = time.Second
+	}
 	if c.HandshakeTimeout <= 0 {
 		c.HandshakeTimeout = 10 * time.Second
 	}
@@ -58,9 +74,18 @@ type Server struct {
 	tlsConf *tls.Config
 
 	// mu guards the fields below.
-	mu    sync.Mutex
-	peers map[identity.PublicKey]*peerConn
-	pairs map[[2]identity.PublicKey]time.Time // last punch session per pair
+	mu       sync.Mutex
+	peers    map[identity.PublicKey]*peerConn
+	pairs    map[[2]identity.PublicKey]time.Time // last punch session per pair
+	sessions map[punch.SessionID]*udpSession     // sessions waiting for UDP probes
+}
+
+// udpSession collects both sides' session-socket mappings.
+type udpSession struct {
+	sides     [2]*peerConn
+	mapped    [2]netip.AddrPort
+	localPort [2]uint16
+	timer     *time.Timer
 }
 
 // NewServer validates cfg and returns a server; call Serve to run it.
@@ -77,10 +102,11 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	conf := identity.TLSConfig(cert, func(identity.PublicKey) error { return nil })
 	conf.SessionTicketsDisabled = true
 	return &Server{
-		cfg:     cfg,
-		tlsConf: conf,
-		peers:   make(map[identity.PublicKey]*peerConn),
-		pairs:   make(map[[2]identity.PublicKey]time.Time),
+		cfg:      cfg,
+		tlsConf:  conf,
+		peers:    make(map[identity.PublicKey]*peerConn),
+		pairs:    make(map[[2]identity.PublicKey]time.Time),
+		sessions: make(map[punch.SessionID]*udpSession),
 	}, nil
 }
 
@@ -134,8 +160,17 @@ func (s *Server) ServeUDP(ctx context.Context, pc net.PacketConn) error {
 			}
 			return fmt.Errorf("rendezvous udp: %w", err)
 		}
-		if reply, ok := probeReply(buf[:n], from); ok {
-			pc.WriteTo(reply, from)
+		ua, ok := from.(*net.UDPAddr)
+		if !ok {
+			continue
+		}
+		reply, sp, ok := parseProbe(buf[:n], ua.AddrPort())
+		if !ok {
+			continue
+		}
+		pc.WriteTo(reply, from)
+		if sp != nil {
+			s.sessionMapped(sp, ua.AddrPort())
 		}
 	}
 }
@@ -150,6 +185,18 @@ type peerConn struct {
 
 	// wmu serialises writes.
 	wmu sync.Mutex
+
+	// mu guards the fields below, which the peer's own goroutine writes
+	// and coordinating goroutines read.
+	mu  sync.Mutex
+	nat *punch.NAT
+	rtt time.Duration
+}
+
+func (p *peerConn) natAndRTT() (*punch.NAT, time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.nat, p.rtt
 }
 
 func (p *peerConn) send(m *Message) error {
@@ -193,7 +240,19 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn) {
 		}
 		switch m.Type {
 		case TypePing:
+			if m.RTTMs > 0 {
+				p.mu.Lock()
+				p.rtt = time.Duration(m.RTTMs * float64(time.Millisecond))
+				p.mu.Unlock()
+			}
 			err = p.send(&Message{Type: TypePong, Seq: m.Seq})
+		case TypeNAT:
+			if m.NAT != nil {
+				p.mu.Lock()
+				p.nat = m.NAT
+				p.mu.Unlock()
+				log.WithField("nat", m.NAT.String()).Info("peer reported its NAT")
+			}
 		case TypeConnect:
 			err = s.coordinate(p, m.Peer)
 		default:
@@ -240,7 +299,7 @@ func (s *Server) handshake(raw net.Conn, log logrus.FieldLogger) (*peerConn, err
 			p.lan = append(p.lan, a)
 		}
 	}
-	if err := p.send(&Message{Type: TypeRegistered, Observed: p.observed.String()}); err != nil {
+	if err := p.send(&Message{Type: TypeRegistered, Observed: p.observed.String(), UDP: s.cfg.UDPEndpoints}); err != nil {
 		return nil, err
 	}
 	raw.SetDeadline(time.Time{})
@@ -288,13 +347,85 @@ func (s *Server) coordinate(p *peerConn, peer string) error {
 		// The other side asked at the same moment; its session serves both.
 		return nil
 	}
-	id := punch.NewSessionID().String()
-	p.log.WithFields(logrus.Fields{"to": key.Short(), "session": id[:8]}).Info("coordinating punch")
-	// The target's failure to receive is its own connection's problem.
-	if err := other.send(punchFor(id, p)); err != nil {
-		other.conn.Close()
+	// Both sides pick their strategy from both NATs, so they must see the
+	// same two: wait (off this peer's read loop) until both have reported,
+	// or NATWait has passed.
+	go s.startSession(p, other, key)
+	return nil
+}
+
+// startSession waits for both peers' NAT reports and starts a punch
+// session between them.
+func (s *Server) startSession(p, other *peerConn, key identity.PublicKey) {
+	deadline := time.Now().Add(s.cfg.NATWait)
+	for time.Now().Before(deadline) {
+		pn, _ := p.natAndRTT()
+		on, _ := other.natAndRTT()
+		if pn != nil && on != nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	return p.send(punchFor(id, other))
+	id := punch.NewSessionID()
+	p.log.WithFields(logrus.Fields{"to": key.Short(), "session": id.String()[:8]}).Info("coordinating punch")
+	us := &udpSession{sides: [2]*peerConn{p, other}}
+	s.mu.Lock()
+	s.sessions[id] = us
+	us.timer = time.AfterFunc(s.cfg.UDPWait, func() { s.flushUDP(id) })
+	s.mu.Unlock()
+	// A failure to send is that peer's connection's problem.
+	for i, to := range []*peerConn{p, other} {
+		if err := to.send(punchFor(id, i, us.sides[1-i])); err != nil {
+			to.conn.Close()
+		}
+	}
+}
+
+// sessionMapped records the endpoint a session probe came from, and tells
+// both sides once both are known.
+func (s *Server) sessionMapped(sp *sessionProbe, from netip.AddrPort) {
+	s.mu.Lock()
+	us := s.sessions[sp.session]
+	if us == nil {
+		s.mu.Unlock()
+		return
+	}
+	us.mapped[sp.side] = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	us.localPort[sp.side] = sp.localPort
+	both := us.mapped[0].IsValid() && us.mapped[1].IsValid()
+	s.mu.Unlock()
+	if both {
+		s.flushUDP(sp.session)
+	}
+}
+
+// flushUDP sends each side of a session the other's session endpoint (if
+// known) and how long to wait, so that both start punching at once.
+func (s *Server) flushUDP(id punch.SessionID) {
+	s.mu.Lock()
+	us := s.sessions[id]
+	delete(s.sessions, id)
+	s.mu.Unlock()
+	if us == nil {
+		return
+	}
+	us.timer.Stop()
+	var owd [2]time.Duration
+	for i, pc := range us.sides {
+		_, rtt := pc.natAndRTT()
+		owd[i] = rtt / 2
+	}
+	latest := max(owd[0], owd[1])
+	for i, pc := range us.sides {
+		m := &Message{Type: TypeUDP, Session: id.String(), DelayMs: int((latest - owd[i]).Milliseconds())}
+		if peer := us.mapped[1-i]; peer.IsValid() {
+			m.PeerUDP = peer.String()
+			m.PeerLANPort = int(us.localPort[1-i])
+		}
+		if err := pc.send(m); err != nil {
+			pc.conn.Close()
+		}
+	}
 }
 
 func (s *Server) expirePairsLocked() {
@@ -305,16 +436,20 @@ func (s *Server) expirePairsLocked() {
 	}
 }
 
-// punchFor tells its receiver to punch towards about.
-func punchFor(session string, about *peerConn) *Message {
-	return &Message{Type: TypePunch, Session: session, Peer: about.key.String(), Public: about.observed.String(), LAN: about.lan}
+// punchFor tells its receiver, side side of the session, to punch
+// towards about.
+func punchFor(session punch.SessionID, side int, about *peerConn) *Message {
+	nat, _ := about.natAndRTT()
+	return &Message{Type: TypePunch, Session: session.String(), Side: side, Peer: about.key.String(),
+		Public: about.observed.String(), LAN: about.lan, NAT: nat}
 }
 
-// ListenAndServe binds TCP and UDP on every address, then serves them all
-// until ctx ends. If any bind fails, nothing is served and the error names
-// the address. ready, if not nil, is called with the bound TCP addresses
-// once all binds succeeded.
-func (s *Server) ListenAndServe(ctx context.Context, addrs []string, ready func([]net.Addr)) error {
+// ListenAndServe binds TCP and UDP on listen and alt (alt may be empty),
+// and UDP alone on the extra probe endpoint ProbeEndpoints names, then
+// serves them all until ctx ends. If any bind fails, nothing is served and
+// the error names the address. ready, if not nil, is called with every
+// bound address (TCP and UDP) once all binds succeeded.
+func (s *Server) ListenAndServe(ctx context.Context, listen, alt string, ready func([]net.Addr)) error {
 	var lns []net.Listener
 	var pcs []net.PacketConn
 	closeAll := func() {
@@ -326,21 +461,39 @@ func (s *Server) ListenAndServe(ctx context.Context, addrs []string, ready func(
 		}
 	}
 	var bound []net.Addr
-	for _, a := range addrs {
+	tcpAddrs := []string{listen}
+	if alt != "" && alt != listen {
+		tcpAddrs = append(tcpAddrs, alt)
+	}
+	for i, a := range tcpAddrs {
 		ln, err := net.Listen("tcp", a)
 		if err != nil {
 			closeAll()
 			return fmt.Errorf("listen %s: %w", a, err)
 		}
 		lns = append(lns, ln)
-		// UDP probes share the TCP port, also when a was port 0.
-		pc, err := net.ListenPacket("udp", ln.Addr().String())
+		// UDP probes share the TCP port, also when it was port 0.
+		tcpAddrs[i] = ln.Addr().String()
+		bound = append(bound, ln.Addr())
+	}
+	udpAddrs, err := ProbeEndpoints(tcpAddrs[0], alt)
+	if err != nil {
+		closeAll()
+		return err
+	}
+	if len(tcpAddrs) > 1 {
+		udpAddrs[1] = tcpAddrs[1]
+	}
+	udpAddrs[0] = tcpAddrs[0]
+	for _, a := range udpAddrs {
+		pc, err := net.ListenPacket("udp", a)
 		if err != nil {
 			closeAll()
 			return fmt.Errorf("listen udp %s: %w", a, err)
 		}
 		pcs = append(pcs, pc)
-		bound = append(bound, ln.Addr())
+		bound = append(bound, pc.LocalAddr())
+		s.cfg.UDPEndpoints = append(s.cfg.UDPEndpoints, pc.LocalAddr().String())
 	}
 	if ready != nil {
 		ready(bound)
@@ -348,12 +501,14 @@ func (s *Server) ListenAndServe(ctx context.Context, addrs []string, ready func(
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errs := make(chan error, len(lns)+len(pcs))
-	for i := range lns {
-		go func() { errs <- s.Serve(ctx, lns[i]) }()
-		go func() { errs <- s.ServeUDP(ctx, pcs[i]) }()
+	for _, ln := range lns {
+		go func() { errs <- s.Serve(ctx, ln) }()
+	}
+	for _, pc := range pcs {
+		go func() { errs <- s.ServeUDP(ctx, pc) }()
 	}
 	var first error
-	for range 2 * len(lns) {
+	for range len(lns) + len(pcs) {
 		if err := <-errs; err != nil && first == nil {
 			first = err
 			cancel()

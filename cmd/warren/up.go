@@ -107,14 +107,10 @@ func cmdRendezvous(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	addrs := []string{cfg.Listen}
-	if cfg.AltListen != "" {
-		addrs = append(addrs, cfg.AltListen)
-	}
-	err = srv.ListenAndServe(ctx, addrs, func(bound []net.Addr) {
+	err = srv.ListenAndServe(ctx, cfg.Listen, cfg.AltListen, func(bound []net.Addr) {
 		fmt.Fprintf(stdout, "rendezvous public key: %s\n", key.Public())
 		for _, a := range bound {
-			fmt.Fprintf(stdout, "listening on %s (tcp control, udp probes)\n", a)
+			fmt.Fprintf(stdout, "listening on %s %s\n", a.Network(), a)
 		}
 	})
 	if err != nil && ctx.Err() == nil {

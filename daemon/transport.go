@@ -1,0 +1,42 @@
+package daemon
+
+import (
+	"net"
+	"net/netip"
+
+	"github.com/warren-p2p/warren/punch"
+	"github.com/warren-p2p/warren/transport"
+)
+
+// udpStream turns a punched UDP path into a reliable stream for the link:
+// KCP over the very socket whose NAT mapping the punch opened.
+func (d *Daemon) udpStream(res punch.UDPResult, id punch.SessionID) (net.Conn, error) {
+	dm, err := transport.NewDemux(res.Conn)
+	if err != nil {
+		return nil, err
+	}
+	// Copies of the nomination and late pings still arrive after the
+	// punch; they are for nobody now.
+	if err := dm.Handle([]byte(punch.UDPPrefix), func([]byte, netip.AddrPort) {}); err != nil {
+		dm.Close()
+		return nil, err
+	}
+	c, err := dm.Dial(res.Remote, transport.MakeConv(id.Conv()), nil)
+	if err != nil {
+		dm.Close()
+		return nil, err
+	}
+	return &udpConn{Conn: c, demux: dm}, nil
+}
+
+// udpConn is a KCP stream that owns its socket.
+type udpConn struct {
+	*transport.Conn
+	demux *transport.Demux
+}
+
+func (c *udpConn) Close() error {
+	err := c.Conn.Close()
+	c.demux.Close()
+	return err
+}

@@ -1,0 +1,211 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/warren-p2p/warren/link"
+	"github.com/warren-p2p/warren/punch"
+	"github.com/warren-p2p/warren/rendezvous"
+)
+
+const pathUDP = "direct-udp"
+
+// udpInfoWait bounds the wait for the server's UDP instruction, which it
+// sends within its own UDPWait (1s) of the punch.
+const udpInfoWait = 3 * time.Second
+
+// udpInfos hands each punch session's UDP instruction from the rendezvous
+// client's read loop to the goroutine punching that session, whichever of
+// the two comes first.
+type udpInfos struct {
+	mu sync.Mutex // guards m
+	m  map[string]udpInfoBox
+}
+
+type udpInfoBox struct {
+	ch      chan rendezvous.UDPInfo
+	created time.Time
+}
+
+// box returns the session's channel, creating it, and drops boxes nobody
+// claimed for a minute.
+func (u *udpInfos) box(session string) chan rendezvous.UDPInfo {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.m == nil {
+		u.m = make(map[string]udpInfoBox)
+	}
+	b, ok := u.m[session]
+	if !ok {
+		for k, old := range u.m {
+			if time.Since(old.created) > time.Minute {
+				delete(u.m, k)
+			}
+		}
+		b = udpInfoBox{ch: make(chan rendezvous.UDPInfo, 1), created: time.Now()}
+		u.m[session] = b
+	}
+	return b.ch
+}
+
+func (u *udpInfos) done(session string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	delete(u.m, session)
+}
+
+func (d *Daemon) onUDP(info rendezvous.UDPInfo) {
+	select {
+	case d.udpInfos.box(info.Session) <- info:
+	default:
+	}
+}
+
+// discoverLoop classifies this daemon's NAT after each registration and
+// reports it to the rendezvous server.
+func (d *Daemon) discoverLoop(ctx context.Context) {
+	var once sync.Once
+	for {
+		var servers []netip.AddrPort
+		select {
+		case servers = <-d.discover:
+		case <-ctx.Done():
+			return
+		}
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		nat, _, err := rendezvous.Discover(dctx, rendezvous.DiscoverConfig{Servers: servers})
+		cancel()
+		once.Do(func() { close(d.natReady) })
+		if err != nil {
+			d.log.WithError(err).Warn("NAT discovery failed")
+			continue
+		}
+		d.natMu.Lock()
+		d.nat, d.natKnown = nat, true
+		d.natMu.Unlock()
+		d.log.WithFields(logrus.Fields{"nat": nat.String(), "mapping": nat.Mapping, "allocation": nat.Allocation}).Info("NAT classified")
+		if err := d.rv.SetNAT(nat); err != nil {
+			d.log.WithError(err).Debug("NAT report not sent")
+		}
+	}
+}
+
+func (d *Daemon) onRegistered(udp []netip.AddrPort) {
+	// Newest wins: discovery only needs the latest server endpoints.
+	for {
+		select {
+		case d.discover <- udp:
+			return
+		default:
+		}
+		select {
+		case <-d.discover:
+		default:
+		}
+	}
+}
+
+// natWait bounds how long punching waits for the first NAT discovery: a
+// strategy chosen without it is usually wrong for symmetric NATs.
+const natWait = 3 * time.Second
+
+// awaitNAT waits for the first NAT discovery, at most natWait.
+func (d *Daemon) awaitNAT(ctx context.Context) {
+	select {
+	case <-d.natReady:
+	case <-time.After(natWait):
+	case <-ctx.Done():
+	}
+}
+
+// selfNAT returns this daemon's NAT as last classified (zero if unknown).
+func (d *Daemon) selfNAT() punch.NAT {
+	n, _ := d.classifiedNAT()
+	return n
+}
+
+func (d *Daemon) classifiedNAT() (punch.NAT, bool) {
+	d.natMu.Lock()
+	defer d.natMu.Unlock()
+	return d.nat, d.natKnown
+}
+
+// punchUDP runs the UDP half of a punch session and sends the resulting
+// stream, if any, on out.
+func (d *Daemon) punchUDP(ctx context.Context, p *peer, pu rendezvous.Punch, id punch.SessionID, role punch.UDPRole, out chan<- link.Candidate) error {
+	defer d.udpInfos.done(pu.Session)
+	infos := d.udpInfos.box(pu.Session)
+	sock, err := net.ListenUDP("udp", nil)
+	if err != nil {
+		return fmt.Errorf("udp socket: %w", err)
+	}
+	servers := d.rv.UDPServers()
+	if len(servers) == 0 {
+		sock.Close()
+		return fmt.Errorf("no rendezvous UDP endpoint")
+	}
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	mapped, err := rendezvous.ProbeSession(pctx, sock, net.UDPAddrFromAddrPort(servers[0]), id, pu.Side)
+	cancel()
+	if err != nil {
+		sock.Close()
+		return fmt.Errorf("session probe: %w", err)
+	}
+	var info rendezvous.UDPInfo
+	select {
+	case info = <-infos:
+	case <-time.After(udpInfoWait):
+		sock.Close()
+		return fmt.Errorf("no UDP instruction from the rendezvous server within %v", udpInfoWait)
+	case <-ctx.Done():
+		sock.Close()
+		return ctx.Err()
+	}
+	var lan []netip.AddrPort
+	if info.PeerLANPort != 0 {
+		for _, a := range pu.LAN {
+			lan = append(lan, netip.AddrPortFrom(a.Addr(), info.PeerLANPort))
+		}
+	}
+	if !info.PeerUDP.IsValid() && len(lan) == 0 {
+		sock.Close()
+		return fmt.Errorf("the peer's session socket was not observed")
+	}
+	p.log.WithFields(logrus.Fields{"role": role, "mapped": mapped, "peer_udp": info.PeerUDP, "delay": info.Delay}).Debug("punching udp")
+	select {
+	case <-time.After(info.Delay):
+	case <-ctx.Done():
+		sock.Close()
+		return ctx.Err()
+	}
+	res, err := punch.PunchUDP(ctx, nil, punch.UDPSession{
+		ID:           id,
+		Controlling:  d.self.Public.Less(p.key),
+		Role:         role,
+		Peer:         pu.PeerNAT,
+		PeerEndpoint: info.PeerUDP,
+		LAN:          lan,
+	}, sock)
+	if err != nil {
+		return err
+	}
+	conn, err := d.udpStream(res, id)
+	if err != nil {
+		res.Conn.Close()
+		return err
+	}
+	select {
+	case out <- link.Candidate{Conn: conn, Path: pathUDP}:
+		return nil
+	case <-ctx.Done():
+		conn.Close()
+		return ctx.Err()
+	}
+}

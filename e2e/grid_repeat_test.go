@@ -1,0 +1,104 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// hardPairs are the cells the punching issue sets targets for, run
+// gridRepeats times each over the default transports (TCP and UDP in
+// parallel, as users run them). need is how many runs must connect
+// directly; limit is the target time from connect request to link up,
+// checked on the median run so that one slow run on a shared machine does
+// not fail the build.
+var hardPairs = []struct {
+	cell  string
+	need  int
+	limit time.Duration
+}{
+	{"cone/cone", 10, 300 * time.Millisecond},
+	{"cone/symseq", 10, 500 * time.Millisecond},
+	{"symseq/cone", 10, 500 * time.Millisecond},
+	{"cone/symrand", 10, time.Second},
+	{"symrand/cone", 10, time.Second},
+	{"symseq/symseq", 10, 500 * time.Millisecond},
+	{"symseq-busy/cone", 9, time.Second},
+	{"cone/symseq-busy", 9, time.Second},
+}
+
+const gridRepeats = 10
+
+func TestNATGridRepeat(t *testing.T) {
+	cells := map[string]cell{}
+	for _, c := range gridCells() {
+		cells[c.name] = c
+	}
+	type tally struct {
+		direct int
+		setups []time.Duration
+		paths  map[string]int
+	}
+	var mu sync.Mutex
+	tallies := map[string]*tally{}
+	sem := make(chan struct{}, gridParallel)
+	t.Run("runs", func(t *testing.T) {
+		for _, hp := range hardPairs {
+			tallies[hp.cell] = &tally{paths: map[string]int{}}
+			for i := range gridRepeats {
+				t.Run(fmt.Sprintf("%s#%d", hp.cell, i), func(t *testing.T) {
+					t.Parallel()
+					sem <- struct{}{}
+					defer func() { <-sem }()
+					r := runCell(t, cells[hp.cell], "tcp,udp")
+					mu.Lock()
+					defer mu.Unlock()
+					tl := tallies[hp.cell]
+					tl.paths[r.outcome]++
+					if rank(r.outcome) == 2 {
+						tl.direct++
+						tl.setups = append(tl.setups, r.setup)
+					}
+				})
+			}
+		}
+	})
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n## Hard pairs, %d runs each\n\nBoth transports enabled, as by default. Measured %s at commit %s.\n\n",
+		gridRepeats, time.Now().UTC().Format("2006-01-02"), gitCommit())
+	b.WriteString("| pair | direct | paths | median setup | slowest setup | target |\n|---|---|---|---|---|---|\n")
+	for _, hp := range hardPairs {
+		tl := tallies[hp.cell]
+		slices.Sort(tl.setups)
+		med, worst := time.Duration(0), time.Duration(0)
+		if n := len(tl.setups); n > 0 {
+			med, worst = tl.setups[n/2], tl.setups[n-1]
+		}
+		var paths []string
+		for p, n := range tl.paths {
+			paths = append(paths, fmt.Sprintf("%s ×%d", p, n))
+		}
+		slices.Sort(paths)
+		fmt.Fprintf(&b, "| %s | %d/%d | %s | %s | %s | %s |\n", hp.cell, tl.direct, gridRepeats,
+			strings.Join(paths, ", "), ms(med), ms(worst), ms(hp.limit))
+		if tl.direct < hp.need {
+			t.Errorf("%s: direct in %d of %d runs, need %d", hp.cell, tl.direct, gridRepeats, hp.need)
+		}
+		if med > hp.limit {
+			t.Errorf("%s: median link setup %v, target %v", hp.cell, med, hp.limit)
+		}
+	}
+	t.Log(b.String())
+	if path := os.Getenv("WARREN_GRID_REPORT"); path != "" {
+		f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatalf("append to the grid report (run TestNATGrid first): %v", err)
+		}
+		defer f.Close()
+		f.WriteString(b.String())
+	}
+}

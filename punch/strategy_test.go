@@ -1,0 +1,64 @@
+package punch
+
+import (
+	"net/netip"
+	"testing"
+)
+
+func TestChooseIsConsistent(t *testing.T) {
+	open := NAT{Behind: false}
+	cone := NAT{Behind: true, Mapping: MappingEndpointIndependent, Allocation: AllocationPreserved}
+	seq := NAT{Behind: true, Mapping: MappingAddressAndPortDependent, Allocation: AllocationSequential, Delta: 1}
+	random := NAT{Behind: true, Mapping: MappingAddressAndPortDependent, Allocation: AllocationRandom}
+	unknown := NAT{}
+	for _, tc := range []struct {
+		name             string
+		self, peer       NAT
+		wantUDP, peerUDP UDPRole
+		tcp              bool
+	}{
+		{"open/open", open, open, RoleDirect, RoleDirect, true},
+		{"cone/cone", cone, cone, RoleDirect, RoleDirect, true},
+		{"open/seq", open, seq, RoleSprayWindow, RoleDirect, true},
+		{"cone/seq", cone, seq, RoleSprayWindow, RoleDirect, false},
+		{"cone/random", cone, random, RoleSprayRandom, RoleManySockets, false},
+		{"open/random", open, random, RoleSprayRandom, RoleManySockets, true},
+		{"seq/seq", seq, seq, RoleSprayWindow, RoleSprayWindow, false},
+		{"seq/random", seq, random, RoleNone, RoleNone, false},
+		{"random/random", random, random, RoleNone, RoleNone, false},
+		{"unknown/cone", unknown, cone, RoleDirect, RoleDirect, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := Choose(tc.self, tc.peer), Choose(tc.peer, tc.self)
+			if a.UDP != tc.wantUDP || b.UDP != tc.peerUDP {
+				t.Errorf("roles %s/%s, want %s/%s", a.UDP, b.UDP, tc.wantUDP, tc.peerUDP)
+			}
+			// TCP needs both sides to try, or neither.
+			if a.TCP != b.TCP || a.TCP != tc.tcp {
+				t.Errorf("tcp %v/%v, want %v", a.TCP, b.TCP, tc.tcp)
+			}
+		})
+	}
+}
+
+func TestOnLink(t *testing.T) {
+	prefixes := []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24"), netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+	in := []netip.AddrPort{
+		netip.MustParseAddrPort("10.1.0.3:1"),    // same LAN
+		netip.MustParseAddrPort("10.2.0.2:1"),    // another site's LAN: through the NAT
+		netip.MustParseAddrPort("127.0.0.1:1"),   // this host
+		netip.MustParseAddrPort("[::1]:1"),       // this host
+		netip.MustParseAddrPort("[fd00::2]:1"),   // not ours
+		netip.MustParseAddrPort("203.0.113.9:1"), // public
+	}
+	got := onLink(in, prefixes)
+	want := []string{"10.1.0.3:1", "127.0.0.1:1", "[::1]:1"}
+	if len(got) != len(want) {
+		t.Fatalf("onLink = %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i].String() != want[i] {
+			t.Fatalf("onLink = %v, want %v", got, want)
+		}
+	}
+}

@@ -1,0 +1,378 @@
+package punch
+
+import (
+	"context"
+	"crypto/hmac"
+	cryptorand "crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// UDP punch packets: magic | type | nonce | tag, where tag authenticates
+// magic, type and nonce with a key derived from the session, so a stray
+// packet (a scanner, an old session) never completes a punch.
+const (
+	udpMagic     = "WRU\x01"
+	udpNonceLen  = 8
+	udpTagLen    = 16
+	udpPacketLen = len(udpMagic) + 1 + udpNonceLen + udpTagLen
+
+	udpPing     byte = 1 // "can you hear me?"
+	udpPong     byte = 2 // "I heard you"
+	udpNominate byte = 3 // "use this path" (from the controlling side)
+)
+
+// UDPPrefix is the first bytes of every UDP punch packet, for
+// demultiplexers that share the socket afterwards.
+const UDPPrefix = udpMagic
+
+// ErrUDPNoPath is returned when the UDP strategy has nothing to try.
+var ErrUDPNoPath = errors.New("no direct UDP path for this NAT pair")
+
+func (s SessionID) udpKey() []byte {
+	h := sha256.Sum256(append([]byte("warren udp punch "), s[:]...))
+	return h[:]
+}
+
+// Conv returns the KCP conversation ID both peers derive for session s.
+// Its first byte on the wire (little-endian) is never 'W', the first byte
+// of every punch packet, so a demultiplexer can tell them apart.
+func (s SessionID) Conv() uint32 {
+	h := sha256.Sum256(append([]byte("warren kcp conv "), s[:]...))
+	c := binary.LittleEndian.Uint32(h[:4])
+	if byte(c) == 'W' {
+		c ^= 1
+	}
+	return c
+}
+
+func sealPacket(key []byte, typ byte, nonce []byte) []byte {
+	p := make([]byte, 0, udpPacketLen)
+	p = append(p, udpMagic...)
+	p = append(p, typ)
+	p = append(p, nonce...)
+	m := hmac.New(sha256.New, key)
+	m.Write(p)
+	return m.Sum(p)[:udpPacketLen]
+}
+
+// openPacket checks p and returns its type.
+func openPacket(key, p []byte) (byte, bool) {
+	if len(p) != udpPacketLen || string(p[:len(udpMagic)]) != udpMagic {
+		return 0, false
+	}
+	body := p[:udpPacketLen-udpTagLen]
+	m := hmac.New(sha256.New, key)
+	m.Write(body)
+	if !hmac.Equal(m.Sum(nil)[:udpTagLen], p[len(body):]) {
+		return 0, false
+	}
+	return p[len(udpMagic)], true
+}
+
+// UDPConfig tunes UDP punching. The zero value of a field means its
+// default.
+type UDPConfig struct {
+	// Rate caps the packets per second a spray sends: bursts get users
+	// flagged as port scanners. Default 2000.
+	Rate int
+	// MaxProbes caps the packets one spray sends in all. Default 4096.
+	MaxProbes int
+	// Sockets is how many sockets the random-port side of a birthday
+	// punch opens. Default 256.
+	Sockets int
+	// Window is the first prediction window, in ports, for a sequential
+	// NAT; it doubles each round up to 16 times that. Default 32.
+	Window int
+	// Interval is how often a fixed endpoint is pinged. Default 50ms.
+	Interval time.Duration
+}
+
+func (c *UDPConfig) withDefaults() UDPConfig {
+	out := UDPConfig{Rate: 2000, MaxProbes: 4096, Sockets: 256, Window: 32, Interval: 50 * time.Millisecond}
+	if c == nil {
+		return out
+	}
+	if c.Rate > 0 {
+		out.Rate = c.Rate
+	}
+	if c.MaxProbes > 0 {
+		out.MaxProbes = c.MaxProbes
+	}
+	if c.Sockets > 0 {
+		out.Sockets = c.Sockets
+	}
+	if c.Window > 0 {
+		out.Window = c.Window
+	}
+	if c.Interval > 0 {
+		out.Interval = c.Interval
+	}
+	return out
+}
+
+// UDPSession describes one side's UDP punch.
+type UDPSession struct {
+	ID SessionID
+	// Controlling is true on the side with the lower key: it nominates
+	// the path, the other side waits for the nomination.
+	Controlling bool
+	Role        UDPRole
+	// Peer is the peer's NAT, as it reported it.
+	Peer NAT
+	// PeerEndpoint is the peer's session socket as the rendezvous server
+	// saw it: the exact endpoint for an easy NAT, the base of the port
+	// prediction for a sequential one, the address for a random one.
+	PeerEndpoint netip.AddrPort
+	// LAN are endpoints at which the peer's session socket may be reached
+	// without a NAT (its interface addresses); they are pinged alongside
+	// the role, so peers behind one NAT that does not hairpin still meet.
+	LAN []netip.AddrPort
+	// Listen opens extra sockets (RoleManySockets). Default: UDP on an
+	// ephemeral port.
+	Listen func() (*net.UDPConn, error)
+}
+
+// UDPResult is a punched UDP path: a socket and the peer's endpoint as
+// seen from it. The caller owns Conn.
+type UDPResult struct {
+	Conn   *net.UDPConn
+	Remote netip.AddrPort
+}
+
+type udpEvent struct {
+	sock *net.UDPConn
+	from netip.AddrPort
+	typ  byte
+}
+
+// PunchUDP punches from sock (the session socket whose mapping the server
+// observed) following s.Role, until a path is nominated or ctx ends. It
+// takes ownership of sock: on success sock or one of the extra sockets is
+// returned in the result and every other socket is closed; on failure all
+// are closed.
+func PunchUDP(ctx context.Context, cfg *UDPConfig, s UDPSession, sock *net.UDPConn) (UDPResult, error) {
+	c := cfg.withDefaults()
+	if (s.Role == RoleNone || s.Role == "" || !s.PeerEndpoint.IsValid()) && len(s.LAN) == 0 {
+		sock.Close()
+		return UDPResult{}, ErrUDPNoPath
+	}
+	if s.Listen == nil {
+		s.Listen = func() (*net.UDPConn, error) { return net.ListenUDP("udp", nil) }
+	}
+	p := &udpPuncher{cfg: c, s: s, key: s.ID.udpKey(), events: make(chan udpEvent, 64), done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	p.add(sock)
+	if s.Role == RoleManySockets {
+		for range c.Sockets - 1 {
+			extra, err := s.Listen()
+			if err != nil {
+				break // fewer sockets only lowers the odds
+			}
+			p.add(extra)
+		}
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		p.send(ctx)
+	}()
+	if len(s.LAN) > 0 {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.pingEvery(ctx, sock, s.LAN)
+		}()
+	}
+	res, err := p.await(ctx)
+	cancel()
+	p.stop(res.Conn)
+	return res, err
+}
+
+type udpPuncher struct {
+	cfg    UDPConfig
+	s      UDPSession
+	key    []byte
+	events chan udpEvent
+	done   chan struct{}
+	socks  []*net.UDPConn
+	wg     sync.WaitGroup
+}
+
+func (p *udpPuncher) add(sock *net.UDPConn) {
+	p.socks = append(p.socks, sock)
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		p.read(sock)
+	}()
+}
+
+// read delivers authenticated punch packets from one socket. After the
+// packet that ends the punch on this side (a pong for the controlling side,
+// the nomination for the other) it stops reading, so that what the peer
+// sends next (its first KCP packets) waits in the socket for whoever takes
+// the socket over, instead of being read here and dropped.
+func (p *udpPuncher) read(sock *net.UDPConn) {
+	final := udpNominate
+	if p.s.Controlling {
+		final = udpPong
+	}
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := sock.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return
+		}
+		typ, ok := openPacket(p.key, buf[:n])
+		if !ok {
+			continue
+		}
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		select {
+		case p.events <- udpEvent{sock: sock, from: from, typ: typ}:
+		case <-p.done:
+			return
+		}
+		if typ == final {
+			return
+		}
+	}
+}
+
+func (p *udpPuncher) write(sock *net.UDPConn, typ byte, to netip.AddrPort) {
+	nonce := make([]byte, udpNonceLen)
+	cryptorand.Read(nonce)
+	sock.WriteToUDPAddrPort(sealPacket(p.key, typ, nonce), to)
+}
+
+// await answers pings and returns the nominated path.
+func (p *udpPuncher) await(ctx context.Context) (UDPResult, error) {
+	for {
+		select {
+		case ev := <-p.events:
+			switch ev.typ {
+			case udpPing:
+				p.write(ev.sock, udpPong, ev.from)
+			case udpPong:
+				if p.s.Controlling {
+					// Three copies: the nomination has no ack, and losing
+					// it costs a whole punch session.
+					for range 3 {
+						p.write(ev.sock, udpNominate, ev.from)
+					}
+					return UDPResult{Conn: ev.sock, Remote: ev.from}, nil
+				}
+			case udpNominate:
+				if !p.s.Controlling {
+					return UDPResult{Conn: ev.sock, Remote: ev.from}, nil
+				}
+			}
+		case <-ctx.Done():
+			return UDPResult{}, fmt.Errorf("udp punch (%s): %w", p.s.Role, ctx.Err())
+		}
+	}
+}
+
+// stop ends the readers and the sender and closes every socket but keep.
+func (p *udpPuncher) stop(keep *net.UDPConn) {
+	close(p.done)
+	for _, s := range p.socks {
+		if s == keep {
+			s.SetReadDeadline(time.Unix(1, 0))
+		} else {
+			s.Close()
+		}
+	}
+	p.wg.Wait()
+	if keep != nil {
+		keep.SetReadDeadline(time.Time{})
+	}
+}
+
+// pingEvery pings each of targets every Interval from sock until ctx ends.
+func (p *udpPuncher) pingEvery(ctx context.Context, sock *net.UDPConn, targets []netip.AddrPort) {
+	for {
+		for _, t := range targets {
+			p.write(sock, udpPing, t)
+		}
+		select {
+		case <-time.After(p.cfg.Interval):
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// send runs this side's role until ctx ends.
+func (p *udpPuncher) send(ctx context.Context) {
+	if p.s.Role == RoleNone || !p.s.PeerEndpoint.IsValid() {
+		return
+	}
+	pace := time.NewTicker(time.Second / time.Duration(p.cfg.Rate))
+	defer pace.Stop()
+	// paced sends one packet per tick, so no role bursts.
+	paced := func(sock *net.UDPConn, to netip.AddrPort) bool {
+		select {
+		case <-pace.C:
+			p.write(sock, udpPing, to)
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	main := p.socks[0]
+	peerIP := p.s.PeerEndpoint.Addr()
+	switch p.s.Role {
+	case RoleDirect:
+		p.pingEvery(ctx, main, []netip.AddrPort{p.s.PeerEndpoint})
+	case RoleManySockets:
+		// Each socket's first packet opens a fresh mapping towards the
+		// peer, all to one destination: no scan, so no pacing. Repeats
+		// keep the mappings open while the peer searches.
+		for ctx.Err() == nil {
+			for _, s := range p.socks {
+				p.write(s, udpPing, p.s.PeerEndpoint)
+			}
+			select {
+			case <-time.After(p.cfg.Interval):
+			case <-ctx.Done():
+				return
+			}
+		}
+	case RoleSprayWindow:
+		sent := 0
+		for window := p.cfg.Window; ctx.Err() == nil && sent < p.cfg.MaxProbes; window = min(2*window, 16*p.cfg.Window) {
+			// Ports in rising order: when both sides spray (seq/seq),
+			// each side's i-th new mapping meets the other's i-th.
+			for _, port := range PredictPorts(p.s.Peer, p.s.PeerEndpoint.Port(), window, 0) {
+				if !paced(main, netip.AddrPortFrom(peerIP, port)) {
+					return
+				}
+				sent++
+			}
+		}
+	case RoleSprayRandom:
+		// The peer's own endpoint first (its NAT may have kept the
+		// port), then random ports above the reserved range.
+		if !paced(main, p.s.PeerEndpoint) {
+			return
+		}
+		for range p.cfg.MaxProbes {
+			port := uint16(1024 + rand.IntN(65536-1024))
+			if !paced(main, netip.AddrPortFrom(peerIP, port)) {
+				return
+			}
+		}
+	}
+	<-ctx.Done()
+}
