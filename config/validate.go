@@ -18,6 +18,7 @@ const (
 	defaultStreamWindow  = 4 << 20
 	minStreamWindow      = 256 << 10
 	defaultMaxStreams    = 256
+	defaultSprayRate     = 2000
 	defaultServerListen  = "0.0.0.0:7777"
 	defaultServerKeyFile = "rendezvous.key"
 )
@@ -144,6 +145,12 @@ func (l *Link) finish(p *problems, md toml.MetaData) {
 		l.MaxStreams = defaultMaxStreams
 	case l.MaxStreams <= 0:
 		p.add("link.max_streams", "must be positive, got %d", l.MaxStreams)
+	}
+	switch {
+	case !set("spray_rate"):
+		l.SprayRate = defaultSprayRate
+	case l.SprayRate < 100 || l.SprayRate > 100000:
+		p.add("link.spray_rate", "%d is outside 100 to 100000 packets per second", l.SprayRate)
 	}
 }
 

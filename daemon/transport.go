@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 
@@ -11,7 +12,11 @@ import (
 // udpStream turns a punched UDP path into a reliable stream for the link:
 // KCP over the very socket whose NAT mapping the punch opened.
 func (d *Daemon) udpStream(res punch.UDPResult, id punch.SessionID) (net.Conn, error) {
-	dm, err := transport.NewDemux(res.Conn)
+	sock, ok := res.Conn.(*net.UDPConn)
+	if !ok {
+		return nil, fmt.Errorf("punched socket is a %T, not a UDP socket", res.Conn)
+	}
+	dm, err := transport.NewDemux(sock)
 	if err != nil {
 		return nil, err
 	}

@@ -185,7 +185,7 @@ func (d *Daemon) punchUDP(ctx context.Context, p *peer, pu rendezvous.Punch, id 
 		sock.Close()
 		return ctx.Err()
 	}
-	res, err := punch.PunchUDP(ctx, nil, punch.UDPSession{
+	res, err := punch.PunchUDP(ctx, &punch.UDPConfig{Rate: d.cfg.Link.SprayRate}, punch.UDPSession{
 		ID:           id,
 		Controlling:  d.self.Public.Less(p.key),
 		Role:         role,

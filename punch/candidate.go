@@ -66,11 +66,12 @@ func Dedup(cands []Candidate) []Candidate {
 	return out
 }
 
-// OnLink returns the endpoints of addrs whose address is inside one of this
-// machine's interface prefixes. Only those are worth trying as LAN
-// candidates: an address off every local link is reached through a router,
-// and through a NAT each attempt takes a port of its own, which spoils the
-// port prediction the punch depends on for a sequential NAT.
+// OnLink returns the endpoints of addrs worth trying as direct candidates:
+// those inside one of this machine's interface prefixes, and global IPv6
+// addresses (which need no NAT) when this machine has global IPv6 itself.
+// Other addresses are reached through a router, and through a NAT each
+// attempt takes a port of its own, which spoils the port prediction the
+// punch depends on for a sequential NAT.
 func OnLink(addrs []netip.AddrPort) []netip.AddrPort {
 	ifaddrs, err := net.InterfaceAddrs()
 	if err != nil {
@@ -88,8 +89,16 @@ func OnLink(addrs []netip.AddrPort) []netip.AddrPort {
 }
 
 func onLink(addrs []netip.AddrPort, prefixes []netip.Prefix) []netip.AddrPort {
+	global6 := false
+	for _, p := range prefixes {
+		global6 = global6 || isGlobal6(p.Addr())
+	}
 	var out []netip.AddrPort
 	for _, a := range addrs {
+		if global6 && isGlobal6(a.Addr()) {
+			out = append(out, a)
+			continue
+		}
 		for _, p := range prefixes {
 			if p.Contains(a.Addr().Unmap()) {
 				out = append(out, a)
@@ -98,4 +107,9 @@ func onLink(addrs []netip.AddrPort, prefixes []netip.Prefix) []netip.AddrPort {
 		}
 	}
 	return out
+}
+
+// isGlobal6 reports whether a is a global unicast IPv6 address (2000::/3).
+func isGlobal6(a netip.Addr) bool {
+	return a.Is6() && !a.Is4In6() && netip.MustParsePrefix("2000::/3").Contains(a)
 }

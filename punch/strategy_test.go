@@ -53,6 +53,13 @@ func TestOnLink(t *testing.T) {
 	}
 	got := onLink(in, prefixes)
 	want := []string{"10.1.0.3:1", "127.0.0.1:1", "[::1]:1"}
+	if len(onLink([]netip.AddrPort{netip.MustParseAddrPort("[2001:db8::9]:1")}, prefixes)) != 0 {
+		t.Fatal("global IPv6 candidate kept though this host has no global IPv6")
+	}
+	withV6 := append(prefixes, netip.MustParsePrefix("2001:db8:1::/64"))
+	if len(onLink([]netip.AddrPort{netip.MustParseAddrPort("[2001:db8:2::9]:1")}, withV6)) != 1 {
+		t.Fatal("global IPv6 candidate dropped though this host has global IPv6")
+	}
 	if len(got) != len(want) {
 		t.Fatalf("onLink = %v, want %v", got, want)
 	}

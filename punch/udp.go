@@ -118,6 +118,15 @@ func (c *UDPConfig) withDefaults() UDPConfig {
 	return out
 }
 
+// PacketConn is what a UDP punch needs of a socket. *net.UDPConn has it;
+// unit tests substitute sockets behind a simulated NAT.
+type PacketConn interface {
+	ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error)
+	WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error)
+	SetReadDeadline(t time.Time) error
+	Close() error
+}
+
 // UDPSession describes one side's UDP punch.
 type UDPSession struct {
 	ID SessionID
@@ -137,18 +146,19 @@ type UDPSession struct {
 	LAN []netip.AddrPort
 	// Listen opens extra sockets (RoleManySockets). Default: UDP on an
 	// ephemeral port.
-	Listen func() (*net.UDPConn, error)
+	Listen func() (PacketConn, error)
 }
 
 // UDPResult is a punched UDP path: a socket and the peer's endpoint as
-// seen from it. The caller owns Conn.
+// seen from it. The caller owns Conn, which is the session socket or one
+// that Listen returned.
 type UDPResult struct {
-	Conn   *net.UDPConn
+	Conn   PacketConn
 	Remote netip.AddrPort
 }
 
 type udpEvent struct {
-	sock *net.UDPConn
+	sock PacketConn
 	from netip.AddrPort
 	typ  byte
 }
@@ -158,14 +168,14 @@ type udpEvent struct {
 // takes ownership of sock: on success sock or one of the extra sockets is
 // returned in the result and every other socket is closed; on failure all
 // are closed.
-func PunchUDP(ctx context.Context, cfg *UDPConfig, s UDPSession, sock *net.UDPConn) (UDPResult, error) {
+func PunchUDP(ctx context.Context, cfg *UDPConfig, s UDPSession, sock PacketConn) (UDPResult, error) {
 	c := cfg.withDefaults()
 	if (s.Role == RoleNone || s.Role == "" || !s.PeerEndpoint.IsValid()) && len(s.LAN) == 0 {
 		sock.Close()
 		return UDPResult{}, ErrUDPNoPath
 	}
 	if s.Listen == nil {
-		s.Listen = func() (*net.UDPConn, error) { return net.ListenUDP("udp", nil) }
+		s.Listen = func() (PacketConn, error) { return net.ListenUDP("udp", nil) }
 	}
 	p := &udpPuncher{cfg: c, s: s, key: s.ID.udpKey(), events: make(chan udpEvent, 64), done: make(chan struct{})}
 	ctx, cancel := context.WithCancel(ctx)
@@ -204,11 +214,11 @@ type udpPuncher struct {
 	key    []byte
 	events chan udpEvent
 	done   chan struct{}
-	socks  []*net.UDPConn
+	socks  []PacketConn
 	wg     sync.WaitGroup
 }
 
-func (p *udpPuncher) add(sock *net.UDPConn) {
+func (p *udpPuncher) add(sock PacketConn) {
 	p.socks = append(p.socks, sock)
 	p.wg.Add(1)
 	go func() {
@@ -222,7 +232,7 @@ func (p *udpPuncher) add(sock *net.UDPConn) {
 // the nomination for the other) it stops reading, so that what the peer
 // sends next (its first KCP packets) waits in the socket for whoever takes
 // the socket over, instead of being read here and dropped.
-func (p *udpPuncher) read(sock *net.UDPConn) {
+func (p *udpPuncher) read(sock PacketConn) {
 	final := udpNominate
 	if p.s.Controlling {
 		final = udpPong
@@ -249,7 +259,7 @@ func (p *udpPuncher) read(sock *net.UDPConn) {
 	}
 }
 
-func (p *udpPuncher) write(sock *net.UDPConn, typ byte, to netip.AddrPort) {
+func (p *udpPuncher) write(sock PacketConn, typ byte, to netip.AddrPort) {
 	nonce := make([]byte, udpNonceLen)
 	cryptorand.Read(nonce)
 	sock.WriteToUDPAddrPort(sealPacket(p.key, typ, nonce), to)
@@ -284,7 +294,7 @@ func (p *udpPuncher) await(ctx context.Context) (UDPResult, error) {
 }
 
 // stop ends the readers and the sender and closes every socket but keep.
-func (p *udpPuncher) stop(keep *net.UDPConn) {
+func (p *udpPuncher) stop(keep PacketConn) {
 	close(p.done)
 	for _, s := range p.socks {
 		if s == keep {
@@ -300,7 +310,7 @@ func (p *udpPuncher) stop(keep *net.UDPConn) {
 }
 
 // pingEvery pings each of targets every Interval from sock until ctx ends.
-func (p *udpPuncher) pingEvery(ctx context.Context, sock *net.UDPConn, targets []netip.AddrPort) {
+func (p *udpPuncher) pingEvery(ctx context.Context, sock PacketConn, targets []netip.AddrPort) {
 	for {
 		for _, t := range targets {
 			p.write(sock, udpPing, t)
@@ -321,7 +331,7 @@ func (p *udpPuncher) send(ctx context.Context) {
 	pace := time.NewTicker(time.Second / time.Duration(p.cfg.Rate))
 	defer pace.Stop()
 	// paced sends one packet per tick, so no role bursts.
-	paced := func(sock *net.UDPConn, to netip.AddrPort) bool {
+	paced := func(sock PacketConn, to netip.AddrPort) bool {
 		select {
 		case <-pace.C:
 			p.write(sock, udpPing, to)

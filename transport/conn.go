@@ -48,9 +48,13 @@ const (
 //     fail with ErrPeerTimeout. Each end sends a keepalive every
 //     Config.KeepAliveInterval, so an idle stream does not time out.
 //   - A stream whose Demux is closed fails with an error matching
-//     net.ErrClosed.
+//     net.ErrClosed, and its peer is sent RST (or FIN, if the stream was
+//     closed and everything acknowledged). Wait for Done before closing
+//     the Demux to let a closed stream finish its linger.
 //
-// Close must be called in every case, including after an error.
+// Errors are *net.OpErrors wrapping the sentinels named here (match them
+// with errors.Is), except io.EOF, which is returned as is. Close must be
+// called in every case, including after an error.
 //
 // Why the goroutines: kcp-go's UDPSession reads its deadline fields without
 // a lock, so setting a deadline while a Read or Write is blocked (which
@@ -163,6 +167,14 @@ func (c *Conn) LocalAddr() net.Addr { return c.d.local }
 
 // RemoteAddr returns the peer's address, a *net.UDPAddr.
 func (c *Conn) RemoteAddr() net.Addr { return net.UDPAddrFromAddrPort(c.key.remote) }
+
+// Done returns a channel that is closed once the stream has released
+// everything it holds: after Close's linger (so the peer has been told),
+// after a failure, or when the Demux closed. A caller about to close the
+// Demux right after Close should wait for it (it takes at most
+// Config.CloseTimeout), or the peer is told of a reset instead of a clean
+// close.
+func (c *Conn) Done() <-chan struct{} { return c.runDone }
 
 // SRTT returns KCP's smoothed round-trip time estimate.
 func (c *Conn) SRTT() time.Duration { return time.Duration(c.sess.GetSRTT()) * time.Millisecond }
@@ -372,6 +384,24 @@ func (c *Conn) control(typ byte, length uint64) {
 		notify(c.txSpace)
 	case ctlRst:
 		c.fail(ErrPeerReset)
+	}
+}
+
+// farewell tells the peer, best effort, that the stream ends because its
+// Demux is closing: FIN if Close was called and everything written has
+// been acknowledged, RST otherwise. Silent if the peer is already gone.
+func (c *Conn) farewell() {
+	c.mu.Lock()
+	gone := c.finRecv || c.err != nil
+	clean := c.closing && c.txq.len() == 0
+	total := c.sessWritten
+	c.mu.Unlock()
+	switch {
+	case gone:
+	case clean && isClosed(c.txDone) && c.pc.acked(total):
+		c.sendControl(ctlFin, total)
+	default:
+		c.sendControl(ctlRst, 0)
 	}
 }
 

@@ -192,8 +192,10 @@ func (d *Demux) writeTo(b []byte, to netip.AddrPort) (int, error) {
 
 // Close stops the read goroutine, closes the socket and fails every stream
 // still open on it (their operations return errors matching
-// net.ErrClosed). It waits until those streams have released their
-// resources. Handlers are not called after Close returns.
+// net.ErrClosed); each stream's peer is first sent RST, or FIN if the
+// stream was closed and everything it wrote acknowledged (see Conn.Done
+// to let a closed stream finish first). It waits until those streams have
+// released their resources. Handlers are not called after Close returns.
 func (d *Demux) Close() error {
 	var err error
 	d.closeOnce.Do(func() {
@@ -205,6 +207,11 @@ func (d *Demux) Close() error {
 		}
 		d.mu.Unlock()
 
+		// Tell the peers while the socket is still open, so they need not
+		// wait out their idle timeout.
+		for _, c := range conns {
+			c.farewell()
+		}
 		err = d.conn.Close()
 		<-d.done
 		for _, c := range conns {
