@@ -43,7 +43,7 @@ type simPacket struct {
 }
 
 type simNet struct {
-	mu      sync.Mutex // guards everything below
+	mu      sync.Mutex                  // guards everything below
 	sockets map[netip.AddrPort]*simSock // by public endpoint for open hosts, by local for NATed
 	nats    map[netip.Addr]*simNAT
 }
@@ -197,4 +197,3 @@ func (s *simSock) Close() error {
 	s.once.Do(func() { close(s.closed) })
 	return nil
 }
-
