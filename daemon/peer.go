@@ -149,16 +149,9 @@ func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch) (*
 	}
 	d.awaitNAT(ctx)
 	strategy := punch.Choose(d.selfNAT(), pu.PeerNAT)
-	var cands []punch.Candidate
-	if strategy.TCP {
-		cands = append(cands, punch.Candidate{Addr: pu.Public, Kind: punch.KindPublic})
-	}
 	pu.LAN = punch.OnLink(pu.LAN)
-	for _, a := range pu.LAN {
-		cands = append(cands, punch.Candidate{Addr: a, Kind: punch.KindLAN})
-	}
-	p.log.WithFields(logrus.Fields{"session": id.String()[:8], "strategy": strategy.Name, "udp_role": strategy.UDP,
-		"tcp_candidates": fmt.Sprint(cands)}).Debug("punching")
+	p.log.WithFields(logrus.Fields{"session": id.String()[:8], "strategy": strategy.Name, "tcp_role": strategy.TCP,
+		"udp_role": strategy.UDP, "lan": fmt.Sprint(pu.LAN)}).Debug("punching")
 
 	pctx, cancel := context.WithTimeout(ctx, d.cfg.Link.PunchTimeout.Duration)
 	var wg sync.WaitGroup
@@ -169,30 +162,39 @@ func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch) (*
 	raw := make(chan net.Conn)
 	linkCands := make(chan link.Candidate)
 	defer d.acceptor.Register(pctx, id, raw)()
+	box := d.udpInfos.box(pu.Session)
+	defer d.udpInfos.done(pu.Session)
 
 	// producers counts the punching goroutines; when all are done, the
 	// candidates channel closes (after a grace for inbound connections).
 	var producers sync.WaitGroup
-	if d.useTCP && len(cands) > 0 {
+	// The TCP probe of a connect-fixed role must reach the server before
+	// the UDP session probe that releases the session's instruction.
+	tcpProbed := make(chan struct{})
+	if d.useTCP {
 		producers.Add(1)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer producers.Done()
-			punch.TCP(pctx, nil, d.acceptor.Port(), id, cands, raw)
+			d.punchTCP(pctx, p, pu, id, strategy.TCP, box, raw, tcpProbed)
 		}()
+	} else {
+		close(tcpProbed)
 	}
-	if d.useUDP {
-		producers.Add(1)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer producers.Done()
-			if err := d.punchUDP(pctx, p, pu, id, strategy.UDP, linkCands); err != nil && pctx.Err() == nil {
-				p.log.WithError(err).Debug("udp punch gave up")
-			}
-		}()
-	}
+	producers.Add(1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer producers.Done()
+		select {
+		case <-tcpProbed:
+		case <-time.After(time.Second):
+		}
+		if err := d.punchUDP(pctx, p, pu, id, strategy.UDP, box, linkCands); err != nil && pctx.Err() == nil {
+			p.log.WithError(err).Debug("udp punch gave up")
+		}
+	}()
 	producersDone := make(chan struct{})
 	wg.Add(2)
 	go func() {

@@ -40,8 +40,14 @@ type udpConn struct {
 	demux *transport.Demux
 }
 
+// Close closes the stream and, once its close handshake is over (at most
+// the transport's CloseTimeout), the socket: closing the socket at once
+// would turn the peer's clean EOF into a reset.
 func (c *udpConn) Close() error {
 	err := c.Conn.Close()
-	c.demux.Close()
+	go func() {
+		<-c.Conn.Done()
+		c.demux.Close()
+	}()
 	return err
 }

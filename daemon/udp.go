@@ -21,26 +21,47 @@ const pathUDP = "direct-udp"
 // sends within its own UDPWait (1s) of the punch.
 const udpInfoWait = 3 * time.Second
 
-// udpInfos hands each punch session's UDP instruction from the rendezvous
-// client's read loop to the goroutine punching that session, whichever of
-// the two comes first.
+// udpInfos hands each punch session's second-step instruction (the peer's
+// session endpoints) from the rendezvous client's read loop to the
+// goroutines punching that session, whichever of them comes first.
 type udpInfos struct {
 	mu sync.Mutex // guards m
-	m  map[string]udpInfoBox
+	m  map[string]*sessionBox
 }
 
-type udpInfoBox struct {
-	ch      chan rendezvous.UDPInfo
+// sessionBox holds one session's instruction once it has arrived.
+type sessionBox struct {
+	ready   chan struct{} // closed when info is set
+	once    sync.Once
+	info    rendezvous.UDPInfo
 	created time.Time
 }
 
-// box returns the session's channel, creating it, and drops boxes nobody
+func (b *sessionBox) set(info rendezvous.UDPInfo) {
+	b.once.Do(func() {
+		b.info = info
+		close(b.ready)
+	})
+}
+
+// wait returns the instruction, or false if it does not come within max.
+func (b *sessionBox) wait(ctx context.Context, max time.Duration) (rendezvous.UDPInfo, bool) {
+	select {
+	case <-b.ready:
+		return b.info, true
+	case <-time.After(max):
+	case <-ctx.Done():
+	}
+	return rendezvous.UDPInfo{}, false
+}
+
+// box returns the session's box, creating it, and drops boxes nobody
 // claimed for a minute.
-func (u *udpInfos) box(session string) chan rendezvous.UDPInfo {
+func (u *udpInfos) box(session string) *sessionBox {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.m == nil {
-		u.m = make(map[string]udpInfoBox)
+		u.m = make(map[string]*sessionBox)
 	}
 	b, ok := u.m[session]
 	if !ok {
@@ -49,10 +70,10 @@ func (u *udpInfos) box(session string) chan rendezvous.UDPInfo {
 				delete(u.m, k)
 			}
 		}
-		b = udpInfoBox{ch: make(chan rendezvous.UDPInfo, 1), created: time.Now()}
+		b = &sessionBox{ready: make(chan struct{}), created: time.Now()}
 		u.m[session] = b
 	}
-	return b.ch
+	return b
 }
 
 func (u *udpInfos) done(session string) {
@@ -61,12 +82,7 @@ func (u *udpInfos) done(session string) {
 	delete(u.m, session)
 }
 
-func (d *Daemon) onUDP(info rendezvous.UDPInfo) {
-	select {
-	case d.udpInfos.box(info.Session) <- info:
-	default:
-	}
-}
+func (d *Daemon) onUDP(info rendezvous.UDPInfo) { d.udpInfos.box(info.Session).set(info) }
 
 // discoverLoop classifies this daemon's NAT after each registration and
 // reports it to the rendezvous server.
@@ -138,10 +154,9 @@ func (d *Daemon) classifiedNAT() (punch.NAT, bool) {
 }
 
 // punchUDP runs the UDP half of a punch session and sends the resulting
-// stream, if any, on out.
-func (d *Daemon) punchUDP(ctx context.Context, p *peer, pu rendezvous.Punch, id punch.SessionID, role punch.UDPRole, out chan<- link.Candidate) error {
-	defer d.udpInfos.done(pu.Session)
-	infos := d.udpInfos.box(pu.Session)
+// stream, if any, on out. Its session probe also tells the server this
+// side is ready, so it runs even when UDP is not used for links.
+func (d *Daemon) punchUDP(ctx context.Context, p *peer, pu rendezvous.Punch, id punch.SessionID, role punch.UDPRole, box *sessionBox, out chan<- link.Candidate) error {
 	sock, err := net.ListenUDP("udp", nil)
 	if err != nil {
 		return fmt.Errorf("udp socket: %w", err)
@@ -154,19 +169,17 @@ func (d *Daemon) punchUDP(ctx context.Context, p *peer, pu rendezvous.Punch, id 
 	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	mapped, err := rendezvous.ProbeSession(pctx, sock, net.UDPAddrFromAddrPort(servers[0]), id, pu.Side)
 	cancel()
-	if err != nil {
+	if err != nil || !d.useUDP {
 		sock.Close()
-		return fmt.Errorf("session probe: %w", err)
+		if err != nil {
+			return fmt.Errorf("session probe: %w", err)
+		}
+		return nil
 	}
-	var info rendezvous.UDPInfo
-	select {
-	case info = <-infos:
-	case <-time.After(udpInfoWait):
+	info, ok := box.wait(ctx, udpInfoWait)
+	if !ok {
 		sock.Close()
 		return fmt.Errorf("no UDP instruction from the rendezvous server within %v", udpInfoWait)
-	case <-ctx.Done():
-		sock.Close()
-		return ctx.Err()
 	}
 	var lan []netip.AddrPort
 	if info.PeerLANPort != 0 {

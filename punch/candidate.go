@@ -14,6 +14,9 @@ const (
 	KindLAN Kind = "lan"
 	// KindPublic is the peer's endpoint as the rendezvous server saw it.
 	KindPublic Kind = "public"
+	// KindPredicted is an endpoint a sequential NAT is expected to give
+	// the peer's next connection.
+	KindPredicted Kind = "predicted"
 )
 
 // Candidate is an endpoint at which the peer may be reachable.

@@ -21,14 +21,35 @@ const (
 	RoleNone UDPRole = "none"
 )
 
+// TCPRole is what one side does in a TCP punch.
+type TCPRole string
+
+const (
+	// TCPNone skips TCP towards the peer's public side (on-link LAN
+	// candidates are still tried).
+	TCPNone TCPRole = "none"
+	// TCPSimultaneous connects from the shared port to the peer's public
+	// endpoint while the peer does the same (simultaneous open), or while
+	// the peer, having no NAT, accepts.
+	TCPSimultaneous TCPRole = "simultaneous"
+	// TCPSprayWindow connects from the shared port to the predicted next
+	// ports of the peer's sequential NAT: the SYNs open this side's NAT
+	// for those ports, so the peer's connect gets in.
+	TCPSprayWindow TCPRole = "spray-window"
+	// TCPConnectFixed probes the server over TCP from a fixed port (the
+	// base of the peer's prediction) and then connects from that port to
+	// the peer's shared port; its NAT gives the connection the next port.
+	TCPConnectFixed TCPRole = "connect-fixed"
+)
+
 // Strategy is what one side does to punch towards a peer. Both sides
 // compute it from the same two NAT descriptions (their own and the peer's,
 // as reported to the rendezvous server), so they agree without talking.
 type Strategy struct {
 	// Name identifies the NAT pair class for logs and metrics.
 	Name string
-	// TCP says whether to try TCP simultaneous open from the shared port.
-	TCP bool
+	// TCP is this side's TCP role.
+	TCP TCPRole
 	// UDP is this side's UDP role.
 	UDP UDPRole
 }
@@ -61,21 +82,33 @@ func Choose(self, peer NAT) Strategy {
 	// A host with no NAT accepts the other side's SYN on its listener,
 	// whatever that side's NAT does.
 	open := !self.Behind || !peer.Behind
+	// With no NAT on one side, plain simultaneous open works: that side
+	// accepts whatever the other side's NAT makes of its SYN.
+	tcp := TCPNone
+	if open {
+		tcp = TCPSimultaneous
+	}
 	switch {
 	case s == classEasy && p == classEasy:
-		return Strategy{Name: "easy/easy", TCP: true, UDP: RoleDirect}
+		return Strategy{Name: "easy/easy", TCP: TCPSimultaneous, UDP: RoleDirect}
 	case s == classEasy && p == classSeq:
-		return Strategy{Name: "easy/seq", TCP: open, UDP: RoleSprayWindow}
+		if !open {
+			tcp = TCPSprayWindow
+		}
+		return Strategy{Name: "easy/seq", TCP: tcp, UDP: RoleSprayWindow}
 	case s == classSeq && p == classEasy:
-		return Strategy{Name: "seq/easy", TCP: open, UDP: RoleDirect}
+		if !open {
+			tcp = TCPConnectFixed
+		}
+		return Strategy{Name: "seq/easy", TCP: tcp, UDP: RoleDirect}
 	case s == classEasy && p == classRandom:
-		return Strategy{Name: "easy/random", TCP: open, UDP: RoleSprayRandom}
+		return Strategy{Name: "easy/random", TCP: tcp, UDP: RoleSprayRandom}
 	case s == classRandom && p == classEasy:
-		return Strategy{Name: "random/easy", TCP: open, UDP: RoleManySockets}
+		return Strategy{Name: "random/easy", TCP: tcp, UDP: RoleManySockets}
 	case s == classSeq && p == classSeq:
-		return Strategy{Name: "seq/seq", UDP: RoleSprayWindow}
+		return Strategy{Name: "seq/seq", TCP: TCPNone, UDP: RoleSprayWindow}
 	}
 	// random/seq, seq/random, random/random: no direct path to expect;
 	// the relay takes over.
-	return Strategy{Name: "hard/hard", UDP: RoleNone}
+	return Strategy{Name: "hard/hard", TCP: TCPNone, UDP: RoleNone}
 }

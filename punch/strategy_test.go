@@ -15,27 +15,26 @@ func TestChooseIsConsistent(t *testing.T) {
 		name             string
 		self, peer       NAT
 		wantUDP, peerUDP UDPRole
-		tcp              bool
+		wantTCP, peerTCP TCPRole
 	}{
-		{"open/open", open, open, RoleDirect, RoleDirect, true},
-		{"cone/cone", cone, cone, RoleDirect, RoleDirect, true},
-		{"open/seq", open, seq, RoleSprayWindow, RoleDirect, true},
-		{"cone/seq", cone, seq, RoleSprayWindow, RoleDirect, false},
-		{"cone/random", cone, random, RoleSprayRandom, RoleManySockets, false},
-		{"open/random", open, random, RoleSprayRandom, RoleManySockets, true},
-		{"seq/seq", seq, seq, RoleSprayWindow, RoleSprayWindow, false},
-		{"seq/random", seq, random, RoleNone, RoleNone, false},
-		{"random/random", random, random, RoleNone, RoleNone, false},
-		{"unknown/cone", unknown, cone, RoleDirect, RoleDirect, true},
+		{"open/open", open, open, RoleDirect, RoleDirect, TCPSimultaneous, TCPSimultaneous},
+		{"cone/cone", cone, cone, RoleDirect, RoleDirect, TCPSimultaneous, TCPSimultaneous},
+		{"open/seq", open, seq, RoleSprayWindow, RoleDirect, TCPSimultaneous, TCPSimultaneous},
+		{"cone/seq", cone, seq, RoleSprayWindow, RoleDirect, TCPSprayWindow, TCPConnectFixed},
+		{"cone/random", cone, random, RoleSprayRandom, RoleManySockets, TCPNone, TCPNone},
+		{"open/random", open, random, RoleSprayRandom, RoleManySockets, TCPSimultaneous, TCPSimultaneous},
+		{"seq/seq", seq, seq, RoleSprayWindow, RoleSprayWindow, TCPNone, TCPNone},
+		{"seq/random", seq, random, RoleNone, RoleNone, TCPNone, TCPNone},
+		{"random/random", random, random, RoleNone, RoleNone, TCPNone, TCPNone},
+		{"unknown/cone", unknown, cone, RoleDirect, RoleDirect, TCPSimultaneous, TCPSimultaneous},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b := Choose(tc.self, tc.peer), Choose(tc.peer, tc.self)
 			if a.UDP != tc.wantUDP || b.UDP != tc.peerUDP {
 				t.Errorf("roles %s/%s, want %s/%s", a.UDP, b.UDP, tc.wantUDP, tc.peerUDP)
 			}
-			// TCP needs both sides to try, or neither.
-			if a.TCP != b.TCP || a.TCP != tc.tcp {
-				t.Errorf("tcp %v/%v, want %v", a.TCP, b.TCP, tc.tcp)
+			if a.TCP != tc.wantTCP || b.TCP != tc.peerTCP {
+				t.Errorf("tcp roles %s/%s, want %s/%s", a.TCP, b.TCP, tc.wantTCP, tc.peerTCP)
 			}
 		})
 	}

@@ -74,7 +74,10 @@ type UDPInfo struct {
 	// PeerLANPort is the peer's session socket's local port: at the
 	// peer's LAN addresses, that port reaches it without any NAT.
 	PeerLANPort uint16
-	Delay       time.Duration
+	// PeerTCP is the peer's TCP session probe as the server saw it (the
+	// base for predicting its next TCP port); invalid if it sent none.
+	PeerTCP netip.AddrPort
+	Delay   time.Duration
 }
 
 // ErrNotRegistered is returned by Connect while the client is not
@@ -339,6 +342,9 @@ func (c *Client) handle(m *Message) {
 		c.cfg.OnPunch(pu)
 	case TypeUDP:
 		info := UDPInfo{Session: m.Session, Delay: time.Duration(min(max(m.DelayMs, 0), 2000)) * time.Millisecond}
+		if a, err := netip.ParseAddrPort(m.PeerTCP); err == nil {
+			info.PeerTCP = a
+		}
 		if m.PeerLANPort > 0 && m.PeerLANPort < 65536 {
 			info.PeerLANPort = uint16(m.PeerLANPort)
 		}

@@ -1,13 +1,16 @@
 package rendezvous
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
+	"strings"
 
 	"github.com/warren-p2p/warren/punch"
 )
@@ -23,6 +26,35 @@ const (
 	probeLen          = 16
 	sessionProbeLen   = 32
 )
+
+// A TCP session probe is a plain TCP connection to the control port that
+// sends tcpProbeMagic + session ID + side (21 bytes) instead of a TLS
+// ClientHello; the server answers with the observed "ip:port\n" and
+// closes. Its port is the base of the peer's prediction for a sequential
+// NAT.
+const (
+	tcpProbeMagic = "WRP\x03"
+	tcpProbeLen   = 21
+)
+
+// ProbeSessionTCP sends a TCP session probe to server over conn (dialled
+// from the port the punch will use) and returns the endpoint the server saw.
+// It closes conn.
+func ProbeSessionTCP(ctx context.Context, conn net.Conn, session punch.SessionID, side int) (netip.AddrPort, error) {
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(aLongTimeAgo) })
+	defer stop()
+	req := make([]byte, 0, tcpProbeLen)
+	req = append(append(append(req, tcpProbeMagic...), session[:]...), byte(side))
+	if _, err := conn.Write(req); err != nil {
+		return netip.AddrPort{}, fmt.Errorf("tcp probe: %w", err)
+	}
+	line, err := bufio.NewReader(io.LimitReader(conn, 64)).ReadString('\n')
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("tcp probe: %w", err)
+	}
+	return netip.ParseAddrPort(strings.TrimSpace(line))
+}
 
 // sessionProbe is what a session probe tells the server.
 type sessionProbe struct {

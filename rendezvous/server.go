@@ -1,11 +1,13 @@
 package rendezvous
 
 import (
+	"bufio"
 	"context"
 	"crypto/subtle"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -85,6 +87,7 @@ type udpSession struct {
 	sides     [2]*peerConn
 	mapped    [2]netip.AddrPort
 	localPort [2]uint16
+	tcpMapped [2]netip.AddrPort // from TCP session probes, where a side sent one
 	timer     *time.Timer
 }
 
@@ -212,7 +215,17 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn) {
 	stop := context.AfterFunc(ctx, func() { raw.Close() })
 	defer stop()
 
-	p, err := s.handshake(raw, log)
+	br := bufio.NewReader(raw)
+	raw.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	first, err := br.Peek(1)
+	if err != nil {
+		return
+	}
+	if first[0] == tcpProbeMagic[0] {
+		s.serveTCPProbe(raw, br)
+		return
+	}
+	p, err := s.handshake(&peekedConn{Conn: raw, r: br}, log)
 	if err != nil {
 		log.WithError(err).Info("registration failed")
 		return
@@ -381,6 +394,37 @@ func (s *Server) startSession(p, other *peerConn, key identity.PublicKey) {
 	}
 }
 
+// serveTCPProbe answers a TCP session probe: the observed endpoint of
+// this connection, which becomes the base of the peer's port prediction.
+func (s *Server) serveTCPProbe(raw net.Conn, br *bufio.Reader) {
+	var req [tcpProbeLen]byte
+	if _, err := io.ReadFull(br, req[:]); err != nil || string(req[:4]) != tcpProbeMagic || req[20] > 1 {
+		return
+	}
+	var id punch.SessionID
+	copy(id[:], req[4:20])
+	from, err := netip.ParseAddrPort(raw.RemoteAddr().String())
+	if err != nil {
+		return
+	}
+	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	s.mu.Lock()
+	if us := s.sessions[id]; us != nil {
+		us.tcpMapped[req[20]] = from
+	}
+	s.mu.Unlock()
+	raw.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(raw, from.String()+"\n")
+}
+
+// peekedConn replays what a bufio.Reader already read from the conn.
+type peekedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *peekedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+
 // sessionMapped records the endpoint a session probe came from, and tells
 // both sides once both are known.
 func (s *Server) sessionMapped(sp *sessionProbe, from netip.AddrPort) {
@@ -418,6 +462,9 @@ func (s *Server) flushUDP(id punch.SessionID) {
 	latest := max(owd[0], owd[1])
 	for i, pc := range us.sides {
 		m := &Message{Type: TypeUDP, Session: id.String(), DelayMs: int((latest - owd[i]).Milliseconds())}
+		if peer := us.tcpMapped[1-i]; peer.IsValid() {
+			m.PeerTCP = peer.String()
+		}
 		if peer := us.mapped[1-i]; peer.IsValid() {
 			m.PeerUDP = peer.String()
 			m.PeerLANPort = int(us.localPort[1-i])

@@ -1,0 +1,93 @@
+package daemon
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/warren-p2p/warren/punch"
+	"github.com/warren-p2p/warren/rendezvous"
+)
+
+// tcpWindow is how many predicted ports a TCP spray covers: each is a
+// concurrent connect, so it stays smaller than the UDP window.
+const tcpWindow = 24
+
+// punchTCP runs the TCP half of a punch session: on-link LAN candidates
+// from the shared port, and the public side by role. Connections go to raw
+// (the shared port's acceptor delivers there too). It closes probed once
+// any TCP session probe is done.
+func (d *Daemon) punchTCP(ctx context.Context, p *peer, pu rendezvous.Punch, id punch.SessionID, role punch.TCPRole,
+	box *sessionBox, raw chan<- net.Conn, probed chan<- struct{}) {
+	var once sync.Once
+	markProbed := func() { once.Do(func() { close(probed) }) }
+	defer markProbed()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	run := func(port int, cands []punch.Candidate) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			punch.TCP(ctx, nil, port, id, cands, raw)
+		}()
+	}
+	shared := d.acceptor.Port()
+	var lan []punch.Candidate
+	for _, a := range pu.LAN {
+		lan = append(lan, punch.Candidate{Addr: a, Kind: punch.KindLAN})
+	}
+	if len(lan) > 0 {
+		run(shared, lan)
+	}
+	switch role {
+	case punch.TCPSimultaneous:
+		run(shared, []punch.Candidate{{Addr: pu.Public, Kind: punch.KindPublic}})
+	case punch.TCPConnectFixed:
+		// A port of our own for this session: the server's view of it is
+		// the base of the peer's prediction, and our connect from it to
+		// the peer gets the next port. Its listener catches the peer's
+		// SYNs should they arrive between our attempts.
+		ln, err := punch.Listen(ctx, ":0")
+		if err != nil {
+			p.log.WithError(err).Debug("tcp punch: no fixed port")
+			return
+		}
+		acc := punch.NewAcceptor(ln, nil)
+		defer acc.Register(ctx, id, raw)()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			acc.Serve(ctx)
+		}()
+		conn, err := punch.DialFrom(ctx, acc.Port(), d.cfg.Rendezvous.Address)
+		if err != nil {
+			p.log.WithError(err).Debug("tcp punch: probe dial failed")
+			return
+		}
+		mapped, err := rendezvous.ProbeSessionTCP(ctx, conn, id, pu.Side)
+		if err != nil {
+			p.log.WithError(err).Debug("tcp punch: probe failed")
+			return
+		}
+		p.log.WithField("mapped", mapped).Debug("tcp punch: connecting from a predicted port")
+		run(acc.Port(), []punch.Candidate{{Addr: pu.Public, Kind: punch.KindPublic}})
+		markProbed()
+		<-ctx.Done()
+	case punch.TCPSprayWindow:
+		markProbed()
+		info, ok := box.wait(ctx, udpInfoWait)
+		if !ok || !info.PeerTCP.IsValid() {
+			p.log.Debug("tcp punch: the peer's TCP probe was not observed")
+			return
+		}
+		var cands []punch.Candidate
+		for _, port := range punch.PredictPorts(pu.PeerNAT, info.PeerTCP.Port(), tcpWindow, 0) {
+			cands = append(cands, punch.Candidate{Addr: netip.AddrPortFrom(info.PeerTCP.Addr(), port), Kind: punch.KindPredicted})
+		}
+		p.log.WithFields(logrus.Fields{"base": info.PeerTCP, "ports": len(cands)}).Debug("tcp punch: spraying predicted ports")
+		run(shared, cands)
+	}
+}
