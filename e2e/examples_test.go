@@ -85,15 +85,19 @@ func shareService(t *testing.T, w *world, friend, home machine) pair {
 	return p
 }
 
+// exampleUses are the three uses, each driving the configs in examples/
+// between a client machine and a server machine.
+var exampleUses = []struct {
+	name string
+	run  func(*testing.T, *world, machine, machine) pair
+}{
+	{"browser-exit", browserExit},
+	{"rdp", rdp},
+	{"share-service", shareService},
+}
+
 func TestExamplesLoopback(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		run  func(*testing.T, *world, machine, machine) pair
-	}{
-		{"browser-exit", browserExit},
-		{"rdp", rdp},
-		{"share-service", shareService},
-	} {
+	for _, tc := range exampleUses {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld(t, localhost{}, hostPort("127.0.0.1", freePort(t, localhost{})))
 			p := tc.run(t, w, localhost{}, localhost{})

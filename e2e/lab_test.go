@@ -26,14 +26,7 @@ func TestExamplesAcrossConeNATs(t *testing.T) {
 		t.Fatal(err)
 	}
 	rv := hostPort(lab.Server().Addr().String(), "7777")
-	for _, tc := range []struct {
-		name string
-		run  func(*testing.T, *world, machine, machine) pair
-	}{
-		{"browser-exit", browserExit},
-		{"rdp", rdp},
-		{"share-service", shareService},
-	} {
+	for _, tc := range exampleUses {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld(t, lab.Server(), rv)
 			p := tc.run(t, w, a.Host(), b.Host())
