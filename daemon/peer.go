@@ -87,7 +87,7 @@ func (p *peer) run(ctx context.Context, d *Daemon) {
 		if !ok {
 			return
 		}
-		l, err := d.establish(ctx, p, o.Punch)
+		l, err := d.establish(ctx, p, o.Punch, true)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -142,7 +142,8 @@ func (p *peer) awaitPunch(ctx context.Context, d *Daemon) (offer, bool) {
 }
 
 // establish runs one punch session and builds a link over its result.
-func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch) (*link.Link, error) {
+// With allowRelay, a relay through the rendezvous server joins the race.
+func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch, allowRelay bool) (*link.Link, error) {
 	id, err := punch.ParseSessionID(pu.Session)
 	if err != nil {
 		return nil, err
@@ -195,6 +196,17 @@ func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch) (*
 			p.log.WithError(err).Debug("udp punch gave up")
 		}
 	}()
+	if allowRelay && *d.cfg.Link.Relay {
+		producers.Add(1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer producers.Done()
+			if err := d.relay(pctx, pu, id, strategy, linkCands); err != nil && pctx.Err() == nil {
+				p.log.WithError(err).Debug("relay not used")
+			}
+		}()
+	}
 	producersDone := make(chan struct{})
 	wg.Add(2)
 	go func() {
@@ -239,32 +251,116 @@ func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch) (*
 }
 
 // serveLink serves the peer's streams until the link dies, the peer asks
-// for a new punch session (it lost the link), or ctx ends.
+// for a new punch session (it lost the link), or ctx ends. A relayed link
+// keeps trying to upgrade: punch sessions in the background, and once a
+// direct link is up, new streams use it while the relay drains (it closes
+// when its last stream ends).
 func (d *Daemon) serveLink(ctx context.Context, p *peer, l *link.Link) string {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	defer l.Close()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			s, err := l.Accept()
-			if err != nil {
-				return
+	serve := func(l *link.Link) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				s, err := l.Accept()
+				if err != nil {
+					return
+				}
+				d.spawn(func() { d.exit.ServeStream(ctx, s, p.name) })
 			}
-			d.spawn(func() { d.exit.ServeStream(ctx, s, p.name) })
+		}()
+	}
+	current := l
+	defer func() { current.Close() }()
+	serve(current)
+
+	type upgrade struct {
+		l   *link.Link
+		err error
+	}
+	results := make(chan upgrade, 1)
+	upgrading := false
+	defer func() {
+		// An upgrade still under way ends with ctx or its punch timeout;
+		// a link it made after all is not used.
+		if upgrading {
+			if r := <-results; r.l != nil {
+				r.l.Close()
+			}
 		}
 	}()
-	select {
-	case <-l.Done():
-		return "link closed"
-	case o := <-p.offers:
-		// The peer wants a new session, so its end of this link is gone.
-		p.offer(o.Punch)
-		return "peer started a new punch session"
-	case <-ctx.Done():
-		return "shutting down"
+	retry := backoff{min: 3 * time.Second, max: time.Minute}
+	var upgradeTimer <-chan time.Time
+	if current.Path() == pathRelay {
+		upgradeTimer = time.After(retry.next())
 	}
+	for {
+		select {
+		case <-current.Done():
+			return "link closed"
+		case <-upgradeTimer:
+			upgradeTimer = nil
+			if !upgrading {
+				d.rv.Connect(p.key) // the punch comes back as an offer
+			}
+		case o := <-p.offers:
+			if current.Path() != pathRelay {
+				// The peer wants a new session, so its end of this
+				// link is gone.
+				p.offer(o.Punch)
+				return "peer started a new punch session"
+			}
+			if upgrading {
+				continue
+			}
+			upgrading = true
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				nl, err := d.establish(ctx, p, o.Punch, false)
+				results <- upgrade{nl, err}
+			}()
+		case r := <-results:
+			upgrading = false
+			if r.err != nil {
+				p.log.WithError(r.err).Debug("no direct path yet; staying on the relay")
+				upgradeTimer = time.After(retry.next())
+				continue
+			}
+			old := current
+			current = r.l
+			p.replaceLink(current)
+			serve(current)
+			p.log.WithFields(logrus.Fields{"path": current.Path(), "remote": current.Remote()}).Info("link upgraded from relay; the relay drains")
+			d.spawn(func() { drain(ctx, old) })
+		case <-ctx.Done():
+			return "shutting down"
+		}
+	}
+}
+
+// drain closes l once no stream is open on it (or ctx ends).
+func drain(ctx context.Context, l *link.Link) {
+	defer l.Close()
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for l.Stats().Streams > 0 {
+		select {
+		case <-t.C:
+		case <-l.Done():
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// replaceLink swaps the link new streams use, for an upgrade.
+func (p *peer) replaceLink(l *link.Link) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.link = l
 }
 
 func (p *peer) setLink(l *link.Link, setup time.Duration) {

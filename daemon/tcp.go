@@ -24,9 +24,15 @@ func (d *Daemon) punchTCP(ctx context.Context, p *peer, pu rendezvous.Punch, id 
 	box *sessionBox, raw chan<- net.Conn, probed chan<- struct{}) {
 	var once sync.Once
 	markProbed := func() { once.Do(func() { close(probed) }) }
-	defer markProbed()
+	if role != punch.TCPConnectFixed {
+		// Only connect-fixed sends a TCP probe the UDP step must wait for.
+		markProbed()
+	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	// Deferred after wg.Wait, so it runs first: a connect-fixed role that
+	// gave up early must not hold the UDP half back.
+	defer markProbed()
 	run := func(port int, cands []punch.Candidate) {
 		wg.Add(1)
 		go func() {
@@ -77,7 +83,6 @@ func (d *Daemon) punchTCP(ctx context.Context, p *peer, pu rendezvous.Punch, id 
 		markProbed()
 		<-ctx.Done()
 	case punch.TCPSprayWindow:
-		markProbed()
 		info, ok := box.wait(ctx, udpInfoWait)
 		if !ok || !info.PeerTCP.IsValid() {
 			p.log.Debug("tcp punch: the peer's TCP probe was not observed")

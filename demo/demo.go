@@ -62,7 +62,7 @@ func Run(ctx context.Context, opt Options) error {
 	if err != nil {
 		return err
 	}
-	srv, err := rendezvous.NewServer(rendezvous.ServerConfig{Key: rvKey, Log: opt.Log.WithField("node", "rendezvous")})
+	srv, err := rendezvous.NewServer(rendezvous.ServerConfig{Key: rvKey, Relay: true, Log: opt.Log.WithField("node", "rendezvous")})
 	if err != nil {
 		return err
 	}

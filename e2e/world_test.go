@@ -24,6 +24,7 @@ type world struct {
 	dir    string
 	rvAddr string
 	rvKey  string
+	rv     *process // nil when the test brings its own server
 }
 
 var rvKeyLine = regexp.MustCompile(`rendezvous public key: (\S+)`)
@@ -33,6 +34,7 @@ func newWorld(t *testing.T, m machine, listen string, extra ...string) *world {
 	w := &world{t: t, dir: t.TempDir(), rvAddr: listen}
 	args := append([]string{"rendezvous", "-listen", listen, "-key", filepath.Join(w.dir, "rendezvous.key")}, extra...)
 	p := start(t, m, "rendezvous", args...)
+	w.rv = p
 	w.rvKey = p.waitOutput(t, rvKeyLine, 10*time.Second)
 	return w
 }

@@ -263,7 +263,9 @@ func TestDiscoverNATLab(t *testing.T) {
 
 			cfg := DiscoverConfig{Servers: servers, ListenPacket: h.ListenPacket, LocalAddrs: h.Addrs}
 			if tc.loss > 0 {
-				cfg.Timeout = 200 * time.Millisecond
+				// Short enough to exercise retries, long enough for a loaded
+				// machine running the race detector.
+				cfg.Timeout = 500 * time.Millisecond
 			}
 			start := time.Now()
 			nat, samples, err := Discover(ctx, cfg)

@@ -40,6 +40,21 @@ type ServerConfig struct {
 	// UDPWait bounds how long a punch session waits for both sides' UDP
 	// session probes before telling each side what it has. Default 1s.
 	UDPWait time.Duration
+	// Relay lets peers relay through this server when they find no direct
+	// path. Default: off in a zero ServerConfig; `warren rendezvous`
+	// turns it on unless configured off.
+	Relay bool
+	// MaxRelays caps relayed sessions at once. Default 1000.
+	MaxRelays int
+	// RelayWindow is how long after a punch session starts its peers may
+	// open a relay for it. Default 1m.
+	RelayWindow time.Duration
+	// RelayWait is how long a relay connection waits for the other side.
+	// Default 10s.
+	RelayWait time.Duration
+	// RelayIdle closes a relay that carried nothing this long. Default 2m
+	// (links ping every 15s).
+	RelayIdle time.Duration
 	// UDPEndpoints are the UDP probe endpoints advertised to peers at
 	// registration; an unspecified host means "the address you dialled".
 	// ListenAndServe fills them in.
@@ -49,6 +64,18 @@ type ServerConfig struct {
 }
 
 func (c ServerConfig) withDefaults() ServerConfig {
+	if c.MaxRelays <= 0 {
+		c.MaxRelays = 1000
+	}
+	if c.RelayWindow <= 0 {
+		c.RelayWindow = time.Minute
+	}
+	if c.RelayWait <= 0 {
+		c.RelayWait = 10 * time.Second
+	}
+	if c.RelayIdle <= 0 {
+		c.RelayIdle = 2 * time.Minute
+	}
 	if c.NATWait <= 0 {
 		c.NATWait = 3 * time.Second
 	}
@@ -80,6 +107,9 @@ type Server struct {
 	peers    map[identity.PublicKey]*peerConn
 	pairs    map[[2]identity.PublicKey]time.Time // last punch session per pair
 	sessions map[punch.SessionID]*udpSession     // sessions waiting for UDP probes
+	issued   map[punch.SessionID]time.Time       // sessions a relay may serve, by issue time
+
+	relays relayHub
 }
 
 // udpSession collects both sides' session-socket mappings.
@@ -110,6 +140,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		peers:    make(map[identity.PublicKey]*peerConn),
 		pairs:    make(map[[2]identity.PublicKey]time.Time),
 		sessions: make(map[punch.SessionID]*udpSession),
+		issued:   make(map[punch.SessionID]time.Time),
+		relays:   relayHub{waiting: make(map[punch.SessionID]*relayHalf)},
 	}, nil
 }
 
@@ -222,7 +254,14 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn) {
 		return
 	}
 	if first[0] == tcpProbeMagic[0] {
-		s.serveTCPProbe(raw, br)
+		magic, id, side, ok := readHeader(br)
+		switch {
+		case ok && magic == tcpProbeMagic:
+			s.serveTCPProbe(raw, id, side)
+		case ok && magic == relayMagic:
+			raw.SetReadDeadline(time.Time{})
+			s.serveRelay(ctx, raw, br, id, side)
+		}
 		return
 	}
 	p, err := s.handshake(&peekedConn{Conn: raw, r: br}, log)
@@ -384,6 +423,12 @@ func (s *Server) startSession(p, other *peerConn, key identity.PublicKey) {
 	us := &udpSession{sides: [2]*peerConn{p, other}}
 	s.mu.Lock()
 	s.sessions[id] = us
+	for k, t := range s.issued {
+		if time.Since(t) > s.cfg.RelayWindow {
+			delete(s.issued, k)
+		}
+	}
+	s.issued[id] = time.Now()
 	us.timer = time.AfterFunc(s.cfg.UDPWait, func() { s.flushUDP(id) })
 	s.mu.Unlock()
 	// A failure to send is that peer's connection's problem.
@@ -396,13 +441,7 @@ func (s *Server) startSession(p, other *peerConn, key identity.PublicKey) {
 
 // serveTCPProbe answers a TCP session probe: the observed endpoint of
 // this connection, which becomes the base of the peer's port prediction.
-func (s *Server) serveTCPProbe(raw net.Conn, br *bufio.Reader) {
-	var req [tcpProbeLen]byte
-	if _, err := io.ReadFull(br, req[:]); err != nil || string(req[:4]) != tcpProbeMagic || req[20] > 1 {
-		return
-	}
-	var id punch.SessionID
-	copy(id[:], req[4:20])
+func (s *Server) serveTCPProbe(raw net.Conn, id punch.SessionID, side byte) {
 	from, err := netip.ParseAddrPort(raw.RemoteAddr().String())
 	if err != nil {
 		return
@@ -410,7 +449,7 @@ func (s *Server) serveTCPProbe(raw net.Conn, br *bufio.Reader) {
 	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 	s.mu.Lock()
 	if us := s.sessions[id]; us != nil {
-		us.tcpMapped[req[20]] = from
+		us.tcpMapped[side] = from
 	}
 	s.mu.Unlock()
 	raw.SetWriteDeadline(time.Now().Add(5 * time.Second))

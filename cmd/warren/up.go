@@ -61,10 +61,12 @@ func cmdRendezvous(ctx context.Context, args []string, stdout, stderr io.Writer)
 	keyFile := fs.String("key", "", "private key `FILE`, created if missing (default rendezvous.key)")
 	token := fs.String("token", "", "join token peers must present")
 	level := fs.String("log-level", "", "log `LEVEL`")
+	relay := fs.Bool("relay", true, "relay traffic for peers that find no direct path")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg := &config.Server{Listen: "0.0.0.0:7777", KeyFile: "rendezvous.key"}
+	on := true
+	cfg := &config.Server{Listen: "0.0.0.0:7777", KeyFile: "rendezvous.key", Relay: &on}
 	if *path != "" {
 		var err error
 		if cfg, err = config.LoadServer(*path); err != nil {
@@ -83,6 +85,9 @@ func cmdRendezvous(ctx context.Context, args []string, stdout, stderr io.Writer)
 	override("key", &cfg.KeyFile, *keyFile)
 	override("token", &cfg.Token, *token)
 	override("log-level", &cfg.LogLevel, *level)
+	if set["relay"] {
+		cfg.Relay = relay
+	}
 	for _, a := range []string{cfg.Listen, cfg.AltListen} {
 		if a == "" {
 			continue
@@ -103,7 +108,7 @@ func cmdRendezvous(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if created {
 		log.WithField("key_file", cfg.KeyFile).Info("created a new server key")
 	}
-	srv, err := rendezvous.NewServer(rendezvous.ServerConfig{Key: key, Token: cfg.Token, Log: log})
+	srv, err := rendezvous.NewServer(rendezvous.ServerConfig{Key: key, Token: cfg.Token, Relay: *cfg.Relay, Log: log})
 	if err != nil {
 		return err
 	}
