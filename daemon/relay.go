@@ -15,7 +15,7 @@ const pathRelay = "relay"
 // relayDelay is how long a punch session tries direct paths alone before
 // it also opens a relay through the rendezvous server; pairs with no direct
 // path to expect open it at once.
-const relayDelay = 2 * time.Second
+const relayDelay = 3 * time.Second
 
 // lanHeadStart is the relay's delay for such a pair when the peer may be on
 // our LAN.

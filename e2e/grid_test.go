@@ -232,8 +232,8 @@ func runCell(t *testing.T, c cell, transport string) cellResult {
 		return r
 	}
 	r.outcome, r.note = p.Path, ""
-	if os.Getenv("WARREN_GRID_DEBUG") != "" && r.firstByte > 2*time.Second {
-		t.Errorf("slow first byte %v", r.firstByte)
+	if os.Getenv("WARREN_GRID_DEBUG") != "" && (r.firstByte > 2*time.Second || r.outcome == "relay") {
+		t.Errorf("slow first byte %v or relayed (%s); logs follow", r.firstByte, r.outcome)
 	}
 	r.setup = time.Duration(p.SetupMs * float64(time.Millisecond))
 	start := time.Now()

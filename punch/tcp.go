@@ -3,6 +3,7 @@ package punch
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"time"
@@ -94,7 +95,10 @@ func punchOne(ctx context.Context, cfg *Config, localPort int, id SessionID, c C
 		if errors.Is(err, errAddrInUse) || errors.Is(err, errAddrNotAvail) {
 			return nil
 		}
-		if wait := cfg.RetryDelay - time.Since(start); wait > 0 {
+		// Jitter: two sides retrying on the same rhythm against NATs that
+		// answer RST can stay in lockstep, each SYN killed by the other
+		// NAT before the other side's SYN has opened the way.
+		if wait := cfg.RetryDelay + rand.N(cfg.RetryDelay) - time.Since(start); wait > 0 {
 			select {
 			case <-time.After(wait):
 			case <-ctx.Done():
