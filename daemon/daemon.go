@@ -184,10 +184,27 @@ func (d *Daemon) spawn(f func()) {
 	}()
 }
 
-// Close stops listeners first, then links and every goroutine, and waits
-// for them.
+// Close stops at once: listeners, links, every goroutine. It waits for
+// them.
 func (d *Daemon) Close() error {
-	d.listeners.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return d.Shutdown(ctx)
+}
+
+// Shutdown closes the listeners first, lets open streams (local
+// connections and peers' streams through this exit) finish until ctx
+// ends, then stops everything and waits for it.
+func (d *Daemon) Shutdown(ctx context.Context) error {
+	d.listeners.Shutdown(ctx)
+	t := time.NewTicker(50 * time.Millisecond)
+	for d.exit.Stats().Active > 0 && ctx.Err() == nil {
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
+	}
+	t.Stop()
 	if d.cancel != nil {
 		d.cancel()
 	}

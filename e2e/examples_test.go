@@ -16,6 +16,7 @@ const linkWait = 20 * time.Second
 type pair struct {
 	clientAdmin, serverAdmin string
 	link                     daemon.PeerStatus
+	client, server           *process
 }
 
 // startPair renders examples/<dir>/<client>.toml and <server>.toml, runs
@@ -25,8 +26,8 @@ func startPair(t *testing.T, w *world, dir string, cm, sm machine, client, serve
 	p := pair{clientAdmin: hostPort("127.0.0.1", freePort(t, cm)), serverAdmin: hostPort("127.0.0.1", freePort(t, sm))}
 	scfg := w.render(dir+"/"+server+".toml", server, p.serverAdmin, keys, serverRepl...)
 	ccfg := w.render(dir+"/"+client+".toml", client, p.clientAdmin, keys, clientRepl...)
-	start(t, sm, server, "up", "-c", scfg)
-	start(t, cm, client, "up", "-c", ccfg)
+	p.server = start(t, sm, server, "up", "-c", scfg)
+	p.client = start(t, cm, client, "up", "-c", ccfg)
 	p.link = waitPeer(t, cm, p.clientAdmin, server, daemon.StateConnected, linkWait)
 	waitPeer(t, sm, p.serverAdmin, client, daemon.StateConnected, linkWait)
 	return p

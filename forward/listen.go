@@ -148,6 +148,28 @@ func (l *Listeners) Close() error {
 	return nil
 }
 
+// Shutdown stops accepting at once and lets open connections finish until
+// ctx ends; then it closes what is left, as Close does.
+func (l *Listeners) Shutdown(ctx context.Context) error {
+	l.mu.Lock()
+	lns := append(append([]net.Listener(nil), l.socksLns...), l.fwdLns...)
+	l.mu.Unlock()
+	for _, ln := range lns {
+		ln.Close()
+	}
+	// Ends once Close below has run, if not before.
+	done := make(chan struct{})
+	go func() {
+		l.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	return l.Close()
+}
+
 // serve accepts on ln until ctx is done, handling each connection in its
 // own goroutine owned by l.wg.
 func (l *Listeners) serve(ctx context.Context, ln net.Listener, log logrus.FieldLogger, handle func(net.Conn)) {

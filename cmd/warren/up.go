@@ -7,6 +7,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
 
 	"github.com/warren-p2p/warren/config"
 	"github.com/warren-p2p/warren/daemon"
@@ -44,14 +48,32 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return usageError{err}
 	}
-	if err := d.Start(ctx); err != nil {
+	// The daemon runs on its own context: the signal starts Shutdown,
+	// which lets open streams finish first.
+	if err := d.Start(context.Background()); err != nil {
 		// Every Start failure is a bind failure: bad config for this host.
 		return usageError{err}
 	}
 	<-ctx.Done()
-	log.Info("shutting down")
-	return d.Close()
+	log.WithField("grace", shutdownGrace).Info("shutting down; open streams may finish")
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	// A second signal cuts the grace short.
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(again)
+	go func() {
+		select {
+		case <-again:
+			cancel()
+		case <-sctx.Done():
+		}
+	}()
+	return d.Shutdown(sctx)
 }
+
+// shutdownGrace is how long open streams may finish after SIGINT/SIGTERM.
+const shutdownGrace = 5 * time.Second
 
 func cmdRendezvous(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("rendezvous", stderr)
