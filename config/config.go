@@ -155,6 +155,10 @@ type Server struct {
 	// each other directly. Default: true; never nil after LoadServer.
 	Relay *bool `toml:"relay"`
 
+	// RelayRate caps the bytes per second each peer may send through the
+	// relay, all its relayed links together. Default 0: no cap.
+	RelayRate int64 `toml:"relay_rate"`
+
 	// AdminListen is where the status API listens. Default: off (empty);
 	// "off" also turns it off.
 	AdminListen string `toml:"admin_listen"`

@@ -58,6 +58,9 @@ func (s *Server) finish(p *problems) {
 	if s.Relay == nil {
 		s.Relay = new(true)
 	}
+	if s.RelayRate < 0 {
+		p.add("relay_rate", "must not be negative, got %d", s.RelayRate)
+	}
 	s.AdminListen = checkAdmin(p, s.AdminListen, "")
 
 	l := listeners{p: p}

@@ -281,7 +281,7 @@ func TestDiscoverNATLab(t *testing.T) {
 			if want := site.PublicAddr(); nat.PublicIP != want {
 				t.Errorf("public IP %s, want %s", nat.PublicIP, want)
 			}
-			if took > 2*time.Second {
+			if tc.loss == 0 && took > 2*time.Second {
 				t.Errorf("took %v; without loss it should be a few round trips", took)
 			}
 

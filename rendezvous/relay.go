@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/time/rate"
 
+	"github.com/warren-p2p/warren/identity"
 	"github.com/warren-p2p/warren/punch"
 )
 
@@ -24,6 +26,46 @@ const (
 	relayMagic  = "WRR\x01"
 	relayPaired = 0x01
 )
+
+// issuedSession is a punch session the server started, for which its two
+// peers (by side) may open a relay.
+type issuedSession struct {
+	at   time.Time
+	keys [2]identity.PublicKey
+}
+
+// peerLimiter is one peer's relay rate, shared by its relays.
+type peerLimiter struct {
+	lim   *rate.Limiter
+	users int
+}
+
+// relayBuf is the relay's copy buffer, and so the largest burst a limiter
+// must allow.
+const relayBuf = 64 << 10
+
+// limiter returns key's rate limiter (nil without a cap) and a function to
+// release it when the relay ends.
+func (s *Server) limiter(key identity.PublicKey) (*rate.Limiter, func()) {
+	if s.cfg.RelayRate <= 0 {
+		return nil, func() {}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	pl := s.limiters[key]
+	if pl == nil {
+		pl = &peerLimiter{lim: rate.NewLimiter(rate.Limit(s.cfg.RelayRate), max(int(s.cfg.RelayRate), relayBuf))}
+		s.limiters[key] = pl
+	}
+	pl.users++
+	return pl.lim, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if pl.users--; pl.users == 0 {
+			delete(s.limiters, key)
+		}
+	}
+}
 
 // relayHub pairs relay connections.
 type relayHub struct {
@@ -39,6 +81,7 @@ type relayHalf struct {
 	conn net.Conn
 	r    io.Reader
 	side byte
+	key  identity.PublicKey // whose bytes it carries, for the rate limit
 	done chan struct{}
 }
 
@@ -52,7 +95,7 @@ func (s *Server) serveRelay(ctx context.Context, raw net.Conn, r io.Reader, id p
 	s.mu.Lock()
 	issued, ok := s.issued[id]
 	s.mu.Unlock()
-	if !ok || time.Since(issued) > s.cfg.RelayWindow {
+	if !ok || time.Since(issued.at) > s.cfg.RelayWindow {
 		log.Info("relay refused: not a live punch session")
 		return
 	}
@@ -81,11 +124,11 @@ func (s *Server) serveRelay(ctx context.Context, raw net.Conn, r io.Reader, id p
 			close(other.done)
 		}()
 		log.Info("relaying")
-		n1, n2 := s.pipe(ctx, other.conn, other.r, raw, r)
+		n1, n2 := s.pipe(ctx, other, &relayHalf{conn: raw, r: r, side: side, key: issued.keys[side]})
 		log.WithFields(logrus.Fields{"bytes_a": n1, "bytes_b": n2}).Info("relay closed")
 		return
 	}
-	me := &relayHalf{conn: raw, r: r, side: side, done: make(chan struct{})}
+	me := &relayHalf{conn: raw, r: r, side: side, key: issued.keys[side], done: make(chan struct{})}
 	h.waiting[id] = me
 	h.mu.Unlock()
 	select {
@@ -109,14 +152,14 @@ func (s *Server) serveRelay(ctx context.Context, raw net.Conn, r io.Reader, id p
 // pipe tells both sides they are paired and copies between them until
 // either side closes or stays silent for RelayIdle. It returns the bytes
 // each side sent.
-func (s *Server) pipe(ctx context.Context, a net.Conn, ar io.Reader, b net.Conn, br io.Reader) (int64, int64) {
-	stop := context.AfterFunc(ctx, func() { a.Close(); b.Close() })
+func (s *Server) pipe(ctx context.Context, a, b *relayHalf) (int64, int64) {
+	stop := context.AfterFunc(ctx, func() { a.conn.Close(); b.conn.Close() })
 	defer stop()
-	for _, c := range []net.Conn{a, b} {
+	for _, c := range []net.Conn{a.conn, b.conn} {
 		c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 		if _, err := c.Write([]byte{relayPaired}); err != nil {
-			a.Close()
-			b.Close()
+			a.conn.Close()
+			b.conn.Close()
 			return 0, 0
 		}
 		c.SetWriteDeadline(time.Time{})
@@ -124,26 +167,33 @@ func (s *Server) pipe(ctx context.Context, a net.Conn, ar io.Reader, b net.Conn,
 	var wg sync.WaitGroup
 	var na, nb int64
 	wg.Add(2)
-	go func() { defer wg.Done(); na = s.copyIdle(b, a, ar) }()
-	go func() { defer wg.Done(); nb = s.copyIdle(a, b, br) }()
+	go func() { defer wg.Done(); na = s.copyIdle(ctx, b.conn, a) }()
+	go func() { defer wg.Done(); nb = s.copyIdle(ctx, a.conn, b) }()
 	wg.Wait()
-	a.Close()
-	b.Close()
+	a.conn.Close()
+	b.conn.Close()
 	return na, nb
 }
 
-// copyIdle copies from src (read through r) to dst, half-closing dst at
-// the end, and gives up after RelayIdle without data.
-func (s *Server) copyIdle(dst, src net.Conn, r io.Reader) int64 {
-	buf := make([]byte, 64<<10)
+// copyIdle copies what src's peer sends to dst, at most at that peer's
+// rate, half-closing dst at the end, and gives up after RelayIdle without
+// data.
+func (s *Server) copyIdle(ctx context.Context, dst net.Conn, src *relayHalf) int64 {
+	lim, release := s.limiter(src.key)
+	defer release()
+	buf := make([]byte, relayBuf)
 	var n int64
 	for {
-		src.SetReadDeadline(time.Now().Add(s.cfg.RelayIdle))
-		m, err := r.Read(buf)
+		src.conn.SetReadDeadline(time.Now().Add(s.cfg.RelayIdle))
+		m, err := src.r.Read(buf)
 		if m > 0 {
+			if lim != nil && lim.WaitN(ctx, m) != nil {
+				src.conn.Close()
+				return n
+			}
 			dst.SetWriteDeadline(time.Now().Add(s.cfg.RelayIdle))
 			if _, werr := dst.Write(buf[:m]); werr != nil {
-				src.Close()
+				src.conn.Close()
 				return n
 			}
 			n += int64(m)

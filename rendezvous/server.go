@@ -55,6 +55,9 @@ type ServerConfig struct {
 	// RelayIdle closes a relay that carried nothing this long. Default 2m
 	// (links ping every 15s).
 	RelayIdle time.Duration
+	// RelayRate caps the bytes per second each peer may send through
+	// relays, all its relays together. 0 means no cap.
+	RelayRate int64
 	// UDPEndpoints are the UDP probe endpoints advertised to peers at
 	// registration; an unspecified host means "the address you dialled".
 	// ListenAndServe fills them in.
@@ -107,7 +110,8 @@ type Server struct {
 	peers    map[identity.PublicKey]*peerConn
 	pairs    map[[2]identity.PublicKey]time.Time // last punch session per pair
 	sessions map[punch.SessionID]*udpSession     // sessions waiting for UDP probes
-	issued   map[punch.SessionID]time.Time       // sessions a relay may serve, by issue time
+	issued   map[punch.SessionID]issuedSession   // sessions a relay may serve
+	limiters map[identity.PublicKey]*peerLimiter // relay rate per peer, while it relays
 
 	relays relayHub
 }
@@ -140,7 +144,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		peers:    make(map[identity.PublicKey]*peerConn),
 		pairs:    make(map[[2]identity.PublicKey]time.Time),
 		sessions: make(map[punch.SessionID]*udpSession),
-		issued:   make(map[punch.SessionID]time.Time),
+		issued:   make(map[punch.SessionID]issuedSession),
+		limiters: make(map[identity.PublicKey]*peerLimiter),
 		relays:   relayHub{waiting: make(map[punch.SessionID]*relayHalf)},
 	}, nil
 }
@@ -423,12 +428,12 @@ func (s *Server) startSession(p, other *peerConn, key identity.PublicKey) {
 	us := &udpSession{sides: [2]*peerConn{p, other}}
 	s.mu.Lock()
 	s.sessions[id] = us
-	for k, t := range s.issued {
-		if time.Since(t) > s.cfg.RelayWindow {
+	for k, is := range s.issued {
+		if time.Since(is.at) > s.cfg.RelayWindow {
 			delete(s.issued, k)
 		}
 	}
-	s.issued[id] = time.Now()
+	s.issued[id] = issuedSession{at: time.Now(), keys: [2]identity.PublicKey{p.key, other.key}}
 	us.timer = time.AfterFunc(s.cfg.UDPWait, func() { s.flushUDP(id) })
 	s.mu.Unlock()
 	// A failure to send is that peer's connection's problem.

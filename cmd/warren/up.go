@@ -84,6 +84,7 @@ func cmdRendezvous(ctx context.Context, args []string, stdout, stderr io.Writer)
 	token := fs.String("token", "", "join token peers must present")
 	level := fs.String("log-level", "", "log `LEVEL`")
 	relay := fs.Bool("relay", true, "relay traffic for peers that find no direct path")
+	relayRate := fs.Int64("relay-rate", 0, "cap each peer's relayed traffic at `BYTES` per second (0: no cap)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -110,6 +111,12 @@ func cmdRendezvous(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if set["relay"] {
 		cfg.Relay = relay
 	}
+	if set["relay-rate"] {
+		cfg.RelayRate = *relayRate
+	}
+	if cfg.RelayRate < 0 {
+		return usagef("-relay-rate must not be negative")
+	}
 	for _, a := range []string{cfg.Listen, cfg.AltListen} {
 		if a == "" {
 			continue
@@ -130,7 +137,8 @@ func cmdRendezvous(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if created {
 		log.WithField("key_file", cfg.KeyFile).Info("created a new server key")
 	}
-	srv, err := rendezvous.NewServer(rendezvous.ServerConfig{Key: key, Token: cfg.Token, Relay: *cfg.Relay, Log: log})
+	srv, err := rendezvous.NewServer(rendezvous.ServerConfig{Key: key, Token: cfg.Token, Relay: *cfg.Relay,
+		RelayRate: cfg.RelayRate, Log: log})
 	if err != nil {
 		return err
 	}

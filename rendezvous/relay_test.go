@@ -1,0 +1,162 @@
+package rendezvous
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/warren-p2p/warren/identity"
+	"github.com/warren-p2p/warren/punch"
+)
+
+// relaySetup starts a server with cfg, registers two clients and has the
+// server issue a punch session between them. It returns the server's
+// address and the session.
+func relaySetup(t *testing.T, ctx context.Context, cfg ServerConfig) (string, punch.SessionID) {
+	t.Helper()
+	k, _ := identity.Generate()
+	cfg.Key, cfg.Log, cfg.NATWait = k, quietLog(), 10*time.Millisecond
+	srv, err := NewServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(wg.Wait)
+	wg.Add(1)
+	go func() { defer wg.Done(); srv.Serve(ctx, ln) }()
+	punches := make(chan Punch, 2)
+	var clients []*Client
+	for range 2 {
+		key, _ := identity.Generate()
+		c, _ := NewClient(ClientConfig{Address: ln.Addr().String(), ServerKey: k.Public(), Key: key, Log: quietLog(),
+			OnPunch: func(p Punch) { punches <- p }})
+		wg.Add(1)
+		go func() { defer wg.Done(); c.Run(ctx) }()
+		waitRegistered(t, c)
+		clients = append(clients, c)
+	}
+	other, _ := identity.ParsePublicKey(clientKey(t, clients[1]))
+	clients[0].Connect(other)
+	p := <-punches
+	id, err := punch.ParseSessionID(p.Session)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln.Addr().String(), id
+}
+
+func clientKey(t *testing.T, c *Client) string { return c.cfg.Key.Public().String() }
+
+// relayPair opens both sides of a relay for session.
+func relayPair(t *testing.T, ctx context.Context, addr string, id punch.SessionID) (net.Conn, net.Conn) {
+	t.Helper()
+	conns := make([]net.Conn, 2)
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for side := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				errs[side] = err
+				return
+			}
+			conns[side], errs[side] = DialRelay(ctx, c, id, side)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { conns[0].Close(); conns[1].Close() })
+	return conns[0], conns[1]
+}
+
+func TestRelayCopiesBothWays(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addr, id := relaySetup(t, ctx, ServerConfig{Relay: true})
+	a, b := relayPair(t, ctx, addr, id)
+	payload := make([]byte, 4<<20)
+	rand.Read(payload)
+	go func() {
+		a.Write(payload)
+		a.(*net.TCPConn).CloseWrite()
+	}()
+	got, err := io.ReadAll(b)
+	if err != nil || !bytes.Equal(got, payload) {
+		t.Fatalf("relayed %d of %d bytes intact=%v, %v", len(got), len(payload), bytes.Equal(got, payload), err)
+	}
+	b.Write([]byte("back"))
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(a, buf); err != nil || string(buf) != "back" {
+		t.Fatalf("reverse direction: %q %v", buf, err)
+	}
+}
+
+func TestRelayRefusesStrangers(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, tc := range []struct {
+		name  string
+		relay bool
+		fake  bool
+	}{
+		{"session the server never issued", true, true},
+		{"relaying turned off", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Cleanup waits for goroutines that end with this context.
+			ctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			addr, id := relaySetup(t, ctx, ServerConfig{Relay: tc.relay})
+			if tc.fake {
+				id = punch.NewSessionID()
+			}
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dctx, dcancel := context.WithTimeout(ctx, 3*time.Second)
+			defer dcancel()
+			if _, err := DialRelay(dctx, c, id, 0); err == nil {
+				t.Fatal("relay accepted")
+			}
+		})
+	}
+}
+
+// TestRelayRateLimit: at 1 MiB/s per peer, 3 MiB cannot pass in under
+// about 2 s (the first second's burst is free). A lower bound on time holds
+// however slow the machine is.
+func TestRelayRateLimit(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const rate = 1 << 20
+	addr, id := relaySetup(t, ctx, ServerConfig{Relay: true, RelayRate: rate})
+	a, b := relayPair(t, ctx, addr, id)
+	start := time.Now()
+	go func() {
+		a.Write(make([]byte, 3*rate))
+		a.(*net.TCPConn).CloseWrite()
+	}()
+	n, err := io.Copy(io.Discard, b)
+	if err != nil || n != 3*rate {
+		t.Fatalf("relayed %d bytes, %v", n, err)
+	}
+	if took := time.Since(start); took < 1900*time.Millisecond {
+		t.Fatalf("3 MiB at 1 MiB/s took %v", took)
+	}
+}
