@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -25,6 +26,8 @@ type world struct {
 	rvAddr string
 	rvKey  string
 	rv     *process // nil when the test brings its own server
+	rvArgs []string
+	rvOn   machine
 }
 
 var rvKeyLine = regexp.MustCompile(`rendezvous public key: (\S+)`)
@@ -34,9 +37,24 @@ func newWorld(t *testing.T, m machine, listen string, extra ...string) *world {
 	w := &world{t: t, dir: t.TempDir(), rvAddr: listen}
 	args := append([]string{"rendezvous", "-listen", listen, "-key", filepath.Join(w.dir, "rendezvous.key")}, extra...)
 	p := start(t, m, "rendezvous", args...)
-	w.rv = p
+	w.rv, w.rvArgs, w.rvOn = p, args, m
 	w.rvKey = p.waitOutput(t, rvKeyLine, 10*time.Second)
 	return w
+}
+
+// restartRendezvous stops the server (SIGTERM, waiting for it to exit)
+// and, after down, starts it again with the same key and addresses.
+func (w *world) restartRendezvous(down time.Duration) {
+	w.t.Helper()
+	w.rv.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-w.rv.done:
+	case <-time.After(10 * time.Second):
+		w.t.Fatal("rendezvous server did not stop")
+	}
+	time.Sleep(down)
+	w.rv = start(w.t, w.rvOn, "rendezvous-again", w.rvArgs...)
+	w.rv.waitOutput(w.t, rvKeyLine, 10*time.Second)
 }
 
 // keygen creates name.key in the world's directory with the CLI and
