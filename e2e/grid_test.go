@@ -187,8 +187,7 @@ func runCell(t *testing.T, c cell, transport string) cellResult {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srvAddrs := lab.Server().Addrs()
-	w := newWorld(t, lab.Server(), hostPort(srvAddrs[0].String(), "7777"), "-alt-listen", hostPort(srvAddrs[1].String(), "7778"))
+	w := labWorld(t, lab)
 	ck, sk := newKey(t, w.dir, "client"), newKey(t, w.dir, "server")
 	svc := serveHasher(t, server)
 	fwd := hostPort("127.0.0.1", freePort(t, client))

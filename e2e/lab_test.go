@@ -14,21 +14,10 @@ import (
 // its own port-restricted cone NAT and the rendezvous server on the lab's
 // internet: the link must be punched directly.
 func TestExamplesAcrossConeNATs(t *testing.T) {
-	lab := labtest.New(t, natlab.Config{})
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	a, err := lab.AddSite(ctx, "a", natlab.Cone)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := lab.AddSite(ctx, "b", natlab.Cone)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rv := hostPort(lab.Server().Addr().String(), "7777")
+	lab, a, b := twoCones(t)
 	for _, tc := range exampleUses {
 		t.Run(tc.name, func(t *testing.T) {
-			w := newWorld(t, lab.Server(), rv)
+			w := labWorld(t, lab)
 			p := tc.run(t, w, a.Host(), b.Host())
 			if !strings.HasPrefix(p.link.Path, "direct-") {
 				t.Errorf("path %q, want a direct path", p.link.Path)
@@ -44,4 +33,29 @@ func TestExamplesAcrossConeNATs(t *testing.T) {
 
 func hasHost(hostport, host string) bool {
 	return len(hostport) > len(host) && hostport[:len(host)+1] == host+":"
+}
+
+// twoCones builds a lab with two port-restricted cone sites, a and b.
+func twoCones(t *testing.T) (*natlab.Lab, *natlab.Site, *natlab.Site) {
+	t.Helper()
+	lab := labtest.New(t, natlab.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var sites []*natlab.Site
+	for _, name := range []string{"a", "b"} {
+		s, err := lab.AddSite(ctx, name, natlab.Cone)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sites = append(sites, s)
+	}
+	return lab, sites[0], sites[1]
+}
+
+// labWorld starts a rendezvous server on the lab's internet, listening on
+// both its addresses so that peers can classify their NATs.
+func labWorld(t *testing.T, lab *natlab.Lab) *world {
+	t.Helper()
+	srv := lab.Server().Addrs()
+	return newWorld(t, lab.Server(), hostPort(srv[0].String(), "7777"), "-alt-listen", hostPort(srv[1].String(), "7778"))
 }

@@ -12,9 +12,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/warren-p2p/warren/natlab"
-	"github.com/warren-p2p/warren/natlab/labtest"
 )
 
 // TestRelayFallbackAndUpgrade: with every direct packet between two cone
@@ -23,17 +20,9 @@ import (
 // block is lifted, the link upgrades to a direct path for new streams, and
 // the relay closes once that stream ends.
 func TestRelayFallbackAndUpgrade(t *testing.T) {
-	lab := labtest.New(t, natlab.Config{})
+	lab, a, b := twoCones(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	a, err := lab.AddSite(ctx, "a", natlab.Cone)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := lab.AddSite(ctx, "b", natlab.Cone)
-	if err != nil {
-		t.Fatal(err)
-	}
 	inet := lab.Prefix() + "-inet"
 	nft := func(args ...string) {
 		t.Helper()
@@ -46,8 +35,7 @@ func TestRelayFallbackAndUpgrade(t *testing.T) {
 	nft("add", "rule", "bridge", "natlab", "loss", "ip", "saddr", pa, "ip", "daddr", pb, "drop")
 	nft("add", "rule", "bridge", "natlab", "loss", "ip", "saddr", pb, "ip", "daddr", pa, "drop")
 
-	srvAddrs := lab.Server().Addrs()
-	w := newWorld(t, lab.Server(), hostPort(srvAddrs[0].String(), "7777"), "-alt-listen", hostPort(srvAddrs[1].String(), "7778"))
+	w := labWorld(t, lab)
 	keys := map[string]string{"laptop": w.keygen("laptop"), "office": w.keygen("office")}
 	echo := serveEcho(t, b.Host())
 	fwd := hostPort("127.0.0.1", freePort(t, a.Host()))
@@ -111,26 +99,7 @@ func runCmd(ctx context.Context, name string, args ...string) ([]byte, error) {
 
 // serveEcho runs a TCP echo service on m's loopback and returns its port.
 func serveEcho(t *testing.T, m machine) string {
-	t.Helper()
-	ln, err := m.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
-	_, p, _ := net.SplitHostPort(ln.Addr().String())
-	return p
+	return serveTCP(t, m, func(c net.Conn) { io.Copy(c, c) })
 }
 
 // echoLoop sends a random KiB and checks its echo, every 20ms, until stop.

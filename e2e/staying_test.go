@@ -9,7 +9,6 @@ import (
 
 	"github.com/warren-p2p/warren/daemon"
 	"github.com/warren-p2p/warren/natlab"
-	"github.com/warren-p2p/warren/natlab/labtest"
 )
 
 // requestLoop opens a fresh stream through the forward every 50ms and
@@ -32,23 +31,10 @@ func requestLoop(ctx context.Context, m machine, fwd string, stop <-chan struct{
 	}
 }
 
-// coneLab starts two cone sites and a rendezvous server on the lab's
-// internet, and returns them with a world around the server.
+// coneLab is twoCones with a rendezvous server.
 func coneLab(t *testing.T) (*natlab.Site, *natlab.Site, *world) {
-	lab := labtest.New(t, natlab.Config{})
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	a, err := lab.AddSite(ctx, "a", natlab.Cone)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := lab.AddSite(ctx, "b", natlab.Cone)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := lab.Server().Addrs()
-	w := newWorld(t, lab.Server(), hostPort(srv[0].String(), "7777"), "-alt-listen", hostPort(srv[1].String(), "7778"))
-	return a, b, w
+	lab, a, b := twoCones(t)
+	return a, b, labWorld(t, lab)
 }
 
 // TestRendezvousRestart: an established link keeps carrying requests while

@@ -129,6 +129,17 @@ func servePage(t *testing.T, m machine, body string) string {
 // serveHasher runs a TCP service on m's loopback that reads until EOF and
 // answers with the SHA-256 of what it read, hex encoded. It returns the port.
 func serveHasher(t *testing.T, m machine) string {
+	return serveTCP(t, m, func(c net.Conn) {
+		h := sha256.New()
+		io.Copy(h, c)
+		io.WriteString(c, hex.EncodeToString(h.Sum(nil)))
+	})
+}
+
+// serveTCP runs handle for every connection to a listener on m's loopback
+// (closing the connection after it) until the test ends; it returns the
+// port.
+func serveTCP(t *testing.T, m machine, handle func(net.Conn)) string {
 	t.Helper()
 	ln, err := m.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -143,9 +154,7 @@ func serveHasher(t *testing.T, m machine) string {
 			}
 			go func() {
 				defer c.Close()
-				h := sha256.New()
-				io.Copy(h, c)
-				io.WriteString(c, hex.EncodeToString(h.Sum(nil)))
+				handle(c)
 			}()
 		}
 	}()

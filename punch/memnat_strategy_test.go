@@ -43,7 +43,9 @@ func TestStrategiesOverSimulatedNATs(t *testing.T) {
 				ma, mb := n.publicOfLocked(sa, server), n.publicOfLocked(sb, server)
 				n.mu.Unlock()
 
-				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				// Generous: the random pairs are probabilistic, and -race on a
+				// loaded machine slows the paced sprays well below Rate.
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
 				id := NewSessionID()
 				na, nb := natOf(ak), natOf(bk)
@@ -52,7 +54,7 @@ func TestStrategiesOverSimulatedNATs(t *testing.T) {
 					err error
 				}
 				run := func(sock PacketConn, self, peer NAT, peerEP netip.AddrPort, controlling bool, listen func() (PacketConn, error), ch chan<- out) {
-					r, err := PunchUDP(ctx, &UDPConfig{Rate: 20000, Sockets: 64}, UDPSession{ID: id, Controlling: controlling,
+					r, err := PunchUDP(ctx, &UDPConfig{Rate: 20000, Sockets: 256}, UDPSession{ID: id, Controlling: controlling,
 						Role: Choose(self, peer).UDP, Peer: peer, PeerEndpoint: peerEP, Listen: listen}, sock)
 					ch <- out{r, err}
 				}
