@@ -11,12 +11,14 @@ import (
 // The probes keep NAT mappings from expiring and, after a NAT forgets
 // them (rebinding), reopen the peer's side within seconds, well before the
 // link's own 15 s keepalive; three unanswered probes end the connection.
-var keepAlive = net.KeepAliveConfig{Enable: true, Idle: 5 * time.Second, Interval: 5 * time.Second, Count: 3}
+func keepAlive() net.KeepAliveConfig {
+	return net.KeepAliveConfig{Enable: true, Idle: 5 * time.Second, Interval: 5 * time.Second, Count: 3}
+}
 
 // Listen opens a TCP listener on addr whose port other sockets from this
 // package may share. Use port 0 to pick a free port, then share it.
 func Listen(ctx context.Context, addr string) (net.Listener, error) {
-	lc := net.ListenConfig{Control: reuseControl, KeepAliveConfig: keepAlive}
+	lc := net.ListenConfig{Control: reuseControl, KeepAliveConfig: keepAlive()}
 	return lc.Listen(ctx, "tcp", addr)
 }
 
@@ -26,7 +28,7 @@ func Dialer(localPort int) *net.Dialer {
 	return &net.Dialer{
 		LocalAddr:       &net.TCPAddr{Port: localPort},
 		Control:         reuseControl,
-		KeepAliveConfig: keepAlive,
+		KeepAliveConfig: keepAlive(),
 	}
 }
 

@@ -212,7 +212,7 @@ func (p *prober) write(r *probeReq) {
 // in the order they were sent. It gives up after probeAttempts sends or
 // when ctx ends.
 func (p *prober) collect(ctx context.Context, timeout time.Duration) []punch.Sample {
-	stop := context.AfterFunc(ctx, func() { p.pc.SetReadDeadline(aLongTimeAgo) })
+	stop := context.AfterFunc(ctx, func() { p.pc.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 	buf := make([]byte, 256)
 	for attempt := 1; p.pending() > 0 && ctx.Err() == nil; {

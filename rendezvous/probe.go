@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/warren-p2p/warren/punch"
 )
@@ -42,7 +43,7 @@ const (
 // It closes conn.
 func ProbeSessionTCP(ctx context.Context, conn net.Conn, session punch.SessionID, side int) (netip.AddrPort, error) {
 	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(aLongTimeAgo) })
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	req := make([]byte, 0, tcpProbeLen)
 	req = append(append(append(req, tcpProbeMagic...), session[:]...), byte(side))
@@ -108,7 +109,7 @@ func probe(ctx context.Context, pc net.PacketConn, server net.Addr, req []byte) 
 	if dl, ok := ctx.Deadline(); ok {
 		pc.SetReadDeadline(dl)
 	}
-	stop := context.AfterFunc(ctx, func() { pc.SetReadDeadline(aLongTimeAgo) })
+	stop := context.AfterFunc(ctx, func() { pc.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 	if _, err := pc.WriteTo(req, server); err != nil {
 		return netip.AddrPort{}, fmt.Errorf("udp probe %s: %w", server, err)

@@ -214,7 +214,7 @@ func (s *Server) copyIdle(ctx context.Context, dst net.Conn, src *relayHalf) int
 // until that side has arrived too. On success conn carries the peer's
 // bytes; on failure it is closed.
 func DialRelay(ctx context.Context, conn net.Conn, session punch.SessionID, side int) (net.Conn, error) {
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(aLongTimeAgo) })
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	req := append(append([]byte(relayMagic), session[:]...), byte(side))
 	if _, err := conn.Write(req); err != nil {
