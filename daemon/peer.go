@@ -169,25 +169,24 @@ func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch, al
 	// producers counts the punching goroutines; when all are done, the
 	// candidates channel closes (after a grace for inbound connections).
 	var producers sync.WaitGroup
-	// The TCP probe of a connect-fixed role must reach the server before
-	// the UDP session probe that releases the session's instruction.
-	tcpProbed := make(chan struct{})
-	if d.useTCP {
+	produce := func(f func()) {
 		producers.Add(1)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer producers.Done()
-			d.punchTCP(pctx, p, pu, id, strategy.TCP, box, raw, tcpProbed)
+			f()
 		}()
+	}
+	// The TCP probe of a connect-fixed role must reach the server before
+	// the UDP session probe that releases the session's instruction.
+	tcpProbed := make(chan struct{})
+	if d.useTCP {
+		produce(func() { d.punchTCP(pctx, p, pu, id, strategy.TCP, box, raw, tcpProbed) })
 	} else {
 		close(tcpProbed)
 	}
-	producers.Add(1)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		defer producers.Done()
+	produce(func() {
 		select {
 		case <-tcpProbed:
 		case <-time.After(time.Second):
@@ -195,17 +194,13 @@ func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch, al
 		if err := d.punchUDP(pctx, p, pu, id, strategy.UDP, box, linkCands); err != nil && pctx.Err() == nil {
 			p.log.WithError(err).Debug("udp punch gave up")
 		}
-	}()
+	})
 	if allowRelay && *d.cfg.Link.Relay {
-		producers.Add(1)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer producers.Done()
+		produce(func() {
 			if err := d.relay(pctx, pu, id, strategy, linkCands); err != nil && pctx.Err() == nil {
 				p.log.WithError(err).Debug("relay not used")
 			}
-		}()
+		})
 	}
 	producersDone := make(chan struct{})
 	wg.Add(2)
