@@ -209,7 +209,7 @@ func (d *Daemon) punchUDP(ctx context.Context, p *peer, pu rendezvous.Punch, id 
 	if err != nil {
 		return err
 	}
-	conn, err := d.udpStream(res, id)
+	conn, err := d.udpStream(res, id, p.log)
 	if err != nil {
 		res.Conn.Close()
 		return err

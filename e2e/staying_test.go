@@ -3,12 +3,15 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
+	"regexp"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/warren-p2p/warren/daemon"
 	"github.com/warren-p2p/warren/natlab"
+	"github.com/warren-p2p/warren/natlab/labtest"
 )
 
 // requestLoop opens a fresh stream through the forward every 50ms and
@@ -132,4 +135,59 @@ func TestRebinding(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRoaming: over a UDP link between a public host and a host behind a
+// random-port symmetric NAT, the NAT forgets its mappings, so the link's
+// next packets leave from a new public port. The public side follows the
+// peer's authenticated roam announcement, and a stream open across the
+// move keeps echoing.
+func TestRoaming(t *testing.T) {
+	lab := labtest.New(t, natlab.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	open, err := lab.AddSite(ctx, "a", natlab.Open)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roamer, err := lab.AddSite(ctx, "b", natlab.SymRand)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := labWorld(t, lab)
+	keys := map[string]string{"laptop": w.keygen("laptop"), "office": w.keygen("office")}
+	echo := serveEcho(t, roamer.Host())
+	fwd := hostPort("127.0.0.1", freePort(t, open.Host()))
+	only := "[link]\ntransports = [\"udp\"]\n"
+	p := startPair(t, w, "rdp", open.Host(), roamer.Host(), "laptop", "office", keys,
+		[]string{"127.0.0.1:13389", fwd, "[[peers]]", only + "\n[[peers]]"},
+		[]string{"127.0.0.1:3389", "127.0.0.1:" + echo, "[[peers]]", only + "\n[[peers]]"})
+	if p.link.Path != "direct-udp" {
+		t.Fatalf("path %q, want direct-udp", p.link.Path)
+	}
+	long, err := open.Host().DialContext(ctx, &net.Dialer{}, "tcp", fwd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer long.Close()
+	var rounds atomic.Int64
+	streamErr := make(chan error, 1)
+	stop := make(chan struct{})
+	go func() { streamErr <- echoLoop(long, stop, &rounds) }()
+	time.Sleep(500 * time.Millisecond)
+
+	if err := roamer.Forget(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := rounds.Load()
+	p.client.waitOutput(t, regexp.MustCompile(`msg="peer roamed; the UDP link follows"`), 10*time.Second)
+	time.Sleep(time.Second)
+	close(stop)
+	if err := <-streamErr; err != nil {
+		t.Fatalf("the open stream broke across the move: %v", err)
+	}
+	if rounds.Load() <= before {
+		t.Fatal("the stream stopped moving after the move")
+	}
+	t.Logf("stream kept echoing across the NAT rebinding: %d rounds in all", rounds.Load())
 }

@@ -166,7 +166,7 @@ func (c *Conn) Conv() uint32 { return c.key.conv }
 func (c *Conn) LocalAddr() net.Addr { return c.d.local }
 
 // RemoteAddr returns the peer's address, a *net.UDPAddr.
-func (c *Conn) RemoteAddr() net.Addr { return net.UDPAddrFromAddrPort(c.key.remote) }
+func (c *Conn) RemoteAddr() net.Addr { return net.UDPAddrFromAddrPort(*c.pc.remote.Load()) }
 
 // Done returns a channel that is closed once the stream has released
 // everything it holds: after Close's linger (so the peer has been told),
@@ -408,7 +408,7 @@ func (c *Conn) farewell() {
 func (c *Conn) sendControl(typ byte, length uint64) {
 	var buf [controlFinLen]byte
 	// A lost control packet is covered by the peer's idle timeout.
-	_, _ = c.d.writeTo(appendControl(buf[:0], typ, c.key.conv, length), c.key.remote)
+	_, _ = c.d.writeTo(appendControl(buf[:0], typ, c.key.conv, length), *c.pc.remote.Load())
 }
 
 // rxPump moves data from the KCP session into rxq.

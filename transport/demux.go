@@ -350,6 +350,29 @@ func (d *Demux) Dial(remote netip.AddrPort, conv uint32, cfg *Config) (*Conn, er
 	return c, nil
 }
 
+// Rebind moves the stream with conv from remote from to remote to: its
+// packets are sent to to, and only packets from to reach it. It is for a
+// peer that roamed (its NAT gave it a new endpoint); the caller must have
+// authenticated the move, since packets here carry no proof of origin.
+func (d *Demux) Rebind(conv uint32, from, to netip.AddrPort) error {
+	from, to = unmap(from), unmap(to)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	c := d.sessions[sessionKey{from, conv}]
+	switch {
+	case c == nil:
+		return fmt.Errorf("transport: rebind %v conv %#x: no such stream", from, conv)
+	case d.sessions[sessionKey{to, conv}] != nil:
+		return fmt.Errorf("transport: rebind to %v conv %#x: %w", to, conv, ErrSessionExists)
+	}
+	delete(d.sessions, c.key)
+	// Only the remote half changes: conv is read without the lock.
+	c.key.remote = to
+	d.sessions[c.key] = c
+	c.pc.remote.Store(&to)
+	return nil
+}
+
 // remove forgets c's session; packets for it are dropped from now on.
 func (d *Demux) remove(c *Conn) {
 	d.mu.Lock()

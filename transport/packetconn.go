@@ -26,8 +26,10 @@ import (
 // peer has acknowledged, which kcp-go does not expose and Close needs (see
 // acked).
 type packetConn struct {
-	d      *Demux
-	remote netip.AddrPort
+	d *Demux
+	// remote is where packets go; Demux.Rebind moves it when the peer
+	// roams. raddr stays the first remote: kcp-go only uses it as a label.
+	remote atomic.Pointer[netip.AddrPort]
 	raddr  *peerAddr
 	in     chan *packet
 
@@ -47,11 +49,11 @@ type packetConn struct {
 func newPacketConn(d *Demux, remote netip.AddrPort) *packetConn {
 	p := &packetConn{
 		d:      d,
-		remote: remote,
 		raddr:  &peerAddr{s: remote.String()},
 		in:     make(chan *packet, sessionQueue),
 		closed: make(chan struct{}),
 	}
+	p.remote.Store(&remote)
 	p.lastRecv.Store(time.Now().UnixNano())
 	return p
 }
@@ -106,7 +108,7 @@ func (p *packetConn) WriteTo(b []byte, _ net.Addr) (int, error) {
 		return 0, &net.OpError{Op: "write", Net: "udp", Addr: p.raddr, Err: net.ErrClosed}
 	}
 	p.trackOut(b)
-	if _, err := p.d.writeTo(b, p.remote); err != nil {
+	if _, err := p.d.writeTo(b, *p.remote.Load()); err != nil {
 		p.writeErrors.Add(1)
 	}
 	return len(b), nil
