@@ -111,6 +111,7 @@ type Server struct {
 	pairs    map[[2]identity.PublicKey]time.Time // last punch session per pair
 	sessions map[punch.SessionID]*udpSession     // sessions waiting for UDP probes
 	issued   map[punch.SessionID]issuedSession   // sessions a relay may serve
+	swept    time.Time                           // last sweepLocked
 	limiters map[identity.PublicKey]*peerLimiter // relay rate per peer, while it relays
 
 	relays relayHub
@@ -394,7 +395,7 @@ func (s *Server) coordinate(p *peerConn, peer string) error {
 	recent := time.Since(s.pairs[pair]) < s.cfg.PairWindow
 	if other != nil && !recent && key != p.key {
 		s.pairs[pair] = time.Now()
-		s.expirePairsLocked()
+		s.sweepLocked()
 	}
 	s.mu.Unlock()
 	switch {
@@ -428,11 +429,7 @@ func (s *Server) startSession(p, other *peerConn, key identity.PublicKey) {
 	us := &udpSession{sides: [2]*peerConn{p, other}}
 	s.mu.Lock()
 	s.sessions[id] = us
-	for k, is := range s.issued {
-		if time.Since(is.at) > s.cfg.RelayWindow {
-			delete(s.issued, k)
-		}
-	}
+	s.sweepLocked()
 	s.issued[id] = issuedSession{at: time.Now(), keys: [2]identity.PublicKey{p.key, other.key}}
 	us.timer = time.AfterFunc(s.cfg.UDPWait, func() { s.flushUDP(id) })
 	s.mu.Unlock()
@@ -519,10 +516,23 @@ func (s *Server) flushUDP(id punch.SessionID) {
 	}
 }
 
-func (s *Server) expirePairsLocked() {
+// sweepLocked drops expired pair and session records, at most once a
+// second: a sweep at every coordination would cost the whole maps each
+// time.
+func (s *Server) sweepLocked() {
+	now := time.Now()
+	if now.Sub(s.swept) < time.Second {
+		return
+	}
+	s.swept = now
 	for k, t := range s.pairs {
-		if time.Since(t) > s.cfg.PairWindow {
+		if now.Sub(t) > s.cfg.PairWindow {
 			delete(s.pairs, k)
+		}
+	}
+	for k, is := range s.issued {
+		if now.Sub(is.at) > s.cfg.RelayWindow {
+			delete(s.issued, k)
 		}
 	}
 }
