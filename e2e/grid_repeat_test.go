@@ -45,13 +45,14 @@ func runHardPairs(t *testing.T) string {
 		direct int
 		setups []time.Duration
 		paths  map[string]int
+		nats   map[string]int // verdict pairs of runs that were not direct
 	}
 	var mu sync.Mutex
 	tallies := map[string]*tally{}
 	sem := make(chan struct{}, gridParallel)
 	t.Run("runs", func(t *testing.T) {
 		for _, hp := range hardPairs {
-			tallies[hp.cell] = &tally{paths: map[string]int{}}
+			tallies[hp.cell] = &tally{paths: map[string]int{}, nats: map[string]int{}}
 			for i := range gridRepeats {
 				t.Run(fmt.Sprintf("%s#%d", hp.cell, i), func(t *testing.T) {
 					t.Parallel()
@@ -65,6 +66,8 @@ func runHardPairs(t *testing.T) string {
 					if rank(r.outcome) == 2 {
 						tl.direct++
 						tl.setups = append(tl.setups, r.setup)
+					} else {
+						tl.nats[r.nats]++
 					}
 				})
 			}
@@ -84,6 +87,9 @@ func runHardPairs(t *testing.T) string {
 		var paths []string
 		for p, n := range tl.paths {
 			paths = append(paths, fmt.Sprintf("%s ×%d", p, n))
+		}
+		for v, n := range tl.nats {
+			paths = append(paths, fmt.Sprintf("(not direct: NATs %s ×%d)", v, n))
 		}
 		slices.Sort(paths)
 		fmt.Fprintf(&b, "| %s | %d/%d | %s | %s | %s | %s |\n", hp.cell, tl.direct, gridRepeats,

@@ -53,6 +53,7 @@ type cellResult struct {
 	firstByte time.Duration // daemon start to first byte through the forward
 	setup     time.Duration // connect request to link up (status setup_ms)
 	mbps      float64
+	nats      string // each daemon's own NAT verdict, client/server
 	note      string
 }
 
@@ -222,6 +223,12 @@ func runCell(t *testing.T, c cell, transport string) cellResult {
 		r.note = "status: " + err.Error()
 		return r
 	}
+	// What each side classified itself as: a wrong verdict explains a
+	// wrong strategy.
+	r.nats = st.NAT + "/?"
+	if sst, err := status(ctx, server, serverAdmin); err == nil {
+		r.nats = st.NAT + "/" + sst.NAT
+	}
 	p := st.Peers[0]
 	if p.State != daemon.StateConnected || r.firstByte == 0 {
 		r.note = p.State
@@ -305,7 +312,7 @@ func writeGridReport(path string, results []cellResult, hard string) error {
 	for _, transport := range gridTransports {
 		writeMatrix(&b, transport, byName)
 	}
-	b.WriteString("\n## Every cell\n\n| transport | cell | outcome | expected at least | first byte | link setup | throughput | note |\n|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("\n## Every cell\n\n| transport | cell | outcome | expected at least | first byte | link setup | throughput | NATs as classified | note |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range results {
 		tp := "-"
 		if r.mbps > 0 {
@@ -315,7 +322,7 @@ func writeGridReport(path string, results []cellResult, hard string) error {
 		if r.outcome != "fail" {
 			fb, su = ms(r.firstByte), ms(r.setup)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", r.transport, r.name, r.outcome, expectation(r.name, r.transport), fb, su, tp,
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.transport, r.name, r.outcome, expectation(r.name, r.transport), fb, su, tp, r.nats,
 			strings.ReplaceAll(shorten(r.note, 90), "|", "/"))
 	}
 	b.WriteString("\nFirst byte: from starting both daemons to the first byte answered through the forward " +
