@@ -46,7 +46,12 @@ func relaySetup(t *testing.T, ctx context.Context, cfg ServerConfig) (string, pu
 	}
 	other, _ := identity.ParsePublicKey(clientKey(t, clients[1]))
 	clients[0].Connect(other)
-	p := <-punches
+	var p Punch
+	select {
+	case p = <-punches:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no punch session was coordinated")
+	}
 	id, err := punch.ParseSessionID(p.Session)
 	if err != nil {
 		t.Fatal(err)

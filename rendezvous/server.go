@@ -276,10 +276,17 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn) {
 		return
 	}
 	log = p.log
+	// Record the peer before telling it it is registered: a connect
+	// naming it may follow at once.
 	old := s.register(p)
 	if old != nil {
 		log.Info("peer re-registered; closing its previous connection")
 		old.conn.Close()
+	}
+	if err := p.send(&Message{Type: TypeRegistered, Observed: p.observed.String(), UDP: s.cfg.UDPEndpoints}); err != nil {
+		s.unregister(p)
+		log.WithError(err).Info("registration failed")
+		return
 	}
 	log.WithField("observed", p.observed).Info("peer registered")
 	defer func() {
@@ -356,9 +363,6 @@ func (s *Server) handshake(raw net.Conn, log logrus.FieldLogger) (*peerConn, err
 		if _, err := netip.ParseAddrPort(a); err == nil && len(p.lan) < 16 {
 			p.lan = append(p.lan, a)
 		}
-	}
-	if err := p.send(&Message{Type: TypeRegistered, Observed: p.observed.String(), UDP: s.cfg.UDPEndpoints}); err != nil {
-		return nil, err
 	}
 	raw.SetDeadline(time.Time{})
 	return p, nil
