@@ -135,8 +135,13 @@ func oneEcho(ctx context.Context, m machine, addr string) error {
 		return err
 	}
 	defer c.Close()
+	return echoOnce(c)
+}
+
+// echoOnce writes a message on c and checks that it comes back intact.
+func echoOnce(c net.Conn) error {
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	msg := []byte("after the upgrade")
+	msg := []byte("echo me")
 	if _, err := c.Write(msg); err != nil {
 		return err
 	}
@@ -145,7 +150,7 @@ func oneEcho(ctx context.Context, m machine, addr string) error {
 		return err
 	}
 	if !bytes.Equal(got, msg) {
-		return fmt.Errorf("echo differs")
+		return fmt.Errorf("echo differs: %q", got)
 	}
 	return nil
 }

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"io"
 	"net"
 	"syscall"
 	"testing"
@@ -54,15 +53,4 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatalf("exit: %v", laptop.err)
 	}
 	t.Logf("exited %v after the last stream closed", time.Since(closed).Round(time.Millisecond))
-}
-
-func echoOnce(c net.Conn) error {
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	msg := []byte("still here")
-	if _, err := c.Write(msg); err != nil {
-		return err
-	}
-	got := make([]byte, len(msg))
-	_, err := io.ReadFull(c, got)
-	return err
 }
