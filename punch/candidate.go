@@ -31,21 +31,13 @@ func (c Candidate) String() string { return fmt.Sprintf("%s/%s", c.Addr, c.Kind)
 // candidates a peer on the same LAN (or host) can reach directly. Loopback
 // is included: it is how two daemons on one host find each other.
 func LocalCandidates(port uint16) ([]Candidate, error) {
-	addrs, err := net.InterfaceAddrs()
+	prefixes, err := InterfacePrefixes()
 	if err != nil {
-		return nil, fmt.Errorf("list interface addresses: %w", err)
+		return nil, err
 	}
 	var out []Candidate
-	for _, a := range addrs {
-		p, ok := a.(*net.IPNet)
-		if !ok {
-			continue
-		}
-		ip, ok := netip.AddrFromSlice(p.IP)
-		if !ok {
-			continue
-		}
-		ip = ip.Unmap()
+	for _, p := range prefixes {
+		ip := p.Addr()
 		// Link-local addresses need a zone the peer cannot know.
 		if ip.IsLinkLocalUnicast() || ip.IsMulticast() || ip.IsUnspecified() {
 			continue
@@ -76,19 +68,34 @@ func Dedup(cands []Candidate) []Candidate {
 // attempt takes a port of its own, which spoils the port prediction the
 // punch depends on for a sequential NAT.
 func OnLink(addrs []netip.AddrPort) []netip.AddrPort {
-	ifaddrs, err := net.InterfaceAddrs()
+	prefixes, err := InterfacePrefixes()
 	if err != nil {
 		return nil
 	}
-	var prefixes []netip.Prefix
-	for _, a := range ifaddrs {
-		if p, ok := a.(*net.IPNet); ok {
-			ip, _ := netip.AddrFromSlice(p.IP)
-			ones, _ := p.Mask.Size()
-			prefixes = append(prefixes, netip.PrefixFrom(ip.Unmap(), ones).Masked())
-		}
-	}
 	return onLink(addrs, prefixes)
+}
+
+// InterfacePrefixes returns this machine's interface addresses with their
+// prefix lengths (IPv4 unmapped).
+func InterfacePrefixes() ([]netip.Prefix, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("list interface addresses: %w", err)
+	}
+	var out []netip.Prefix
+	for _, a := range addrs {
+		p, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(p.IP)
+		if !ok {
+			continue
+		}
+		ones, _ := p.Mask.Size()
+		out = append(out, netip.PrefixFrom(ip.Unmap(), ones))
+	}
+	return out, nil
 }
 
 func onLink(addrs []netip.AddrPort, prefixes []netip.Prefix) []netip.AddrPort {
@@ -103,7 +110,7 @@ func onLink(addrs []netip.AddrPort, prefixes []netip.Prefix) []netip.AddrPort {
 			continue
 		}
 		for _, p := range prefixes {
-			if p.Contains(a.Addr().Unmap()) {
+			if p.Masked().Contains(a.Addr().Unmap()) {
 				out = append(out, a)
 				break
 			}

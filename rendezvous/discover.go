@@ -304,17 +304,13 @@ func probeNetwork(servers []netip.AddrPort) (network, laddr string) {
 // interfaceAddrs returns the machine's interface addresses; on error, none
 // (then every observed address counts as someone else's: behind a NAT).
 func interfaceAddrs() []netip.Addr {
-	addrs, err := net.InterfaceAddrs()
+	prefixes, err := punch.InterfacePrefixes()
 	if err != nil {
 		return nil
 	}
-	var out []netip.Addr
-	for _, a := range addrs {
-		if p, ok := a.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(p.IP); ok {
-				out = append(out, ip.Unmap())
-			}
-		}
+	out := make([]netip.Addr, len(prefixes))
+	for i, p := range prefixes {
+		out[i] = p.Addr()
 	}
 	return out
 }
