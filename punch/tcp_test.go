@@ -104,7 +104,3 @@ func TestAcceptorDropsStrangers(t *testing.T) {
 	default:
 	}
 }
-
-func itoa(n int) string {
-	return netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(n)).String()[len("0.0.0.0:"):]
-}
