@@ -198,6 +198,7 @@ func (d *Daemon) punchUDP(ctx context.Context, p *peer, pu rendezvous.Punch, id 
 		sock.Close()
 		return ctx.Err()
 	}
+	began := time.Now()
 	res, err := punch.PunchUDP(ctx, &punch.UDPConfig{Rate: d.cfg.Link.SprayRate}, punch.UDPSession{
 		ID:           id,
 		Controlling:  d.self.Public.Less(p.key),
@@ -209,6 +210,7 @@ func (d *Daemon) punchUDP(ctx context.Context, p *peer, pu rendezvous.Punch, id 
 	if err != nil {
 		return err
 	}
+	p.log.WithFields(logrus.Fields{"remote": res.Remote, "sent": res.Sent, "took": time.Since(began).Round(time.Millisecond)}).Debug("udp punched")
 	conn, err := d.udpStream(res, id, p.log)
 	if err != nil {
 		res.Conn.Close()

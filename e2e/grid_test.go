@@ -124,9 +124,9 @@ func TestNATGrid(t *testing.T) {
 		results []cellResult
 	)
 	sem := make(chan struct{}, gridParallel)
-	// WARREN_GRID_ONLY (a regexp on "transport cell", e.g. "udp cone/")
-	// runs part of the grid while developing; the report then covers
-	// only those cells.
+	// WARREN_GRID_ONLY (a regexp on "transport cell", e.g. "udp cone/",
+	// or on "hard cell" for the repeated hard pairs) runs part of the grid
+	// while developing; the report then covers only those cells.
 	only := regexp.MustCompile(os.Getenv("WARREN_GRID_ONLY"))
 	t.Run("cells", func(t *testing.T) {
 		for _, transport := range gridTransports {
@@ -156,9 +156,7 @@ func TestNATGrid(t *testing.T) {
 		}
 	})
 	var hard string
-	if os.Getenv("WARREN_GRID_ONLY") == "" {
-		t.Run("hard-pairs", func(t *testing.T) { hard = runHardPairs(t) })
-	}
+	t.Run("hard-pairs", func(t *testing.T) { hard = runHardPairs(t, only) })
 	if path := os.Getenv("WARREN_GRID_REPORT"); path != "" {
 		if err := writeGridReport(path, results, hard); err != nil {
 			t.Fatal(err)

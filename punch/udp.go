@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -174,6 +175,10 @@ type UDPSession struct {
 type UDPResult struct {
 	Conn   PacketConn
 	Remote netip.AddrPort
+	// Sent is how many punch packets this side sent, for logs: a spray
+	// that needs far more than its odds say points at a NAT that does
+	// not behave as classified.
+	Sent int
 }
 
 type udpEvent struct {
@@ -224,6 +229,7 @@ func PunchUDP(ctx context.Context, cfg *UDPConfig, s UDPSession, sock PacketConn
 	res, err := p.await(ctx)
 	cancel()
 	p.stop(res.Conn)
+	res.Sent = int(p.sent.Load())
 	return res, err
 }
 
@@ -235,6 +241,7 @@ type udpPuncher struct {
 	done   chan struct{}
 	socks  []PacketConn
 	wg     sync.WaitGroup
+	sent   atomic.Int64
 }
 
 func (p *udpPuncher) add(sock PacketConn) {
@@ -282,6 +289,7 @@ func (p *udpPuncher) write(sock PacketConn, typ byte, to netip.AddrPort) {
 	nonce := make([]byte, udpNonceLen)
 	cryptorand.Read(nonce)
 	sock.WriteToUDPAddrPort(sealPacket(p.key, typ, nonce), to)
+	p.sent.Add(1)
 }
 
 // await answers pings and returns the nominated path.
@@ -347,17 +355,14 @@ func (p *udpPuncher) send(ctx context.Context) {
 	if p.s.Role == RoleNone || !p.s.PeerEndpoint.IsValid() {
 		return
 	}
-	pace := time.NewTicker(time.Second / time.Duration(p.cfg.Rate))
-	defer pace.Stop()
-	// paced sends one packet per tick, so no role bursts.
+	pace := newPacer(p.cfg.Rate)
+	defer pace.stop()
 	paced := func(sock PacketConn, to netip.AddrPort) bool {
-		select {
-		case <-pace.C:
-			p.write(sock, udpPing, to)
-			return true
-		case <-ctx.Done():
+		if !pace.wait(ctx) {
 			return false
 		}
+		p.write(sock, udpPing, to)
+		return true
 	}
 	main := p.socks[0]
 	peerIP := p.s.PeerEndpoint.Addr()
@@ -405,3 +410,43 @@ func (p *udpPuncher) send(ctx context.Context) {
 	}
 	<-ctx.Done()
 }
+
+// pacer spreads sends at rate per second. A Go timer sleeps no finer than
+// about a millisecond, so one packet per tick would cap a spray at ~1000
+// packets/s whatever the rate; instead each tick pays out the packets that
+// came due since the last, never more than pacerBurst's worth at once, so
+// a stalled sender does not catch up in a scanner-like burst.
+type pacer struct {
+	rate  float64
+	start time.Time
+	sent  int
+	tick  *time.Ticker
+}
+
+const pacerBurst = 5 * time.Millisecond
+
+func newPacer(rate int) *pacer {
+	return &pacer{rate: float64(rate), start: time.Now(), tick: time.NewTicker(time.Second / time.Duration(rate))}
+}
+
+// wait returns when the next packet may go, or false when ctx ends.
+func (pc *pacer) wait(ctx context.Context) bool {
+	burst := max(1, int(pc.rate*pacerBurst.Seconds()))
+	for {
+		due := int(time.Since(pc.start).Seconds() * pc.rate)
+		if due-pc.sent > burst {
+			pc.sent = due - burst
+		}
+		if pc.sent < due {
+			pc.sent++
+			return true
+		}
+		select {
+		case <-pc.tick.C:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+func (pc *pacer) stop() { pc.tick.Stop() }

@@ -128,3 +128,24 @@ func TestRoamPacket(t *testing.T) {
 		t.Fatal("a tampered sequence number was accepted")
 	}
 }
+
+// A sender that stalled catches up at most pacerBurst's worth of packets
+// at once, however long it stalled.
+func TestPacerCapsCatchUp(t *testing.T) {
+	pc := newPacer(2000)
+	defer pc.stop()
+	pc.start = time.Now().Add(-time.Second) // a one-second stall
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // wait now reports only slots already due
+	began := time.Now()
+	n := 0
+	for pc.wait(ctx) {
+		n++
+	}
+	burst := int(2000 * pacerBurst.Seconds())
+	// Slots that came due while this loop ran are fair too.
+	extra := int(2000*time.Since(began).Seconds()) + 1
+	if n < burst || n > burst+extra {
+		t.Fatalf("after a stall the pacer paid out %d packets at once, want %d (+%d)", n, burst, extra)
+	}
+}

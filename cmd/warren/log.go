@@ -18,10 +18,13 @@ func newLogger(w io.Writer, level, format string) (*logrus.Logger, error) {
 		return nil, usagef("log level: %v", err)
 	}
 	l.SetLevel(lv)
+	// Milliseconds: a punch takes tens of them, and logs from two
+	// machines are read side by side.
+	const stamp = "2006-01-02T15:04:05.000Z07:00"
 	if format == "json" {
-		l.SetFormatter(&logrus.JSONFormatter{})
+		l.SetFormatter(&logrus.JSONFormatter{TimestampFormat: stamp})
 	} else {
-		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: stamp})
 	}
 	return l, nil
 }
