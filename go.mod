@@ -11,7 +11,10 @@ require (
 	golang.org/x/sys v0.49.0
 )
 
-require golang.org/x/time v0.16.0 // indirect
+require (
+	github.com/quic-go/quic-go v0.65.0 // indirect
+	golang.org/x/time v0.16.0 // indirect
+)
 
 require (
 	github.com/klauspost/cpuid/v2 v2.2.6 // indirect

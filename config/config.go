@@ -49,9 +49,16 @@ type Rendezvous struct {
 // Link tunes peer links.
 type Link struct {
 	// Transports lists the transports tried in parallel, in order of
-	// preference. Known: "tcp" (punched TCP) and "udp" (KCP over a
-	// punched UDP socket), tried in parallel. Default: ["tcp", "udp"].
+	// preference. Known: "tcp" (punched TCP) and "udp" (a reliable
+	// stream over a punched UDP socket, see UDPStream), tried in
+	// parallel. Default: ["tcp", "udp"].
 	Transports []string `toml:"transports"`
+	// UDPStream is the protocol a UDP link runs over its punched socket:
+	// "quic" (quic-go) or "kcp" (kcp-go). Every daemon speaks both; the
+	// side whose key sorts lower proposes its choice with the punch, so
+	// two peers never disagree. Default "quic": about three times KCP's
+	// throughput (docs/benchmarks.md).
+	UDPStream string `toml:"udp_stream"`
 	// Relay allows relaying through the rendezvous server when no direct
 	// path is found. Default: true; never nil after Load.
 	Relay *bool `toml:"relay"`

@@ -19,6 +19,7 @@ const (
 	minStreamWindow      = 256 << 10
 	defaultMaxStreams    = 256
 	defaultSprayRate     = 2000
+	defaultUDPStream     = "quic"
 	defaultServerListen  = "0.0.0.0:7777"
 	defaultServerKeyFile = "rendezvous.key"
 )
@@ -148,6 +149,13 @@ func (l *Link) finish(p *problems, md toml.MetaData) {
 		l.MaxStreams = defaultMaxStreams
 	case l.MaxStreams <= 0:
 		p.add("link.max_streams", "must be positive, got %d", l.MaxStreams)
+	}
+	switch l.UDPStream {
+	case "":
+		l.UDPStream = defaultUDPStream
+	case "quic", "kcp":
+	default:
+		p.add("link.udp_stream", "unknown UDP stream protocol %q (known: quic, kcp)", l.UDPStream)
 	}
 	switch {
 	case !set("spray_rate"):

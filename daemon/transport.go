@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -17,27 +18,64 @@ import (
 // that the peer follows it when its NAT hands it a new endpoint.
 const roamInterval = time.Second
 
-// udpStream turns a punched UDP path into a reliable stream for the link:
-// KCP over the very socket whose NAT mapping the punch opened.
-func (d *Daemon) udpStream(res punch.UDPResult, id punch.SessionID, log logrus.FieldLogger) (net.Conn, error) {
+// udpStreamCode is how a [link] udp_stream choice travels in the punch's
+// nomination.
+func udpStreamCode(name string) byte {
+	if name == "kcp" {
+		return 'k'
+	}
+	return 'q'
+}
+
+// udpStream turns a punched UDP path into a reliable stream for the link,
+// over the very socket whose NAT mapping the punch opened: QUIC or KCP, as
+// the punch agreed.
+func (d *Daemon) udpStream(ctx context.Context, res punch.UDPResult, id punch.SessionID, p *peer) (net.Conn, error) {
 	sock, ok := res.Conn.(*net.UDPConn)
 	if !ok {
 		return nil, fmt.Errorf("punched socket is a %T, not a UDP socket", res.Conn)
 	}
-	dm, err := transport.NewDemux(sock)
-	if err != nil {
-		return nil, err
-	}
-	c := &udpConn{demux: dm, id: id, conv: transport.MakeConv(id.Conv()), remote: res.Remote, log: log, stop: make(chan struct{})}
-	// Punch-prefixed packets now are late punch packets (ignored) or the
-	// peer's roam announcements.
-	if err := dm.Handle([]byte(punch.UDPPrefix), c.onPunchPacket); err != nil {
-		dm.Close()
-		return nil, err
-	}
-	if c.Conn, err = dm.Dial(res.Remote, c.conv, nil); err != nil {
-		dm.Close()
-		return nil, err
+	c := &udpConn{id: id, remote: res.Remote, log: p.log, stop: make(chan struct{})}
+	switch res.Stream {
+	case 'k':
+		dm, err := transport.NewDemux(sock)
+		if err != nil {
+			return nil, err
+		}
+		conv := transport.MakeConv(id.Conv())
+		c.sock = dm
+		c.rebind = func(from, to netip.AddrPort) error { return dm.Rebind(conv, from, to) }
+		if err := c.handlePunchPackets(dm.Handle); err != nil {
+			return nil, err
+		}
+		kc, err := dm.Dial(res.Remote, conv, nil)
+		if err != nil {
+			dm.Close()
+			return nil, err
+		}
+		c.Conn, c.done = kc, kc.Done()
+	case 'q':
+		qs, err := transport.NewQUICSocket(sock)
+		if err != nil {
+			return nil, err
+		}
+		c.sock = qs
+		c.rebind = func(from, to netip.AddrPort) error {
+			qs.Rebind(res.Remote, to)
+			return nil
+		}
+		if err := c.handlePunchPackets(qs.Handle); err != nil {
+			return nil, err
+		}
+		qc, err := qs.Dial(ctx, res.Remote, d.self.Public.Less(p.key), d.self.TLSConfig(p.key), nil)
+		if err != nil {
+			qs.Close()
+			return nil, err
+		}
+		c.Conn, c.done = qc, qc.Done()
+	default:
+		sock.Close()
+		return nil, fmt.Errorf("the peer proposed UDP stream protocol %q, which this version does not know", res.Stream)
 	}
 	c.wg.Add(1)
 	go func() {
@@ -47,14 +85,21 @@ func (d *Daemon) udpStream(res punch.UDPResult, id punch.SessionID, log logrus.F
 	return c, nil
 }
 
-// udpConn is a KCP stream that owns its socket and follows its peer when
-// the peer's endpoint changes (roaming).
+// udpSocket is what a UDP link needs of the socket below its stream.
+type udpSocket interface {
+	WriteTo(b []byte, to netip.AddrPort) (int, error)
+	Close() error
+}
+
+// udpConn is a stream over a UDP socket that it owns, and that follows its
+// peer when the peer's endpoint changes (roaming).
 type udpConn struct {
-	*transport.Conn
-	demux *transport.Demux
-	id    punch.SessionID
-	conv  uint32
-	log   logrus.FieldLogger
+	net.Conn
+	done   <-chan struct{} // closed once the closed stream has finished
+	sock   udpSocket
+	rebind func(from, to netip.AddrPort) error
+	id     punch.SessionID
+	log    logrus.FieldLogger
 
 	// mu guards remote and lastSeq.
 	mu      sync.Mutex
@@ -66,8 +111,19 @@ type udpConn struct {
 	wg        sync.WaitGroup // announce
 }
 
+// handlePunchPackets routes punch-prefixed packets, which now are late
+// punch packets (ignored) or the peer's roam announcements, to
+// onPunchPacket. On error it closes the socket.
+func (c *udpConn) handlePunchPackets(handle func([]byte, func([]byte, netip.AddrPort)) error) error {
+	if err := handle([]byte(punch.UDPPrefix), c.onPunchPacket); err != nil {
+		c.sock.Close()
+		return err
+	}
+	return nil
+}
+
 // onPunchPacket moves the stream to a new peer endpoint on an
-// authenticated, fresh roam announcement from it. It runs on the demux's
+// authenticated, fresh roam announcement from it. It runs on the socket's
 // read goroutine.
 func (c *udpConn) onPunchPacket(pkt []byte, from netip.AddrPort) {
 	seq, ok := c.id.ParseRoam(pkt)
@@ -83,7 +139,7 @@ func (c *udpConn) onPunchPacket(pkt []byte, from netip.AddrPort) {
 	if from == c.remote {
 		return
 	}
-	if err := c.demux.Rebind(c.conv, c.remote, from); err != nil {
+	if err := c.rebind(c.remote, from); err != nil {
 		c.log.WithError(err).Warn("cannot follow the peer to its new endpoint")
 		return
 	}
@@ -104,21 +160,21 @@ func (c *udpConn) announce() {
 		c.mu.Lock()
 		to := c.remote
 		c.mu.Unlock()
-		c.demux.WriteTo(c.id.RoamPacket(uint64(time.Now().UnixNano())), to)
+		c.sock.WriteTo(c.id.RoamPacket(uint64(time.Now().UnixNano())), to)
 	}
 }
 
-// Close closes the stream and, once its close handshake is over (at most
-// the transport's CloseTimeout), the socket: closing the socket at once
-// would turn the peer's clean EOF into a reset.
+// Close closes the stream and, once its close handshake is over (bounded
+// by the transport's close timeout), the socket: closing the socket at
+// once would turn the peer's clean end of stream into an error.
 func (c *udpConn) Close() error {
 	err := c.Conn.Close()
 	c.closeOnce.Do(func() {
 		close(c.stop)
 		go func() {
 			c.wg.Wait()
-			<-c.Conn.Done()
-			c.demux.Close()
+			<-c.done
+			c.sock.Close()
 		}()
 	})
 	return err

@@ -206,12 +206,13 @@ func (d *Daemon) punchUDP(ctx context.Context, p *peer, pu rendezvous.Punch, id 
 		Peer:         pu.PeerNAT,
 		PeerEndpoint: info.PeerUDP,
 		LAN:          lan,
+		Stream:       udpStreamCode(d.cfg.Link.UDPStream),
 	}, sock)
 	if err != nil {
 		return err
 	}
 	p.log.WithFields(logrus.Fields{"remote": res.Remote, "sent": res.Sent, "took": time.Since(began).Round(time.Millisecond)}).Debug("udp punched")
-	conn, err := d.udpStream(res, id, p.log)
+	conn, err := d.udpStream(ctx, res, id, p)
 	if err != nil {
 		res.Conn.Close()
 		return err

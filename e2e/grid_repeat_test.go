@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -77,6 +78,9 @@ func runHardPairs(t *testing.T, only *regexp.Regexp) string {
 			}
 		}
 	})
+	if len(slices.DeleteFunc(slices.Collect(maps.Values(tallies)), func(tl *tally) bool { return len(tl.paths) == 0 })) == 0 {
+		return "" // all filtered out
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n## Hard pairs, %d runs each\n\nBoth transports enabled, as by default. Measured %s at commit %s.\n\n",
 		gridRepeats, time.Now().UTC().Format("2006-01-02"), gitCommit())

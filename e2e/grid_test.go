@@ -155,10 +155,13 @@ func TestNATGrid(t *testing.T) {
 			}
 		}
 	})
-	var hard string
+	var hard, speed string
 	t.Run("hard-pairs", func(t *testing.T) { hard = runHardPairs(t, only) })
+	if only.MatchString("throughput") {
+		t.Run("throughput", func(t *testing.T) { speed = runThroughput(t) })
+	}
 	if path := os.Getenv("WARREN_GRID_REPORT"); path != "" {
-		if err := writeGridReport(path, results, hard); err != nil {
+		if err := writeGridReport(path, results, hard+speed); err != nil {
 			t.Fatal(err)
 		}
 		t.Logf("grid report written to %s", path)
@@ -178,6 +181,12 @@ func rank(outcome string) int {
 
 // runCell builds the cell's lab, runs both daemons and measures.
 func runCell(t *testing.T, c cell, transport string) cellResult {
+	return runCellWith(t, c, transport, "", throughputBytes)
+}
+
+// runCellWith is runCell with extra [link] settings (TOML lines) and the
+// size of the throughput transfer.
+func runCellWith(t *testing.T, c cell, transport, linkExtra string, size int) cellResult {
 	r := cellResult{cell: c, transport: transport, outcome: "fail"}
 	lab := labtest.New(t, natlab.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -194,7 +203,7 @@ func runCell(t *testing.T, c cell, transport string) cellResult {
 	serverAdmin := hostPort("127.0.0.1", freePort(t, server))
 	// A punch timeout below cellLinkWait lets a failing cell report why.
 	common := fmt.Sprintf("log_level = \"debug\"\n[rendezvous]\naddress = %q\npublic_key = %q\n"+
-		"[link]\npunch_timeout = \"4s\"\ntransports = [%s]\n", w.rvAddr, w.rvKey, quoteList(transport))
+		"[link]\npunch_timeout = \"4s\"\ntransports = [%s]\n%s\n", w.rvAddr, w.rvKey, quoteList(transport), linkExtra)
 	serverCfg := fmt.Sprintf("key_file = \"server.key\"\nadmin_listen = %q\n%s\n[[peers]]\nname = \"client\"\npublic_key = %q\n"+
 		"[[expose]]\nname = \"svc\"\ntarget = \"127.0.0.1:%s\"\npeers = [\"client\"]\n", serverAdmin, common, ck, svc)
 	clientCfg := fmt.Sprintf("key_file = \"client.key\"\nadmin_listen = %q\n%s\n[[peers]]\nname = \"server\"\npublic_key = %q\n"+
@@ -240,9 +249,7 @@ func runCell(t *testing.T, c cell, transport string) cellResult {
 		t.Errorf("slow first byte %v or relayed (%s); logs follow", r.firstByte, r.outcome)
 	}
 	r.setup = time.Duration(p.SetupMs * float64(time.Millisecond))
-	start := time.Now()
-	sendAndHash(t, client, fwd, throughputBytes)
-	r.mbps = float64(throughputBytes) * 8 / time.Since(start).Seconds() / 1e6
+	r.mbps = sendAndHash(t, client, fwd, size)
 	return r
 }
 

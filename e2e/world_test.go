@@ -129,7 +129,12 @@ func servePage(t *testing.T, m machine, body string) string {
 // serveHasher runs a TCP service on m's loopback that reads until EOF and
 // answers with the SHA-256 of what it read, hex encoded. It returns the port.
 func serveHasher(t *testing.T, m machine) string {
-	return serveTCP(t, m, func(c net.Conn) {
+	return serveHasherOn(t, m, "127.0.0.1:0")
+}
+
+// serveHasherOn is serveHasher listening on addr.
+func serveHasherOn(t *testing.T, m machine, addr string) string {
+	return serveTCPOn(t, m, addr, func(c net.Conn) {
 		h := sha256.New()
 		io.Copy(h, c)
 		io.WriteString(c, hex.EncodeToString(h.Sum(nil)))
@@ -140,8 +145,13 @@ func serveHasher(t *testing.T, m machine) string {
 // (closing the connection after it) until the test ends; it returns the
 // port.
 func serveTCP(t *testing.T, m machine, handle func(net.Conn)) string {
+	return serveTCPOn(t, m, "127.0.0.1:0", handle)
+}
+
+// serveTCPOn is serveTCP listening on addr.
+func serveTCPOn(t *testing.T, m machine, addr string, handle func(net.Conn)) string {
 	t.Helper()
-	ln, err := m.Listen("tcp", "127.0.0.1:0")
+	ln, err := m.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,8 +173,9 @@ func serveTCP(t *testing.T, m machine, handle func(net.Conn)) string {
 }
 
 // sendAndHash sends size pseudo-random bytes to addr from m, half-closes,
-// and checks the service's SHA-256 matches what was sent.
-func sendAndHash(t *testing.T, m machine, addr string, size int) {
+// checks the service's SHA-256 matches what was sent, and returns the
+// rate in Mbit/s.
+func sendAndHash(t *testing.T, m machine, addr string, size int) float64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -188,8 +199,9 @@ func sendAndHash(t *testing.T, m machine, addr string, size int) {
 	if want := hex.EncodeToString(h.Sum(nil)); string(got) != want {
 		t.Fatalf("service hashed %q, sent %s", got, want)
 	}
-	t.Logf("%d MiB through the forward, checksum ok, %.0f Mbit/s", size>>20,
-		float64(size)*8/time.Since(start).Seconds()/1e6)
+	mbps := float64(size) * 8 / time.Since(start).Seconds() / 1e6
+	t.Logf("%d MiB to %s, checksum ok, %.0f Mbit/s", size>>20, addr, mbps)
+	return mbps
 }
 
 // curl runs curl on m and returns stdout and its exit code.

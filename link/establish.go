@@ -37,6 +37,13 @@ func NewIdentity(k identity.PrivateKey) (Identity, error) {
 	return Identity{Public: k.Public(), cert: cert}, nil
 }
 
+// TLSConfig is this identity's TLS 1.3 configuration for talking to peer
+// only, for a transport below the link that runs a handshake of its own
+// (QUIC). The link still runs its own TLS above such a transport.
+func (id Identity) TLSConfig(peer identity.PublicKey) *tls.Config {
+	return identity.TLSConfig(id.cert, identity.Pinned(peer))
+}
+
 // Bytes exchanged on a candidate after TLS completes. The controlled end
 // sends ready once it has verified the controlling end's key, and the
 // controlling end names the winner with nominate: without ready, a TLS 1.3

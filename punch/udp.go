@@ -167,6 +167,10 @@ type UDPSession struct {
 	// Listen opens extra sockets (RoleManySockets). Default: UDP on an
 	// ephemeral port.
 	Listen func() (PacketConn, error)
+	// Stream names the protocol the controlling side will run over the
+	// path (opaque here); it travels, authenticated, in the nomination,
+	// so both sides agree whatever each prefers.
+	Stream byte
 }
 
 // UDPResult is a punched UDP path: a socket and the peer's endpoint as
@@ -175,6 +179,8 @@ type UDPSession struct {
 type UDPResult struct {
 	Conn   PacketConn
 	Remote netip.AddrPort
+	// Stream is the controlling side's Stream: what both sides run.
+	Stream byte
 	// Sent is how many punch packets this side sent, for logs: a spray
 	// that needs far more than its odds say points at a NAT that does
 	// not behave as classified.
@@ -182,9 +188,10 @@ type UDPResult struct {
 }
 
 type udpEvent struct {
-	sock PacketConn
-	from netip.AddrPort
-	typ  byte
+	sock   PacketConn
+	from   netip.AddrPort
+	typ    byte
+	stream byte // a nomination's Stream
 }
 
 // PunchUDP punches from sock (the session socket whose mapping the server
@@ -275,7 +282,7 @@ func (p *udpPuncher) read(sock PacketConn) {
 		}
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 		select {
-		case p.events <- udpEvent{sock: sock, from: from, typ: typ}:
+		case p.events <- udpEvent{sock: sock, from: from, typ: typ, stream: buf[len(udpMagic)+1]}:
 		case <-p.done:
 			return
 		}
@@ -288,6 +295,9 @@ func (p *udpPuncher) read(sock PacketConn) {
 func (p *udpPuncher) write(sock PacketConn, typ byte, to netip.AddrPort) {
 	nonce := make([]byte, udpNonceLen)
 	cryptorand.Read(nonce)
+	if typ == udpNominate {
+		nonce[0] = p.s.Stream
+	}
 	sock.WriteToUDPAddrPort(sealPacket(p.key, typ, nonce), to)
 	p.sent.Add(1)
 }
@@ -307,11 +317,11 @@ func (p *udpPuncher) await(ctx context.Context) (UDPResult, error) {
 					for range 3 {
 						p.write(ev.sock, udpNominate, ev.from)
 					}
-					return UDPResult{Conn: ev.sock, Remote: ev.from}, nil
+					return UDPResult{Conn: ev.sock, Remote: ev.from, Stream: p.s.Stream}, nil
 				}
 			case udpNominate:
 				if !p.s.Controlling {
-					return UDPResult{Conn: ev.sock, Remote: ev.from}, nil
+					return UDPResult{Conn: ev.sock, Remote: ev.from, Stream: ev.stream}, nil
 				}
 			}
 		case <-ctx.Done():

@@ -29,13 +29,15 @@ func TestPunchUDPDirectNominates(t *testing.T) {
 		r   UDPResult
 		err error
 	}
-	run := func(sock *net.UDPConn, controlling bool, peer netip.AddrPort, ch chan<- out) {
-		r, err := PunchUDP(ctx, nil, UDPSession{ID: id, Controlling: controlling, Role: RoleDirect, PeerEndpoint: peer}, sock)
+	// Each side prefers its own stream protocol; the controlling side's
+	// wins on both.
+	run := func(sock *net.UDPConn, controlling bool, stream byte, peer netip.AddrPort, ch chan<- out) {
+		r, err := PunchUDP(ctx, nil, UDPSession{ID: id, Controlling: controlling, Role: RoleDirect, PeerEndpoint: peer, Stream: stream}, sock)
 		ch <- out{r, err}
 	}
 	ca, cb := make(chan out, 1), make(chan out, 1)
-	go run(a, true, addrOf(b), ca)
-	go run(b, false, addrOf(a), cb)
+	go run(a, true, 'q', addrOf(b), ca)
+	go run(b, false, 'k', addrOf(a), cb)
 	ra, rb := <-ca, <-cb
 	if ra.err != nil || rb.err != nil {
 		t.Fatal(ra.err, rb.err)
@@ -44,6 +46,9 @@ func TestPunchUDPDirectNominates(t *testing.T) {
 	defer rb.r.Conn.Close()
 	if ra.r.Remote != addrOf(b) || rb.r.Remote != addrOf(a) {
 		t.Fatalf("remotes %v %v", ra.r.Remote, rb.r.Remote)
+	}
+	if ra.r.Stream != 'q' || rb.r.Stream != 'q' {
+		t.Fatalf("agreed streams %q and %q, want the controlling side's 'q' on both", ra.r.Stream, rb.r.Stream)
 	}
 	// The sockets are handed back usable.
 	if _, err := ra.r.Conn.WriteToUDPAddrPort([]byte("after"), ra.r.Remote); err != nil {

@@ -53,6 +53,19 @@ func BenchmarkTLSOverKCP(b *testing.B) {
 	benchStream(b, tc, ts)
 }
 
+// BenchmarkQUICThroughput is one QUIC stream, one direction, on loopback.
+func BenchmarkQUICThroughput(b *testing.B) {
+	qa, qb := quicPair(b, newQUICSocket(b), newQUICSocket(b))
+	benchStream(b, qa, qb)
+}
+
+// BenchmarkTLSOverQUIC adds the link layer's TLS 1.3 on top.
+func BenchmarkTLSOverQUIC(b *testing.B) {
+	qa, qb := quicPair(b, newQUICSocket(b), newQUICSocket(b))
+	tc, ts := tlsPair(b, qa, qb)
+	benchStream(b, tc, ts)
+}
+
 // BenchmarkTCPLoopback and BenchmarkTLSOverTCP are the baselines: what a
 // punched TCP connection gives on the same machine.
 func BenchmarkTCPLoopback(b *testing.B) {
@@ -86,24 +99,9 @@ func tcpPair(b *testing.B) (net.Conn, net.Conn) {
 
 // tlsPair runs a TLS 1.3 handshake over c (client) and s (server) with a
 // throwaway self-signed certificate.
-func tlsPair(b *testing.B, c, s net.Conn) (*tls.Conn, *tls.Conn) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		b.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		DNSNames:     []string{"peer"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-	tc := tls.Client(c, &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true})
-	ts := tls.Server(s, &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}})
+func tlsPair(b testing.TB, c, s net.Conn) (*tls.Conn, *tls.Conn) {
+	cc, sc := testTLS(b)
+	tc, ts := tls.Client(c, cc), tls.Server(s, sc)
 	errc := make(chan error, 1)
 	go func() { errc <- ts.Handshake() }()
 	if err := tc.Handshake(); err != nil {
@@ -113,4 +111,26 @@ func tlsPair(b *testing.B, c, s net.Conn) (*tls.Conn, *tls.Conn) {
 		b.Fatal(err)
 	}
 	return tc, ts
+}
+
+// testTLS returns TLS 1.3 client and server configurations with a
+// throwaway self-signed certificate that the client does not check.
+func testTLS(t testing.TB) (client, server *tls.Config) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		DNSNames:     []string{"peer"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	return &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true},
+		&tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}}
 }

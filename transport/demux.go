@@ -26,9 +26,6 @@ const (
 	// kcpHeaderLen is the length of one KCP segment header.
 	kcpHeaderLen = 24
 
-	// maxPrefix bounds a handler prefix; matching is a linear scan.
-	maxPrefix = 16
-
 	// sessionQueue is how many packets wait for one stream's KCP input
 	// before the demux drops more (as a full socket buffer would). It
 	// covers a default receive window's worth of burst.
@@ -42,8 +39,7 @@ type Demux struct {
 	conn  *net.UDPConn
 	local net.Addr
 
-	handlerMu sync.Mutex              // serializes Handle
-	handlers  atomic.Pointer[[]route] // copy-on-write, read per packet
+	handlers handlerTable
 
 	mu       sync.RWMutex
 	sessions map[sessionKey]*Conn
@@ -54,12 +50,6 @@ type Demux struct {
 
 	pool  sync.Pool // *packet, for datagrams queued to streams
 	stats demuxCounters
-}
-
-// route is one registered handler.
-type route struct {
-	prefix []byte
-	fn     func(pkt []byte, from netip.AddrPort)
 }
 
 // sessionKey names a stream: KCP conversation IDs are chosen by the two
@@ -107,7 +97,7 @@ func NewDemux(conn *net.UDPConn) (*Demux, error) {
 		done:     make(chan struct{}),
 	}
 	d.pool.New = func() any { return new(packet) }
-	d.handlers.Store(&[]route{})
+	d.handlers.init()
 	go d.readLoop()
 	return d, nil
 }
@@ -144,34 +134,11 @@ func (d *Demux) Stats() DemuxStats {
 // to another goroutine if it has any), and pkt is only valid until it
 // returns (copy what it keeps).
 func (d *Demux) Handle(prefix []byte, fn func(pkt []byte, from netip.AddrPort)) error {
-	if len(prefix) == 0 || len(prefix) > maxPrefix || prefix[0] != PrefixByte {
+	if len(prefix) == 0 || prefix[0] != PrefixByte {
 		return fmt.Errorf("%w: %q", ErrBadPrefix, prefix)
 	}
-	if overlaps(prefix, controlMagic) {
-		return fmt.Errorf("%w: %q overlaps transport's control prefix", ErrBadPrefix, prefix)
-	}
-	d.handlerMu.Lock()
-	defer d.handlerMu.Unlock()
-	old := *d.handlers.Load()
-	next := make([]route, 0, len(old)+1)
-	for _, r := range old {
-		if bytes.Equal(r.prefix, prefix) {
-			continue // replaced or removed below
-		}
-		if overlaps(r.prefix, prefix) {
-			return fmt.Errorf("%w: %q overlaps registered prefix %q", ErrBadPrefix, prefix, r.prefix)
-		}
-		next = append(next, r)
-	}
-	if fn != nil {
-		next = append(next, route{prefix: bytes.Clone(prefix), fn: fn})
-	}
-	d.handlers.Store(&next)
-	return nil
+	return d.handlers.set(prefix, fn, controlMagic)
 }
-
-// overlaps reports whether one of a and b is a prefix of the other.
-func overlaps(a, b []byte) bool { return bytes.HasPrefix(a, b) || bytes.HasPrefix(b, a) }
 
 // WriteTo sends one datagram (a punch or keepalive packet) on the socket.
 // It must start with PrefixByte, or the peer's demux would take it for KCP.
@@ -261,12 +228,10 @@ func (d *Demux) route(pkt []byte, from netip.AddrPort) {
 			d.routeControl(pkt, from)
 			return
 		}
-		for _, r := range *d.handlers.Load() {
-			if bytes.HasPrefix(pkt, r.prefix) {
-				d.stats.handled.Add(1)
-				r.fn(pkt, from)
-				return
-			}
+		if fn := d.handlers.lookup(pkt); fn != nil {
+			d.stats.handled.Add(1)
+			fn(pkt, from)
+			return
 		}
 		d.stats.unhandled.Add(1)
 		return

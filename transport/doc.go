@@ -1,6 +1,8 @@
 // Package transport turns an already-punched UDP socket into reliable,
 // congestion-controlled byte streams, and shares that socket with the other
-// packet users of the daemon's port.
+// packet users of the daemon's port. It has two ways to do it: KCP, below,
+// and QUIC (QUICSocket, see quic.go), which batches sends and receives and
+// is several times faster.
 //
 // A Demux takes ownership of one *net.UDPConn. Its single read goroutine
 // routes every datagram by its first bytes: datagrams that start with a
@@ -17,6 +19,7 @@
 //
 // transport must not speak TLS or yamux (the link layer runs both above a
 // Conn), decide which peer address to punch or keep, or talk to the
-// rendezvous server. It encrypts and authenticates nothing: the link
-// layer's TLS does that.
+// rendezvous server. It encrypts and authenticates nothing of its own: the
+// link layer's TLS does that (QUIC's handshake uses the TLS configuration
+// its caller passes in).
 package transport

@@ -1,0 +1,535 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	cryptorand "crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"golang.org/x/net/ipv4"
+)
+
+// QUIC is the second way to carry a stream over a punched socket. It is
+// faster than KCP because quic-go batches: it sends a burst of packets in
+// one sendmsg with UDP segmentation offload, and reads with recvmmsg, so
+// per-packet system-call and NAT costs are shared by dozens of packets.
+//
+// A QUICSocket owns the punched socket, as a Demux does, and shares it the
+// same way: datagrams that start with a registered prefix go to its
+// handler, everything else to quic-go. QUIC short-header packets can begin
+// with PrefixByte, so the prefixes here must begin with quicReserved, and
+// this side's connection IDs (the bytes that follow the first in every
+// short-header packet the peer sends) never begin with its second byte.
+
+// quicReserved begins every prefix a QUICSocket routes to a handler.
+const quicReserved = "WR"
+
+// quicALPN names the protocol inside QUIC's handshake.
+const quicALPN = "warren-stream/1"
+
+// quicHello is the first byte the dialling side writes on its stream: QUIC
+// announces a stream to the peer only with its first data, and the
+// accepting side should not wait for the link layer's first message.
+const quicHello = 0x57
+
+// QUICConfig tunes a QUIC stream. The zero value of a field means its
+// default; a nil *QUICConfig means all defaults.
+type QUICConfig struct {
+	// HandshakeTimeout bounds the QUIC handshake. Default 5s.
+	HandshakeTimeout time.Duration
+	// KeepAlive is how often an otherwise idle connection sends a ping,
+	// which also keeps the NAT mappings open. Default 10s.
+	KeepAlive time.Duration
+	// IdleTimeout declares the peer gone after this long without a packet
+	// from it. Default 30s.
+	IdleTimeout time.Duration
+	// Window is the most a stream (and the connection) may have in flight
+	// unacknowledged: the bandwidth-delay product it can fill. quic-go
+	// grows the window towards it as the transfer proves the path.
+	// Default 16 MiB.
+	Window int
+	// CloseTimeout bounds how long Close waits for the peer to finish its
+	// side before the connection is torn down. Default 5s.
+	CloseTimeout time.Duration
+}
+
+func (c *QUICConfig) withDefaults() QUICConfig {
+	out := QUICConfig{HandshakeTimeout: 5 * time.Second, KeepAlive: 10 * time.Second,
+		IdleTimeout: 30 * time.Second, Window: 16 << 20, CloseTimeout: 5 * time.Second}
+	if c == nil {
+		return out
+	}
+	if c.HandshakeTimeout > 0 {
+		out.HandshakeTimeout = c.HandshakeTimeout
+	}
+	if c.KeepAlive > 0 {
+		out.KeepAlive = c.KeepAlive
+	}
+	if c.IdleTimeout > 0 {
+		out.IdleTimeout = c.IdleTimeout
+	}
+	if c.Window > 0 {
+		out.Window = c.Window
+	}
+	if c.CloseTimeout > 0 {
+		out.CloseTimeout = c.CloseTimeout
+	}
+	return out
+}
+
+// QUICSocket shares one punched UDP socket between a single QUIC
+// connection and prefix handlers, and can follow the peer to a new
+// endpoint (Rebind) without quic-go noticing.
+type QUICSocket struct {
+	conn     *net.UDPConn
+	batch    *ipv4.PacketConn
+	handlers handlerTable
+	tr       *quic.Transport
+
+	// alias is the peer's move, if it moved: quic-go keeps addressing the
+	// endpoint it connected to, and the socket translates.
+	alias atomic.Pointer[quicAlias]
+
+	// gro is set when the kernel coalesces received datagrams; quic-go
+	// does not expect that, so ReadBatch splits them (see groReader).
+	gro *groReader
+
+	closeOnce sync.Once
+}
+
+type quicAlias struct{ orig, cur netip.AddrPort }
+
+// NewQUICSocket takes ownership of conn (Close closes it) and enlarges its
+// socket buffers to SocketBuffer. conn must not be read by anyone else
+// from now on; write to it through WriteTo.
+func NewQUICSocket(conn *net.UDPConn) (*QUICSocket, error) {
+	if conn == nil {
+		return nil, errors.New("transport: NewQUICSocket: nil conn")
+	}
+	setSocketBuffers(conn, SocketBuffer)
+	s := &QUICSocket{conn: conn, batch: ipv4.NewPacketConn(conn)}
+	s.handlers.init()
+	if enableGRO(conn) {
+		s.gro = newGROReader()
+	}
+	s.tr = &quic.Transport{
+		Conn:                  (*quicPacketConn)(s),
+		ConnectionIDGenerator: quicConnIDs{},
+		// Nothing but our peer should talk QUIC to this socket.
+		DisableVersionNegotiationPackets: true,
+	}
+	return s, nil
+}
+
+// LocalAddr returns the socket's local address.
+func (s *QUICSocket) LocalAddr() net.Addr { return s.conn.LocalAddr() }
+
+// Handle routes datagrams that start with prefix to fn; a nil fn removes
+// the prefix's handler. The prefix must start with "WR", be at most 16
+// bytes and not overlap another handler's. fn runs on quic-go's read
+// goroutine and must return quickly; pkt is valid only until it returns.
+func (s *QUICSocket) Handle(prefix []byte, fn func(pkt []byte, from netip.AddrPort)) error {
+	if !bytes.HasPrefix(prefix, []byte(quicReserved)) {
+		return fmt.Errorf("%w: %q does not start with %q", ErrBadPrefix, prefix, quicReserved)
+	}
+	return s.handlers.set(prefix, fn, nil)
+}
+
+// WriteTo sends one prefixed datagram (a punch or roam packet).
+func (s *QUICSocket) WriteTo(b []byte, to netip.AddrPort) (int, error) {
+	if !bytes.HasPrefix(b, []byte(quicReserved)) {
+		return 0, fmt.Errorf("transport: write to %v: datagram does not start with %q", to, quicReserved)
+	}
+	n, err := s.conn.WriteToUDPAddrPort(b, to)
+	if err != nil {
+		return n, fmt.Errorf("transport: write to %v: %w", to, err)
+	}
+	return n, nil
+}
+
+// Rebind moves the peer that the connection was opened to (orig) to
+// endpoint to: packets for orig go to to, and packets from to reach quic-go
+// as from orig. QUIC would validate a new path itself only when the client
+// moves; either side may be the one whose NAT rebinds, and our roam
+// packets have already authenticated the move.
+func (s *QUICSocket) Rebind(orig, to netip.AddrPort) {
+	orig, to = unmap(orig), unmap(to)
+	if orig == to {
+		s.alias.Store(nil)
+		return
+	}
+	s.alias.Store(&quicAlias{orig: orig, cur: to})
+}
+
+// Close closes the QUIC transport and the socket, ending every stream.
+func (s *QUICSocket) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		s.tr.Close()
+		err = s.conn.Close()
+	})
+	return err
+}
+
+// Dial opens the QUIC connection to remote and its one stream. Exactly one
+// side dials (client true) and the other accepts (client false), which
+// takes only a connection from remote. tlsConf authenticates the QUIC
+// handshake; the caller's own security must not depend on it, since the
+// stream is handed to a layer that runs its own TLS.
+func (s *QUICSocket) Dial(ctx context.Context, remote netip.AddrPort, client bool, tlsConf *tls.Config, cfg *QUICConfig) (*QUICStream, error) {
+	c := cfg.withDefaults()
+	remote = unmap(remote)
+	tlsConf = tlsConf.Clone()
+	tlsConf.NextProtos = []string{quicALPN}
+	qc := &quic.Config{
+		HandshakeIdleTimeout:           c.HandshakeTimeout,
+		MaxIdleTimeout:                 c.IdleTimeout,
+		KeepAlivePeriod:                c.KeepAlive,
+		InitialStreamReceiveWindow:     1 << 20,
+		MaxStreamReceiveWindow:         uint64(c.Window),
+		InitialConnectionReceiveWindow: 3 << 19,
+		MaxConnectionReceiveWindow:     uint64(c.Window) * 3 / 2,
+		MaxIncomingStreams:             1,
+		MaxIncomingUniStreams:          -1,
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.HandshakeTimeout)
+	defer cancel()
+	var (
+		conn *quic.Conn
+		st   *quic.Stream
+		err  error
+	)
+	if client {
+		conn, st, err = s.dial(ctx, remote, tlsConf, qc)
+	} else {
+		conn, st, err = s.accept(ctx, remote, tlsConf, qc)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("quic %v: %w", remote, err)
+	}
+	return &QUICStream{Stream: st, conn: conn, cfg: c, done: make(chan struct{}), closed: make(chan struct{})}, nil
+}
+
+func (s *QUICSocket) dial(ctx context.Context, remote netip.AddrPort, tlsConf *tls.Config, qc *quic.Config) (*quic.Conn, *quic.Stream, error) {
+	conn, err := s.tr.Dial(ctx, net.UDPAddrFromAddrPort(remote), tlsConf, qc)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := conn.OpenStreamSync(ctx)
+	if err == nil {
+		_, err = st.Write([]byte{quicHello})
+	}
+	if err != nil {
+		conn.CloseWithError(0, "")
+		return nil, nil, err
+	}
+	return conn, st, nil
+}
+
+func (s *QUICSocket) accept(ctx context.Context, remote netip.AddrPort, tlsConf *tls.Config, qc *quic.Config) (*quic.Conn, *quic.Stream, error) {
+	ln, err := s.tr.Listen(tlsConf, qc)
+	if err != nil {
+		return nil, nil, err
+	}
+	// Closing the listener leaves accepted connections alone.
+	defer ln.Close()
+	for {
+		conn, err := ln.Accept(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		if from, ok := conn.RemoteAddr().(*net.UDPAddr); !ok || unmap(from.AddrPort()) != remote {
+			conn.CloseWithError(quicErrWrongPeer, "not the punched peer")
+			continue
+		}
+		st, err := conn.AcceptStream(ctx)
+		if err == nil {
+			var hello [1]byte
+			if _, err = st.Read(hello[:]); err == nil && hello[0] != quicHello {
+				err = errors.New("bad stream hello")
+			}
+		}
+		if err != nil {
+			conn.CloseWithError(quicErrWrongPeer, "")
+			return nil, nil, err
+		}
+		return conn, st, nil
+	}
+}
+
+const quicErrWrongPeer quic.ApplicationErrorCode = 1
+
+// QUICStream is the one stream of a QUIC connection, as a net.Conn. Close
+// ends this side's writing and then, once the peer has ended its side too
+// (at most CloseTimeout later), the connection; Done is closed then.
+// Closing the stream does not close the QUICSocket.
+type QUICStream struct {
+	*quic.Stream
+	conn *quic.Conn
+	cfg  QUICConfig
+
+	closeOnce sync.Once
+	closed    chan struct{}
+	done      chan struct{}
+}
+
+var _ net.Conn = (*QUICStream)(nil)
+
+// LocalAddr returns the local endpoint of the connection.
+func (q *QUICStream) LocalAddr() net.Addr { return q.conn.LocalAddr() }
+
+// RemoteAddr returns the endpoint the connection was opened to (also after
+// a Rebind).
+func (q *QUICStream) RemoteAddr() net.Addr { return q.conn.RemoteAddr() }
+
+// Read reads from the stream; after Close it returns net.ErrClosed.
+func (q *QUICStream) Read(b []byte) (int, error) {
+	select {
+	case <-q.closed:
+		return 0, net.ErrClosed
+	default:
+	}
+	return q.Stream.Read(b)
+}
+
+// Write writes to the stream; after Close it returns net.ErrClosed.
+func (q *QUICStream) Write(b []byte) (int, error) {
+	select {
+	case <-q.closed:
+		return 0, net.ErrClosed
+	default:
+	}
+	return q.Stream.Write(b)
+}
+
+// Close ends this side's writing at once and tears the connection down in
+// the background: after the peer's end of stream, so that what both sides
+// wrote is delivered, or after CloseTimeout.
+func (q *QUICStream) Close() error {
+	q.closeOnce.Do(func() {
+		close(q.closed)
+		q.Stream.Close()
+		go func() {
+			defer close(q.done)
+			q.Stream.SetReadDeadline(time.Now().Add(q.cfg.CloseTimeout))
+			buf := make([]byte, 16<<10)
+			for {
+				if _, err := q.Stream.Read(buf); err != nil {
+					break
+				}
+			}
+			// The peer may still be waiting for the acknowledgement of its
+			// FIN; a connection close that raced ahead of it would reach
+			// the peer as an error. One round trip is plenty.
+			select {
+			case <-time.After(2 * q.conn.ConnectionStats().SmoothedRTT):
+			case <-q.conn.Context().Done():
+			}
+			q.conn.CloseWithError(0, "")
+		}()
+	})
+	return nil
+}
+
+// Done is closed once a closed stream's connection is torn down.
+func (q *QUICStream) Done() <-chan struct{} { return q.done }
+
+// quicConnIDs makes this side's connection IDs: random, and never
+// starting with 'R', so that no short-header packet the peer sends begins
+// with quicReserved.
+type quicConnIDs struct{}
+
+const quicConnIDLen = 8
+
+func (quicConnIDs) GenerateConnectionID() (quic.ConnectionID, error) {
+	var b [quicConnIDLen]byte
+	if _, err := cryptorand.Read(b[:]); err != nil {
+		return quic.ConnectionID{}, err
+	}
+	if b[0] == quicReserved[1] {
+		b[0] ^= 0x80
+	}
+	return quic.ConnectionIDFromBytes(b[:]), nil
+}
+
+func (quicConnIDs) ConnectionIDLen() int { return quicConnIDLen }
+
+// quicPacketConn is the QUICSocket as quic-go sees it: the UDP socket with
+// prefixed datagrams taken out and the peer's move translated. It has
+// every method quic-go looks for to batch reads (ReadBatch, recvmmsg) and
+// writes (WriteMsgUDP with a segmentation-offload control message), so
+// the batching survives the wrapping.
+type quicPacketConn QUICSocket
+
+// ReadBatch reads datagrams in one recvmmsg. Handled ones are passed on
+// and left in the batch empty, which quic-go skips: its buffers are tied to
+// batch positions, so the batch cannot be compacted.
+func (p *quicPacketConn) ReadBatch(ms []ipv4.Message, flags int) (int, error) {
+	if p.gro != nil {
+		return p.readSplit(ms, flags)
+	}
+	n, err := p.batch.ReadBatch(ms, flags)
+	alias := p.alias.Load()
+	for i := range n {
+		m := &ms[i]
+		from, ok := m.Addr.(*net.UDPAddr)
+		if !ok {
+			continue
+		}
+		if p.divert(m.Buffers[0][:m.N], from, alias) {
+			m.N = 0
+		}
+	}
+	return n, err
+}
+
+// groReader holds what one recvmmsg on a GRO socket returned: coalesced
+// datagrams, split into the segments quic-go reads one by one.
+type groReader struct {
+	msgs    []ipv4.Message
+	pending []groSegment
+	next    int // pending[next:] are still to be read
+}
+
+type groSegment struct {
+	data []byte
+	oob  []byte
+	from *net.UDPAddr
+}
+
+const (
+	groBatch  = 8
+	groBufLen = 1 << 16 // the largest coalesced datagram
+)
+
+func newGROReader() *groReader {
+	g := &groReader{msgs: make([]ipv4.Message, groBatch)}
+	for i := range g.msgs {
+		g.msgs[i].Buffers = [][]byte{make([]byte, groBufLen)}
+		g.msgs[i].OOB = make([]byte, 256)
+	}
+	return g
+}
+
+// readSplit fills ms with single datagrams, reading the socket only when
+// the last read's segments are used up (they point into its buffers).
+func (p *quicPacketConn) readSplit(ms []ipv4.Message, flags int) (int, error) {
+	g := p.gro
+	for {
+		if g.next == len(g.pending) {
+			g.pending, g.next = g.pending[:0], 0
+			n, err := p.batch.ReadBatch(g.msgs, flags)
+			if err != nil {
+				return 0, err
+			}
+			for _, m := range g.msgs[:n] {
+				from, ok := m.Addr.(*net.UDPAddr)
+				if !ok {
+					continue
+				}
+				data, oob := m.Buffers[0][:m.N], m.OOB[:m.NN]
+				size := groSegmentSize(oob)
+				if size <= 0 {
+					size = len(data)
+				}
+				for len(data) > 0 {
+					seg := data[:min(size, len(data))]
+					data = data[len(seg):]
+					g.pending = append(g.pending, groSegment{data: seg, oob: oob, from: from})
+				}
+			}
+		}
+		alias := p.alias.Load()
+		j := 0
+		for j < len(ms) && g.next < len(g.pending) {
+			seg := g.pending[g.next]
+			g.next++
+			from := *seg.from
+			if p.divert(seg.data, &from, alias) {
+				continue
+			}
+			m := &ms[j]
+			m.N = copy(m.Buffers[0], seg.data)
+			m.NN = 0
+			if len(seg.oob) <= len(m.OOB) { // a cut control message would be an error
+				m.NN = copy(m.OOB, seg.oob)
+			}
+			m.Addr = &from
+			m.Flags = 0
+			j++
+		}
+		if j > 0 {
+			return j, nil
+		}
+	}
+}
+
+// divert passes a prefixed datagram to its handler and reports whether it
+// did; otherwise it translates the sender if the peer moved.
+func (p *quicPacketConn) divert(pkt []byte, from *net.UDPAddr, alias *quicAlias) bool {
+	ap := unmap(from.AddrPort())
+	if len(pkt) >= len(quicReserved) && string(pkt[:len(quicReserved)]) == quicReserved {
+		if fn := p.handlers.lookup(pkt); fn != nil {
+			fn(pkt, ap)
+			return true
+		}
+	}
+	if alias != nil && ap == alias.cur {
+		*from = *net.UDPAddrFromAddrPort(alias.orig)
+	}
+	return false
+}
+
+func (p *quicPacketConn) to(addr *net.UDPAddr) *net.UDPAddr {
+	if alias := p.alias.Load(); alias != nil && addr != nil && unmap(addr.AddrPort()) == alias.orig {
+		return net.UDPAddrFromAddrPort(alias.cur)
+	}
+	return addr
+}
+
+func (p *quicPacketConn) ReadMsgUDP(b, oob []byte) (n, oobn, flags int, addr *net.UDPAddr, err error) {
+	for {
+		n, oobn, flags, addr, err = p.conn.ReadMsgUDP(b, oob)
+		if err != nil || addr == nil || !p.divert(b[:n], addr, p.alias.Load()) {
+			return n, oobn, flags, addr, err
+		}
+	}
+}
+
+func (p *quicPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, _, _, addr, err := p.ReadMsgUDP(b, nil)
+	if addr == nil {
+		return n, nil, err
+	}
+	return n, addr, err
+}
+
+func (p *quicPacketConn) WriteMsgUDP(b, oob []byte, addr *net.UDPAddr) (n, oobn int, err error) {
+	return p.conn.WriteMsgUDP(b, oob, p.to(addr))
+}
+
+func (p *quicPacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	if ua, ok := addr.(*net.UDPAddr); ok {
+		addr = p.to(ua)
+	}
+	return p.conn.WriteTo(b, addr)
+}
+
+func (p *quicPacketConn) Close() error                       { return p.conn.Close() }
+func (p *quicPacketConn) LocalAddr() net.Addr                { return p.conn.LocalAddr() }
+func (p *quicPacketConn) SetDeadline(t time.Time) error      { return p.conn.SetDeadline(t) }
+func (p *quicPacketConn) SetReadDeadline(t time.Time) error  { return p.conn.SetReadDeadline(t) }
+func (p *quicPacketConn) SetWriteDeadline(t time.Time) error { return p.conn.SetWriteDeadline(t) }
+func (p *quicPacketConn) SetReadBuffer(n int) error          { return p.conn.SetReadBuffer(n) }
+func (p *quicPacketConn) SetWriteBuffer(n int) error         { return p.conn.SetWriteBuffer(n) }
+
+func (p *quicPacketConn) SyscallConn() (syscall.RawConn, error) { return p.conn.SyscallConn() }
