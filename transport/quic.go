@@ -385,9 +385,11 @@ func (p *quicPacketConn) ReadBatch(ms []ipv4.Message, flags int) (int, error) {
 		if !ok {
 			continue
 		}
-		if p.divert(m.Buffers[0][:m.N], from, alias) {
+		if p.divert(m.Buffers[0][:m.N], from) {
 			m.N = 0
+			continue
 		}
+		m.Addr = seenFrom(from, alias)
 	}
 	return n, err
 }
@@ -403,7 +405,8 @@ type groReader struct {
 type groSegment struct {
 	data []byte
 	oob  []byte
-	from *net.UDPAddr
+	from *net.UDPAddr // the sender, for handlers
+	seen *net.UDPAddr // the sender as quic-go sees it
 }
 
 const (
@@ -431,6 +434,7 @@ func (p *quicPacketConn) readSplit(ms []ipv4.Message, flags int) (int, error) {
 			if err != nil {
 				return 0, err
 			}
+			alias := p.alias.Load()
 			for _, m := range g.msgs[:n] {
 				from, ok := m.Addr.(*net.UDPAddr)
 				if !ok {
@@ -441,20 +445,19 @@ func (p *quicPacketConn) readSplit(ms []ipv4.Message, flags int) (int, error) {
 				if size <= 0 {
 					size = len(data)
 				}
+				seen := seenFrom(from, alias)
 				for len(data) > 0 {
 					seg := data[:min(size, len(data))]
 					data = data[len(seg):]
-					g.pending = append(g.pending, groSegment{data: seg, oob: oob, from: from})
+					g.pending = append(g.pending, groSegment{data: seg, oob: oob, from: from, seen: seen})
 				}
 			}
 		}
-		alias := p.alias.Load()
 		j := 0
 		for j < len(ms) && g.next < len(g.pending) {
 			seg := g.pending[g.next]
 			g.next++
-			from := *seg.from
-			if p.divert(seg.data, &from, alias) {
+			if p.divert(seg.data, seg.from) {
 				continue
 			}
 			m := &ms[j]
@@ -463,7 +466,7 @@ func (p *quicPacketConn) readSplit(ms []ipv4.Message, flags int) (int, error) {
 			if len(seg.oob) <= len(m.OOB) { // a cut control message would be an error
 				m.NN = copy(m.OOB, seg.oob)
 			}
-			m.Addr = &from
+			m.Addr = seg.seen
 			m.Flags = 0
 			j++
 		}
@@ -474,19 +477,26 @@ func (p *quicPacketConn) readSplit(ms []ipv4.Message, flags int) (int, error) {
 }
 
 // divert passes a prefixed datagram to its handler and reports whether it
-// did; otherwise it translates the sender if the peer moved.
-func (p *quicPacketConn) divert(pkt []byte, from *net.UDPAddr, alias *quicAlias) bool {
-	ap := unmap(from.AddrPort())
-	if len(pkt) >= len(quicReserved) && string(pkt[:len(quicReserved)]) == quicReserved {
-		if fn := p.handlers.lookup(pkt); fn != nil {
-			fn(pkt, ap)
-			return true
-		}
+// did.
+func (p *quicPacketConn) divert(pkt []byte, from *net.UDPAddr) bool {
+	if len(pkt) < len(quicReserved) || string(pkt[:len(quicReserved)]) != quicReserved {
+		return false
 	}
-	if alias != nil && ap == alias.cur {
-		*from = *net.UDPAddrFromAddrPort(alias.orig)
+	fn := p.handlers.lookup(pkt)
+	if fn == nil {
+		return false
 	}
-	return false
+	fn(pkt, unmap(from.AddrPort()))
+	return true
+}
+
+// seenFrom is the sender of a QUIC datagram as quic-go should see it: the
+// endpoint it connected to, if the peer moved from there to from.
+func seenFrom(from *net.UDPAddr, alias *quicAlias) *net.UDPAddr {
+	if alias != nil && unmap(from.AddrPort()) == alias.cur {
+		return net.UDPAddrFromAddrPort(alias.orig)
+	}
+	return from
 }
 
 func (p *quicPacketConn) to(addr *net.UDPAddr) *net.UDPAddr {
@@ -499,8 +509,11 @@ func (p *quicPacketConn) to(addr *net.UDPAddr) *net.UDPAddr {
 func (p *quicPacketConn) ReadMsgUDP(b, oob []byte) (n, oobn, flags int, addr *net.UDPAddr, err error) {
 	for {
 		n, oobn, flags, addr, err = p.conn.ReadMsgUDP(b, oob)
-		if err != nil || addr == nil || !p.divert(b[:n], addr, p.alias.Load()) {
+		if err != nil || addr == nil {
 			return n, oobn, flags, addr, err
+		}
+		if !p.divert(b[:n], addr) {
+			return n, oobn, flags, seenFrom(addr, p.alias.Load()), nil
 		}
 	}
 }
