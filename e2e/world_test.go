@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -92,13 +93,23 @@ func (w *world) render(example, name, admin string, keys map[string]string, repl
 	return path
 }
 
-// freePort returns a TCP port free on m's loopback now. It picks from
-// below Linux's ephemeral range (32768-60999), so that no socket bound to
-// port 0 or connecting out can take it before the daemon binds it.
+// handedOut holds every port freePort has returned in this test binary.
+// A port is only free until a daemon binds it, and two calls before that
+// happens (a forward and an admin listener of one config) must not get the
+// same one; random picks alone collide often enough to fail CI.
+var handedOut sync.Map
+
+// freePort returns a TCP port free on m's loopback now and never returned
+// before in this process. It picks from below Linux's ephemeral range
+// (32768-60999), so that no socket bound to port 0 or connecting out can
+// take it before the daemon binds it.
 func freePort(t *testing.T, m machine) string {
 	t.Helper()
 	for range 100 {
 		p := strconv.Itoa(10000 + rand.IntN(22000))
+		if _, taken := handedOut.LoadOrStore(p, true); taken {
+			continue
+		}
 		ln, err := m.Listen("tcp", "127.0.0.1:"+p)
 		if err != nil {
 			continue
