@@ -56,6 +56,7 @@ const (
 type attempt struct {
 	cand Candidate
 	tc   *tls.Conn
+	out  *batchConn // below tc
 	err  error
 }
 
@@ -117,7 +118,7 @@ func Establish(ctx context.Context, cands <-chan Candidate, self Identity, peer 
 				}
 				r.tc.SetWriteDeadline(time.Time{})
 			}
-			return newLink(r.tc, r.cand, peer, controlling, cfg, log)
+			return newLink(&frameConn{Conn: r.tc, out: r.out}, r.cand, peer, controlling, cfg, log)
 		case <-ctx.Done():
 			if lastErr == nil {
 				lastErr = ctx.Err()
@@ -151,11 +152,12 @@ func handshake(ctx context.Context, c Candidate, conf *tls.Config, self, peer id
 	if err := exchangeClaims(c.Conn, self, peer); err != nil {
 		return fail(err)
 	}
+	out := &batchConn{Conn: c.Conn}
 	var tc *tls.Conn
 	if controlling {
-		tc = tls.Client(c.Conn, conf)
+		tc = tls.Client(out, conf)
 	} else {
-		tc = tls.Server(c.Conn, conf)
+		tc = tls.Server(out, conf)
 	}
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return fail(fmt.Errorf("tls: %w", err))
@@ -180,7 +182,7 @@ func handshake(ctx context.Context, c Candidate, conf *tls.Config, self, peer id
 		return fail(ctx.Err())
 	}
 	c.Conn.SetDeadline(time.Time{})
-	return attempt{cand: c, tc: tc}
+	return attempt{cand: c, tc: tc, out: out}
 }
 
 func orUnexpected(err error, b byte) error {

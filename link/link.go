@@ -2,7 +2,6 @@ package link
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -26,8 +25,9 @@ type Link struct {
 	cfg    *Config
 	log    logrus.FieldLogger
 
-	raw  *countingConn
-	sess *yamux.Session
+	raw    *countingConn
+	frames *frameConn // below raw
+	sess   *yamux.Session
 
 	// slots holds one token per inbound stream open, capping them at
 	// MaxStreams.
@@ -40,8 +40,8 @@ type Link struct {
 	wg        sync.WaitGroup // the keepalive goroutine
 }
 
-func newLink(tc *tls.Conn, c Candidate, peer identity.PublicKey, controlling bool, cfg *Config, log logrus.FieldLogger) (*Link, error) {
-	raw := &countingConn{Conn: tc}
+func newLink(fc *frameConn, c Candidate, peer identity.PublicKey, controlling bool, cfg *Config, log logrus.FieldLogger) (*Link, error) {
+	raw := &countingConn{Conn: fc}
 	var sess *yamux.Session
 	var err error
 	if controlling {
@@ -50,7 +50,7 @@ func newLink(tc *tls.Conn, c Candidate, peer identity.PublicKey, controlling boo
 		sess, err = yamux.Server(raw, cfg.yamux())
 	}
 	if err != nil {
-		tc.Close()
+		fc.Close()
 		return nil, fmt.Errorf("yamux: %w", err)
 	}
 	l := &Link{
@@ -61,6 +61,7 @@ func newLink(tc *tls.Conn, c Candidate, peer identity.PublicKey, controlling boo
 		cfg:    cfg,
 		log:    log,
 		raw:    raw,
+		frames: fc,
 		sess:   sess,
 		slots:  make(chan struct{}, cfg.MaxStreams),
 		done:   make(chan struct{}),

@@ -21,7 +21,7 @@ func testLog() logrus.FieldLogger {
 	return l
 }
 
-func newIdentity(t *testing.T) Identity {
+func newIdentity(t testing.TB) Identity {
 	t.Helper()
 	k, err := identity.Generate()
 	if err != nil {
@@ -35,7 +35,7 @@ func newIdentity(t *testing.T) Identity {
 }
 
 // tcpPairs returns n connected loopback TCP pairs.
-func tcpPairs(t *testing.T, n int) (a, b []net.Conn) {
+func tcpPairs(t testing.TB, n int) (a, b []net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -64,7 +64,7 @@ type result struct {
 
 // establishBoth runs Establish on both ends, feeding each its half of the
 // candidate pairs.
-func establishBoth(t *testing.T, aID, bID Identity, aPin, bPin identity.PublicKey, a, b []net.Conn) (ra, rb result) {
+func establishBoth(t testing.TB, aID, bID Identity, aPin, bPin identity.PublicKey, a, b []net.Conn) (ra, rb result) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -285,5 +285,83 @@ func TestClaimProvesNothing(t *testing.T) {
 	}
 	if !errors.Is(ra.err, identity.ErrKeyMismatch) && !strings.Contains(ra.err.Error(), "tls") {
 		t.Fatalf("honest end failed for the wrong reason: %v", ra.err)
+	}
+}
+
+// streamPair opens a stream from a's link and returns both ends.
+func streamPair(t *testing.T) (opened, accepted net.Conn) {
+	t.Helper()
+	aID, bID := newIdentity(t), newIdentity(t)
+	a, b := tcpPairs(t, 1)
+	ra, rb := establishBoth(t, aID, bID, bID.Public, aID.Public, a, b)
+	if ra.err != nil || rb.err != nil {
+		t.Fatalf("establish: %v / %v", ra.err, rb.err)
+	}
+	acc := make(chan net.Conn, 1)
+	go func() {
+		s, err := rb.l.Accept()
+		if err != nil {
+			t.Error(err)
+		}
+		acc <- s
+	}()
+	s, err := ra.l.Open(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if _, err := s.Write([]byte("hello")); err != nil { // yamux announces a stream with data
+		t.Fatal(err)
+	}
+	r := <-acc
+	t.Cleanup(func() { r.Close() })
+	if _, err := io.ReadFull(r, make([]byte, 5)); err != nil {
+		t.Fatal(err)
+	}
+	return s, r
+}
+
+// A sender whose receiver closes with data unread gets an error, as from a
+// TCP RST, instead of blocking on a window that never reopens.
+func TestCloseWithUnreadDataResetsTheSender(t *testing.T) {
+	s, r := streamPair(t)
+	werr := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			if _, err := s.Write(buf); err != nil {
+				werr <- err
+				return
+			}
+		}
+	}()
+	// Let the sender fill the window, so that it blocks.
+	if _, err := io.ReadFull(r, make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	r.Close()
+	select {
+	case err := <-werr:
+		if !strings.Contains(err.Error(), "reset") {
+			t.Fatalf("sender got %v, want a reset", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("sender still blocked 5s after the receiver closed")
+	}
+}
+
+// A reply written just before Close still reaches the peer: without unread
+// data, Close sends a FIN, not a reset.
+func TestCloseAfterReplyDeliversIt(t *testing.T) {
+	s, r := streamPair(t)
+	if _, err := r.Write([]byte("refused: not allowed")); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	time.Sleep(50 * time.Millisecond) // let any reset arrive before the read
+	got, err := io.ReadAll(s)
+	if err != nil || string(got) != "refused: not allowed" {
+		t.Fatalf("read %q, %v", got, err)
 	}
 }

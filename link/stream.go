@@ -2,7 +2,9 @@ package link
 
 import (
 	"errors"
+	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -15,11 +17,21 @@ type Stream struct {
 	link      *Link
 	slots     chan struct{} // nil for streams we opened
 	closeOnce sync.Once
+	peerDone  atomic.Bool // the peer closed its side: we read EOF
 }
 
 func (l *Link) newStream(s *yamux.Stream, slots chan struct{}) *Stream {
 	l.streams.Add(1)
 	return &Stream{Stream: s, link: l, slots: slots}
+}
+
+// Read reads from the stream.
+func (s *Stream) Read(b []byte) (int, error) {
+	n, err := s.Stream.Read(b)
+	if err == io.EOF {
+		s.peerDone.Store(true)
+	}
+	return n, err
 }
 
 // Write writes to the stream. After a connection-level write timeout yamux
@@ -38,7 +50,12 @@ func (s *Stream) Write(b []byte) (int, error) {
 // still read until the peer closes its side.
 func (s *Stream) CloseWrite() error { return s.Stream.Close() }
 
-// Close closes both directions and unblocks pending reads.
+// Close closes both directions and unblocks pending reads. If data from
+// the peer is still waiting unread, the stream is reset, as TCP does when
+// a socket closes with unread data: a peer still sending learns at once,
+// instead of blocking on a window we will never open again. Without unread
+// data only a FIN goes out, so that a reply written just before Close (a
+// refusal, say) still reaches a peer that reads it.
 func (s *Stream) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
@@ -46,10 +63,21 @@ func (s *Stream) Close() error {
 		// yamux's Close only half-closes; a reader blocked on a peer that
 		// never closes would hang without this.
 		s.Stream.SetReadDeadline(time.Unix(1, 0))
+		if !s.peerDone.Load() && s.unread() {
+			s.link.frames.reset(s.StreamID())
+		}
 		s.link.streams.Add(-1)
 		if s.slots != nil {
 			<-s.slots
 		}
 	})
 	return err
+}
+
+// unread reports whether the peer's data is waiting in the stream; it
+// needs a read deadline in the past, and takes a byte if so.
+func (s *Stream) unread() bool {
+	var b [1]byte
+	n, _ := s.Stream.Read(b[:])
+	return n > 0
 }

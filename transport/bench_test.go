@@ -6,42 +6,20 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"io"
 	"math/big"
 	"net"
 	"testing"
 	"time"
+
+	"github.com/warren-p2p/warren/internal/benchtest"
 )
-
-const benchChunk = 64 << 10
-
-// benchStream writes b.N 64 KiB chunks through w while r drains them.
-func benchStream(b *testing.B, w io.Writer, r io.Reader) {
-	b.SetBytes(benchChunk)
-	total := int64(b.N) * benchChunk
-	done := make(chan error, 1)
-	go func() {
-		_, err := io.CopyBuffer(io.Discard, io.LimitReader(r, total), make([]byte, benchChunk))
-		done <- err
-	}()
-	buf := make([]byte, benchChunk)
-	b.ResetTimer()
-	for range b.N {
-		if _, err := w.Write(buf); err != nil {
-			b.Fatal(err)
-		}
-	}
-	if err := <-done; err != nil {
-		b.Fatal(err)
-	}
-}
 
 // BenchmarkKCPThroughput is one KCP stream, one direction, on loopback,
 // with the default Config.
 func BenchmarkKCPThroughput(b *testing.B) {
 	da, db := newDemux(b), newDemux(b)
 	ca, cb := dialPair(b, da, db, 42, nil)
-	benchStream(b, ca, cb)
+	benchtest.Stream(b, ca, cb)
 }
 
 // BenchmarkTLSOverKCP adds the link layer's TLS 1.3 on top, to see what
@@ -50,33 +28,33 @@ func BenchmarkTLSOverKCP(b *testing.B) {
 	da, db := newDemux(b), newDemux(b)
 	ca, cb := dialPair(b, da, db, 43, nil)
 	tc, ts := tlsPair(b, ca, cb)
-	benchStream(b, tc, ts)
+	benchtest.Stream(b, tc, ts)
 }
 
 // BenchmarkQUICThroughput is one QUIC stream, one direction, on loopback.
 func BenchmarkQUICThroughput(b *testing.B) {
 	qa, qb := quicPair(b, newQUICSocket(b), newQUICSocket(b))
-	benchStream(b, qa, qb)
+	benchtest.Stream(b, qa, qb)
 }
 
 // BenchmarkTLSOverQUIC adds the link layer's TLS 1.3 on top.
 func BenchmarkTLSOverQUIC(b *testing.B) {
 	qa, qb := quicPair(b, newQUICSocket(b), newQUICSocket(b))
 	tc, ts := tlsPair(b, qa, qb)
-	benchStream(b, tc, ts)
+	benchtest.Stream(b, tc, ts)
 }
 
 // BenchmarkTCPLoopback and BenchmarkTLSOverTCP are the baselines: what a
 // punched TCP connection gives on the same machine.
 func BenchmarkTCPLoopback(b *testing.B) {
 	c, s := tcpPair(b)
-	benchStream(b, c, s)
+	benchtest.Stream(b, c, s)
 }
 
 func BenchmarkTLSOverTCP(b *testing.B) {
 	c, s := tcpPair(b)
 	tc, ts := tlsPair(b, c, s)
-	benchStream(b, tc, ts)
+	benchtest.Stream(b, tc, ts)
 }
 
 func tcpPair(b *testing.B) (net.Conn, net.Conn) {

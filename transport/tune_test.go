@@ -1,6 +1,10 @@
 package transport
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/warren-p2p/warren/internal/benchtest"
+)
 
 // BenchmarkKCPConfigs compares Config choices on loopback.
 func BenchmarkKCPConfigs(b *testing.B) {
@@ -21,7 +25,7 @@ func BenchmarkKCPConfigs(b *testing.B) {
 			da, db := newDemux(b), newDemux(b)
 			cfg := tc.cfg
 			ca, cb := dialPair(b, da, db, 42, &cfg)
-			benchStream(b, ca, cb)
+			benchtest.Stream(b, ca, cb)
 			b.ReportMetric(float64(ca.SRTT().Microseconds()), "srtt-us")
 		})
 	}

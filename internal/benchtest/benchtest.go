@@ -1,0 +1,35 @@
+// Package benchtest holds what the throughput benchmarks of several
+// packages share. It is for tests only.
+package benchtest
+
+import (
+	"io"
+	"testing"
+)
+
+// Chunk is the size of each write in Stream: what a forward's copy hands
+// the link at a time, rounded up.
+const Chunk = 64 << 10
+
+// Stream writes b.N Chunk-sized writes through w while another goroutine
+// drains r, and reports bytes per second and allocations.
+func Stream(b *testing.B, w io.Writer, r io.Reader) {
+	b.SetBytes(Chunk)
+	b.ReportAllocs()
+	total := int64(b.N) * Chunk
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.CopyBuffer(io.Discard, io.LimitReader(r, total), make([]byte, 32<<10))
+		done <- err
+	}()
+	buf := make([]byte, Chunk)
+	b.ResetTimer()
+	for range b.N {
+		if _, err := w.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+}

@@ -1,0 +1,138 @@
+package link
+
+import (
+	"crypto/tls"
+	"encoding/binary"
+	"net"
+	"sync"
+)
+
+// maxBatch bounds the ciphertext held back before it is written to the
+// connection below TLS.
+const maxBatch = 256 << 10
+
+// batchConn sits between TLS and the candidate connection. While a batch is
+// open it collects what TLS writes, so that the records of one yamux frame
+// leave in one write: without it every 16 KiB record is a syscall and, with
+// TCP_NODELAY, a frame's 12-byte header is a packet of its own.
+type batchConn struct {
+	net.Conn
+
+	mu   sync.Mutex
+	open bool
+	buf  []byte
+}
+
+func (c *batchConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.open {
+		return c.Conn.Write(b)
+	}
+	c.buf = append(c.buf, b...)
+	if len(c.buf) >= maxBatch {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+	}
+	return len(b), nil
+}
+
+func (c *batchConn) begin() {
+	c.mu.Lock()
+	c.open = true
+	c.mu.Unlock()
+}
+
+// end writes what the batch holds and closes it.
+func (c *batchConn) end() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.open = false
+	return c.flushLocked()
+}
+
+func (c *batchConn) flushLocked() error {
+	if len(c.buf) == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(c.buf)
+	c.buf = c.buf[:0]
+	return err
+}
+
+// Close sends what is held (a close_notify alert may be) and closes.
+func (c *batchConn) Close() error {
+	c.mu.Lock()
+	c.open = false
+	c.flushLocked()
+	c.mu.Unlock()
+	return c.Conn.Close()
+}
+
+// yamux frame header layout (spec.md in hashicorp/yamux): version, type,
+// flags, stream ID, length.
+const (
+	yamuxHeaderSize       = 12
+	yamuxTypeData         = 0
+	yamuxTypeWindowUpdate = 1
+	yamuxFlagRST          = 0x8
+)
+
+// frameConn is the connection yamux writes to. yamux writes a data frame
+// as a header and then its body; frameConn keeps the batch below TLS open
+// across the two, so a frame costs one write to the socket. It also lets
+// the link put frames of its own between yamux's (see reset).
+type frameConn struct {
+	*tls.Conn
+	out *batchConn
+
+	// mu is held from a data frame's header to its body, so that a frame
+	// of the link's own never lands inside one of yamux's.
+	mu       sync.Mutex
+	midFrame bool // only yamux's send loop, the one writer, touches it
+}
+
+func (c *frameConn) Write(b []byte) (int, error) {
+	if !c.midFrame {
+		c.mu.Lock()
+	}
+	c.out.begin()
+	n, err := c.Conn.Write(b)
+	if err == nil && bodyFollows(b) {
+		c.midFrame = true
+		return n, nil
+	}
+	c.midFrame = false
+	if ferr := c.out.end(); err == nil {
+		err = ferr
+	}
+	c.mu.Unlock()
+	return n, err
+}
+
+// reset sends the peer a RST for stream id: yamux v0.1.2 sends one only
+// when a close times out, and offers no way to abort a stream, but a
+// peer still writing to a stream we closed must learn it at once, as a
+// TCP sender does from a RST, not block on a window that never reopens.
+func (c *frameConn) reset(id uint32) error {
+	var h [yamuxHeaderSize]byte
+	h[1] = yamuxTypeWindowUpdate
+	binary.BigEndian.PutUint16(h[2:4], yamuxFlagRST)
+	binary.BigEndian.PutUint32(h[4:8], id)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.out.begin()
+	_, err := c.Conn.Write(h[:])
+	if ferr := c.out.end(); err == nil {
+		err = ferr
+	}
+	return err
+}
+
+// bodyFollows reports whether b is exactly the header of a data frame that
+// carries a body, which yamux writes next.
+func bodyFollows(b []byte) bool {
+	return len(b) == yamuxHeaderSize && b[0] == 0 && b[1] == yamuxTypeData &&
+		binary.BigEndian.Uint32(b[8:12]) > 0
+}
