@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Runs every warren test: unit tests, end-to-end tests with the real binary
 # and real clients, and the NAT lab (real kernel NATs in network
-# namespaces). The lab needs root, iproute2, nftables and conntrack; as root
-# this script installs what is missing. Without root the lab tests skip with
-# a loud line (with CI=true they fail instead).
+# namespaces). The lab needs root, iproute2, nftables, conntrack, curl and
+# iperf3; as root this script installs what is missing. Without root the lab
+# tests skip with a loud line (with CI=true they fail instead).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 missing=()
-for pair in nft:nftables conntrack:conntrack curl:curl ip:iproute2; do
+for pair in nft:nftables conntrack:conntrack curl:curl ip:iproute2 iperf3:iperf3; do
 	command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then

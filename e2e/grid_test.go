@@ -181,12 +181,23 @@ func rank(outcome string) int {
 
 // runCell builds the cell's lab, runs both daemons and measures.
 func runCell(t *testing.T, c cell, transport string) cellResult {
-	return runCellWith(t, c, transport, "", throughputBytes)
+	return runCellWith(t, c, cellOptions{transports: transport, size: throughputBytes})
 }
 
-// runCellWith is runCell with extra [link] settings (TOML lines) and the
-// size of the throughput transfer.
-func runCellWith(t *testing.T, c cell, transport, linkExtra string, size int) cellResult {
+// cellOptions are the knobs of runCellWith.
+type cellOptions struct {
+	transports string // the [link] transports, comma-separated
+	linkExtra  string // more [link] settings, TOML lines
+	size       int    // bytes of the checked transfer through the forward
+	// iperf3, if set, also measures the link with iperf3 through a second
+	// forward, for the given seconds, and reports that as the result's
+	// throughput instead of the checked transfer's.
+	iperf3 int
+}
+
+// runCellWith is runCell with options.
+func runCellWith(t *testing.T, c cell, o cellOptions) cellResult {
+	transport := o.transports
 	r := cellResult{cell: c, transport: transport, outcome: "fail"}
 	lab := labtest.New(t, natlab.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -199,15 +210,24 @@ func runCellWith(t *testing.T, c cell, transport, linkExtra string, size int) ce
 	ck, sk := newKey(t, w.dir, "client"), newKey(t, w.dir, "server")
 	svc := serveHasher(t, server)
 	fwd := hostPort("127.0.0.1", freePort(t, client))
+	var iperfFwd, iperfSvc string
+	if o.iperf3 > 0 {
+		iperfSvc = serveIperf3(t, server)
+		iperfFwd = hostPort("127.0.0.1", freePort(t, client))
+	}
 	clientAdmin := hostPort("127.0.0.1", freePort(t, client))
 	serverAdmin := hostPort("127.0.0.1", freePort(t, server))
 	// A punch timeout below cellLinkWait lets a failing cell report why.
 	common := fmt.Sprintf("log_level = \"debug\"\n[rendezvous]\naddress = %q\npublic_key = %q\n"+
-		"[link]\npunch_timeout = \"4s\"\ntransports = [%s]\n%s\n", w.rvAddr, w.rvKey, quoteList(transport), linkExtra)
+		"[link]\npunch_timeout = \"4s\"\ntransports = [%s]\n%s\n", w.rvAddr, w.rvKey, quoteList(transport), o.linkExtra)
 	serverCfg := fmt.Sprintf("key_file = \"server.key\"\nadmin_listen = %q\n%s\n[[peers]]\nname = \"client\"\npublic_key = %q\n"+
 		"[[expose]]\nname = \"svc\"\ntarget = \"127.0.0.1:%s\"\npeers = [\"client\"]\n", serverAdmin, common, ck, svc)
 	clientCfg := fmt.Sprintf("key_file = \"client.key\"\nadmin_listen = %q\n%s\n[[peers]]\nname = \"server\"\npublic_key = %q\n"+
 		"[[forward]]\nlisten = %q\npeer = \"server\"\nservice = \"svc\"\n", clientAdmin, common, sk, fwd)
+	if o.iperf3 > 0 {
+		serverCfg += fmt.Sprintf("[[expose]]\nname = \"iperf3\"\ntarget = \"127.0.0.1:%s\"\npeers = [\"client\"]\n", iperfSvc)
+		clientCfg += fmt.Sprintf("[[forward]]\nlisten = %q\npeer = \"server\"\nservice = \"iperf3\"\n", iperfFwd)
+	}
 
 	t0 := time.Now()
 	start(t, server, "server", "up", "-c", writeFile(t, w.dir, "server.toml", serverCfg))
@@ -249,7 +269,10 @@ func runCellWith(t *testing.T, c cell, transport, linkExtra string, size int) ce
 		t.Errorf("slow first byte %v or relayed (%s); logs follow", r.firstByte, r.outcome)
 	}
 	r.setup = time.Duration(p.SetupMs * float64(time.Millisecond))
-	r.mbps = sendAndHash(t, client, fwd, size)
+	r.mbps = sendAndHash(t, client, fwd, o.size)
+	if o.iperf3 > 0 {
+		r.mbps = iperf3(t, client, iperfFwd, o.iperf3)
+	}
 	return r
 }
 

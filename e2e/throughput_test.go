@@ -12,9 +12,13 @@ import (
 	"github.com/warren-p2p/warren/natlab/labtest"
 )
 
-// throughputSize is one transfer of the throughput section: long enough
-// that slow start and process start are a small part of it.
-const throughputSize = 128 << 20
+// throughputSecs is how long iperf3 measures each path, after one second
+// of slow start it leaves out.
+const throughputSecs = 3
+
+// throughputChecked is the transfer whose checksum each path must pass
+// before it is measured.
+const throughputChecked = 16 << 20
 
 // throughputRuns is how many transfers each path gets; the report gives
 // the median, so one run disturbed by the shared machine does not decide.
@@ -42,16 +46,19 @@ func runThroughput(t *testing.T) string {
 	}
 	base := median(t, "baseline", func() float64 { return rawTCP(t) })
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n## Throughput, one stream through a forward\n\nMeasured %s at commit %s: %d MiB per transfer, "+
-		"median of %d, paths measured one at a time. Baseline: plain TCP from a host behind a cone NAT to the lab's "+
-		"public host, no warren: %.0f Mbit/s.\n\n| path | NAT pair | throughput | of baseline |\n|---|---|---|---|\n",
-		time.Now().UTC().Format("2006-01-02"), gitCommit(), throughputSize>>20, throughputRuns, base)
+	fmt.Fprintf(&b, "\n## Throughput, one stream through a forward\n\nMeasured %s at commit %s with iperf3 (%d s after "+
+		"1 s of slow start), median of %d runs, paths measured one at a time, each after a %d MiB transfer whose "+
+		"checksum must match. Baseline: iperf3 from a host behind a cone NAT to the lab's public host, no warren: "+
+		"%.0f Mbit/s.\n\n| path | NAT pair | throughput | of baseline |\n|---|---|---|---|\n",
+		time.Now().UTC().Format("2006-01-02"), gitCommit(), throughputSecs, throughputRuns, throughputChecked>>20, base)
 	got := map[string]float64{}
 	for _, p := range throughputPaths {
 		mbps := median(t, p.name, func() float64 {
 			var r cellResult
 			t.Run(p.name, func(t *testing.T) {
-				r = runCellWith(t, cells[p.cell], p.transports, p.link, throughputSize)
+				r = runCellWith(t, cells[p.cell], cellOptions{
+					transports: p.transports, linkExtra: p.link, size: throughputChecked, iperf3: throughputSecs,
+				})
 				if want := strings.Fields(p.name)[0]; r.outcome != want {
 					t.Errorf("%s: path %s, want %s (%s)", p.cell, r.outcome, want, r.note)
 				}
@@ -86,7 +93,7 @@ func median(t *testing.T, what string, f func() float64) float64 {
 	return xs[len(xs)/2]
 }
 
-// rawTCP is the baseline transfer.
+// rawTCP is the baseline: iperf3 across one NAT, no warren.
 func rawTCP(t *testing.T) float64 {
 	lab := labtest.New(t, natlab.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -95,6 +102,6 @@ func rawTCP(t *testing.T) float64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := serveHasherOn(t, lab.Server(), "0.0.0.0:0")
-	return sendAndHash(t, site.Host(), hostPort(lab.Server().Addrs()[0].String(), port), throughputSize)
+	addr := lab.Server().Addrs()[0].String()
+	return iperf3(t, site.Host(), hostPort(addr, serveIperf3On(t, lab.Server(), addr)), throughputSecs)
 }
