@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"net"
 	"sync"
+	"time"
 )
 
 // maxBatch bounds the ciphertext held back before it is written to the
@@ -109,6 +110,19 @@ func (c *frameConn) Write(b []byte) (int, error) {
 	}
 	c.mu.Unlock()
 	return n, err
+}
+
+// Close ends the connection at once. yamux's reader and writer may be
+// blocked on a peer that is gone (its address changed, its NAT forgot us),
+// and a transport that closes gracefully (QUIC lingers for the peer's
+// acknowledgements) or TLS's close_notify (which waits up to 5s to be
+// written) would hold the link's Close that long: the link is over, so
+// the connection below TLS is unblocked and closed first.
+func (c *frameConn) Close() error {
+	c.out.SetDeadline(time.Unix(1, 0))
+	err := c.out.Close()
+	c.Conn.Close()
+	return err
 }
 
 // reset sends the peer a RST for stream id: yamux v0.1.2 sends one only
