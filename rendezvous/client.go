@@ -97,6 +97,9 @@ type Client struct {
 	registered chan struct{} // closed while registered
 	nat        *punch.NAT    // reported again at each registration
 	udp        []netip.AddrPort
+
+	// redial cuts Run's wait before the next connection short.
+	redial chan struct{}
 }
 
 // NewClient validates cfg and returns a client; call Run to run it.
@@ -134,7 +137,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, err
 	}
 	conf := identity.TLSConfig(cert, identity.Pinned(cfg.ServerKey))
-	return &Client{cfg: cfg, tlsConf: conf, registered: make(chan struct{})}, nil
+	return &Client{cfg: cfg, tlsConf: conf, registered: make(chan struct{}), redial: make(chan struct{}, 1)}, nil
 }
 
 // Observed returns this peer's endpoint as the server last saw it.
@@ -173,6 +176,35 @@ func (c *Client) SetNAT(n punch.NAT) error {
 	return p.send(&Message{Type: TypeNAT, NAT: &n})
 }
 
+// LocalAddr returns the local end of the control connection, or the zero
+// value while not registered.
+func (c *Client) LocalAddr() netip.AddrPort {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cur == nil {
+		return netip.AddrPort{}
+	}
+	ap, _ := netip.ParseAddrPort(c.cur.conn.LocalAddr().String())
+	return ap
+}
+
+// Redial drops the control connection and registers again at once, with
+// no backoff: for when the connection's local address is gone, which TCP
+// would notice only after its keepalives fail.
+func (c *Client) Redial() {
+	c.mu.Lock()
+	if c.cur != nil {
+		c.cur.conn.Close()
+		c.cur = nil
+		c.registered = make(chan struct{})
+	}
+	c.mu.Unlock()
+	select {
+	case c.redial <- struct{}{}:
+	default:
+	}
+}
+
 // Connect asks the server for a punch session with peer. The answer is a
 // Punch through OnPunch, or nothing if the peer is offline.
 func (c *Client) Connect(peer identity.PublicKey) error {
@@ -203,10 +235,12 @@ func (c *Client) Run(ctx context.Context) error {
 			Warn("rendezvous connection lost")
 		select {
 		case <-time.After(wait):
+			backoff = min(2*backoff, c.cfg.MaxBackoff)
+		case <-c.redial:
+			backoff = 250 * time.Millisecond
 		case <-ctx.Done():
 			return nil
 		}
-		backoff = min(2*backoff, c.cfg.MaxBackoff)
 	}
 }
 
@@ -261,7 +295,7 @@ func (c *Client) session(ctx context.Context) error {
 	}
 	c.setRegistered(p, observed)
 	c.cfg.OnRegistered(udp)
-	defer c.setRegistered(nil, netip.AddrPort{})
+	defer c.unregister(p)
 	c.cfg.Log.WithFields(logrus.Fields{"server": c.cfg.Address, "observed": observed}).Info("registered with rendezvous server")
 
 	var wg sync.WaitGroup
@@ -382,11 +416,18 @@ func parsePunch(m *Message) (Punch, error) {
 func (c *Client) setRegistered(p *peerConn, observed netip.AddrPort) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.cur = p
-	if p != nil {
-		c.observed = observed
-		close(c.registered)
-	} else {
+	c.cur, c.observed = p, observed
+	close(c.registered)
+}
+
+// unregister marks the client unregistered when connection p ends, unless
+// Redial did so already: a second fresh channel would strand whoever is
+// waiting on the first.
+func (c *Client) unregister(p *peerConn) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cur == p {
+		c.cur = nil
 		c.registered = make(chan struct{})
 	}
 }

@@ -81,14 +81,22 @@ func waitRegistered(t *testing.T, c *Client) {
 	}
 }
 
-func TestCoordinatePunch(t *testing.T) {
+// twoClients starts a server and two registered clients, all stopped when
+// the test ends.
+func twoClients(t *testing.T) (a, b testClient) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	ts := startServer(t, ctx, "")
-	a := startClient(t, ctx, ts, "", ts.srv.PublicKey())
-	b := startClient(t, ctx, ts, "", ts.srv.PublicKey())
+	a = startClient(t, ctx, ts, "", ts.srv.PublicKey())
+	b = startClient(t, ctx, ts, "", ts.srv.PublicKey())
+	t.Cleanup(cancel) // before the cleanups above, which wait for ctx
 	waitRegistered(t, a.c)
 	waitRegistered(t, b.c)
+	return a, b
+}
+
+func TestCoordinatePunch(t *testing.T) {
+	a, b := twoClients(t)
 	if !a.c.Observed().Addr().IsLoopback() {
 		t.Fatalf("observed %v", a.c.Observed())
 	}
@@ -106,6 +114,43 @@ func TestCoordinatePunch(t *testing.T) {
 	case p := <-a.punches:
 		t.Fatalf("second session issued: %+v", p)
 	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// A peer that asks again within the pair window has lost the session it
+// started, and gets a new one at once; only the other side's ask is a
+// duplicate.
+func TestAskingAgainStartsANewSession(t *testing.T) {
+	a, b := twoClients(t)
+	a.c.Connect(b.key.Public())
+	first := <-a.punches
+	<-b.punches
+	a.c.Connect(b.key.Public())
+	select {
+	case again := <-a.punches:
+		if again.Session == first.Session {
+			t.Fatal("the same session was issued twice")
+		}
+	case <-time.After(2 * time.Second): // the pair window is 3s
+		t.Fatal("no new session for the peer that asked again")
+	}
+}
+
+// Redial registers again at once, from a fresh connection.
+func TestRedial(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ts := startServer(t, ctx, "")
+	a := startClient(t, ctx, ts, "", ts.srv.PublicKey())
+	waitRegistered(t, a.c)
+	before := a.c.LocalAddr()
+	a.c.Redial()
+	if a.c.LocalAddr().IsValid() {
+		t.Fatal("still registered right after Redial")
+	}
+	waitRegistered(t, a.c)
+	if after := a.c.LocalAddr(); after == before || !after.IsValid() {
+		t.Fatalf("registered again from %v, before from %v", after, before)
 	}
 }
 

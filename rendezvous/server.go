@@ -108,11 +108,11 @@ type Server struct {
 	// mu guards the fields below.
 	mu       sync.Mutex
 	peers    map[identity.PublicKey]*peerConn
-	pairs    map[[2]identity.PublicKey]time.Time // last punch session per pair
-	sessions map[punch.SessionID]*udpSession     // sessions waiting for UDP probes
-	issued   map[punch.SessionID]issuedSession   // sessions a relay may serve
-	swept    time.Time                           // last sweepLocked
-	limiters map[identity.PublicKey]*peerLimiter // relay rate per peer, while it relays
+	pairs    map[[2]identity.PublicKey]pairSession // last punch session per pair
+	sessions map[punch.SessionID]*udpSession       // sessions waiting for UDP probes
+	issued   map[punch.SessionID]issuedSession     // sessions a relay may serve
+	swept    time.Time                             // last sweepLocked
+	limiters map[identity.PublicKey]*peerLimiter   // relay rate per peer, while it relays
 
 	relays relayHub
 }
@@ -143,7 +143,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		cfg:      cfg,
 		tlsConf:  conf,
 		peers:    make(map[identity.PublicKey]*peerConn),
-		pairs:    make(map[[2]identity.PublicKey]time.Time),
+		pairs:    make(map[[2]identity.PublicKey]pairSession),
 		sessions: make(map[punch.SessionID]*udpSession),
 		issued:   make(map[punch.SessionID]issuedSession),
 		limiters: make(map[identity.PublicKey]*peerLimiter),
@@ -384,6 +384,12 @@ func (s *Server) unregister(p *peerConn) {
 	}
 }
 
+// pairSession records the last punch session of two peers.
+type pairSession struct {
+	at    time.Time
+	asker identity.PublicKey // the peer whose connect request started it
+}
+
 // coordinate starts a punch session between p and the peer it asked for.
 func (s *Server) coordinate(p *peerConn, peer string) error {
 	key, err := identity.ParsePublicKey(peer)
@@ -396,9 +402,13 @@ func (s *Server) coordinate(p *peerConn, peer string) error {
 	}
 	s.mu.Lock()
 	other := s.peers[key]
-	recent := time.Since(s.pairs[pair]) < s.cfg.PairWindow
+	last := s.pairs[pair]
+	// Only the other side's recent ask makes this one a duplicate: a peer
+	// asking again has lost the session it started (its address changed,
+	// say) and needs a new one now.
+	recent := time.Since(last.at) < s.cfg.PairWindow && last.asker != p.key
 	if other != nil && !recent && key != p.key {
-		s.pairs[pair] = time.Now()
+		s.pairs[pair] = pairSession{at: time.Now(), asker: p.key}
 		s.sweepLocked()
 	}
 	s.mu.Unlock()
@@ -529,8 +539,8 @@ func (s *Server) sweepLocked() {
 		return
 	}
 	s.swept = now
-	for k, t := range s.pairs {
-		if now.Sub(t) > s.cfg.PairWindow {
+	for k, ps := range s.pairs {
+		if now.Sub(ps.at) > s.cfg.PairWindow {
 			delete(s.pairs, k)
 		}
 	}
