@@ -7,12 +7,16 @@ import (
 	"time"
 )
 
-// keepAlive makes the kernel probe an idle punched connection every 5 s.
+// keepAlive makes the kernel probe an idle punched connection every 2 s.
 // The probes keep NAT mappings from expiring and, after a NAT forgets
-// them (rebinding), reopen the peer's side within seconds, well before the
-// link's own 15 s keepalive; three unanswered probes end the connection.
+// them (rebinding), are what reopens the side that has nothing to send:
+// its peer's packets are dropped at its NAT until it sends something, so
+// the idle time is how long new streams can stall after a rebinding. Five
+// unanswered probes (10 s) end the connection, before the link's own
+// keepalive would notice. A probe is an empty segment; two seconds cost
+// nothing worth saving.
 func keepAlive() net.KeepAliveConfig {
-	return net.KeepAliveConfig{Enable: true, Idle: 5 * time.Second, Interval: 5 * time.Second, Count: 3}
+	return net.KeepAliveConfig{Enable: true, Idle: 2 * time.Second, Interval: 2 * time.Second, Count: 5}
 }
 
 // Listen opens a TCP listener on addr whose port other sockets from this

@@ -16,7 +16,10 @@ func reuseControl(network, address string, c syscall.RawConn) error {
 		if opErr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); opErr != nil {
 			return
 		}
-		opErr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		if opErr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); opErr != nil {
+			return
+		}
+		opErr = linearTimeouts(int(fd))
 	})
 	if err != nil {
 		return err
