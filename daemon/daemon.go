@@ -167,6 +167,7 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	d.spawn(func() { d.acceptor.Serve(ctx) })
 	d.spawn(func() { d.rv.Run(ctx) })
 	d.spawn(func() { d.discoverLoop(ctx) })
+	d.spawn(func() { d.watchAddrs(ctx) })
 	if d.admin != nil {
 		d.spawn(func() { d.admin.serve(ctx) })
 	}

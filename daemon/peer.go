@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -53,6 +55,7 @@ type peer struct {
 	mu      sync.Mutex
 	state   string
 	link    *link.Link
+	source  netip.Addr // the local address link leaves from
 	lastErr string
 	setup   time.Duration // request to link up, for the last link
 	up      chan struct{} // closed while a link is up
@@ -353,21 +356,38 @@ func drain(ctx context.Context, l *link.Link) {
 
 // replaceLink swaps the link new streams use, for an upgrade.
 func (p *peer) replaceLink(l *link.Link) {
+	src := linkSource(l)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.link = l
+	p.link, p.source = l, src
 }
 
 func (p *peer) setLink(l *link.Link, setup time.Duration) {
+	var src netip.Addr
+	if l != nil {
+		src = linkSource(l)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.link = l
+	p.link, p.source = l, src
 	if l != nil {
 		p.state, p.lastErr, p.setup = StateConnected, "", setup
 		close(p.up)
 	} else {
 		p.state = StateConnecting
 		p.up = make(chan struct{})
+	}
+}
+
+// dropLinkFrom closes the peer's link if it leaves from one of the
+// addresses in gone; the peer's run loop then punches a new one.
+func (p *peer) dropLinkFrom(gone []netip.Addr) {
+	p.mu.Lock()
+	l, src := p.link, p.source
+	p.mu.Unlock()
+	if l != nil && slices.Contains(gone, src) {
+		p.log.WithField("local", src).Info("the link's local address is gone; punching a new link")
+		l.Close()
 	}
 }
 

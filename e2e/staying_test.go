@@ -95,16 +95,7 @@ func TestRebinding(t *testing.T) {
 	for _, transport := range []string{"tcp", "udp"} {
 		t.Run(transport, func(t *testing.T) {
 			a, b, w := coneLab(t)
-			keys := map[string]string{"laptop": w.keygen("laptop"), "office": w.keygen("office")}
-			echo := serveEcho(t, b.Host())
-			fwd := hostPort("127.0.0.1", freePort(t, a.Host()))
-			only := fmt.Sprintf("[link]\ntransports = [%q]\n", transport)
-			p := startPair(t, w, "rdp", a.Host(), b.Host(), "laptop", "office", keys,
-				[]string{"127.0.0.1:13389", fwd, "[[peers]]", only + "\n[[peers]]"},
-				[]string{"127.0.0.1:3389", "127.0.0.1:" + echo, "[[peers]]", only + "\n[[peers]]"})
-			if p.link.Path != "direct-"+transport {
-				t.Fatalf("path %q, want direct-%s", p.link.Path, transport)
-			}
+			p, fwd := echoOver(t, w, a, b, transport)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			for _, s := range []*natlab.Site{a, b} {
@@ -112,28 +103,85 @@ func TestRebinding(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			forgot := time.Now()
-			var recovered time.Duration
-			for time.Since(forgot) < 10*time.Second {
-				rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
-				err := oneEcho(rctx, a.Host(), fwd)
-				rcancel()
-				if err == nil {
-					recovered = time.Since(forgot)
-					break
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
-			if recovered == 0 {
-				st, _ := status(ctx, a.Host(), p.clientAdmin)
-				t.Fatalf("no request got through within 10s of the NATs forgetting their mappings; status %+v", st.Peers)
-			}
-			st, _ := status(ctx, a.Host(), p.clientAdmin)
-			t.Logf("requests work again %v after the flush; link %s %s", recovered.Round(time.Millisecond), st.Peers[0].Path, st.Peers[0].State)
-			if st.Peers[0].State != daemon.StateConnected {
-				t.Fatalf("state %s", st.Peers[0].State)
-			}
+			waitRecovered(ctx, t, a.Host(), fwd, p.clientAdmin, "the NATs forgot their mappings")
 		})
+	}
+}
+
+// echoOver starts the rdp example between a (laptop, with the forward)
+// and b (office, with an echo service) using only transport, and returns
+// the pair and the forward's address once a direct link is up.
+func echoOver(t *testing.T, w *world, a, b *natlab.Site, transport string) (pair, string) {
+	t.Helper()
+	keys := map[string]string{"laptop": w.keygen("laptop"), "office": w.keygen("office")}
+	echo := serveEcho(t, b.Host())
+	fwd := hostPort("127.0.0.1", freePort(t, a.Host()))
+	only := fmt.Sprintf("[link]\ntransports = [%q]\n", transport)
+	p := startPair(t, w, "rdp", a.Host(), b.Host(), "laptop", "office", keys,
+		[]string{"127.0.0.1:13389", fwd, "[[peers]]", only + "\n[[peers]]"},
+		[]string{"127.0.0.1:3389", "127.0.0.1:" + echo, "[[peers]]", only + "\n[[peers]]"})
+	if p.link.Path != "direct-"+transport {
+		t.Fatalf("path %q, want direct-%s", p.link.Path, transport)
+	}
+	return p, fwd
+}
+
+// recoveryMax is how soon new streams must work again after the network
+// changed under a link.
+const recoveryMax = 10 * time.Second
+
+// waitRecovered fails the test unless a request through fwd on m succeeds
+// within recoveryMax; what names the change, for the messages. It leaves
+// the link connected and reports what the peer's link is now.
+func waitRecovered(ctx context.Context, t *testing.T, m machine, fwd, admin, what string) {
+	t.Helper()
+	changed := time.Now()
+	var recovered time.Duration
+	for time.Since(changed) < recoveryMax {
+		rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
+		err := oneEcho(rctx, m, fwd)
+		rcancel()
+		if err == nil {
+			recovered = time.Since(changed)
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	st, _ := status(ctx, m, admin)
+	if recovered == 0 {
+		t.Fatalf("no request got through within %v after %s; status %+v", recoveryMax, what, st.Peers)
+	}
+	t.Logf("requests work again %v after %s; link %s %s", recovered.Round(time.Millisecond), what, st.Peers[0].Path, st.Peers[0].State)
+	if st.Peers[0].State != daemon.StateConnected {
+		t.Fatalf("state %s", st.Peers[0].State)
+	}
+}
+
+// TestLocalAddressChange: a host behind a NAT gets a new LAN address (a new
+// DHCP lease), stranding every socket bound to the old one. Over a TCP
+// link and over a UDP link, with the change on either side, new requests
+// work again within 10s: the daemon notices, registers again and punches a
+// new link.
+func TestLocalAddressChange(t *testing.T) {
+	for _, transport := range []string{"tcp", "udp"} {
+		for _, side := range []string{"client", "server"} {
+			t.Run(transport+"/"+side, func(t *testing.T) {
+				a, b, w := coneLab(t)
+				p, fwd := echoOver(t, w, a, b, transport)
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				if err := oneEcho(ctx, a.Host(), fwd); err != nil {
+					t.Fatal(err)
+				}
+				site := map[string]*natlab.Site{"client": a, "server": b}[side]
+				old := site.Host().Addr()
+				addr, err := site.Renumber(ctx, site.Host())
+				if err != nil {
+					t.Fatal(err)
+				}
+				waitRecovered(ctx, t, a.Host(), fwd, p.clientAdmin, fmt.Sprintf("the %s moved from %s to %s", side, old, addr))
+			})
+		}
 	}
 }
 
@@ -190,4 +238,36 @@ func TestRoaming(t *testing.T) {
 		t.Fatal("the stream stopped moving after the move")
 	}
 	t.Logf("stream kept echoing across the NAT rebinding: %d rounds in all", rounds.Load())
+}
+
+// deadLinkMax is how soon a link whose path died must be declared dead.
+const deadLinkMax = 30 * time.Second
+
+// TestDeadLink: every packet between two cone NATs is dropped while both
+// daemons keep their rendezvous connections. Over a TCP link and over a
+// UDP link, the daemon declares the link dead within 30s and connects
+// again, through the relay, so that requests work again.
+func TestDeadLink(t *testing.T) {
+	for _, transport := range []string{"tcp", "udp"} {
+		t.Run(transport, func(t *testing.T) {
+			lab, a, b := twoCones(t)
+			w := labWorld(t, lab)
+			p, fwd := echoOver(t, w, a, b, transport)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			if err := lab.Cut(ctx, a.PublicAddr(), b.PublicAddr()); err != nil {
+				t.Fatal(err)
+			}
+			cut := time.Now()
+			p.client.waitOutput(t, regexp.MustCompile(`msg="link down"`), deadLinkMax)
+			t.Logf("link declared dead %v after its path died", time.Since(cut).Round(100*time.Millisecond))
+			st := waitPeer(t, a.Host(), p.clientAdmin, "office", daemon.StateConnected, linkWait)
+			if st.Path != "relay" {
+				t.Fatalf("path %q after the direct path died, want relay", st.Path)
+			}
+			if err := oneEcho(ctx, a.Host(), fwd); err != nil {
+				t.Fatalf("request over the relay: %v", err)
+			}
+		})
+	}
 }

@@ -7,12 +7,15 @@ import (
 	"net/netip"
 	"os/exec"
 	"strings"
+	"sync"
 )
 
 // Host is one network namespace of a lab: the server, a host at a site, or
 // a router (see Site.Routers). Its methods are safe for concurrent use.
 type Host struct {
-	name  string       // namespace name
+	name string // namespace name
+
+	mu    sync.Mutex   // guards addrs, which Site.Renumber changes
 	addrs []netip.Addr // addrs[0] is the primary address
 }
 
@@ -22,11 +25,19 @@ func (h *Host) Name() string { return h.name }
 
 // Addr returns the host's primary IPv4 address: its LAN address behind a
 // NAT, its public address on the internet segment, a router's WAN address.
-func (h *Host) Addr() netip.Addr { return h.addrs[0] }
+func (h *Host) Addr() netip.Addr {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.addrs[0]
+}
 
 // Addrs returns all of the host's addresses, primary first. The server has
 // two on the internet segment; a router has its WAN then its LAN address.
-func (h *Host) Addrs() []netip.Addr { return append([]netip.Addr(nil), h.addrs...) }
+func (h *Host) Addrs() []netip.Addr {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]netip.Addr(nil), h.addrs...)
+}
 
 // String returns the namespace name and primary address.
 func (h *Host) String() string { return fmt.Sprintf("%s(%s)", h.name, h.Addr()) }

@@ -146,8 +146,9 @@ func routerRules(k Kind, wanIP string) (string, error) {
 }
 
 // Internet-segment rules: the hub namespace answers nothing but ping (it is
-// the sink of busy hosts), and the loss chain drops a share of the IPv4
-// packets crossing the bridge (never ARP, so neighbours still resolve).
+// the sink of busy hosts), the loss chain drops a share of the IPv4
+// packets crossing the bridge (never ARP, so neighbours still resolve),
+// and the cut chain drops everything between pairs of addresses.
 const (
 	hubDev    = "hub0"
 	inetRules = `table inet natlab {
@@ -158,6 +159,9 @@ const (
 }
 table bridge natlab {
 	chain loss {
+		type filter hook forward priority filter; policy accept;
+	}
+	chain cut {
 		type filter hook forward priority filter; policy accept;
 	}
 }

@@ -78,6 +78,8 @@ const (
 	maxSites    = 250 // site i uses 10.i.0.0/24 and 100.64.i.0/24
 	busyOctet   = 200 // last octet of a busy host's address
 	maxHosts    = busyOctet - 2
+	// Site.Renumber hands out the last octets from renumberFirst to 254.
+	renumberFirst = busyOctet + 1
 
 	cleanupTimeout = 60 * time.Second
 )
@@ -250,6 +252,29 @@ func (l *Lab) SetLoss(ctx context.Context, percent int) error {
 	defer stop()
 	if err := nft(ctx, l.inet, lossRules(percent)); err != nil {
 		return fmt.Errorf("natlab: set loss: %w", err)
+	}
+	return nil
+}
+
+// Cut drops every packet between public addresses a and b on the internet
+// segment, both ways, until Mend: a path that dies while both ends stay
+// up and reach everyone else.
+func (l *Lab) Cut(ctx context.Context, a, b netip.Addr) error {
+	ctx, stop := l.op(ctx)
+	defer stop()
+	rule := "add rule bridge natlab cut ip saddr %s ip daddr %s drop\n"
+	if err := nft(ctx, l.inet, fmt.Sprintf(rule+rule, a, b, b, a)); err != nil {
+		return fmt.Errorf("natlab: cut %s from %s: %w", a, b, err)
+	}
+	return nil
+}
+
+// Mend undoes every Cut.
+func (l *Lab) Mend(ctx context.Context) error {
+	ctx, stop := l.op(ctx)
+	defer stop()
+	if err := nft(ctx, l.inet, "flush chain bridge natlab cut\n"); err != nil {
+		return fmt.Errorf("natlab: mend: %w", err)
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 )
 
@@ -25,8 +26,9 @@ type Site struct {
 	routers []*Host // outermost first; none for Open
 	lanNS   string  // namespace holding the hosts' LAN bridge (innermost router)
 
-	// hosts is guarded by lab.mu.
-	hosts []*Host
+	// hosts and renumbered are guarded by lab.mu.
+	hosts      []*Host
+	renumbered int // addresses handed out by Renumber
 }
 
 var nameRE = regexp.MustCompile(`^[a-z][a-z0-9]{0,11}$`)
@@ -219,6 +221,47 @@ func (s *Site) AddHost(ctx context.Context, name string) (*Host, error) {
 	}
 	l.names[name] = true
 	return h, nil
+}
+
+// Renumber gives host h, behind the site's NAT, a new LAN address in place
+// of its old one, as a new DHCP lease would: sockets bound to the old
+// address are stranded, and the NAT sees the host's traffic come from a
+// new inside address. It returns the new address.
+func (s *Site) Renumber(ctx context.Context, h *Host) (netip.Addr, error) {
+	l := s.lab
+	ctx, stop := l.op(ctx)
+	defer stop()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fail := func(err error) (netip.Addr, error) {
+		return netip.Addr{}, fmt.Errorf("natlab: site %s: renumber %s: %w", s.name, h.name, err)
+	}
+	switch {
+	case s.kind == Open:
+		return fail(errors.New("a public host keeps its address"))
+	case !slices.Contains(s.hosts, h):
+		return fail(errors.New("not a host of this site"))
+	case renumberFirst+s.renumbered > 254:
+		return fail(errors.New("no renumbering addresses left"))
+	}
+	a := netip.AddrFrom4([4]byte{10, byte(s.index), 0, byte(renumberFirst + s.renumbered)})
+	s.renumbered++
+	lan := s.lanPrefix()
+	// Flushing takes the routes with the old address; the default route
+	// comes back with the new one.
+	for _, args := range [][]string{
+		{"addr", "flush", "dev", "eth0"},
+		{"addr", "add", netip.PrefixFrom(a, lan.Bits()).String(), "dev", "eth0"},
+		{"route", "add", "default", "via", lan.Addr().String(), "dev", "eth0"},
+	} {
+		if err := ipn(ctx, h.name, args...); err != nil {
+			return fail(err)
+		}
+	}
+	h.mu.Lock()
+	h.addrs = []netip.Addr{a}
+	h.mu.Unlock()
+	return a, nil
 }
 
 func (l *Lab) checkNameLocked(name string) error {
