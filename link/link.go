@@ -20,6 +20,7 @@ import (
 type Link struct {
 	peer   identity.PublicKey
 	path   string
+	local  net.Addr
 	remote net.Addr
 	since  time.Time
 	cfg    *Config
@@ -56,6 +57,7 @@ func newLink(fc *frameConn, c Candidate, peer identity.PublicKey, controlling bo
 	l := &Link{
 		peer:   peer,
 		path:   c.Path,
+		local:  c.Conn.LocalAddr(),
 		remote: c.Conn.RemoteAddr(),
 		since:  time.Now(),
 		cfg:    cfg,
@@ -76,6 +78,10 @@ func (l *Link) Peer() identity.PublicKey { return l.peer }
 
 // Path returns how the link's bytes travel ("direct-tcp", ...).
 func (l *Link) Path() string { return l.path }
+
+// Local returns this end's address on the wire: for a link over a UDP
+// socket bound to every address, the unspecified address.
+func (l *Link) Local() net.Addr { return l.local }
 
 // Remote returns the peer's endpoint as seen on the wire.
 func (l *Link) Remote() net.Addr { return l.remote }
