@@ -23,6 +23,7 @@ type Listeners struct {
 	cfg    Config
 	log    logrus.FieldLogger
 	stats  counters
+	copier copier
 
 	mu       sync.Mutex
 	started  bool
@@ -226,7 +227,7 @@ func (l *Listeners) handleForward(ctx context.Context, f config.Forward, c net.C
 	stopStream := context.AfterFunc(ctx, func() { s.Close() })
 	defer stopStream()
 
-	out, in := join(c, s)
+	out, in := l.copier.join(c, s)
 	l.stats.bytes(in, out)
 	log.WithFields(logrus.Fields{
 		"bytes_in":  in,

@@ -19,6 +19,7 @@ type Server struct {
 	log    logrus.FieldLogger
 	dialer net.Dialer
 	stats  counters
+	copier copier
 }
 
 // NewServer returns a Server that authorizes with policy. cfg's zero
@@ -92,7 +93,7 @@ func (s *Server) ServeStream(ctx context.Context, stream net.Conn, peer string) 
 	}
 	stream.SetWriteDeadline(time.Time{})
 
-	in, out := join(stream, target)
+	in, out := s.copier.join(stream, target)
 	s.stats.bytes(in, out)
 	log.WithFields(logrus.Fields{
 		"bytes_in":  in,
