@@ -62,7 +62,8 @@ func (c *batchConn) flushLocked() error {
 	return err
 }
 
-// Close sends what is held (a close_notify alert may be) and closes.
+// Close writes what is held, if the connection still takes it, and
+// closes.
 func (c *batchConn) Close() error {
 	c.mu.Lock()
 	c.open = false
