@@ -2,9 +2,7 @@ package link
 
 import (
 	"errors"
-	"io"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -17,21 +15,11 @@ type Stream struct {
 	link      *Link
 	slots     chan struct{} // nil for streams we opened
 	closeOnce sync.Once
-	peerDone  atomic.Bool // the peer closed its side: we read EOF
 }
 
 func (l *Link) newStream(s *yamux.Stream, slots chan struct{}) *Stream {
 	l.streams.Add(1)
 	return &Stream{Stream: s, link: l, slots: slots}
-}
-
-// Read reads from the stream.
-func (s *Stream) Read(b []byte) (int, error) {
-	n, err := s.Stream.Read(b)
-	if err == io.EOF {
-		s.peerDone.Store(true)
-	}
-	return n, err
 }
 
 // Write writes to the stream. After a connection-level write timeout yamux
@@ -63,7 +51,7 @@ func (s *Stream) Close() error {
 		// yamux's Close only half-closes; a reader blocked on a peer that
 		// never closes would hang without this.
 		s.Stream.SetReadDeadline(time.Unix(1, 0))
-		if !s.peerDone.Load() && s.unread() {
+		if s.unread() {
 			s.link.frames.reset(s.StreamID())
 		}
 		s.link.streams.Add(-1)
@@ -75,7 +63,8 @@ func (s *Stream) Close() error {
 }
 
 // unread reports whether the peer's data is waiting in the stream; it
-// needs a read deadline in the past, and takes a byte if so.
+// needs a read deadline in the past, and takes a byte if so. A peer that
+// has finished sending leaves nothing, so its stream is not reset.
 func (s *Stream) unread() bool {
 	var b [1]byte
 	n, _ := s.Stream.Read(b[:])
