@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -54,7 +55,10 @@ func serveIperf3On(t *testing.T, m machine, host string) string {
 // first left out as slow start) and returns the received rate in Mbit/s.
 func iperf3(t *testing.T, m machine, addr string, secs int) float64 {
 	t.Helper()
-	host, port, _ := strings.Cut(addr, ":")
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(secs+30)*time.Second)
 	defer cancel()
 	out, err := m.Command(ctx, "iperf3", "-c", host, "-p", port, "-t", strconv.Itoa(secs), "-O", "1", "-J").Output()
