@@ -89,9 +89,6 @@ type Peer struct {
 	// host is a name, an IP, a CIDR or "*" (or "*.suffix"); port is a
 	// number, a range "lo-hi" or "*".
 	Targets []string `toml:"targets"`
-
-	// Patterns holds Targets parsed, in the same order; Load fills it in.
-	Patterns []TargetPattern `toml:"-"`
 }
 
 // Expose publishes a local service to some peers under a name.

@@ -238,22 +238,19 @@ func checkPeers(p *problems, peers []Peer) peerSet {
 				}
 			}
 		}
-		peer.Patterns = checkTargets(p, key+".targets", peer.Targets)
+		checkTargets(p, key+".targets", peer.Targets)
 	}
 	return names
 }
 
-func checkTargets(p *problems, key string, targets []string) []TargetPattern {
-	var patterns []TargetPattern
+// checkTargets checks that every exit target pattern parses; the forward
+// package parses them again into its policy.
+func checkTargets(p *problems, key string, targets []string) {
 	for i, s := range targets {
-		t, err := ParseTargetPattern(s)
-		if err != nil {
+		if _, err := ParseTargetPattern(s); err != nil {
 			p.addAt(keyIndex(key, i), key, "%v", err)
-			continue
 		}
-		patterns = append(patterns, t)
 	}
-	return patterns
 }
 
 func checkExposes(p *problems, exposes []Expose, peers peerSet) {
