@@ -40,7 +40,7 @@ func checkAddr(addr string, use addrUse) error {
 		}
 		return nil
 	}
-	if _, err := netip.ParseAddr(host); err == nil || validHostname(host) {
+	if _, err := netip.ParseAddr(host); err == nil || ValidHostname(host) {
 		return nil
 	}
 	return fmt.Errorf("%q: %q is not a host name or IP address", addr, host)
@@ -68,9 +68,11 @@ func sameAddr(addr string) string {
 	return strings.ToLower(addr)
 }
 
-// validHostname checks DNS name syntax loosely: dot-separated labels of
-// letters, digits, '-' and '_' (which real networks use despite RFC 952).
-func validHostname(s string) bool {
+// ValidHostname checks DNS name syntax loosely: at most 253 bytes (a
+// trailing dot aside) of dot-separated labels of letters, digits, '-' and
+// '_' (which real networks use despite RFC 952). The exit checks names
+// peers send it with it too.
+func ValidHostname(s string) bool {
 	s = strings.TrimSuffix(s, ".")
 	if s == "" || len(s) > 253 {
 		return false

@@ -58,7 +58,7 @@ func (t *TargetPattern) parseHost(host string, bracketed bool) error {
 		t.host = hostAny
 	case strings.HasPrefix(host, "*."):
 		suffix := host[2:]
-		if strings.Contains(suffix, "*") || !validHostname(suffix) {
+		if strings.Contains(suffix, "*") || !ValidHostname(suffix) {
 			return fmt.Errorf("%q is not \"*.\" followed by a domain name", host)
 		}
 		t.host, t.name = hostSuffix, normalizeName(suffix)
@@ -74,7 +74,7 @@ func (t *TargetPattern) parseHost(host string, bracketed bool) error {
 		if ip, err := netip.ParseAddr(host); err == nil {
 			return t.setIP(ip)
 		}
-		if !validHostname(host) {
+		if !ValidHostname(host) {
 			return fmt.Errorf("%q is not a host name, IP address or CIDR", host)
 		}
 		t.host, t.name = hostName, normalizeName(host)

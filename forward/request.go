@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/warren-p2p/warren/config"
 )
 
 // ErrProtocol is wrapped by every error caused by a malformed request or
@@ -56,12 +58,15 @@ func (r Request) String() string {
 // Validate checks what the wire format requires: a known kind and a
 // payload of 1 to MaxPayload bytes. It does not parse host:port; the exit
 // does, and answers CodeAddrNotSupported if it cannot.
-func (r Request) Validate() error {
-	if r.Kind != KindService && r.Kind != KindTarget {
-		return fmt.Errorf("%w: unknown request kind %d", ErrProtocol, byte(r.Kind))
+func (r Request) Validate() error { return checkRequest(r.Kind, len(r.Payload)) }
+
+// checkRequest checks a request's kind and payload length, for both ends.
+func checkRequest(k Kind, n int) error {
+	if k != KindService && k != KindTarget {
+		return fmt.Errorf("%w: unknown request kind %d", ErrProtocol, byte(k))
 	}
-	if len(r.Payload) == 0 || len(r.Payload) > MaxPayload {
-		return fmt.Errorf("%w: request payload length %d not in 1..%d", ErrProtocol, len(r.Payload), MaxPayload)
+	if n == 0 || n > MaxPayload {
+		return fmt.Errorf("%w: request payload length %d not in 1..%d", ErrProtocol, n, MaxPayload)
 	}
 	return nil
 }
@@ -93,11 +98,8 @@ func ReadRequest(rd io.Reader) (Request, error) {
 	}
 	r := Request{Kind: Kind(h[1])}
 	n := int(binary.BigEndian.Uint16(h[2:]))
-	if r.Kind != KindService && r.Kind != KindTarget {
-		return Request{}, fmt.Errorf("%w: unknown request kind %d", ErrProtocol, h[1])
-	}
-	if n == 0 || n > MaxPayload {
-		return Request{}, fmt.Errorf("%w: request payload length %d not in 1..%d", ErrProtocol, n, MaxPayload)
+	if err := checkRequest(r.Kind, n); err != nil {
+		return Request{}, err
 	}
 	p := make([]byte, n)
 	if _, err := io.ReadFull(rd, p); err != nil {
@@ -181,31 +183,10 @@ func splitTarget(hostport string) (host string, addr netip.Addr, port uint16, er
 		}
 		return host, a.Unmap(), uint16(p), nil
 	}
-	if !validHostname(host) {
+	if !config.ValidHostname(host) {
 		return "", netip.Addr{}, 0, fmt.Errorf("bad host name %q", host)
 	}
 	return host, netip.Addr{}, uint16(p), nil
-}
-
-// validHostname accepts DNS names loosely: 1-253 bytes of letters, digits,
-// '-', '_' and '.', no empty label except a trailing dot.
-func validHostname(h string) bool {
-	if len(h) == 0 || len(h) > 254 || h == "." {
-		return false
-	}
-	h = strings.TrimSuffix(h, ".")
-	for _, label := range strings.Split(h, ".") {
-		if len(label) == 0 || len(label) > 63 {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // truncateUTF8 cuts s to at most n bytes without splitting a rune.
