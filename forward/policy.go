@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"strings"
 
 	"github.com/warren-p2p/warren/config"
 )
@@ -120,10 +119,10 @@ func (p *Policy) Authorize(ctx context.Context, peer string, req Request) (Grant
 			return refuse(CodeHostUnreachable, "%v", err)
 		}
 		if !rule.exit {
-			name := strings.TrimSuffix(strings.ToLower(host), ".")
+			// Match ignores case and a trailing dot itself.
 			addrs = slices.DeleteFunc(addrs, func(a netip.Addr) bool {
 				return !slices.ContainsFunc(rule.targets, func(t config.TargetPattern) bool {
-					return t.Match(name, a, port)
+					return t.Match(host, a, port)
 				})
 			})
 			if len(addrs) == 0 {
