@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -61,9 +62,8 @@ func (l *Listeners) Start(ctx context.Context) error {
 	}
 	l.started = true
 
-	var lns []net.Listener
 	fail := func(err error) error {
-		for _, ln := range lns {
+		for _, ln := range slices.Concat(l.socksLns, l.fwdLns) {
 			ln.Close()
 		}
 		l.socksLns, l.fwdLns = nil, nil
@@ -75,7 +75,6 @@ func (l *Listeners) Start(ctx context.Context) error {
 		if err != nil {
 			return fail(listenError(fmt.Sprintf("socks[%d]", i), s.Listen, err))
 		}
-		lns = append(lns, ln)
 		l.socksLns = append(l.socksLns, ln)
 	}
 	for i, f := range l.fwds {
@@ -87,7 +86,6 @@ func (l *Listeners) Start(ctx context.Context) error {
 		if err != nil {
 			return fail(listenError(name, f.Listen, err))
 		}
-		lns = append(lns, ln)
 		l.fwdLns = append(l.fwdLns, ln)
 	}
 
@@ -209,10 +207,7 @@ func (l *Listeners) handleForward(ctx context.Context, f config.Forward, c net.C
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 
-	req := TargetRequest(f.Target)
-	if f.Service != "" {
-		req = ServiceRequest(f.Service)
-	}
+	req := forwardRequest(f)
 	log = log.WithFields(logrus.Fields{"client": c.RemoteAddr().String(), "target": req.String()})
 
 	dctx, cancel := context.WithTimeout(ctx, l.cfg.ConnectTimeout)
@@ -255,11 +250,15 @@ func checkForward(f config.Forward) error {
 	if (f.Service == "") == (f.Target == "") {
 		return errors.New("exactly one of service and target must be set")
 	}
-	req := TargetRequest(f.Target)
+	return forwardRequest(f).Validate()
+}
+
+// forwardRequest is what a [[forward]] asks its peer for.
+func forwardRequest(f config.Forward) Request {
 	if f.Service != "" {
-		req = ServiceRequest(f.Service)
+		return ServiceRequest(f.Service)
 	}
-	return req.Validate()
+	return TargetRequest(f.Target)
 }
 
 // listenError formats a bind failure as "NAME listen ADDR: CAUSE", CAUSE
