@@ -164,25 +164,17 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	d.started = time.Now()
 	d.log.WithFields(logrus.Fields{"public_key": d.key.Public(), "punch_port": d.acceptor.Port()}).Info("warren started")
 
-	d.spawn(func() { d.acceptor.Serve(ctx) })
-	d.spawn(func() { d.rv.Run(ctx) })
-	d.spawn(func() { d.discoverLoop(ctx) })
-	d.spawn(func() { d.watchAddrs(ctx) })
+	d.wg.Go(func() { d.acceptor.Serve(ctx) })
+	d.wg.Go(func() { d.rv.Run(ctx) })
+	d.wg.Go(func() { d.discoverLoop(ctx) })
+	d.wg.Go(func() { d.watchAddrs(ctx) })
 	if d.admin != nil {
-		d.spawn(func() { d.admin.serve(ctx) })
+		d.wg.Go(func() { d.admin.serve(ctx) })
 	}
 	for _, p := range d.peers {
-		d.spawn(func() { p.run(ctx, d) })
+		d.wg.Go(func() { p.run(ctx, d) })
 	}
 	return nil
-}
-
-func (d *Daemon) spawn(f func()) {
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		f()
-	}()
 }
 
 // Close stops at once: listeners, links, every goroutine. It waits for

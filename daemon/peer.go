@@ -67,15 +67,20 @@ func newPeer(name string, key identity.PublicKey, log logrus.FieldLogger) *peer 
 
 // offer queues a punch instruction, replacing an older one.
 func (p *peer) offer(pu rendezvous.Punch) {
-	o := offer{Punch: pu, at: time.Now()}
+	putNewest(p.offers, offer{Punch: pu, at: time.Now()})
+}
+
+// putNewest puts v on ch, a channel of capacity 1, dropping what waits
+// there: its reader only ever wants the latest value.
+func putNewest[T any](ch chan T, v T) {
 	for {
 		select {
-		case p.offers <- o:
+		case ch <- v:
 			return
 		default:
 		}
 		select {
-		case <-p.offers:
+		case <-ch:
 		default:
 		}
 	}
@@ -174,12 +179,10 @@ func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch, al
 	var producers sync.WaitGroup
 	produce := func(f func()) {
 		producers.Add(1)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			defer producers.Done()
 			f()
-		}()
+		})
 	}
 	// The TCP probe of a connect-fixed role must reach the server before
 	// the UDP session probe that releases the session's instruction.
@@ -206,14 +209,11 @@ func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch, al
 		})
 	}
 	producersDone := make(chan struct{})
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
+	wg.Go(func() {
 		producers.Wait()
 		close(producersDone)
-	}()
-	go func() {
-		defer wg.Done()
+	})
+	wg.Go(func() {
 		// Closing linkCands lets Establish give up as soon as every
 		// candidate was tried, instead of at the punch timeout. Only
 		// after every producer is done: they send on it too.
@@ -240,7 +240,7 @@ func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch, al
 				return
 			}
 		}
-	}()
+	})
 	l, err := link.Establish(pctx, linkCands, d.self, p.key, d.linkCfg, p.log)
 	if err != nil {
 		return nil, fmt.Errorf("punch session %s: %w", id.String()[:8], err)
@@ -257,17 +257,15 @@ func (d *Daemon) serveLink(ctx context.Context, p *peer, l *link.Link) string {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	serve := func(l *link.Link) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for {
 				s, err := l.Accept()
 				if err != nil {
 					return
 				}
-				d.spawn(func() { d.exit.ServeStream(ctx, s, p.name) })
+				d.wg.Go(func() { d.exit.ServeStream(ctx, s, p.name) })
 			}
-		}()
+		})
 	}
 	current := l
 	defer func() { current.Close() }()
@@ -313,12 +311,10 @@ func (d *Daemon) serveLink(ctx context.Context, p *peer, l *link.Link) string {
 				continue
 			}
 			upgrading = true
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				nl, err := d.establish(ctx, p, o.Punch, false)
 				results <- upgrade{nl, err}
-			}()
+			})
 		case r := <-results:
 			upgrading = false
 			if r.err != nil {
@@ -331,7 +327,7 @@ func (d *Daemon) serveLink(ctx context.Context, p *peer, l *link.Link) string {
 			p.replaceLink(current)
 			serve(current)
 			p.log.WithFields(logrus.Fields{"path": current.Path(), "remote": current.Remote()}).Info("link upgraded from relay; the relay drains")
-			d.spawn(func() { drain(ctx, old) })
+			d.wg.Go(func() { drain(ctx, old) })
 		case <-ctx.Done():
 			return "shutting down"
 		}

@@ -77,11 +77,7 @@ func (d *Daemon) udpStream(ctx context.Context, res punch.UDPResult, id punch.Se
 		sock.Close()
 		return nil, fmt.Errorf("the peer proposed UDP stream protocol %q, which this version does not know", res.Stream)
 	}
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		c.announce()
-	}()
+	c.wg.Go(c.announce)
 	return c, nil
 }
 
