@@ -49,11 +49,5 @@ func (d *Daemon) relay(ctx context.Context, pu rendezvous.Punch, id punch.Sessio
 	if err != nil {
 		return err
 	}
-	select {
-	case out <- link.Candidate{Conn: conn, Path: pathRelay}:
-		return nil
-	case <-ctx.Done():
-		conn.Close()
-		return ctx.Err()
-	}
+	return sendCandidate(ctx, out, link.Candidate{Conn: conn, Path: pathRelay})
 }

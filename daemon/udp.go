@@ -113,20 +113,9 @@ func (d *Daemon) discoverLoop(ctx context.Context) {
 	}
 }
 
-func (d *Daemon) onRegistered(udp []netip.AddrPort) {
-	// Newest wins: discovery only needs the latest server endpoints.
-	for {
-		select {
-		case d.discover <- udp:
-			return
-		default:
-		}
-		select {
-		case <-d.discover:
-		default:
-		}
-	}
-}
+// onRegistered hands discovery the server's endpoints; it only needs the
+// latest.
+func (d *Daemon) onRegistered(udp []netip.AddrPort) { putNewest(d.discover, udp) }
 
 // natWait bounds how long punching waits for the first NAT discovery: a
 // strategy chosen without it is usually wrong for symmetric NATs.
@@ -217,11 +206,17 @@ func (d *Daemon) punchUDP(ctx context.Context, p *peer, pu rendezvous.Punch, id 
 		res.Conn.Close()
 		return err
 	}
+	return sendCandidate(ctx, out, link.Candidate{Conn: conn, Path: pathUDP})
+}
+
+// sendCandidate hands c to the link's race, or closes it if the race is
+// over.
+func sendCandidate(ctx context.Context, out chan<- link.Candidate, c link.Candidate) error {
 	select {
-	case out <- link.Candidate{Conn: conn, Path: pathUDP}:
+	case out <- c:
 		return nil
 	case <-ctx.Done():
-		conn.Close()
+		c.Conn.Close()
 		return ctx.Err()
 	}
 }
