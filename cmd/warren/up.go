@@ -88,13 +88,13 @@ func cmdRendezvous(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	on := true
-	cfg := &config.Server{Listen: "0.0.0.0:7777", KeyFile: "rendezvous.key", Relay: &on}
+	// Without -c, an empty config gives config's defaults.
+	cfg, err := config.ParseServer("", nil)
 	if *path != "" {
-		var err error
-		if cfg, err = config.LoadServer(*path); err != nil {
-			return configErr(err)
-		}
+		cfg, err = config.LoadServer(*path)
+	}
+	if err != nil {
+		return configErr(err)
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
