@@ -15,7 +15,10 @@ const maxBatch = 256 << 10
 // batchConn sits between TLS and the candidate connection. While a batch is
 // open it collects what TLS writes, so that the records of one yamux frame
 // leave in one write: without it every 16 KiB record is a syscall and, with
-// TCP_NODELAY, a frame's 12-byte header is a packet of its own.
+// TCP_NODELAY, a frame's 12-byte header is a packet of its own. Close is
+// the connection's: only frameConn opens batches, and frameConn.Close fails
+// the connection's writes (a past deadline) first, so a batch left open
+// could not be flushed anyway.
 type batchConn struct {
 	net.Conn
 
@@ -60,16 +63,6 @@ func (c *batchConn) flushLocked() error {
 	_, err := c.Conn.Write(c.buf)
 	c.buf = c.buf[:0]
 	return err
-}
-
-// Close writes what is held, if the connection still takes it, and
-// closes.
-func (c *batchConn) Close() error {
-	c.mu.Lock()
-	c.open = false
-	c.flushLocked()
-	c.mu.Unlock()
-	return c.Conn.Close()
 }
 
 // yamux frame header layout (spec.md in hashicorp/yamux): version, type,

@@ -7,7 +7,6 @@ import (
 	"net"
 	"testing"
 
-	"github.com/warren-p2p/warren/identity"
 	"github.com/warren-p2p/warren/internal/benchtest"
 )
 
@@ -50,8 +49,8 @@ func BenchmarkStream(b *testing.B) {
 func BenchmarkTLS(b *testing.B) {
 	aID, bID := newIdentity(b), newIdentity(b)
 	a, c := tcpPairs(b, 1)
-	client := tls.Client(a[0], identity.TLSConfig(aID.cert, identity.Pinned(bID.Public)))
-	server := tls.Server(c[0], identity.TLSConfig(bID.cert, identity.Pinned(aID.Public)))
+	client := tls.Client(a[0], aID.TLSConfig(bID.Public))
+	server := tls.Server(c[0], bID.TLSConfig(aID.Public))
 	errc := make(chan error, 1)
 	go func() { errc <- server.Handshake() }()
 	if err := client.Handshake(); err != nil {

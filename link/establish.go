@@ -38,8 +38,9 @@ func NewIdentity(k identity.PrivateKey) (Identity, error) {
 }
 
 // TLSConfig is this identity's TLS 1.3 configuration for talking to peer
-// only, for a transport below the link that runs a handshake of its own
-// (QUIC). The link still runs its own TLS above such a transport.
+// only: the link's own, and the one for a transport below the link that
+// runs a handshake of its own (QUIC). The link still runs its own TLS
+// above such a transport.
 func (id Identity) TLSConfig(peer identity.PublicKey) *tls.Config {
 	return identity.TLSConfig(id.cert, identity.Pinned(peer))
 }
@@ -72,7 +73,7 @@ type attempt struct {
 func Establish(ctx context.Context, cands <-chan Candidate, self Identity, peer identity.PublicKey, cfg *Config, log logrus.FieldLogger) (*Link, error) {
 	cfg = cfg.withDefaults()
 	controlling := self.Public.Less(peer)
-	tlsConf := identity.TLSConfig(self.cert, identity.Pinned(peer))
+	tlsConf := self.TLSConfig(peer)
 	tlsConf.SessionTicketsDisabled = true
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -208,8 +209,8 @@ func exchangeClaims(conn net.Conn, self, pinned identity.PublicKey) error {
 	if rerr != nil {
 		return fmt.Errorf("read key claim: %w", rerr)
 	}
-	if claim != pinned {
-		return fmt.Errorf("%w: the other end claims %s, want %s", identity.ErrKeyMismatch, claim.Short(), pinned.Short())
+	if err := identity.Pinned(pinned)(claim); err != nil {
+		return fmt.Errorf("key claim: %w", err)
 	}
 	return nil
 }
