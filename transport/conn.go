@@ -159,9 +159,6 @@ func newConn(d *Demux, key sessionKey, cfg *Config) (*Conn, error) {
 	return c, nil
 }
 
-// Conv returns the stream's KCP conversation ID.
-func (c *Conn) Conv() uint32 { return c.key.conv }
-
 // LocalAddr returns the demuxed socket's address.
 func (c *Conn) LocalAddr() net.Addr { return c.d.local }
 
@@ -408,7 +405,7 @@ func (c *Conn) farewell() {
 func (c *Conn) sendControl(typ byte, length uint64) {
 	var buf [controlFinLen]byte
 	// A lost control packet is covered by the peer's idle timeout.
-	_, _ = c.d.writeTo(appendControl(buf[:0], typ, c.key.conv, length), *c.pc.remote.Load())
+	_, _ = c.d.conn.WriteToUDPAddrPort(appendControl(buf[:0], typ, c.key.conv, length), *c.pc.remote.Load())
 }
 
 // rxPump moves data from the KCP session into rxq.

@@ -137,7 +137,10 @@ func (d *Demux) Handle(prefix []byte, fn func(pkt []byte, from netip.AddrPort)) 
 	if len(prefix) == 0 || prefix[0] != PrefixByte {
 		return fmt.Errorf("%w: %q", ErrBadPrefix, prefix)
 	}
-	return d.handlers.set(prefix, fn, controlMagic)
+	if overlaps(prefix, controlMagic) {
+		return fmt.Errorf("%w: %q overlaps transport's control prefix", ErrBadPrefix, prefix)
+	}
+	return d.handlers.set(prefix, fn)
 }
 
 // WriteTo sends one datagram (a punch or keepalive packet) on the socket.
@@ -146,11 +149,12 @@ func (d *Demux) WriteTo(b []byte, to netip.AddrPort) (int, error) {
 	if len(b) == 0 || b[0] != PrefixByte {
 		return 0, fmt.Errorf("transport: write to %v: datagram does not start with PrefixByte", to)
 	}
-	return d.writeTo(b, to)
+	return writeUDP(d.conn, b, to)
 }
 
-func (d *Demux) writeTo(b []byte, to netip.AddrPort) (int, error) {
-	n, err := d.conn.WriteToUDPAddrPort(b, to)
+// writeUDP sends one datagram on conn, naming its destination in the error.
+func writeUDP(conn *net.UDPConn, b []byte, to netip.AddrPort) (int, error) {
+	n, err := conn.WriteToUDPAddrPort(b, to)
 	if err != nil {
 		return n, fmt.Errorf("transport: write to %v: %w", to, err)
 	}

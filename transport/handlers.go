@@ -27,14 +27,10 @@ type route struct {
 func (t *handlerTable) init() { t.routes.Store(&[]route{}) }
 
 // set registers fn for prefix (nil fn removes it). Prefixes may not
-// overlap each other or reserved, so every datagram has at most one
-// destination.
-func (t *handlerTable) set(prefix []byte, fn func(pkt []byte, from netip.AddrPort), reserved []byte) error {
+// overlap each other, so every datagram has at most one destination.
+func (t *handlerTable) set(prefix []byte, fn func(pkt []byte, from netip.AddrPort)) error {
 	if len(prefix) == 0 || len(prefix) > maxPrefix {
 		return fmt.Errorf("%w: %q", ErrBadPrefix, prefix)
-	}
-	if reserved != nil && overlaps(prefix, reserved) {
-		return fmt.Errorf("%w: %q overlaps transport's control prefix", ErrBadPrefix, prefix)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -42,8 +42,6 @@ type packetConn struct {
 	peerUna   atomic.Uint32 // the peer's "all below this received", highest seen
 	nextSN    atomic.Uint32 // lowest sequence number not yet sent once
 	sentBytes atomic.Uint64 // payload bytes of the segments below nextSN
-
-	writeErrors atomic.Uint64
 }
 
 func newPacketConn(d *Demux, remote netip.AddrPort) *packetConn {
@@ -108,9 +106,7 @@ func (p *packetConn) WriteTo(b []byte, _ net.Addr) (int, error) {
 		return 0, &net.OpError{Op: "write", Net: "udp", Addr: p.raddr, Err: net.ErrClosed}
 	}
 	p.trackOut(b)
-	if _, err := p.d.writeTo(b, *p.remote.Load()); err != nil {
-		p.writeErrors.Add(1)
-	}
+	_, _ = p.d.conn.WriteToUDPAddrPort(b, *p.remote.Load())
 	return len(b), nil
 }
 

@@ -141,7 +141,7 @@ func (s *QUICSocket) Handle(prefix []byte, fn func(pkt []byte, from netip.AddrPo
 	if !bytes.HasPrefix(prefix, []byte(quicReserved)) {
 		return fmt.Errorf("%w: %q does not start with %q", ErrBadPrefix, prefix, quicReserved)
 	}
-	return s.handlers.set(prefix, fn, nil)
+	return s.handlers.set(prefix, fn)
 }
 
 // WriteTo sends one prefixed datagram (a punch or roam packet).
@@ -149,11 +149,7 @@ func (s *QUICSocket) WriteTo(b []byte, to netip.AddrPort) (int, error) {
 	if !bytes.HasPrefix(b, []byte(quicReserved)) {
 		return 0, fmt.Errorf("transport: write to %v: datagram does not start with %q", to, quicReserved)
 	}
-	n, err := s.conn.WriteToUDPAddrPort(b, to)
-	if err != nil {
-		return n, fmt.Errorf("transport: write to %v: %w", to, err)
-	}
-	return n, nil
+	return writeUDP(s.conn, b, to)
 }
 
 // Rebind moves the peer that the connection was opened to (orig) to
@@ -293,20 +289,16 @@ func (q *QUICStream) RemoteAddr() net.Addr { return q.conn.RemoteAddr() }
 
 // Read reads from the stream; after Close it returns net.ErrClosed.
 func (q *QUICStream) Read(b []byte) (int, error) {
-	select {
-	case <-q.closed:
+	if isClosed(q.closed) {
 		return 0, net.ErrClosed
-	default:
 	}
 	return q.Stream.Read(b)
 }
 
 // Write writes to the stream; after Close it returns net.ErrClosed.
 func (q *QUICStream) Write(b []byte) (int, error) {
-	select {
-	case <-q.closed:
+	if isClosed(q.closed) {
 		return 0, net.ErrClosed
-	default:
 	}
 	return q.Stream.Write(b)
 }
