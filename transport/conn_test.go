@@ -34,32 +34,15 @@ func TestBulkBothWays(t *testing.T) {
 	n := bulkSize(t)
 
 	type result struct {
-		dir       string
-		sent, got [32]byte
-		err       error
-		took      time.Duration
+		dir    string
+		intact bool
+		err    error
+		took   time.Duration
 	}
 	run := func(dir string, w, r *Conn, out chan<- result) {
 		start := time.Now()
-		var res result
-		res.dir = dir
-		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var err error
-			res.sent, err = transfer(w, n)
-			if err != nil {
-				res.err = err
-			}
-		}()
-		got, err := drain(r, n)
-		wg.Wait()
-		res.got, res.took = got, time.Since(start)
-		if err != nil {
-			res.err = err
-		}
-		out <- res
+		intact, err := sendRandom(w, r, n, nil)
+		out <- result{dir, intact, err, time.Since(start)}
 	}
 	out := make(chan result, 2)
 	go run("a->b", ca, cb, out)
@@ -69,7 +52,7 @@ func TestBulkBothWays(t *testing.T) {
 		if r.err != nil {
 			t.Fatalf("%s: %v", r.dir, r.err)
 		}
-		if r.sent != r.got {
+		if !r.intact {
 			t.Fatalf("%s: sha256 mismatch", r.dir)
 		}
 		t.Logf("%s: %d MiB in %v: %.1f MB/s (both directions at once)", r.dir, n>>20, r.took.Round(time.Millisecond), float64(n)/r.took.Seconds()/1e6)
@@ -83,22 +66,12 @@ func TestSingleStreamThroughput(t *testing.T) {
 	ca, cb := dialPair(t, a, b, 7, nil)
 	n := bulkSize(t)
 	start := time.Now()
-	errc := make(chan error, 1)
-	var sent [32]byte
-	go func() {
-		var err error
-		sent, err = transfer(ca, n)
-		errc <- err
-	}()
-	got, err := drain(cb, n)
+	intact, err := sendRandom(ca, cb, n, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
 	took := time.Since(start)
-	if sent != got {
+	if !intact {
 		t.Fatal("sha256 mismatch")
 	}
 	rcv, snd := a.SocketBuffers()
@@ -116,22 +89,10 @@ func TestTwoSessionsStaySeparate(t *testing.T) {
 	var wg sync.WaitGroup
 	check := func(name string, w, r *Conn) {
 		defer wg.Done()
-		var sent [32]byte
-		errc := make(chan error, 1)
-		go func() {
-			var err error
-			sent, err = transfer(w, n)
-			errc <- err
-		}()
-		got, err := drain(r, n)
+		intact, err := sendRandom(w, r, n, nil)
 		if err != nil {
-			t.Errorf("%s: read: %v", name, err)
-			return
-		}
-		if err := <-errc; err != nil {
-			t.Errorf("%s: write: %v", name, err)
-		}
-		if sent != got {
+			t.Errorf("%s: %v", name, err)
+		} else if !intact {
 			t.Errorf("%s: data mixed up (sha256 mismatch)", name)
 		}
 	}
@@ -172,25 +133,12 @@ func TestDialBeforePeer(t *testing.T) {
 func TestCloseDeliversThenEOF(t *testing.T) {
 	a, b := newDemux(t), newDemux(t)
 	ca, cb := dialPair(t, a, b, 9, nil)
-	n := int64(4 << 20)
-	var sent [32]byte
-	errc := make(chan error, 1)
-	go func() {
-		var err error
-		sent, err = transfer(ca, n)
-		if err == nil {
-			err = ca.Close() // right after the last Write: Close must deliver it
-		}
-		errc <- err
-	}()
-	got, err := drain(cb, n)
+	// Close right after the last Write: Close must deliver it.
+	intact, err := sendRandom(ca, cb, 4<<20, ca.Close)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
-	if sent != got {
+	if !intact {
 		t.Fatal("sha256 mismatch")
 	}
 	within(t, 2*time.Second, "Read after peer Close", func() {
@@ -442,10 +390,8 @@ func TestNoGoroutineLeak(t *testing.T) {
 	before := settle()
 
 	for range 3 {
-		conn1, _ := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		conn2, _ := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		a, _ := NewDemux(conn1)
-		b, _ := NewDemux(conn2)
+		a, _ := NewDemux(listenLoopback(t))
+		b, _ := NewDemux(listenLoopback(t))
 		ca, _ := a.Dial(addrOf(b), 1, fastConfig())
 		cb, _ := b.Dial(addrOf(a), 1, fastConfig())
 		orphan, _ := a.Dial(addrOf(b), 2, fastConfig()) // left to Demux.Close

@@ -35,17 +35,6 @@ func (r *recorder) count() int {
 	return len(r.pkts)
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // TestRoutingPrefixAndKCP interleaves punch packets with a KCP transfer on
 // the same sockets: every punch packet reaches the handler and nothing
 // else does, and the stream is unaffected.
@@ -61,15 +50,6 @@ func TestRoutingPrefixAndKCP(t *testing.T) {
 	ca, cb := dialPair(t, a, b, 0x1234, nil)
 
 	const punches = 200
-	n := int64(4 << 20)
-	done := make(chan [32]byte, 1)
-	go func() {
-		sum, err := transfer(ca, n)
-		if err != nil {
-			t.Error(err)
-		}
-		done <- sum
-	}()
 	go func() {
 		for i := range punches {
 			pkt := append(bytes.Clone(punchPrefix), byte(i), byte(i>>8))
@@ -82,11 +62,11 @@ func TestRoutingPrefixAndKCP(t *testing.T) {
 			time.Sleep(100 * time.Microsecond)
 		}
 	}()
-	got, err := drain(cb, n)
+	intact, err := sendRandom(ca, cb, 4<<20, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got != <-done {
+	if !intact {
 		t.Fatal("stream corrupted by interleaved punch packets")
 	}
 	waitFor(t, "all punch packets", func() bool { return ra.count() == punches && rb.count() == punches })
@@ -199,11 +179,7 @@ func TestGarbageDropped(t *testing.T) {
 	}
 	// From a third socket, everything (even a well-formed FIN for the
 	// stream) is for no session: streams are keyed by remote address too.
-	stranger, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stranger.Close()
+	stranger := listenLoopback(t)
 	stranger.WriteToUDPAddrPort(appendControl(nil, ctlRst, conv, 0), addrOf(b))
 
 	// The demux under test is b; a's socket is the stream's peer, so send

@@ -3,6 +3,7 @@ package transport
 import (
 	"crypto/rand"
 	"crypto/sha256"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -14,11 +15,7 @@ import (
 // end of the test.
 func newDemux(t testing.TB) *Demux {
 	t.Helper()
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := NewDemux(conn)
+	d, err := NewDemux(listenLoopback(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,7 +23,22 @@ func newDemux(t testing.TB) *Demux {
 	return d
 }
 
-func addrOf(d *Demux) netip.AddrPort { return d.LocalAddr().(*net.UDPAddr).AddrPort() }
+// listenLoopback opens a UDP socket on a free loopback port and closes it
+// at the end of the test.
+func listenLoopback(t testing.TB) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// addrOf returns the local address of a socket, Demux or QUICSocket.
+func addrOf(s interface{ LocalAddr() net.Addr }) netip.AddrPort {
+	return s.LocalAddr().(*net.UDPAddr).AddrPort()
+}
 
 // dialPair opens the two ends of stream conv between a and b.
 func dialPair(t testing.TB, a, b *Demux, conv uint32, cfg *Config) (*Conn, *Conn) {
@@ -69,6 +81,45 @@ func drain(r io.Reader, n int64) ([32]byte, error) {
 	var sum [32]byte
 	copy(sum[:], h.Sum(nil))
 	return sum, err
+}
+
+// sendRandom writes n random bytes to w from another goroutine, then calls
+// then (if not nil) there, and reads n bytes from r. It reports whether
+// they arrived intact, or the read's error, or else the writer's.
+func sendRandom(w io.Writer, r io.Reader, n int64, then func() error) (intact bool, err error) {
+	type result struct {
+		sum [32]byte
+		err error
+	}
+	sent := make(chan result, 1)
+	go func() {
+		sum, err := transfer(w, n)
+		if err == nil && then != nil {
+			err = then()
+		}
+		sent <- result{sum, err}
+	}()
+	got, err := drain(r, n)
+	if err != nil {
+		return false, fmt.Errorf("read: %w", err)
+	}
+	res := <-sent
+	if res.err != nil {
+		return false, fmt.Errorf("write: %w", res.err)
+	}
+	return res.sum == got, nil
+}
+
+// waitFor fails the test if cond does not become true within 5s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // within fails the test if f does not return within d.

@@ -13,11 +13,7 @@ import (
 
 func newQUICSocket(t testing.TB) *QUICSocket {
 	t.Helper()
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := NewQUICSocket(conn)
+	s, err := NewQUICSocket(listenLoopback(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -25,12 +21,10 @@ func newQUICSocket(t testing.TB) *QUICSocket {
 	return s
 }
 
-func quicAddr(s *QUICSocket) netip.AddrPort { return s.LocalAddr().(*net.UDPAddr).AddrPort() }
-
 // quicPair connects client socket a to b directly and returns both
 // streams.
 func quicPair(t testing.TB, a, b *QUICSocket) (*QUICStream, *QUICStream) {
-	return quicPairVia(t, a, b, quicAddr(b), quicAddr(a))
+	return quicPairVia(t, a, b, addrOf(b), addrOf(a))
 }
 
 // quicPairVia connects client socket a to b, which a reaches at to and
@@ -63,10 +57,7 @@ func TestQUICStreamCarriesBothWaysAndCloses(t *testing.T) {
 		name string
 		w, r net.Conn
 	}{{"a to b", sa, sb}, {"b to a", sb, sa}} {
-		sent := make(chan [32]byte, 1)
-		go func() { sum, _ := transfer(dir.w, n); sent <- sum }()
-		got, err := drain(dir.r, n)
-		if err != nil || got != <-sent {
+		if intact, err := sendRandom(dir.w, dir.r, n, nil); err != nil || !intact {
 			t.Fatalf("%s: %d bytes did not arrive intact (%v)", dir.name, n, err)
 		}
 	}
@@ -90,7 +81,7 @@ func TestQUICSocketRejectsUnreservedPrefix(t *testing.T) {
 			t.Errorf("Handle(%q) accepted a prefix QUIC packets may carry", p)
 		}
 	}
-	if _, err := s.WriteTo([]byte("hello"), quicAddr(s)); err == nil {
+	if _, err := s.WriteTo([]byte("hello"), addrOf(s)); err == nil {
 		t.Error("WriteTo sent a datagram the peer would hand to QUIC")
 	}
 }
@@ -120,7 +111,7 @@ func TestQUICRebindFollowsAMovedPeer(t *testing.T) {
 			if serverMoves {
 				mover, stayer = server, client
 			}
-			nat := newUDPForwarder(t, quicAddr(mover), quicAddr(stayer))
+			nat := newUDPForwarder(t, addrOf(mover), addrOf(stayer))
 			// The client reaches the server, and the server sees the
 			// client, through the NAT where the mover sits behind it.
 			to, seen := nat.front(), nat.back()
@@ -191,21 +182,12 @@ func newUDPForwarder(t *testing.T, inside, outside netip.AddrPort) *udpForwarder
 	return f
 }
 
-func listenLoopback(t *testing.T) *net.UDPConn {
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
-func (f *udpForwarder) front() netip.AddrPort { return f.in.LocalAddr().(*net.UDPAddr).AddrPort() }
+func (f *udpForwarder) front() netip.AddrPort { return addrOf(f.in) }
 
 func (f *udpForwarder) back() netip.AddrPort {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.out.LocalAddr().(*net.UDPAddr).AddrPort()
+	return addrOf(f.out)
 }
 
 func (f *udpForwarder) rebind(t *testing.T) {

@@ -30,14 +30,9 @@ func TestRebindMovesTheStream(t *testing.T) {
 	beforeB, beforeC := b.Stats().NoSession, c.Stats().NoSession
 	ca.Write([]byte("to the old binding"))
 	cb.Write([]byte("to the new remote"))
-	deadline := time.Now().Add(5 * time.Second)
-	for b.Stats().NoSession == beforeB || c.Stats().NoSession == beforeC {
-		if time.Now().After(deadline) {
-			t.Fatalf("no-session counts b %d→%d, c %d→%d: the stream did not move",
-				beforeB, b.Stats().NoSession, beforeC, c.Stats().NoSession)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFor(t, "no-session drops at b (the old binding) and c (the new remote)", func() bool {
+		return b.Stats().NoSession != beforeB && c.Stats().NoSession != beforeC
+	})
 }
 
 func TestRebindErrors(t *testing.T) {
