@@ -251,11 +251,7 @@ func (d *Daemon) lanCandidates() []netip.AddrPort {
 		d.log.WithError(err).Warn("cannot list LAN candidates")
 		return nil
 	}
-	out := make([]netip.AddrPort, len(cands))
-	for i, c := range cands {
-		out[i] = c.Addr
-	}
-	return out
+	return cands
 }
 
 // onPunch routes a punch instruction to its peer. Instructions about keys

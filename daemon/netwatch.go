@@ -27,14 +27,14 @@ const addrPollInterval = time.Second
 func (d *Daemon) watchAddrs(ctx context.Context) {
 	t := time.NewTicker(addrPollInterval)
 	defer t.Stop()
-	last, _ := localAddrs()
+	last, _ := punch.InterfaceAddrs()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		now, err := localAddrs()
+		now, err := punch.InterfaceAddrs()
 		if err != nil {
 			continue // try again at the next tick; last stays right meanwhile
 		}
@@ -54,20 +54,6 @@ func (d *Daemon) watchAddrs(ctx context.Context) {
 			p.dropLinkFrom(gone)
 		}
 	}
-}
-
-// localAddrs returns this machine's interface addresses, sorted.
-func localAddrs() ([]netip.Addr, error) {
-	prefixes, err := punch.InterfacePrefixes()
-	if err != nil {
-		return nil, err
-	}
-	out := make([]netip.Addr, 0, len(prefixes))
-	for _, p := range prefixes {
-		out = append(out, p.Addr())
-	}
-	slices.SortFunc(out, netip.Addr.Compare)
-	return slices.Compact(out), nil
 }
 
 // missing returns the addresses of a that b lacks.

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/warren-p2p/warren/punch"
@@ -67,13 +68,8 @@ func (d *Daemon) Status() Status {
 }
 
 func (d *Daemon) isLocal(a netip.Addr) bool {
-	cands, _ := punch.LocalCandidates(0)
-	for _, c := range cands {
-		if c.Addr.Addr() == a {
-			return true
-		}
-	}
-	return false
+	addrs, _ := punch.InterfaceAddrs()
+	return slices.Contains(addrs, a)
 }
 
 func (p *peer) status() PeerStatus {

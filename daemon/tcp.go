@@ -33,24 +33,16 @@ func (d *Daemon) punchTCP(ctx context.Context, p *peer, pu rendezvous.Punch, id 
 	// Deferred after wg.Wait, so it runs first: a connect-fixed role that
 	// gave up early must not hold the UDP half back.
 	defer markProbed()
-	run := func(port int, cands []punch.Candidate) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			punch.TCP(ctx, nil, port, id, cands, raw)
-		}()
+	run := func(port int, cands []netip.AddrPort) {
+		wg.Go(func() { punch.TCP(ctx, nil, port, id, cands, raw) })
 	}
 	shared := d.acceptor.Port()
-	var lan []punch.Candidate
-	for _, a := range pu.LAN {
-		lan = append(lan, punch.Candidate{Addr: a, Kind: punch.KindLAN})
-	}
-	if len(lan) > 0 {
-		run(shared, lan)
+	if len(pu.LAN) > 0 {
+		run(shared, pu.LAN)
 	}
 	switch role {
 	case punch.TCPSimultaneous:
-		run(shared, []punch.Candidate{{Addr: pu.Public, Kind: punch.KindPublic}})
+		run(shared, []netip.AddrPort{pu.Public})
 	case punch.TCPConnectFixed:
 		// A port of our own for this session: the server's view of it is
 		// the base of the peer's prediction, and our connect from it to
@@ -63,11 +55,7 @@ func (d *Daemon) punchTCP(ctx context.Context, p *peer, pu rendezvous.Punch, id 
 		}
 		acc := punch.NewAcceptor(ln, nil)
 		defer acc.Register(ctx, id, raw)()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			acc.Serve(ctx)
-		}()
+		wg.Go(func() { acc.Serve(ctx) })
 		conn, err := punch.DialFrom(ctx, acc.Port(), d.cfg.Rendezvous.Address)
 		if err != nil {
 			p.log.WithError(err).Debug("tcp punch: probe dial failed")
@@ -79,7 +67,7 @@ func (d *Daemon) punchTCP(ctx context.Context, p *peer, pu rendezvous.Punch, id 
 			return
 		}
 		p.log.WithField("mapped", mapped).Debug("tcp punch: connecting from a predicted port")
-		run(acc.Port(), []punch.Candidate{{Addr: pu.Public, Kind: punch.KindPublic}})
+		run(acc.Port(), []netip.AddrPort{pu.Public})
 		markProbed()
 		<-ctx.Done()
 	case punch.TCPSprayWindow:
@@ -88,9 +76,9 @@ func (d *Daemon) punchTCP(ctx context.Context, p *peer, pu rendezvous.Punch, id 
 			p.log.Debug("tcp punch: the peer's TCP probe was not observed")
 			return
 		}
-		var cands []punch.Candidate
+		var cands []netip.AddrPort
 		for _, port := range punch.PredictPorts(pu.PeerNAT, info.PeerTCP.Port(), tcpWindow, 0) {
-			cands = append(cands, punch.Candidate{Addr: netip.AddrPortFrom(info.PeerTCP.Addr(), port), Kind: punch.KindPredicted})
+			cands = append(cands, netip.AddrPortFrom(info.PeerTCP.Addr(), port))
 		}
 		p.log.WithFields(logrus.Fields{"base": info.PeerTCP, "ports": len(cands)}).Debug("tcp punch: spraying predicted ports")
 		run(shared, cands)

@@ -4,59 +4,40 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 )
-
-// Kind says where a candidate endpoint came from.
-type Kind string
-
-const (
-	// KindLAN is an address of one of the peer's own interfaces.
-	KindLAN Kind = "lan"
-	// KindPublic is the peer's endpoint as the rendezvous server saw it.
-	KindPublic Kind = "public"
-	// KindPredicted is an endpoint a sequential NAT is expected to give
-	// the peer's next connection.
-	KindPredicted Kind = "predicted"
-)
-
-// Candidate is an endpoint at which the peer may be reachable.
-type Candidate struct {
-	Addr netip.AddrPort
-	Kind Kind
-}
-
-func (c Candidate) String() string { return fmt.Sprintf("%s/%s", c.Addr, c.Kind) }
 
 // LocalCandidates lists this machine's interface addresses with port, the
-// candidates a peer on the same LAN (or host) can reach directly. Loopback
+// endpoints a peer on the same LAN (or host) can reach directly. Loopback
 // is included: it is how two daemons on one host find each other.
-func LocalCandidates(port uint16) ([]Candidate, error) {
+func LocalCandidates(port uint16) ([]netip.AddrPort, error) {
 	prefixes, err := InterfacePrefixes()
 	if err != nil {
 		return nil, err
 	}
-	var out []Candidate
+	var out []netip.AddrPort
 	for _, p := range prefixes {
 		ip := p.Addr()
 		// Link-local addresses need a zone the peer cannot know.
 		if ip.IsLinkLocalUnicast() || ip.IsMulticast() || ip.IsUnspecified() {
 			continue
 		}
-		out = append(out, Candidate{Addr: netip.AddrPortFrom(ip, port), Kind: KindLAN})
+		out = append(out, netip.AddrPortFrom(ip, port))
 	}
 	return out, nil
 }
 
-// Dedup returns cands without repeated addresses, keeping the first.
-func Dedup(cands []Candidate) []Candidate {
-	seen := make(map[netip.AddrPort]bool, len(cands))
-	out := cands[:0:0]
-	for _, c := range cands {
-		if !c.Addr.IsValid() || seen[c.Addr] {
+// Dedup returns addrs without invalid or repeated addresses, keeping the
+// first of each.
+func Dedup(addrs []netip.AddrPort) []netip.AddrPort {
+	seen := make(map[netip.AddrPort]bool, len(addrs))
+	out := addrs[:0:0]
+	for _, a := range addrs {
+		if !a.IsValid() || seen[a] {
 			continue
 		}
-		seen[c.Addr] = true
-		out = append(out, c)
+		seen[a] = true
+		out = append(out, a)
 	}
 	return out
 }
@@ -98,6 +79,21 @@ func InterfacePrefixes() ([]netip.Prefix, error) {
 	return out, nil
 }
 
+// InterfaceAddrs returns this machine's interface addresses (IPv4
+// unmapped), sorted and without repeats.
+func InterfaceAddrs() ([]netip.Addr, error) {
+	prefixes, err := InterfacePrefixes()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]netip.Addr, len(prefixes))
+	for i, p := range prefixes {
+		out[i] = p.Addr()
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out), nil
+}
+
 func onLink(addrs []netip.AddrPort, prefixes []netip.Prefix) []netip.AddrPort {
 	global6 := false
 	for _, p := range prefixes {
@@ -119,7 +115,10 @@ func onLink(addrs []netip.AddrPort, prefixes []netip.Prefix) []netip.AddrPort {
 	return out
 }
 
-// isGlobal6 reports whether a is a global unicast IPv6 address (2000::/3).
+// globalUnicast6 is the IPv6 global unicast range.
+var globalUnicast6 = netip.MustParsePrefix("2000::/3")
+
+// isGlobal6 reports whether a is a global unicast IPv6 address.
 func isGlobal6(a netip.Addr) bool {
-	return a.Is6() && !a.Is4In6() && netip.MustParsePrefix("2000::/3").Contains(a)
+	return a.Is6() && !a.Is4In6() && globalUnicast6.Contains(a)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -55,7 +56,7 @@ func (c *Config) withDefaults() *Config {
 // connections are closed. TCP returns once every candidate has produced a
 // connection or ctx has ended; a connection that cannot be sent before ctx
 // ends is closed.
-func TCP(ctx context.Context, cfg *Config, localPort int, id SessionID, cands []Candidate, out chan<- net.Conn) {
+func TCP(ctx context.Context, cfg *Config, localPort int, id SessionID, cands []netip.AddrPort, out chan<- net.Conn) {
 	cfg = cfg.withDefaults()
 	var wg sync.WaitGroup
 	for _, c := range Dedup(cands) {
@@ -76,9 +77,9 @@ func TCP(ctx context.Context, cfg *Config, localPort int, id SessionID, cands []
 	wg.Wait()
 }
 
-func punchOne(ctx context.Context, cfg *Config, localPort int, id SessionID, c Candidate) net.Conn {
+func punchOne(ctx context.Context, cfg *Config, localPort int, id SessionID, c netip.AddrPort) net.Conn {
 	d := Dialer(localPort)
-	addr := c.Addr.String()
+	addr := c.String()
 	for ctx.Err() == nil {
 		start := time.Now()
 		actx, cancel := context.WithTimeout(ctx, cfg.AttemptTimeout)

@@ -30,12 +30,12 @@ func newSide(t *testing.T, ctx context.Context) side {
 	return side{acc: a, port: a.Port()}
 }
 
-func loopback(port int) []Candidate {
-	return []Candidate{{Addr: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)), Kind: KindPublic}}
+func loopback(port int) []netip.AddrPort {
+	return []netip.AddrPort{netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))}
 }
 
 // punchSide runs one side of a punch and returns the first connection.
-func punchSide(ctx context.Context, s side, id SessionID, cands []Candidate) <-chan net.Conn {
+func punchSide(ctx context.Context, s side, id SessionID, cands []netip.AddrPort) <-chan net.Conn {
 	out := make(chan net.Conn)
 	first := make(chan net.Conn, 1)
 	unregister := s.acc.Register(ctx, id, out)
