@@ -230,7 +230,7 @@ func PunchUDP(ctx context.Context, cfg *UDPConfig, s UDPSession, sock PacketConn
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
-			p.pingEvery(ctx, sock, s.LAN)
+			p.pingEvery(ctx, []PacketConn{sock}, s.LAN)
 		}()
 	}
 	res, err := p.await(ctx)
@@ -346,11 +346,14 @@ func (p *udpPuncher) stop(keep PacketConn) {
 	}
 }
 
-// pingEvery pings each of targets every Interval from sock until ctx ends.
-func (p *udpPuncher) pingEvery(ctx context.Context, sock PacketConn, targets []netip.AddrPort) {
-	for {
-		for _, t := range targets {
-			p.write(sock, udpPing, t)
+// pingEvery pings each of targets from each of socks every Interval until
+// ctx ends.
+func (p *udpPuncher) pingEvery(ctx context.Context, socks []PacketConn, targets []netip.AddrPort) {
+	for ctx.Err() == nil {
+		for _, s := range socks {
+			for _, t := range targets {
+				p.write(s, udpPing, t)
+			}
 		}
 		select {
 		case <-time.After(p.cfg.Interval):
@@ -360,7 +363,7 @@ func (p *udpPuncher) pingEvery(ctx context.Context, sock PacketConn, targets []n
 	}
 }
 
-// send runs this side's role until ctx ends.
+// send runs this side's role until it is done or ctx ends.
 func (p *udpPuncher) send(ctx context.Context) {
 	if p.s.Role == RoleNone || !p.s.PeerEndpoint.IsValid() {
 		return
@@ -378,21 +381,12 @@ func (p *udpPuncher) send(ctx context.Context) {
 	peerIP := p.s.PeerEndpoint.Addr()
 	switch p.s.Role {
 	case RoleDirect:
-		p.pingEvery(ctx, main, []netip.AddrPort{p.s.PeerEndpoint})
+		p.pingEvery(ctx, []PacketConn{main}, []netip.AddrPort{p.s.PeerEndpoint})
 	case RoleManySockets:
 		// Each socket's first packet opens a fresh mapping towards the
 		// peer, all to one destination: no scan, so no pacing. Repeats
 		// keep the mappings open while the peer searches.
-		for ctx.Err() == nil {
-			for _, s := range p.socks {
-				p.write(s, udpPing, p.s.PeerEndpoint)
-			}
-			select {
-			case <-time.After(p.cfg.Interval):
-			case <-ctx.Done():
-				return
-			}
-		}
+		p.pingEvery(ctx, p.socks, []netip.AddrPort{p.s.PeerEndpoint})
 	case RoleSprayWindow:
 		sent := 0
 		for window := p.cfg.Window; ctx.Err() == nil && sent < p.cfg.MaxProbes; window = min(2*window, 16*p.cfg.Window) {
@@ -418,7 +412,6 @@ func (p *udpPuncher) send(ctx context.Context) {
 			}
 		}
 	}
-	<-ctx.Done()
 }
 
 // pacer spreads sends at rate per second. A Go timer sleeps no finer than
