@@ -193,12 +193,12 @@ func (c *Client) LocalAddr() netip.AddrPort {
 // would notice only after its keepalives fail.
 func (c *Client) Redial() {
 	c.mu.Lock()
-	if c.cur != nil {
-		c.cur.conn.Close()
-		c.cur = nil
-		c.registered = make(chan struct{})
-	}
+	p := c.cur
 	c.mu.Unlock()
+	if p != nil {
+		p.conn.Close()
+		c.unregister(p)
+	}
 	select {
 	case c.redial <- struct{}{}:
 	default:
@@ -382,10 +382,8 @@ func (c *Client) handle(m *Message) {
 		if m.PeerLANPort > 0 && m.PeerLANPort < 65536 {
 			info.PeerLANPort = uint16(m.PeerLANPort)
 		}
-		if m.PeerUDP != "" {
-			if a, err := netip.ParseAddrPort(m.PeerUDP); err == nil {
-				info.PeerUDP = a
-			}
+		if a, err := netip.ParseAddrPort(m.PeerUDP); err == nil {
+			info.PeerUDP = a
 		}
 		c.cfg.OnUDP(info)
 	case TypeError:
@@ -420,8 +418,8 @@ func (c *Client) setRegistered(p *peerConn, observed netip.AddrPort) {
 	close(c.registered)
 }
 
-// unregister marks the client unregistered when connection p ends, unless
-// Redial did so already: a second fresh channel would strand whoever is
+// unregister marks the client unregistered when connection p ends or
+// Redial drops it, once: a second fresh channel would strand whoever is
 // waiting on the first.
 func (c *Client) unregister(p *peerConn) {
 	c.mu.Lock()
@@ -436,6 +434,7 @@ func (c *Client) unregister(p *peerConn) {
 // putting the address we dialled where the server bound a wildcard.
 func resolveUDP(eps []string, dialled net.Addr) []netip.AddrPort {
 	server, _ := netip.ParseAddrPort(dialled.String())
+	server = unmap(server)
 	var out []netip.AddrPort
 	for _, e := range eps {
 		a, err := netip.ParseAddrPort(e)
@@ -443,14 +442,14 @@ func resolveUDP(eps []string, dialled net.Addr) []netip.AddrPort {
 			continue
 		}
 		if a.Addr().IsUnspecified() {
-			a = netip.AddrPortFrom(server.Addr().Unmap(), a.Port())
+			a = netip.AddrPortFrom(server.Addr(), a.Port())
 		}
 		out = append(out, a)
 	}
 	if len(out) == 0 && server.IsValid() {
 		// An older server that advertises nothing answers probes on its
 		// control port.
-		out = append(out, netip.AddrPortFrom(server.Addr().Unmap(), server.Port()))
+		out = append(out, server)
 	}
 	return out
 }

@@ -1,9 +1,7 @@
 package rendezvous
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
@@ -169,8 +167,7 @@ type probeReq struct {
 func newProber(pc net.PacketConn) *prober {
 	p := &prober{pc: pc}
 	if ua, ok := pc.LocalAddr().(*net.UDPAddr); ok {
-		ap := ua.AddrPort()
-		p.local = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		p.local = unmap(ua.AddrPort())
 	} else if ap, err := netip.ParseAddrPort(pc.LocalAddr().String()); err == nil {
 		p.local = ap
 	}
@@ -193,10 +190,7 @@ func (p *prober) errString() string {
 // send sends one new probe to each server, in order.
 func (p *prober) send(servers ...netip.AddrPort) {
 	for _, s := range servers {
-		req := make([]byte, probeLen)
-		copy(req, probeMagic)
-		rand.Read(req[len(probeMagic):])
-		p.reqs = append(p.reqs, probeReq{server: s, req: req})
+		p.reqs = append(p.reqs, probeReq{server: s, req: plainProbe()})
 		p.write(&p.reqs[len(p.reqs)-1])
 	}
 }
@@ -266,18 +260,17 @@ func (p *prober) pending() int {
 // answer records a reply if it answers one of p's probes; anything else
 // (strays, duplicates) is ignored.
 func (p *prober) answer(b []byte) {
-	if len(b) <= probeLen {
-		return
-	}
 	for i := range p.reqs {
 		r := &p.reqs[i]
-		if r.mapped.IsValid() || !bytes.Equal(b[:probeLen], r.req) {
+		if r.mapped.IsValid() {
 			continue
 		}
-		if ap, err := netip.ParseAddrPort(string(b[probeLen:])); err == nil {
-			r.mapped = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		if mapped, ok, err := parseReply(r.req, b); ok {
+			if err == nil {
+				r.mapped = unmap(mapped)
+			}
+			return
 		}
-		return
 	}
 }
 
@@ -304,15 +297,8 @@ func probeNetwork(servers []netip.AddrPort) (network, laddr string) {
 // interfaceAddrs returns the machine's interface addresses; on error, none
 // (then every observed address counts as someone else's: behind a NAT).
 func interfaceAddrs() []netip.Addr {
-	prefixes, err := punch.InterfacePrefixes()
-	if err != nil {
-		return nil
-	}
-	out := make([]netip.Addr, len(prefixes))
-	for i, p := range prefixes {
-		out[i] = p.Addr()
-	}
-	return out
+	addrs, _ := punch.InterfaceAddrs()
+	return addrs
 }
 
 // ProbeEndpoints returns the addresses on which a server run with -listen

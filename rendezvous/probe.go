@@ -45,9 +45,7 @@ func ProbeSessionTCP(ctx context.Context, conn net.Conn, session punch.SessionID
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	req := make([]byte, 0, tcpProbeLen)
-	req = append(append(append(req, tcpProbeMagic...), session[:]...), byte(side))
-	if _, err := conn.Write(req); err != nil {
+	if _, err := conn.Write(header(tcpProbeMagic, session, side)); err != nil {
 		return netip.AddrPort{}, fmt.Errorf("tcp probe: %w", err)
 	}
 	line, err := bufio.NewReader(io.LimitReader(conn, 64)).ReadString('\n')
@@ -66,10 +64,9 @@ type sessionProbe struct {
 	localPort uint16
 }
 
-// parseProbe returns the reply to req from from, and the session it names
-// if it is a session probe.
+// parseProbe returns the reply to req from from (already unmapped), and the
+// session it names if it is a session probe.
 func parseProbe(req []byte, from netip.AddrPort) (reply []byte, sp *sessionProbe, ok bool) {
-	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 	switch {
 	case len(req) == probeLen && string(req[:4]) == probeMagic:
 	case len(req) == sessionProbeLen && string(req[:4]) == sessionProbeMagic && req[20] <= 1:
@@ -84,10 +81,32 @@ func parseProbe(req []byte, from netip.AddrPort) (reply []byte, sp *sessionProbe
 // ProbeUDP sends one probe from pc to server and returns the address the
 // server saw it come from. It returns when ctx ends without an answer.
 func ProbeUDP(ctx context.Context, pc net.PacketConn, server net.Addr) (netip.AddrPort, error) {
+	return probe(ctx, pc, server, plainProbe())
+}
+
+// plainProbe returns a new plain probe request.
+func plainProbe() []byte {
 	req := make([]byte, probeLen)
 	copy(req, probeMagic)
 	rand.Read(req[len(probeMagic):])
-	return probe(ctx, pc, server, req)
+	return req
+}
+
+// parseReply reports whether reply answers probe request req and, if so,
+// returns the endpoint it names.
+func parseReply(req, reply []byte) (mapped netip.AddrPort, ok bool, err error) {
+	addr, ok := bytes.CutPrefix(reply, req)
+	if !ok || len(addr) == 0 {
+		return netip.AddrPort{}, false, nil
+	}
+	mapped, err = netip.ParseAddrPort(string(addr))
+	return mapped, true, err
+}
+
+// unmap turns an IPv4-mapped IPv6 address (as a dual-stack socket reports
+// IPv4 peers) into plain IPv4.
+func unmap(a netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
 }
 
 // ProbeSession is ProbeUDP from a punch session's socket: the server also
@@ -120,8 +139,8 @@ func probe(ctx context.Context, pc net.PacketConn, server net.Addr, req []byte) 
 		if err != nil {
 			return netip.AddrPort{}, fmt.Errorf("udp probe %s: %w", server, err)
 		}
-		if n > len(req) && bytes.Equal(buf[:len(req)], req) {
-			return netip.ParseAddrPort(string(buf[len(req):n]))
+		if mapped, ok, err := parseReply(req, buf[:n]); ok {
+			return mapped, err
 		}
 	}
 }

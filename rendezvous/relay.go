@@ -99,6 +99,7 @@ func (s *Server) serveRelay(ctx context.Context, raw net.Conn, r io.Reader, id p
 		log.Info("relay refused: not a live punch session")
 		return
 	}
+	me := &relayHalf{conn: raw, r: r, side: side, key: issued.keys[side], done: make(chan struct{})}
 	h := &s.relays
 	h.mu.Lock()
 	other := h.waiting[id]
@@ -124,11 +125,10 @@ func (s *Server) serveRelay(ctx context.Context, raw net.Conn, r io.Reader, id p
 			close(other.done)
 		}()
 		log.Info("relaying")
-		n1, n2 := s.pipe(ctx, other, &relayHalf{conn: raw, r: r, side: side, key: issued.keys[side]})
+		n1, n2 := s.pipe(ctx, other, me)
 		log.WithFields(logrus.Fields{"bytes_a": n1, "bytes_b": n2}).Info("relay closed")
 		return
 	}
-	me := &relayHalf{conn: raw, r: r, side: side, key: issued.keys[side], done: make(chan struct{})}
 	h.waiting[id] = me
 	h.mu.Unlock()
 	select {
@@ -216,8 +216,7 @@ func (s *Server) copyIdle(ctx context.Context, dst net.Conn, src *relayHalf) int
 func DialRelay(ctx context.Context, conn net.Conn, session punch.SessionID, side int) (net.Conn, error) {
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	req := append(append([]byte(relayMagic), session[:]...), byte(side))
-	if _, err := conn.Write(req); err != nil {
+	if _, err := conn.Write(header(relayMagic, session, side)); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("relay: %w", err)
 	}
@@ -234,6 +233,11 @@ func DialRelay(ctx context.Context, conn net.Conn, session punch.SessionID, side
 		return nil, ctx.Err()
 	}
 	return conn, nil
+}
+
+// header returns the 21-byte header of a probe or relay connection.
+func header(magic string, id punch.SessionID, side int) []byte {
+	return append(append([]byte(magic), id[:]...), byte(side))
 }
 
 // readHeader reads the 21-byte header of a probe or relay connection.

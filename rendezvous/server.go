@@ -154,13 +154,6 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 // PublicKey returns the key peers must pin.
 func (s *Server) PublicKey() identity.PublicKey { return s.cfg.Key.Public() }
 
-// Peers returns how many peers are registered now.
-func (s *Server) Peers() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.peers)
-}
-
 // Serve runs the control protocol on ln until ctx ends; it closes ln and
 // every peer connection before returning.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
@@ -205,13 +198,14 @@ func (s *Server) ServeUDP(ctx context.Context, pc net.PacketConn) error {
 		if !ok {
 			continue
 		}
-		reply, sp, ok := parseProbe(buf[:n], ua.AddrPort())
+		src := unmap(ua.AddrPort())
+		reply, sp, ok := parseProbe(buf[:n], src)
 		if !ok {
 			continue
 		}
 		pc.WriteTo(reply, from)
 		if sp != nil {
-			s.sessionMapped(sp, ua.AddrPort())
+			s.sessionMapped(sp, src)
 		}
 	}
 }
@@ -358,7 +352,7 @@ func (s *Server) handshake(raw net.Conn, log logrus.FieldLogger) (*peerConn, err
 	if err != nil {
 		return nil, err
 	}
-	p.observed = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	p.observed = unmap(ap)
 	for _, a := range m.LAN {
 		if _, err := netip.ParseAddrPort(a); err == nil && len(p.lan) < 16 {
 			p.lan = append(p.lan, a)
@@ -462,7 +456,7 @@ func (s *Server) serveTCPProbe(raw net.Conn, id punch.SessionID, side byte) {
 	if err != nil {
 		return
 	}
-	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	from = unmap(from)
 	s.mu.Lock()
 	if us := s.sessions[id]; us != nil {
 		us.tcpMapped[side] = from
@@ -480,8 +474,8 @@ type peekedConn struct {
 
 func (c *peekedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
-// sessionMapped records the endpoint a session probe came from, and tells
-// both sides once both are known.
+// sessionMapped records the endpoint a session probe came from (IPv4
+// unmapped), and tells both sides once both are known.
 func (s *Server) sessionMapped(sp *sessionProbe, from netip.AddrPort) {
 	s.mu.Lock()
 	us := s.sessions[sp.session]
@@ -489,7 +483,7 @@ func (s *Server) sessionMapped(sp *sessionProbe, from netip.AddrPort) {
 		s.mu.Unlock()
 		return
 	}
-	us.mapped[sp.side] = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	us.mapped[sp.side] = from
 	us.localPort[sp.side] = sp.localPort
 	both := us.mapped[0].IsValid() && us.mapped[1].IsValid()
 	s.mu.Unlock()
@@ -599,7 +593,6 @@ func (s *Server) ListenAndServe(ctx context.Context, listen, alt string, ready f
 	if len(tcpAddrs) > 1 {
 		udpAddrs[1] = tcpAddrs[1]
 	}
-	udpAddrs[0] = tcpAddrs[0]
 	for _, a := range udpAddrs {
 		pc, err := net.ListenPacket("udp", a)
 		if err != nil {
