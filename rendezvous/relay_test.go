@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/warren-p2p/warren/identity"
 	"github.com/warren-p2p/warren/punch"
 )
 
@@ -19,33 +18,16 @@ import (
 // address and the session.
 func relaySetup(t *testing.T, ctx context.Context, cfg ServerConfig) (string, punch.SessionID) {
 	t.Helper()
-	k, _ := identity.Generate()
-	cfg.Key, cfg.Log, cfg.NATWait = k, quietLog(), 10*time.Millisecond
-	srv, err := NewServer(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(wg.Wait)
-	wg.Add(1)
-	go func() { defer wg.Done(); srv.Serve(ctx, ln) }()
+	cfg.NATWait = 10 * time.Millisecond
+	ts := startServer(t, ctx, cfg)
 	punches := make(chan Punch, 2)
 	var clients []*Client
 	for range 2 {
-		key, _ := identity.Generate()
-		c, _ := NewClient(ClientConfig{Address: ln.Addr().String(), ServerKey: k.Public(), Key: key, Log: quietLog(),
-			OnPunch: func(p Punch) { punches <- p }})
-		wg.Add(1)
-		go func() { defer wg.Done(); c.Run(ctx) }()
+		c := startClient(t, ctx, ts, ClientConfig{OnPunch: func(p Punch) { punches <- p }})
 		waitRegistered(t, c)
 		clients = append(clients, c)
 	}
-	other, _ := identity.ParsePublicKey(clientKey(t, clients[1]))
-	clients[0].Connect(other)
+	clients[0].Connect(clients[1].cfg.Key.Public())
 	var p Punch
 	select {
 	case p = <-punches:
@@ -56,10 +38,8 @@ func relaySetup(t *testing.T, ctx context.Context, cfg ServerConfig) (string, pu
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ln.Addr().String(), id
+	return ts.addr, id
 }
-
-func clientKey(t *testing.T, c *Client) string { return c.cfg.Key.Public().String() }
 
 // relayPair opens both sides of a relay for session.
 func relayPair(t *testing.T, ctx context.Context, addr string, id punch.SessionID) (net.Conn, net.Conn) {

@@ -29,10 +29,13 @@ type testServer struct {
 	addr string
 }
 
-func startServer(t *testing.T, ctx context.Context, token string) testServer {
+// startServer runs a server with cfg, under a fresh key and with a quiet
+// log, on loopback until ctx ends.
+func startServer(t *testing.T, ctx context.Context, cfg ServerConfig) testServer {
 	t.Helper()
-	k, _ := identity.Generate()
-	srv, err := NewServer(ServerConfig{Key: k, Token: token, Log: quietLog(), NATWait: 100 * time.Millisecond})
+	cfg.Key, _ = identity.Generate()
+	cfg.Log = quietLog()
+	srv, err := NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,35 +44,29 @@ func startServer(t *testing.T, ctx context.Context, token string) testServer {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); srv.Serve(ctx, ln) }()
+	wg.Go(func() { srv.Serve(ctx, ln) })
 	t.Cleanup(wg.Wait)
 	return testServer{srv, ln.Addr().String()}
 }
 
-type testClient struct {
-	c       *Client
-	key     identity.PrivateKey
-	punches chan Punch
-}
-
-func startClient(t *testing.T, ctx context.Context, ts testServer, token string, serverKey identity.PublicKey) testClient {
+// startClient runs a client of ts with cfg (its token, callbacks, and the
+// server key to pin if not ts's), under a fresh key and with a quiet log,
+// until ctx ends.
+func startClient(t *testing.T, ctx context.Context, ts testServer, cfg ClientConfig) *Client {
 	t.Helper()
-	k, _ := identity.Generate()
-	punches := make(chan Punch, 4)
-	c, err := NewClient(ClientConfig{
-		Address: ts.addr, ServerKey: serverKey, Key: k, Token: token, Log: quietLog(),
-		LAN:     func() []netip.AddrPort { return []netip.AddrPort{netip.MustParseAddrPort("10.1.2.3:4567")} },
-		OnPunch: func(p Punch) { punches <- p },
-	})
+	cfg.Address, cfg.Log = ts.addr, quietLog()
+	cfg.Key, _ = identity.Generate()
+	if cfg.ServerKey.IsZero() {
+		cfg.ServerKey = ts.srv.PublicKey()
+	}
+	c, err := NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); c.Run(ctx) }()
+	wg.Go(func() { c.Run(ctx) })
 	t.Cleanup(wg.Wait)
-	return testClient{c, k, punches}
+	return c
 }
 
 func waitRegistered(t *testing.T, c *Client) {
@@ -81,14 +78,27 @@ func waitRegistered(t *testing.T, c *Client) {
 	}
 }
 
+type testClient struct {
+	c       *Client
+	key     identity.PrivateKey
+	punches chan Punch
+}
+
 // twoClients starts a server and two registered clients, all stopped when
 // the test ends.
 func twoClients(t *testing.T) (a, b testClient) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	ts := startServer(t, ctx, "")
-	a = startClient(t, ctx, ts, "", ts.srv.PublicKey())
-	b = startClient(t, ctx, ts, "", ts.srv.PublicKey())
+	ts := startServer(t, ctx, ServerConfig{NATWait: 100 * time.Millisecond})
+	start := func() testClient {
+		punches := make(chan Punch, 4)
+		c := startClient(t, ctx, ts, ClientConfig{
+			LAN:     func() []netip.AddrPort { return []netip.AddrPort{netip.MustParseAddrPort("10.1.2.3:4567")} },
+			OnPunch: func(p Punch) { punches <- p },
+		})
+		return testClient{c, c.cfg.Key, punches}
+	}
+	a, b = start(), start()
 	t.Cleanup(cancel) // before the cleanups above, which wait for ctx
 	waitRegistered(t, a.c)
 	waitRegistered(t, b.c)
@@ -102,7 +112,7 @@ func TestCoordinatePunch(t *testing.T) {
 	}
 	// Both ask at once: one session serves both.
 	a.c.Connect(b.key.Public())
-	b.c.Connect(a.key.Public())
+	b.c.Connect(a.c.cfg.Key.Public())
 	pa, pb := <-a.punches, <-b.punches
 	if pa.Session != pb.Session || pa.Peer != b.key.Public() || pb.Peer != a.key.Public() {
 		t.Fatalf("punches disagree: %+v / %+v", pa, pb)
@@ -140,16 +150,16 @@ func TestAskingAgainStartsANewSession(t *testing.T) {
 func TestRedial(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ts := startServer(t, ctx, "")
-	a := startClient(t, ctx, ts, "", ts.srv.PublicKey())
-	waitRegistered(t, a.c)
-	before := a.c.LocalAddr()
-	a.c.Redial()
-	if a.c.LocalAddr().IsValid() {
+	ts := startServer(t, ctx, ServerConfig{})
+	c := startClient(t, ctx, ts, ClientConfig{})
+	waitRegistered(t, c)
+	before := c.LocalAddr()
+	c.Redial()
+	if c.LocalAddr().IsValid() {
 		t.Fatal("still registered right after Redial")
 	}
-	waitRegistered(t, a.c)
-	if after := a.c.LocalAddr(); after == before || !after.IsValid() {
+	waitRegistered(t, c)
+	if after := c.LocalAddr(); after == before || !after.IsValid() {
 		t.Fatalf("registered again from %v, before from %v", after, before)
 	}
 }
@@ -157,7 +167,7 @@ func TestRedial(t *testing.T) {
 func TestBadTokenAndWrongServerKey(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ts := startServer(t, ctx, "s3cret")
+	ts := startServer(t, ctx, ServerConfig{Token: "s3cret"})
 	impostor, _ := identity.Generate()
 	for _, tc := range []struct {
 		name, token string
@@ -169,16 +179,16 @@ func TestBadTokenAndWrongServerKey(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(ctx)
 			defer cancel()
-			c := startClient(t, ctx, ts, tc.token, tc.key)
+			c := startClient(t, ctx, ts, ClientConfig{Token: tc.token, ServerKey: tc.key})
 			select {
-			case <-c.c.Registered():
+			case <-c.Registered():
 				t.Fatal("registered")
 			case <-time.After(500 * time.Millisecond):
 			}
 		})
 	}
-	ok := startClient(t, ctx, ts, "s3cret", ts.srv.PublicKey())
-	waitRegistered(t, ok.c)
+	ok := startClient(t, ctx, ts, ClientConfig{Token: "s3cret"})
+	waitRegistered(t, ok)
 }
 
 // TestGarbageClosesOnlyThatConnection sends junk at every stage and checks
@@ -186,7 +196,7 @@ func TestBadTokenAndWrongServerKey(t *testing.T) {
 func TestGarbageClosesOnlyThatConnection(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ts := startServer(t, ctx, "")
+	ts := startServer(t, ctx, ServerConfig{})
 	k, _ := identity.Generate()
 	cert, _ := identity.Certificate(k)
 	for _, junk := range [][]byte{
@@ -212,26 +222,20 @@ func TestGarbageClosesOnlyThatConnection(t *testing.T) {
 		io.Copy(io.Discard, w) // returns once the server closes
 		raw.Close()
 	}
-	c := startClient(t, ctx, ts, "", ts.srv.PublicKey())
-	waitRegistered(t, c.c)
+	c := startClient(t, ctx, ts, ClientConfig{})
+	waitRegistered(t, c)
 }
 
 func TestUDPProbe(t *testing.T) {
+	server := serveProbes(t, listenUDP(t, "127.0.0.1:0"))[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	k, _ := identity.Generate()
-	srv, _ := NewServer(ServerConfig{Key: k, Log: quietLog()})
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.ServeUDP(ctx, pc)
 	cl, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	got, err := ProbeUDP(ctx, cl, pc.LocalAddr())
+	got, err := ProbeUDP(ctx, cl, net.UDPAddrFromAddrPort(server))
 	if err != nil || got.String() != cl.LocalAddr().String() {
 		t.Fatalf("probe = %v, %v; want %v", got, err, cl.LocalAddr())
 	}
@@ -272,36 +276,28 @@ func FuzzReadMessage(f *testing.F) {
 func TestSessionUDPCoordination(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	k, _ := identity.Generate()
-	srv, _ := NewServer(ServerConfig{Key: k, Log: quietLog()})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc, err := net.ListenPacket("udp", ln.Addr().String())
+	ts := startServer(t, ctx, ServerConfig{})
+	// UDP probes on the control port, where a server that advertises no
+	// UDP endpoints answers them.
+	pc, err := net.ListenPacket("udp", ts.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); srv.Serve(ctx, ln) }()
-	go func() { defer wg.Done(); srv.ServeUDP(ctx, pc) }()
-	defer wg.Wait()
-	defer cancel()
+	wg.Go(func() { ts.srv.ServeUDP(ctx, pc) })
+	t.Cleanup(wg.Wait)
 
 	type side struct {
 		c       *Client
-		key     identity.PrivateKey
 		punches chan Punch
 		udp     chan UDPInfo
 	}
 	mk := func() side {
-		key, _ := identity.Generate()
-		s := side{key: key, punches: make(chan Punch, 1), udp: make(chan UDPInfo, 1)}
-		s.c, _ = NewClient(ClientConfig{Address: ln.Addr().String(), ServerKey: k.Public(), Key: key, Log: quietLog(),
-			OnPunch: func(p Punch) { s.punches <- p }, OnUDP: func(u UDPInfo) { s.udp <- u }})
-		wg.Add(1)
-		go func() { defer wg.Done(); s.c.Run(ctx) }()
+		s := side{punches: make(chan Punch, 1), udp: make(chan UDPInfo, 1)}
+		s.c = startClient(t, ctx, ts, ClientConfig{
+			OnPunch: func(p Punch) { s.punches <- p },
+			OnUDP:   func(u UDPInfo) { s.udp <- u },
+		})
 		waitRegistered(t, s.c)
 		return s
 	}
@@ -311,7 +307,7 @@ func TestSessionUDPCoordination(t *testing.T) {
 	}
 	a.c.SetNAT(punch.NAT{Behind: true, Mapping: punch.MappingEndpointIndependent})
 	time.Sleep(50 * time.Millisecond) // let the NAT report land before the punch
-	b.c.Connect(a.key.Public())
+	b.c.Connect(a.c.cfg.Key.Public())
 	pa, pb := <-a.punches, <-b.punches
 	if pa.Side == pb.Side {
 		t.Fatalf("both sides are side %d", pa.Side)
