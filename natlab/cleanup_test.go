@@ -36,21 +36,12 @@ func namespacesWith(t testing.TB, prefix string) []string {
 	return found
 }
 
-func skipUnlessAvailable(t *testing.T) {
-	t.Helper()
-	// labtest.New decides skip or fail; build a throwaway lab through it
-	// only for that decision would be slow, so repeat its rule.
-	if err := natlab.Available(); err != nil {
-		labtest.New(t, natlab.Config{}) // skips or fails, as labtest decides
-	}
-}
-
 // TestCleanupAfterFailure makes AddSite fail halfway (its host namespace
 // name is already taken, so the router is built and then must be undone)
 // and checks that the failure leaves the lab as it was and Close leaves
 // nothing.
 func TestCleanupAfterFailure(t *testing.T) {
-	skipUnlessAvailable(t)
+	labtest.Require(t)
 	t.Parallel()
 	ctx := context.Background()
 	lab, err := natlab.New(ctx, natlab.Config{})
@@ -91,7 +82,7 @@ func TestCleanupAfterFailure(t *testing.T) {
 // TestCleanupOnCancel cancels New and AddSite part way and checks that
 // nothing is left.
 func TestCleanupOnCancel(t *testing.T) {
-	skipUnlessAvailable(t)
+	labtest.Require(t)
 	t.Parallel()
 	prefix := randomName("wlcancel")
 	cctx, cancel := context.WithCancel(context.Background())
@@ -138,7 +129,7 @@ func TestCleanupFunc(t *testing.T) {
 	if err := natlab.Cleanup(""); err == nil {
 		t.Fatal("Cleanup(\"\") succeeded")
 	}
-	skipUnlessAvailable(t)
+	labtest.Require(t)
 	prefix := randomName("wlclean")
 	if out, err := rootRun(context.Background(), "ip", "netns", "add", prefix+"-x"); err != nil {
 		t.Fatalf("%v: %s", err, out)

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
-	"strings"
 	"sync"
 )
 
@@ -54,12 +53,9 @@ func (h *Host) Command(ctx context.Context, name string, args ...string) *exec.C
 // Run runs a program inside the host's namespace and returns its combined
 // output; a failure's error includes that output.
 func (h *Host) Run(ctx context.Context, name string, args ...string) ([]byte, error) {
-	out, err := h.Command(ctx, name, args...).CombinedOutput()
+	out, err := run(ctx, "", "ip", append([]string{"netns", "exec", h.name, name}, args...)...)
 	if err != nil {
-		if msg := strings.TrimSpace(string(out)); msg != "" {
-			err = fmt.Errorf("%w: %s", err, msg)
-		}
-		return out, fmt.Errorf("natlab: %s: %s %s: %w", h.name, name, shortArgs(args), err)
+		return out, fmt.Errorf("natlab: %w", err)
 	}
 	return out, nil
 }

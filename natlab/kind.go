@@ -2,6 +2,7 @@ package natlab
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -64,10 +65,7 @@ func ParseKind(s string) (Kind, error) {
 }
 
 // Valid reports whether k is one of Kinds().
-func (k Kind) Valid() bool {
-	_, err := ParseKind(string(k))
-	return err == nil
-}
+func (k Kind) Valid() bool { return slices.Contains(Kinds(), k) }
 
 // busy reports whether a site of kind k gets a background host that keeps
 // allocating mappings.

@@ -292,26 +292,7 @@ func (l *Lab) Close() error {
 		return nil
 	}
 	l.closed = true
-	for i, p := range l.procs {
-		if p.Process != nil {
-			_ = p.Process.Kill()
-			if l.procDone[i] != nil {
-				<-l.procDone[i]
-			}
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
-	defer cancel()
-	var errs []error
-	// Hosts before routers before the internet: removing a namespace
-	// destroys its veth ends, and doing the hub last keeps the rest of the
-	// lab intact until its own turn.
-	for i := len(l.namespaces) - 1; i >= 0; i-- {
-		errs = append(errs, deleteNamespace(ctx, l.namespaces[i]))
-	}
-	l.namespaces = nil
-	errs = append(errs, Cleanup(l.prefix+"-"))
-	if err := errors.Join(errs...); err != nil {
+	if err := errors.Join(l.undoLocked(labMark{}), Cleanup(l.prefix+"-")); err != nil {
 		return fmt.Errorf("natlab: close %s: %w", l.prefix, err)
 	}
 	return nil

@@ -81,8 +81,8 @@ func (s *Site) Forget(ctx context.Context) error {
 	ctx, stop := s.lab.op(ctx)
 	defer stop()
 	for _, r := range s.routers {
-		if _, err := run(ctx, "", "ip", "netns", "exec", r.name, "conntrack", "-F"); err != nil {
-			return fmt.Errorf("natlab: site %s: forget: %w", s.name, err)
+		if _, err := r.Run(ctx, "conntrack", "-F"); err != nil {
+			return err // names the router and the command
 		}
 	}
 	return nil
@@ -429,6 +429,9 @@ func (l *Lab) undoLocked(m labMark) error {
 	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 	defer cancel()
 	var errs []error
+	// Newest first, so hosts before routers before the internet: removing
+	// a namespace destroys its veth ends, and doing the hub last keeps the
+	// rest of the lab intact until its own turn.
 	for i := len(l.namespaces) - 1; i >= m.namespaces; i-- {
 		errs = append(errs, deleteNamespace(ctx, l.namespaces[i]))
 		delete(l.ports, l.namespaces[i])

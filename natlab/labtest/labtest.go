@@ -13,11 +13,22 @@ import (
 	"github.com/warren-p2p/warren/natlab"
 )
 
-// New builds a lab for the test and registers its Close with t.Cleanup.
-//
-// Where the kernel lab cannot run (not root, tools missing) the test is
-// skipped with one line saying why, except under CI (CI=true), where a
+// Require skips the test, with one line saying why, where the kernel lab
+// cannot run (not root, tools missing), except under CI (CI=true), where a
 // silently skipped lab would hide that nothing was tested: there it fails.
+func Require(t testing.TB) {
+	t.Helper()
+	if err := natlab.Available(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%v (CI=true: the lab is required, not skipped)", err)
+		}
+		t.Skipf("!!! SKIPPED: %v", err)
+	}
+}
+
+// New builds a lab for the test and registers its Close with t.Cleanup.
+// Where the kernel lab cannot run, it skips or fails the test as Require
+// does.
 //
 // Until the test ends, SIGINT and SIGTERM close the lab before the process
 // dies, and the lab is closed shortly before the test binary's -timeout
@@ -26,12 +37,7 @@ import (
 // (natlab.Reap).
 func New(t testing.TB, cfg natlab.Config) *natlab.Lab {
 	t.Helper()
-	if err := natlab.Available(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%v (CI=true: the lab is required, not skipped)", err)
-		}
-		t.Skipf("!!! SKIPPED: %v", err)
-	}
+	Require(t)
 	ctx := context.Background()
 	deadline, hasDeadline := testDeadline(t)
 	if hasDeadline {

@@ -41,12 +41,7 @@ func TestChild(t *testing.T) {
 // prefixes of its labs.
 func startChild(t *testing.T, extra ...string) (*exec.Cmd, []string) {
 	t.Helper()
-	if err := natlab.Available(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal(err)
-		}
-		t.Skipf("!!! SKIPPED: %v", err)
-	}
+	labtest.Require(t)
 	args := append([]string{"-test.run=^TestChild$", "-test.v"}, extra...)
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), childEnv+"=1")

@@ -5,13 +5,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/warren-p2p/warren/natlab"
+	"github.com/warren-p2p/warren/natlab/labtest"
 )
 
 func TestUsageErrors(t *testing.T) {
@@ -40,12 +40,7 @@ func TestUsageErrors(t *testing.T) {
 
 // TestUpListDown runs the CLI's whole life cycle against the kernel.
 func TestUpListDown(t *testing.T) {
-	if err := natlab.Available(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal(err)
-		}
-		t.Skipf("!!! SKIPPED: %v", err)
-	}
+	labtest.Require(t)
 	var rnd [2]byte
 	_, _ = rand.Read(rnd[:])
 	prefix := "wlcli" + hex.EncodeToString(rnd[:])
