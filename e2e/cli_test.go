@@ -30,13 +30,7 @@ const validKey = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA"
 
 func TestBadInputExitsTwoWithWhereAndWhat(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name, body string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, body string) string { return writeFile(t, dir, name, body) }
 	base := "[rendezvous]\naddress = \"127.0.0.1:1\"\npublic_key = \"" + validKey + "\"\n"
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

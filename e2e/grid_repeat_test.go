@@ -38,10 +38,7 @@ const gridRepeats = 10
 // runHardPairs runs each hard pair gridRepeats times and returns the
 // report's section on them.
 func runHardPairs(t *testing.T, only *regexp.Regexp) string {
-	cells := map[string]cell{}
-	for _, c := range gridCells() {
-		cells[c.name] = c
-	}
+	cells := cellsByName()
 	type tally struct {
 		direct int
 		setups []time.Duration

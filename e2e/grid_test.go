@@ -10,7 +10,9 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -34,7 +36,9 @@ const (
 	cellLinkWait = 8 * time.Second
 	// gridParallel is how many cells run at once on 2 cores.
 	gridParallel = 4
-	// throughputBytes is the short transfer that measures a direct link.
+	// throughputBytes is the checked transfer through a cell's forward:
+	// the grid's short throughput figure, and the check each throughput
+	// path must pass before iperf3 measures it.
 	throughputBytes = 16 << 20
 )
 
@@ -90,31 +94,36 @@ func gridCells() []cell {
 				}
 				return s.Host(), h2, nil
 			}},
-		cell{name: "double-nat (cone+cone)/cone", client: "double(cone+cone)", server: "cone",
-			build: func(ctx context.Context, lab *natlab.Lab) (machine, machine, error) {
-				sa, err := lab.AddDoubleNAT(ctx, "a", natlab.Cone, natlab.Cone)
-				if err != nil {
-					return nil, nil, err
-				}
-				sb, err := lab.AddSite(ctx, "b", natlab.Cone)
-				if err != nil {
-					return nil, nil, err
-				}
-				return sa.Host(), sb.Host(), nil
-			}},
-		cell{name: "double-nat (symseq+cone)/open", client: "double(symseq+cone)", server: "open",
-			build: func(ctx context.Context, lab *natlab.Lab) (machine, machine, error) {
-				sa, err := lab.AddDoubleNAT(ctx, "a", natlab.SymSeq, natlab.Cone)
-				if err != nil {
-					return nil, nil, err
-				}
-				sb, err := lab.AddSite(ctx, "b", natlab.Open)
-				if err != nil {
-					return nil, nil, err
-				}
-				return sa.Host(), sb.Host(), nil
-			}},
+		doubleNATCell(natlab.Cone, natlab.Cone, natlab.Cone),
+		doubleNATCell(natlab.SymSeq, natlab.Cone, natlab.Open),
 	)
+	return cells
+}
+
+// doubleNATCell is a client behind a double NAT (carrier NAT outer, home
+// NAT inner) and a server at a site of kind server.
+func doubleNATCell(outer, inner, server natlab.Kind) cell {
+	client := fmt.Sprintf("double(%s+%s)", outer, inner)
+	return cell{name: fmt.Sprintf("double-nat (%s+%s)/%s", outer, inner, server), client: client, server: string(server),
+		build: func(ctx context.Context, lab *natlab.Lab) (machine, machine, error) {
+			sa, err := lab.AddDoubleNAT(ctx, "a", outer, inner)
+			if err != nil {
+				return nil, nil, err
+			}
+			sb, err := lab.AddSite(ctx, "b", server)
+			if err != nil {
+				return nil, nil, err
+			}
+			return sa.Host(), sb.Host(), nil
+		}}
+}
+
+// cellsByName returns gridCells keyed by name.
+func cellsByName() map[string]cell {
+	cells := map[string]cell{}
+	for _, c := range gridCells() {
+		cells[c.name] = c
+	}
 	return cells
 }
 
@@ -333,7 +342,7 @@ func writeGridReport(path string, results []cellResult, hard string) error {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "# NAT lab grid\n\nMeasured %s at commit %s on %s (%d cores).\n",
-		time.Now().UTC().Format("2006-01-02"), gitCommit(), hostDesc(), numCPU())
+		time.Now().UTC().Format("2006-01-02"), gitCommit(), hostDesc(), runtime.NumCPU())
 	b.WriteString("Regenerate: `WARREN_GRID_REPORT=$PWD/docs/natlab-grid.md go test ./e2e -run TestNATGrid -count=1` (as root).\n\n")
 	b.WriteString("Rows: the client peer's NAT; columns: the server peer's NAT. Each cell: outcome, link setup time " +
 		"(connect request to link up). Kinds are described in natlab/doc.go.\n\n")
@@ -354,8 +363,8 @@ func writeGridReport(path string, results []cellResult, hard string) error {
 			strings.ReplaceAll(shorten(r.note, 90), "|", "/"))
 	}
 	b.WriteString("\nFirst byte: from starting both daemons to the first byte answered through the forward " +
-		"(includes process start and registration). Throughput: one 16 MiB transfer through the forward, " +
-		"a short figure, not a benchmark.\n")
+		"(includes process start and registration). Throughput: one " + strconv.Itoa(throughputBytes>>20) +
+		" MiB transfer through the forward, a short figure, not a benchmark.\n")
 	b.WriteString(hard)
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -169,9 +168,9 @@ func status(ctx context.Context, m machine, admin string) (daemon.Status, error)
 	return st, json.NewDecoder(resp.Body).Decode(&st)
 }
 
-// waitPeer waits until the daemon reports peer in state want and returns
-// its row.
-func waitPeer(t *testing.T, m machine, admin, peer, want string, max time.Duration) daemon.PeerStatus {
+// waitStatus polls the daemon's status until cond holds and returns that
+// status; what names the wait, for the failure.
+func waitStatus(t *testing.T, m machine, admin string, max time.Duration, what string, cond func(daemon.Status) bool) daemon.Status {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), max)
 	defer cancel()
@@ -180,18 +179,33 @@ func waitPeer(t *testing.T, m machine, admin, peer, want string, max time.Durati
 	for ctx.Err() == nil {
 		st, err := status(ctx, m, admin)
 		if err == nil {
-			last = st
-			for _, p := range st.Peers {
-				if p.Name == peer && p.State == want {
-					return p
-				}
+			if cond(st) {
+				return st
 			}
+			last = st
 		}
 		lastErr = err
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("peer %s never reached state %s within %v; last status %+v (err %v)", peer, want, max, last, lastErr)
-	return daemon.PeerStatus{}
+	t.Fatalf("%s: no %s within %v; last status %+v (err %v)", admin, what, max, last, lastErr)
+	return daemon.Status{}
+}
+
+// waitPeer waits until the daemon reports peer in state want and returns
+// its row.
+func waitPeer(t *testing.T, m machine, admin, peer, want string, max time.Duration) daemon.PeerStatus {
+	t.Helper()
+	var row daemon.PeerStatus
+	waitStatus(t, m, admin, max, fmt.Sprintf("peer %s in state %s", peer, want), func(st daemon.Status) bool {
+		for _, p := range st.Peers {
+			if p.Name == peer && p.State == want {
+				row = p
+				return true
+			}
+		}
+		return false
+	})
+	return row
 }
 
 func gitCommit() string {
@@ -213,5 +227,3 @@ func hostDesc() string {
 	}
 	return strings.TrimSpace(string(out))
 }
-
-func numCPU() int { return runtime.NumCPU() }

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/warren-p2p/warren/daemon"
 )
 
 // TestRelayFallbackAndUpgrade: with every direct packet between two cone
@@ -23,83 +25,80 @@ func TestRelayFallbackAndUpgrade(t *testing.T) {
 	lab, a, b := twoCones(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	inet := lab.Prefix() + "-inet"
-	nft := func(args ...string) {
-		t.Helper()
-		cmd := append([]string{"netns", "exec", inet, "nft"}, args...)
-		if out, err := runCmd(ctx, "ip", cmd...); err != nil {
-			t.Fatalf("nft %v: %v: %s", args, err, out)
-		}
+	if err := lab.Cut(ctx, a.PublicAddr(), b.PublicAddr()); err != nil {
+		t.Fatal(err)
 	}
-	pa, pb := a.PublicAddr().String(), b.PublicAddr().String()
-	nft("add", "rule", "bridge", "natlab", "loss", "ip", "saddr", pa, "ip", "daddr", pb, "drop")
-	nft("add", "rule", "bridge", "natlab", "loss", "ip", "saddr", pb, "ip", "daddr", pa, "drop")
 
 	w := labWorld(t, lab)
-	keys := map[string]string{"laptop": w.keygen("laptop"), "office": w.keygen("office")}
-	echo := serveEcho(t, b.Host())
-	fwd := hostPort("127.0.0.1", freePort(t, a.Host()))
-	p := startPair(t, w, "rdp", a.Host(), b.Host(), "laptop", "office", keys,
-		[]string{"127.0.0.1:13389", fwd}, []string{"127.0.0.1:3389", "127.0.0.1:" + echo})
+	p, fwd := echoOver(t, w, a.Host(), b.Host(), "")
 	if p.link.Path != "relay" {
 		t.Fatalf("path %q with direct traffic blocked, want relay", p.link.Path)
 	}
 	t.Logf("relayed link up in %.0f ms", p.link.SetupMs)
 
-	// A stream that runs across the upgrade.
-	long, err := a.Host().DialContext(ctx, &net.Dialer{}, "tcp", fwd)
-	if err != nil {
+	long := startStream(ctx, t, a.Host(), fwd) // runs across the upgrade
+	if err := lab.Mend(ctx); err != nil {
 		t.Fatal(err)
 	}
-	var rounds atomic.Int64
-	streamErr := make(chan error, 1)
-	stop := make(chan struct{})
-	go func() { streamErr <- echoLoop(long, stop, &rounds) }()
-
-	nft("flush", "chain", "bridge", "natlab", "loss")
-	deadline := time.Now().Add(30 * time.Second)
-	var path string
-	for time.Now().Before(deadline) {
-		st, err := status(ctx, a.Host(), p.clientAdmin)
-		if err == nil && len(st.Peers) == 1 {
-			path = st.Peers[0].Path
-			if strings.HasPrefix(path, "direct-") {
-				break
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if !strings.HasPrefix(path, "direct-") {
-		t.Fatalf("link did not upgrade from the relay (path %q)", path)
-	}
-	t.Logf("upgraded to %s", path)
+	st := waitStatus(t, a.Host(), p.clientAdmin, 30*time.Second, "upgrade from the relay", func(st daemon.Status) bool {
+		return len(st.Peers) == 1 && strings.HasPrefix(st.Peers[0].Path, "direct-")
+	})
+	t.Logf("upgraded to %s", st.Peers[0].Path)
 
 	// New streams go direct; the old one keeps flowing over the relay.
-	before := rounds.Load()
+	before := long.rounds.Load()
 	if err := oneEcho(ctx, a.Host(), fwd); err != nil {
 		t.Fatalf("new stream after the upgrade: %v", err)
 	}
-	time.Sleep(time.Second)
-	close(stop)
-	if err := <-streamErr; err != nil {
-		t.Fatalf("the stream opened on the relay broke: %v", err)
-	}
-	if rounds.Load() <= before {
-		t.Fatal("the stream opened on the relay stopped moving after the upgrade")
-	}
-	long.Close()
-	t.Logf("long stream: %d echo rounds, none lost", rounds.Load())
+	long.finish(t, before, "the upgrade")
 	// With its last stream gone, the relay drains and closes.
 	w.rv.waitOutput(t, regexp.MustCompile(`msg="relay closed"`), 10*time.Second)
-}
-
-func runCmd(ctx context.Context, name string, args ...string) ([]byte, error) {
-	return localhost{}.Command(ctx, name, args...).CombinedOutput()
 }
 
 // serveEcho runs a TCP echo service on m's loopback and returns its port.
 func serveEcho(t *testing.T, m machine) string {
 	return serveTCP(t, m, func(c net.Conn) { io.Copy(c, c) })
+}
+
+// stream is a stream through a forward that echoes a random KiB every
+// 20ms (echoLoop) until finish.
+type stream struct {
+	c      net.Conn
+	rounds atomic.Int64 // echoes checked so far
+	stop   chan struct{}
+	err    chan error
+}
+
+// startStream opens a stream from m through the forward fwd and starts
+// echoing on it.
+func startStream(ctx context.Context, t *testing.T, m machine, fwd string) *stream {
+	t.Helper()
+	c, err := m.DialContext(ctx, &net.Dialer{}, "tcp", fwd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	s := &stream{c: c, stop: make(chan struct{}), err: make(chan error, 1)}
+	go func() { s.err <- echoLoop(c, s.stop, &s.rounds) }()
+	return s
+}
+
+// finish lets the stream echo for one more second, then stops and closes
+// it. It fails the test unless every echo came back intact and the stream
+// got past round before; what names the change it ran across.
+func (s *stream) finish(t *testing.T, before int64, what string) {
+	t.Helper()
+	time.Sleep(time.Second)
+	close(s.stop)
+	err := <-s.err
+	s.c.Close()
+	if err != nil {
+		t.Fatalf("the open stream broke across %s: %v", what, err)
+	}
+	if s.rounds.Load() <= before {
+		t.Fatalf("the open stream stopped moving after %s", what)
+	}
+	t.Logf("the open stream echoed %d rounds across %s, none lost", s.rounds.Load(), what)
 }
 
 // echoLoop sends a random KiB and checks its echo, every 20ms, until stop.

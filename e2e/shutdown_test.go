@@ -11,11 +11,7 @@ import (
 // lets an open stream finish, and exits 0 as soon as it has.
 func TestGracefulShutdown(t *testing.T) {
 	w := newWorld(t, localhost{}, hostPort("127.0.0.1", freePort(t, localhost{})))
-	keys := map[string]string{"laptop": w.keygen("laptop"), "office": w.keygen("office")}
-	echo := serveEcho(t, localhost{})
-	fwd := hostPort("127.0.0.1", freePort(t, localhost{}))
-	p := startPair(t, w, "rdp", localhost{}, localhost{}, "laptop", "office", keys,
-		[]string{"127.0.0.1:13389", fwd}, []string{"127.0.0.1:3389", "127.0.0.1:" + echo})
+	p, fwd := echoOver(t, w, localhost{}, localhost{}, "")
 	laptop := p.client
 	open, err := net.Dial("tcp", fwd)
 	if err != nil {

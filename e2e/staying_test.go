@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"regexp"
 	"sync/atomic"
 	"testing"
@@ -45,11 +44,7 @@ func coneLab(t *testing.T) (*natlab.Site, *natlab.Site, *world) {
 // again on their own.
 func TestRendezvousRestart(t *testing.T) {
 	a, b, w := coneLab(t)
-	keys := map[string]string{"laptop": w.keygen("laptop"), "office": w.keygen("office")}
-	echo := serveEcho(t, b.Host())
-	fwd := hostPort("127.0.0.1", freePort(t, a.Host()))
-	p := startPair(t, w, "rdp", a.Host(), b.Host(), "laptop", "office", keys,
-		[]string{"127.0.0.1:13389", fwd}, []string{"127.0.0.1:3389", "127.0.0.1:" + echo})
+	p, fwd := echoOver(t, w, a.Host(), b.Host(), "")
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -64,7 +59,9 @@ func TestRendezvousRestart(t *testing.T) {
 		m     machine
 		admin string
 	}{{a.Host(), p.clientAdmin}, {b.Host(), p.serverAdmin}} {
-		waitRegistered(t, side.m, side.admin, 30*time.Second)
+		waitStatus(t, side.m, side.admin, 30*time.Second, "registration again", func(st daemon.Status) bool {
+			return st.Rendezvous == "registered"
+		})
 	}
 	time.Sleep(500 * time.Millisecond)
 	close(stop)
@@ -75,19 +72,6 @@ func TestRendezvousRestart(t *testing.T) {
 	t.Logf("%d requests across the rendezvous restart, none failed", ok.Load())
 }
 
-func waitRegistered(t *testing.T, m machine, admin string, max time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(max)
-	for time.Now().Before(deadline) {
-		st, err := status(context.Background(), m, admin)
-		if err == nil && st.Rendezvous == "registered" {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("%s did not register again within %v", admin, max)
-}
-
 // TestRebinding: the NATs on both sides forget every mapping (conntrack
 // flush) while requests run; over a TCP link and over a UDP link, new
 // requests work again within 10s.
@@ -95,7 +79,7 @@ func TestRebinding(t *testing.T) {
 	for _, transport := range []string{"tcp", "udp"} {
 		t.Run(transport, func(t *testing.T) {
 			a, b, w := coneLab(t)
-			p, fwd := echoOver(t, w, a, b, transport)
+			p, fwd := echoOver(t, w, a.Host(), b.Host(), transport)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			for _, s := range []*natlab.Site{a, b} {
@@ -108,19 +92,24 @@ func TestRebinding(t *testing.T) {
 	}
 }
 
-// echoOver starts the rdp example between a (laptop, with the forward)
-// and b (office, with an echo service) using only transport, and returns
-// the pair and the forward's address once a direct link is up.
-func echoOver(t *testing.T, w *world, a, b *natlab.Site, transport string) (pair, string) {
+// echoOver starts the rdp example between cm (laptop, with the forward)
+// and sm (office, with an echo service) and returns the pair and the
+// forward's address once the link is up. With transport set, the daemons
+// may use only that transport and the link must be direct over it.
+func echoOver(t *testing.T, w *world, cm, sm machine, transport string) (pair, string) {
 	t.Helper()
 	keys := map[string]string{"laptop": w.keygen("laptop"), "office": w.keygen("office")}
-	echo := serveEcho(t, b.Host())
-	fwd := hostPort("127.0.0.1", freePort(t, a.Host()))
-	only := fmt.Sprintf("[link]\ntransports = [%q]\n", transport)
-	p := startPair(t, w, "rdp", a.Host(), b.Host(), "laptop", "office", keys,
-		[]string{"127.0.0.1:13389", fwd, "[[peers]]", only + "\n[[peers]]"},
-		[]string{"127.0.0.1:3389", "127.0.0.1:" + echo, "[[peers]]", only + "\n[[peers]]"})
-	if p.link.Path != "direct-"+transport {
+	echo := serveEcho(t, sm)
+	fwd := hostPort("127.0.0.1", freePort(t, cm))
+	clientRepl := []string{"127.0.0.1:13389", fwd}
+	serverRepl := []string{"127.0.0.1:3389", "127.0.0.1:" + echo}
+	if transport != "" {
+		only := fmt.Sprintf("[link]\ntransports = [%q]\n", transport)
+		clientRepl = append(clientRepl, "[[peers]]", only+"\n[[peers]]")
+		serverRepl = append(serverRepl, "[[peers]]", only+"\n[[peers]]")
+	}
+	p := startPair(t, w, "rdp", cm, sm, "laptop", "office", keys, clientRepl, serverRepl)
+	if transport != "" && p.link.Path != "direct-"+transport {
 		t.Fatalf("path %q, want direct-%s", p.link.Path, transport)
 	}
 	return p, fwd
@@ -167,7 +156,7 @@ func TestLocalAddressChange(t *testing.T) {
 		for _, side := range []string{"client", "server"} {
 			t.Run(transport+"/"+side, func(t *testing.T) {
 				a, b, w := coneLab(t)
-				p, fwd := echoOver(t, w, a, b, transport)
+				p, fwd := echoOver(t, w, a.Host(), b.Host(), transport)
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				defer cancel()
 				if err := oneEcho(ctx, a.Host(), fwd); err != nil {
@@ -203,41 +192,16 @@ func TestRoaming(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := labWorld(t, lab)
-	keys := map[string]string{"laptop": w.keygen("laptop"), "office": w.keygen("office")}
-	echo := serveEcho(t, roamer.Host())
-	fwd := hostPort("127.0.0.1", freePort(t, open.Host()))
-	only := "[link]\ntransports = [\"udp\"]\n"
-	p := startPair(t, w, "rdp", open.Host(), roamer.Host(), "laptop", "office", keys,
-		[]string{"127.0.0.1:13389", fwd, "[[peers]]", only + "\n[[peers]]"},
-		[]string{"127.0.0.1:3389", "127.0.0.1:" + echo, "[[peers]]", only + "\n[[peers]]"})
-	if p.link.Path != "direct-udp" {
-		t.Fatalf("path %q, want direct-udp", p.link.Path)
-	}
-	long, err := open.Host().DialContext(ctx, &net.Dialer{}, "tcp", fwd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer long.Close()
-	var rounds atomic.Int64
-	streamErr := make(chan error, 1)
-	stop := make(chan struct{})
-	go func() { streamErr <- echoLoop(long, stop, &rounds) }()
+	p, fwd := echoOver(t, w, open.Host(), roamer.Host(), "udp")
+	long := startStream(ctx, t, open.Host(), fwd)
 	time.Sleep(500 * time.Millisecond)
 
 	if err := roamer.Forget(ctx); err != nil {
 		t.Fatal(err)
 	}
-	before := rounds.Load()
+	before := long.rounds.Load()
 	p.client.waitOutput(t, regexp.MustCompile(`msg="peer roamed; the UDP link follows"`), 10*time.Second)
-	time.Sleep(time.Second)
-	close(stop)
-	if err := <-streamErr; err != nil {
-		t.Fatalf("the open stream broke across the move: %v", err)
-	}
-	if rounds.Load() <= before {
-		t.Fatal("the stream stopped moving after the move")
-	}
-	t.Logf("stream kept echoing across the NAT rebinding: %d rounds in all", rounds.Load())
+	long.finish(t, before, "the move")
 }
 
 // deadLinkMax is how soon a link whose path died must be declared dead.
@@ -252,7 +216,7 @@ func TestDeadLink(t *testing.T) {
 		t.Run(transport, func(t *testing.T) {
 			lab, a, b := twoCones(t)
 			w := labWorld(t, lab)
-			p, fwd := echoOver(t, w, a, b, transport)
+			p, fwd := echoOver(t, w, a.Host(), b.Host(), transport)
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			if err := lab.Cut(ctx, a.PublicAddr(), b.PublicAddr()); err != nil {

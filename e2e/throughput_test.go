@@ -16,10 +16,6 @@ import (
 // of slow start it leaves out.
 const throughputSecs = 3
 
-// throughputChecked is the transfer whose checksum each path must pass
-// before it is measured.
-const throughputChecked = 16 << 20
-
 // throughputRuns is how many transfers each path gets; the report gives
 // the median, so one run disturbed by the shared machine does not decide.
 const throughputRuns = 3
@@ -40,24 +36,21 @@ var throughputPaths = []struct {
 // a host behind a cone NAT to the lab's public host, with no warren. It
 // returns the report's section.
 func runThroughput(t *testing.T) string {
-	cells := map[string]cell{}
-	for _, c := range gridCells() {
-		cells[c.name] = c
-	}
+	cells := cellsByName()
 	base := median(t, "baseline", func() float64 { return rawTCP(t) })
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n## Throughput, one stream through a forward\n\nMeasured %s at commit %s with iperf3 (%d s after "+
 		"1 s of slow start), median of %d runs, paths measured one at a time, each after a %d MiB transfer whose "+
 		"checksum must match. Baseline: iperf3 from a host behind a cone NAT to the lab's public host, no warren: "+
 		"%.0f Mbit/s.\n\n| path | NAT pair | throughput | of baseline |\n|---|---|---|---|\n",
-		time.Now().UTC().Format("2006-01-02"), gitCommit(), throughputSecs, throughputRuns, throughputChecked>>20, base)
+		time.Now().UTC().Format("2006-01-02"), gitCommit(), throughputSecs, throughputRuns, throughputBytes>>20, base)
 	got := map[string]float64{}
 	for _, p := range throughputPaths {
 		mbps := median(t, p.name, func() float64 {
 			var r cellResult
 			t.Run(p.name, func(t *testing.T) {
 				r = runCellWith(t, cells[p.cell], cellOptions{
-					transports: p.transports, linkExtra: p.link, size: throughputChecked, iperf3: throughputSecs,
+					transports: p.transports, linkExtra: p.link, size: throughputBytes, iperf3: throughputSecs,
 				})
 				if want := strings.Fields(p.name)[0]; r.outcome != want {
 					t.Errorf("%s: path %s, want %s (%s)", p.cell, r.outcome, want, r.note)

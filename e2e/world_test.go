@@ -58,11 +58,9 @@ func (w *world) restartRendezvous(down time.Duration) {
 	w.rv.waitOutput(w.t, rvKeyLine, 10*time.Second)
 }
 
-// keygen creates name.key in the world's directory with the CLI and
-// returns its public key.
-func (w *world) keygen(name string) string {
-	return strings.TrimSpace(run(w.t, localhost{}, "keygen", "-o", filepath.Join(w.dir, name+".key")))
-}
+// keygen creates name.key in the world's directory and returns its public
+// key.
+func (w *world) keygen(name string) string { return newKey(w.t, w.dir, name) }
 
 // placeholder is how examples/ spell a key that a deployment fills in.
 func placeholder(name string) string {
@@ -140,12 +138,7 @@ func servePage(t *testing.T, m machine, body string) string {
 // serveHasher runs a TCP service on m's loopback that reads until EOF and
 // answers with the SHA-256 of what it read, hex encoded. It returns the port.
 func serveHasher(t *testing.T, m machine) string {
-	return serveHasherOn(t, m, "127.0.0.1:0")
-}
-
-// serveHasherOn is serveHasher listening on addr.
-func serveHasherOn(t *testing.T, m machine, addr string) string {
-	return serveTCPOn(t, m, addr, func(c net.Conn) {
+	return serveTCP(t, m, func(c net.Conn) {
 		h := sha256.New()
 		io.Copy(h, c)
 		io.WriteString(c, hex.EncodeToString(h.Sum(nil)))
