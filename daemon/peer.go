@@ -125,9 +125,11 @@ func (p *peer) awaitPunch(ctx context.Context, d *Daemon) (offer, bool) {
 	for {
 		select {
 		case o := <-p.offers:
-			if time.Since(o.at) < punchFreshness {
+			age := time.Since(o.at)
+			if age < punchFreshness {
 				return o, true
 			}
+			p.log.WithFields(logrus.Fields{"session": o.Session[:min(8, len(o.Session))], "age": age.Round(time.Millisecond)}).Debug("punch instruction too old; the peer gave up on it")
 			continue
 		case <-d.rv.Registered():
 		case <-ctx.Done():

@@ -273,6 +273,10 @@ type QUICStream struct {
 	conn *quic.Conn
 	cfg  QUICConfig
 
+	// readMu is held shared by Reads. Close takes it once, after failing
+	// them with a past deadline, so that its drain's deadline cannot
+	// reach a Read still blocked from before.
+	readMu    sync.RWMutex
 	closeOnce sync.Once
 	closed    chan struct{}
 	done      chan struct{}
@@ -287,8 +291,11 @@ func (q *QUICStream) LocalAddr() net.Addr { return q.conn.LocalAddr() }
 // a Rebind).
 func (q *QUICStream) RemoteAddr() net.Addr { return q.conn.RemoteAddr() }
 
-// Read reads from the stream; after Close it returns net.ErrClosed.
+// Read reads from the stream; after Close it returns net.ErrClosed, and a
+// Read blocked at Close returns at once.
 func (q *QUICStream) Read(b []byte) (int, error) {
+	q.readMu.RLock()
+	defer q.readMu.RUnlock()
 	if isClosed(q.closed) {
 		return 0, net.ErrClosed
 	}
@@ -310,8 +317,12 @@ func (q *QUICStream) Close() error {
 	q.closeOnce.Do(func() {
 		close(q.closed)
 		q.Stream.Close()
+		q.Stream.SetReadDeadline(time.Unix(1, 0))
 		go func() {
 			defer close(q.done)
+			// A barrier: every Read from before Close has returned.
+			q.readMu.Lock()
+			q.readMu.Unlock()
 			q.Stream.SetReadDeadline(time.Now().Add(q.cfg.CloseTimeout))
 			buf := make([]byte, 16<<10)
 			for {

@@ -224,3 +224,23 @@ func (f *udpForwarder) reverse(out *net.UDPConn) {
 		f.in.WriteToUDPAddrPort(buf[:n], f.inside)
 	}
 }
+
+// A Read blocked on a silent peer must return at Close, not when the
+// close's drain gives up: a link torn down after its path died waits for
+// its reader.
+func TestQUICCloseUnblocksRead(t *testing.T) {
+	a, b := newQUICSocket(t), newQUICSocket(t)
+	sa, _ := quicPair(t, a, b)
+	read := make(chan error, 1)
+	go func() {
+		_, err := sa.Read(make([]byte, 1))
+		read <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // let the Read block
+	sa.Close()
+	within(t, time.Second, "a blocked Read to return at Close", func() {
+		if err := <-read; err == nil {
+			t.Error("blocked Read returned no error after Close")
+		}
+	})
+}
