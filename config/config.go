@@ -100,6 +100,9 @@ type Expose struct {
 	// Peers lists the peer names allowed to reach it. Required, non-empty;
 	// each must be a [[peers]] name.
 	Peers []string `toml:"peers"`
+	// Protocol is "tcp" (default) or "udp": what Target speaks, and so
+	// which [[forward]] protocol may reach it.
+	Protocol string `toml:"protocol"`
 }
 
 // Socks is a local SOCKS5 listener whose connections exit through a peer.
@@ -127,8 +130,13 @@ type Forward struct {
 	Service string `toml:"service"`
 	// Target is host:port, dialled by the peer (needs exit or targets there).
 	Target string `toml:"target"`
-	// Protocol is "tcp" (default) or "udp"; this build rejects "udp".
+	// Protocol is "tcp" (default) or "udp". A UDP forward carries each
+	// local client's datagrams over a stream of its own; the service or
+	// target must speak UDP too.
 	Protocol string `toml:"protocol"`
+	// IdleTimeout ends a UDP client's stream after this long without a
+	// datagram either way. Default: 1m; only for protocol = "udp".
+	IdleTimeout Duration `toml:"idle_timeout"`
 }
 
 // Server is the rendezvous server's configuration, as read from TOML by

@@ -280,9 +280,15 @@ func TestParseErrors(t *testing.T) {
 		{"forward with neither service nor target",
 			`service = "rdp"`, "",
 			"[[forward]]", "forward[0]: set service (a name the peer exposes) or target"},
-		{"forward over udp",
-			`service = "rdp"`, "service = \"rdp\"\nprotocol = \"udp\"",
-			"protocol", `forward[0].protocol: "udp" is not supported by this build yet`},
+		{"idle timeout on a tcp forward",
+			`service = "rdp"`, "service = \"rdp\"\nidle_timeout = \"30s\"",
+			"idle_timeout", `forward[0].idle_timeout: applies only to protocol = "udp"`},
+		{"negative idle timeout",
+			`service = "rdp"`, "service = \"rdp\"\nprotocol = \"udp\"\nidle_timeout = \"-1s\"",
+			"idle_timeout", `forward[0].idle_timeout: must be positive, got -1s`},
+		{"expose over sctp",
+			"target = \"127.0.0.1:3389\"\n", "target = \"127.0.0.1:3389\"\nprotocol = \"sctp\"\n",
+			"protocol", `expose[0].protocol: unknown protocol "sctp" (want tcp or udp)`},
 		{"forward over sctp",
 			`service = "rdp"`, "service = \"rdp\"\nprotocol = \"sctp\"",
 			"protocol", `forward[0].protocol: unknown protocol "sctp" (want tcp or udp)`},
@@ -526,5 +532,31 @@ func TestErrorFormat(t *testing.T) {
 		if got := tc.e.Error(); got != tc.want {
 			t.Errorf("%+v.Error() = %q, want %q", tc.e, got, tc.want)
 		}
+	}
+}
+
+func TestUDPForwardDefaultsAndSharedPort(t *testing.T) {
+	doc := validDoc + `
+[[forward]]
+listen = "127.0.0.1:13389"
+peer = "home"
+target = "10.0.0.53:53"
+protocol = "udp"
+
+[[expose]]
+name = "dns"
+target = "127.0.0.1:53"
+peers = ["home"]
+protocol = "udp"
+`
+	c, err := Parse("warren.toml", []byte(doc))
+	if err != nil {
+		t.Fatalf("a UDP forward on a TCP forward's port: %v", err)
+	}
+	if f := c.Forward[1]; f.Protocol != "udp" || f.IdleTimeout.Duration != time.Minute {
+		t.Errorf("UDP forward = %+v, want protocol udp and idle_timeout 1m", f)
+	}
+	if c.Forward[0].IdleTimeout.Duration != 0 || c.Expose[0].Protocol != "tcp" || c.Expose[1].Protocol != "udp" {
+		t.Errorf("tcp forward idle %v, expose protocols %q %q", c.Forward[0].IdleTimeout, c.Expose[0].Protocol, c.Expose[1].Protocol)
 	}
 }

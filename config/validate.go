@@ -20,6 +20,7 @@ const (
 	defaultMaxStreams    = 256
 	defaultSprayRate     = 2000
 	defaultUDPStream     = "quic"
+	defaultUDPIdle       = time.Minute
 	defaultServerListen  = "0.0.0.0:7777"
 	defaultServerKeyFile = "rendezvous.key"
 )
@@ -38,12 +39,12 @@ func (c *Config) finish(p *problems, md toml.MetaData) {
 	checkForwards(p, c.Forward, peers)
 
 	l := listeners{p: p}
-	l.claim("admin_listen", c.AdminListen)
+	l.claim("admin_listen", "tcp", c.AdminListen)
 	for i, s := range c.Socks {
-		l.claim(keyIndex("socks", i)+".listen", s.Listen)
+		l.claim(keyIndex("socks", i)+".listen", "tcp", s.Listen)
 	}
 	for i, f := range c.Forward {
-		l.claim(keyIndex("forward", i)+".listen", f.Listen)
+		l.claim(keyIndex("forward", i)+".listen", f.Protocol, f.Listen)
 	}
 }
 
@@ -65,9 +66,9 @@ func (s *Server) finish(p *problems) {
 	s.AdminListen = checkAdmin(p, s.AdminListen, "")
 
 	l := listeners{p: p}
-	l.claim("listen", s.Listen)
-	l.claim("alt_listen", s.AltListen)
-	l.claim("admin_listen", s.AdminListen)
+	l.claim("listen", "tcp", s.Listen)
+	l.claim("alt_listen", "tcp", s.AltListen)
+	l.claim("admin_listen", "tcp", s.AdminListen)
 }
 
 // required reports an empty value and says whether there is one to check
@@ -255,7 +256,8 @@ func checkTargets(p *problems, key string, targets []string) {
 
 func checkExposes(p *problems, exposes []Expose, peers peerSet) {
 	byName := map[string]string{}
-	for i, e := range exposes {
+	for i := range exposes {
+		e := &exposes[i]
 		key := keyIndex("expose", i)
 		if required(p, key+".name", e.Name) {
 			if other, dup := byName[e.Name]; dup {
@@ -273,7 +275,20 @@ func checkExposes(p *problems, exposes []Expose, peers peerSet) {
 		for j, name := range e.Peers {
 			peers.ref(p, keyIndex(key+".peers", j), key+".peers", name)
 		}
+		e.Protocol = checkProtocol(p, key+".protocol", e.Protocol)
 	}
+}
+
+// checkProtocol checks a protocol key and returns it with its default.
+func checkProtocol(p *problems, key, proto string) string {
+	switch proto {
+	case "":
+		return "tcp"
+	case "tcp", "udp":
+	default:
+		p.add(key, "unknown protocol %q (want tcp or udp)", proto)
+	}
+	return proto
 }
 
 func checkSocks(p *problems, socks []Socks, peers peerSet) {
@@ -314,13 +329,14 @@ func checkForwards(p *problems, forwards []Forward, peers peerSet) {
 		case f.Target != "":
 			checkAddrKey(p, key+".target", f.Target, dialAddr)
 		}
-		switch f.Protocol {
-		case "", "tcp":
-			f.Protocol = "tcp"
-		case "udp":
-			p.add(key+".protocol", "%q is not supported by this build yet", f.Protocol)
-		default:
-			p.add(key+".protocol", "unknown protocol %q (want tcp or udp)", f.Protocol)
+		f.Protocol = checkProtocol(p, key+".protocol", f.Protocol)
+		switch {
+		case f.IdleTimeout.Duration < 0:
+			p.add(key+".idle_timeout", "must be positive, got %s", f.IdleTimeout.Duration)
+		case f.IdleTimeout.Duration > 0 && f.Protocol != "udp":
+			p.add(key+".idle_timeout", "applies only to protocol = \"udp\" (TCP connections end when their client closes them)")
+		case f.Protocol == "udp" && f.IdleTimeout.Duration == 0:
+			f.IdleTimeout.Duration = defaultUDPIdle
 		}
 	}
 }
@@ -332,17 +348,18 @@ type listeners struct {
 	used map[string]string // normalized address → key that claimed it
 }
 
-// claim registers addr for key. Empty and invalid addresses are skipped
+// claim registers addr for key, on network "tcp" or "udp" (a TCP and a
+// UDP listener may share a port). Empty and invalid addresses are skipped
 // (they are reported elsewhere), and so is port 0, since every such
 // listener gets its own port.
-func (l *listeners) claim(key, addr string) {
+func (l *listeners) claim(key, network, addr string) {
 	if addr == "" || checkAddr(addr, listenAddr) != nil {
 		return
 	}
 	if _, port, _ := net.SplitHostPort(addr); strings.Trim(port, "0") == "" { // "0", "00", ...
 		return
 	}
-	norm := sameAddr(addr)
+	norm := network + " " + sameAddr(addr)
 	if other, dup := l.used[norm]; dup {
 		l.p.add(key, "%q is already used by %s", addr, other)
 		return
