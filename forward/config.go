@@ -22,6 +22,12 @@ type Config struct {
 	// opening the stream, sending the request and waiting for the reply.
 	// It should exceed the exit's DialTimeout. Default: 30s.
 	ConnectTimeout time.Duration
+
+	// UDPIdleTimeout ends an exit's datagram stream (a UDP forward's
+	// client or a SOCKS5 UDP association) after this long without a
+	// datagram either way, so a peer that vanishes cannot pin sockets
+	// here. The opener's idle_timeout usually ends it first. Default: 2m.
+	UDPIdleTimeout time.Duration
 }
 
 // Defaults for Config's zero fields.
@@ -30,6 +36,7 @@ const (
 	DefaultRequestTimeout   = 10 * time.Second
 	DefaultDialTimeout      = 10 * time.Second
 	DefaultConnectTimeout   = 30 * time.Second
+	DefaultUDPIdleTimeout   = 2 * time.Minute
 )
 
 // withDefaults returns c with zero (or negative) fields set to defaults.
@@ -43,5 +50,6 @@ func (c Config) withDefaults() Config {
 	set(&c.RequestTimeout, DefaultRequestTimeout)
 	set(&c.DialTimeout, DefaultDialTimeout)
 	set(&c.ConnectTimeout, DefaultConnectTimeout)
+	set(&c.UDPIdleTimeout, DefaultUDPIdleTimeout)
 	return c
 }

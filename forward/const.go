@@ -24,6 +24,15 @@ const (
 	KindService Kind = 1
 	// KindTarget asks the exit to dial a TCP host:port.
 	KindTarget Kind = 2
+	// KindUDPService asks for an exposed UDP service by name; datagram
+	// frames follow the reply.
+	KindUDPService Kind = 3
+	// KindUDPTarget asks the exit to send datagrams to a UDP host:port.
+	KindUDPTarget Kind = 4
+	// KindUDPAssociate asks the exit to relay datagrams to and from any
+	// address its ACL allows, each frame naming its address (SOCKS5 UDP
+	// ASSOCIATE). The payload is "*".
+	KindUDPAssociate Kind = 5
 )
 
 // Reply codes. They are the SOCKS5 (RFC 1928) reply codes, so a SOCKS5

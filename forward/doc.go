@@ -6,16 +6,19 @@
 //     peer, the opener sends a Request (an exposed service by name, or a
 //     TCP host:port) and the peer answers with a Reply whose codes are the
 //     SOCKS5 reply codes; then raw bytes flow both ways;
-//   - the local side (Listeners): [[socks]] SOCKS5 listeners (CONNECT
-//     only, host names passed to the exit unresolved, optional RFC 1929
-//     username/password) and [[forward]] static TCP port forwards, whose
-//     connections become streams through an Opener (Dial);
+//   - the local side (Listeners): [[socks]] SOCKS5 listeners (CONNECT and
+//     UDP ASSOCIATE, host names passed to the exit unresolved, optional
+//     RFC 1929 username/password) and [[forward]] static TCP and UDP port
+//     forwards (a stream per UDP client address, closed when idle), whose
+//     connections become streams through an Opener (Dial); Reload swaps
+//     their configuration, keeping what did not change bound;
 //   - the exit side (Server, Policy): reading requests from inbound
 //     streams, the deny-by-default ACL built from [[peers]] (exit,
 //     targets) and [[expose]], name resolution at the exit with every
 //     resolved address checked before it is dialled, dialing, and mapping
 //     failures to reply codes;
-//   - copying with half-close passed through (CloseWrite).
+//   - copying with half-close passed through (CloseWrite), and datagrams
+//     framed over streams (spec.md, "Datagram streams").
 //
 // It must not touch links, transports, hole punching or identities. It
 // sees a link only as "open a stream to peer X" (the Opener interface,

@@ -138,6 +138,18 @@ func echoServer(t *testing.T) string {
 	})
 }
 
+// dialTCP connects to addr with a 10 s deadline, closed when the test ends.
+func dialTCP(t *testing.T, addr net.Addr) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c
+}
+
 // closedPort returns a loopback address nothing listens on.
 func closedPort(t *testing.T) string {
 	t.Helper()

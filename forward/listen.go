@@ -1,13 +1,15 @@
 package forward
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"os"
-	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -16,23 +18,73 @@ import (
 )
 
 // Listeners runs the local side: the [[socks]] and [[forward]] listeners,
-// whose connections become streams to peers through an Opener.
+// whose connections (and UDP clients) become streams to peers through an
+// Opener. Reload swaps their configuration without touching what did not
+// change.
 type Listeners struct {
-	socks  []config.Socks
-	fwds   []config.Forward
 	opener Opener
 	cfg    Config
 	log    logrus.FieldLogger
 	stats  counters
 	copier copier
 
-	mu       sync.Mutex
-	started  bool
-	closed   bool
-	socksLns []net.Listener
-	fwdLns   []net.Listener
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup // serve loops and connection handlers
+	mu      sync.Mutex
+	socks   []config.Socks
+	fwds    []config.Forward
+	started bool
+	closed  bool
+	ctx     context.Context // serves listeners that Reload binds
+	cancel  context.CancelFunc
+	bound   map[string]*listener // by listenerKey
+	order   []*listener          // socks in config order, then forwards
+	wg      sync.WaitGroup       // serve loops and connection handlers
+}
+
+// listener is one bound [[socks]] or [[forward]] entry. Its socket lives
+// across reloads as long as its key (kind, protocol, address) does; the
+// entry it serves may change, and new connections get the new one.
+type listener struct {
+	key   string
+	ln    net.Listener // TCP
+	pc    *net.UDPConn // UDP forward
+	conf  atomic.Pointer[listenerConf]
+	stop  context.CancelFunc
+	ended chan struct{} // closed when its serve loop returns
+}
+
+// listenerConf is what a listener serves: one of socks and fwd is set.
+type listenerConf struct {
+	name  string // "socks[0]", "forward[2]": the entry's key in the config
+	socks *config.Socks
+	fwd   *config.Forward
+	log   logrus.FieldLogger
+}
+
+func (l *listener) addr() net.Addr {
+	if l.pc != nil {
+		return l.pc.LocalAddr()
+	}
+	return l.ln.Addr()
+}
+
+func (l *listener) close() {
+	if l.pc != nil {
+		l.pc.Close()
+	} else {
+		l.ln.Close()
+	}
+}
+
+// listenerKey is what must stay the same for a listener's socket to be
+// kept over a reload: kind, protocol and address, and for port 0 (each
+// such entry gets a port of its own) also the entry's place in the config.
+func listenerKey(name, protocol, addr string) string {
+	kind, _, _ := strings.Cut(name, "[")
+	key := kind + " " + protocol + " " + addr
+	if _, port, _ := net.SplitHostPort(addr); strings.Trim(port, "0") == "" {
+		key += " " + name
+	}
+	return key
 }
 
 // NewListeners prepares listeners for socks and fwds (nothing is bound
@@ -45,6 +97,7 @@ func NewListeners(socks []config.Socks, fwds []config.Forward, o Opener, cfg Con
 		opener: o,
 		cfg:    cfg.withDefaults(),
 		log:    log,
+		bound:  make(map[string]*listener),
 	}
 }
 
@@ -61,70 +114,147 @@ func (l *Listeners) Start(ctx context.Context) error {
 		return errors.New("forward: listeners already started or closed")
 	}
 	l.started = true
+	l.ctx, l.cancel = context.WithCancel(ctx)
+	return l.applyLocked(l.socks, l.fwds)
+}
 
-	fail := func(err error) error {
-		for _, ln := range slices.Concat(l.socksLns, l.fwdLns) {
-			ln.Close()
-		}
-		l.socksLns, l.fwdLns = nil, nil
-		return err
+// Reload makes the listeners serve socks and fwds instead: listeners whose
+// kind, protocol and address are unchanged keep their socket and their
+// open connections (new connections get the new entry), new ones are
+// bound, and removed ones stop accepting (their open connections run on
+// until they end). If anything cannot be bound or is unusable, nothing
+// changes and the error names the entry.
+func (l *Listeners) Reload(socks []config.Socks, fwds []config.Forward) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.started || l.closed {
+		return errors.New("forward: listeners not running")
 	}
-	var lc net.ListenConfig
-	for i, s := range l.socks {
-		ln, err := lc.Listen(ctx, "tcp", s.Listen)
-		if err != nil {
-			return fail(listenError(fmt.Sprintf("socks[%d]", i), s.Listen, err))
-		}
-		l.socksLns = append(l.socksLns, ln)
+	return l.applyLocked(socks, fwds)
+}
+
+// applyLocked binds what is new in socks and fwds, then switches to them.
+func (l *Listeners) applyLocked(socks []config.Socks, fwds []config.Forward) error {
+	type want struct {
+		key  string
+		conf *listenerConf
+		bind func(lc *net.ListenConfig) (*listener, error)
 	}
-	for i, f := range l.fwds {
+	var wants []want
+	for i := range socks {
+		sc := &socks[i]
+		name := fmt.Sprintf("socks[%d]", i)
+		wants = append(wants, want{listenerKey(name, "tcp", sc.Listen), &listenerConf{name: name, socks: sc},
+			func(lc *net.ListenConfig) (*listener, error) {
+				ln, err := lc.Listen(l.ctx, "tcp", sc.Listen)
+				if err != nil {
+					return nil, listenError(name, sc.Listen, err)
+				}
+				return &listener{ln: ln}, nil
+			}})
+	}
+	for i := range fwds {
+		f := &fwds[i]
 		name := fmt.Sprintf("forward[%d]", i)
-		if err := checkForward(f); err != nil {
-			return fail(fmt.Errorf("%s: %w", name, err))
+		if err := checkForward(*f); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
 		}
-		ln, err := lc.Listen(ctx, "tcp", f.Listen)
-		if err != nil {
-			return fail(listenError(name, f.Listen, err))
-		}
-		l.fwdLns = append(l.fwdLns, ln)
+		wants = append(wants, want{listenerKey(name, cmp.Or(f.Protocol, "tcp"), f.Listen), &listenerConf{name: name, fwd: f},
+			func(lc *net.ListenConfig) (*listener, error) {
+				if f.Protocol == "udp" {
+					pc, err := lc.ListenPacket(l.ctx, "udp", f.Listen)
+					if err != nil {
+						return nil, listenError(name, f.Listen, err)
+					}
+					return &listener{pc: pc.(*net.UDPConn)}, nil
+				}
+				ln, err := lc.Listen(l.ctx, "tcp", f.Listen)
+				if err != nil {
+					return nil, listenError(name, f.Listen, err)
+				}
+				return &listener{ln: ln}, nil
+			}})
 	}
 
-	ctx, l.cancel = context.WithCancel(ctx)
-	for i, ln := range l.socksLns {
-		s := l.socks[i]
-		log := l.log.WithFields(logrus.Fields{"listener": fmt.Sprintf("socks[%d]", i), "listen": ln.Addr().String(), "peer": s.Peer})
+	// Bind everything new first, so that a failure changes nothing.
+	var lc net.ListenConfig
+	fresh := map[string]*listener{}
+	for _, w := range wants {
+		if l.bound[w.key] != nil || fresh[w.key] != nil {
+			continue
+		}
+		ln, err := w.bind(&lc)
+		if err != nil {
+			for _, f := range fresh {
+				f.close()
+			}
+			return err
+		}
+		ln.key = w.key
+		fresh[w.key] = ln
+	}
+
+	keep := map[string]*listener{}
+	var order []*listener
+	for _, w := range wants {
+		ln := l.bound[w.key]
+		if ln == nil {
+			ln = fresh[w.key]
+		}
+		w.conf.log = l.log.WithFields(logrus.Fields{"listener": w.conf.name, "listen": ln.addr().String(), "peer": confPeer(w.conf)})
+		ln.conf.Store(w.conf)
+		keep[w.key] = ln
+		order = append(order, ln)
+	}
+	for key, ln := range l.bound {
+		if keep[key] == nil {
+			ln.stop()
+			ln.close()
+		}
+	}
+	for _, ln := range fresh {
+		ctx, stop := context.WithCancel(l.ctx)
+		ln.stop, ln.ended = stop, make(chan struct{})
 		l.wg.Go(func() {
-			l.serve(ctx, ln, log, func(c net.Conn) { l.handleSocks(ctx, s, c, log) })
+			defer close(ln.ended)
+			if ln.pc != nil {
+				l.serveUDP(ctx, ln)
+			} else {
+				l.serve(ctx, ln)
+			}
 		})
 	}
-	for i, ln := range l.fwdLns {
-		f := l.fwds[i]
-		log := l.log.WithFields(logrus.Fields{"listener": fmt.Sprintf("forward[%d]", i), "listen": ln.Addr().String(), "peer": f.Peer})
-		l.wg.Go(func() {
-			l.serve(ctx, ln, log, func(c net.Conn) { l.handleForward(ctx, f, c, log) })
-		})
-	}
+	l.bound, l.order, l.socks, l.fwds = keep, order, socks, fwds
 	return nil
+}
+
+func confPeer(c *listenerConf) string {
+	if c.socks != nil {
+		return c.socks.Peer
+	}
+	return c.fwd.Peer
 }
 
 // SocksAddrs returns the bound address of each [[socks]] listener, in
 // config order (nil before Start).
 func (l *Listeners) SocksAddrs() []net.Addr {
-	return l.addrs(func() []net.Listener { return l.socksLns })
+	return l.addrs(func(c *listenerConf) bool { return c.socks != nil })
 }
 
 // ForwardAddrs returns the bound address of each [[forward]] listener, in
 // config order (nil before Start).
 func (l *Listeners) ForwardAddrs() []net.Addr {
-	return l.addrs(func() []net.Listener { return l.fwdLns })
+	return l.addrs(func(c *listenerConf) bool { return c.fwd != nil })
 }
 
-func (l *Listeners) addrs(get func() []net.Listener) []net.Addr {
+func (l *Listeners) addrs(match func(*listenerConf) bool) []net.Addr {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out []net.Addr
-	for _, ln := range get() {
-		out = append(out, ln.Addr())
+	for _, ln := range l.order {
+		if match(ln.conf.Load()) {
+			out = append(out, ln.addr())
+		}
 	}
 	return out
 }
@@ -148,14 +278,15 @@ func (l *Listeners) Close() error {
 }
 
 // Shutdown stops accepting at once and lets open connections finish until
-// ctx ends; then it closes what is left, as Close does.
+// ctx ends; then it closes what is left, as Close does. UDP forwards have
+// no connections to finish: they stop at once.
 func (l *Listeners) Shutdown(ctx context.Context) error {
 	l.mu.Lock()
-	lns := append(append([]net.Listener(nil), l.socksLns...), l.fwdLns...)
-	l.mu.Unlock()
-	for _, ln := range lns {
-		ln.Close()
+	l.closed = true
+	for _, ln := range l.bound {
+		ln.close()
 	}
+	l.mu.Unlock()
 	// Ends once Close below has run, if not before.
 	done := make(chan struct{})
 	go func() {
@@ -170,21 +301,21 @@ func (l *Listeners) Shutdown(ctx context.Context) error {
 }
 
 // serve accepts on ln until ctx is done, handling each connection in its
-// own goroutine owned by l.wg.
-func (l *Listeners) serve(ctx context.Context, ln net.Listener, log logrus.FieldLogger, handle func(net.Conn)) {
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
+// own goroutine owned by l.wg, with the entry ln serves at that moment.
+func (l *Listeners) serve(ctx context.Context, ln *listener) {
+	stop := context.AfterFunc(ctx, ln.close)
 	defer stop()
-	defer ln.Close()
+	defer ln.close()
 	var backoff time.Duration
 	for {
-		c, err := ln.Accept()
+		c, err := ln.ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
 			}
 			// Out of file descriptors and the like: wait and retry.
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			log.WithError(err).Warn("accept failed")
+			ln.conf.Load().log.WithError(err).Warn("accept failed")
 			select {
 			case <-ctx.Done():
 				return
@@ -193,9 +324,16 @@ func (l *Listeners) serve(ctx context.Context, ln net.Listener, log logrus.Field
 			continue
 		}
 		backoff = 0
+		conf := ln.conf.Load()
 		l.wg.Go(func() {
 			defer l.stats.open()()
-			handle(c)
+			// Connections outlive their listener's removal by a reload:
+			// they run on l's context, not the listener's.
+			if conf.socks != nil {
+				l.handleSocks(l.ctx, *conf.socks, c, conf.log)
+			} else {
+				l.handleForward(l.ctx, *conf.fwd, c, conf.log)
+			}
 		})
 	}
 }
@@ -210,12 +348,8 @@ func (l *Listeners) handleForward(ctx context.Context, f config.Forward, c net.C
 	req := forwardRequest(f)
 	log = log.WithFields(logrus.Fields{"client": c.RemoteAddr().String(), "target": req.String()})
 
-	dctx, cancel := context.WithTimeout(ctx, l.cfg.ConnectTimeout)
-	s, err := Dial(dctx, l.opener, f.Peer, req)
-	cancel()
+	s, err := l.dial(ctx, f.Peer, req, log)
 	if err != nil {
-		l.stats.refused.Add(1)
-		logDialError(log, err)
 		return
 	}
 	defer s.Close()
@@ -231,6 +365,19 @@ func (l *Listeners) handleForward(ctx context.Context, f config.Forward, c net.C
 	}).Debug("connection closed")
 }
 
+// dial opens a stream to peer for req within ConnectTimeout. A failure is
+// counted and logged here.
+func (l *Listeners) dial(ctx context.Context, peer string, req Request, log logrus.FieldLogger) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.ConnectTimeout)
+	defer cancel()
+	s, err := Dial(ctx, l.opener, peer, req)
+	if err != nil {
+		l.stats.refused.Add(1)
+		logDialError(log, err)
+	}
+	return s, err
+}
+
 // logDialError logs a failed Dial once: refusals with the peer's code and
 // reason, other failures (no link, protocol error) as errors.
 func logDialError(log logrus.FieldLogger, err error) {
@@ -244,7 +391,7 @@ func logDialError(log logrus.FieldLogger, err error) {
 
 // checkForward rejects forwards this package cannot serve.
 func checkForward(f config.Forward) error {
-	if f.Protocol != "" && f.Protocol != "tcp" {
+	if f.Protocol != "" && f.Protocol != "tcp" && f.Protocol != "udp" {
 		return fmt.Errorf("protocol %q not supported", f.Protocol)
 	}
 	if (f.Service == "") == (f.Target == "") {
@@ -255,8 +402,14 @@ func checkForward(f config.Forward) error {
 
 // forwardRequest is what a [[forward]] asks its peer for.
 func forwardRequest(f config.Forward) Request {
-	if f.Service != "" {
+	udp := f.Protocol == "udp"
+	switch {
+	case f.Service != "" && udp:
+		return Request{Kind: KindUDPService, Payload: f.Service}
+	case f.Service != "":
 		return ServiceRequest(f.Service)
+	case udp:
+		return Request{Kind: KindUDPTarget, Payload: f.Target}
 	}
 	return TargetRequest(f.Target)
 }

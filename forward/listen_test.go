@@ -77,12 +77,7 @@ func TestForwardHalfClose(t *testing.T) {
 	e := newExit(t, []config.Peer{{Name: "alice", Exit: true}}, nil, nil, forward.Config{})
 	l := startListeners(t, e, nil, []config.Forward{{Listen: "127.0.0.1:0", Peer: "exit", Target: srv}}, forward.Config{})
 
-	c, err := net.Dial("tcp", l.ForwardAddrs()[0].String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c := dialTCP(t, l.ForwardAddrs()[0])
 	if _, err := c.Write([]byte("hello, world")); err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +168,7 @@ func TestListenersBindFailure(t *testing.T) {
 func TestListenersRejectBadForward(t *testing.T) {
 	e := newExit(t, nil, nil, nil, forward.Config{})
 	for _, f := range []config.Forward{
-		{Listen: "127.0.0.1:0", Peer: "exit", Target: "10.0.0.1:1", Protocol: "udp"},
+		{Listen: "127.0.0.1:0", Peer: "exit", Target: "10.0.0.1:1", Protocol: "sctp"},
 		{Listen: "127.0.0.1:0", Peer: "exit"},
 		{Listen: "127.0.0.1:0", Peer: "exit", Target: "10.0.0.1:1", Service: "x"},
 	} {
@@ -199,23 +194,13 @@ func TestListenersCloseEndsConnections(t *testing.T) {
 	if err := l.Start(context.Background()); err == nil {
 		t.Error("second Start succeeded")
 	}
-	fwd, err := net.Dial("tcp", l.ForwardAddrs()[0].String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fwd.Close()
-	fwd.SetDeadline(time.Now().Add(10 * time.Second))
+	fwd := dialTCP(t, l.ForwardAddrs()[0])
 	fwd.Write([]byte("ping"))
 	buf := make([]byte, 4)
 	if _, err := io.ReadFull(fwd, buf); err != nil {
 		t.Fatal(err)
 	}
-	socks, err := net.Dial("tcp", l.SocksAddrs()[0].String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer socks.Close()
-	socks.SetDeadline(time.Now().Add(10 * time.Second))
+	socks := dialTCP(t, l.SocksAddrs()[0])
 	if code := socksConnect(t, socks, echo); code != 0 {
 		t.Fatalf("socks connect code %d", code)
 	}
@@ -293,4 +278,77 @@ func TestPipeStreams(t *testing.T) {
 		c.Close()
 	}
 	waitFor(t, "connections closed", func() bool { return l.Stats().Active == 0 && e.Server.Stats().Active == 0 })
+}
+
+func TestListenersReload(t *testing.T) {
+	named := func(name string) string {
+		return serveTCP(t, func(c *net.TCPConn) {
+			io.WriteString(c, name)
+			io.Copy(c, c)
+		})
+	}
+	one, two := named("one"), named("two")
+	fixed := closedPort(t)
+	e := newExit(t, []config.Peer{{Name: "alice", Exit: true}}, nil, nil, forward.Config{})
+	fwd := func(listen, target string) config.Forward {
+		return config.Forward{Listen: listen, Peer: "exit", Target: target}
+	}
+	l := startListeners(t, e, nil, []config.Forward{fwd("127.0.0.1:0", one), fwd(fixed, one)}, forward.Config{})
+	before := l.ForwardAddrs()
+	greeting := func(addr net.Addr) string {
+		c := dialTCP(t, addr)
+		b := make([]byte, 3)
+		if _, err := io.ReadFull(c, b); err != nil {
+			return err.Error()
+		}
+		return string(b)
+	}
+	open := dialTCP(t, before[0])
+	if _, err := io.ReadFull(open, make([]byte, 3)); err != nil {
+		t.Fatal(err)
+	}
+
+	// The port-0 forward stays, the fixed one now leads elsewhere, a
+	// third is new.
+	if err := l.Reload(nil, []config.Forward{fwd("127.0.0.1:0", one), fwd(fixed, two), fwd("127.0.0.1:0", two)}); err != nil {
+		t.Fatal(err)
+	}
+	after := l.ForwardAddrs()
+	if len(after) != 3 || after[0].String() != before[0].String() || after[1].String() != fixed {
+		t.Fatalf("addresses %v after reload, were %v", after, before)
+	}
+	for i, want := range []string{"one", "two", "two"} {
+		if got := greeting(after[i]); got != want {
+			t.Errorf("forward %d after reload: %q, want %q", i, got, want)
+		}
+	}
+
+	// A bind failure changes nothing.
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	err = l.Reload(nil, []config.Forward{fwd(busy.Addr().String(), one)})
+	if err == nil || !strings.Contains(err.Error(), "forward[0] listen") {
+		t.Fatalf("reload onto a busy port: %v", err)
+	}
+	if got := greeting(after[1]); got != "two" {
+		t.Errorf("after a failed reload: %q", got)
+	}
+
+	// Removed listeners stop accepting; an open connection runs on.
+	if err := l.Reload(nil, []config.Forward{fwd("127.0.0.1:0", one)}); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := net.Dial("tcp", fixed); err == nil {
+		c.Close()
+		t.Error("a removed forward still accepts")
+	}
+	if _, err := open.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	if b := make([]byte, 4); func() error { _, err := io.ReadFull(open, b); return err }() != nil || string(b) != "ping" {
+		t.Errorf("the open connection broke across reloads: %q", b)
+	}
 }

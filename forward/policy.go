@@ -33,6 +33,7 @@ type peerRule struct {
 type exposeRule struct {
 	target string
 	peers  []string
+	udp    bool
 }
 
 // Grant is an authorized request: what to dial.
@@ -68,7 +69,7 @@ func NewPolicy(peers []config.Peer, exposes []config.Expose, r Resolver) (*Polic
 		p.peers[pc.Name] = rule
 	}
 	for _, e := range exposes {
-		p.exposes[e.Name] = exposeRule{target: e.Target, peers: slices.Clone(e.Peers)}
+		p.exposes[e.Name] = exposeRule{target: e.Target, peers: slices.Clone(e.Peers), udp: e.Protocol == "udp"}
 	}
 	return p, nil
 }
@@ -78,10 +79,13 @@ func NewPolicy(peers []config.Peer, exposes []config.Expose, r Resolver) (*Polic
 // CodeNotAllowed (denied), CodeAddrNotSupported (malformed host:port) or
 // CodeHostUnreachable (name did not resolve).
 //
-// A service request is allowed if the expose exists and lists the peer. A
-// target request is allowed if the peer has exit = true, or for those
-// resolved addresses that match one of its targets patterns (matched with
-// the host as requested, lower-cased, and the unmapped address).
+// A service request is allowed if the expose exists, lists the peer and
+// speaks the request's protocol. A target request (TCP or UDP) is allowed
+// if the peer has exit = true, or for those resolved addresses that match
+// one of its targets patterns (matched with the host as requested,
+// lower-cased, and the unmapped address). An association is allowed to a
+// peer that may dial some target; each of its datagrams is then authorized
+// as a UDP target request.
 func (p *Policy) Authorize(ctx context.Context, peer string, req Request) (Grant, error) {
 	refuse := func(code byte, format string, args ...any) (Grant, error) {
 		return Grant{}, &RefusedError{Code: code, Msg: fmt.Sprintf(format, args...), Peer: peer, Target: req.String()}
@@ -91,10 +95,13 @@ func (p *Policy) Authorize(ctx context.Context, peer string, req Request) (Grant
 		return refuse(CodeNotAllowed, "unknown peer")
 	}
 	switch req.Kind {
-	case KindService:
+	case KindService, KindUDPService:
 		e, ok := p.exposes[req.Payload]
 		if !ok || !slices.Contains(e.peers, peer) {
 			return refuse(CodeNotAllowed, "no service %q for this peer", req.Payload)
+		}
+		if e.udp != req.udp() {
+			return refuse(CodeNotAllowed, "service %q does not speak %s", req.Payload, protocolName(req.udp()))
 		}
 		host, ip, port, err := splitTarget(e.target)
 		if err != nil {
@@ -106,7 +113,13 @@ func (p *Policy) Authorize(ctx context.Context, peer string, req Request) (Grant
 		}
 		return Grant{Target: e.target, Addrs: withPort(addrs, port)}, nil
 
-	case KindTarget:
+	case KindUDPAssociate:
+		if !rule.exit && len(rule.targets) == 0 {
+			return refuse(CodeNotAllowed, "peer may not send datagrams through here")
+		}
+		return Grant{Target: req.String()}, nil
+
+	case KindTarget, KindUDPTarget:
 		host, ip, port, err := splitTarget(req.Payload)
 		if err != nil {
 			return refuse(CodeAddrNotSupported, "%v", err)
@@ -157,6 +170,13 @@ func (p *Policy) resolve(ctx context.Context, host string, ip netip.Addr) ([]net
 		return nil, fmt.Errorf("resolve %s: no addresses", host)
 	}
 	return addrs, nil
+}
+
+func protocolName(udp bool) string {
+	if udp {
+		return "udp"
+	}
+	return "tcp"
 }
 
 func withPort(addrs []netip.Addr, port uint16) []netip.AddrPort {

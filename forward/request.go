@@ -27,6 +27,12 @@ func (k Kind) String() string {
 		return "service"
 	case KindTarget:
 		return "target"
+	case KindUDPService:
+		return "udp service"
+	case KindUDPTarget:
+		return "udp target"
+	case KindUDPAssociate:
+		return "udp associate"
 	default:
 		return "kind(" + strconv.Itoa(int(k)) + ")"
 	}
@@ -47,10 +53,28 @@ func ServiceRequest(name string) Request { return Request{Kind: KindService, Pay
 // TargetRequest asks the exit to dial hostport.
 func TargetRequest(hostport string) Request { return Request{Kind: KindTarget, Payload: hostport} }
 
-// String is a short form for logs: "service NAME" or "host:port".
+// AssociateRequest asks the exit to relay datagrams for a SOCKS5 UDP
+// association.
+func AssociateRequest() Request { return Request{Kind: KindUDPAssociate, Payload: "*"} }
+
+// udp reports whether r asks for a datagram stream.
+func (r Request) udp() bool { return r.Kind >= KindUDPService && r.Kind <= KindUDPAssociate }
+
+// service reports whether r names an exposed service.
+func (r Request) service() bool { return r.Kind == KindService || r.Kind == KindUDPService }
+
+// String is a short form for logs: "service NAME", "host:port", "udp
+// service NAME", "udp host:port" or "udp associate".
 func (r Request) String() string {
-	if r.Kind == KindService {
+	switch r.Kind {
+	case KindService:
 		return "service " + r.Payload
+	case KindUDPService:
+		return "udp service " + r.Payload
+	case KindUDPTarget:
+		return "udp " + r.Payload
+	case KindUDPAssociate:
+		return "udp associate"
 	}
 	return r.Payload
 }
@@ -62,7 +86,7 @@ func (r Request) Validate() error { return checkRequest(r.Kind, len(r.Payload)) 
 
 // checkRequest checks a request's kind and payload length, for both ends.
 func checkRequest(k Kind, n int) error {
-	if k != KindService && k != KindTarget {
+	if k < KindService || k > KindUDPAssociate {
 		return fmt.Errorf("%w: unknown request kind %d", ErrProtocol, byte(k))
 	}
 	if n == 0 || n > MaxPayload {

@@ -17,6 +17,9 @@ func TestRequestRoundTrip(t *testing.T) {
 		TargetRequest("example.com:443"),
 		TargetRequest("10.0.0.1:22"),
 		TargetRequest("[2001:db8::1]:8080"),
+		{Kind: KindUDPService, Payload: "dns"},
+		{Kind: KindUDPTarget, Payload: "10.0.0.53:53"},
+		AssociateRequest(),
 	} {
 		var buf bytes.Buffer
 		if err := WriteRequest(&buf, req); err != nil {
@@ -39,7 +42,7 @@ func TestRequestRoundTrip(t *testing.T) {
 func TestWriteRequestRejects(t *testing.T) {
 	for _, req := range []Request{
 		{Kind: 0, Payload: "x"},
-		{Kind: 3, Payload: "x"},
+		{Kind: 6, Payload: "x"},
 		ServiceRequest(""),
 		TargetRequest(strings.Repeat("a", MaxPayload+1)),
 	} {
@@ -68,7 +71,7 @@ func TestReadRequestGarbage(t *testing.T) {
 		{"socks5 greeting+", []byte{5, 1, 0, 0}, ErrProtocol},
 		{"http", []byte("GET / HTTP/1.1\r\n"), ErrProtocol},
 		{"kind 0", []byte{1, 0, 0, 1, 'a'}, ErrProtocol},
-		{"kind 3", []byte{1, 3, 0, 1, 'a'}, ErrProtocol},
+		{"kind 6", []byte{1, 6, 0, 1, 'a'}, ErrProtocol},
 		{"kind 255", []byte{1, 255, 0, 1, 'a'}, ErrProtocol},
 		{"zero length", []byte{1, 1, 0, 0}, ErrProtocol},
 		{"length 1025", long, ErrProtocol},

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -14,7 +15,7 @@ import (
 // Server is the exit side: it serves streams that peers open to this
 // daemon. It is safe for concurrent use.
 type Server struct {
-	policy *Policy
+	policy atomic.Pointer[Policy]
 	cfg    Config
 	log    logrus.FieldLogger
 	dialer net.Dialer
@@ -25,8 +26,15 @@ type Server struct {
 // NewServer returns a Server that authorizes with policy. cfg's zero
 // fields take defaults.
 func NewServer(policy *Policy, cfg Config, log logrus.FieldLogger) *Server {
-	return &Server{policy: policy, cfg: cfg.withDefaults(), log: log}
+	s := &Server{cfg: cfg.withDefaults(), log: log}
+	s.policy.Store(policy)
+	return s
 }
+
+// SetPolicy makes new streams (and new destinations of open UDP
+// associations) authorize with policy. Open streams keep what they were
+// granted, as established connections outlive a firewall change.
+func (s *Server) SetPolicy(policy *Policy) { s.policy.Store(policy) }
 
 // Stats returns the Server's counters. BytesIn is what peers sent through
 // their streams, BytesOut what went back to them.
@@ -54,8 +62,14 @@ func (s *Server) ServeStream(ctx context.Context, stream net.Conn, peer string) 
 	}
 	stream.SetReadDeadline(time.Time{})
 	log = log.WithField("target", req.Payload)
-	if req.Kind == KindService {
+	if req.Kind == KindUDPAssociate {
+		log = log.WithField("target", "udp associate")
+	}
+	if req.service() {
 		log = log.WithField("service", req.Payload)
+	}
+	if req.udp() {
+		log = log.WithField("protocol", "udp")
 	}
 
 	target, err := s.connect(ctx, peer, req)
@@ -82,7 +96,7 @@ func (s *Server) ServeStream(ctx context.Context, stream net.Conn, peer string) 
 	defer target.Close()
 	stopTarget := context.AfterFunc(ctx, func() { target.Close() })
 	defer stopTarget()
-	if req.Kind == KindService {
+	if req.service() {
 		log = log.WithField("target", target.RemoteAddr().String())
 	}
 
@@ -93,9 +107,21 @@ func (s *Server) ServeStream(ctx context.Context, stream net.Conn, peer string) 
 	}
 	stream.SetWriteDeadline(time.Time{})
 
-	in, out := s.copier.join(stream, target)
+	var in, out int64
+	var fields logrus.Fields
+	if sock, ok := target.(*net.UDPConn); ok {
+		var r datagramResult
+		if req.Kind == KindUDPAssociate {
+			r = s.associate(ctx, stream, sock, peer, log)
+		} else {
+			r = relayConnected(ctx, stream, sock, s.cfg.UDPIdleTimeout)
+		}
+		in, out, fields = r.in, r.out, r.fields()
+	} else {
+		in, out = s.copier.join(stream, target)
+	}
 	s.stats.bytes(in, out)
-	log.WithFields(logrus.Fields{
+	log.WithFields(fields).WithFields(logrus.Fields{
 		"bytes_in":  in,
 		"bytes_out": out,
 		"duration":  time.Since(start),
@@ -106,13 +132,26 @@ func (s *Server) ServeStream(ctx context.Context, stream net.Conn, peer string) 
 func (s *Server) connect(ctx context.Context, peer string, req Request) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
 	defer cancel()
-	g, err := s.policy.Authorize(ctx, peer, req)
+	g, err := s.policy.Load().Authorize(ctx, peer, req)
 	if err != nil {
 		return nil, err
 	}
+	if req.Kind == KindUDPAssociate {
+		// Unconnected: the association's datagrams go wherever the
+		// policy lets each of them.
+		c, err := net.ListenUDP("udp", nil)
+		if err != nil {
+			return nil, &RefusedError{Code: CodeGeneralFailure, Msg: err.Error(), Peer: peer, Target: g.Target}
+		}
+		return c, nil
+	}
+	network := "tcp"
+	if req.udp() {
+		network = "udp"
+	}
 	var first error
 	for _, a := range g.Addrs {
-		c, err := s.dialer.DialContext(ctx, "tcp", a.String())
+		c, err := s.dialer.DialContext(ctx, network, a.String())
 		if err == nil {
 			return c, nil
 		}

@@ -31,8 +31,13 @@ import (
 //   - Dial hands over the stream opened by Allow, wrapped (socksStream)
 //     so LocalAddr is a *net.TCPAddr, as go-socks5 type-asserts it.
 //
-// Only CONNECT is supported; go-socks5 answers BIND and ASSOCIATE with
-// 0x07 (command not supported).
+// UDP ASSOCIATE, which go-socks5 answers with 0x07 (command not
+// supported), is done in Allow too (socksSession.associate): on success it
+// writes the reply itself, relays the association until the client's TCP
+// connection ends, and then lets go-socks5's own reply fall into the
+// closed connection (replyConn.hijack). github.com/things-go/go-socks5,
+// which has ASSOCIATE, is not available from this project's module proxy.
+// BIND is answered 0x07.
 
 // handleSocks serves one SOCKS5 client connection.
 func (l *Listeners) handleSocks(ctx context.Context, sc config.Socks, c net.Conn, log logrus.FieldLogger) {
@@ -77,23 +82,33 @@ type socksSession struct {
 	start  time.Time
 }
 
-// Allow implements socks5.RuleSet: it dials the exit for CONNECT.
+// Allow implements socks5.RuleSet: it dials the exit for CONNECT, and
+// runs a whole UDP association for ASSOCIATE.
 func (s *socksSession) Allow(ctx context.Context, req *socks5.Request) (context.Context, bool) {
-	if req.Command != socks5.ConnectCommand {
+	var exitReq Request
+	switch req.Command {
+	case socks5.ConnectCommand:
+		exitReq = TargetRequest(req.DestAddr.Address())
+	case socks5.AssociateCommand:
+		exitReq = AssociateRequest()
+	default:
 		return ctx, true // go-socks5 replies "command not supported"
 	}
 	s.conn.SetDeadline(time.Time{})
-	target := req.DestAddr.Address()
-	log := s.log.WithField("target", target)
+	log := s.log.WithField("target", exitReq.String())
 
 	dctx, cancel := context.WithTimeout(s.ctx, s.l.cfg.ConnectTimeout)
 	defer cancel()
 	start := time.Now()
-	stream, err := Dial(dctx, s.l.opener, s.peer, TargetRequest(target))
+	stream, err := Dial(dctx, s.l.opener, s.peer, exitReq)
+	if err == nil && req.Command == socks5.AssociateCommand {
+		s.associate(stream, req, log)
+		return ctx, true
+	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.target, s.start = target, start
+	s.target, s.start = exitReq.String(), start
 	if err != nil {
 		s.l.stats.refused.Add(1)
 		logDialError(log, err)
@@ -145,15 +160,22 @@ func (s *socksSession) finish() {
 }
 
 // replyConn is the client connection as go-socks5 sees it. After
-// setReplyCode, the next SOCKS5 reply written gets that code.
+// setReplyCode, the next SOCKS5 reply written gets that code; after
+// hijack, go-socks5's writes are dropped (its handler has been served).
 type replyConn struct {
 	net.Conn
-	code atomic.Int32 // reply code + 1; 0 = leave replies alone
+	code     atomic.Int32 // reply code + 1; 0 = leave replies alone
+	hijacked atomic.Bool
 }
 
 func (c *replyConn) setReplyCode(code byte) { c.code.Store(int32(code) + 1) }
 
+func (c *replyConn) hijack() { c.hijacked.Store(true) }
+
 func (c *replyConn) Write(p []byte) (int, error) {
+	if c.hijacked.Load() {
+		return len(p), nil // go-socks5's "not supported", after the fact
+	}
 	if len(p) >= 2 && p[0] == 5 {
 		if code := c.code.Swap(0); code != 0 {
 			q := append([]byte(nil), p...)

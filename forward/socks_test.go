@@ -194,8 +194,9 @@ func TestSocksReplyCodes(t *testing.T) {
 		{socks, 1, "nxdomain.test:80", forward.CodeHostUnreachable},
 		{socks, 1, closedPort(t), forward.CodeConnectionRefused},
 		{socks, 2, "10.0.0.1:80", forward.CodeCommandNotSupported}, // BIND
-		{socks, 3, "10.0.0.1:80", forward.CodeCommandNotSupported}, // ASSOCIATE
+		{socks, 3, "0.0.0.0:0", forward.CodeSucceeded},             // ASSOCIATE
 		{nolink, 1, "10.0.0.1:80", forward.CodeGeneralFailure},
+		{nolink, 3, "0.0.0.0:0", forward.CodeGeneralFailure},
 	}
 	for _, tt := range tests {
 		c, err := net.Dial("tcp", tt.addr)
@@ -217,12 +218,7 @@ func TestSocksHalfClose(t *testing.T) {
 	})
 	e := newExit(t, []config.Peer{{Name: "alice", Exit: true}}, nil, nil, forward.Config{})
 	l := startListeners(t, e, []config.Socks{{Listen: "127.0.0.1:0", Peer: "exit"}}, nil, forward.Config{})
-	c, err := net.Dial("tcp", l.SocksAddrs()[0].String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c := dialTCP(t, l.SocksAddrs()[0])
 	if code := socksConnect(t, c, srv); code != 0 {
 		t.Fatalf("reply %d", code)
 	}
