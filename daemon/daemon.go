@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -27,9 +28,12 @@ type Daemon struct {
 	log     logrus.FieldLogger
 	linkCfg *link.Config
 
-	peers  []*peer // in config order; fixed after New
-	byKey  map[identity.PublicKey]*peer
-	byName map[string]*peer
+	reloadMu sync.Mutex // one Reload at a time
+	// peersMu guards peers, byKey and byName, which Reload changes.
+	peersMu sync.RWMutex
+	peers   []*peer // in config order
+	byKey   map[identity.PublicKey]*peer
+	byName  map[string]*peer
 
 	rv        *rendezvous.Client
 	listeners *forward.Listeners
@@ -50,6 +54,7 @@ type Daemon struct {
 	// Set by Start.
 	acceptor *punch.Acceptor
 	admin    *adminServer
+	ctx      context.Context // the daemon's run: peers that Reload adds run on it
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	started  time.Time
@@ -83,8 +88,6 @@ func New(cfg *config.Config, log logrus.FieldLogger) (*Daemon, error) {
 			StreamWindow:      cfg.Link.StreamWindow,
 			MaxStreams:        cfg.Link.MaxStreams,
 		},
-		byKey:    make(map[identity.PublicKey]*peer),
-		byName:   make(map[string]*peer),
 		discover: make(chan []netip.AddrPort, 1),
 		natReady: make(chan struct{}),
 	}
@@ -95,19 +98,10 @@ func New(cfg *config.Config, log logrus.FieldLogger) (*Daemon, error) {
 	if err := d.linkCfg.Verify(); err != nil {
 		return nil, err
 	}
-	for _, pc := range cfg.Peers {
-		k, err := identity.ParsePublicKey(pc.PublicKey)
-		if err != nil {
-			return nil, fmt.Errorf("peer %s: public_key: %w", pc.Name, err)
-		}
-		if k == key.Public() {
-			return nil, fmt.Errorf("peer %s: public_key is this daemon's own key", pc.Name)
-		}
-		p := newPeer(pc.Name, k, log.WithField("peer", pc.Name))
-		d.peers = append(d.peers, p)
-		d.byKey[k] = p
-		d.byName[pc.Name] = p
+	if d.peers, err = d.newPeers(cfg.Peers); err != nil {
+		return nil, err
 	}
+	d.byKey, d.byName = indexPeers(d.peers)
 	policy, err := forward.NewPolicy(cfg.Peers, cfg.Expose, nil)
 	if err != nil {
 		return nil, err
@@ -140,7 +134,7 @@ func (d *Daemon) PublicKey() identity.PublicKey { return d.key.Public() }
 // left running and the error names what failed.
 func (d *Daemon) Start(ctx context.Context) (err error) {
 	ctx, cancel := context.WithCancel(ctx)
-	d.cancel = cancel
+	d.ctx, d.cancel = ctx, cancel
 	defer func() {
 		if err != nil {
 			d.Close()
@@ -171,10 +165,65 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	if d.admin != nil {
 		d.wg.Go(func() { d.admin.serve(ctx) })
 	}
-	for _, p := range d.peers {
-		d.wg.Go(func() { p.run(ctx, d) })
+	for _, p := range d.peerList() {
+		d.startPeer(p)
 	}
 	return nil
+}
+
+// newPeers makes a peer for each [[peers]] entry.
+func (d *Daemon) newPeers(confs []config.Peer) ([]*peer, error) {
+	var peers []*peer
+	for _, pc := range confs {
+		k, err := identity.ParsePublicKey(pc.PublicKey)
+		if err != nil {
+			return nil, fmt.Errorf("peer %s: public_key: %w", pc.Name, err)
+		}
+		if k == d.key.Public() {
+			return nil, fmt.Errorf("peer %s: public_key is this daemon's own key", pc.Name)
+		}
+		peers = append(peers, newPeer(pc.Name, k, d.log.WithField("peer", pc.Name)))
+	}
+	return peers, nil
+}
+
+func indexPeers(peers []*peer) (map[identity.PublicKey]*peer, map[string]*peer) {
+	byKey := make(map[identity.PublicKey]*peer, len(peers))
+	byName := make(map[string]*peer, len(peers))
+	for _, p := range peers {
+		byKey[p.key] = p
+		byName[p.name] = p
+	}
+	return byKey, byName
+}
+
+// startPeer runs p's link loop until the daemon stops or p.stop is called.
+func (d *Daemon) startPeer(p *peer) {
+	ctx, stop := context.WithCancel(d.ctx)
+	p.stop, p.done = stop, make(chan struct{})
+	d.wg.Go(func() {
+		defer close(p.done)
+		p.run(ctx, d)
+	})
+}
+
+// peerList returns the configured peers, in config order.
+func (d *Daemon) peerList() []*peer {
+	d.peersMu.RLock()
+	defer d.peersMu.RUnlock()
+	return slices.Clone(d.peers)
+}
+
+func (d *Daemon) peerByName(name string) *peer {
+	d.peersMu.RLock()
+	defer d.peersMu.RUnlock()
+	return d.byName[name]
+}
+
+func (d *Daemon) peerByKey(k identity.PublicKey) *peer {
+	d.peersMu.RLock()
+	defer d.peersMu.RUnlock()
+	return d.byKey[k]
 }
 
 // Close stops at once: listeners, links, every goroutine. It waits for
@@ -220,7 +269,7 @@ func (d *Daemon) Listeners() *forward.Listeners { return d.listeners }
 // OpenStream opens a stream to the named peer, waiting a while for its
 // link if it is not up yet; it implements forward.Opener.
 func (d *Daemon) OpenStream(ctx context.Context, name string) (net.Conn, error) {
-	p := d.byName[name]
+	p := d.peerByName(name)
 	if p == nil {
 		return nil, fmt.Errorf("no peer named %q", name)
 	}
@@ -257,7 +306,7 @@ func (d *Daemon) lanCandidates() []netip.AddrPort {
 // onPunch routes a punch instruction to its peer. Instructions about keys
 // not in the config are dropped: access is deny by default.
 func (d *Daemon) onPunch(pu rendezvous.Punch) {
-	p := d.byKey[pu.Peer]
+	p := d.peerByKey(pu.Peer)
 	if p == nil {
 		d.log.WithField("key", pu.Peer.Short()).Info("ignoring punch from a key not in [[peers]]")
 		return

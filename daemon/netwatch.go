@@ -50,7 +50,7 @@ func (d *Daemon) watchAddrs(ctx context.Context) {
 		if ap := d.rv.LocalAddr(); ap.IsValid() && slices.Contains(gone, ap.Addr().Unmap()) {
 			d.rv.Redial()
 		}
-		for _, p := range d.peers {
+		for _, p := range d.peerList() {
 			p.dropLinkFrom(gone)
 		}
 	}

@@ -51,6 +51,10 @@ type peer struct {
 	// offers holds at most the newest punch instruction.
 	offers chan offer
 
+	// stop ends run, which closes done; set by Daemon.startPeer.
+	stop context.CancelFunc
+	done chan struct{}
+
 	// mu guards the fields below.
 	mu      sync.Mutex
 	state   string

@@ -61,7 +61,7 @@ func (d *Daemon) Status() Status {
 	if n, ok := d.classifiedNAT(); ok {
 		st.NAT = n.String()
 	}
-	for _, p := range d.peers {
+	for _, p := range d.peerList() {
 		st.Peers = append(st.Peers, p.status())
 	}
 	return st

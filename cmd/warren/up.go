@@ -9,8 +9,11 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
+
+	"github.com/sirupsen/logrus"
 
 	"github.com/warren-p2p/warren/config"
 	"github.com/warren-p2p/warren/daemon"
@@ -54,7 +57,16 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		// Every Start failure is a bind failure: bad config for this host.
 		return usageError{err}
 	}
-	<-ctx.Done()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for ctx.Err() == nil {
+		select {
+		case <-hup:
+			reload(*path, d, log)
+		case <-ctx.Done():
+		}
+	}
 	log.WithField("grace", shutdownGrace).Info("shutting down; open streams may finish")
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
@@ -70,6 +82,25 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}()
 	return d.Shutdown(sctx)
+}
+
+// reload applies the config file again (SIGHUP). A config that does not
+// load or cannot be applied is reported, and the running one stays.
+func reload(path string, d *daemon.Daemon, log *logrus.Logger) {
+	cfg, err := config.Load(path)
+	if err == nil {
+		var restartOnly []string
+		if restartOnly, err = d.Reload(cfg); err == nil {
+			if lv, perr := logrus.ParseLevel(cfg.LogLevel); perr == nil {
+				log.SetLevel(lv)
+			}
+			if len(restartOnly) > 0 {
+				log.WithField("keys", strings.Join(restartOnly, ", ")).Warn("reload: these settings changed but take effect only after a restart")
+			}
+			return
+		}
+	}
+	log.WithError(err).WithField("config", path).Error("reload failed; the running config stays in effect")
 }
 
 // shutdownGrace is how long open streams may finish after SIGINT/SIGTERM.
