@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -109,7 +110,7 @@ func newCurlEnv(t *testing.T, peer config.Peer, sc config.Socks) *curlEnv {
 	_, port, _ := net.SplitHostPort(hs.Listener.Addr().String())
 	r := newResolver(map[string]string{"somename.test": "127.0.0.1"})
 	peer.Name = "alice"
-	e := newExit(t, []config.Peer{peer}, nil, r, forward.Config{})
+	e := newExit(t, []config.Peer{peer}, nil, r, forward.Config{DialTimeout: time.Second})
 	sc.Listen, sc.Peer = "127.0.0.1:0", "exit"
 	l := startListeners(t, e, []config.Socks{sc}, nil, forward.Config{})
 	return &curlEnv{exitEnv: e, port: port, socks: l.SocksAddrs()[0].String(), hosts: hosts}
@@ -136,7 +137,8 @@ func TestSocksCurlHostname(t *testing.T) {
 
 func TestSocksCurlRefused(t *testing.T) {
 	requireCurl(t)
-	e := newCurlEnv(t, config.Peer{Targets: []string{"other.test:*", "127.0.0.1:1-2"}}, config.Socks{})
+	silent := blackhole(t)
+	e := newCurlEnv(t, config.Peer{Targets: []string{"other.test:*", "127.0.0.1:1-2", silent}}, config.Socks{})
 
 	// Not allowed by the exit's ACL: SOCKS5 reply 2.
 	_, errOut, code := runCurl(t, "--socks5-hostname", e.socks, "http://somename.test:"+e.port+"/")
@@ -152,6 +154,11 @@ func TestSocksCurlRefused(t *testing.T) {
 	_, errOut, code = runCurl(t, "--socks5-hostname", e.socks, "http://other.test:80/")
 	if code != 97 || !strings.Contains(errOut, "(4)") {
 		t.Errorf("unresolvable: curl exit %d, stderr %q; want 97 and reply 4", code, errOut)
+	}
+	// A target that never answers: the exit's dial times out, reply 6.
+	_, errOut, code = runCurl(t, "--socks5-hostname", e.socks, "http://"+silent+"/")
+	if code != 97 || !strings.Contains(errOut, "(6)") {
+		t.Errorf("silent target: curl exit %d, stderr %q; want 97 and reply 6 (TTL expired)", code, errOut)
 	}
 }
 
@@ -174,10 +181,42 @@ func TestSocksCurlAuth(t *testing.T) {
 	}
 }
 
+// blackhole returns a loopback address whose SYNs go unanswered: a
+// listener with a full accept queue, which Linux drops new SYNs for, so a
+// dial to it times out as one to a vanished host does.
+func blackhole(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	// Fill the queue (a backlog of 0 still takes one connection).
+	for range 2 {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			break
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	return addr
+}
+
 // TestSocksReplyCodes checks that codes go-socks5 cannot produce from a
 // Dial error reach the client unchanged.
 func TestSocksReplyCodes(t *testing.T) {
-	e := newExit(t, []config.Peer{{Name: "alice", Exit: true}}, nil, newResolver(nil), forward.Config{})
+	e := newExit(t, []config.Peer{{Name: "alice", Exit: true}}, nil, newResolver(nil), forward.Config{DialTimeout: 300 * time.Millisecond})
 	l := startListeners(t, e, []config.Socks{
 		{Listen: "127.0.0.1:0", Peer: "exit"},
 		{Listen: "127.0.0.1:0", Peer: "nolink"},
@@ -193,6 +232,7 @@ func TestSocksReplyCodes(t *testing.T) {
 		{socks, 1, "bad_name!:80", forward.CodeAddrNotSupported},
 		{socks, 1, "nxdomain.test:80", forward.CodeHostUnreachable},
 		{socks, 1, closedPort(t), forward.CodeConnectionRefused},
+		{socks, 1, blackhole(t), forward.CodeTTLExpired},
 		{socks, 2, "10.0.0.1:80", forward.CodeCommandNotSupported}, // BIND
 		{socks, 3, "0.0.0.0:0", forward.CodeSucceeded},             // ASSOCIATE
 		{nolink, 1, "10.0.0.1:80", forward.CodeGeneralFailure},
