@@ -88,7 +88,7 @@ func TestBrowserAcrossConeNATs(t *testing.T) {
 }
 
 // servePageOn is servePage listening on addr.
-func servePageOn(t *testing.T, m machine, addr, body string) {
+func servePageOn(t testing.TB, m machine, addr, body string) {
 	t.Helper()
 	ln, err := m.Listen("tcp", addr)
 	if err != nil {
@@ -129,7 +129,7 @@ func reverse(s string) string {
 // wait out DNS timeouts at the exit and hold its shutdown. It works as
 // `ip netns exec NS` bind-mounts /etc/netns/NS/* over /etc; Host.Do and
 // other namespaces keep the real files.
-func homeOnlyHosts(t *testing.T, h *natlab.Host, name string) {
+func homeOnlyHosts(t testing.TB, h *natlab.Host, name string) {
 	t.Helper()
 	dir := filepath.Join("/etc/netns", h.Name())
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -153,7 +153,7 @@ func homeOnlyHosts(t *testing.T, h *natlab.Host, name string) {
 // chromiumDumpDOM runs headless Chromium on m with a fresh profile and its
 // proxy set to the SOCKS5 listener socks, loads url and returns the DOM it
 // prints after the load.
-func chromiumDumpDOM(t *testing.T, m machine, chromium, socks string, proxyLoopback bool, url string) clientResult {
+func chromiumDumpDOM(t testing.TB, m machine, chromium, socks string, proxyLoopback bool, url string) clientResult {
 	t.Helper()
 	home := t.TempDir()
 	args := []string{

@@ -22,7 +22,7 @@ var sbinDirs = []string{"/usr/local/sbin", "/usr/sbin", "/sbin"}
 // skips with one loud line, except under CI (CI=true), where a silently
 // skipped test would hide that nothing was tested: there it fails, as
 // labtest.Require does for the lab. pkg is the Debian package that has it.
-func needTool(t *testing.T, name, pkg string) string {
+func needTool(t testing.TB, name, pkg string) string {
 	t.Helper()
 	if p, err := exec.LookPath(name); err == nil {
 		if abs, err := filepath.Abs(p); err == nil {
@@ -86,7 +86,7 @@ func tail(s string, n int) string {
 // runClient runs the program at path on m, in its own process group with
 // env added to the test's environment, until it exits or max passes; then
 // it kills whatever is left of the group. The caller judges the result.
-func runClient(t *testing.T, m machine, max time.Duration, env []string, path string, args ...string) clientResult {
+func runClient(t testing.TB, m machine, max time.Duration, env []string, path string, args ...string) clientResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), max)
 	defer cancel()
@@ -109,7 +109,7 @@ func runClient(t *testing.T, m machine, max time.Duration, env []string, path st
 // its own process group, with its output kept for failures like a warren
 // daemon's. At cleanup it sends SIGTERM to the group, then SIGKILL after
 // 5 s; unlike start, how the service exits is not checked.
-func startService(t *testing.T, m machine, name, path string, args ...string) *process {
+func startService(t testing.TB, m machine, name, path string, args ...string) *process {
 	t.Helper()
 	p := &process{name: name, done: make(chan struct{})}
 	p.cmd = m.Command(context.Background(), path, args...)

@@ -21,7 +21,7 @@ type pair struct {
 
 // startPair renders examples/<dir>/<client>.toml and <server>.toml, runs
 // both daemons and waits for the client to report the link up.
-func startPair(t *testing.T, w *world, dir string, cm, sm machine, client, server string, keys map[string]string, clientRepl, serverRepl []string) pair {
+func startPair(t testing.TB, w *world, dir string, cm, sm machine, client, server string, keys map[string]string, clientRepl, serverRepl []string) pair {
 	t.Helper()
 	p := pair{clientAdmin: hostPort("127.0.0.1", freePort(t, cm)), serverAdmin: hostPort("127.0.0.1", freePort(t, sm))}
 	scfg := w.render(dir+"/"+server+".toml", server, p.serverAdmin, keys, serverRepl...)
@@ -35,7 +35,7 @@ func startPair(t *testing.T, w *world, dir string, cm, sm machine, client, serve
 
 // browserExit is use 1: a browser's SOCKS5 proxy exits through home, and
 // host names are resolved there. The page exists only on home's loopback.
-func browserExit(t *testing.T, w *world, laptop, home machine) pair {
+func browserExit(t testing.TB, w *world, laptop, home machine) pair {
 	keys := map[string]string{"laptop": w.keygen("laptop"), "home": w.keygen("home")}
 	const body = "a page that only home can reach\n"
 	webPort := servePage(t, home, body)
@@ -51,7 +51,7 @@ func browserExit(t *testing.T, w *world, laptop, home machine) pair {
 
 // rdp is use 2: office's RDP port on laptop's localhost. A stand-in
 // service checks 50 MiB byte for byte.
-func rdp(t *testing.T, w *world, laptop, office machine) pair {
+func rdp(t testing.TB, w *world, laptop, office machine) pair {
 	keys := map[string]string{"laptop": w.keygen("laptop"), "office": w.keygen("office")}
 	svc := serveHasher(t, office)
 	fwd := hostPort("127.0.0.1", freePort(t, laptop))
@@ -64,7 +64,7 @@ func rdp(t *testing.T, w *world, laptop, office machine) pair {
 // shareService is use 3: a friend reaches home's one exposed service and
 // nothing else. The friend's extra forward to another home port is refused
 // at home (deny by default).
-func shareService(t *testing.T, w *world, friend, home machine) pair {
+func shareService(t testing.TB, w *world, friend, home machine) pair {
 	keys := map[string]string{"friend": w.keygen("friend"), "home": w.keygen("home")}
 	const body = "holiday photos\n"
 	photos := servePage(t, home, body)
@@ -90,7 +90,7 @@ func shareService(t *testing.T, w *world, friend, home machine) pair {
 // between a client machine and a server machine.
 var exampleUses = []struct {
 	name string
-	run  func(*testing.T, *world, machine, machine) pair
+	run  func(testing.TB, *world, machine, machine) pair
 }{
 	{"browser-exit", browserExit},
 	{"rdp", rdp},

@@ -189,7 +189,7 @@ func rank(outcome string) int {
 }
 
 // runCell builds the cell's lab, runs both daemons and measures.
-func runCell(t *testing.T, c cell, transport string) cellResult {
+func runCell(t testing.TB, c cell, transport string) cellResult {
 	return runCellWith(t, c, cellOptions{transports: transport, size: throughputBytes})
 }
 
@@ -205,7 +205,7 @@ type cellOptions struct {
 }
 
 // runCellWith is runCell with options.
-func runCellWith(t *testing.T, c cell, o cellOptions) cellResult {
+func runCellWith(t testing.TB, c cell, o cellOptions) cellResult {
 	transport := o.transports
 	r := cellResult{cell: c, transport: transport, outcome: "fail"}
 	lab := labtest.New(t, natlab.Config{})
@@ -285,7 +285,7 @@ func runCellWith(t *testing.T, c cell, o cellOptions) cellResult {
 	return r
 }
 
-func newKey(t *testing.T, dir, name string) string {
+func newKey(t testing.TB, dir, name string) string {
 	k, err := identity.Generate()
 	if err != nil {
 		t.Fatal(err)
@@ -296,7 +296,7 @@ func newKey(t *testing.T, dir, name string) string {
 	return k.Public().String()
 }
 
-func writeFile(t *testing.T, dir, name, body string) string {
+func writeFile(t testing.TB, dir, name, body string) string {
 	p := filepath.Join(dir, name)
 	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
 		t.Fatal(err)

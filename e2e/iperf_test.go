@@ -13,12 +13,12 @@ import (
 
 // serveIperf3 runs an iperf3 server on m's loopback until the test ends
 // and returns its port.
-func serveIperf3(t *testing.T, m machine) string {
+func serveIperf3(t testing.TB, m machine) string {
 	return serveIperf3On(t, m, "127.0.0.1")
 }
 
 // serveIperf3On is serveIperf3 bound to host.
-func serveIperf3On(t *testing.T, m machine, host string) string {
+func serveIperf3On(t testing.TB, m machine, host string) string {
 	t.Helper()
 	port := freePort(t, m)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -53,7 +53,7 @@ func serveIperf3On(t *testing.T, m machine, host string) string {
 
 // iperf3 runs an iperf3 client on m against addr for secs seconds (the
 // first left out as slow start) and returns the received rate in Mbit/s.
-func iperf3(t *testing.T, m machine, addr string, secs int) float64 {
+func iperf3(t testing.TB, m machine, addr string, secs int) float64 {
 	t.Helper()
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {

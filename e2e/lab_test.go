@@ -36,7 +36,7 @@ func hasHost(hostport, host string) bool {
 }
 
 // twoCones builds a lab with two port-restricted cone sites, a and b.
-func twoCones(t *testing.T) (*natlab.Lab, *natlab.Site, *natlab.Site) {
+func twoCones(t testing.TB) (*natlab.Lab, *natlab.Site, *natlab.Site) {
 	t.Helper()
 	lab := labtest.New(t, natlab.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -54,7 +54,7 @@ func twoCones(t *testing.T) (*natlab.Lab, *natlab.Site, *natlab.Site) {
 
 // labWorld starts a rendezvous server on the lab's internet, listening on
 // both its addresses so that peers can classify their NATs.
-func labWorld(t *testing.T, lab *natlab.Lab) *world {
+func labWorld(t testing.TB, lab *natlab.Lab) *world {
 	t.Helper()
 	srv := lab.Server().Addrs()
 	return newWorld(t, lab.Server(), hostPort(srv[0].String(), "7777"), "-alt-listen", hostPort(srv[1].String(), "7778"))

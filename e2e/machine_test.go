@@ -36,6 +36,12 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	if path := os.Getenv("WARREN_BENCH_REPORT"); path != "" {
+		if err := benchDoc.write(path); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
+	}
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -85,7 +91,7 @@ func (p *process) output() string {
 
 // start runs warren with args on m. At cleanup it sends SIGTERM and fails
 // the test unless the process exits cleanly (status 0) within 10 s.
-func start(t *testing.T, m machine, name string, args ...string) *process {
+func start(t testing.TB, m machine, name string, args ...string) *process {
 	t.Helper()
 	p := &process{name: name, done: make(chan struct{})}
 	p.cmd = m.Command(context.Background(), warrenBin, args...)
@@ -118,7 +124,7 @@ func start(t *testing.T, m machine, name string, args ...string) *process {
 
 // waitOutput waits for the process to print a line matching re and returns
 // the first submatch.
-func (p *process) waitOutput(t *testing.T, re *regexp.Regexp, max time.Duration) string {
+func (p *process) waitOutput(t testing.TB, re *regexp.Regexp, max time.Duration) string {
 	t.Helper()
 	deadline := time.Now().Add(max)
 	for time.Now().Before(deadline) {
@@ -136,7 +142,7 @@ func (p *process) waitOutput(t *testing.T, re *regexp.Regexp, max time.Duration)
 }
 
 // run runs warren to completion on m and returns its stdout.
-func run(t *testing.T, m machine, args ...string) string {
+func run(t testing.TB, m machine, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -170,7 +176,7 @@ func status(ctx context.Context, m machine, admin string) (daemon.Status, error)
 
 // waitStatus polls the daemon's status until cond holds and returns that
 // status; what names the wait, for the failure.
-func waitStatus(t *testing.T, m machine, admin string, max time.Duration, what string, cond func(daemon.Status) bool) daemon.Status {
+func waitStatus(t testing.TB, m machine, admin string, max time.Duration, what string, cond func(daemon.Status) bool) daemon.Status {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), max)
 	defer cancel()
@@ -193,7 +199,7 @@ func waitStatus(t *testing.T, m machine, admin string, max time.Duration, what s
 
 // waitPeer waits until the daemon reports peer in state want and returns
 // its row.
-func waitPeer(t *testing.T, m machine, admin, peer, want string, max time.Duration) daemon.PeerStatus {
+func waitPeer(t testing.TB, m machine, admin, peer, want string, max time.Duration) daemon.PeerStatus {
 	t.Helper()
 	var row daemon.PeerStatus
 	waitStatus(t, m, admin, max, fmt.Sprintf("peer %s in state %s", peer, want), func(st daemon.Status) bool {

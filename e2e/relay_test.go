@@ -56,7 +56,7 @@ func TestRelayFallbackAndUpgrade(t *testing.T) {
 }
 
 // serveEcho runs a TCP echo service on m's loopback and returns its port.
-func serveEcho(t *testing.T, m machine) string {
+func serveEcho(t testing.TB, m machine) string {
 	return serveTCP(t, m, func(c net.Conn) { io.Copy(c, c) })
 }
 
@@ -71,7 +71,7 @@ type stream struct {
 
 // startStream opens a stream from m through the forward fwd and starts
 // echoing on it.
-func startStream(ctx context.Context, t *testing.T, m machine, fwd string) *stream {
+func startStream(ctx context.Context, t testing.TB, m machine, fwd string) *stream {
 	t.Helper()
 	c, err := m.DialContext(ctx, &net.Dialer{}, "tcp", fwd)
 	if err != nil {
@@ -86,7 +86,7 @@ func startStream(ctx context.Context, t *testing.T, m machine, fwd string) *stre
 // finish lets the stream echo for one more second, then stops and closes
 // it. It fails the test unless every echo came back intact and the stream
 // got past round before; what names the change it ran across.
-func (s *stream) finish(t *testing.T, before int64, what string) {
+func (s *stream) finish(t testing.TB, before int64, what string) {
 	t.Helper()
 	time.Sleep(time.Second)
 	close(s.stop)

@@ -17,7 +17,7 @@ import (
 // reloadWith rewrites the config at path to body, sends p SIGHUP and waits
 // for the reload's outcome line (the n-th of its kind): "config reloaded"
 // or, with wantFail, "reload failed". It returns the daemon's output.
-func reloadWith(t *testing.T, p *process, path, body string, n int, wantFail bool) string {
+func reloadWith(t testing.TB, p *process, path, body string, n int, wantFail bool) string {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
 		t.Fatal(err)

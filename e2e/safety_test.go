@@ -17,7 +17,7 @@ import (
 
 // neverConnects checks for d seconds that the daemon at admin never
 // reports peer connected, and returns its last row.
-func neverConnects(t *testing.T, admin, peer string, d time.Duration) daemon.PeerStatus {
+func neverConnects(t testing.TB, admin, peer string, d time.Duration) daemon.PeerStatus {
 	t.Helper()
 	var last daemon.PeerStatus
 	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
@@ -127,7 +127,7 @@ func (c *liarConn) send(m *rendezvous.Message) {
 	rendezvous.WriteMessage(c.tc, m)
 }
 
-func startLiar(t *testing.T, ctx context.Context) *liar {
+func startLiar(t testing.TB, ctx context.Context) *liar {
 	k, _ := identity.Generate()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -117,7 +117,7 @@ type sshServer struct {
 // startSSHD runs OpenSSH's sshd in the foreground on m's loopback with a
 // generated host key, config and authorized client key, all in dir; it
 // returns when sshd listens.
-func startSSHD(t *testing.T, m machine, sshd, keygen, dir string) sshServer {
+func startSSHD(t testing.TB, m machine, sshd, keygen, dir string) sshServer {
 	t.Helper()
 	hostKey := filepath.Join(dir, "ssh_host_ed25519_key")
 	clientKey := filepath.Join(dir, "id_ed25519")
@@ -163,7 +163,7 @@ LogLevel VERBOSE
 
 // writeRandomFile writes size random bytes to path and returns their
 // SHA-256, hex encoded.
-func writeRandomFile(t *testing.T, path string, size int64) string {
+func writeRandomFile(t testing.TB, path string, size int64) string {
 	t.Helper()
 	f, err := os.Create(path)
 	if err != nil {
@@ -183,7 +183,7 @@ func writeRandomFile(t *testing.T, path string, size int64) string {
 }
 
 // fileSHA256 returns the SHA-256 of the file at path, hex encoded.
-func fileSHA256(t *testing.T, path string) string {
+func fileSHA256(t testing.TB, path string) string {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -198,7 +198,7 @@ func fileSHA256(t *testing.T, path string) string {
 }
 
 // peerRow returns the daemon's status row for peer.
-func peerRow(t *testing.T, m machine, admin, peer string) daemon.PeerStatus {
+func peerRow(t testing.TB, m machine, admin, peer string) daemon.PeerStatus {
 	t.Helper()
 	var row daemon.PeerStatus
 	waitStatus(t, m, admin, 5*time.Second, "status row for "+peer, func(st daemon.Status) bool {

@@ -34,7 +34,7 @@ func requestLoop(ctx context.Context, m machine, fwd string, stop <-chan struct{
 }
 
 // coneLab is twoCones with a rendezvous server.
-func coneLab(t *testing.T) (*natlab.Site, *natlab.Site, *world) {
+func coneLab(t testing.TB) (*natlab.Site, *natlab.Site, *world) {
 	lab, a, b := twoCones(t)
 	return a, b, labWorld(t, lab)
 }
@@ -96,7 +96,7 @@ func TestRebinding(t *testing.T) {
 // and sm (office, with an echo service) and returns the pair and the
 // forward's address once the link is up. With transport set, the daemons
 // may use only that transport and the link must be direct over it.
-func echoOver(t *testing.T, w *world, cm, sm machine, transport string) (pair, string) {
+func echoOver(t testing.TB, w *world, cm, sm machine, transport string) (pair, string) {
 	t.Helper()
 	keys := map[string]string{"laptop": w.keygen("laptop"), "office": w.keygen("office")}
 	echo := serveEcho(t, sm)
@@ -122,7 +122,7 @@ const recoveryMax = 10 * time.Second
 // waitRecovered fails the test unless a request through fwd on m succeeds
 // within recoveryMax; what names the change, for the messages. It leaves
 // the link connected and reports what the peer's link is now.
-func waitRecovered(ctx context.Context, t *testing.T, m machine, fwd, admin, what string) {
+func waitRecovered(ctx context.Context, t testing.TB, m machine, fwd, admin, what string) {
 	t.Helper()
 	changed := time.Now()
 	var recovered time.Duration

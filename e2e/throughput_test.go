@@ -76,7 +76,7 @@ func runThroughput(t *testing.T) string {
 }
 
 // median runs f throughputRuns times and returns the median result.
-func median(t *testing.T, what string, f func() float64) float64 {
+func median(t testing.TB, what string, f func() float64) float64 {
 	var xs []float64
 	for range throughputRuns {
 		xs = append(xs, f())
@@ -87,7 +87,7 @@ func median(t *testing.T, what string, f func() float64) float64 {
 }
 
 // rawTCP is the baseline: iperf3 across one NAT, no warren.
-func rawTCP(t *testing.T) float64 {
+func rawTCP(t testing.TB) float64 {
 	lab := labtest.New(t, natlab.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

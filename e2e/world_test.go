@@ -22,7 +22,7 @@ import (
 
 // world is a rendezvous server and the files of one test.
 type world struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	rvAddr string
 	rvKey  string
@@ -34,7 +34,7 @@ type world struct {
 var rvKeyLine = regexp.MustCompile(`rendezvous public key: (\S+)`)
 
 // newWorld starts a rendezvous server binary on m at listen.
-func newWorld(t *testing.T, m machine, listen string, extra ...string) *world {
+func newWorld(t testing.TB, m machine, listen string, extra ...string) *world {
 	w := &world{t: t, dir: t.TempDir(), rvAddr: listen}
 	args := append([]string{"rendezvous", "-listen", listen, "-key", filepath.Join(w.dir, "rendezvous.key")}, extra...)
 	p := start(t, m, "rendezvous", args...)
@@ -101,7 +101,7 @@ var handedOut sync.Map
 // before in this process. It picks from below Linux's ephemeral range
 // (32768-60999), so that no socket bound to port 0 or connecting out can
 // take it before the daemon binds it.
-func freePort(t *testing.T, m machine) string {
+func freePort(t testing.TB, m machine) string {
 	t.Helper()
 	for range 100 {
 		p := strconv.Itoa(10000 + rand.IntN(22000))
@@ -120,7 +120,7 @@ func freePort(t *testing.T, m machine) string {
 }
 
 // servePage serves body over HTTP on m's loopback and returns the port.
-func servePage(t *testing.T, m machine, body string) string {
+func servePage(t testing.TB, m machine, body string) string {
 	t.Helper()
 	ln, err := m.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -137,7 +137,7 @@ func servePage(t *testing.T, m machine, body string) string {
 
 // serveHasher runs a TCP service on m's loopback that reads until EOF and
 // answers with the SHA-256 of what it read, hex encoded. It returns the port.
-func serveHasher(t *testing.T, m machine) string {
+func serveHasher(t testing.TB, m machine) string {
 	return serveTCP(t, m, func(c net.Conn) {
 		h := sha256.New()
 		io.Copy(h, c)
@@ -148,12 +148,12 @@ func serveHasher(t *testing.T, m machine) string {
 // serveTCP runs handle for every connection to a listener on m's loopback
 // (closing the connection after it) until the test ends; it returns the
 // port.
-func serveTCP(t *testing.T, m machine, handle func(net.Conn)) string {
+func serveTCP(t testing.TB, m machine, handle func(net.Conn)) string {
 	return serveTCPOn(t, m, "127.0.0.1:0", handle)
 }
 
 // serveTCPOn is serveTCP listening on addr.
-func serveTCPOn(t *testing.T, m machine, addr string, handle func(net.Conn)) string {
+func serveTCPOn(t testing.TB, m machine, addr string, handle func(net.Conn)) string {
 	t.Helper()
 	ln, err := m.Listen("tcp", addr)
 	if err != nil {
@@ -179,7 +179,7 @@ func serveTCPOn(t *testing.T, m machine, addr string, handle func(net.Conn)) str
 // sendAndHash sends size pseudo-random bytes to addr from m, half-closes,
 // checks the service's SHA-256 matches what was sent, and returns the
 // rate in Mbit/s.
-func sendAndHash(t *testing.T, m machine, addr string, size int) float64 {
+func sendAndHash(t testing.TB, m machine, addr string, size int) float64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -209,7 +209,7 @@ func sendAndHash(t *testing.T, m machine, addr string, size int) float64 {
 }
 
 // curl runs curl on m and returns stdout and its exit code.
-func curl(t *testing.T, m machine, args ...string) (string, int) {
+func curl(t testing.TB, m machine, args ...string) (string, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
