@@ -3,6 +3,7 @@ package link
 import (
 	"crypto/tls"
 	"encoding/binary"
+	"fmt"
 	"net"
 	"sync"
 	"time"
@@ -65,28 +66,29 @@ func (c *batchConn) flushLocked() error {
 	return err
 }
 
-// yamux frame header layout (spec.md in hashicorp/yamux): version, type,
-// flags, stream ID, length.
-const (
-	yamuxHeaderSize       = 12
-	yamuxTypeData         = 0
-	yamuxTypeWindowUpdate = 1
-	yamuxFlagRST          = 0x8
-)
-
-// frameConn is the connection yamux writes to. yamux writes a data frame
-// as a header and then its body; frameConn keeps the batch below TLS open
-// across the two, so a frame costs one write to the socket. It also lets
-// the link put frames of its own between yamux's (see reset).
+// frameConn is the connection yamux reads from and writes to. yamux writes
+// a data frame as a header and then its body; frameConn keeps the batch
+// below TLS open across the two, so a frame costs one write to the socket.
+// It also lets the link put frames of its own between yamux's (reset) and
+// between the peer's (drop).
 type frameConn struct {
 	*tls.Conn
 	out *batchConn
+	in  frameReader // over Conn
 
 	// mu is held from a data frame's header to its body, so that a frame
 	// of the link's own never lands inside one of yamux's.
 	mu       sync.Mutex
 	midFrame bool // only yamux's send loop, the one writer, touches it
 }
+
+func newFrameConn(tc *tls.Conn, out *batchConn) *frameConn {
+	c := &frameConn{Conn: tc, out: out}
+	c.in.r = tc
+	return c
+}
+
+func (c *frameConn) Read(b []byte) (int, error) { return c.in.Read(b) }
 
 func (c *frameConn) Write(b []byte) (int, error) {
 	if !c.midFrame {
@@ -119,15 +121,13 @@ func (c *frameConn) Close() error {
 	return err
 }
 
-// reset sends the peer a RST for stream id: yamux v0.1.2 sends one only
-// when a close times out, and offers no way to abort a stream, but a
-// peer still writing to a stream we closed must learn it at once, as a
-// TCP sender does from a RST, not block on a window that never reopens.
+// reset sends the peer a RST for stream id: yamux v0.1.2 offers no way to
+// abort a stream, but a peer still writing to a stream we closed must
+// learn it at once, as a TCP sender does from a RST, not block on a window
+// that never reopens. It may wait for yamux's writer to finish a frame, so
+// yamux's reader must not call it.
 func (c *frameConn) reset(id uint32) error {
-	var h [yamuxHeaderSize]byte
-	h[1] = yamuxTypeWindowUpdate
-	binary.BigEndian.PutUint16(h[2:4], yamuxFlagRST)
-	binary.BigEndian.PutUint32(h[4:8], id)
+	h := rstFrame(id)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.out.begin()
@@ -135,8 +135,15 @@ func (c *frameConn) reset(id uint32) error {
 	if ferr := c.out.end(); err == nil {
 		err = ferr
 	}
-	return err
+	if err != nil {
+		return fmt.Errorf("reset stream %d: %w", id, err)
+	}
+	return nil
 }
+
+// drop makes yamux forget stream id, as if the peer had reset it (see
+// frameReader.drop). It never blocks.
+func (c *frameConn) drop(id uint32) { c.in.drop(id) }
 
 // bodyFollows reports whether b is exactly the header of a data frame that
 // carries a body, which yamux writes next.

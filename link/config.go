@@ -32,8 +32,12 @@ type Config struct {
 	// more are refused (reset). Default 256.
 	MaxStreams int
 
-	// StreamCloseTimeout bounds how long a stream we closed waits for the
-	// peer's close before it is reset. Default 1m.
+	// StreamCloseTimeout bounds how long a stream this end has closed
+	// (Close) waits for the peer to finish its side, as tcp_fin_timeout
+	// does an orphaned TCP connection: then the peer is sent a reset and
+	// the link forgets the stream. It does not apply to a half-closed
+	// stream (CloseWrite), which stays readable for as long as the peer
+	// sends. Default 1m.
 	StreamCloseTimeout time.Duration
 }
 
@@ -99,7 +103,10 @@ func (c *Config) yamux() *yamux.Config {
 	y.EnableKeepAlive = false
 	y.ConnectionWriteTimeout = c.WriteTimeout
 	y.MaxStreamWindowSize = c.StreamWindow
-	y.StreamCloseTimeout = c.StreamCloseTimeout
+	// yamux would arm its close timeout on a half-close too (its Close is
+	// our CloseWrite) and reset a stream still receiving; Stream.Close
+	// runs StreamCloseTimeout instead.
+	y.StreamCloseTimeout = 0
 	y.AcceptBacklog = c.MaxStreams
 	y.LogOutput = io.Discard
 	y.Logger = nil

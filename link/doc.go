@@ -3,7 +3,12 @@
 // relay) produced. It runs TLS 1.3 with both keys pinned over each candidate
 // connection, nominates exactly one of them (the peer with the lower key
 // decides, so both ends agree without another round trip), and runs yamux
-// over the winner. Streams it returns are net.Conns with CloseWrite.
+// over the winner. Streams it returns are net.Conns whose CloseWrite and
+// Close behave as a TCP socket's shutdown(SHUT_WR) and close(2) do: a
+// half-closed stream stays readable for as long as the peer sends, and a
+// closed one resets a peer that sends into it or does not finish its side
+// within StreamCloseTimeout. yamux v0.1.2 does neither, so the link follows
+// the frame boundaries in what yamux reads and slips resets of its own in.
 //
 // Link neither knows nor cares how the bytes below it travel (TCP, UDP or a
 // relay); it must not dial, listen, punch, or interpret stream contents.

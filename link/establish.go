@@ -119,7 +119,7 @@ func Establish(ctx context.Context, cands <-chan Candidate, self Identity, peer 
 				}
 				r.tc.SetWriteDeadline(time.Time{})
 			}
-			return newLink(&frameConn{Conn: r.tc, out: r.out}, r.cand, peer, controlling, cfg, log)
+			return newLink(newFrameConn(r.tc, r.out), r.cand, peer, controlling, cfg, log)
 		case <-ctx.Done():
 			if lastErr == nil {
 				lastErr = ctx.Err()

@@ -36,24 +36,15 @@ type Link struct {
 	streams atomic.Int64
 	rtt     atomic.Int64 // nanoseconds, 0 until the first ping
 
+	closing closing     // streams we closed that the peer has not
+	kicking atomic.Bool // a kick's ping is out
+
 	closeOnce sync.Once
 	done      chan struct{}
 	wg        sync.WaitGroup // the keepalive goroutine
 }
 
 func newLink(fc *frameConn, c Candidate, peer identity.PublicKey, controlling bool, cfg *Config, log logrus.FieldLogger) (*Link, error) {
-	raw := &countingConn{Conn: fc}
-	var sess *yamux.Session
-	var err error
-	if controlling {
-		sess, err = yamux.Client(raw, cfg.yamux())
-	} else {
-		sess, err = yamux.Server(raw, cfg.yamux())
-	}
-	if err != nil {
-		fc.Close()
-		return nil, fmt.Errorf("yamux: %w", err)
-	}
 	l := &Link{
 		peer:   peer,
 		path:   c.Path,
@@ -62,11 +53,21 @@ func newLink(fc *frameConn, c Candidate, peer identity.PublicKey, controlling bo
 		since:  time.Now(),
 		cfg:    cfg,
 		log:    log,
-		raw:    raw,
+		raw:    &countingConn{Conn: fc},
 		frames: fc,
-		sess:   sess,
 		slots:  make(chan struct{}, cfg.MaxStreams),
 		done:   make(chan struct{}),
+	}
+	fc.in.observe = l.observe // before yamux starts reading
+	var err error
+	if controlling {
+		l.sess, err = yamux.Client(l.raw, cfg.yamux())
+	} else {
+		l.sess, err = yamux.Server(l.raw, cfg.yamux())
+	}
+	if err != nil {
+		fc.Close()
+		return nil, fmt.Errorf("yamux: %w", err)
 	}
 	l.wg.Add(1)
 	go l.keepalive()
@@ -131,7 +132,7 @@ func (l *Link) Open(ctx context.Context) (net.Conn, error) {
 	case <-ctx.Done():
 		go func() {
 			if r := <-ch; r.s != nil {
-				r.s.Close()
+				l.abort(r.s.StreamID()) // no one will use it
 			}
 		}()
 		return nil, ctx.Err()
@@ -139,7 +140,7 @@ func (l *Link) Open(ctx context.Context) (net.Conn, error) {
 }
 
 // Accept waits for the peer to open a stream. Streams beyond MaxStreams are
-// closed at once and not returned.
+// reset at once and not returned.
 func (l *Link) Accept() (net.Conn, error) {
 	for {
 		s, err := l.sess.AcceptStream()
@@ -151,7 +152,7 @@ func (l *Link) Accept() (net.Conn, error) {
 			return l.newStream(s, l.slots), nil
 		default:
 			l.log.WithField("max_streams", l.cfg.MaxStreams).Warn("peer exceeded its stream limit; stream refused")
-			s.Close()
+			l.abort(s.StreamID())
 		}
 	}
 }
@@ -171,6 +172,7 @@ func (l *Link) Close() error {
 	var err error
 	l.closeOnce.Do(func() {
 		err = l.sess.Close()
+		l.closing.stop()
 		close(l.done)
 	})
 	l.wg.Wait()

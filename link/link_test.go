@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/yamux"
 	"github.com/sirupsen/logrus"
 
 	"github.com/warren-p2p/warren/identity"
@@ -231,14 +232,16 @@ func TestMaxStreamsRefusesExcess(t *testing.T) {
 		s.Write([]byte("x"))
 		opened = append(opened, s)
 	}
-	// The third stream is refused: its reader sees EOF, not data.
+	// The third stream is refused: its reader sees a reset, not data, and
+	// the refusing end keeps nothing of it.
 	opened[2].SetReadDeadline(time.Now().Add(2 * time.Second))
-	if n, err := opened[2].Read(make([]byte, 1)); n != 0 || err != io.EOF {
-		t.Fatalf("excess stream read = %d, %v; want EOF", n, err)
+	if n, err := opened[2].Read(make([]byte, 1)); n != 0 || !errors.Is(err, yamux.ErrConnectionReset) {
+		t.Fatalf("excess stream read = %d, %v; want a reset", n, err)
 	}
 	if got := len(accepted); got != 2 {
 		t.Fatalf("accepted %d streams, want 2", got)
 	}
+	waitStreams(t, lb.l, 2)
 	// Closing one frees a slot.
 	(<-accepted).Close()
 	s, err := la.l.Open(ctx)

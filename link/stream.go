@@ -2,14 +2,17 @@ package link
 
 import (
 	"errors"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
 )
 
-// Stream is one bidirectional byte stream on a link. It is a net.Conn, and
-// CloseWrite sends the peer EOF while reads go on, as a TCP half-close does.
+// Stream is one bidirectional byte stream on a link. It is a net.Conn whose
+// CloseWrite and Close behave as shutdown(SHUT_WR) and close(2) do on a TCP
+// socket.
 type Stream struct {
 	*yamux.Stream
 	link      *Link
@@ -34,25 +37,30 @@ func (s *Stream) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// CloseWrite half-closes the stream: the peer reads EOF, and this end can
-// still read until the peer closes its side.
-func (s *Stream) CloseWrite() error { return s.Stream.Close() }
+// CloseWrite half-closes the stream: the peer reads EOF, and this end goes
+// on reading for as long as the peer sends. Nothing times that out (yamux's
+// own close timeout is off): a download that follows an upload's end may
+// take as long as it takes.
+func (s *Stream) CloseWrite() error {
+	if err := s.Stream.Close(); err != nil {
+		return fmt.Errorf("link stream %d: close write: %w", s.StreamID(), err)
+	}
+	return nil
+}
 
-// Close closes both directions and unblocks pending reads. If data from
-// the peer is still waiting unread, the stream is reset, as TCP does when
-// a socket closes with unread data: a peer still sending learns at once,
-// instead of blocking on a window we will never open again. Without unread
-// data only a FIN goes out, so that a reply written just before Close (a
-// refusal, say) still reaches a peer that reads it.
+// Close closes both directions, as close(2) closes a TCP socket, and
+// unblocks pending reads. A FIN goes out, so that a reply written just
+// before Close (a refusal, say) still reaches a peer that reads it. The
+// peer is reset if it sent, or goes on sending, data that no one will
+// read: a peer still sending learns at once, instead of blocking on a
+// window we will never open again. A peer that neither sends nor finishes
+// its side is reset after StreamCloseTimeout, as Linux ends an orphaned
+// TCP connection after tcp_fin_timeout, and the link forgets the stream.
 func (s *Stream) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
-		err = s.Stream.Close()
-		// yamux's Close only half-closes; a reader blocked on a peer that
-		// never closes would hang without this.
-		s.Stream.SetReadDeadline(time.Unix(1, 0))
-		if s.unread() {
-			s.link.frames.reset(s.StreamID())
+		if err = s.link.shut(s.Stream); err != nil {
+			err = fmt.Errorf("link stream %d: close: %w", s.StreamID(), err)
 		}
 		s.link.streams.Add(-1)
 		if s.slots != nil {
@@ -62,11 +70,156 @@ func (s *Stream) Close() error {
 	return err
 }
 
-// unread reports whether the peer's data is waiting in the stream; it
-// needs a read deadline in the past, and takes a byte if so. A peer that
-// has finished sending leaves nothing, so its stream is not reset.
-func (s *Stream) unread() bool {
+// shut fully closes s (see Stream.Close).
+func (l *Link) shut(s *yamux.Stream) error {
+	id := s.StreamID()
+	// Watch the peer's frames from before our FIN goes out, so that none
+	// that answers it goes unseen.
+	l.closing.watch(id)
+	err := s.Close()
+	// yamux's Close only half-closes; a reader blocked on a peer that never
+	// closes would hang without this. It also makes the Read below return
+	// at once.
+	s.SetReadDeadline(time.Unix(1, 0))
 	var b [1]byte
-	n, _ := s.Stream.Read(b[:])
-	return n > 0
+	switch n, rerr := s.Read(b[:]); {
+	case n > 0:
+		// Data is waiting that no one will read: reset, as TCP does.
+		l.abort(id)
+	case errors.Is(rerr, yamux.ErrTimeout):
+		// The peer has not finished. Its FIN ends the watch (and yamux
+		// forgets the stream); data from it, or the timer, resets it.
+		l.closing.arm(id, l.cfg.StreamCloseTimeout, func() {
+			if l.closing.end(id) {
+				l.abort(id)
+			}
+		})
+	default:
+		// io.EOF: the peer had finished, so our FIN finished the stream and
+		// yamux has forgotten it. ErrConnectionReset: so had its reset.
+		l.closing.end(id)
+	}
+	return err
+}
+
+// abort resets stream id: the peer is sent a RST, and yamux forgets the
+// stream as if the peer had sent one.
+func (l *Link) abort(id uint32) {
+	l.closing.end(id)
+	l.frames.drop(id)
+	l.kick()
+	if err := l.frames.reset(id); err != nil {
+		// The link cannot write, so it is failing, and every stream with it.
+		l.log.WithError(err).Debug("stream reset not sent")
+	}
+}
+
+// observe is shown each frame header the peer sends (frameReader.observe).
+// It ends the watch on a stream we closed once the peer finishes it too,
+// and resets the stream if the peer sends data into it instead, as TCP
+// answers data for a closed socket.
+func (l *Link) observe(h *frameHeader) {
+	if l.closing.n.Load() == 0 || h.typ() > yamuxTypeWindowUpdate {
+		return // nothing closing, or not a stream's frame
+	}
+	id := h.streamID()
+	switch {
+	case h.flags()&(yamuxFlagFIN|yamuxFlagRST) != 0:
+		// yamux forgets the stream when it handles this frame.
+		l.closing.end(id)
+	case h.typ() == yamuxTypeData && h.length() > 0 && l.closing.end(id):
+		// The drop goes in right after this frame's body: no kick needed.
+		// The reset is sent from elsewhere: the reader must never wait for
+		// the writer, or two ends doing so would both stop reading.
+		l.frames.drop(id)
+		go func() {
+			if err := l.frames.reset(id); err != nil {
+				l.log.WithError(err).Debug("stream reset not sent")
+			}
+		}()
+	}
+}
+
+// kick has the peer send us a frame, a ping's answer, so that yamux's Read,
+// blocked at a boundary on a quiet link, returns and a queued drop goes in
+// now rather than with the next keepalive. One kick at a time is enough:
+// a drop queued while a ping is out goes in when its answer is read,
+// unless the answer was read already, which the loop checks for.
+func (l *Link) kick() {
+	if !l.kicking.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		for {
+			_, err := l.Ping()
+			l.kicking.Store(false)
+			if err != nil || !l.frames.in.dropping() || !l.kicking.CompareAndSwap(false, true) {
+				return
+			}
+		}
+	}()
+}
+
+// closing holds the streams this end has fully closed and the peer has
+// not finished: the peer's frames for them are watched (see observe), and
+// each has a timer once armed.
+type closing struct {
+	n       atomic.Int32 // len(m), so that observe need not lock
+	mu      sync.Mutex
+	m       map[uint32]*time.Timer // nil until armed
+	stopped bool                   // the link has closed
+}
+
+func (c *closing) watch(id uint32) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return
+	}
+	if c.m == nil {
+		c.m = make(map[uint32]*time.Timer)
+	}
+	c.m[id] = nil
+	c.n.Store(int32(len(c.m)))
+}
+
+// arm calls f after d if id is still watched then; f must call end.
+func (c *closing) arm(id uint32, d time.Duration, f func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.m[id]; ok {
+		c.m[id] = time.AfterFunc(d, f)
+	}
+}
+
+// end stops watching id and reports whether it was watched: only one of
+// those who race to end it (peer's frame, timer, Close) acts on it.
+func (c *closing) end(id uint32) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t, ok := c.m[id]
+	if !ok {
+		return false
+	}
+	if t != nil {
+		t.Stop()
+	}
+	delete(c.m, id)
+	c.n.Store(int32(len(c.m)))
+	return true
+}
+
+// stop ends every watch, for good: the link has closed, and yamux has
+// closed every stream with it.
+func (c *closing) stop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, t := range c.m {
+		if t != nil {
+			t.Stop()
+		}
+	}
+	c.m = nil
+	c.n.Store(0)
+	c.stopped = true
 }

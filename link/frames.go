@@ -1,0 +1,153 @@
+package link
+
+import (
+	"encoding/binary"
+	"io"
+	"sync"
+	"sync/atomic"
+)
+
+// yamux frame header layout (spec.md in hashicorp/yamux): version, type,
+// flags, stream ID, length. Only a data frame has a body, of length bytes;
+// the other types carry a number in length.
+const (
+	yamuxHeaderSize       = 12
+	yamuxTypeData         = 0
+	yamuxTypeWindowUpdate = 1
+	yamuxFlagFIN          = 0x4
+	yamuxFlagRST          = 0x8
+)
+
+// frameHeader is one yamux frame header.
+type frameHeader [yamuxHeaderSize]byte
+
+// rstFrame is the frame that resets stream id.
+func rstFrame(id uint32) frameHeader {
+	var h frameHeader
+	h[1] = yamuxTypeWindowUpdate
+	binary.BigEndian.PutUint16(h[2:4], yamuxFlagRST)
+	binary.BigEndian.PutUint32(h[4:8], id)
+	return h
+}
+
+func (h *frameHeader) typ() uint8       { return h[1] }
+func (h *frameHeader) flags() uint16    { return binary.BigEndian.Uint16(h[2:4]) }
+func (h *frameHeader) streamID() uint32 { return binary.BigEndian.Uint32(h[4:8]) }
+func (h *frameHeader) length() uint32   { return binary.BigEndian.Uint32(h[8:12]) }
+
+// bodyLength is how many bytes follow the header.
+func (h *frameHeader) bodyLength() int64 {
+	if h.typ() != yamuxTypeData {
+		return 0
+	}
+	return int64(h.length())
+}
+
+// frameReader is what yamux reads the peer's frames from. It follows the
+// frame boundaries in the byte stream, so that it can show the link each
+// header as it goes by (observe) and put resets of the link's own between
+// the peer's frames (drop): yamux v0.1.2 forgets a stream only when the
+// peer finishes it, and offers no way to abort one.
+//
+// Following the boundaries costs a few comparisons per Read, not per byte:
+// a Read inside a body only counts the body down.
+type frameReader struct {
+	r io.Reader
+
+	// observe, if not nil, is shown each of the peer's frame headers, on
+	// yamux's reader goroutine, before yamux handles the frame. It must not
+	// block: the whole link waits for it.
+	observe func(*frameHeader)
+
+	// Where the stream stands, after what Read last returned. Only the one
+	// goroutine that reads (yamux's recv loop) touches these.
+	hdr  frameHeader
+	nhdr int    // bytes of hdr read so far
+	body int64  // bytes of the current frame's body still to come
+	slip []byte // the rest of a frame of ours that Read is returning
+	own  frameHeader
+
+	// queued is whether drops is not empty, for Read to check without mu.
+	// Only Read takes drops, so once it sees queued, a drop is there.
+	queued atomic.Bool
+	mu     sync.Mutex
+	drops  []uint32
+}
+
+// drop has yamux forget stream id: a RST for it goes into what yamux reads,
+// as if the peer had sent one, at the next frame boundary. If the peer is
+// sending, that is the end of the frame it is in; if it is quiet and
+// yamux's Read is blocked at a boundary, it is when the next frame arrives
+// (Link.kick asks for one).
+func (r *frameReader) drop(id uint32) {
+	r.mu.Lock()
+	r.drops = append(r.drops, id)
+	r.queued.Store(true)
+	r.mu.Unlock()
+}
+
+// dropping reports whether a drop waits for a boundary.
+func (r *frameReader) dropping() bool { return r.queued.Load() }
+
+func (r *frameReader) Read(b []byte) (int, error) {
+	if len(r.slip) == 0 && r.queued.Load() {
+		if r.nhdr == 0 && r.body == 0 {
+			r.slip = r.nextDrop()
+		} else if n := r.toBoundary(); n < int64(len(b)) {
+			// End this read where the header or body ends, so that the
+			// next one starts at a boundary: a drop need not wait for
+			// whatever the peer sends after this frame.
+			b = b[:n]
+		}
+	}
+	if len(r.slip) > 0 {
+		n := copy(b, r.slip)
+		r.slip = r.slip[n:]
+		return n, nil
+	}
+	n, err := r.r.Read(b)
+	r.scan(b[:n])
+	return n, err
+}
+
+// toBoundary is how many bytes are left of the current header, or if it is
+// whole, of the current body. Only called between boundaries.
+func (r *frameReader) toBoundary() int64 {
+	if r.nhdr > 0 {
+		return int64(yamuxHeaderSize - r.nhdr)
+	}
+	return r.body
+}
+
+// nextDrop takes the first queued drop and returns its RST.
+func (r *frameReader) nextDrop() []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.own = rstFrame(r.drops[0])
+	r.drops = r.drops[:copy(r.drops, r.drops[1:])]
+	r.queued.Store(len(r.drops) > 0)
+	return r.own[:]
+}
+
+// scan moves the stream's position over p, which the peer sent.
+func (r *frameReader) scan(p []byte) {
+	for len(p) > 0 {
+		if r.body > 0 {
+			n := min(r.body, int64(len(p)))
+			r.body -= n
+			p = p[n:]
+			continue
+		}
+		n := copy(r.hdr[r.nhdr:], p)
+		r.nhdr += n
+		p = p[n:]
+		if r.nhdr < yamuxHeaderSize {
+			return
+		}
+		r.nhdr = 0
+		r.body = r.hdr.bodyLength()
+		if r.observe != nil {
+			r.observe(&r.hdr)
+		}
+	}
+}
