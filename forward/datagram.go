@@ -21,15 +21,20 @@ const maxDatagram = 65535
 // datagramBuf is a buffer that holds any frame's body.
 func datagramBuf() []byte { return make([]byte, maxDatagram) }
 
-// writeDatagram writes b as one frame in one Write call.
-func writeDatagram(w io.Writer, b []byte) error {
+// datagramWriter writes datagram frames to w, each in one Write call (one
+// link frame), reusing its buffer: one per writing goroutine.
+type datagramWriter struct {
+	w   io.Writer
+	buf []byte
+}
+
+func (d *datagramWriter) write(b []byte) error {
 	if len(b) > maxDatagram {
 		return fmt.Errorf("datagram of %d bytes over %d", len(b), maxDatagram)
 	}
-	f := make([]byte, 2+len(b))
-	binary.BigEndian.PutUint16(f, uint16(len(b)))
-	copy(f[2:], b)
-	_, err := w.Write(f)
+	d.buf = binary.BigEndian.AppendUint16(d.buf[:0], uint16(len(b)))
+	d.buf = append(d.buf, b...)
+	_, err := d.w.Write(d.buf)
 	return err
 }
 

@@ -11,12 +11,13 @@ import (
 func TestDatagramFrames(t *testing.T) {
 	var buf bytes.Buffer
 	sizes := []int{0, 1, 1400, maxDatagram}
+	out := datagramWriter{w: &buf}
 	for _, n := range sizes {
-		if err := writeDatagram(&buf, bytes.Repeat([]byte{byte(n)}, n)); err != nil {
+		if err := out.write(bytes.Repeat([]byte{byte(n)}, n)); err != nil {
 			t.Fatalf("write %d bytes: %v", n, err)
 		}
 	}
-	if err := writeDatagram(&buf, make([]byte, maxDatagram+1)); err == nil {
+	if err := out.write(make([]byte, maxDatagram+1)); err == nil {
 		t.Error("a datagram over 64 KiB was framed")
 	}
 	rb := datagramBuf()

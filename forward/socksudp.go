@@ -71,6 +71,7 @@ func (s *socksSession) associate(stream net.Conn, req *socks5.Request, log logru
 	pumpDatagrams(s.ctx, stream, func() { sock.Close(); tcp.Close() }, 0, &r,
 		func(w *idleWatch) {
 			buf := datagramBuf()
+			out := datagramWriter{w: stream}
 			for {
 				n, from, err := sock.ReadFromUDPAddrPort(buf)
 				if err != nil {
@@ -102,7 +103,7 @@ func (s *socksSession) associate(stream net.Conn, req *socks5.Request, log logru
 					continue
 				}
 				w.touch()
-				if writeDatagram(stream, body) != nil {
+				if out.write(body) != nil {
 					return
 				}
 				r.datagramsOut++

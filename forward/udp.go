@@ -132,6 +132,7 @@ func relayConnected(ctx context.Context, stream net.Conn, sock *net.UDPConn, idl
 		},
 		func(w *idleWatch) {
 			buf := datagramBuf()
+			out := datagramWriter{w: stream}
 			for {
 				n, err := sock.Read(buf)
 				if err != nil {
@@ -141,7 +142,7 @@ func relayConnected(ctx context.Context, stream net.Conn, sock *net.UDPConn, idl
 					return
 				}
 				w.touch()
-				if writeDatagram(stream, buf[:n]) != nil {
+				if out.write(buf[:n]) != nil {
 					return
 				}
 				r.datagramsOut++
@@ -226,6 +227,7 @@ func (s *Server) associate(ctx context.Context, stream net.Conn, sock *net.UDPCo
 		},
 		func(w *idleWatch) {
 			buf := datagramBuf()
+			out := datagramWriter{w: stream}
 			const room = 1 + 16 + 2 // the largest address header
 			for {
 				n, from, err := sock.ReadFromUDPAddrPort(buf[room:])
@@ -247,7 +249,7 @@ func (s *Server) associate(ctx context.Context, stream net.Conn, sock *net.UDPCo
 				// The address goes in front of the data, in place.
 				start := room - (1 + len(from.Addr().AsSlice()) + 2)
 				appendUDPAddr(buf[start:start], from)
-				if writeDatagram(stream, buf[start:room+n]) != nil {
+				if out.write(buf[start:room+n]) != nil {
 					return
 				}
 				r.datagramsOut++

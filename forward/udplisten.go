@@ -105,11 +105,12 @@ func (l *Listeners) handleUDPClient(ctx context.Context, conf *listenerConf, pc 
 	var r datagramResult
 	pumpDatagrams(ctx, s, func() { close(quit) }, f.IdleTimeout.Duration, &r,
 		func(w *idleWatch) {
+			out := datagramWriter{w: s}
 			for {
 				select {
 				case b := <-c.queue:
 					w.touch()
-					if writeDatagram(s, b) != nil {
+					if out.write(b) != nil {
 						return
 					}
 					r.datagramsOut++
