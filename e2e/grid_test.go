@@ -202,6 +202,17 @@ type cellOptions struct {
 	// forward, for the given seconds, and reports that as the result's
 	// throughput instead of the checked transfer's.
 	iperf3 int
+	// measure, if set, is called once the link is up and the checked
+	// transfer went through, with an iperf3 forward and an echo forward
+	// ready: the benchmarks' own measurements.
+	measure func(cellRun)
+}
+
+// cellRun is a cell with both daemons up and linked, for measure.
+type cellRun struct {
+	client, server         machine
+	clientProc, serverProc *process
+	iperfFwd, echoFwd      string // forwards on the client to the server's iperf3 and echo services
 }
 
 // runCellWith is runCell with options.
@@ -219,10 +230,14 @@ func runCellWith(t testing.TB, c cell, o cellOptions) cellResult {
 	ck, sk := newKey(t, w.dir, "client"), newKey(t, w.dir, "server")
 	svc := serveHasher(t, server)
 	fwd := hostPort("127.0.0.1", freePort(t, client))
-	var iperfFwd, iperfSvc string
-	if o.iperf3 > 0 {
+	var iperfFwd, iperfSvc, echoFwd, echoSvc string
+	if o.iperf3 > 0 || o.measure != nil {
 		iperfSvc = serveIperf3(t, server)
 		iperfFwd = hostPort("127.0.0.1", freePort(t, client))
+	}
+	if o.measure != nil {
+		echoSvc = serveEcho(t, server)
+		echoFwd = hostPort("127.0.0.1", freePort(t, client))
 	}
 	clientAdmin := hostPort("127.0.0.1", freePort(t, client))
 	serverAdmin := hostPort("127.0.0.1", freePort(t, server))
@@ -233,14 +248,17 @@ func runCellWith(t testing.TB, c cell, o cellOptions) cellResult {
 		"[[expose]]\nname = \"svc\"\ntarget = \"127.0.0.1:%s\"\npeers = [\"client\"]\n", serverAdmin, common, ck, svc)
 	clientCfg := fmt.Sprintf("key_file = \"client.key\"\nadmin_listen = %q\n%s\n[[peers]]\nname = \"server\"\npublic_key = %q\n"+
 		"[[forward]]\nlisten = %q\npeer = \"server\"\nservice = \"svc\"\n", clientAdmin, common, sk, fwd)
-	if o.iperf3 > 0 {
-		serverCfg += fmt.Sprintf("[[expose]]\nname = \"iperf3\"\ntarget = \"127.0.0.1:%s\"\npeers = [\"client\"]\n", iperfSvc)
-		clientCfg += fmt.Sprintf("[[forward]]\nlisten = %q\npeer = \"server\"\nservice = \"iperf3\"\n", iperfFwd)
+	for _, f := range []struct{ name, svc, fwd string }{{"iperf3", iperfSvc, iperfFwd}, {"echo", echoSvc, echoFwd}} {
+		if f.svc == "" {
+			continue
+		}
+		serverCfg += fmt.Sprintf("[[expose]]\nname = %q\ntarget = \"127.0.0.1:%s\"\npeers = [\"client\"]\n", f.name, f.svc)
+		clientCfg += fmt.Sprintf("[[forward]]\nlisten = %q\npeer = \"server\"\nservice = %q\n", f.fwd, f.name)
 	}
 
 	t0 := time.Now()
-	start(t, server, "server", "up", "-c", writeFile(t, w.dir, "server.toml", serverCfg))
-	start(t, client, "client", "up", "-c", writeFile(t, w.dir, "client.toml", clientCfg))
+	serverProc := start(t, server, "server", "up", "-c", writeFile(t, w.dir, "server.toml", serverCfg))
+	clientProc := start(t, client, "client", "up", "-c", writeFile(t, w.dir, "client.toml", clientCfg))
 
 	// First byte: one byte through the forward, answered by the service.
 	fctx, fcancel := context.WithTimeout(ctx, cellLinkWait)
@@ -281,6 +299,10 @@ func runCellWith(t testing.TB, c cell, o cellOptions) cellResult {
 	r.mbps = sendAndHash(t, client, fwd, o.size)
 	if o.iperf3 > 0 {
 		r.mbps = iperf3(t, client, iperfFwd, o.iperf3)
+	}
+	if o.measure != nil {
+		o.measure(cellRun{client: client, server: server, clientProc: clientProc, serverProc: serverProc,
+			iperfFwd: iperfFwd, echoFwd: echoFwd})
 	}
 	return r
 }

@@ -54,6 +54,17 @@ func serveIperf3On(t testing.TB, m machine, host string) string {
 // iperf3 runs an iperf3 client on m against addr for secs seconds (the
 // first left out as slow start) and returns the received rate in Mbit/s.
 func iperf3(t testing.TB, m machine, addr string, secs int) float64 {
+	return iperf3Run(t, m, addr, secs, 1).mbps
+}
+
+// iperfResult is what an iperf3 run received.
+type iperfResult struct {
+	mbps  float64
+	bytes int64 // in the measured seconds, slow start left out
+}
+
+// iperf3Run is iperf3 with parallel streams (-P).
+func iperf3Run(t testing.TB, m machine, addr string, secs, parallel int) iperfResult {
 	t.Helper()
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -61,10 +72,12 @@ func iperf3(t testing.TB, m machine, addr string, secs int) float64 {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(secs+30)*time.Second)
 	defer cancel()
-	out, err := m.Command(ctx, "iperf3", "-c", host, "-p", port, "-t", strconv.Itoa(secs), "-O", "1", "-J").Output()
+	out, err := m.Command(ctx, "iperf3", "-c", host, "-p", port, "-t", strconv.Itoa(secs), "-O", "1", "-J",
+		"-P", strconv.Itoa(parallel)).Output()
 	var rep struct {
 		End struct {
 			SumReceived struct {
+				Bytes         int64   `json:"bytes"`
 				BitsPerSecond float64 `json:"bits_per_second"`
 			} `json:"sum_received"`
 		} `json:"end"`
@@ -73,7 +86,7 @@ func iperf3(t testing.TB, m machine, addr string, secs int) float64 {
 	if jerr := json.Unmarshal(out, &rep); jerr != nil || err != nil || rep.Error != "" {
 		t.Fatalf("iperf3 to %s: %v %v %s", addr, err, jerr, rep.Error)
 	}
-	mbps := rep.End.SumReceived.BitsPerSecond / 1e6
-	t.Logf("iperf3 %ds to %s: %.0f Mbit/s", secs, addr, mbps)
-	return mbps
+	r := iperfResult{mbps: rep.End.SumReceived.BitsPerSecond / 1e6, bytes: rep.End.SumReceived.Bytes}
+	t.Logf("iperf3 %ds ×%d to %s: %.0f Mbit/s", secs, parallel, addr, r.mbps)
+	return r
 }
