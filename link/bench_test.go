@@ -1,47 +1,29 @@
 package link
 
 import (
-	"context"
 	"crypto/tls"
-	"io"
-	"net"
 	"testing"
 
 	"github.com/warren-p2p/warren/internal/benchtest"
 )
 
-// linkPair returns two established links over one loopback TCP pair.
-func linkPair(b *testing.B) (*Link, *Link) {
-	aID, bID := newIdentity(b), newIdentity(b)
-	a, c := tcpPairs(b, 1)
-	ra, rb := establishBoth(b, aID, bID, bID.Public, aID.Public, a, c)
-	if ra.err != nil || rb.err != nil {
-		b.Fatal(ra.err, rb.err)
-	}
-	b.Cleanup(func() { ra.l.Close(); rb.l.Close() })
-	return ra.l, rb.l
-}
-
 // BenchmarkStream is one stream of a link over loopback TCP, one
 // direction: the whole stack a forward's bytes go through.
 func BenchmarkStream(b *testing.B) {
-	la, lb := linkPair(b)
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		s, err := lb.Accept()
-		if err != nil {
-			b.Error(err)
-		}
-		accepted <- s
-	}()
-	s, err := la.Open(context.Background())
-	if err != nil {
-		b.Fatal(err)
-	}
-	s.Write([]byte{0}) // yamux announces a stream with its first frame
-	r := <-accepted
-	io.ReadFull(r, make([]byte, 1))
+	s, r := streamPair(b)
 	benchtest.Stream(b, s, r)
+}
+
+// BenchmarkStreamRoundTrip is the latency of a 64-byte request and its
+// echo over a link's stream; BenchmarkTCPRoundTrip is its baseline.
+func BenchmarkStreamRoundTrip(b *testing.B) {
+	s, r := streamPair(b)
+	benchtest.RoundTrip(b, s, r, 64)
+}
+
+func BenchmarkTCPRoundTrip(b *testing.B) {
+	a, c := tcpPairs(b, 1)
+	benchtest.RoundTrip(b, a[0], c[0], 64)
 }
 
 // BenchmarkTLS is the baseline for BenchmarkStream: the same loopback TCP

@@ -291,8 +291,8 @@ func TestClaimProvesNothing(t *testing.T) {
 	}
 }
 
-// streamPair opens a stream from a's link and returns both ends.
-func streamPair(t *testing.T) (opened, accepted net.Conn) {
+// streamPair opens a stream on a fresh link pair and returns both ends.
+func streamPair(t testing.TB) (opened, accepted net.Conn) {
 	t.Helper()
 	aID, bID := newIdentity(t), newIdentity(t)
 	a, b := tcpPairs(t, 1)
@@ -300,6 +300,7 @@ func streamPair(t *testing.T) (opened, accepted net.Conn) {
 	if ra.err != nil || rb.err != nil {
 		t.Fatalf("establish: %v / %v", ra.err, rb.err)
 	}
+	t.Cleanup(func() { ra.l.Close(); rb.l.Close() })
 	acc := make(chan net.Conn, 1)
 	go func() {
 		s, err := rb.l.Accept()

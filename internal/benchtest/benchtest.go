@@ -33,3 +33,34 @@ func Stream(b *testing.B, w io.Writer, r io.Reader) {
 		b.Fatal(err)
 	}
 }
+
+// RoundTrip measures request/response round trips of size bytes: it
+// writes to a, another goroutine echoes what b reads back into b, and it
+// reads the echo from a. ns/op is one round trip.
+func RoundTrip(b *testing.B, a, peer io.ReadWriter, size int) {
+	b.ReportAllocs()
+	done := make(chan error, 1)
+	go func() {
+		buf := make([]byte, size)
+		for {
+			if _, err := io.ReadFull(peer, buf); err != nil {
+				done <- nil // the benchmark closed the connection
+				return
+			}
+			if _, err := peer.Write(buf); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	req, resp := make([]byte, size), make([]byte, size)
+	b.ResetTimer()
+	for range b.N {
+		if _, err := a.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(a, resp); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
