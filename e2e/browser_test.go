@@ -44,13 +44,7 @@ func TestBrowserAcrossConeNATs(t *testing.T) {
 	// that bypasses the proxy gets it, and one that does not never can.
 	decoy := "decoy on the laptop's own loopback " + rand.Text()
 	servePageOn(t, laptop, hostPort("127.0.0.1", webPort), decoy)
-	keys := map[string]string{"laptop": w.keygen("laptop"), "home": w.keygen("home")}
-	socks := hostPort("127.0.0.1", freePort(t, laptop))
-	p := startPair(t, w, "browser-exit", laptop, home, "laptop", "home", keys,
-		[]string{"127.0.0.1:1080", socks}, nil)
-	if !strings.HasPrefix(p.link.Path, "direct-") {
-		t.Errorf("path %q, want a direct path", p.link.Path)
-	}
+	_, socks := browserExitPair(t, w, laptop, home)
 	// The name must not resolve at the laptop, or its case proves nothing.
 	if r := runClient(t, laptop, 10*time.Second, nil, "getent", "-s", "files", "hosts", homeOnlyName); r.err == nil {
 		t.Fatalf("%s resolves on the laptop too (%q): the hosts file leaked", homeOnlyName, r.stdout)
@@ -168,4 +162,19 @@ func chromiumDumpDOM(t testing.TB, m machine, chromium, socks string, proxyLoopb
 	args = append(args, "--dump-dom", url)
 	env := []string{"HOME=" + home, "XDG_CONFIG_HOME=" + filepath.Join(home, ".config"), "XDG_CACHE_HOME=" + filepath.Join(home, ".cache")}
 	return runClient(t, m, 30*time.Second, env, chromium, args...)
+}
+
+// browserExitPair runs examples/browser-exit's daemons on laptop and home,
+// checks that their link is direct, and returns them with laptop's SOCKS5
+// address.
+func browserExitPair(t testing.TB, w *world, laptop, home machine) (pair, string) {
+	t.Helper()
+	keys := map[string]string{"laptop": w.keygen("laptop"), "home": w.keygen("home")}
+	socks := hostPort("127.0.0.1", freePort(t, laptop))
+	p := startPair(t, w, "browser-exit", laptop, home, "laptop", "home", keys,
+		[]string{"127.0.0.1:1080", socks}, nil)
+	if !strings.HasPrefix(p.link.Path, "direct-") {
+		t.Errorf("path %q, want a direct path", p.link.Path)
+	}
+	return p, socks
 }

@@ -72,9 +72,13 @@ func shareService(t testing.TB, w *world, friend, home machine) pair {
 	fwd := hostPort("127.0.0.1", freePort(t, friend))
 	sneaky := hostPort("127.0.0.1", freePort(t, friend))
 	extra := "\n[[forward]]\nlisten = \"" + sneaky + "\"\npeer = \"home\"\ntarget = \"127.0.0.1:" + secret + "\"\n"
+	// The game's UDP ports move off the example's 27015, which a loopback
+	// run would otherwise take on the host (udp_test.go plays the game).
+	gameFwd, gameSvc := hostPort("127.0.0.1", freePort(t, friend)), hostPort("127.0.0.1", freePort(t, home))
 	p := startPair(t, w, "share-service", friend, home, "friend", "home", keys,
-		[]string{"127.0.0.1:8080\"\npeer", fwd + "\"\npeer", "service = \"photos\"\n", "service = \"photos\"\n" + extra},
-		[]string{"127.0.0.1:8080", "127.0.0.1:" + photos})
+		[]string{"127.0.0.1:8080\"\npeer", fwd + "\"\npeer", "service = \"photos\"\n", "service = \"photos\"\n" + extra,
+			"127.0.0.1:27015", gameFwd},
+		[]string{"127.0.0.1:8080", "127.0.0.1:" + photos, "127.0.0.1:27015", gameSvc})
 	got, code := curl(t, friend, "http://"+fwd+"/")
 	if code != 0 || got != body {
 		t.Fatalf("curl through the forward: exit %d, body %q", code, got)

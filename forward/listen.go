@@ -284,6 +284,9 @@ func (l *Listeners) Shutdown(ctx context.Context) error {
 	l.mu.Lock()
 	l.closed = true
 	for _, ln := range l.bound {
+		// Stopping the listener's serve loop also ends its UDP clients,
+		// which have no connection to finish; TCP connections run on.
+		ln.stop()
 		ln.close()
 	}
 	l.mu.Unlock()
