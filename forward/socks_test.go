@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -288,4 +289,35 @@ func TestSocksHandshakeTimeout(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("closed after %v", d)
 	}
+}
+
+// TestSocksCurlIPv6 sends an IPv6 literal (ATYP 4) through SOCKS5 to a
+// server on the exit's ::1, and an IPv4 one (ATYP 1) to its 127.0.0.1.
+func TestSocksCurlIPv6(t *testing.T) {
+	requireCurl(t)
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Fatalf("this machine has no IPv6 loopback: %v", err)
+	}
+	hs := &httptest.Server{Listener: ln, Config: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "hello over IPv6")
+	})}}
+	hs.Start()
+	t.Cleanup(hs.Close)
+	e := newCurlEnv(t, config.Peer{Exit: true}, config.Socks{})
+	for _, url := range []string{"http://" + ln.Addr().String() + "/", "http://127.0.0.1:" + e.port + "/"} {
+		out, errOut, code := runCurl(t, "--socks5-hostname", e.socks, url)
+		if code != 0 || !strings.HasPrefix(out, "hello") {
+			t.Errorf("%s: curl exit %d, stdout %q, stderr %q", url, code, out, errOut)
+		}
+	}
+	waitFor(t, "the exit's two stream lines", func() bool {
+		var targets []string
+		for _, en := range e.Hook.AllEntries() {
+			if en.Message == "stream closed" {
+				targets = append(targets, fmt.Sprint(en.Data["target"]))
+			}
+		}
+		return slices.Contains(targets, ln.Addr().String()) && slices.Contains(targets, "127.0.0.1:"+e.port)
+	})
 }
