@@ -80,7 +80,16 @@ type frameConn struct {
 	// of the link's own never lands inside one of yamux's.
 	mu       sync.Mutex
 	midFrame bool // only yamux's send loop, the one writer, touches it
+	// small holds a small frame's header until its body comes, so that
+	// the two go out as one TLS record: for the 64-byte requests of an
+	// interactive session, a record's 22 bytes and its encryption are a
+	// fair share of the cost. Only yamux's send loop touches it.
+	small []byte
 }
+
+// smallFrame is the largest body sent in one record with its header;
+// larger ones are not worth copying.
+const smallFrame = 4 << 10
 
 func newFrameConn(tc *tls.Conn, out *batchConn) *frameConn {
 	c := &frameConn{Conn: tc, out: out}
@@ -94,8 +103,22 @@ func (c *frameConn) Write(b []byte) (int, error) {
 	if !c.midFrame {
 		c.mu.Lock()
 	}
+	if bodyFollows(b) && binary.BigEndian.Uint32(b[8:12]) <= smallFrame {
+		c.small = append(c.small[:0], b...)
+		c.midFrame = true
+		return len(b), nil
+	}
 	c.out.begin()
-	n, err := c.Conn.Write(b)
+	var n int
+	var err error
+	if c.midFrame && len(c.small) > 0 {
+		c.small = append(c.small, b...)
+		n, err = c.Conn.Write(c.small)
+		n = max(n-yamuxHeaderSize, 0)
+		c.small = c.small[:0]
+	} else {
+		n, err = c.Conn.Write(b)
+	}
 	if err == nil && bodyFollows(b) {
 		c.midFrame = true
 		return n, nil
