@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
@@ -107,7 +108,61 @@ func listenAdmin(addr string, d *Daemon) (*adminServer, error) {
 		enc.SetIndent("", "  ")
 		enc.Encode(d.Status())
 	})
+	mux.HandleFunc("GET /ping", func(w http.ResponseWriter, r *http.Request) {
+		res, code, err := d.Ping(r.Context(), r.URL.Query().Get("peer"))
+		w.Header().Set("Content-Type", "application/json")
+		if err != nil {
+			w.WriteHeader(code)
+			json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+			return
+		}
+		json.NewEncoder(w).Encode(res)
+	})
 	return &adminServer{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}, nil
+}
+
+// PingResult is what GET /ping?peer=NAME returns: one round trip over the
+// peer's link, measured at the link layer (a yamux ping through TLS and the
+// path), so it shows the path's own delay without any service's.
+type PingResult struct {
+	Peer   string  `json:"peer"`
+	Path   string  `json:"path"`
+	Remote string  `json:"remote"`
+	RTTMs  float64 `json:"rtt_ms"`
+}
+
+// Ping measures one round trip over the named peer's link. The HTTP code
+// goes with the error: 404 for a peer not configured, 503 when no link is
+// up, 504 when the ping got no answer.
+func (d *Daemon) Ping(ctx context.Context, name string) (PingResult, int, error) {
+	p := d.peerByName(name)
+	if p == nil {
+		return PingResult{}, http.StatusNotFound, fmt.Errorf("no peer named %q", name)
+	}
+	p.mu.Lock()
+	l := p.link
+	p.mu.Unlock()
+	if l == nil {
+		return PingResult{}, http.StatusServiceUnavailable, fmt.Errorf("peer %s: %w", name, ErrNoLink)
+	}
+	type answer struct {
+		rtt time.Duration
+		err error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		rtt, err := l.Ping()
+		done <- answer{rtt, err}
+	}()
+	select {
+	case a := <-done:
+		if a.err != nil {
+			return PingResult{}, http.StatusGatewayTimeout, fmt.Errorf("peer %s: ping: %w", name, a.err)
+		}
+		return PingResult{Peer: name, Path: l.Path(), Remote: l.Remote().String(), RTTMs: float64(a.rtt.Nanoseconds()) / 1e6}, http.StatusOK, nil
+	case <-ctx.Done():
+		return PingResult{}, http.StatusGatewayTimeout, fmt.Errorf("peer %s: ping: %w", name, ctx.Err())
+	}
 }
 
 func (a *adminServer) serve(ctx context.Context) {

@@ -76,7 +76,7 @@ func TestBadInputExitsTwoWithWhereAndWhat(t *testing.T) {
 	}
 }
 
-func TestKeygenPubkeyStatusVersion(t *testing.T) {
+func TestKeygenPubkeyStatusPingVersion(t *testing.T) {
 	dir := t.TempDir()
 	key := filepath.Join(dir, "k.key")
 	pub, _, code := cli(t, "keygen", "-o", key)
@@ -100,7 +100,8 @@ func TestKeygenPubkeyStatusVersion(t *testing.T) {
 	w := newWorld(t, localhost{}, hostPort("127.0.0.1", freePort(t, localhost{})))
 	keys := map[string]string{"friend": w.keygen("friend"), "home": w.keygen("home")}
 	p := startPair(t, w, "share-service", localhost{}, localhost{}, "friend", "home", keys,
-		[]string{"127.0.0.1:8080", hostPort("127.0.0.1", freePort(t, localhost{}))}, nil)
+		[]string{"127.0.0.1:8080", hostPort("127.0.0.1", freePort(t, localhost{})),
+			"127.0.0.1:27015", hostPort("127.0.0.1", freePort(t, localhost{}))}, nil)
 	table, stderr, code := cli(t, "status", "-admin", p.clientAdmin)
 	if code != 0 || !regexp.MustCompile(`(?m)^home\s+connected\s+direct-tcp\s+\S+:\d+`).MatchString(table) {
 		t.Fatalf("status: exit %d\n%s%s", code, table, stderr)
@@ -111,5 +112,15 @@ func TestKeygenPubkeyStatusVersion(t *testing.T) {
 	}
 	if _, stderr, code := cli(t, "status", "-admin", "127.0.0.1:1"); code != 1 || !strings.Contains(stderr, "is the daemon running") {
 		t.Fatalf("status without a daemon: exit %d, %s", code, stderr)
+	}
+
+	// ping over the link, and a peer that is not configured.
+	out, stderr, code := cli(t, "ping", "-admin", p.clientAdmin, "-c", "3", "-i", "50ms", "home")
+	if code != 0 || len(regexp.MustCompile(`(?m)^home via direct-tcp \S+:\d+: rtt \d+\.\d{3} ms$`).FindAllString(out, -1)) != 3 ||
+		!strings.Contains(out, "3 sent, 3 answered, rtt min/avg/max") {
+		t.Fatalf("ping: exit %d\n%s%s", code, out, stderr)
+	}
+	if _, stderr, code := cli(t, "ping", "-admin", p.clientAdmin, "nobody"); code != 1 || !strings.Contains(stderr, `no peer named "nobody"`) {
+		t.Fatalf("ping of an unknown peer: exit %d, %s", code, stderr)
 	}
 }

@@ -1,7 +1,7 @@
 // Command warren connects machines behind NATs directly to each other and
 // carries SOCKS5 and port-forward traffic over those links.
 //
-// Subcommands: keygen, pubkey, rendezvous, up, status, demo, version.
+// Subcommands: keygen, pubkey, rendezvous, up, status, ping, demo, version.
 // Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad config.
 package main
 
@@ -35,6 +35,8 @@ commands:
   up -c FILE              run the peer daemon
   status [-admin ADDR] [-json]
                           show the running daemon's peers
+  ping [-admin ADDR] [-c N] [-i DURATION] PEER
+                          round trips over the link to PEER: path and RTT
   demo [-once]            run a rendezvous server and two peers on loopback and show them working
   version                 print the version
 `
@@ -56,6 +58,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"rendezvous": cmdRendezvous,
 		"up":         cmdUp,
 		"status":     cmdStatus,
+		"ping":       cmdPing,
 		"demo":       cmdDemo,
 		"version": func(context.Context, []string, io.Writer, io.Writer) error {
 			fmt.Fprintln(stdout, "warren", version)
