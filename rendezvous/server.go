@@ -247,7 +247,10 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn) {
 	stop := context.AfterFunc(ctx, func() { raw.Close() })
 	defer stop()
 
-	br := bufio.NewReader(raw)
+	// The reader is there to peek at the first byte, and it stays with the
+	// connection for its whole life: a small one, as reads larger than it
+	// bypass it (a 4 KiB default was 4 KiB of every registered peer).
+	br := bufio.NewReaderSize(raw, 32)
 	raw.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	first, err := br.Peek(1)
 	if err != nil {
