@@ -16,7 +16,7 @@ export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 missing=()
 for pair in nft:nftables conntrack:conntrack curl:curl ip:iproute2 iperf3:iperf3 \
 	chromium:chromium sshd:openssh-server ssh:openssh-client scp:openssh-client \
-	dnsmasq:dnsmasq dig:bind9-dnsutils; do
+	dnsmasq:dnsmasq dig:bind9-dnsutils systemd-analyze:systemd; do
 	pkg="${pair#*:}"
 	command -v "${pair%%:*}" >/dev/null 2>&1 || [[ " ${missing[*]} " == *" $pkg "* ]] || missing+=("$pkg")
 done
