@@ -3,6 +3,7 @@ package link
 import (
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +19,26 @@ type Stream struct {
 	link      *Link
 	slots     chan struct{} // nil for streams we opened
 	closeOnce sync.Once
+	closed    atomic.Bool
+}
+
+// SetReadDeadline sets the read deadline, until Close: Close sets one in
+// the past to end every Read, and a caller racing it (a copy that peeks
+// with a past deadline and then clears it) must not undo that and leave a
+// Read waiting on a closed stream.
+func (s *Stream) SetReadDeadline(t time.Time) error {
+	if s.closed.Load() {
+		return net.ErrClosed
+	}
+	return s.Stream.SetReadDeadline(t)
+}
+
+// SetDeadline is SetReadDeadline and SetWriteDeadline.
+func (s *Stream) SetDeadline(t time.Time) error {
+	if err := s.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return s.Stream.SetWriteDeadline(t)
 }
 
 func (l *Link) newStream(s *yamux.Stream, slots chan struct{}) *Stream {
@@ -59,6 +80,7 @@ func (s *Stream) CloseWrite() error {
 func (s *Stream) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
+		s.closed.Store(true)
 		if err = s.link.shut(s.Stream); err != nil {
 			err = fmt.Errorf("link stream %d: close: %w", s.StreamID(), err)
 		}
