@@ -72,7 +72,7 @@ func (s *Server) ServeStream(ctx context.Context, stream net.Conn, peer string) 
 		log = log.WithField("protocol", "udp")
 	}
 
-	target, err := s.connect(ctx, peer, req)
+	target, err := aside(func() (net.Conn, error) { return s.connect(ctx, peer, req) })
 	if err != nil {
 		s.stats.refused.Add(1)
 		re := asRefused(err, peer, req)
@@ -126,6 +126,25 @@ func (s *Server) ServeStream(ctx context.Context, stream net.Conn, peer string) 
 		"bytes_out": out,
 		"duration":  time.Since(start),
 	}).Info("stream closed")
+}
+
+// aside runs f on a goroutine of its own and returns its result.
+// Resolving and dialling take a deep stack (8 KiB), and a goroutine's
+// stack does not shrink back while the stream it serves sits idle: run on
+// ServeStream's goroutine, they made an idle stream cost the exit 20.5 KiB
+// instead of 17.4 (BenchmarkIdleStreams, 10k streams).
+func aside(f func() (net.Conn, error)) (net.Conn, error) {
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		c, err := f()
+		done <- result{c, err}
+	}()
+	r := <-done
+	return r.c, r.err
 }
 
 // connect authorizes req and dials the granted addresses in order.
