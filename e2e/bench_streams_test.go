@@ -94,8 +94,8 @@ func BenchmarkOpening(b *testing.B) {
 	var md strings.Builder
 	fmt.Fprintf(&md, "## Opening connections\n\n%d connections through the rdp example's forward on loopback (link "+
 		"path %s), one after another: connect, echo 7 bytes, close. Baseline: the same %d connections straight to "+
-		"the echo service (a separate process), no warren. The daemons log at debug level, as the e2e configs set "+
-		"it (one line per connection on each side). Target: %d in under %.1f s (frp: 1.4 s).\n\n"+
+		"the echo service (a separate process), no warren. The daemons log at info level, as deployed "+
+		"(debug adds a line per connection on each side). Target: %d in under %.1f s (frp: 1.4 s).\n\n"+
 		"| | %d connections | per connection p50 | p99 | daemons' CPU per connection (both) | target |\n"+
 		"|---|---|---|---|---|---|\n",
 		openingConns, p.link.Path, openingConns, openingConns, openingTarget.Seconds(), openingConns)
@@ -266,6 +266,7 @@ func streamsSection(got []streamsFigures) string {
 func echoPair(t testing.TB, target string, maxStreams int) (p pair, fwd string, pprof [2]string) {
 	t.Helper()
 	w := newWorld(t, localhost{}, hostPort("127.0.0.1", freePort(t, localhost{})))
+	w.logLevel = "info" // as deployed: debug logs a line per connection on each side
 	keys := map[string]string{"laptop": w.keygen("laptop"), "office": w.keygen("office")}
 	fwd = hostPort("127.0.0.1", freePort(t, localhost{}))
 	office := []string{"127.0.0.1:3389", target}

@@ -75,7 +75,7 @@ func TestLyingRendezvous(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	liar := startLiar(t, ctx)
-	w := &world{t: t, dir: t.TempDir(), rvAddr: liar.addr, rvKey: liar.key.Public().String()}
+	w := &world{t: t, dir: t.TempDir(), rvAddr: liar.addr, rvKey: liar.key.Public().String(), logLevel: "debug"}
 	keys := map[string]string{"laptop": w.keygen("laptop"), "home": w.keygen("home")}
 	homeKey, _ := identity.ParsePublicKey(keys["home"])
 

@@ -29,13 +29,16 @@ type world struct {
 	rv     *process // nil when the test brings its own server
 	rvArgs []string
 	rvOn   machine
+	// logLevel is what render sets; tests want "debug" for their failure
+	// output, benchmarks the "info" of a deployment.
+	logLevel string
 }
 
 var rvKeyLine = regexp.MustCompile(`rendezvous public key: (\S+)`)
 
 // newWorld starts a rendezvous server binary on m at listen.
 func newWorld(t testing.TB, m machine, listen string, extra ...string) *world {
-	w := &world{t: t, dir: t.TempDir(), rvAddr: listen}
+	w := &world{t: t, dir: t.TempDir(), rvAddr: listen, logLevel: "debug"}
 	args := append([]string{"rendezvous", "-listen", listen, "-key", filepath.Join(w.dir, "rendezvous.key")}, extra...)
 	p := start(t, m, "rendezvous", args...)
 	w.rv, w.rvArgs, w.rvOn = p, args, m
@@ -83,7 +86,7 @@ func (w *world) render(example, name, admin string, keys map[string]string, repl
 		s = strings.ReplaceAll(s, placeholder(n), k)
 	}
 	s = strings.NewReplacer(replace...).Replace(s)
-	s = fmt.Sprintf("admin_listen = %q\nlog_level = \"debug\"\n", admin) + s
+	s = fmt.Sprintf("admin_listen = %q\nlog_level = %q\n", admin, w.logLevel) + s
 	path := filepath.Join(w.dir, name+".toml")
 	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
 		w.t.Fatal(err)
