@@ -109,6 +109,9 @@ func BenchmarkRendezvousScale(b *testing.B) {
 	baseRSS, baseIdle := u1.RSS, cpuPercent(u1.CPU-u0.CPU, rvRest/2)
 	b.Logf("baseline: no peers, RSS %s, CPU %.1f%% of one core", mib(baseRSS), baseIdle)
 
+	// Registrations first, every step: their memory is what the targets
+	// are about, and a coordination window before a reading would leave
+	// its sessions (kept a minute for relays) in it.
 	var steps []rvStep
 	for _, n := range rvSteps {
 		st := rvStep{peers: n, added: n - load.count()}
@@ -122,19 +125,22 @@ func BenchmarkRendezvousScale(b *testing.B) {
 		u1 := w.rv.usage(b)
 		st.rss, st.idle = u1.RSS, cpuPercent(u1.CPU-u0.CPU, rvRest)
 		st.heap = lastLiveHeap(w.rv.output())
-
-		st.coord = load.coordinate(b, w.rv)
-		st.rssAfter, st.heapAfter = w.rv.usage(b).RSS, lastLiveHeap(w.rv.output())
-		b.Logf("%d peers: +%d registered in %v (server CPU %v), RSS %s (live heap %d MB), CPU at rest %.1f%%; %s; "+
-			"then RSS %s (live heap %d MB); loadavg %s", n, st.added, st.register.Round(time.Millisecond),
-			st.registerCPU, mib(st.rss), st.heap, st.idle, st.coord, mib(st.rssAfter), st.heapAfter,
-			loadAvg())
+		b.Logf("%d peers: +%d registered in %v (server CPU %v), RSS %s (live heap %d MB), CPU at rest %.1f%%; loadavg %s",
+			n, st.added, st.register.Round(time.Millisecond), st.registerCPU, mib(st.rss), st.heap, st.idle, loadAvg())
 		steps = append(steps, st)
+	}
+	// Then coordinations among the first n peers, for each step's n, with
+	// all of them registered.
+	for i := range steps {
+		st := &steps[i]
+		st.coord = load.coordinate(b, w.rv, st.peers)
+		st.rssAfter, st.heapAfter = w.rv.usage(b).RSS, lastLiveHeap(w.rv.output())
+		b.Logf("%d peers: %s; then RSS %s (live heap %d MB)", st.peers, st.coord, mib(st.rssAfter), st.heapAfter)
 
-		tag := "@" + strconv.Itoa(n)
+		tag := "@" + strconv.Itoa(st.peers)
 		b.ReportMetric(st.register.Seconds(), "register-s"+tag)
 		b.ReportMetric(float64(st.rss)/(1<<20), "rss-MiB"+tag)
-		b.ReportMetric(float64(st.rss-baseRSS)/float64(n)/1024, "rss-KiB/peer"+tag)
+		b.ReportMetric(float64(st.rss-baseRSS)/float64(st.peers)/1024, "rss-KiB/peer"+tag)
 		b.ReportMetric(st.idle, "idle-cpu%"+tag)
 		b.ReportMetric(st.coord.rate, "coord/s"+tag)
 	}
@@ -154,8 +160,9 @@ func rvReport(steps []rvStep, baseRSS int64, baseIdle float64) string {
 	fmt.Fprintf(&b, "## Rendezvous scale\n\nOne `warren rendezvous` process on loopback; simulated peers in the benchmark "+
 		"process, each with its own Ed25519 key and TLS control connection: register (%d at a time), NAT report, ping "+
 		"every %v as daemons do. At each count: the added peers' registration time; the server's RSS and CPU over %v "+
-		"with peers only keeping alive; then %v of connect coordinations between distinct pairs, %d asks in flight "+
-		"(a coordination: one `connect`, and the server's `punch` received by both peers). The load generator shares "+
+		"with peers only keeping alive. Then, once all are registered, for each count n: %v of connect coordinations "+
+		"between distinct pairs among the first n peers, %d asks in flight (a coordination: one `connect`, and the "+
+		"server's `punch` received by both peers). The load generator shares "+
 		"the %d cores with the server. Baseline, same run, no peers: RSS %s, CPU %.1f%% of one core.\n\n",
 		rvRamp, rvPingInterval, rvRest, rvCoord, rvInFlight, runtime.NumCPU(), mib(baseRSS), baseIdle)
 	b.WriteString("| peers | register time | RSS | RSS per peer | live heap | CPU at rest | coordinations/s | " +
@@ -179,9 +186,9 @@ func rvReport(steps []rvStep, baseRSS int64, baseIdle float64) string {
 		return "**missed**"
 	}
 	fmt.Fprintf(&b, "\nCPU percentages are of one core. RSS per peer is above the baseline. Live heap is the server's "+
-		"at its last GC before the RSS reading (GODEBUG=gctrace=1). Each step's RSS includes what the previous "+
-		"step's coordinations left: the server keeps every session for relays (a minute, swept only when another "+
-		"connect comes), and Go maps keep their largest size. After the last window (%d coordinations): RSS %s. "+
+		"at its last GC before the RSS reading (GODEBUG=gctrace=1). Coordinations leave sessions behind: the server "+
+		"keeps each for relays for a minute, and Go maps keep their largest size; after the last window (%d "+
+		"coordinations in it), RSS was %s. "+
 		"Where a peer's memory goes, in process: `go test ./rendezvous -run '^$' -bench 'Server(Peer|Session)Memory'`."+
 		"\n\nTargets (issue 7), at %d peers:\n\n"+
 		"- RSS under %s: %s, %s\n- CPU at rest under %.0f%% of one core: %.1f%%, %s\n"+
@@ -550,10 +557,10 @@ func (r rvCoordResult) String() string {
 // neither does the server's pair window (which drops the other side's ask
 // of a pair within 3 s) ever hold an ask back. Each asker has at most one
 // ask outstanding.
-func (l *rvLoad) coordinate(tb testing.TB, server *process) rvCoordResult {
+func (l *rvLoad) coordinate(tb testing.TB, server *process, among int) rvCoordResult {
 	tb.Helper()
 	l.mu.Lock()
-	n := l.n
+	n := min(among, l.n)
 	l.sem = make(chan struct{}, rvInFlight)
 	l.done, l.lats = 0, nil
 	clear(l.halves)
