@@ -1,7 +1,8 @@
 // Command warren connects machines behind NATs directly to each other and
 // carries SOCKS5 and port-forward traffic over those links.
 //
-// Subcommands: keygen, pubkey, rendezvous, up, status, ping, demo, version.
+// Subcommands: keygen, pubkey, rendezvous, up, status, ping, nat, demo,
+// version.
 // Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad config.
 package main
 
@@ -37,6 +38,8 @@ commands:
                           show the running daemon's peers
   ping [-admin ADDR] [-c N] [-i DURATION] PEER
                           round trips over the link to PEER: path and RTT
+  nat -rendezvous ADDR [-alt ADDR] [-json]
+                          classify this machine's NAT against a rendezvous server
   demo [-once]            run a rendezvous server and two peers on loopback and show them working
   version                 print the version
 `
@@ -59,6 +62,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"up":         cmdUp,
 		"status":     cmdStatus,
 		"ping":       cmdPing,
+		"nat":        cmdNat,
 		"demo":       cmdDemo,
 		"version": func(context.Context, []string, io.Writer, io.Writer) error {
 			fmt.Fprintln(stdout, "warren", version)
