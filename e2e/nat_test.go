@@ -36,7 +36,7 @@ func TestNATCommand(t *testing.T) {
 			}
 			args := []string{"nat", "-rendezvous", w.rvAddr, "-alt", hostPort(srv[1].String(), "7778")}
 			out := run(t, site.Host(), args...)
-			if !regexp.MustCompile(`(?m)^NAT\s+` + tc.want + `$`).MatchString(out) ||
+			if !regexp.MustCompile(`(?m)^NAT\s+`+tc.want+`$`).MatchString(out) ||
 				!regexp.MustCompile(`(?m)^LOCAL\s+SERVER\s+SEEN AS$`).MatchString(out) {
 				t.Fatalf("warren nat behind %s:\n%s", tc.kind, out)
 			}
