@@ -124,3 +124,28 @@ func TestKeygenPubkeyStatusPingVersion(t *testing.T) {
 		t.Fatalf("ping of an unknown peer: exit %d, %s", code, stderr)
 	}
 }
+
+// TestUpLogFile: `warren up -log FILE` (what the Windows service runs)
+// writes the daemon's log to FILE and nothing to standard error.
+func TestUpLogFile(t *testing.T) {
+	w := newWorld(t, localhost{}, hostPort("127.0.0.1", freePort(t, localhost{})))
+	keys := map[string]string{"laptop": w.keygen("laptop"), "office": w.keygen("office")}
+	cfg := w.render("rdp/laptop.toml", "laptop", hostPort("127.0.0.1", freePort(t, localhost{})), keys,
+		"127.0.0.1:13389", hostPort("127.0.0.1", freePort(t, localhost{})))
+	logFile := filepath.Join(w.dir, "warren.log")
+	p := start(t, localhost{}, "laptop", "up", "-c", cfg, "-log", logFile)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, _ := os.ReadFile(logFile)
+		if strings.Contains(string(b), "registered with rendezvous server") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the log file never said the daemon registered:\n%s", b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if out := p.output(); out != "" {
+		t.Errorf("warren up -log wrote to standard error too:\n%s", out)
+	}
+}

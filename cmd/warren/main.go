@@ -1,8 +1,8 @@
 // Command warren connects machines behind NATs directly to each other and
 // carries SOCKS5 and port-forward traffic over those links.
 //
-// Subcommands: keygen, pubkey, rendezvous, up, status, ping, nat, demo,
-// version.
+// Subcommands: keygen, pubkey, rendezvous, up, status, ping, nat,
+// service (Windows), demo, version.
 // Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad config.
 package main
 
@@ -33,13 +33,15 @@ commands:
   keygen -o FILE          create a new Ed25519 key; prints its public key
   pubkey -k FILE          print the public key of a key file
   rendezvous -c FILE      run a rendezvous server (or: -listen ADDR [-alt-listen ADDR] [-key FILE] [-token SECRET])
-  up -c FILE              run the peer daemon
+  up -c FILE [-log FILE]  run the peer daemon (SIGHUP reloads the config)
   status [-admin ADDR] [-json]
                           show the running daemon's peers
   ping [-admin ADDR] [-c N] [-i DURATION] PEER
                           round trips over the link to PEER: path and RTT
   nat -rendezvous ADDR [-alt ADDR] [-json]
                           classify this machine's NAT against a rendezvous server
+  service install -c FILE [-log FILE] | service uninstall
+                          (Windows) run warren up as a Windows service
   demo [-once]            run a rendezvous server and two peers on loopback and show them working
   version                 print the version
 `
@@ -63,6 +65,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"status":     cmdStatus,
 		"ping":       cmdPing,
 		"nat":        cmdNat,
+		"service":    cmdService,
 		"demo":       cmdDemo,
 		"version": func(context.Context, []string, io.Writer, io.Writer) error {
 			fmt.Fprintln(stdout, "warren", version)

@@ -33,13 +33,31 @@ func configErr(err error) error {
 func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("up", stderr)
 	path := fs.String("c", "", "config `FILE`")
+	logFile := fs.String("log", "", "append the log to `FILE` instead of standard error (for services)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *path == "" {
 		return usagef("-c FILE is required")
 	}
-	cfg, err := config.Load(*path)
+	if *logFile != "" {
+		f, err := os.OpenFile(*logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if err != nil {
+			return usageError{fmt.Errorf("-log: %w", err)}
+		}
+		defer f.Close()
+		stderr = f
+	}
+	return runDaemon(ctx, func(ctx context.Context, reloads <-chan struct{}) error {
+		return up(ctx, *path, stderr, reloads)
+	})
+}
+
+// up runs the daemon of the config at path until ctx ends, reloading the
+// config on each receive from reloads (SIGHUP, or a Windows service's
+// parameter change).
+func up(ctx context.Context, path string, stderr io.Writer, reloads <-chan struct{}) error {
+	cfg, err := config.Load(path)
 	if err != nil {
 		return configErr(err)
 	}
@@ -57,13 +75,10 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		// Every Start failure is a bind failure: bad config for this host.
 		return usageError{err}
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	for ctx.Err() == nil {
 		select {
-		case <-hup:
-			reload(*path, d, log)
+		case <-reloads:
+			reload(path, d, log)
 		case <-ctx.Done():
 		}
 	}
