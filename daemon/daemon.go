@@ -39,6 +39,7 @@ type Daemon struct {
 	listeners *forward.Listeners
 	exit      *forward.Server
 	udpInfos  udpInfos
+	metrics   *metrics              // GET /metrics's own counters
 	discover  chan []netip.AddrPort // the server's UDP endpoints, after each registration
 	useTCP    bool
 	useUDP    bool
@@ -90,6 +91,7 @@ func New(cfg *config.Config, log logrus.FieldLogger) (*Daemon, error) {
 		},
 		discover: make(chan []netip.AddrPort, 1),
 		natReady: make(chan struct{}),
+		metrics:  newMetrics(),
 	}
 	for _, t := range cfg.Link.Transports {
 		d.useTCP = d.useTCP || t == "tcp"

@@ -2,7 +2,8 @@
 // shared punch port, keeps it registered with the rendezvous server, keeps
 // one link per configured peer (punching again whenever a link is lost),
 // hands inbound streams to forward's exit side, opens outbound streams for
-// forward's listeners, and serves the status API.
+// forward's listeners, and serves the status API and Prometheus metrics
+// (GET /metrics, metrics.go).
 //
 // daemon is wiring and lifecycle only: protocol details live in rendezvous,
 // punch, link and forward, and it must not reach into their internals.

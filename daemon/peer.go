@@ -63,6 +63,8 @@ type peer struct {
 	lastErr string
 	setup   time.Duration // request to link up, for the last link
 	up      chan struct{} // closed while a link is up
+	// counters are for GET /metrics (metrics.go).
+	counters linkCounters
 }
 
 func newPeer(name string, key identity.PublicKey, log logrus.FieldLogger) *peer {
@@ -118,7 +120,8 @@ func (p *peer) run(ctx context.Context, d *Daemon) {
 		p.log.WithFields(logrus.Fields{"path": l.Path(), "remote": l.Remote(), "setup": time.Since(start).Round(time.Millisecond)}).Info("link up")
 		reason := d.serveLink(ctx, p, l)
 		p.setLink(nil, 0)
-		p.log.WithField("reason", reason).Info("link down")
+		p.linkDown(reason)
+		p.log.WithField("reason", downText(reason)).Info("link down")
 	}
 }
 
@@ -157,13 +160,23 @@ func (p *peer) awaitPunch(ctx context.Context, d *Daemon) (offer, bool) {
 
 // establish runs one punch session and builds a link over its result.
 // With allowRelay, a relay through the rendezvous server joins the race.
-func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch, allowRelay bool) (*link.Link, error) {
+// It counts the session's attempt and, unless ctx ended first, its result.
+func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch, allowRelay bool) (l *link.Link, err error) {
+	began := time.Now()
 	id, err := punch.ParseSessionID(pu.Session)
 	if err != nil {
 		return nil, err
 	}
 	d.awaitNAT(ctx)
-	strategy := punch.Choose(d.selfNAT(), pu.PeerNAT)
+	self := d.selfNAT()
+	strategy := punch.Choose(self, pu.PeerNAT)
+	key := punchKey{selfNAT: natLabel(self), peerNAT: natLabel(pu.PeerNAT), strategy: strategy.Name}
+	d.metrics.punchStarted(key)
+	defer func() {
+		if err == nil || ctx.Err() == nil {
+			d.metrics.punchEnded(key, l, time.Since(began))
+		}
+	}()
 	pu.LAN = punch.OnLink(pu.LAN)
 	p.log.WithFields(logrus.Fields{"session": id.String()[:8], "strategy": strategy.Name, "tcp_role": strategy.TCP,
 		"udp_role": strategy.UDP, "lan": fmt.Sprint(pu.LAN)}).Debug("punching")
@@ -247,7 +260,7 @@ func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch, al
 			}
 		}
 	})
-	l, err := link.Establish(pctx, linkCands, d.self, p.key, d.linkCfg, p.log)
+	l, err = link.Establish(pctx, linkCands, d.self, p.key, d.linkCfg, p.log)
 	if err != nil {
 		return nil, fmt.Errorf("punch session %s: %w", id.String()[:8], err)
 	}
@@ -255,10 +268,11 @@ func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch, al
 }
 
 // serveLink serves the peer's streams until the link dies, the peer asks
-// for a new punch session (it lost the link), or ctx ends. A relayed link
-// keeps trying to upgrade: punch sessions in the background, and once a
-// direct link is up, new streams use it while the relay drains (it closes
-// when its last stream ends).
+// for a new punch session (it lost the link), or ctx ends, and returns
+// which (a down reason, metrics.go). A relayed link keeps trying to
+// upgrade: punch sessions in the background, and once a direct link is
+// up, new streams use it while the relay drains (it closes when its last
+// stream ends).
 func (d *Daemon) serveLink(ctx context.Context, p *peer, l *link.Link) string {
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -300,7 +314,10 @@ func (d *Daemon) serveLink(ctx context.Context, p *peer, l *link.Link) string {
 	for {
 		select {
 		case <-current.Done():
-			return "link closed"
+			if p.endedByAddressChange(current) {
+				return downAddressGone
+			}
+			return downClosed
 		case <-upgradeTimer:
 			upgradeTimer = nil
 			if !upgrading {
@@ -311,7 +328,7 @@ func (d *Daemon) serveLink(ctx context.Context, p *peer, l *link.Link) string {
 				// The peer wants a new session, so its end of this
 				// link is gone.
 				p.offer(o.Punch)
-				return "peer started a new punch session"
+				return downNewSession
 			}
 			if upgrading {
 				continue
@@ -331,11 +348,15 @@ func (d *Daemon) serveLink(ctx context.Context, p *peer, l *link.Link) string {
 			old := current
 			current = r.l
 			p.replaceLink(current)
+			p.linkUpgraded()
 			serve(current)
 			p.log.WithFields(logrus.Fields{"path": current.Path(), "remote": current.Remote()}).Info("link upgraded from relay; the relay drains")
-			d.wg.Go(func() { drain(ctx, old) })
+			d.wg.Go(func() {
+				drain(ctx, old)
+				p.retireLink(old)
+			})
 		case <-ctx.Done():
-			return "shutting down"
+			return downShutdown
 		}
 	}
 }
@@ -362,8 +383,11 @@ func (p *peer) replaceLink(l *link.Link) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.link, p.source = l, src
+	p.counters.addLink(l)
 }
 
+// setLink sets the peer's link, or with nil ends the current one, which
+// must be closed by then.
 func (p *peer) setLink(l *link.Link, setup time.Duration) {
 	var src netip.Addr
 	if l != nil {
@@ -371,8 +395,13 @@ func (p *peer) setLink(l *link.Link, setup time.Duration) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if l == nil && p.link != nil {
+		p.counters.retireLink(p.link)
+		p.counters.addrGone = nil
+	}
 	p.link, p.source = l, src
 	if l != nil {
+		p.counters.addLink(l)
 		p.state, p.lastErr, p.setup = StateConnected, "", setup
 		close(p.up)
 	} else {
@@ -386,8 +415,12 @@ func (p *peer) setLink(l *link.Link, setup time.Duration) {
 func (p *peer) dropLinkFrom(gone []netip.Addr) {
 	p.mu.Lock()
 	l, src := p.link, p.source
+	drop := l != nil && slices.Contains(gone, src)
+	if drop {
+		p.counters.addrGone = l // serveLink counts the reason
+	}
 	p.mu.Unlock()
-	if l != nil && slices.Contains(gone, src) {
+	if drop {
 		p.log.WithField("local", src).Info("the link's local address is gone; punching a new link")
 		l.Close()
 	}

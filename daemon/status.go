@@ -43,7 +43,7 @@ type PeerStatus struct {
 
 // Status reports the daemon and every configured peer.
 func (d *Daemon) Status() Status {
-	st := Status{PublicKey: d.key.Public().String(), Rendezvous: "connecting", NAT: "unknown", Peers: []PeerStatus{}}
+	st := Status{PublicKey: d.key.Public().String(), Rendezvous: "connecting", NAT: d.natType(), Peers: []PeerStatus{}}
 	if d.acceptor != nil {
 		st.PunchPort = d.acceptor.Port()
 		st.Uptime = time.Since(d.started).Seconds()
@@ -55,17 +55,23 @@ func (d *Daemon) Status() Status {
 	}
 	if obs := d.rv.Observed(); obs.IsValid() {
 		st.Observed = obs.String()
-		if d.isLocal(obs.Addr()) {
-			st.NAT = "none"
-		}
-	}
-	if n, ok := d.classifiedNAT(); ok {
-		st.NAT = n.String()
 	}
 	for _, p := range d.peerList() {
 		st.Peers = append(st.Peers, p.status())
 	}
 	return st
+}
+
+// natType names this daemon's NAT: as classified, else "none" when the
+// server sees one of our own addresses, else "unknown".
+func (d *Daemon) natType() string {
+	if n, ok := d.classifiedNAT(); ok {
+		return n.String()
+	}
+	if obs := d.rv.Observed(); obs.IsValid() && d.isLocal(obs.Addr()) {
+		return "none"
+	}
+	return "unknown"
 }
 
 func (d *Daemon) isLocal(a netip.Addr) bool {
@@ -90,7 +96,7 @@ func (p *peer) status() PeerStatus {
 	return ps
 }
 
-// adminServer serves the status API.
+// adminServer serves the status API and the metrics.
 type adminServer struct {
 	ln  net.Listener
 	srv *http.Server
@@ -108,6 +114,7 @@ func listenAdmin(addr string, d *Daemon) (*adminServer, error) {
 		enc.SetIndent("", "  ")
 		enc.Encode(d.Status())
 	})
+	mux.HandleFunc("GET /metrics", d.serveMetrics)
 	mux.HandleFunc("GET /ping", func(w http.ResponseWriter, r *http.Request) {
 		res, code, err := d.Ping(r.Context(), r.URL.Query().Get("peer"))
 		w.Header().Set("Content-Type", "application/json")

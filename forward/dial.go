@@ -24,7 +24,7 @@ func Dial(ctx context.Context, o Opener, peer string, req Request) (net.Conn, er
 	}
 	s, err := o.OpenStream(ctx, peer)
 	if err != nil {
-		return nil, fmt.Errorf("open stream to peer %s: %w", peer, err)
+		return nil, fmt.Errorf("open stream to peer %s: %w", peer, &openError{err})
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		s.SetDeadline(dl)
@@ -56,3 +56,10 @@ func exchange(s net.Conn, req Request) (Reply, error) {
 	}
 	return ReadReply(s)
 }
+
+// openError marks Dial's failure to open a stream (no link to the peer),
+// for the refusal counters; its text is the cause's.
+type openError struct{ err error }
+
+func (e *openError) Error() string { return e.err.Error() }
+func (e *openError) Unwrap() error { return e.err }

@@ -375,7 +375,7 @@ func (l *Listeners) dial(ctx context.Context, peer string, req Request, log logr
 	defer cancel()
 	s, err := Dial(ctx, l.opener, peer, req)
 	if err != nil {
-		l.stats.refused.Add(1)
+		l.stats.refuse(refusalOf(err))
 		logDialError(log, err)
 	}
 	return s, err

@@ -56,7 +56,7 @@ func (s *Server) ServeStream(ctx context.Context, stream net.Conn, peer string) 
 	stream.SetReadDeadline(start.Add(s.cfg.RequestTimeout))
 	req, err := ReadRequest(stream)
 	if err != nil {
-		s.stats.refused.Add(1)
+		s.stats.refuse(RefusalProtocol)
 		log.WithError(err).Warn("bad stream request")
 		return
 	}
@@ -74,8 +74,8 @@ func (s *Server) ServeStream(ctx context.Context, stream net.Conn, peer string) 
 
 	target, err := aside(func() (net.Conn, error) { return s.connect(ctx, peer, req) })
 	if err != nil {
-		s.stats.refused.Add(1)
 		re := asRefused(err, peer, req)
+		s.stats.refuse(int(re.Code))
 		stream.SetWriteDeadline(time.Now().Add(s.cfg.RequestTimeout))
 		werr := WriteReply(stream, Reply{Code: re.Code, Msg: re.Msg})
 		entry := log.WithFields(logrus.Fields{

@@ -110,7 +110,7 @@ func (s *socksSession) Allow(ctx context.Context, req *socks5.Request) (context.
 	defer s.mu.Unlock()
 	s.target, s.start = exitReq.String(), start
 	if err != nil {
-		s.l.stats.refused.Add(1)
+		s.l.stats.refuse(refusalOf(err))
 		logDialError(log, err)
 		code := CodeGeneralFailure
 		var re *RefusedError

@@ -1,0 +1,625 @@
+package daemon
+
+import (
+	"bufio"
+	"bytes"
+	"cmp"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/warren-p2p/warren/forward"
+	"github.com/warren-p2p/warren/link"
+	"github.com/warren-p2p/warren/punch"
+)
+
+// GET /metrics serves the daemon's metrics in the Prometheus text
+// exposition format (version 0.0.4), written by hand: the format takes a
+// few lines (exposition below), where prometheus/client_golang would bring
+// protobuf and a dozen other modules into the daemon. Every value lives on
+// the Daemon (punch counters) or its peers (link counters), or is read
+// from forward's and link's Stats at scrape time; nothing is
+// package-level.
+
+// metricsContentType is the Content-Type of the text exposition format.
+const metricsContentType = "text/plain; version=0.0.4; charset=utf-8"
+
+// Punch results, as warren_punch_results_total and
+// warren_punch_setup_seconds label them: the path of the link the session
+// made, or "failed".
+const resultFailed = "failed"
+
+// punchResults lists every result, in the order they are reported.
+func punchResults() []string { return []string{pathTCP, pathUDP, pathRelay, resultFailed} }
+
+// linkPaths lists the paths a link can take.
+func linkPaths() []string { return []string{pathTCP, pathUDP, pathRelay} }
+
+// Reasons a link went down, as warren_link_downs_total labels them.
+const (
+	downClosed      = "closed"           // keepalive failed, or the peer closed it
+	downAddressGone = "address_gone"     // its local address went away
+	downNewSession  = "peer_new_session" // the peer started a new punch session
+	downShutdown    = "shutdown"         // the daemon stops, or the peer was removed
+)
+
+func downReasons() []string {
+	return []string{downClosed, downAddressGone, downNewSession, downShutdown}
+}
+
+// downText is a down reason as the "link down" log line says it.
+func downText(reason string) string {
+	switch reason {
+	case downClosed:
+		return "link closed"
+	case downAddressGone:
+		return "the link's local address is gone"
+	case downNewSession:
+		return "peer started a new punch session"
+	case downShutdown:
+		return "shutting down"
+	}
+	return reason
+}
+
+// setupBuckets are the upper bounds of warren_punch_setup_seconds: from a
+// LAN punch (ms) to a relay after the direct paths' 3 s and the 10 s
+// default punch timeout.
+func setupBuckets() []float64 { return []float64{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10} }
+
+// punchKey is a punch session's NAT pair and strategy.
+type punchKey struct{ selfNAT, peerNAT, strategy string }
+
+type punchResultKey struct {
+	punchKey
+	result string
+}
+
+// metrics holds the daemon's own counters: those not read from another
+// component's Stats.
+type metrics struct {
+	buckets []float64
+
+	mu       sync.Mutex // guards the maps
+	attempts map[punchKey]uint64
+	results  map[punchResultKey]uint64
+	setup    map[string]*histogram // by result
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		buckets:  setupBuckets(),
+		attempts: map[punchKey]uint64{},
+		results:  map[punchResultKey]uint64{},
+		setup:    map[string]*histogram{},
+	}
+	for _, r := range punchResults() {
+		m.setup[r] = newHistogram(len(m.buckets))
+	}
+	return m
+}
+
+// natLabel is a NAT type for punch labels: warren status's name without a
+// sequential NAT's step ("symseq(+1)" is "symseq"), so that the label set
+// stays small.
+func natLabel(n punch.NAT) string {
+	s := n.String()
+	if base, _, ok := strings.Cut(s, "("); ok && strings.HasPrefix(s, "symseq(") {
+		return base
+	}
+	return s
+}
+
+// punchStarted counts a punch session's attempt.
+func (m *metrics) punchStarted(k punchKey) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.attempts[k]++
+}
+
+// punchEnded counts a punch session's result: the path of l, or failed.
+func (m *metrics) punchEnded(k punchKey, l *link.Link, took time.Duration) {
+	result := resultFailed
+	if l != nil {
+		result = l.Path()
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.results[punchResultKey{k, result}]++
+	h := m.setup[result]
+	if h == nil { // a path this file does not know yet
+		h = newHistogram(len(m.buckets))
+		m.setup[result] = h
+	}
+	h.observe(m.buckets, took.Seconds())
+}
+
+// histogram counts observations into buckets; not safe for concurrent
+// use.
+type histogram struct {
+	counts []uint64 // per bucket, not cumulative; the last one is +Inf's
+	sum    float64
+	count  uint64
+}
+
+func newHistogram(buckets int) *histogram { return &histogram{counts: make([]uint64, buckets+1)} }
+
+func (h *histogram) observe(bounds []float64, v float64) {
+	i, _ := slices.BinarySearch(bounds, v) // the first bound >= v: buckets are "le"
+	h.counts[i]++
+	h.sum += v
+	h.count++
+}
+
+func (h *histogram) clone() *histogram {
+	c := *h
+	c.counts = slices.Clone(h.counts)
+	return &c
+}
+
+// linkCounters are a peer's link counters; peer.mu guards them.
+type linkCounters struct {
+	// live holds the links whose bytes are not yet in the totals below:
+	// the current link, and relays that drain after an upgrade.
+	live []*link.Link
+	// Bytes of links that are gone, all paths and relay only.
+	bytesIn, bytesOut, relayIn, relayOut int64
+	upgrades                             uint64
+	downs                                map[string]uint64
+	// addrGone is the link dropLinkFrom closed, so that its end is
+	// counted as address_gone.
+	addrGone *link.Link
+}
+
+// addLink starts counting l. Call with p.mu held.
+func (c *linkCounters) addLink(l *link.Link) {
+	if !slices.Contains(c.live, l) {
+		c.live = append(c.live, l)
+	}
+}
+
+// retireLink moves l's bytes into the totals; l must be closed, so that
+// they no longer grow (much). Call with p.mu held.
+func (c *linkCounters) retireLink(l *link.Link) {
+	i := slices.Index(c.live, l)
+	if i < 0 {
+		return
+	}
+	c.live = slices.Delete(c.live, i, i+1)
+	s := l.Stats()
+	c.bytesIn += s.BytesIn
+	c.bytesOut += s.BytesOut
+	if l.Path() == pathRelay {
+		c.relayIn += s.BytesIn
+		c.relayOut += s.BytesOut
+	}
+}
+
+func (c *linkCounters) down(reason string) {
+	if c.downs == nil {
+		c.downs = map[string]uint64{}
+	}
+	c.downs[reason]++
+}
+
+// retireLink moves a closed link's bytes into p's totals.
+func (p *peer) retireLink(l *link.Link) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.counters.retireLink(l)
+}
+
+// linkDown counts the end of p's link.
+func (p *peer) linkDown(reason string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.counters.down(reason)
+}
+
+// linkUpgraded counts an upgrade from the relay to a direct path.
+func (p *peer) linkUpgraded() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.counters.upgrades++
+}
+
+// endedByAddressChange reports whether l was closed because its local
+// address went away.
+func (p *peer) endedByAddressChange(l *link.Link) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	gone := p.counters.addrGone == l
+	if gone {
+		p.counters.addrGone = nil
+	}
+	return gone
+}
+
+// peerMetrics is a peer's part of a scrape.
+type peerMetrics struct {
+	name                                 string
+	path                                 string // the current link's, "" without one
+	rtt                                  time.Duration
+	streams                              int64 // on every live link
+	bytesIn, bytesOut, relayIn, relayOut int64
+	relayLinks                           int
+	upgrades                             uint64
+	downs                                map[string]uint64
+}
+
+func (p *peer) metrics() peerMetrics {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c := &p.counters
+	pm := peerMetrics{name: p.name, bytesIn: c.bytesIn, bytesOut: c.bytesOut, relayIn: c.relayIn, relayOut: c.relayOut,
+		upgrades: c.upgrades, downs: map[string]uint64{}}
+	for r, n := range c.downs {
+		pm.downs[r] = n
+	}
+	if p.link != nil {
+		pm.path = p.link.Path()
+		pm.rtt = p.link.Stats().RTT
+	}
+	for _, l := range c.live {
+		s := l.Stats()
+		pm.streams += s.Streams
+		pm.bytesIn += s.BytesIn
+		pm.bytesOut += s.BytesOut
+		if l.Path() == pathRelay {
+			pm.relayIn += s.BytesIn
+			pm.relayOut += s.BytesOut
+			pm.relayLinks++
+		}
+	}
+	return pm
+}
+
+// Metrics writes every metric in the Prometheus text format.
+func (d *Daemon) Metrics(w io.Writer) error {
+	var e exposition
+
+	// Punch sessions.
+	d.metrics.mu.Lock()
+	attempts := e.family("warren_punch_attempts_total", counter,
+		"Punch sessions started, by this side's NAT type, the peer's and the strategy punch.Choose picked for the pair.",
+		"self_nat", "peer_nat", "strategy")
+	for k, n := range d.metrics.attempts {
+		attempts.set(float64(n), k.selfNAT, k.peerNAT, k.strategy)
+	}
+	results := e.family("warren_punch_results_total", counter,
+		"Punch sessions ended, by NAT pair, strategy and result: the path of the link they made (direct-tcp, direct-udp, relay) or failed.",
+		"self_nat", "peer_nat", "strategy", "result")
+	for k, n := range d.metrics.results {
+		results.set(float64(n), k.selfNAT, k.peerNAT, k.strategy, k.result)
+	}
+	setup := e.histogram("warren_punch_setup_seconds",
+		"Time from a punch instruction to the session's link (or its failure), by result.",
+		d.metrics.buckets, "result")
+	for r, h := range d.metrics.setup {
+		setup.observed(h.clone(), r)
+	}
+	d.metrics.mu.Unlock()
+
+	// Links, per configured peer.
+	up := e.family("warren_link_up", gauge, "1 for the path of the peer's current link, 0 for the other paths.", "peer", "path")
+	rtt := e.family("warren_link_rtt_seconds", gauge, "Round trip of the peer's current link, at its last keepalive or ping.", "peer")
+	bytesTotal := e.family("warren_link_bytes_total", counter,
+		"Bytes on the wire (TLS and framing included) on links to the peer, in = received from it, out = sent to it.", "peer", "direction")
+	streams := e.family("warren_link_streams", gauge, "Streams open on links to the peer, both directions.", "peer")
+	upgrades := e.family("warren_link_upgrades_total", counter, "Links to the peer moved from the relay to a direct path.", "peer")
+	downs := e.family("warren_link_downs_total", counter, "Links to the peer that went down, by reason.", "peer", "reason")
+	relayLinks := e.family("warren_relay_links", gauge, "Links carried by the rendezvous server's relay now, draining ones included.")
+	relayBytes := e.family("warren_relay_bytes_total", counter,
+		"Bytes on the wire on links to the peer that went through the relay (part of warren_link_bytes_total).", "peer", "direction")
+	relayLinks.set(0)
+	for _, p := range d.peerList() {
+		pm := p.metrics()
+		for _, path := range linkPaths() {
+			v := 0.0
+			if path == pm.path {
+				v = 1
+			}
+			up.set(v, pm.name, path)
+		}
+		if pm.path != "" && pm.rtt > 0 {
+			rtt.set(pm.rtt.Seconds(), pm.name)
+		}
+		bytesTotal.set(float64(pm.bytesIn), pm.name, "in")
+		bytesTotal.set(float64(pm.bytesOut), pm.name, "out")
+		streams.set(float64(pm.streams), pm.name)
+		upgrades.set(float64(pm.upgrades), pm.name)
+		for _, r := range downReasons() {
+			downs.set(float64(pm.downs[r]), pm.name, r)
+		}
+		relayLinks.add(float64(pm.relayLinks))
+		relayBytes.set(float64(pm.relayIn), pm.name, "in")
+		relayBytes.set(float64(pm.relayOut), pm.name, "out")
+	}
+
+	// Forwarding.
+	conns := e.family("warren_forward_connections_total", counter,
+		"Connections handled: side=local by SOCKS5 and forward listeners (a UDP forward's client counts once), side=exit streams served for peers.", "side")
+	active := e.family("warren_forward_active", gauge, "Connections (local) or streams (exit) open now.", "side")
+	fwdBytes := e.family("warren_forward_bytes_total", counter,
+		"Payload bytes of finished connections, in = received from the peer, out = sent to it.", "side", "direction")
+	refusals := e.family("warren_forward_refusals_total", counter,
+		"Connections refused, by reason: the reply code's name, no_link (no stream to the peer could be opened) or protocol_error (no valid request or reply).", "side", "reason")
+	for _, side := range []struct {
+		name string
+		st   forward.Stats
+	}{{"local", d.listeners.Stats()}, {"exit", d.exit.Stats()}} {
+		conns.set(float64(side.st.Conns), side.name)
+		active.set(float64(side.st.Active), side.name)
+		fwdBytes.set(float64(side.st.BytesIn), side.name, "in")
+		fwdBytes.set(float64(side.st.BytesOut), side.name, "out")
+		for i := 1; i < forward.NumRefusals; i++ {
+			refusals.set(float64(side.st.Refusals[i]), side.name, forward.RefusalName(i))
+		}
+	}
+
+	// The daemon.
+	registered := 0.0
+	select {
+	case <-d.rv.Registered():
+		registered = 1
+	default:
+	}
+	e.family("warren_rendezvous_registered", gauge, "1 while registered with the rendezvous server.").set(registered)
+	e.family("warren_nat_type", gauge, "This daemon's NAT type as warren status shows it (unknown until classified); always 1.", "type").
+		set(1, d.natType())
+	return e.write(w)
+}
+
+func (d *Daemon) serveMetrics(w http.ResponseWriter, r *http.Request) {
+	var buf bytes.Buffer
+	if err := d.Metrics(&buf); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", metricsContentType)
+	w.Write(buf.Bytes())
+}
+
+// The text exposition format, version 0.0.4
+// (https://prometheus.io/docs/instrumenting/exposition_formats/): each
+// family is a "# HELP" line, a "# TYPE" line and its samples; families
+// and samples are sorted here so that a scrape reads the same every time.
+
+type metricType string
+
+const (
+	counter  metricType = "counter"
+	gauge    metricType = "gauge"
+	histType metricType = "histogram"
+)
+
+// bucketLbl is the label of a histogram's bucket bound.
+const bucketLbl = "le"
+
+// exposition collects metric families for one scrape.
+type exposition struct {
+	families []*family
+	err      error // the first misuse: a bad name, a repeated family, a wrong label count
+}
+
+// family is one metric family and its samples.
+type family struct {
+	e       *exposition
+	name    string
+	help    string
+	typ     metricType
+	labels  []string
+	buckets []float64          // histograms
+	samples map[string]*sample // by label values
+}
+
+type sample struct {
+	values []string
+	value  float64
+	hist   *histogram
+}
+
+// family adds a counter or gauge family with the given label names.
+func (e *exposition) family(name string, typ metricType, help string, labels ...string) *family {
+	f := &family{e: e, name: name, help: help, typ: typ, labels: labels, samples: map[string]*sample{}}
+	switch {
+	case !validMetricName(name):
+		e.fail(fmt.Errorf("metric name %q is not valid", name))
+	case slices.ContainsFunc(e.families, func(g *family) bool { return g.name == name }):
+		e.fail(fmt.Errorf("metric %s added twice", name))
+	case typ == counter && !strings.HasSuffix(name, "_total"):
+		e.fail(fmt.Errorf("counter %s does not end in _total", name))
+	}
+	for i, l := range labels {
+		if !validLabelName(l) || slices.Contains(labels[:i], l) || (typ == histType && l == bucketLbl) {
+			e.fail(fmt.Errorf("metric %s: label name %q is not valid", name, l))
+		}
+	}
+	e.families = append(e.families, f)
+	return f
+}
+
+// histogram adds a histogram family whose buckets have the upper bounds
+// buckets (ascending, +Inf implied).
+func (e *exposition) histogram(name, help string, buckets []float64, labels ...string) *family {
+	f := e.family(name, histType, help, labels...)
+	f.buckets = buckets
+	if !slices.IsSorted(buckets) || slices.ContainsFunc(buckets, func(b float64) bool { return math.IsNaN(b) || math.IsInf(b, 0) }) {
+		e.fail(fmt.Errorf("histogram %s: buckets %v not ascending and finite", name, buckets))
+	}
+	return f
+}
+
+func (e *exposition) fail(err error) {
+	if e.err == nil {
+		e.err = err
+	}
+}
+
+// lookup returns the sample with these label values, creating it.
+func (f *family) lookup(values []string) *sample {
+	if len(values) != len(f.labels) {
+		f.e.fail(fmt.Errorf("metric %s: %d label values for labels %v", f.name, len(values), f.labels))
+		return &sample{}
+	}
+	key := strings.Join(values, "\xff")
+	s := f.samples[key]
+	if s == nil {
+		s = &sample{values: slices.Clone(values)}
+		f.samples[key] = s
+	}
+	return s
+}
+
+// set sets a counter's or gauge's sample.
+func (f *family) set(v float64, values ...string) {
+	if f.typ == histType {
+		f.e.fail(fmt.Errorf("metric %s: set on a histogram", f.name))
+		return
+	}
+	f.lookup(values).value = v
+}
+
+// add adds v to a counter's or gauge's sample.
+func (f *family) add(v float64, values ...string) {
+	if f.typ == histType {
+		f.e.fail(fmt.Errorf("metric %s: add on a histogram", f.name))
+		return
+	}
+	f.lookup(values).value += v
+}
+
+// observed sets a histogram's sample; h must have a count per bucket of
+// the family and one for +Inf.
+func (f *family) observed(h *histogram, values ...string) {
+	if f.typ != histType || len(h.counts) != len(f.buckets)+1 {
+		f.e.fail(fmt.Errorf("metric %s: not a histogram with %d buckets", f.name, len(f.buckets)))
+		return
+	}
+	f.lookup(values).hist = h
+}
+
+// write writes the families in order of name, each one's samples in
+// order of label values; families without samples are left out.
+func (e *exposition) write(w io.Writer) error {
+	if e.err != nil {
+		return e.err
+	}
+	bw := bufio.NewWriter(w)
+	fams := slices.Clone(e.families)
+	slices.SortFunc(fams, func(a, b *family) int { return cmp.Compare(a.name, b.name) })
+	for _, f := range fams {
+		if len(f.samples) == 0 {
+			continue
+		}
+		fmt.Fprintf(bw, "# HELP %s %s\n# TYPE %s %s\n", f.name, escapeHelp(f.help), f.name, f.typ)
+		samples := make([]*sample, 0, len(f.samples))
+		for _, s := range f.samples {
+			samples = append(samples, s)
+		}
+		slices.SortFunc(samples, func(a, b *sample) int { return slices.Compare(a.values, b.values) })
+		for _, s := range samples {
+			if f.typ != histType {
+				writeSample(bw, f.name, f.labels, s.values, "", s.value)
+				continue
+			}
+			h := s.hist
+			if h == nil {
+				h = newHistogram(len(f.buckets))
+			}
+			var cum uint64
+			for i, b := range f.buckets {
+				cum += h.counts[i]
+				writeSample(bw, f.name+"_bucket", f.labels, s.values, formatValue(b), float64(cum))
+			}
+			writeSample(bw, f.name+"_bucket", f.labels, s.values, "+Inf", float64(h.count))
+			writeSample(bw, f.name+"_sum", f.labels, s.values, "", h.sum)
+			writeSample(bw, f.name+"_count", f.labels, s.values, "", float64(h.count))
+		}
+	}
+	return bw.Flush()
+}
+
+// writeSample writes one line: name{label="value",...} value, with an
+// le label last when le is set.
+func writeSample(w *bufio.Writer, name string, labels, values []string, le string, v float64) {
+	w.WriteString(name)
+	if len(labels) > 0 || le != "" {
+		w.WriteByte('{')
+		for i, l := range labels {
+			if i > 0 {
+				w.WriteByte(',')
+			}
+			w.WriteString(l)
+			w.WriteString(`="`)
+			w.WriteString(escapeLabelValue(values[i]))
+			w.WriteByte('"')
+		}
+		if le != "" {
+			if len(labels) > 0 {
+				w.WriteByte(',')
+			}
+			w.WriteString(bucketLbl + `="` + le + `"`)
+		}
+		w.WriteByte('}')
+	}
+	w.WriteByte(' ')
+	w.WriteString(formatValue(v))
+	w.WriteByte('\n')
+}
+
+// escapeLabelValue escapes a label value: backslash, double quote and
+// line feed.
+func escapeLabelValue(s string) string {
+	if !strings.ContainsAny(s, "\\\"\n") {
+		return s
+	}
+	return strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(s)
+}
+
+// escapeHelp escapes a HELP text: backslash and line feed.
+func escapeHelp(s string) string {
+	return strings.NewReplacer(`\`, `\\`, "\n", `\n`).Replace(s)
+}
+
+// formatValue writes integers (counters, byte counts) in full and other
+// values in the shortest form that reads back the same.
+func formatValue(v float64) string {
+	switch {
+	case math.IsNaN(v):
+		return "NaN"
+	case math.IsInf(v, 1):
+		return "+Inf"
+	case math.IsInf(v, -1):
+		return "-Inf"
+	case v == math.Trunc(v) && math.Abs(v) < 1<<53:
+		return strconv.FormatInt(int64(v), 10)
+	}
+	return strconv.FormatFloat(v, 'g', -1, 64)
+}
+
+// validMetricName reports whether s matches [a-zA-Z_:][a-zA-Z0-9_:]*.
+func validMetricName(s string) bool { return validName(s, true) }
+
+// validLabelName reports whether s matches [a-zA-Z_][a-zA-Z0-9_]* and is
+// not reserved (a leading "__").
+func validLabelName(s string) bool { return validName(s, false) && !strings.HasPrefix(s, "__") }
+
+func validName(s string, colon bool) bool {
+	if s == "" {
+		return false
+	}
+	for i, c := range s {
+		ok := c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || (i > 0 && c >= '0' && c <= '9') || (colon && c == ':')
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
