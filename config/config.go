@@ -171,6 +171,12 @@ type Server struct {
 	// relay, all its relayed links together. Default 0: no cap.
 	RelayRate int64 `toml:"relay_rate"`
 
+	// Limits keeps the server's defences on: connection caps per source
+	// address and in all, connection, connect-request and UDP probe rates
+	// (rendezvous/spec.md, "Limits"). Default: true; turn it off only to
+	// load-test from one machine. Never nil after LoadServer.
+	Limits *bool `toml:"limits"`
+
 	// AdminListen is where the status API listens. Default: off (empty);
 	// "off" also turns it off.
 	AdminListen string `toml:"admin_listen"`

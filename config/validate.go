@@ -60,6 +60,9 @@ func (s *Server) finish(p *problems) {
 	if s.Relay == nil {
 		s.Relay = new(true)
 	}
+	if s.Limits == nil {
+		s.Limits = new(true)
+	}
 	if s.RelayRate < 0 {
 		p.add("relay_rate", "must not be negative, got %d", s.RelayRate)
 	}

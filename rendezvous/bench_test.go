@@ -99,10 +99,12 @@ func BenchmarkReadMessage(b *testing.B) {
 	}
 }
 
-// benchServer runs a server with a quiet log on loopback until the
-// benchmark ends.
+// benchServer runs a server with a quiet log, and without the limits on
+// connections and requests (its peers all come from 127.0.0.1, as fast
+// as they can), on loopback until the benchmark ends.
 func benchServer(b *testing.B, cfg ServerConfig) (*Server, string) {
 	b.Helper()
+	cfg = cfg.WithoutLimits()
 	cfg.Key, _ = identity.Generate()
 	cfg.Log = quietLog()
 	srv, err := NewServer(cfg)
@@ -208,8 +210,8 @@ var peerHeapProfile = flag.String("peerheap", "", "BenchmarkServerPeerMemory wri
 // server's heap once its UDP step is done: b.N connect asks between
 // distinct pairs of 64 peers, then the heap the Server's methods hold,
 // per coordination (see serverHeap). The server keeps each session a
-// minute for relays and each pair's last ask for PairWindow, until a
-// later coordination sweeps them.
+// minute for relays and each pair's last ask for PairWindow, until its
+// janitor sweeps them.
 func BenchmarkServerSessionMemory(b *testing.B) {
 	rate := runtime.MemProfileRate
 	runtime.MemProfileRate = 1

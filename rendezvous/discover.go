@@ -196,7 +196,7 @@ func (p *prober) send(servers ...netip.AddrPort) {
 }
 
 func (p *prober) write(r *probeReq) {
-	if _, err := p.pc.WriteTo(r.req, net.UDPAddrFromAddrPort(r.server)); err != nil {
+	if err := writeProbe(p.pc, r.req, net.UDPAddrFromAddrPort(r.server)); err != nil {
 		p.fail(fmt.Errorf("udp probe %s: %w", r.server, err))
 	}
 }

@@ -1,6 +1,7 @@
 package rendezvous
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -34,6 +35,7 @@ const (
 	CodeBadToken    = "bad_token"
 	CodePeerOffline = "peer_offline"
 	CodeProtocol    = "protocol"
+	CodeRateLimited = "rate_limited"
 )
 
 // Message is one control frame. Which fields are set depends on Type (see
@@ -90,8 +92,8 @@ func ReadMessage(r io.Reader) (*Message, error) {
 	if n > MaxMessage {
 		return nil, fmt.Errorf("%w: frame of %d bytes exceeds %d", ErrProtocol, n, MaxMessage)
 	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(r, body); err != nil {
+	body, err := readBody(r, int(n))
+	if err != nil {
 		return nil, err
 	}
 	var m Message
@@ -103,4 +105,27 @@ func ReadMessage(r io.Reader) (*Message, error) {
 		return &m, nil
 	}
 	return nil, fmt.Errorf("%w: unknown message type %q", ErrProtocol, m.Type)
+}
+
+// smallFrame is the largest frame body ReadMessage allocates whole before
+// reading it. Larger ones grow with what arrives, so that a header
+// announcing 64 KiB, followed by a trickle, costs the server what the
+// trickle brought rather than 64 KiB per connection.
+const smallFrame = 4 << 10
+
+func readBody(r io.Reader, n int) ([]byte, error) {
+	if n <= smallFrame {
+		body := make([]byte, n)
+		_, err := io.ReadFull(r, body)
+		return body, err
+	}
+	var b bytes.Buffer
+	b.Grow(smallFrame)
+	if _, err := io.CopyN(&b, r, int64(n)); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return b.Bytes(), nil
 }

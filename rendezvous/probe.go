@@ -16,16 +16,24 @@ import (
 	"github.com/warren-p2p/warren/punch"
 )
 
-// UDP probes. A plain probe is probeMagic + 12 random bytes; a session
-// probe is sessionProbeMagic + session ID + side + local port (2 bytes) +
-// 9 random bytes, and
-// also tells the server which punch session's socket it came from. Both are
-// answered with the request followed by the observed source "ip:port".
+// UDP probes. A plain probe's header is probeMagic + 12 random bytes; a
+// session probe's is sessionProbeMagic + session ID + side + local port (2
+// bytes) + 9 random bytes, and also tells the server which punch
+// session's socket it came from. Clients pad the header with zeros to
+// probeSize bytes. The answer is the header followed by the observed
+// source "ip:port", sent only if it is no longer than the probe: the
+// server must not amplify what a forged source sends it. Servers of
+// before that rule answer only the bare header (with the same answer), so
+// clients send the bare header too.
 const (
 	probeMagic        = "WRP\x01"
 	sessionProbeMagic = "WRP\x02"
-	probeLen          = 16
-	sessionProbeLen   = 32
+	probeLen          = 16 // a plain probe's header
+	sessionProbeLen   = 32 // a session probe's header
+	// probeSize is a padded probe's length: room for either header and
+	// the longest "ip:port" a server observes (an IPv6 address with a
+	// zone and a port).
+	probeSize = sessionProbeLen + 64
 )
 
 // A TCP session probe is a plain TCP connection to the control port that
@@ -64,18 +72,26 @@ type sessionProbe struct {
 	localPort uint16
 }
 
-// parseProbe returns the reply to req from from (already unmapped), and the
-// session it names if it is a session probe.
+// parseProbe reads UDP probe req from from (already unmapped): it returns
+// the answer, or nil if the answer would be longer than req, and the
+// session it names if it is a session probe. Anything else is not ok.
 func parseProbe(req []byte, from netip.AddrPort) (reply []byte, sp *sessionProbe, ok bool) {
+	var hdr int
 	switch {
-	case len(req) == probeLen && string(req[:4]) == probeMagic:
-	case len(req) == sessionProbeLen && string(req[:4]) == sessionProbeMagic && req[20] <= 1:
+	case len(req) >= probeLen && string(req[:4]) == probeMagic:
+		hdr = probeLen
+	case len(req) >= sessionProbeLen && string(req[:4]) == sessionProbeMagic && req[20] <= 1:
+		hdr = sessionProbeLen
 		sp = &sessionProbe{side: int(req[20]), localPort: binary.BigEndian.Uint16(req[21:23])}
 		copy(sp.session[:], req[4:20])
 	default:
 		return nil, nil, false
 	}
-	return append(bytes.Clone(req), from.String()...), sp, true
+	addr := from.String()
+	if hdr+len(addr) > len(req) {
+		return nil, sp, true
+	}
+	return append(bytes.Clone(req[:hdr]), addr...), sp, true
 }
 
 // ProbeUDP sends one probe from pc to server and returns the address the
@@ -84,7 +100,7 @@ func ProbeUDP(ctx context.Context, pc net.PacketConn, server net.Addr) (netip.Ad
 	return probe(ctx, pc, server, plainProbe())
 }
 
-// plainProbe returns a new plain probe request.
+// plainProbe returns a new plain probe header.
 func plainProbe() []byte {
 	req := make([]byte, probeLen)
 	copy(req, probeMagic)
@@ -92,8 +108,20 @@ func plainProbe() []byte {
 	return req
 }
 
-// parseReply reports whether reply answers probe request req and, if so,
-// returns the endpoint it names.
+// writeProbe sends the probe with header hdr to server: padded, then
+// bare for older servers (see probeSize).
+func writeProbe(pc net.PacketConn, hdr []byte, server net.Addr) error {
+	padded := make([]byte, probeSize)
+	copy(padded, hdr)
+	if _, err := pc.WriteTo(padded, server); err != nil {
+		return err
+	}
+	_, err := pc.WriteTo(hdr, server)
+	return err
+}
+
+// parseReply reports whether reply answers the probe with header req and,
+// if so, returns the endpoint it names.
 func parseReply(req, reply []byte) (mapped netip.AddrPort, ok bool, err error) {
 	addr, ok := bytes.CutPrefix(reply, req)
 	if !ok || len(addr) == 0 {
@@ -130,7 +158,7 @@ func probe(ctx context.Context, pc net.PacketConn, server net.Addr, req []byte) 
 	}
 	stop := context.AfterFunc(ctx, func() { pc.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
-	if _, err := pc.WriteTo(req, server); err != nil {
+	if err := writeProbe(pc, req, server); err != nil {
 		return netip.AddrPort{}, fmt.Errorf("udp probe %s: %w", server, err)
 	}
 	buf := make([]byte, 128)

@@ -88,15 +88,21 @@ type relayHalf struct {
 // serveRelay handles one relay connection whose 21-byte header was read.
 func (s *Server) serveRelay(ctx context.Context, raw net.Conn, r io.Reader, id punch.SessionID, side byte) {
 	log := s.cfg.Log.WithFields(logrus.Fields{"remote": raw.RemoteAddr().String(), "session": id.String()[:8]})
+	// Refusals are logged one by one at debug level only, and summed up
+	// per source: anyone can send a relay header.
+	refuse := func(reason, text string) {
+		log.Debug("relay refused: " + text)
+		s.refusals.note(sourceOfAddr(raw.RemoteAddr()), reason)
+	}
 	if !s.cfg.Relay {
-		log.Info("relay refused: relaying is off")
+		refuse(refusedRelayOff, "relaying is off")
 		return
 	}
 	s.mu.Lock()
 	issued, ok := s.issued[id]
 	s.mu.Unlock()
 	if !ok || time.Since(issued.at) > s.cfg.RelayWindow {
-		log.Info("relay refused: not a live punch session")
+		refuse(refusedRelaySession, "not a live punch session")
 		return
 	}
 	me := &relayHalf{conn: raw, r: r, side: side, key: issued.keys[side], done: make(chan struct{})}
@@ -106,12 +112,12 @@ func (s *Server) serveRelay(ctx context.Context, raw net.Conn, r io.Reader, id p
 	switch {
 	case other != nil && other.side == side:
 		h.mu.Unlock()
-		log.Info("relay refused: that side is already waiting")
+		refuse(refusedRelaySession, "that side is already waiting")
 		return
 	case other != nil && h.active >= s.cfg.MaxRelays:
 		delete(h.waiting, id)
 		h.mu.Unlock()
-		log.Warn("relay refused: at the relay cap")
+		refuse(refusedRelays, "at the relay cap")
 		other.conn.Close()
 		return
 	case other != nil:

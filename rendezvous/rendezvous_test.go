@@ -203,7 +203,7 @@ func TestGarbageClosesOnlyThatConnection(t *testing.T) {
 		[]byte("GET / HTTP/1.0\r\n\r\n"),                // not TLS at all
 		{0xff, 0xff, 0xff, 0xff, 1, 2, 3},               // inside TLS: huge length
 		{0, 0, 0, 3, '{', '"', 'x'},                     // inside TLS: bad JSON
-		append([]byte{0, 0, 0, 14}, `{"type":"zz"}`...), // unknown type
+		append([]byte{0, 0, 0, 13}, `{"type":"zz"}`...), // unknown type
 	} {
 		raw, err := net.Dial("tcp", ts.addr)
 		if err != nil {

@@ -8,12 +8,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/time/rate"
 
 	"github.com/warren-p2p/warren/identity"
 	"github.com/warren-p2p/warren/punch"
@@ -58,6 +62,41 @@ type ServerConfig struct {
 	// RelayRate caps the bytes per second each peer may send through
 	// relays, all its relays together. 0 means no cap.
 	RelayRate int64
+	// MaxConns caps the TCP connections of every kind (control, relay,
+	// probe) the server holds at once, so that its memory stays bounded;
+	// past it, a new connection is closed as soon as it is accepted.
+	// Default 16384. Negative: no cap (as for every limit below).
+	MaxConns int
+	// MaxHandshakes caps the connections still in their handshake (TLS
+	// and register, or a probe's or relay's header). Default 1024.
+	MaxHandshakes int
+	// MaxConnsPerSource caps one source's connections at once. A source
+	// is an IPv4 address or an IPv6 /64. Default 256.
+	MaxConnsPerSource int
+	// MaxHandshakesPerSource caps one source's connections still in their
+	// handshake. Default 32.
+	MaxHandshakesPerSource int
+	// ConnRate is how many new connections per second one source may
+	// open, in bursts of up to ConnBurst. Default 20 and 64.
+	ConnRate  float64
+	ConnBurst int
+	// ConnectRate is how many connect requests per second one registered
+	// peer may make, in bursts of up to ConnectBurst; the others are
+	// answered with a rate_limited error. Default 10 and 100.
+	ConnectRate  float64
+	ConnectBurst int
+	// ProbeRate is how many UDP probes per second the server answers for
+	// one source, in bursts of up to ProbeBurst; the others are dropped.
+	// Default 50 and 100.
+	ProbeRate  float64
+	ProbeBurst int
+	// MaxSessions caps the punch sessions the server keeps for relays
+	// (each for RelayWindow); past it, the oldest is forgotten. Default
+	// 262144 (about 30 MiB).
+	MaxSessions int
+	// RefusalLogInterval is how often refusals (and failed handshakes)
+	// are logged: one summary line per source per interval. Default 10s.
+	RefusalLogInterval time.Duration
 	// UDPEndpoints are the UDP probe endpoints advertised to peers at
 	// registration; an unspecified host means "the address you dialled".
 	// ListenAndServe fills them in.
@@ -97,6 +136,41 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	if c.Log == nil {
 		c.Log = logrus.StandardLogger()
 	}
+	for _, l := range []struct {
+		v   *int
+		def int
+	}{
+		{&c.MaxConns, 16384}, {&c.MaxHandshakes, 1024},
+		{&c.MaxConnsPerSource, 256}, {&c.MaxHandshakesPerSource, 32},
+		{&c.MaxSessions, 1 << 18},
+	} {
+		switch {
+		case *l.v == 0:
+			*l.v = l.def
+		case *l.v < 0:
+			*l.v = unlimited
+		}
+	}
+	for _, r := range []struct {
+		rate     *float64
+		burst    *int
+		def      float64
+		defBurst int
+	}{
+		{&c.ConnRate, &c.ConnBurst, 20, 64},
+		{&c.ConnectRate, &c.ConnectBurst, 10, 100},
+		{&c.ProbeRate, &c.ProbeBurst, 50, 100},
+	} {
+		if *r.rate == 0 {
+			*r.rate = r.def
+		}
+		if *r.burst <= 0 {
+			*r.burst = r.defBurst
+		}
+	}
+	if c.RefusalLogInterval <= 0 {
+		c.RefusalLogInterval = 10 * time.Second
+	}
 	return c
 }
 
@@ -105,16 +179,33 @@ type Server struct {
 	cfg     ServerConfig
 	tlsConf *tls.Config
 
+	guard    *guard       // admits TCP connections
+	probes   *probeLimits // UDP probe rate per source
+	refusals *refusals    // summarises refusals in the log
+
 	// mu guards the fields below.
 	mu       sync.Mutex
 	peers    map[identity.PublicKey]*peerConn
 	pairs    map[[2]identity.PublicKey]pairSession // last punch session per pair
 	sessions map[punch.SessionID]*udpSession       // sessions waiting for UDP probes
 	issued   map[punch.SessionID]issuedSession     // sessions a relay may serve
-	swept    time.Time                             // last sweepLocked
+	order    sessionQueue                          // issued's keys, oldest first
 	limiters map[identity.PublicKey]*peerLimiter   // relay rate per peer, while it relays
+	peaks    mapPeaks                              // for shrink
 
 	relays relayHub
+
+	// jmu guards the janitor, which runs while Serve or ServeUDP does.
+	jmu    sync.Mutex
+	jusers int
+	jstop  chan struct{}
+	jdone  chan struct{}
+}
+
+// mapPeaks are the largest sizes of the server's maps since each was
+// last rebuilt (see shrink).
+type mapPeaks struct {
+	peers, pairs, sessions, issued, limiters, waiting int
 }
 
 // udpSession collects both sides' session-socket mappings.
@@ -132,6 +223,11 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.Key.Public().IsZero() {
 		return nil, errors.New("rendezvous server: no key")
 	}
+	for name, r := range map[string]float64{"ConnRate": cfg.ConnRate, "ConnectRate": cfg.ConnectRate, "ProbeRate": cfg.ProbeRate} {
+		if math.IsNaN(r) {
+			return nil, fmt.Errorf("rendezvous server: %s is not a number", name)
+		}
+	}
 	cert, err := identity.Certificate(cfg.Key)
 	if err != nil {
 		return nil, err
@@ -142,6 +238,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	return &Server{
 		cfg:      cfg,
 		tlsConf:  conf,
+		guard:    newGuard(cfg),
+		probes:   newProbeLimits(cfg),
+		refusals: newRefusals(cfg.Log, cfg.RefusalLogInterval),
 		peers:    make(map[identity.PublicKey]*peerConn),
 		pairs:    make(map[[2]identity.PublicKey]pairSession),
 		sessions: make(map[punch.SessionID]*udpSession),
@@ -156,35 +255,67 @@ func (s *Server) PublicKey() identity.PublicKey { return s.cfg.Key.Public() }
 
 // Serve runs the control protocol on ln until ctx ends; it closes ln and
 // every peer connection before returning.
+//
+// A connection over the server's caps or its source's is closed as soon
+// as it is accepted, before any work on it. Accept errors other than the
+// listener's closing (out of file descriptors, say) are waited out.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
+	defer s.holdJanitor()()
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	var backoff time.Duration
+	var warned time.Time
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("rendezvous accept: %w", err)
 			}
-			return fmt.Errorf("rendezvous accept: %w", err)
+			// As net/http does: a full fd table empties as connections
+			// end.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			if time.Since(warned) >= s.cfg.RefusalLogInterval {
+				warned = time.Now()
+				s.cfg.Log.WithError(err).WithField("retry_in", backoff).Warn("rendezvous accept failed")
+			}
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return nil
+			}
+			continue
+		}
+		backoff = 0
+		src := sourceOfAddr(c.RemoteAddr())
+		adm, reason := s.guard.admit(src, time.Now())
+		if reason != "" {
+			c.Close()
+			s.refusals.note(src, reason)
+			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.serveConn(ctx, c)
+			defer adm.release()
+			s.serveConn(ctx, c, adm)
 		}()
 	}
 }
 
 // ServeUDP answers probes on pc until ctx ends.
+//
+// A probe is answered only if the answer is no larger than the probe (the
+// server must not amplify a forged source's traffic), and at most
+// ProbeRate times a second per source.
 func (s *Server) ServeUDP(ctx context.Context, pc net.PacketConn) error {
 	stop := context.AfterFunc(ctx, func() { pc.Close() })
 	defer stop()
+	defer s.holdJanitor()()
 	buf := make([]byte, 1500)
 	for {
 		n, from, err := pc.ReadFrom(buf)
@@ -203,7 +334,19 @@ func (s *Server) ServeUDP(ctx context.Context, pc net.PacketConn) error {
 		if !ok {
 			continue
 		}
-		pc.WriteTo(reply, from)
+		if reply == nil && sp == nil {
+			// A plain probe with no room for the answer (a bare header,
+			// which newer clients send for older servers): nothing to
+			// do.
+			continue
+		}
+		if !s.probes.allow(sourceOf(src.Addr()), time.Now()) {
+			s.refusals.note(sourceOf(src.Addr()), refusedProbeRate)
+			continue
+		}
+		if reply != nil {
+			pc.WriteTo(reply, from)
+		}
 		if sp != nil {
 			s.sessionMapped(sp, src)
 		}
@@ -220,6 +363,13 @@ type peerConn struct {
 
 	// wmu serialises writes.
 	wmu sync.Mutex
+
+	// On the server: the connection's admission, the peer's connect
+	// requests (nil without a rate), and its sessions still being started
+	// (see coordinate).
+	adm      *admission
+	connects *rate.Limiter
+	starting atomic.Int32
 
 	// mu guards the fields below, which the peer's own goroutine writes
 	// and coordinating goroutines read.
@@ -241,37 +391,53 @@ func (p *peerConn) send(m *Message) error {
 	return WriteMessage(p.conn, m)
 }
 
-func (s *Server) serveConn(ctx context.Context, raw net.Conn) {
+func (s *Server) serveConn(ctx context.Context, raw net.Conn, adm *admission) {
 	defer raw.Close()
 	var log logrus.FieldLogger = s.cfg.Log.WithField("remote", raw.RemoteAddr().String())
 	stop := context.AfterFunc(ctx, func() { raw.Close() })
 	defer stop()
+	defer func() {
+		// A bug in serving one connection must not take every peer's
+		// server down with it.
+		if r := recover(); r != nil {
+			log.WithFields(logrus.Fields{"panic": r, "stack": string(debug.Stack())}).Error("rendezvous connection panicked")
+		}
+	}()
 
+	// One deadline for the whole handshake, however the bytes trickle
+	// in: a connection that dribbles them holds its slot no longer.
+	raw.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	// The reader is there to peek at the first byte, and it stays with the
 	// connection for its whole life: a small one, as reads larger than it
 	// bypass it (a 4 KiB default was 4 KiB of every registered peer).
 	br := bufio.NewReaderSize(raw, 32)
-	raw.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	first, err := br.Peek(1)
 	if err != nil {
+		s.handshakeFailed(adm.src, log, fmt.Errorf("first byte: %w", err))
 		return
 	}
 	if first[0] == tcpProbeMagic[0] {
 		magic, id, side, ok := readHeader(br)
 		switch {
 		case ok && magic == tcpProbeMagic:
+			adm.established()
 			s.serveTCPProbe(raw, id, side)
 		case ok && magic == relayMagic:
-			raw.SetReadDeadline(time.Time{})
+			adm.established()
+			raw.SetDeadline(time.Time{})
 			s.serveRelay(ctx, raw, br, id, side)
+		default:
+			s.handshakeFailed(adm.src, log, errors.New("malformed probe or relay header"))
 		}
 		return
 	}
 	p, err := s.handshake(&peekedConn{Conn: raw, r: br}, log)
 	if err != nil {
-		log.WithError(err).Info("registration failed")
+		s.handshakeFailed(adm.src, log, err)
 		return
 	}
+	adm.established()
+	p.adm = adm
 	log = p.log
 	// Record the peer before telling it it is registered: a connect
 	// naming it may follow at once.
@@ -311,9 +477,14 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn) {
 		case TypeNAT:
 			if m.NAT != nil {
 				p.mu.Lock()
+				changed := p.nat == nil || *p.nat != *m.NAT
 				p.nat = m.NAT
 				p.mu.Unlock()
-				log.WithField("nat", m.NAT.String()).Info("peer reported its NAT")
+				if changed {
+					// Only changes: a peer repeating itself must not
+					// fill the log.
+					log.WithField("nat", m.NAT.String()).Info("peer reported its NAT")
+				}
 			}
 		case TypeConnect:
 			err = s.coordinate(p, m.Peer)
@@ -327,9 +498,19 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn) {
 	}
 }
 
-// handshake runs TLS and reads the register message.
+// handshakeFailed logs a connection that did not get through its
+// handshake: each one at debug level, and in its source's summary.
+func (s *Server) handshakeFailed(src netip.Addr, log logrus.FieldLogger, err error) {
+	log.WithError(err).Debug("registration failed")
+	s.refusals.noteErr(src, failedHandshake, err)
+}
+
+// handshake runs TLS and reads the register message, within the deadline
+// serveConn set on raw. The peer's key is the one its TLS certificate
+// holds, which TLS 1.3 made it prove it holds the private half of by
+// signing this handshake's transcript (fresh on both sides): no bytes
+// from another connection can register it.
 func (s *Server) handshake(raw net.Conn, log logrus.FieldLogger) (*peerConn, error) {
-	raw.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	tc := tls.Server(raw, s.tlsConf)
 	if err := tc.Handshake(); err != nil {
 		return nil, fmt.Errorf("tls: %w", err)
@@ -339,17 +520,25 @@ func (s *Server) handshake(raw net.Conn, log logrus.FieldLogger) (*peerConn, err
 		return nil, err
 	}
 	p := &peerConn{key: key, conn: tc, log: log.WithField("peer", key.Short())}
+	// Errors go out under the handshake's deadline (send would set a
+	// later one).
 	m, err := ReadMessage(tc)
 	if err != nil {
-		return nil, err
+		if errors.Is(err, ErrProtocol) {
+			WriteMessage(tc, &Message{Type: TypeError, Code: CodeProtocol, Text: err.Error()})
+		}
+		return nil, fmt.Errorf("register: %w", err)
 	}
 	if m.Type != TypeRegister || m.Version != Version {
-		p.send(&Message{Type: TypeError, Code: CodeProtocol, Text: "expected register, version 1"})
+		WriteMessage(tc, &Message{Type: TypeError, Code: CodeProtocol, Text: "expected register, version 1"})
 		return nil, fmt.Errorf("%w: first message %q version %d", ErrProtocol, m.Type, m.Version)
 	}
 	if s.cfg.Token != "" && subtle.ConstantTimeCompare([]byte(m.Token), []byte(s.cfg.Token)) != 1 {
-		p.send(&Message{Type: TypeError, Code: CodeBadToken, Text: "join token refused"})
+		WriteMessage(tc, &Message{Type: TypeError, Code: CodeBadToken, Text: "join token refused"})
 		return nil, errors.New("bad join token")
+	}
+	if s.cfg.ConnectRate >= 0 {
+		p.connects = rate.NewLimiter(rate.Limit(s.cfg.ConnectRate), s.cfg.ConnectBurst)
 	}
 	ap, err := netip.ParseAddrPort(raw.RemoteAddr().String())
 	if err != nil {
@@ -387,11 +576,22 @@ type pairSession struct {
 	asker identity.PublicKey // the peer whose connect request started it
 }
 
+// maxStarting caps the sessions one peer's connect requests may have
+// waiting for NAT reports (up to NATWait) or being sent at once.
+const maxStarting = 16
+
 // coordinate starts a punch session between p and the peer it asked for.
+// A request over the peer's rate, or while it has maxStarting sessions
+// starting, is answered with a rate_limited error and nothing else.
 func (s *Server) coordinate(p *peerConn, peer string) error {
 	key, err := identity.ParsePublicKey(peer)
 	if err != nil {
 		return fmt.Errorf("%w: connect: %v", ErrProtocol, err)
+	}
+	now := time.Now()
+	if (p.connects != nil && !p.connects.AllowN(now, 1)) || p.starting.Load() >= maxStarting || !p.adm.allowConnect(now) {
+		s.refusals.note(p.adm.src, refusedConnectRate)
+		return p.send(&Message{Type: TypeError, Code: CodeRateLimited, Peer: peer, Text: "too many connect requests"})
 	}
 	pair := [2]identity.PublicKey{p.key, key}
 	if key.Less(p.key) {
@@ -406,7 +606,6 @@ func (s *Server) coordinate(p *peerConn, peer string) error {
 	recent := time.Since(last.at) < s.cfg.PairWindow && last.asker != p.key
 	if other != nil && !recent && key != p.key {
 		s.pairs[pair] = pairSession{at: time.Now(), asker: p.key}
-		s.sweepLocked()
 	}
 	s.mu.Unlock()
 	switch {
@@ -419,7 +618,11 @@ func (s *Server) coordinate(p *peerConn, peer string) error {
 	// Both sides pick their strategy from both NATs, so they must see the
 	// same two: wait (off this peer's read loop) until both have reported,
 	// or NATWait has passed.
-	go s.startSession(p, other, key)
+	p.starting.Add(1)
+	go func() {
+		defer p.starting.Add(-1)
+		s.startSession(p, other, key)
+	}()
 	return nil
 }
 
@@ -440,16 +643,24 @@ func (s *Server) startSession(p, other *peerConn, key identity.PublicKey) {
 	us := &udpSession{sides: [2]*peerConn{p, other}}
 	s.mu.Lock()
 	s.sessions[id] = us
-	s.sweepLocked()
 	s.issued[id] = issuedSession{at: time.Now(), keys: [2]identity.PublicKey{p.key, other.key}}
+	s.order.push(id)
+	if over(len(s.issued)-1, s.cfg.MaxSessions) {
+		delete(s.issued, s.order.pop())
+	}
 	us.timer = time.AfterFunc(s.cfg.UDPWait, func() { s.flushUDP(id) })
 	s.mu.Unlock()
-	// A failure to send is that peer's connection's problem.
+	// A failure to send is that peer's connection's problem, and a peer
+	// slow to read delays only its own instruction.
+	var wg sync.WaitGroup
 	for i, to := range []*peerConn{p, other} {
-		if err := to.send(punchFor(id, i, us.sides[1-i])); err != nil {
-			to.conn.Close()
-		}
+		wg.Go(func() {
+			if err := to.send(punchFor(id, i, us.sides[1-i])); err != nil {
+				to.conn.Close()
+			}
+		})
 	}
+	wg.Wait()
 }
 
 // serveTCPProbe answers a TCP session probe: the observed endpoint of
@@ -491,7 +702,7 @@ func (s *Server) sessionMapped(sp *sessionProbe, from netip.AddrPort) {
 	both := us.mapped[0].IsValid() && us.mapped[1].IsValid()
 	s.mu.Unlock()
 	if both {
-		s.flushUDP(sp.session)
+		go s.flushUDP(sp.session)
 	}
 }
 
@@ -512,6 +723,8 @@ func (s *Server) flushUDP(id punch.SessionID) {
 		owd[i] = rtt / 2
 	}
 	latest := max(owd[0], owd[1])
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for i, pc := range us.sides {
 		m := &Message{Type: TypeUDP, Session: id.String(), DelayMs: int((latest - owd[i]).Milliseconds())}
 		if peer := us.tcpMapped[1-i]; peer.IsValid() {
@@ -521,31 +734,107 @@ func (s *Server) flushUDP(id punch.SessionID) {
 			m.PeerUDP = peer.String()
 			m.PeerLANPort = int(us.localPort[1-i])
 		}
-		if err := pc.send(m); err != nil {
-			pc.conn.Close()
+		wg.Go(func() {
+			if err := pc.send(m); err != nil {
+				pc.conn.Close()
+			}
+		})
+	}
+}
+
+// sweepInterval is how often the janitor sweeps (or more often, to log
+// refusals at a shorter RefusalLogInterval).
+const sweepInterval = time.Second
+
+// holdJanitor makes sure the janitor runs, until the returned function is
+// called; it runs while anyone holds it.
+func (s *Server) holdJanitor() (release func()) {
+	s.jmu.Lock()
+	defer s.jmu.Unlock()
+	if s.jusers++; s.jusers == 1 {
+		s.jstop, s.jdone = make(chan struct{}), make(chan struct{})
+		go s.janitor(s.jstop, s.jdone)
+	}
+	return func() {
+		s.jmu.Lock()
+		s.jusers--
+		var done chan struct{}
+		if s.jusers == 0 {
+			close(s.jstop)
+			done = s.jdone
+		}
+		s.jmu.Unlock()
+		if done != nil {
+			<-done
 		}
 	}
 }
 
-// sweepLocked drops expired pair and session records, at most once a
-// second: a sweep at every coordination would cost the whole maps each
-// time.
-func (s *Server) sweepLocked() {
-	now := time.Now()
-	if now.Sub(s.swept) < time.Second {
-		return
+// janitor sweeps the server's state every sweepInterval, and logs the
+// refusal summaries, until stop closes.
+func (s *Server) janitor(stop, done chan struct{}) {
+	defer close(done)
+	t := time.NewTicker(min(sweepInterval, s.cfg.RefusalLogInterval))
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			s.refusals.flush(time.Now(), true)
+			return
+		case now := <-t.C:
+			s.sweep(now)
+			s.refusals.flush(now, false)
+		}
 	}
-	s.swept = now
+}
+
+// sweep drops expired pair and session records and forgets idle sources,
+// and rebuilds the maps that a burst left much larger than they are now
+// (see shrink).
+func (s *Server) sweep(now time.Time) {
+	s.mu.Lock()
 	for k, ps := range s.pairs {
 		if now.Sub(ps.at) > s.cfg.PairWindow {
 			delete(s.pairs, k)
 		}
 	}
-	for k, is := range s.issued {
-		if now.Sub(is.at) > s.cfg.RelayWindow {
-			delete(s.issued, k)
-		}
+	// Sessions are issued in time order: the expired ones are the
+	// oldest.
+	for s.order.len() > 0 && now.Sub(s.issued[s.order.peek()].at) > s.cfg.RelayWindow {
+		delete(s.issued, s.order.pop())
 	}
+	s.peers = shrink(s.peers, &s.peaks.peers)
+	s.pairs = shrink(s.pairs, &s.peaks.pairs)
+	s.sessions = shrink(s.sessions, &s.peaks.sessions)
+	s.issued = shrink(s.issued, &s.peaks.issued)
+	s.limiters = shrink(s.limiters, &s.peaks.limiters)
+	s.mu.Unlock()
+	s.relays.mu.Lock()
+	s.relays.waiting = shrink(s.relays.waiting, &s.peaks.waiting)
+	s.relays.mu.Unlock()
+	s.guard.sweep(now)
+	s.probes.sweep(now)
+}
+
+// sessionQueue is a FIFO of session IDs.
+type sessionQueue struct {
+	ids  []punch.SessionID
+	head int
+}
+
+func (q *sessionQueue) len() int                { return len(q.ids) - q.head }
+func (q *sessionQueue) peek() punch.SessionID   { return q.ids[q.head] }
+func (q *sessionQueue) push(id punch.SessionID) { q.ids = append(q.ids, id) }
+
+func (q *sessionQueue) pop() punch.SessionID {
+	id := q.ids[q.head]
+	q.head++
+	// Move the rest to a fresh array once half of it is spent, so that
+	// neither the spent half nor a burst's capacity stays.
+	if q.head > len(q.ids)/2 {
+		q.ids, q.head = append([]punch.SessionID(nil), q.ids[q.head:]...), 0
+	}
+	return id
 }
 
 // punchFor tells its receiver, side side of the session, to punch

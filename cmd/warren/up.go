@@ -131,6 +131,7 @@ func cmdRendezvous(ctx context.Context, args []string, stdout, stderr io.Writer)
 	level := fs.String("log-level", "", "log `LEVEL`")
 	relay := fs.Bool("relay", true, "relay traffic for peers that find no direct path")
 	relayRate := fs.Int64("relay-rate", 0, "cap each peer's relayed traffic at `BYTES` per second (0: no cap)")
+	limits := fs.Bool("limits", true, "per-source connection caps and rates against floods (off only for load tests)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -160,6 +161,9 @@ func cmdRendezvous(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if set["relay-rate"] {
 		cfg.RelayRate = *relayRate
 	}
+	if set["limits"] {
+		cfg.Limits = limits
+	}
 	if cfg.RelayRate < 0 {
 		return usagef("-relay-rate must not be negative")
 	}
@@ -183,8 +187,12 @@ func cmdRendezvous(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if created {
 		log.WithField("key_file", cfg.KeyFile).Info("created a new server key")
 	}
-	srv, err := rendezvous.NewServer(rendezvous.ServerConfig{Key: key, Token: cfg.Token, Relay: *cfg.Relay,
-		RelayRate: cfg.RelayRate, Log: log})
+	scfg := rendezvous.ServerConfig{Key: key, Token: cfg.Token, Relay: *cfg.Relay, RelayRate: cfg.RelayRate, Log: log}
+	if !*cfg.Limits {
+		log.Warn("limits are off: one address can exhaust this server (for load tests only)")
+		scfg = scfg.WithoutLimits()
+	}
+	srv, err := rendezvous.NewServer(scfg)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,401 @@
+package rendezvous
+
+import (
+	"net"
+	"net/netip"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/time/rate"
+)
+
+// The server's defences against bad clients: who may open a connection
+// (guard), how fast one source's UDP probes are answered (probeLimits),
+// and how refusals reach the log (refusals). All of them count by source:
+// an IPv4 address, or an IPv6 address's /64, since one subscriber usually
+// holds a whole /64 and could otherwise pick a fresh address per
+// connection.
+
+// sourceOf returns the source an address counts under.
+// WithoutLimits returns c with every per-source, rate and global
+// connection limit lifted: for load tests from one machine
+// (`warren rendezvous -limits=false`), never for a public server.
+func (c ServerConfig) WithoutLimits() ServerConfig {
+	c.MaxConns, c.MaxHandshakes = unlimited, unlimited
+	c.MaxConnsPerSource, c.MaxHandshakesPerSource = unlimited, unlimited
+	c.ConnRate, c.ConnectRate, c.ProbeRate = unlimited, unlimited, unlimited
+	return c
+}
+
+func sourceOf(a netip.Addr) netip.Addr {
+	a = a.Unmap()
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.Addr()
+	}
+	return a
+}
+
+// sourceOfAddr returns the source of a connection's remote address, or
+// the zero Addr if it is not an IP address.
+func sourceOfAddr(a net.Addr) netip.Addr {
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		ip, _ := netip.AddrFromSlice(a.IP)
+		return sourceOf(ip)
+	case *net.UDPAddr:
+		ip, _ := netip.AddrFromSlice(a.IP)
+		return sourceOf(ip)
+	}
+	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+		return sourceOf(ap.Addr())
+	}
+	return netip.Addr{}
+}
+
+// Reasons for refusing a connection, a request or a probe: the names of
+// the counts in a refusal summary.
+const (
+	refusedConns           = "over_max_conns"
+	refusedHandshakes      = "over_max_handshakes"
+	refusedSourceConns     = "over_source_conns"
+	refusedSourceHandshake = "over_source_handshakes"
+	refusedSourceRate      = "over_conn_rate"
+	refusedConnectRate     = "over_connect_rate"
+	refusedProbeRate       = "over_probe_rate"
+	failedHandshake        = "failed_handshake"
+	refusedRelayOff        = "relay_off"
+	refusedRelaySession    = "relay_bad_session"
+	refusedRelays          = "over_max_relays"
+)
+
+// unlimited is how a negative limit in ServerConfig is held.
+const unlimited = -1
+
+// guard admits TCP connections: under the global caps, under the
+// source's caps and within the source's rate of new connections. It has
+// a lock of its own so that the accept loop never waits on the server's.
+type guard struct {
+	maxConns, maxHandshakes             int
+	maxSourceConns, maxSourceHandshakes int
+	rate                                rate.Limit
+	burst                               int
+	connectRate                         rate.Limit // all of one source's peers together
+	connectBurst                        int
+
+	// mu guards the fields below.
+	mu         sync.Mutex
+	conns      int
+	handshakes int
+	sources    map[netip.Addr]*sourceState
+	peak       int // most sources held since the map was last rebuilt
+}
+
+// sourceState is what the guard knows of one source.
+type sourceState struct {
+	conns, handshakes int
+	lim               *rate.Limiter // new connections; nil without a rate
+	connects          *rate.Limiter // its peers' connect requests; nil without a rate
+}
+
+// sourceConnectShare is how many peers' worth of connect requests (rate
+// and burst) the peers of one source may make together: a source with
+// many keys must not turn the server into a stream of punch instructions
+// towards one peer.
+const sourceConnectShare = 4
+
+func newGuard(cfg ServerConfig) *guard {
+	return &guard{
+		maxConns: cfg.MaxConns, maxHandshakes: cfg.MaxHandshakes,
+		maxSourceConns: cfg.MaxConnsPerSource, maxSourceHandshakes: cfg.MaxHandshakesPerSource,
+		rate: limitOf(cfg.ConnRate), burst: cfg.ConnBurst,
+		connectRate: limitOf(cfg.ConnectRate) * sourceConnectShare, connectBurst: cfg.ConnectBurst * sourceConnectShare,
+		sources: make(map[netip.Addr]*sourceState),
+	}
+}
+
+// limitOf turns a ServerConfig rate (negative: none) into a rate.Limit.
+func limitOf(r float64) rate.Limit {
+	if r < 0 {
+		return rate.Inf
+	}
+	return rate.Limit(r)
+}
+
+// over reports whether n has reached limit max (unlimited never is).
+func over(n, max int) bool { return max != unlimited && n >= max }
+
+// admission is one admitted connection's hold on the guard's counts.
+type admission struct {
+	g       *guard
+	src     netip.Addr
+	shaking bool // still counted as a handshake
+}
+
+// admit decides on a new connection from src. It returns the reason for
+// refusing it, or an admission to release when the connection ends.
+func (g *guard) admit(src netip.Addr, now time.Time) (*admission, string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	// The global caps come first and create no state for the source.
+	if over(g.conns, g.maxConns) {
+		return nil, refusedConns
+	}
+	if over(g.handshakes, g.maxHandshakes) {
+		return nil, refusedHandshakes
+	}
+	st := g.sources[src]
+	if st == nil {
+		st = &sourceState{}
+		if g.rate != rate.Inf {
+			st.lim = rate.NewLimiter(g.rate, g.burst)
+		}
+		if g.connectRate != rate.Inf {
+			st.connects = rate.NewLimiter(g.connectRate, g.connectBurst)
+		}
+		g.sources[src] = st
+		g.peak = max(g.peak, len(g.sources))
+	}
+	switch {
+	case over(st.conns, g.maxSourceConns):
+		return nil, refusedSourceConns
+	case over(st.handshakes, g.maxSourceHandshakes):
+		return nil, refusedSourceHandshake
+	case st.lim != nil && !st.lim.AllowN(now, 1):
+		return nil, refusedSourceRate
+	}
+	st.conns++
+	st.handshakes++
+	g.conns++
+	g.handshakes++
+	return &admission{g: g, src: src, shaking: true}, ""
+}
+
+// established ends the connection's handshake: it registered, or proved
+// to be a probe or a relay. Its slot under the handshake caps is free.
+func (a *admission) established() {
+	a.g.mu.Lock()
+	defer a.g.mu.Unlock()
+	a.endHandshakeLocked()
+}
+
+func (a *admission) endHandshakeLocked() {
+	if !a.shaking {
+		return
+	}
+	a.shaking = false
+	a.g.handshakes--
+	a.g.sources[a.src].handshakes--
+}
+
+// release returns the connection's counts when it closes.
+func (a *admission) release() {
+	a.g.mu.Lock()
+	defer a.g.mu.Unlock()
+	a.endHandshakeLocked()
+	a.g.conns--
+	a.g.sources[a.src].conns--
+}
+
+// allowConnect reports whether a connect request from a peer of the
+// admitted connection's source is within the source's rate.
+func (a *admission) allowConnect(now time.Time) bool {
+	a.g.mu.Lock()
+	defer a.g.mu.Unlock()
+	st := a.g.sources[a.src]
+	return st.connects == nil || st.connects.AllowN(now, 1)
+}
+
+// counts returns the connections and handshakes the guard holds, all of
+// them and src's.
+func (g *guard) counts(src netip.Addr) (conns, handshakes, srcConns, srcHandshakes int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if st := g.sources[src]; st != nil {
+		srcConns, srcHandshakes = st.conns, st.handshakes
+	}
+	return g.conns, g.handshakes, srcConns, srcHandshakes
+}
+
+// sweep forgets sources that hold no connection and whose rate bucket
+// has refilled (so that forgetting them changes nothing).
+func (g *guard) sweep(now time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for src, st := range g.sources {
+		if st.conns == 0 && (st.lim == nil || st.lim.TokensAt(now) >= float64(g.burst)) &&
+			(st.connects == nil || st.connects.TokensAt(now) >= float64(g.connectBurst)) {
+			delete(g.sources, src)
+		}
+	}
+	g.sources = shrink(g.sources, &g.peak)
+}
+
+// probeLimits rates the UDP probes answered per source. UDP sources can
+// be forged, so the table is capped: sources beyond maxProbeSources share
+// one bucket, which forged floods then exhaust instead of memory.
+type probeLimits struct {
+	rate  rate.Limit
+	burst int
+
+	// mu guards the fields below.
+	mu       sync.Mutex
+	sources  map[netip.Addr]*rate.Limiter
+	overflow *rate.Limiter
+	peak     int
+}
+
+// maxProbeSources caps the sources probeLimits tracks one by one.
+const maxProbeSources = 1 << 14
+
+func newProbeLimits(cfg ServerConfig) *probeLimits {
+	r := limitOf(cfg.ProbeRate)
+	return &probeLimits{rate: r, burst: cfg.ProbeBurst,
+		sources: make(map[netip.Addr]*rate.Limiter), overflow: rate.NewLimiter(r, cfg.ProbeBurst)}
+}
+
+// allow reports whether a probe from src may be answered now.
+func (l *probeLimits) allow(src netip.Addr, now time.Time) bool {
+	if l.rate == rate.Inf {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lim := l.sources[src]
+	if lim == nil {
+		if len(l.sources) >= maxProbeSources {
+			return l.overflow.AllowN(now, 1)
+		}
+		lim = rate.NewLimiter(l.rate, l.burst)
+		l.sources[src] = lim
+		l.peak = max(l.peak, len(l.sources))
+	}
+	return lim.AllowN(now, 1)
+}
+
+// sweep forgets sources whose bucket has refilled.
+func (l *probeLimits) sweep(now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for src, lim := range l.sources {
+		if lim.TokensAt(now) >= float64(l.burst) {
+			delete(l.sources, src)
+		}
+	}
+	l.sources = shrink(l.sources, &l.peak)
+}
+
+// refusals counts refusals and failures per source and logs them as one
+// summary line per source per interval, so that a flood cannot flood the
+// log. Past maxLoggedSources sources in one interval, the rest are
+// summed into one line.
+type refusals struct {
+	log      logrus.FieldLogger
+	interval time.Duration
+
+	// mu guards the fields below.
+	mu     sync.Mutex
+	since  time.Time
+	counts map[netip.Addr]*refused
+	others map[string]int // sources past maxLoggedSources
+	nother int            // how many such sources
+}
+
+// refused is one source's refusals in an interval.
+type refused struct {
+	n       map[string]int // by reason
+	lastErr error          // the last failure's error, if it had one
+}
+
+// maxLoggedSources caps the sources one interval's summary names.
+const maxLoggedSources = 256
+
+func newRefusals(log logrus.FieldLogger, interval time.Duration) *refusals {
+	return &refusals{log: log, interval: interval, since: time.Now(), counts: make(map[netip.Addr]*refused)}
+}
+
+// note counts one refusal of src for reason.
+func (r *refusals) note(src netip.Addr, reason string) { r.noteErr(src, reason, nil) }
+
+// noteErr counts one failure of src for reason, with its error, which the
+// summary shows if it is the source's last.
+func (r *refusals) noteErr(src netip.Addr, reason string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := r.counts[src]
+	if c == nil {
+		if len(r.counts) >= maxLoggedSources {
+			if r.others == nil {
+				r.others = make(map[string]int)
+			}
+			r.others[reason]++
+			r.nother++
+			return
+		}
+		c = &refused{n: make(map[string]int, 2)}
+		r.counts[src] = c
+	}
+	c.n[reason]++
+	if err != nil {
+		c.lastErr = err
+	}
+}
+
+// flush logs the interval's summary if the interval is over, or if force.
+func (r *refusals) flush(now time.Time, force bool) {
+	r.mu.Lock()
+	if !force && now.Sub(r.since) < r.interval {
+		r.mu.Unlock()
+		return
+	}
+	counts, others, nother, since := r.counts, r.others, r.nother, r.since
+	r.counts, r.others, r.nother, r.since = make(map[netip.Addr]*refused), nil, 0, now
+	r.mu.Unlock()
+
+	srcs := make([]netip.Addr, 0, len(counts))
+	for src := range counts {
+		srcs = append(srcs, src)
+	}
+	sort.Slice(srcs, func(i, j int) bool { return srcs[i].Less(srcs[j]) })
+	period := now.Sub(since).Round(time.Second)
+	for _, src := range srcs {
+		f := logrus.Fields{"source": src.String(), "period": period}
+		for reason, n := range counts[src].n {
+			f[reason] = n
+		}
+		if err := counts[src].lastErr; err != nil {
+			f["last_error"] = err.Error()
+		}
+		r.log.WithFields(f).Warn("refused or failed connections from one source")
+	}
+	if nother > 0 {
+		f := logrus.Fields{"sources": nother, "period": period}
+		for reason, n := range others {
+			f[reason] = n
+		}
+		r.log.WithFields(f).Warn("refused or failed connections from further sources")
+	}
+}
+
+// shrinkMin is the peak size below which shrink leaves a map alone.
+const shrinkMin = 64
+
+// shrink returns m, or a copy of it when it holds under a quarter of the
+// most it held (*peak) since it was last copied: a Go map keeps the
+// buckets of its largest size, so a map that a burst grew would hold
+// them for good. An empty map is replaced by a fresh one.
+func shrink[K comparable, V any](m map[K]V, peak *int) map[K]V {
+	n := len(m)
+	*peak = max(*peak, n)
+	if *peak < shrinkMin || n > *peak/4 {
+		return m
+	}
+	out := make(map[K]V, n)
+	for k, v := range m {
+		out[k] = v
+	}
+	*peak = n
+	return out
+}
