@@ -1,0 +1,378 @@
+package link
+
+// Fuzz targets for what a link reads from the peer before yamux does: the
+// key claim that opens every candidate (FuzzKeyClaim), the claim and TLS
+// handshake together (FuzzHandshake), and the frame boundary tracker that
+// every byte of the peer's goes through (FuzzFrameReader).
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"testing/cryptotest"
+	"time"
+
+	"github.com/warren-p2p/warren/identity"
+)
+
+// fzCountingReader returns at most chunk(i) bytes of r on its i-th Read,
+// and counts what it returned.
+type fzCountingReader struct {
+	r     []byte
+	n     int
+	reads int
+	chunk func(i int) int
+}
+
+func (c *fzCountingReader) Read(b []byte) (int, error) {
+	if len(c.r) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(b[:min(len(b), c.chunk(c.reads))], c.r)
+	c.reads++
+	c.r = c.r[n:]
+	c.n += n
+	return n, nil
+}
+
+// fzBoundaries reads wire as yamux frames, independently of frameReader:
+// where each frame starts (and where the last complete one ends), and each
+// complete header.
+func fzBoundaries(wire []byte) (starts map[int]bool, next func(pos int) int, headers [][]byte) {
+	starts = map[int]bool{0: true}
+	var list []int
+	pos := 0
+	list = append(list, 0)
+	for pos+12 <= len(wire) {
+		h := wire[pos : pos+12]
+		headers = append(headers, h)
+		body := 0
+		if h[1] == 0 { // data: length is the body's
+			body = int(binary.BigEndian.Uint32(h[8:12]))
+		}
+		if body > len(wire) {
+			pos = len(wire) + 1 // ends beyond the input
+			break
+		}
+		pos += 12 + body
+		starts[pos] = true
+		list = append(list, pos)
+	}
+	next = func(p int) int {
+		for _, b := range list {
+			if b > p {
+				return b
+			}
+		}
+		return 1 << 62
+	}
+	return starts, next, headers
+}
+
+// FuzzFrameReader feeds frameReader an arbitrary byte stream from the
+// peer, in chunks of arbitrary sizes, read through buffers of arbitrary
+// sizes, with the link's own resets (drops) queued between arbitrary
+// reads. The schedule's byte for read i gives the buffer size (low 6 bits,
+// plus one) and whether a drop is queued before it (top bit); the next
+// byte is how much the peer's side delivers at most.
+//
+// Whatever the peer sends, frameReader must pass it on unchanged and whole,
+// show each of the peer's frame headers to observe exactly once, and put
+// each queued reset in whole, in the order queued, at the first frame
+// boundary of the peer's stream it reaches: never inside one of the
+// peer's frames, and never as part of a frame.
+func FuzzFrameReader(f *testing.F) {
+	wire := bytes.Join(testFrames, nil)
+	f.Add(wire, []byte{0x85, 3, 0x0c, 12, 0xff, 0x80, 1})
+	f.Add(wire, []byte{0x80})
+	f.Add(wire[:30], []byte{0x3f, 0x81, 0x81, 0x81})
+	f.Add(frame(yamuxTypeData, 0, 1, 1<<31, "body"), []byte{0x80, 0x02, 0x80})
+	f.Add([]byte{}, []byte{0x80, 0x80})
+	f.Add(bytes.Repeat([]byte{0}, 40), []byte{0x8b})
+	f.Fuzz(func(t *testing.T, wire, sched []byte) {
+		if len(sched) == 0 {
+			sched = []byte{0x3f}
+		}
+		step := func(i int) byte { return sched[i%len(sched)] }
+		src := &fzCountingReader{r: wire, chunk: func(i int) int { return 1 + int(step(i+1)) }}
+		var observed [][]byte
+		fr := &frameReader{r: src, observe: func(h *frameHeader) { observed = append(observed, bytes.Clone(h[:])) }}
+		starts, next, headers := fzBoundaries(wire)
+
+		var queued []uint32 // drops not yet fully out, in order
+		var injected []byte // bytes of the current run of injected frames
+		nextID := uint32(0xd0000000)
+		pos := 0 // of the peer's bytes passed on
+		buf := make([]byte, 64)
+		endRun := func() {
+			// A run of injected frames ends: it must be whole frames, the
+			// resets queued, in order.
+			if len(injected)%yamuxHeaderSize != 0 {
+				t.Fatalf("a partial injected frame (%d bytes) before the peer's byte %d: %x", len(injected), pos, injected)
+			}
+			for len(injected) > 0 {
+				want := rstFrame(queued[0])
+				if !bytes.Equal(injected[:yamuxHeaderSize], want[:]) {
+					t.Fatalf("injected %x, want the reset of stream %#x (%x)", injected[:yamuxHeaderSize], queued[0], want)
+				}
+				injected, queued = injected[yamuxHeaderSize:], queued[1:]
+			}
+		}
+		for i := 0; ; i++ {
+			if i > len(wire)+16*yamuxHeaderSize+8 {
+				t.Fatalf("no end after %d reads", i)
+			}
+			s := step(i)
+			if s&0x80 != 0 && nextID < 0xd0000000+16 {
+				fr.drop(nextID)
+				queued = append(queued, nextID)
+				nextID++
+			}
+			before := src.n
+			n, err := fr.Read(buf[:1+int(s&0x3f)])
+			if n < 0 || n > 1+int(s&0x3f) {
+				t.Fatalf("Read returned %d for a %d-byte buffer", n, 1+int(s&0x3f))
+			}
+			fromPeer := src.n - before
+			switch {
+			case fromPeer == n && n > 0:
+				endRun()
+				// Pending resets hold the peer's bytes at the next boundary.
+				if len(queued) > 0 && len(injected) == 0 {
+					if starts[pos] {
+						t.Fatalf("a reset is queued at boundary %d, but the peer's bytes came first", pos)
+					}
+					if pos+n > next(pos) {
+						t.Fatalf("a reset is queued, but the peer's bytes %d..%d ran past the boundary at %d", pos, pos+n, next(pos))
+					}
+				}
+				if !bytes.Equal(buf[:n], wire[pos:pos+n]) {
+					t.Fatalf("the peer's bytes at %d came out as %x, want %x", pos, buf[:n], wire[pos:pos+n])
+				}
+				pos += n
+			case fromPeer == 0 && n > 0:
+				if len(injected) == 0 && !starts[pos] {
+					t.Fatalf("a reset went in at %d, inside one of the peer's frames (boundaries %v)", pos, starts)
+				}
+				injected = append(injected, buf[:n]...)
+			case n == 0 && fromPeer == 0:
+			default:
+				t.Fatalf("Read returned %d bytes but took %d from the peer", n, fromPeer)
+			}
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("Read: %v", err)
+			}
+		}
+		if len(injected) > 0 {
+			endRun()
+		}
+		if pos != len(wire) {
+			t.Fatalf("passed on %d of the peer's %d bytes", pos, len(wire))
+		}
+		if len(observed) != len(headers) {
+			t.Fatalf("observed %d headers, the peer sent %d", len(observed), len(headers))
+		}
+		for i := range headers {
+			if !bytes.Equal(observed[i], headers[i]) {
+				t.Fatalf("header %d observed as %x, sent as %x", i, observed[i], headers[i])
+			}
+		}
+	})
+}
+
+// fzConn is a candidate connection whose peer sent in and then nothing
+// (reads end with io.EOF); writes are kept. Deadlines are ignored.
+type fzConn struct {
+	mu     sync.Mutex
+	r      *bytes.Reader
+	out    bytes.Buffer
+	once   sync.Once
+	closed chan struct{}
+}
+
+func newFzConn(in []byte) *fzConn {
+	return &fzConn{r: bytes.NewReader(in), closed: make(chan struct{})}
+}
+
+func (c *fzConn) Read(b []byte) (int, error) {
+	select {
+	case <-c.closed:
+		return 0, net.ErrClosed
+	default:
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.r.Read(b)
+}
+
+func (c *fzConn) Write(b []byte) (int, error) {
+	select {
+	case <-c.closed:
+		return 0, net.ErrClosed
+	default:
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.out.Write(b)
+}
+
+func (c *fzConn) Close() error {
+	c.once.Do(func() { close(c.closed) })
+	return nil
+}
+
+func (c *fzConn) LocalAddr() net.Addr              { return &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 7000} }
+func (c *fzConn) RemoteAddr() net.Addr             { return &net.TCPAddr{IP: net.IPv4(10, 0, 0, 2), Port: 7001} }
+func (c *fzConn) SetDeadline(time.Time) error      { return nil }
+func (c *fzConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *fzConn) SetWriteDeadline(time.Time) error { return nil }
+
+// fzPinned puts the pinned key where an input's claim is all zeros: the
+// keys are fresh in every process, and the fuzzer could not guess one.
+func fzPinned(in []byte, pinned identity.PublicKey) []byte {
+	if len(in) >= len(pinned) && bytes.Equal(in[:len(pinned)], make([]byte, len(pinned))) {
+		in = bytes.Clone(in)
+		copy(in, pinned[:])
+	}
+	return in
+}
+
+// FuzzKeyClaim runs the claim exchange against arbitrary bytes from the
+// other end (32 zero bytes in an input stand for the pinned key). The
+// claim must be accepted exactly when it is the pinned key, must consume
+// the claim and not a byte of the TLS after it, and must state our own key.
+func FuzzKeyClaim(f *testing.F) {
+	self, peer := newIdentity(f), newIdentity(f)
+	f.Add(make([]byte, 32))
+	f.Add(append(make([]byte, 32), "\x16\x03\x01 TLS follows"...))
+	f.Add(bytes.Repeat([]byte{0xff}, 40))
+	f.Add(make([]byte, 31))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		in = fzPinned(in, peer.Public)
+		c := newFzConn(in)
+		err := exchangeClaims(c, self.Public, peer.Public)
+		want := len(in) >= 32 && bytes.Equal(in[:32], peer.Public[:])
+		if (err == nil) != want {
+			t.Fatalf("claim %x: %v", in[:min(32, len(in))], err)
+		}
+		if !bytes.Equal(c.out.Bytes(), self.Public[:]) {
+			t.Fatalf("claimed %x, want our key %x", c.out.Bytes(), self.Public[:])
+		}
+		if read := len(in) - c.r.Len(); read != min(32, len(in)) {
+			t.Fatalf("read %d bytes of a %d-byte input", read, len(in))
+		}
+		if err != nil && !errors.Is(err, identity.ErrKeyMismatch) && len(in) >= 32 {
+			t.Fatalf("a wrong claim failed with %v, want ErrKeyMismatch", err)
+		}
+	})
+}
+
+// firstFlight returns what a TLS end with conf writes before it needs an
+// answer: a client's ClientHello.
+func firstFlight(conf *tls.Config) []byte {
+	c := newFzConn(nil)
+	tls.Client(c, conf).Handshake()
+	return c.out.Bytes()
+}
+
+// serverFlight returns what a TLS server with conf answers a real client
+// of peer's: a ServerHello and its encrypted flight, good for another
+// handshake's parser to get deep into and fail.
+func serverFlight(t testing.TB, server, client *tls.Config) []byte {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	rec := &recordingConn{Conn: b}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tc := tls.Client(a, client)
+		if tc.Handshake() == nil {
+			io.Copy(io.Discard, tc) // the server's tickets, until it is done
+		}
+	}()
+	tls.Server(rec, server).Handshake()
+	b.Close()
+	<-done
+	return rec.out.Bytes()
+}
+
+type recordingConn struct {
+	net.Conn
+	out bytes.Buffer
+}
+
+func (c *recordingConn) Write(b []byte) (int, error) {
+	c.out.Write(b)
+	return c.Conn.Write(b)
+}
+
+// FuzzHandshake runs a candidate's whole handshake, claim and TLS, as
+// either end, against arbitrary bytes from the other end (32 zero bytes
+// stand for the pinned key's claim). Without the pinned key's private half
+// nothing can pass: every input must fail, promptly, with the candidate
+// closed.
+func FuzzHandshake(f *testing.F) {
+	a, b := newIdentity(f), newIdentity(f)
+	lo, hi := a, b
+	if hi.Public.Less(lo.Public) {
+		lo, hi = hi, lo
+	}
+	claim := make([]byte, 32)
+	// The seeds' key exchange is X25519 alone: an ML-KEM key share makes
+	// a 1.5 KiB ClientHello, and the fuzzer's minimizing of each new input
+	// takes time quadratic in its length.
+	small := func(c *tls.Config) *tls.Config {
+		c.CurvePreferences = []tls.CurveID{tls.X25519}
+		return c
+	}
+	// As the controlled end (the TLS server): the controlling peer's
+	// ClientHello.
+	f.Add(false, append(bytes.Clone(claim), firstFlight(small(lo.TLSConfig(hi.Public)))...))
+	// As the controlling end (the TLS client): a real server's answer to
+	// another ClientHello.
+	f.Add(true, append(bytes.Clone(claim), serverFlight(f, small(hi.TLSConfig(lo.Public)), small(lo.TLSConfig(hi.Public)))...))
+	f.Add(true, append(bytes.Clone(claim), "\x16\x03\x03\x00\x02\x02\x00"...))
+	f.Add(false, bytes.Repeat([]byte{0x16}, 64))
+	f.Fuzz(func(t *testing.T, controlling bool, in []byte) {
+		// TLS draws random numbers (key shares, ML-KEM) that steer its
+		// code paths: deterministic ones let the fuzzer tell an input's
+		// coverage from chance.
+		cryptotest.SetGlobalRandom(t, 1)
+		self, peer := hi, lo
+		if controlling {
+			self, peer = lo, hi
+		}
+		in = fzPinned(in, peer.Public)
+		conf := self.TLSConfig(peer.Public)
+		conf.SessionTicketsDisabled = true
+		c := newFzConn(in)
+		done := make(chan attempt, 1)
+		go func() {
+			done <- handshake(context.Background(), Candidate{Conn: c, Path: "direct-tcp"}, conf, self.Public, peer.Public, 10*time.Second)
+		}()
+		var r attempt
+		select {
+		case r = <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("handshake hung on a finished input")
+		}
+		if r.err == nil {
+			t.Fatalf("a handshake passed without the peer's key: %x", in)
+		}
+		select {
+		case <-c.closed:
+		default:
+			t.Fatal("a failed candidate was left open")
+		}
+	})
+}
