@@ -13,12 +13,12 @@ import (
 	"errors"
 	"io"
 	"net"
-	"sync"
 	"testing"
 	"testing/cryptotest"
 	"time"
 
 	"github.com/warren-p2p/warren/identity"
+	"github.com/warren-p2p/warren/internal/fuzztest"
 )
 
 // fzCountingReader returns at most chunk(i) bytes of r on its i-th Read,
@@ -189,52 +189,11 @@ func FuzzFrameReader(f *testing.F) {
 	})
 }
 
-// fzConn is a candidate connection whose peer sent in and then nothing
-// (reads end with io.EOF); writes are kept. Deadlines are ignored.
-type fzConn struct {
-	mu     sync.Mutex
-	r      *bytes.Reader
-	out    bytes.Buffer
-	once   sync.Once
-	closed chan struct{}
+// newFzConn is a candidate connection whose peer sent in and then
+// nothing more.
+func newFzConn(in []byte) *fuzztest.Conn {
+	return fuzztest.NewConn(in, &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 7000}, &net.TCPAddr{IP: net.IPv4(10, 0, 0, 2), Port: 7001})
 }
-
-func newFzConn(in []byte) *fzConn {
-	return &fzConn{r: bytes.NewReader(in), closed: make(chan struct{})}
-}
-
-func (c *fzConn) Read(b []byte) (int, error) {
-	select {
-	case <-c.closed:
-		return 0, net.ErrClosed
-	default:
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.r.Read(b)
-}
-
-func (c *fzConn) Write(b []byte) (int, error) {
-	select {
-	case <-c.closed:
-		return 0, net.ErrClosed
-	default:
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.out.Write(b)
-}
-
-func (c *fzConn) Close() error {
-	c.once.Do(func() { close(c.closed) })
-	return nil
-}
-
-func (c *fzConn) LocalAddr() net.Addr              { return &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 7000} }
-func (c *fzConn) RemoteAddr() net.Addr             { return &net.TCPAddr{IP: net.IPv4(10, 0, 0, 2), Port: 7001} }
-func (c *fzConn) SetDeadline(time.Time) error      { return nil }
-func (c *fzConn) SetReadDeadline(time.Time) error  { return nil }
-func (c *fzConn) SetWriteDeadline(time.Time) error { return nil }
 
 // fzPinned puts the pinned key where an input's claim is all zeros: the
 // keys are fresh in every process, and the fuzzer could not guess one.
@@ -264,10 +223,10 @@ func FuzzKeyClaim(f *testing.F) {
 		if (err == nil) != want {
 			t.Fatalf("claim %x: %v", in[:min(32, len(in))], err)
 		}
-		if !bytes.Equal(c.out.Bytes(), self.Public[:]) {
-			t.Fatalf("claimed %x, want our key %x", c.out.Bytes(), self.Public[:])
+		if !bytes.Equal(c.Written(), self.Public[:]) {
+			t.Fatalf("claimed %x, want our key %x", c.Written(), self.Public[:])
 		}
-		if read := len(in) - c.r.Len(); read != min(32, len(in)) {
+		if read := len(in) - c.Unread(); read != min(32, len(in)) {
 			t.Fatalf("read %d bytes of a %d-byte input", read, len(in))
 		}
 		if err != nil && !errors.Is(err, identity.ErrKeyMismatch) && len(in) >= 32 {
@@ -281,7 +240,7 @@ func FuzzKeyClaim(f *testing.F) {
 func firstFlight(conf *tls.Config) []byte {
 	c := newFzConn(nil)
 	tls.Client(c, conf).Handshake()
-	return c.out.Bytes()
+	return c.Written()
 }
 
 // serverFlight returns what a TLS server with conf answers a real client
@@ -370,7 +329,7 @@ func FuzzHandshake(f *testing.F) {
 			t.Fatalf("a handshake passed without the peer's key: %x", in)
 		}
 		select {
-		case <-c.closed:
+		case <-c.Closed():
 		default:
 			t.Fatal("a failed candidate was left open")
 		}

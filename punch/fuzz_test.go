@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/warren-p2p/warren/internal/fuzztest"
 )
 
 // fzSession is a fixed session, so that inputs found once stay meaningful.
@@ -70,87 +72,14 @@ func FuzzParseRoam(f *testing.F) {
 	})
 }
 
-// fzConn is a connection whose peer sent in and then nothing more (reads
-// end with io.EOF); what is written to it is kept. Deadlines are ignored.
-type fzConn struct {
-	r      *bytes.Reader
-	mu     sync.Mutex
-	out    bytes.Buffer
-	once   sync.Once
-	closed chan struct{}
-}
+// fzLocal and fzRemote are the ends of every fake connection.
+var (
+	fzLocal  = &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 7000}
+	fzRemote = &net.TCPAddr{IP: net.IPv4(10, 0, 0, 2), Port: 7001}
+)
 
-func newFzConn(in []byte) *fzConn {
-	return &fzConn{r: bytes.NewReader(in), closed: make(chan struct{})}
-}
-
-func (c *fzConn) Read(b []byte) (int, error) {
-	select {
-	case <-c.closed:
-		return 0, net.ErrClosed
-	default:
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.r.Read(b)
-}
-
-func (c *fzConn) Write(b []byte) (int, error) {
-	select {
-	case <-c.closed:
-		return 0, net.ErrClosed
-	default:
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.out.Write(b)
-}
-
-func (c *fzConn) unread() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.r.Len()
-}
-
-func (c *fzConn) written() []byte {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return bytes.Clone(c.out.Bytes())
-}
-
-func (c *fzConn) Close() error {
-	c.once.Do(func() { close(c.closed) })
-	return nil
-}
-
-func (c *fzConn) LocalAddr() net.Addr              { return &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 7000} }
-func (c *fzConn) RemoteAddr() net.Addr             { return &net.TCPAddr{IP: net.IPv4(10, 0, 0, 2), Port: 7001} }
-func (c *fzConn) SetDeadline(time.Time) error      { return nil }
-func (c *fzConn) SetReadDeadline(time.Time) error  { return nil }
-func (c *fzConn) SetWriteDeadline(time.Time) error { return nil }
-
-// fzListener accepts its one connection and then blocks until closed.
-type fzListener struct {
-	conns  chan net.Conn
-	once   sync.Once
-	closed chan struct{}
-}
-
-func (l *fzListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.closed:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *fzListener) Close() error {
-	l.once.Do(func() { close(l.closed) })
-	return nil
-}
-
-func (l *fzListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 7000} }
+// newFzConn is a connection whose peer sent in and then nothing more.
+func newFzConn(in []byte) *fuzztest.Conn { return fuzztest.NewConn(in, fzLocal, fzRemote) }
 
 // FuzzAcceptor sends one inbound connection with arbitrary bytes to the
 // shared port's acceptor, which has one session registered. Only a
@@ -169,7 +98,7 @@ func FuzzAcceptor(f *testing.F) {
 		// Long enough for a registered session's lookup to be certain, short
 		// enough that a hello for nobody's session costs little.
 		a := NewAcceptor(nil, &Config{HelloTimeout: 20 * time.Millisecond})
-		ln := &fzListener{conns: make(chan net.Conn, 1), closed: make(chan struct{})}
+		ln := fuzztest.NewListener(fzLocal, 1)
 		a.ln = ln
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
@@ -178,7 +107,7 @@ func FuzzAcceptor(f *testing.F) {
 		served := make(chan error, 1)
 		go func() { served <- a.Serve(ctx) }()
 		c := newFzConn(in)
-		ln.conns <- c
+		ln.Conns <- c
 
 		want := len(in) >= helloLen && bytes.Equal(in[:helloLen], hello.Bytes())
 		select {
@@ -189,17 +118,17 @@ func FuzzAcceptor(f *testing.F) {
 			if got != c {
 				t.Fatal("another connection delivered")
 			}
-			if w := c.written(); !bytes.Equal(w, hello.Bytes()) {
+			if w := c.Written(); !bytes.Equal(w, hello.Bytes()) {
 				t.Fatalf("answered %x, want the hello %x", w, hello.Bytes())
 			}
-			if n := c.unread(); n != len(in)-helloLen {
+			if n := c.Unread(); n != len(in)-helloLen {
 				t.Fatalf("%d bytes left unread after the hello, want %d", n, len(in)-helloLen)
 			}
-		case <-c.closed:
+		case <-c.Closed():
 			if want {
 				t.Fatalf("the session's own hello %x was refused", in)
 			}
-			if w := c.written(); len(w) > 0 {
+			if w := c.Written(); len(w) > 0 {
 				t.Fatalf("a stranger (%x) was answered %x", in, w)
 			}
 		case <-time.After(10 * time.Second):

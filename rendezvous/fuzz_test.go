@@ -25,6 +25,7 @@ import (
 	logtest "github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/warren-p2p/warren/identity"
+	"github.com/warren-p2p/warren/internal/fuzztest"
 	"github.com/warren-p2p/warren/punch"
 )
 
@@ -199,115 +200,21 @@ func FuzzProbeReply(f *testing.F) {
 	})
 }
 
-// fzConn is a TCP connection whose peer sent in and then half-closed;
-// what is written to it is kept. Deadlines are ignored (reads never
-// block).
-type fzConn struct {
-	r         io.Reader
-	left      func() int
-	mu        sync.Mutex
-	out       bytes.Buffer
-	wclosed   bool
-	closeOnce sync.Once
-	closed    chan struct{}
-}
-
-func newFzConn(in []byte) *fzConn {
-	br := bytes.NewReader(in)
-	return &fzConn{r: br, left: br.Len, closed: make(chan struct{})}
-}
-
-func (c *fzConn) isClosed() bool {
-	select {
-	case <-c.closed:
-		return true
-	default:
-		return false
-	}
-}
-
-func (c *fzConn) Read(b []byte) (int, error) {
-	if c.isClosed() {
-		return 0, net.ErrClosed
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.r.Read(b)
-}
-
-func (c *fzConn) Write(b []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.isClosed() || c.wclosed {
-		return 0, net.ErrClosed
-	}
-	return c.out.Write(b)
-}
-
-func (c *fzConn) CloseWrite() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.wclosed = true
-	return nil
-}
-
-func (c *fzConn) Close() error {
-	c.closeOnce.Do(func() { close(c.closed) })
-	return nil
-}
-
-func (c *fzConn) written() []byte {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return bytes.Clone(c.out.Bytes())
-}
-
-func (c *fzConn) unread() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.left()
-}
-
-// The ends of every fzConn: the server's control port and a peer.
+// The ends of every fake connection: the server's control port and a
+// peer.
 var (
 	fzServerAddr = &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 7777}
 	fzPeerAddr   = &net.TCPAddr{IP: net.IPv4(198, 51, 100, 7), Port: 40000}
 )
 
-func (c *fzConn) LocalAddr() net.Addr              { return fzServerAddr }
-func (c *fzConn) RemoteAddr() net.Addr             { return fzPeerAddr }
-func (c *fzConn) SetDeadline(time.Time) error      { return nil }
-func (c *fzConn) SetReadDeadline(time.Time) error  { return nil }
-func (c *fzConn) SetWriteDeadline(time.Time) error { return nil }
-
-// fzListener hands out the connections sent on conns.
-type fzListener struct {
-	conns  chan net.Conn
-	once   sync.Once
-	closed chan struct{}
-}
-
-func (l *fzListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.closed:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *fzListener) Close() error {
-	l.once.Do(func() { close(l.closed) })
-	return nil
-}
-
-func (l *fzListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 7777} }
+// newFzConn is a TCP connection whose peer sent in and then half-closed.
+func newFzConn(in []byte) *fuzztest.Conn { return fuzztest.NewConn(in, fzServerAddr, fzPeerAddr) }
 
 // fzRelayServer is a server with relaying on, and a punch session it
 // issued to two registered peers (over loopback), whose relay connections
 // come in on ln.
 type fzRelayServer struct {
-	ln      *fzListener
+	ln      *fuzztest.Listener
 	session punch.SessionID
 	// errors holds the server's error logs: serveConn recovers from a
 	// panic and logs it as one, which must not pass unnoticed here.
@@ -331,7 +238,7 @@ func startFzRelayServer(f *testing.F) *fzRelayServer {
 	if err != nil {
 		f.Fatal(err)
 	}
-	ln := &fzListener{conns: make(chan net.Conn), closed: make(chan struct{})}
+	ln := fuzztest.NewListener(fzServerAddr, 0)
 	var wg sync.WaitGroup
 	f.Cleanup(func() { cancel(); wg.Wait() })
 	wg.Go(func() { srv.Serve(ctx, tcp) })
@@ -433,17 +340,17 @@ func FuzzServeConn(f *testing.F) {
 		if !paired && (kinds[0] == "relay" || kinds[1] == "relay") {
 			return // one side would wait out RelayWait for its partner
 		}
-		conns := [2]*fzConn{newFzConn(in[0]), newFzConn(in[1])}
+		conns := [2]*fuzztest.Conn{newFzConn(in[0]), newFzConn(in[1])}
 		for _, c := range conns {
 			select {
-			case rs.ln.conns <- c:
+			case rs.ln.Conns <- c:
 			case <-time.After(10 * time.Second):
 				t.Fatal("the server stopped accepting")
 			}
 		}
 		for _, c := range conns {
 			select {
-			case <-c.closed:
+			case <-c.Closed():
 			case <-time.After(10 * time.Second):
 				t.Fatalf("connection %q not closed", in)
 			}
@@ -452,7 +359,7 @@ func FuzzServeConn(f *testing.F) {
 			t.Fatalf("%q, %q: the server logged %q %v", in[0], in[1], e.Message, e.Data)
 		}
 		for i, c := range conns {
-			got := c.written()
+			got := c.Written()
 			switch {
 			case paired:
 				want := append([]byte{relayPaired}, in[1-i][tcpProbeLen:]...)
@@ -487,13 +394,13 @@ func FuzzServerAnswer(f *testing.F) {
 		ctx := context.Background()
 		c := newFzConn(answer)
 		ap, err := ProbeSessionTCP(ctx, c, fzSession, 1)
-		if got, want := c.written(), header(tcpProbeMagic, fzSession, 1); !bytes.Equal(got, want) {
+		if got, want := c.Written(), header(tcpProbeMagic, fzSession, 1); !bytes.Equal(got, want) {
 			t.Fatalf("probe sent %x, want %x", got, want)
 		}
-		if !c.isClosed() {
+		if !c.IsClosed() {
 			t.Fatal("probe left its connection open")
 		}
-		if read := len(answer) - c.unread(); read > 64 {
+		if read := len(answer) - c.Unread(); read > 64 {
 			t.Fatalf("probe read %d bytes of its answer", read)
 		}
 		if err == nil {
@@ -505,7 +412,7 @@ func FuzzServerAnswer(f *testing.F) {
 
 		c = newFzConn(answer)
 		rc, err := DialRelay(ctx, c, fzSession, 0)
-		if got, want := c.written(), header(relayMagic, fzSession, 0); !bytes.Equal(got, want) {
+		if got, want := c.Written(), header(relayMagic, fzSession, 0); !bytes.Equal(got, want) {
 			t.Fatalf("relay sent %x, want %x", got, want)
 		}
 		paired := len(answer) > 0 && answer[0] == relayPaired
@@ -513,16 +420,16 @@ func FuzzServerAnswer(f *testing.F) {
 			t.Fatalf("relay answered %x: %v", answer, err)
 		}
 		if err != nil {
-			if !c.isClosed() {
+			if !c.IsClosed() {
 				t.Fatal("an unpaired relay left its connection open")
 			}
 			return
 		}
-		if rc != net.Conn(c) || c.isClosed() {
+		if rc != net.Conn(c) || c.IsClosed() {
 			t.Fatal("the paired relay did not hand its connection over")
 		}
-		if c.unread() != len(answer)-1 {
-			t.Fatalf("relay read %d bytes, want just the paired byte", len(answer)-c.unread())
+		if c.Unread() != len(answer)-1 {
+			t.Fatalf("relay read %d bytes, want just the paired byte", len(answer)-c.Unread())
 		}
 	})
 }
