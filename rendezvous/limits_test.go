@@ -61,20 +61,8 @@ func logServer(t *testing.T, ctx context.Context, cfg ServerConfig) (testServer,
 	t.Helper()
 	l, hook := test.NewNullLogger()
 	l.SetLevel(logrus.DebugLevel)
-	cfg.Key, _ = identity.Generate()
 	cfg.Log = l
-	srv, err := NewServer(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Go(func() { srv.Serve(ctx, ln) })
-	t.Cleanup(wg.Wait)
-	return testServer{srv, ln.Addr().String()}, hook
+	return startServer(t, ctx, cfg), hook
 }
 
 // summaries returns the refusal summary lines logged for source.

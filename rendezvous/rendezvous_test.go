@@ -30,11 +30,13 @@ type testServer struct {
 }
 
 // startServer runs a server with cfg, under a fresh key and with a quiet
-// log, on loopback until ctx ends.
+// log unless cfg has one, on loopback until ctx ends.
 func startServer(t *testing.T, ctx context.Context, cfg ServerConfig) testServer {
 	t.Helper()
 	cfg.Key, _ = identity.Generate()
-	cfg.Log = quietLog()
+	if cfg.Log == nil {
+		cfg.Log = quietLog()
+	}
 	srv, err := NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
