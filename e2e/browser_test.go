@@ -3,8 +3,6 @@ package e2e
 import (
 	"crypto/rand"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -79,20 +77,6 @@ func TestBrowserAcrossConeNATs(t *testing.T) {
 			t.Logf("chromium loaded %s from %s in %v (process start to exit)", url, where, r.took.Round(time.Millisecond))
 		})
 	}
-}
-
-// servePageOn is servePage listening on addr.
-func servePageOn(t testing.TB, m machine, addr, body string) {
-	t.Helper()
-	ln, err := m.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, body)
-	}), ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
 }
 
 // tokenPage is an HTML page carrying token, with a script that writes the

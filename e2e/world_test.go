@@ -125,7 +125,15 @@ func freePort(t testing.TB, m machine) string {
 // servePage serves body over HTTP on m's loopback and returns the port.
 func servePage(t testing.TB, m machine, body string) string {
 	t.Helper()
-	ln, err := m.Listen("tcp", "127.0.0.1:0")
+	_, p, _ := net.SplitHostPort(servePageOn(t, m, "127.0.0.1:0", body))
+	return p
+}
+
+// servePageOn is servePage listening on addr; it returns the bound
+// address.
+func servePageOn(t testing.TB, m machine, addr, body string) string {
+	t.Helper()
+	ln, err := m.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,8 +142,7 @@ func servePage(t testing.TB, m machine, body string) string {
 	}), ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	_, p, _ := net.SplitHostPort(ln.Addr().String())
-	return p
+	return ln.Addr().String()
 }
 
 // serveHasher runs a TCP service on m's loopback that reads until EOF and
