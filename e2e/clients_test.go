@@ -111,17 +111,7 @@ func runClient(t testing.TB, m machine, max time.Duration, env []string, path st
 // 5 s; unlike start, how the service exits is not checked.
 func startService(t testing.TB, m machine, name, path string, args ...string) *process {
 	t.Helper()
-	p := &process{name: name, done: make(chan struct{})}
-	p.cmd = m.Command(context.Background(), path, args...)
-	p.cmd.Stdout, p.cmd.Stderr = p, p
-	inGroup(p.cmd)
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
+	p := launch(t, m, name, inGroup, path, args...)
 	t.Cleanup(func() {
 		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
 		select {

@@ -93,16 +93,7 @@ func (p *process) output() string {
 // the test unless the process exits cleanly (status 0) within 10 s.
 func start(t testing.TB, m machine, name string, args ...string) *process {
 	t.Helper()
-	p := &process{name: name, done: make(chan struct{})}
-	p.cmd = m.Command(context.Background(), warrenBin, args...)
-	p.cmd.Stdout, p.cmd.Stderr = p, p
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
+	p := launch(t, m, name, nil, warrenBin, args...)
 	t.Cleanup(func() {
 		p.cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -119,6 +110,26 @@ func start(t testing.TB, m machine, name string, args ...string) *process {
 			t.Logf("--- output of %s ---\n%s", name, p.output())
 		}
 	})
+	return p
+}
+
+// launch starts path with args on m, its output kept, after prepare (if
+// any) has seen the command; p.done is closed when it exits.
+func launch(t testing.TB, m machine, name string, prepare func(*exec.Cmd), path string, args ...string) *process {
+	t.Helper()
+	p := &process{name: name, done: make(chan struct{})}
+	p.cmd = m.Command(context.Background(), path, args...)
+	p.cmd.Stdout, p.cmd.Stderr = p, p
+	if prepare != nil {
+		prepare(p.cmd)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
 	return p
 }
 
