@@ -239,3 +239,62 @@ func TestDataAfterCloseResetsSender(t *testing.T) {
 	waitStreams(t, la, 0)
 	waitStreams(t, lb, 0)
 }
+
+// TestLinkEndIsNoEOF: when the link ends under a stream, Read reports the
+// stream lost rather than io.EOF, on both ends, so that a copy does not
+// pass on a cut-off transfer as a finished one; a stream the peer finished
+// before the link ended still ends in io.EOF after its data.
+func TestLinkEndIsNoEOF(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		finish bool // the peer finishes the stream before the link ends
+	}{
+		{"cut off", false},
+		{"finished first", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := linksWith(t, DefaultConfig())
+			opened, accepted := openStreams(t, a, b)
+			if _, err := opened.Write([]byte("last words")); err != nil {
+				t.Fatal(err)
+			}
+			if tc.finish {
+				if err := opened.CloseWrite(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Let the data (and the FIN) arrive before the link dies.
+			buf := make([]byte, len("last words"))
+			if _, err := io.ReadFull(accepted, buf); err != nil {
+				t.Fatal(err)
+			}
+			if tc.finish {
+				waitFinished(t, accepted)
+			}
+			a.raw.Conn.Close() // the path dies under both links
+			<-b.Done()
+			<-a.Done()
+
+			_, err := accepted.Read(buf)
+			if tc.finish && err != io.EOF {
+				t.Errorf("accepted end of a finished stream: %v, want io.EOF", err)
+			}
+			if !tc.finish && !errors.Is(err, ErrStreamLost) {
+				t.Errorf("accepted end of a cut-off stream: %v, want ErrStreamLost", err)
+			}
+			if _, err := opened.Read(buf); !errors.Is(err, ErrStreamLost) {
+				t.Errorf("opening end, which the peer never finished: %v, want ErrStreamLost", err)
+			}
+		})
+	}
+}
+
+// waitFinished waits up to 3s for s to have seen its peer's FIN.
+func waitFinished(t *testing.T, s *Stream) {
+	t.Helper()
+	for deadline := time.Now().Add(3 * time.Second); !s.finished.Load(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the peer's FIN did not arrive")
+		}
+	}
+}

@@ -37,6 +37,7 @@ type Link struct {
 	rtt     atomic.Int64 // nanoseconds, 0 until the first ping
 
 	closing closing     // streams we closed that the peer has not
+	open    streamTable // our Stream wrappers, for the peer's FINs
 	kicking atomic.Bool // a kick's ping is out
 
 	closeOnce sync.Once
@@ -173,6 +174,7 @@ func (l *Link) Close() error {
 	l.closeOnce.Do(func() {
 		err = l.sess.Close()
 		l.closing.stop()
+		l.open.clear()
 		close(l.done)
 	})
 	l.wg.Wait()

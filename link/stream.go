@@ -3,6 +3,7 @@ package link
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,20 @@ type Stream struct {
 	slots     chan struct{} // nil for streams we opened
 	closeOnce sync.Once
 	closed    atomic.Bool
+	finished  atomic.Bool // the peer's FIN arrived
+}
+
+// Read reads from the stream. yamux ends every stream of a session that
+// dies with a plain io.EOF, as if the peer had finished it; only a stream
+// the peer did finish ends so here, and one cut off by the link's end
+// returns ErrStreamLost, so that a forward resets its connection instead
+// of passing on a truncated transfer as a whole one.
+func (s *Stream) Read(b []byte) (int, error) {
+	n, err := s.Stream.Read(b)
+	if err == io.EOF && !s.finished.Load() && !s.closed.Load() && s.link.sess.IsClosed() {
+		err = ErrStreamLost
+	}
+	return n, err
 }
 
 // SetReadDeadline sets the read deadline, until Close: Close sets one in
@@ -43,7 +58,9 @@ func (s *Stream) SetDeadline(t time.Time) error {
 
 func (l *Link) newStream(s *yamux.Stream, slots chan struct{}) *Stream {
 	l.streams.Add(1)
-	return &Stream{Stream: s, link: l, slots: slots}
+	st := &Stream{Stream: s, link: l, slots: slots}
+	l.open.add(st)
+	return st
 }
 
 // Write writes to the stream. After a connection-level write timeout yamux
@@ -81,6 +98,7 @@ func (s *Stream) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
+		s.link.open.remove(s.StreamID())
 		if err = s.link.shut(s.Stream); err != nil {
 			err = fmt.Errorf("link stream %d: close: %w", s.StreamID(), err)
 		}
@@ -141,10 +159,16 @@ func (l *Link) abort(id uint32) {
 // and resets the stream if the peer sends data into it instead, as TCP
 // answers data for a closed socket.
 func (l *Link) observe(h *frameHeader) {
-	if l.closing.n.Load() == 0 || h.typ() > yamuxTypeWindowUpdate {
-		return // nothing closing, or not a stream's frame
+	if h.typ() > yamuxTypeWindowUpdate {
+		return // not a stream's frame
 	}
 	id := h.streamID()
+	if h.flags()&yamuxFlagFIN != 0 {
+		l.open.finished(id)
+	}
+	if l.closing.n.Load() == 0 {
+		return
+	}
 	switch {
 	case h.flags()&(yamuxFlagFIN|yamuxFlagRST) != 0:
 		// yamux forgets the stream when it handles this frame.
@@ -244,4 +268,45 @@ func (c *closing) stop() {
 	c.m = nil
 	c.n.Store(0)
 	c.stopped = true
+}
+
+// streamTable maps the IDs of the streams the link handed out, until they
+// are closed, to their wrappers, so that the peer's FIN can be noted on
+// its stream (Stream.Read). A FIN that arrives before Accept or Open has
+// wrapped its stream is not noted; it matters only if the link then dies
+// before the stream is read to its end, and then the stream is reported
+// lost, which is the safe side.
+type streamTable struct {
+	mu sync.Mutex
+	m  map[uint32]*Stream
+}
+
+func (o *streamTable) add(s *Stream) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.m == nil {
+		o.m = make(map[uint32]*Stream)
+	}
+	o.m[s.StreamID()] = s
+}
+
+func (o *streamTable) remove(id uint32) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	delete(o.m, id)
+}
+
+func (o *streamTable) finished(id uint32) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if s := o.m[id]; s != nil {
+		s.finished.Store(true)
+	}
+}
+
+// clear forgets every stream: the link has closed.
+func (o *streamTable) clear() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.m = nil
 }
