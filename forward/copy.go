@@ -20,14 +20,22 @@ type closeWriter interface {
 // join copies a→b and b→a until both directions end, then closes both.
 // When a direction ends with EOF its destination is half-closed
 // (CloseWrite), so the other direction keeps flowing; if the destination
-// cannot half-close, or a copy fails, both connections are closed at once.
-// It returns the byte counts a→b and b→a.
+// cannot half-close, both connections are closed at once. If a copy
+// fails (a link stream lost with its link, a connection reset), both are
+// closed at once and a TCP connection among them is reset rather than
+// finished: an application reading a cut-off transfer must see an error,
+// not an end that looks like the whole of it. It returns the byte counts
+// a→b and b→a.
 func (cp *copier) join(a, b net.Conn) (ab, ba int64) {
 	var once sync.Once
-	closeBoth := func() {
+	closeBoth := func(failed bool) {
 		once.Do(func() {
-			a.Close()
-			b.Close()
+			for _, c := range []net.Conn{a, b} {
+				if tc, ok := c.(*net.TCPConn); ok && failed {
+					tc.SetLinger(0) // close sends a RST
+				}
+				c.Close()
+			}
 		})
 	}
 	half := func(dst, src net.Conn) int64 {
@@ -37,14 +45,14 @@ func (cp *copier) join(a, b net.Conn) (ab, ba int64) {
 				return n
 			}
 		}
-		closeBoth()
+		closeBoth(err != nil)
 		return n
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() { ba = half(a, b) })
 	ab = half(b, a)
 	wg.Wait()
-	closeBoth()
+	closeBoth(false)
 	return ab, ba
 }
 

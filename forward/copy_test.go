@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"testing/iotest"
 	"time"
@@ -201,6 +202,50 @@ func TestCopierCopiesSocket(t *testing.T) {
 
 // Closing a socket that a copy waits on ends the copy with an error, as a
 // blocked Read would.
+// TestJoinResetsOnFailure: when one side of a join fails (here reset by
+// its peer; a link stream lost with its link fails alike), the other
+// side's client reads an error, not an EOF that would pass a cut-off
+// transfer for a whole one; a side that ends cleanly is finished cleanly.
+func TestJoinResetsOnFailure(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		failing bool
+	}{
+		{"failed", true},
+		{"finished", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			aNear, aFar := tcpPair(t) // aFar is the application
+			bNear, bFar := tcpPair(t) // bFar is what fails or finishes
+			var cp copier
+			joined := make(chan struct{})
+			go func() { defer close(joined); cp.join(aNear, bNear) }()
+			if _, err := bFar.Write([]byte("part of a transfer")); err != nil {
+				t.Fatal(err)
+			}
+			if tc.failing {
+				bFar.SetLinger(0)
+				bFar.Close()
+			} else {
+				bFar.CloseWrite()
+				aFar.CloseWrite()
+			}
+			aFar.SetReadDeadline(time.Now().Add(5 * time.Second))
+			got, err := io.ReadAll(aFar)
+			if string(got) != "part of a transfer" {
+				t.Errorf("application read %q", got)
+			}
+			if tc.failing && !errors.Is(err, syscall.ECONNRESET) {
+				t.Errorf("application's read ended with %v, want a reset", err)
+			}
+			if !tc.failing && err != nil {
+				t.Errorf("application's read ended with %v, want EOF", err)
+			}
+			<-joined
+		})
+	}
+}
+
 func TestCopierSocketClosedWhileWaiting(t *testing.T) {
 	if !rawReads {
 		t.Skip("no raw socket reads on " + runtime.GOOS)
