@@ -8,6 +8,8 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"runtime"
+	rtmetrics "runtime/metrics"
 	"slices"
 	"strconv"
 	"strings"
@@ -373,6 +375,16 @@ func (d *Daemon) Metrics(w io.Writer) error {
 	e.family("warren_rendezvous_registered", gauge, "1 while registered with the rendezvous server.").set(registered)
 	e.family("warren_nat_type", gauge, "This daemon's NAT type as warren status shows it (unknown until classified); always 1.", "type").
 		set(1, d.natType())
+
+	// The process, under client_golang's names, so that a leak shows on
+	// the dashboards operators already have.
+	e.family("go_goroutines", gauge, "Number of goroutines that currently exist.").set(float64(runtime.NumGoroutine()))
+	live := []rtmetrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	rtmetrics.Read(live)
+	if live[0].Value.Kind() == rtmetrics.KindUint64 {
+		e.family("go_gc_heap_live_bytes", gauge, "Heap memory occupied by live objects that were marked by the previous GC.").
+			set(float64(live[0].Value.Uint64()))
+	}
 	return e.write(w)
 }
 

@@ -208,6 +208,15 @@ target = "192.0.2.1:80"   # not granted: home refuses it
 		if f := m["warren_nat_type"]; len(f.GetMetric()) != 1 || f.GetMetric()[0].GetGauge().GetValue() != 1 {
 			t.Errorf("%s: nat_type %v, want one series of 1", name, f)
 		}
+		// Both daemons run in this process, so the runtime's figures are
+		// only checked for being there and plausible (the live heap is 0
+		// until the first GC).
+		if v, ok := m.value("go_goroutines"); !ok || v < 10 {
+			t.Errorf("%s: go_goroutines %v (present %v)", name, v, ok)
+		}
+		if v, ok := m.value("go_gc_heap_live_bytes"); !ok || v < 0 {
+			t.Errorf("%s: go_gc_heap_live_bytes %v (present %v)", name, v, ok)
+		}
 		if v, _ := m.value("warren_relay_links"); (v == 1) != (path == "relay") {
 			t.Errorf("%s: %v relay links on a %s link", name, v, path)
 		}
