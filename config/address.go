@@ -70,11 +70,19 @@ func sameAddr(addr string) string {
 
 // ValidHostname checks DNS name syntax loosely: at most 253 bytes (a
 // trailing dot aside) of dot-separated labels of letters, digits, '-' and
-// '_' (which real networks use despite RFC 952). The exit checks names
-// peers send it with it too.
+// '_' (which real networks use despite RFC 952), the last of which is not
+// a number. The exit checks names peers send it with it too.
+//
+// A name that ends in a number (127.1, 0x7f.1, 2130706433, 0177.0.0.1,
+// 10.0.0.1.) is an IPv4 address in disguise: glibc's getaddrinfo, which
+// the exit uses when built with cgo, reads it as one (inet_aton), while
+// Go's own resolver asks DNS for it. What it means must not depend on how
+// the exit was built, nor may a name pattern match an IPv4 address spelled
+// as text, so it is no name, as in the WHATWG URL standard (and no TLD is
+// numeric, RFC 3696 section 2).
 func ValidHostname(s string) bool {
 	s = strings.TrimSuffix(s, ".")
-	if s == "" || len(s) > 253 {
+	if s == "" || len(s) > 253 || endsInNumber(s) {
 		return false
 	}
 	for label := range strings.SplitSeq(s, ".") {
@@ -88,6 +96,18 @@ func ValidHostname(s string) bool {
 		}
 	}
 	return true
+}
+
+// endsInNumber reports whether the last label of s is a number as
+// inet_aton reads one: decimal digits, or "0x" and hex digits (octal is
+// decimal digits too).
+func endsInNumber(s string) bool {
+	last := s[strings.LastIndexByte(s, '.')+1:]
+	if len(last) >= 2 && (last[:2] == "0x" || last[:2] == "0X") {
+		last = last[2:]
+		return strings.Trim(last, "0123456789abcdefABCDEF") == ""
+	}
+	return last != "" && strings.Trim(last, "0123456789") == ""
 }
 
 // checkPublicKey checks the syntax of an Ed25519 public key as warren

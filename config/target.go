@@ -32,7 +32,10 @@ const (
 // ParseTargetPattern parses "host:port". Host is "*" (any), "*.suffix" (any
 // name below suffix, at any depth, but not suffix itself), a host name, an
 // IP address or a CIDR; IPv6 addresses and CIDRs go in brackets, as in
-// "[fd00::/8]:22". Port is a number, a range "lo-hi" or "*".
+// "[fd00::/8]:22". Port is a number, a range "lo-hi" or "*". Names and
+// suffixes may not end in a number (ValidHostname), so that no name
+// pattern matches an IPv4 address spelled as text ("*.0.1" would match
+// "127.0.0.1").
 func ParseTargetPattern(s string) (TargetPattern, error) {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {

@@ -61,6 +61,15 @@ func TestParseTargetPatternErrors(t *testing.T) {
 		{"*.:22", `is not "*." followed by a domain name`},
 		{"*.*.lan:22", `is not "*." followed by a domain name`},
 		{"bad host:22", "is not a host name, IP address or CIDR"},
+		// IPv4 addresses in disguise (inet_aton forms) are no names: as
+		// names they would match text, as in "127.0.0.1" for "*.0.1".
+		{"10.1:22", "is not a host name, IP address or CIDR"},
+		{"2130706433:22", "is not a host name, IP address or CIDR"},
+		{"0x7f.1:22", "is not a host name, IP address or CIDR"},
+		{"0177.0.0.1:22", "is not a host name, IP address or CIDR"},
+		{"10.0.0.1.:22", "is not a host name, IP address or CIDR"},
+		{"*.0.1:22", `is not "*." followed by a domain name`},
+		{"*.lan.0x1f:22", `is not "*." followed by a domain name`},
 	}
 	for _, tc := range tests {
 		p, err := ParseTargetPattern(tc.in)
@@ -140,5 +149,40 @@ func TestZeroTargetPatternMatchesNothing(t *testing.T) {
 	var p TargetPattern
 	if p.Match("host", netip.MustParseAddr("10.0.0.1"), 22) {
 		t.Error("zero TargetPattern matched")
+	}
+}
+
+func TestValidHostname(t *testing.T) {
+	tests := []struct {
+		in   string
+		want bool
+	}{
+		{"example.com", true},
+		{"Example.COM.", true},
+		{"host1", true},
+		{"1host", true},
+		{"10.0.0.1.example", true},
+		{"0x7f.example", true},
+		{"under_score.test", true},
+		{"a-b.0xg", true}, // not hex
+		{"0x", false},     // "0x" is a number to inet_aton and WHATWG
+		{"1", false},
+		{"127.1", false},
+		{"0x7f.1", false},
+		{"127.0.0.0x1", false},
+		{"2130706433", false},
+		{"0177.0.0.1", false},
+		{"010.0.0.1", false},
+		{"10.0.0.1.", false},
+		{"example.0XFF", false},
+		{"", false},
+		{".", false},
+		{"a..b", false},
+		{"a b", false},
+	}
+	for _, tc := range tests {
+		if got := ValidHostname(tc.in); got != tc.want {
+			t.Errorf("ValidHostname(%q) = %v, want %v", tc.in, got, tc.want)
+		}
 	}
 }

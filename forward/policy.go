@@ -81,11 +81,13 @@ func NewPolicy(peers []config.Peer, exposes []config.Expose, r Resolver) (*Polic
 //
 // A service request is allowed if the expose exists, lists the peer and
 // speaks the request's protocol. A target request (TCP or UDP) is allowed
-// if the peer has exit = true, or for those resolved addresses that match
-// one of its targets patterns (matched with the host as requested,
-// lower-cased, and the unmapped address). An association is allowed to a
-// peer that may dial some target; each of its datagrams is then authorized
-// as a UDP target request.
+// for those resolved addresses that are not unspecified and that the peer
+// may reach: all, if it has exit = true, else those that match one of its
+// targets patterns (matched with the host as requested, lower-cased, and
+// the unmapped address), along with the IPv4 address they embed for
+// NAT64, 6to4 or IPv4-compatible forms (see allows). An association is
+// allowed to a peer that may dial some target; each of its datagrams is
+// then authorized as a UDP target request.
 func (p *Policy) Authorize(ctx context.Context, peer string, req Request) (Grant, error) {
 	refuse := func(code byte, format string, args ...any) (Grant, error) {
 		return Grant{}, &RefusedError{Code: code, Msg: fmt.Sprintf(format, args...), Peer: peer, Target: req.String()}
@@ -131,22 +133,77 @@ func (p *Policy) Authorize(ctx context.Context, peer string, req Request) (Grant
 		if err != nil {
 			return refuse(CodeHostUnreachable, "%v", err)
 		}
-		if !rule.exit {
-			// Match ignores case and a trailing dot itself.
-			addrs = slices.DeleteFunc(addrs, func(a netip.Addr) bool {
-				return !slices.ContainsFunc(rule.targets, func(t config.TargetPattern) bool {
-					return t.Match(host, a, port)
-				})
-			})
-			if len(addrs) == 0 {
-				return refuse(CodeNotAllowed, "target not allowed for this peer")
-			}
+		addrs = slices.DeleteFunc(addrs, func(a netip.Addr) bool { return !rule.allows(host, a, port) })
+		if len(addrs) == 0 {
+			return refuse(CodeNotAllowed, "target not allowed for this peer")
 		}
 		return Grant{Target: req.Payload, Addrs: withPort(addrs, port)}, nil
 
 	default:
 		return refuse(CodeGeneralFailure, "unknown request kind %d", byte(req.Kind))
 	}
+}
+
+// allows reports whether the rule lets its peer dial a, which is host or
+// one of its addresses, on port.
+//
+// The unspecified address is nobody's: Linux connects 0.0.0.0 and :: to
+// the loopback address, which a pattern that covers them need not (say
+// 0.0.0.0/5, the first of the CIDRs that make up "everything but
+// 127.0.0.0/8"), and a DNS filter's 0.0.0.0 for a blocked name would take
+// even an exit peer to the exit's own services instead of failing.
+//
+// An address that carries an IPv4 address to a translator or tunnel
+// (embeddedIPv4) is allowed only if that IPv4 address is allowed too: a
+// pattern for IPv6 space, such as [::/0], must not open IPv4 space. A name
+// pattern allows both forms alike, as it allows whatever the name
+// resolves to.
+func (r peerRule) allows(host string, a netip.Addr, port uint16) bool {
+	if a.IsUnspecified() {
+		return false
+	}
+	if r.exit {
+		return true
+	}
+	if v4, ok := embeddedIPv4(a); ok && !r.allows(host, v4, port) {
+		return false
+	}
+	// Match ignores case and a trailing dot itself.
+	return slices.ContainsFunc(r.targets, func(t config.TargetPattern) bool {
+		return t.Match(host, a, port)
+	})
+}
+
+// IPv6 prefixes whose addresses carry an IPv4 address.
+var (
+	// The NAT64 well-known prefix (RFC 6052): a translator on the exit's
+	// network sends to the IPv4 address in the last 32 bits. It should
+	// refuse non-global ones; an exit cannot count on that.
+	nat64Prefix = netip.MustParsePrefix("64:ff9b::/96")
+	// 6to4 (RFC 3056): tunnelled to the IPv4 address in bits 16 to 47.
+	sixToFourPrefix = netip.MustParsePrefix("2002::/16")
+	// IPv4-compatible addresses (RFC 4291, deprecated): Linux's sit0
+	// tunnels them to the last 32 bits. :: and ::1 are not among them.
+	v4CompatPrefix = netip.MustParsePrefix("::/96")
+)
+
+// embeddedIPv4 returns the IPv4 address that IPv6 address a reaches
+// through a NAT64 translator or a 6to4 or IPv4-compatible tunnel, if it
+// is of those forms. IPv4-mapped addresses are not: Authorize unmaps them
+// before anything else, as the kernel dials them over IPv4. Addresses of
+// other translation prefixes (64:ff9b:1::/48, a network's own NAT64
+// prefix) cannot be told from the address alone.
+func embeddedIPv4(a netip.Addr) (netip.Addr, bool) {
+	b := a.As16()
+	switch {
+	case nat64Prefix.Contains(a):
+		return netip.AddrFrom4([4]byte(b[12:])), true
+	case sixToFourPrefix.Contains(a):
+		return netip.AddrFrom4([4]byte(b[2:6])), true
+	case v4CompatPrefix.Contains(a) && !a.IsUnspecified() && !a.IsLoopback():
+		return netip.AddrFrom4([4]byte(b[12:])), true
+	}
+	return netip.Addr{}, false
 }
 
 // resolve returns ip if valid, else the unmapped, de-duplicated addresses

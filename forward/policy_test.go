@@ -46,12 +46,7 @@ func TestPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	tests := []struct {
-		peer  string
-		req   forward.Request
-		code  byte     // 0: allowed
-		addrs []string // when allowed
-	}{
+	tests := []authorizeCase{
 		// Unknown peers get nothing.
 		{"mallory", forward.ServiceRequest("rdp"), forward.CodeNotAllowed, nil},
 		{"mallory", forward.TargetRequest("10.1.0.1:80"), forward.CodeNotAllowed, nil},
@@ -107,6 +102,43 @@ func TestPolicy(t *testing.T) {
 		{"lim", forward.TargetRequest("10.1.2.3:0"), forward.CodeAddrNotSupported, nil},
 		{"lim", forward.TargetRequest("[fe80::1%eth0]:22"), forward.CodeAddrNotSupported, nil},
 	}
+	checkAuthorize(t, pol, tests)
+}
+
+func TestPolicyNoLookupWhenDenied(t *testing.T) {
+	r := newResolver(nil)
+	pol, err := forward.NewPolicy([]config.Peer{{Name: "none"}}, nil, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol.Authorize(context.Background(), "none", forward.TargetRequest("a.test:80"))
+	pol.Authorize(context.Background(), "mallory", forward.TargetRequest("b.test:80"))
+	if calls := r.Calls(); len(calls) != 0 {
+		t.Errorf("resolver called for denied peers: %v", calls)
+	}
+}
+
+func TestPolicyBadPattern(t *testing.T) {
+	_, err := forward.NewPolicy([]config.Peer{{Name: "p", Targets: []string{"10.0.0.0/33:*"}}}, nil, nil)
+	if err == nil {
+		t.Fatal("NewPolicy accepted a bad pattern")
+	}
+}
+
+var _ forward.Resolver = newResolver(nil)
+
+// authorizeCase is one request to Policy.Authorize and its verdict.
+type authorizeCase struct {
+	peer  string
+	req   forward.Request
+	code  byte     // 0: allowed
+	addrs []string // when allowed
+}
+
+// checkAuthorize asks pol each case's request, as a subtest, and checks
+// the refusal code, or the exact addresses granted.
+func checkAuthorize(t *testing.T, pol *forward.Policy, tests []authorizeCase) {
+	t.Helper()
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("%s/%s", tt.peer, tt.req), func(t *testing.T) {
 			g, err := pol.Authorize(context.Background(), tt.peer, tt.req)
@@ -132,25 +164,3 @@ func TestPolicy(t *testing.T) {
 		})
 	}
 }
-
-func TestPolicyNoLookupWhenDenied(t *testing.T) {
-	r := newResolver(nil)
-	pol, err := forward.NewPolicy([]config.Peer{{Name: "none"}}, nil, r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pol.Authorize(context.Background(), "none", forward.TargetRequest("a.test:80"))
-	pol.Authorize(context.Background(), "mallory", forward.TargetRequest("b.test:80"))
-	if calls := r.Calls(); len(calls) != 0 {
-		t.Errorf("resolver called for denied peers: %v", calls)
-	}
-}
-
-func TestPolicyBadPattern(t *testing.T) {
-	_, err := forward.NewPolicy([]config.Peer{{Name: "p", Targets: []string{"10.0.0.0/33:*"}}}, nil, nil)
-	if err == nil {
-		t.Fatal("NewPolicy accepted a bad pattern")
-	}
-}
-
-var _ forward.Resolver = newResolver(nil)
