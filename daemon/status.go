@@ -37,7 +37,7 @@ type PeerStatus struct {
 	SetupMs   float64    `json:"setup_ms,omitempty"` // from connect request to link up
 	BytesIn   int64      `json:"bytes_in"`
 	BytesOut  int64      `json:"bytes_out"`
-	Streams   int64      `json:"streams"`
+	Streams   int64      `json:"streams"` // open now, on the current link and on a relay link still draining
 	Error     string     `json:"error,omitempty"`
 }
 
@@ -91,7 +91,12 @@ func (p *peer) status() PeerStatus {
 		ps.RTTMs = float64(s.RTT.Microseconds()) / 1000
 		ps.Since = &since
 		ps.SetupMs = float64(p.setup.Microseconds()) / 1000
-		ps.BytesIn, ps.BytesOut, ps.Streams = s.BytesIn, s.BytesOut, s.Streams
+		ps.BytesIn, ps.BytesOut = s.BytesIn, s.BytesOut
+	}
+	// After an upgrade, streams opened on the relay stay there until they
+	// end: they are the peer's streams all the same.
+	for _, l := range p.counters.live {
+		ps.Streams += l.Stats().Streams
 	}
 	return ps
 }

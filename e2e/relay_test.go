@@ -44,6 +44,9 @@ func TestRelayFallbackAndUpgrade(t *testing.T) {
 		return len(st.Peers) == 1 && strings.HasPrefix(st.Peers[0].Path, "direct-")
 	})
 	t.Logf("upgraded to %s", st.Peers[0].Path)
+	if st.Peers[0].Streams != 1 {
+		t.Errorf("status shows %d streams; the one open stream, on the draining relay, must count", st.Peers[0].Streams)
+	}
 
 	// New streams go direct; the old one keeps flowing over the relay.
 	before := long.rounds.Load()
