@@ -170,8 +170,10 @@ func socksAssociate(t *testing.T, socks string) (net.Conn, *net.UDPAddr) {
 // socksDatagram builds a SOCKS5 UDP request to host:port.
 func socksDatagram(host string, port uint16, data string) []byte {
 	b := []byte{0, 0, 0}
-	if ip, err := netip.ParseAddr(host); err == nil {
+	if ip, err := netip.ParseAddr(host); err == nil && ip.Is4() {
 		b = append(append(b, 1), ip.AsSlice()...)
+	} else if err == nil {
+		b = append(append(b, 4), ip.AsSlice()...)
 	} else {
 		b = append(append(b, 3, byte(len(host))), host...)
 	}
