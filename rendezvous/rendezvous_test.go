@@ -129,6 +129,49 @@ func TestCoordinatePunch(t *testing.T) {
 	}
 }
 
+// TestSessionStartsOnNATReports: a session waits for both peers' NAT
+// reports, and starts when the second arrives, not when NATWait (here an
+// hour) has passed; each side is told the other's NAT.
+func TestSessionStartsOnNATReports(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ts := startServer(t, ctx, ServerConfig{NATWait: time.Hour})
+	var clients []testClient
+	for range 2 {
+		punches := make(chan Punch, 4)
+		c := startClient(t, ctx, ts, ClientConfig{OnPunch: func(p Punch) { punches <- p }})
+		clients = append(clients, testClient{c, c.cfg.Key, punches})
+	}
+	t.Cleanup(cancel)
+	a, b := clients[0], clients[1]
+	waitRegistered(t, a.c)
+	waitRegistered(t, b.c)
+	nats := []punch.NAT{{Mapping: punch.MappingEndpointIndependent}, {Mapping: punch.MappingAddressAndPortDependent}}
+	if err := a.c.SetNAT(nats[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.c.Connect(b.key.Public()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case p := <-a.punches:
+		t.Fatalf("session started before b reported its NAT: %+v", p)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := b.c.SetNAT(nats[1]); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range []testClient{a, b} {
+		select {
+		case p := <-c.punches:
+			if p.PeerNAT != nats[1-i] {
+				t.Errorf("side %d told the peer's NAT is %v, want %v", i, p.PeerNAT, nats[1-i])
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("side %d: no punch after both NAT reports", i)
+		}
+	}
+}
+
 // A peer that asks again within the pair window has lost the session it
 // started, and gets a new one at once; only the other side's ask is a
 // duplicate.

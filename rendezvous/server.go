@@ -376,6 +376,11 @@ type peerConn struct {
 	mu  sync.Mutex
 	nat *punch.NAT
 	rtt time.Duration
+
+	// reported is closed at the peer's first NAT report (server side
+	// only), for sessions waiting to start.
+	reported     chan struct{}
+	reportedOnce sync.Once
 }
 
 func (p *peerConn) natAndRTT() (*punch.NAT, time.Duration) {
@@ -480,6 +485,7 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, adm *admission) {
 				changed := p.nat == nil || *p.nat != *m.NAT
 				p.nat = m.NAT
 				p.mu.Unlock()
+				p.reportedOnce.Do(func() { close(p.reported) })
 				if changed {
 					// Only changes: a peer repeating itself must not
 					// fill the log.
@@ -519,7 +525,7 @@ func (s *Server) handshake(raw net.Conn, log logrus.FieldLogger) (*peerConn, err
 	if err != nil {
 		return nil, err
 	}
-	p := &peerConn{key: key, conn: tc, log: log.WithField("peer", key.Short())}
+	p := &peerConn{key: key, conn: tc, log: log.WithField("peer", key.Short()), reported: make(chan struct{})}
 	// Errors go out under the handshake's deadline (send would set a
 	// later one).
 	m, err := ReadMessage(tc)
@@ -629,14 +635,15 @@ func (s *Server) coordinate(p *peerConn, peer string) error {
 // startSession waits for both peers' NAT reports and starts a punch
 // session between them.
 func (s *Server) startSession(p, other *peerConn, key identity.PublicKey) {
-	deadline := time.Now().Add(s.cfg.NATWait)
-	for time.Now().Before(deadline) {
-		pn, _ := p.natAndRTT()
-		on, _ := other.natAndRTT()
-		if pn != nil && on != nil {
-			break
+	wait := time.NewTimer(s.cfg.NATWait)
+	defer wait.Stop()
+reports:
+	for _, q := range []*peerConn{p, other} {
+		select {
+		case <-q.reported:
+		case <-wait.C:
+			break reports
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 	id := punch.NewSessionID()
 	p.log.WithFields(logrus.Fields{"to": key.Short(), "session": id.String()[:8]}).Info("coordinating punch")
