@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
@@ -13,6 +12,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/warren-p2p/warren/identity"
+	"github.com/warren-p2p/warren/internal/backoff"
 	"github.com/warren-p2p/warren/link"
 	"github.com/warren-p2p/warren/punch"
 	"github.com/warren-p2p/warren/rendezvous"
@@ -94,7 +94,7 @@ func putNewest[T any](ch chan T, v T) {
 
 // run keeps a link to the peer up until ctx ends.
 func (p *peer) run(ctx context.Context, d *Daemon) {
-	retry := backoff{min: time.Second, max: 30 * time.Second}
+	retry := backoff.Backoff{Min: time.Second, Max: 30 * time.Second}
 	for ctx.Err() == nil {
 		start := time.Now()
 		o, ok := p.awaitPunch(ctx, d)
@@ -109,13 +109,13 @@ func (p *peer) run(ctx context.Context, d *Daemon) {
 			p.setFailed(err)
 			p.log.WithError(err).Warn("link attempt failed")
 			select {
-			case <-time.After(retry.next()):
+			case <-time.After(retry.Next()):
 			case <-ctx.Done():
 				return
 			}
 			continue
 		}
-		retry.reset()
+		retry.Reset()
 		p.setLink(l, time.Since(start))
 		p.log.WithFields(logrus.Fields{"path": l.Path(), "remote": l.Remote(), "setup": time.Since(start).Round(time.Millisecond)}).Info("link up")
 		reason := d.serveLink(ctx, p, l)
@@ -128,7 +128,7 @@ func (p *peer) run(ctx context.Context, d *Daemon) {
 // awaitPunch asks the rendezvous server for a punch session with the peer
 // and waits for the instruction; the peer asking first serves as well.
 func (p *peer) awaitPunch(ctx context.Context, d *Daemon) (offer, bool) {
-	ask := backoff{min: 2 * time.Second, max: 30 * time.Second}
+	ask := backoff.Backoff{Min: 2 * time.Second, Max: 30 * time.Second}
 	for {
 		select {
 		case o := <-p.offers:
@@ -151,7 +151,7 @@ func (p *peer) awaitPunch(ctx context.Context, d *Daemon) (offer, bool) {
 		select {
 		case o := <-p.offers:
 			return o, true
-		case <-time.After(ask.next()):
+		case <-time.After(ask.Next()):
 		case <-ctx.Done():
 			return offer{}, false
 		}
@@ -306,10 +306,10 @@ func (d *Daemon) serveLink(ctx context.Context, p *peer, l *link.Link) string {
 			}
 		}
 	}()
-	retry := backoff{min: 3 * time.Second, max: time.Minute}
+	retry := backoff.Backoff{Min: 3 * time.Second, Max: time.Minute}
 	var upgradeTimer <-chan time.Time
 	if current.Path() == pathRelay {
-		upgradeTimer = time.After(retry.next())
+		upgradeTimer = time.After(retry.Next())
 	}
 	for {
 		select {
@@ -342,7 +342,7 @@ func (d *Daemon) serveLink(ctx context.Context, p *peer, l *link.Link) string {
 			upgrading = false
 			if r.err != nil {
 				p.log.WithError(r.err).Debug("no direct path yet; staying on the relay")
-				upgradeTimer = time.After(retry.next())
+				upgradeTimer = time.After(retry.Next())
 				continue
 			}
 			old := current
@@ -452,20 +452,3 @@ func (p *peer) waitLink(ctx context.Context, max time.Duration) (*link.Link, err
 		}
 	}
 }
-
-// backoff yields growing, jittered waits.
-type backoff struct {
-	min, max, cur time.Duration
-}
-
-func (b *backoff) next() time.Duration {
-	if b.cur == 0 {
-		b.cur = b.min
-	} else {
-		b.cur = min(2*b.cur, b.max)
-	}
-	// Jitter keeps peers that lost a link together from retrying in step.
-	return b.cur/2 + rand.N(b.cur/2+1)
-}
-
-func (b *backoff) reset() { b.cur = 0 }

@@ -12,22 +12,6 @@ import (
 	"github.com/warren-p2p/warren/rendezvous"
 )
 
-func TestBackoffGrowsWithinBounds(t *testing.T) {
-	b := backoff{min: time.Second, max: 8 * time.Second}
-	for i, cap := range []time.Duration{1, 2, 4, 8, 8, 8} {
-		cap *= time.Second
-		got := b.next()
-		// Jitter keeps each wait in [cap/2, cap].
-		if got < cap/2 || got > cap {
-			t.Fatalf("wait %d = %v, want within [%v, %v]", i, got, cap/2, cap)
-		}
-	}
-	b.reset()
-	if got := b.next(); got > time.Second {
-		t.Fatalf("after reset: %v", got)
-	}
-}
-
 func TestOfferKeepsOnlyTheNewest(t *testing.T) {
 	log := logrus.New()
 	log.SetOutput(io.Discard)

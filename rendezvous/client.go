@@ -5,7 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"math/rand/v2"
+
 	"net"
 	"net/netip"
 	"sync"
@@ -14,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/warren-p2p/warren/identity"
+	"github.com/warren-p2p/warren/internal/backoff"
 	"github.com/warren-p2p/warren/punch"
 )
 
@@ -219,7 +220,8 @@ func (c *Client) Connect(peer identity.PublicKey) error {
 
 // Run keeps the client registered until ctx ends.
 func (c *Client) Run(ctx context.Context) error {
-	backoff := 250 * time.Millisecond
+	// Jitter spreads reconnects when a server restart drops everyone.
+	retry := backoff.Backoff{Min: 250 * time.Millisecond, Max: c.cfg.MaxBackoff}
 	for {
 		start := time.Now()
 		err := c.session(ctx)
@@ -227,17 +229,15 @@ func (c *Client) Run(ctx context.Context) error {
 			return nil
 		}
 		if time.Since(start) > time.Minute {
-			backoff = 250 * time.Millisecond
+			retry.Reset()
 		}
-		// Jitter spreads reconnects when a server restart drops everyone.
-		wait := backoff/2 + rand.N(backoff/2+1)
+		wait := retry.Next()
 		c.cfg.Log.WithError(err).WithFields(logrus.Fields{"server": c.cfg.Address, "retry_in": wait.Round(time.Millisecond)}).
 			Warn("rendezvous connection lost")
 		select {
 		case <-time.After(wait):
-			backoff = min(2*backoff, c.cfg.MaxBackoff)
 		case <-c.redial:
-			backoff = 250 * time.Millisecond
+			retry.Reset()
 		case <-ctx.Done():
 			return nil
 		}
