@@ -59,6 +59,10 @@ type Daemon struct {
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	started  time.Time
+
+	// udpClosing counts UDP links whose close handshake is still under
+	// way (udpConn.Close).
+	udpClosing sync.WaitGroup
 }
 
 // New prepares a daemon from a verified config: it loads (or creates) the
@@ -253,8 +257,26 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 		d.cancel()
 	}
 	d.wg.Wait()
+	// A UDP link's end of stream travels in the link's own packets (QUIC
+	// or KCP), not in the kernel's hands as a TCP FIN does: the process
+	// must stay until they are out and answered, or the peer learns of the
+	// shutdown only when its keepalive fails.
+	closed := make(chan struct{})
+	go func() {
+		d.udpClosing.Wait()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(udpCloseWait):
+		d.log.Debug("UDP links still closing at exit")
+	}
 	return nil
 }
+
+// udpCloseWait bounds how long Shutdown waits for UDP links' close
+// handshakes: a peer that answers at all answers within a round trip.
+const udpCloseWait = 2 * time.Second
 
 // AdminAddr returns the bound admin address, or nil if it is off.
 func (d *Daemon) AdminAddr() net.Addr {

@@ -35,7 +35,7 @@ func (d *Daemon) udpStream(ctx context.Context, res punch.UDPResult, id punch.Se
 	if !ok {
 		return nil, fmt.Errorf("punched socket is a %T, not a UDP socket", res.Conn)
 	}
-	c := &udpConn{id: id, remote: res.Remote, log: p.log, stop: make(chan struct{})}
+	c := &udpConn{id: id, remote: res.Remote, log: p.log, stop: make(chan struct{}), closing: &d.udpClosing}
 	switch res.Stream {
 	case 'k':
 		dm, err := transport.NewDemux(sock)
@@ -104,7 +104,8 @@ type udpConn struct {
 
 	stop      chan struct{}
 	closeOnce sync.Once
-	wg        sync.WaitGroup // announce
+	wg        sync.WaitGroup  // announce
+	closing   *sync.WaitGroup // the daemon's: the close handshake
 }
 
 // handlePunchPackets routes punch-prefixed packets, which now are late
@@ -167,11 +168,11 @@ func (c *udpConn) Close() error {
 	err := c.Conn.Close()
 	c.closeOnce.Do(func() {
 		close(c.stop)
-		go func() {
+		c.closing.Go(func() {
 			c.wg.Wait()
 			<-c.done
 			c.sock.Close()
-		}()
+		})
 	})
 	return err
 }
