@@ -167,14 +167,20 @@ func run(t testing.TB, m machine, args ...string) string {
 	return string(out)
 }
 
-// status reads a daemon's status API from its machine.
-func status(ctx context.Context, m machine, admin string) (daemon.Status, error) {
-	var st daemon.Status
-	c := http.Client{Transport: &http.Transport{
+// adminClient is an HTTP client that reaches a daemon's admin API from
+// its machine. Close its idle connections when done.
+func adminClient(m machine) *http.Client {
+	return &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			return m.DialContext(ctx, &net.Dialer{}, network, addr)
 		},
 	}, Timeout: 5 * time.Second}
+}
+
+// status reads a daemon's status API from its machine.
+func status(ctx context.Context, m machine, admin string) (daemon.Status, error) {
+	var st daemon.Status
+	c := adminClient(m)
 	defer c.CloseIdleConnections()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin+"/status", nil)
 	resp, err := c.Do(req)

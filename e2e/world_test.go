@@ -46,9 +46,16 @@ func newWorld(t testing.TB, m machine, listen string, extra ...string) *world {
 	return w
 }
 
-// restartRendezvous stops the server (SIGTERM, waiting for it to exit)
-// and, after down, starts it again with the same key and addresses.
+// restartRendezvous stops the server and, after down, starts it again.
 func (w *world) restartRendezvous(down time.Duration) {
+	w.t.Helper()
+	w.stopRendezvous()
+	time.Sleep(down)
+	w.startRendezvous()
+}
+
+// stopRendezvous stops the server (SIGTERM, waiting for it to exit).
+func (w *world) stopRendezvous() {
 	w.t.Helper()
 	w.rv.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -56,7 +63,12 @@ func (w *world) restartRendezvous(down time.Duration) {
 	case <-time.After(10 * time.Second):
 		w.t.Fatal("rendezvous server did not stop")
 	}
-	time.Sleep(down)
+}
+
+// startRendezvous starts the stopped server again with the same key and
+// addresses.
+func (w *world) startRendezvous() {
+	w.t.Helper()
 	w.rv = start(w.t, w.rvOn, "rendezvous-again", w.rvArgs...)
 	w.rv.waitOutput(w.t, rvKeyLine, 10*time.Second)
 }
