@@ -147,6 +147,7 @@ type soak struct {
 	// long stream, holds it shared; settle takes it alone.
 	gate     sync.RWMutex
 	stopping chan struct{}
+	stopOnce sync.Once
 	workers  sync.WaitGroup
 
 	transfers, broken, refused, bytes atomic.Int64
@@ -201,8 +202,10 @@ func newSoak(t *testing.T, w *world, laptop, home, friend machine) *soak {
 }
 
 // run starts the traffic: three transfer loops through laptop's forward,
-// two through friend's, and two long-lived streams through laptop's.
+// two through friend's, and two long-lived streams through laptop's. It
+// stops when stop is called, or when the test ends (a failure included).
 func (s *soak) run(ctx context.Context) {
+	s.t.Cleanup(s.stop)
 	for i := range 3 {
 		s.workers.Go(func() { s.transferLoop(ctx, s.laptop, s.laptopFwd, uint64(i)) })
 	}
@@ -216,7 +219,7 @@ func (s *soak) run(ctx context.Context) {
 
 // stop ends the traffic and waits for it.
 func (s *soak) stop() {
-	close(s.stopping)
+	s.stopOnce.Do(func() { close(s.stopping) })
 	s.workers.Wait()
 }
 
