@@ -62,13 +62,15 @@ func soakDuration(t *testing.T) time.Duration {
 }
 
 // Growth allowed from the early settled samples to the last (report).
-// Over the default ten cycles (some 60,000 transfers), a leak of a
-// goroutine or a file per cycle, or of a few hundred bytes per transfer,
-// exceeds them; the Go runtime's own noise does not.
+// Over the default ten cycles (some 90,000 transfers), a leak of a
+// goroutine or a file per cycle, or of a hundred bytes per transfer,
+// exceeds them; the Go runtime's own noise does not: a settled live heap
+// was seen anywhere from 1.6 to 8.6 MiB, as GC and pooled 256 KiB copy
+// buffers fell.
 const (
 	soakGoroutineSlack = 5
 	soakFileSlack      = 3
-	soakHeapSlack      = 4 << 20
+	soakHeapSlack      = 8 << 20
 	soakRSSSlack       = 16 << 20
 )
 
