@@ -314,10 +314,17 @@ func (l *Lab) op(ctx context.Context) (context.Context, context.CancelFunc) {
 // netfilter would pass bridged frames through the routers' IPv4 forward
 // chain, which would drop traffic between hosts of one LAN.
 func (l *Lab) addNamespaceLocked(ctx context.Context, ns string) error {
+	// A cancelled `ip netns add` can be killed after the kernel made the
+	// namespace, so a free name is claimed before the command runs and
+	// undo removes whatever exists under it. A taken name is never
+	// claimed: undo must not delete what this lab did not make.
+	if !namespaceGone(ns) {
+		return fmt.Errorf("namespace %s: already exists", ns)
+	}
+	l.namespaces = append(l.namespaces, ns)
 	if _, err := run(ctx, "", "ip", "netns", "add", ns); err != nil {
 		return err
 	}
-	l.namespaces = append(l.namespaces, ns)
 	if err := ipn(ctx, ns, "link", "set", "lo", "up"); err != nil {
 		return err
 	}
