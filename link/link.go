@@ -42,7 +42,14 @@ type Link struct {
 
 	closeOnce sync.Once
 	done      chan struct{}
-	wg        sync.WaitGroup // the keepalive goroutine
+
+	// wg counts the link's goroutines (keepalive and those spawn starts),
+	// which Close waits for. spawnMu orders spawn against Close: no
+	// goroutine starts once closed is set, so wg never grows from zero
+	// while Close waits.
+	spawnMu sync.Mutex
+	closed  bool
+	wg      sync.WaitGroup
 }
 
 func newLink(fc *frameConn, c Candidate, peer identity.PublicKey, controlling bool, cfg *Config, log logrus.FieldLogger) (*Link, error) {
@@ -70,8 +77,7 @@ func newLink(fc *frameConn, c Candidate, peer identity.PublicKey, controlling bo
 		fc.Close()
 		return nil, fmt.Errorf("yamux: %w", err)
 	}
-	l.wg.Add(1)
-	go l.keepalive()
+	l.wg.Go(l.keepalive)
 	return l, nil
 }
 
@@ -119,11 +125,22 @@ func (l *Link) Open(ctx context.Context) (net.Conn, error) {
 	}
 	// yamux's OpenStream can block while the peer is slow to acknowledge
 	// earlier streams; it takes no context, so wait beside it.
-	ch := make(chan result, 1)
-	go func() {
+	// ch is unbuffered, so a stream is either taken by this call or, once
+	// it gave up, aborted: never both, never neither.
+	ch := make(chan result)
+	started := l.spawn(func() {
 		s, err := l.sess.OpenStream()
-		ch <- result{s, err}
-	}()
+		select {
+		case ch <- result{s, err}:
+		case <-ctx.Done():
+			if s != nil {
+				l.abort(s.StreamID()) // no one will use it
+			}
+		}
+	})
+	if !started {
+		return nil, fmt.Errorf("%w: open stream", ErrClosed)
+	}
 	select {
 	case r := <-ch:
 		if r.err != nil {
@@ -131,11 +148,6 @@ func (l *Link) Open(ctx context.Context) (net.Conn, error) {
 		}
 		return l.newStream(r.s, nil), nil
 	case <-ctx.Done():
-		go func() {
-			if r := <-ch; r.s != nil {
-				l.abort(r.s.StreamID()) // no one will use it
-			}
-		}()
 		return nil, ctx.Err()
 	}
 }
@@ -168,17 +180,41 @@ func (l *Link) Ping() (time.Duration, error) {
 	return d, nil
 }
 
-// Close closes the link and every stream on it.
+// Close closes the link and every stream on it, and waits for the
+// link's goroutines.
 func (l *Link) Close() error {
+	err := l.shutdown()
+	l.wg.Wait()
+	return err
+}
+
+// shutdown closes the link without waiting for its goroutines, so that
+// they can call it themselves.
+func (l *Link) shutdown() error {
 	var err error
 	l.closeOnce.Do(func() {
+		l.spawnMu.Lock()
+		l.closed = true
+		l.spawnMu.Unlock()
 		err = l.sess.Close()
 		l.closing.stop()
 		l.open.clear()
 		close(l.done)
 	})
-	l.wg.Wait()
 	return err
+}
+
+// spawn runs f on a goroutine Close waits for. Once the link is closing it
+// runs nothing and returns false: f could only act on a closed link. f
+// must end once the session is closed, and must not call Close.
+func (l *Link) spawn(f func()) bool {
+	l.spawnMu.Lock()
+	defer l.spawnMu.Unlock()
+	if l.closed {
+		return false
+	}
+	l.wg.Go(f)
+	return true
 }
 
 func (l *Link) wrapErr(err error) error {
@@ -192,7 +228,6 @@ func (l *Link) wrapErr(err error) error {
 // fails. It also closes the link when yamux shuts the session down on its
 // own, so Done always fires.
 func (l *Link) keepalive() {
-	defer l.wg.Done()
 	t := time.NewTicker(l.cfg.KeepAliveInterval)
 	defer t.Stop()
 	first := time.After(0)
@@ -201,14 +236,14 @@ func (l *Link) keepalive() {
 		case <-l.done:
 			return
 		case <-l.sess.CloseChan():
-			go l.Close()
+			l.shutdown()
 			return
 		case <-first:
 		case <-t.C:
 		}
 		if _, err := l.Ping(); err != nil {
 			l.log.WithError(err).Warn("link keepalive failed; closing link")
-			go l.Close()
+			l.shutdown()
 			return
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -367,5 +368,73 @@ func TestCloseAfterReplyDeliversIt(t *testing.T) {
 	got, err := io.ReadAll(s)
 	if err != nil || string(got) != "refused: not allowed" {
 		t.Fatalf("read %q, %v", got, err)
+	}
+}
+
+// TestGivenUpOpen: an Open whose caller gave up while yamux waited for the
+// peer leaves the wait to the link. The stream the wait yields is reset,
+// never leaked, and Close ends a wait still going and waits for it.
+func TestGivenUpOpen(t *testing.T) {
+	aID, bID := newIdentity(t), newIdentity(t)
+	a, b := tcpPairs(t, 1)
+	ra, rb := establishBoth(t, aID, bID, bID.Public, aID.Public, a, b)
+	if ra.err != nil || rb.err != nil {
+		t.Fatal(ra.err, rb.err)
+	}
+	// b accepts nothing yet, so after AcceptBacklog (MaxStreams)
+	// unacknowledged opens, yamux's OpenStream waits.
+	backlog := ra.l.cfg.MaxStreams
+	for i := range backlog {
+		if _, err := ra.l.Open(context.Background()); err != nil {
+			t.Fatalf("open %d: %v", i, err)
+		}
+	}
+	giveUp := func() {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		if s, err := ra.l.Open(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Open with a full backlog = %v, %v; want the deadline", s, err)
+		}
+	}
+	giveUp()
+	// Accepting frees the backlog: the given-up open goes through, and
+	// its stream reaches b only to be reset. (Closing each frees its slot
+	// under MaxStreams.)
+	for i := range backlog {
+		s, err := rb.l.Accept()
+		if err != nil {
+			t.Fatalf("accept %d: %v", i, err)
+		}
+		s.Close()
+	}
+	late, err := rb.l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	late.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if n, err := late.Read(make([]byte, 1)); n != 0 || !isReset(err) {
+		t.Fatalf("given-up stream read = %d, %v; want a reset", n, err)
+	}
+
+	// Fill the backlog again and give up once more: this wait is still
+	// going when the link closes.
+	for i := range backlog {
+		if _, err := ra.l.Open(context.Background()); err != nil {
+			t.Fatalf("open %d: %v", i, err)
+		}
+	}
+	giveUp()
+	ra.l.Close()
+	if _, err := ra.l.Open(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Open after Close = %v, want ErrClosed", err)
+	}
+	rb.l.Close()
+	buf := make([]byte, 1<<20)
+	stacks := string(buf[:runtime.Stack(buf, true)])
+	for _, g := range strings.Split(stacks, "\n\n") {
+		if strings.Contains(g, "warren/link.(*Link)") && !strings.Contains(g, "TestGivenUpOpen") {
+			t.Errorf("a link goroutine outlived Close:\n%s", g)
+		}
 	}
 }

@@ -70,7 +70,7 @@ func (s *Stream) Write(b []byte) (int, error) {
 	n, err := s.Stream.Write(b)
 	if errors.Is(err, yamux.ErrConnectionWriteTimeout) {
 		s.link.log.Warn("link write timed out; closing link")
-		go s.link.Close()
+		s.link.shutdown()
 	}
 	return n, err
 }
@@ -178,11 +178,11 @@ func (l *Link) observe(h *frameHeader) {
 		// The reset is sent from elsewhere: the reader must never wait for
 		// the writer, or two ends doing so would both stop reading.
 		l.frames.drop(id)
-		go func() {
+		l.spawn(func() {
 			if err := l.frames.reset(id); err != nil {
 				l.log.WithError(err).Debug("stream reset not sent")
 			}
-		}()
+		})
 	}
 }
 
@@ -195,7 +195,7 @@ func (l *Link) kick() {
 	if !l.kicking.CompareAndSwap(false, true) {
 		return
 	}
-	go func() {
+	started := l.spawn(func() {
 		for {
 			_, err := l.Ping()
 			l.kicking.Store(false)
@@ -203,7 +203,10 @@ func (l *Link) kick() {
 				return
 			}
 		}
-	}()
+	})
+	if !started {
+		l.kicking.Store(false)
+	}
 }
 
 // closing holds the streams this end has fully closed and the peer has
