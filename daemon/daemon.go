@@ -15,6 +15,7 @@ import (
 	"github.com/warren-p2p/warren/config"
 	"github.com/warren-p2p/warren/forward"
 	"github.com/warren-p2p/warren/identity"
+	"github.com/warren-p2p/warren/internal/waitfor"
 	"github.com/warren-p2p/warren/link"
 	"github.com/warren-p2p/warren/punch"
 	"github.com/warren-p2p/warren/rendezvous"
@@ -261,14 +262,9 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	// or KCP), not in the kernel's hands as a TCP FIN does: the process
 	// must stay until they are out and answered, or the peer learns of the
 	// shutdown only when its keepalive fails.
-	closed := make(chan struct{})
-	go func() {
-		d.udpClosing.Wait()
-		close(closed)
-	}()
-	select {
-	case <-closed:
-	case <-time.After(udpCloseWait):
+	wctx, cancel := context.WithTimeout(context.Background(), udpCloseWait)
+	defer cancel()
+	if waitfor.Group(wctx, &d.udpClosing) != nil {
 		d.log.Debug("UDP links still closing at exit")
 	}
 	return nil

@@ -15,6 +15,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/warren-p2p/warren/config"
+	"github.com/warren-p2p/warren/internal/waitfor"
 )
 
 // Listeners runs the local side: the [[socks]] and [[forward]] listeners,
@@ -290,16 +291,8 @@ func (l *Listeners) Shutdown(ctx context.Context) error {
 		ln.close()
 	}
 	l.mu.Unlock()
-	// Ends once Close below has run, if not before.
-	done := make(chan struct{})
-	go func() {
-		l.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-ctx.Done():
-	}
+	// The watcher ends once Close below has run, if not before.
+	_ = waitfor.Group(ctx, &l.wg) // either way, Close ends the rest
 	return l.Close()
 }
 

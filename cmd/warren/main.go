@@ -1,9 +1,3 @@
-// Command warren connects machines behind NATs directly to each other and
-// carries SOCKS5 and port-forward traffic over those links.
-//
-// Subcommands: keygen, pubkey, rendezvous, up, status, ping, nat,
-// service (Windows), demo, version.
-// Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad config.
 package main
 
 import (

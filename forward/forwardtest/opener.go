@@ -1,4 +1,3 @@
-// Package forwardtest helps test code built on package forward.
 package forwardtest
 
 import (

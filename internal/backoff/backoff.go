@@ -1,5 +1,3 @@
-// Package backoff owns the waits of retry loops: doubling from a minimum
-// to a maximum, each jittered. It knows nothing of what is retried.
 package backoff
 
 import (

@@ -1,5 +1,3 @@
-// Package benchtest holds what the throughput benchmarks of several
-// packages share. It is for tests only.
 package benchtest
 
 import (

@@ -1,5 +1,3 @@
-// Package fuzztest holds the fake connections that the fuzz targets of
-// several packages feed their decoders through. It is for tests only.
 package fuzztest
 
 import (

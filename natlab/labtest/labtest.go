@@ -1,5 +1,3 @@
-// Package labtest gives tests a natlab.Lab that is removed however the test
-// ends: normally, by t.Fatal, by the test deadline (-timeout) or by Ctrl-C.
 package labtest
 
 import (
