@@ -82,7 +82,7 @@ func startStream(ctx context.Context, t testing.TB, m machine, fwd string) *stre
 	}
 	t.Cleanup(func() { c.Close() })
 	s := &stream{c: c, stop: make(chan struct{}), err: make(chan error, 1)}
-	go func() { s.err <- echoLoop(c, s.stop, &s.rounds) }()
+	go func() { s.err <- echoLoop(c, 20*time.Millisecond, 10*time.Second, s.stop, &s.rounds) }()
 	return s
 }
 
@@ -104,19 +104,21 @@ func (s *stream) finish(t testing.TB, before int64, what string) {
 	t.Logf("the open stream echoed %d rounds across %s, none lost", s.rounds.Load(), what)
 }
 
-// echoLoop sends a random KiB and checks its echo, every 20ms, until stop.
-func echoLoop(c net.Conn, stop <-chan struct{}, rounds *atomic.Int64) error {
+// echoLoop sends a random KiB and checks its echo, every interval, until
+// stop, counting rounds. Each round must finish within deadline. An echo
+// that differs is errCorrupt; a broken stream returns its error.
+func echoLoop(c net.Conn, interval, deadline time.Duration, stop <-chan struct{}, rounds *atomic.Int64) error {
 	buf, got := make([]byte, 1024), make([]byte, 1024)
 	for {
 		select {
 		case <-stop:
 			return nil
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(interval):
 		}
 		for i := range buf {
 			buf[i] = byte(rand.IntN(256))
 		}
-		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c.SetDeadline(time.Now().Add(deadline))
 		if _, err := c.Write(buf); err != nil {
 			return fmt.Errorf("round %d: write: %w", rounds.Load(), err)
 		}
@@ -124,7 +126,7 @@ func echoLoop(c net.Conn, stop <-chan struct{}, rounds *atomic.Int64) error {
 			return fmt.Errorf("round %d: read: %w", rounds.Load(), err)
 		}
 		if !bytes.Equal(buf, got) {
-			return fmt.Errorf("round %d: echo differs", rounds.Load())
+			return fmt.Errorf("round %d: echo differs: %w", rounds.Load(), errCorrupt)
 		}
 		rounds.Add(1)
 	}

@@ -354,7 +354,10 @@ func (s *soak) longStream(ctx context.Context) {
 		s.gate.RUnlock()
 		// The rounds go on while settle holds the gate, so that a stream
 		// the network broke is found broken, and counted out, there too.
-		err = s.echoRounds(c)
+		err = echoLoop(c, 100*time.Millisecond, 20*time.Second, s.stopping, &s.longRounds)
+		if errors.Is(err, errCorrupt) {
+			s.fail("long stream: %v", err)
+		}
 		c.Close()
 		s.longOpen.Add(-1)
 		if err != nil {
@@ -362,31 +365,6 @@ func (s *soak) longStream(ctx context.Context) {
 			time.Sleep(500 * time.Millisecond)
 		}
 	}
-}
-
-// echoRounds echoes on c until stop or an error.
-func (s *soak) echoRounds(c net.Conn) error {
-	buf, got := make([]byte, 1024), make([]byte, 1024)
-	for !s.stopped() {
-		time.Sleep(100 * time.Millisecond)
-		for i := range buf {
-			buf[i] = byte(rand.Uint32())
-		}
-		c.SetDeadline(time.Now().Add(20 * time.Second))
-		_, err := c.Write(buf)
-		if err == nil {
-			_, err = io.ReadFull(c, got)
-		}
-		if err == nil && !bytes.Equal(buf, got) {
-			s.fail("long stream: echo differs")
-			err = errCorrupt
-		}
-		if err != nil {
-			return err
-		}
-		s.longRounds.Add(1)
-	}
-	return nil
 }
 
 // restartRendezvous stops the server, checks that laptop and home say so,
