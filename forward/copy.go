@@ -31,8 +31,8 @@ func (cp *copier) join(a, b net.Conn) (ab, ba int64) {
 	closeBoth := func(failed bool) {
 		once.Do(func() {
 			for _, c := range []net.Conn{a, b} {
-				if tc, ok := c.(*net.TCPConn); ok && failed {
-					tc.SetLinger(0) // close sends a RST
+				if failed {
+					abortOnClose(c)
 				}
 				c.Close()
 			}
@@ -54,6 +54,16 @@ func (cp *copier) join(a, b net.Conn) (ab, ba int64) {
 	wg.Wait()
 	closeBoth(false)
 	return ab, ba
+}
+
+// abortOnClose makes closing c, if it is a TCP connection, send a RST
+// instead of a FIN, so that its application reads an error: for a
+// transfer cut off, or a connection its peer never took, a clean end of
+// stream would be a lie.
+func abortOnClose(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
 }
 
 // Copy buffers. A daemon may hold thousands of idle connections, each

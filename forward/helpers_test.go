@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -191,4 +192,22 @@ func refusalCode(t *testing.T, err error) byte {
 		t.Fatalf("error %v is not a *RefusedError", err)
 	}
 	return re.Code
+}
+
+// dialRefused connects to a forward whose connection the peer will not
+// take and returns what the client read and the error it ended with. On
+// loopback the reset can beat the end of connect, which Dial reports as
+// its error: that is the same refusal, with nothing read.
+func dialRefused(t *testing.T, addr net.Addr) ([]byte, error) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr.String())
+	if errors.Is(err, syscall.ECONNRESET) {
+		return nil, err
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return io.ReadAll(c)
 }

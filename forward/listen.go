@@ -346,6 +346,9 @@ func (l *Listeners) handleForward(ctx context.Context, f config.Forward, c net.C
 
 	s, err := l.dial(ctx, f.Peer, req, log)
 	if err != nil {
+		// The peer did not take the connection: the client learns it as
+		// from a refusing server, whether or not it sent anything first.
+		abortOnClose(c)
 		return
 	}
 	defer s.Close()

@@ -101,15 +101,9 @@ func TestForwardRefused(t *testing.T) {
 	}, forward.Config{})
 
 	for i, addr := range l.ForwardAddrs() {
-		c, err := net.Dial("tcp", addr.String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		got, err := io.ReadAll(c)
-		c.Close()
-		if err != nil && !errors.Is(err, syscall.ECONNRESET) || len(got) != 0 {
-			t.Errorf("forward[%d]: read %q, %v; want the connection closed", i, got, err)
+		got, err := dialRefused(t, addr)
+		if !errors.Is(err, syscall.ECONNRESET) || len(got) != 0 {
+			t.Errorf("forward[%d]: read %q, %v; want the connection reset", i, got, err)
 		}
 	}
 	waitFor(t, "refusal logs", func() bool {

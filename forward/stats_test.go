@@ -3,7 +3,6 @@ package forward_test
 import (
 	"context"
 	"io"
-	"net"
 	"testing"
 	"time"
 
@@ -23,13 +22,7 @@ func TestRefusalsByReason(t *testing.T) {
 		{Listen: "127.0.0.1:0", Peer: "nolink", Target: "10.0.0.1:22"}, // no link
 	}, forward.Config{ConnectTimeout: 5 * time.Second})
 	for _, addr := range l.ForwardAddrs() {
-		c, err := net.Dial("tcp", addr.String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		io.ReadAll(c)
-		c.Close()
+		dialRefused(t, addr)
 	}
 	// A malformed request at the exit: a protocol error, with no reply.
 	s, err := e.Opener.OpenStream(context.Background(), "exit")
