@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -296,5 +297,62 @@ func waitFinished(t *testing.T, s *Stream) {
 		if time.Now().After(deadline) {
 			t.Fatal("the peer's FIN did not arrive")
 		}
+	}
+}
+
+// TestAbortResetsThePeer: Abort ends a stream with a reset, whichever end
+// calls it and whatever the stream is doing: the peer's read fails with a
+// reset instead of reading io.EOF; a
+// read blocked here returns at once; both links forget the stream and the
+// accepting end frees its slot.
+func TestAbortResetsThePeer(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		acceptor bool // the accepting end aborts
+	}{
+		{"opener aborts", false},
+		{"acceptor aborts", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			la, lb := linksWith(t, &Config{MaxStreams: 1})
+			s, r := openStreams(t, la, lb)
+			aborting, peer := s, r
+			if tc.acceptor {
+				aborting, peer = r, s
+			}
+			if _, err := aborting.Write([]byte("part of a transfer")); err != nil {
+				t.Fatal(err)
+			}
+			blocked := make(chan error, 1)
+			go func() {
+				_, err := aborting.Read(make([]byte, 1))
+				blocked <- err
+			}()
+			time.Sleep(20 * time.Millisecond) // let the Read block
+			if err := aborting.Abort(); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-blocked:
+				if err == nil {
+					t.Fatal("a read blocked across Abort returned data")
+				}
+			case <-time.After(3 * time.Second):
+				t.Fatal("a read blocked across Abort did not return")
+			}
+			peer.SetReadDeadline(time.Now().Add(3 * time.Second))
+			got, err := io.ReadAll(peer)
+			// As with TCP, data not yet read when the reset lands may be
+			// lost with it; what matters is that the end is a reset.
+			if !strings.HasPrefix("part of a transfer", string(got)) || !isReset(err) {
+				t.Fatalf("peer read %q, %v; want some of the data, then a reset", got, err)
+			}
+			waitStreams(t, la, 0)
+			waitStreams(t, lb, 0)
+			// MaxStreams is 1. The accepting end's slot is freed by its
+			// Abort, or by its application closing the reset stream.
+			peer.Close()
+			openStreams(t, la, lb)
+		})
 	}
 }

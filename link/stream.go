@@ -95,13 +95,38 @@ func (s *Stream) CloseWrite() error {
 // its side is reset after StreamCloseTimeout, as Linux ends an orphaned
 // TCP connection after tcp_fin_timeout, and the link forgets the stream.
 func (s *Stream) Close() error {
+	return s.end(func() error {
+		if err := s.link.shut(s.Stream); err != nil {
+			return fmt.Errorf("link stream %d: close: %w", s.StreamID(), err)
+		}
+		return nil
+	})
+}
+
+// Abort resets the stream, as close(2) does a TCP socket with SO_LINGER
+// 0: the peer's reads and writes fail with a reset instead of reading a
+// clean end, so that a transfer cut off on this side (its application
+// reset the connection, or went away mid-upload) is never taken for a
+// whole one. Pending reads and writes here return at once. After Close,
+// Abort does nothing.
+func (s *Stream) Abort() error {
+	return s.end(func() error {
+		past := time.Unix(1, 0)
+		s.Stream.SetReadDeadline(past)
+		s.Stream.SetWriteDeadline(past)
+		s.link.abort(s.StreamID())
+		return nil
+	})
+}
+
+// end runs how, Close's or Abort's, once, and gives up the stream's
+// place in the link's accounting.
+func (s *Stream) end(how func() error) error {
 	var err error
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
 		s.link.open.remove(s.StreamID())
-		if err = s.link.shut(s.Stream); err != nil {
-			err = fmt.Errorf("link stream %d: close: %w", s.StreamID(), err)
-		}
+		err = how()
 		s.link.streams.Add(-1)
 		if s.slots != nil {
 			<-s.slots
