@@ -22,9 +22,9 @@ type closeWriter interface {
 // (CloseWrite), so the other direction keeps flowing; if the destination
 // cannot half-close, both connections are closed at once. If a copy
 // fails (a link stream lost with its link, a connection reset), both are
-// closed at once and a TCP connection among them is reset rather than
-// finished: an application reading a cut-off transfer must see an error,
-// not an end that looks like the whole of it. It returns the byte counts
+// reset (abort) rather than finished: an application reading a cut-off
+// transfer, on either side of the link, must see an error, not an end
+// that looks like the whole of it. It returns the byte counts
 // a→b and b→a.
 func (cp *copier) join(a, b net.Conn) (ab, ba int64) {
 	var once sync.Once
@@ -32,9 +32,10 @@ func (cp *copier) join(a, b net.Conn) (ab, ba int64) {
 		once.Do(func() {
 			for _, c := range []net.Conn{a, b} {
 				if failed {
-					abortOnClose(c)
+					abort(c)
+				} else {
+					c.Close()
 				}
-				c.Close()
 			}
 		})
 	}
@@ -56,14 +57,25 @@ func (cp *copier) join(a, b net.Conn) (ab, ba int64) {
 	return ab, ba
 }
 
-// abortOnClose makes closing c, if it is a TCP connection, send a RST
-// instead of a FIN, so that its application reads an error: for a
-// transfer cut off, or a connection its peer never took, a clean end of
-// stream would be a lie.
-func abortOnClose(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetLinger(0)
+// aborter is a connection that can end with a reset: the link package's
+// stream.
+type aborter interface {
+	Abort() error
+}
+
+// abort closes c with a reset where it can: a TCP connection sends a RST
+// instead of a FIN, a link stream is reset. Its far end reads an error:
+// for a transfer cut off, or a connection its peer never took, a clean end
+// of stream would be a lie.
+func abort(c net.Conn) {
+	switch c := c.(type) {
+	case *net.TCPConn:
+		c.SetLinger(0)
+	case aborter:
+		c.Abort()
+		return
 	}
+	c.Close()
 }
 
 // Copy buffers. A daemon may hold thousands of idle connections, each

@@ -348,7 +348,7 @@ func (l *Listeners) handleForward(ctx context.Context, f config.Forward, c net.C
 	if err != nil {
 		// The peer did not take the connection: the client learns it as
 		// from a refusing server, whether or not it sent anything first.
-		abortOnClose(c)
+		abort(c)
 		return
 	}
 	defer s.Close()

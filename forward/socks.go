@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"io"
 	"log"
 	"net"
 	"strings"
@@ -42,8 +43,9 @@ import (
 // handleSocks serves one SOCKS5 client connection.
 func (l *Listeners) handleSocks(ctx context.Context, sc config.Socks, c net.Conn, log logrus.FieldLogger) {
 	log = log.WithField("client", c.RemoteAddr().String())
-	rc := &replyConn{Conn: c}
-	sess := &socksSession{ctx: ctx, l: l, peer: sc.Peer, conn: rc, log: log}
+	sess := &socksSession{ctx: ctx, l: l, peer: sc.Peer, log: log}
+	rc := &replyConn{Conn: c, failed: &sess.failed}
+	sess.conn = rc
 	conf := &socks5.Config{
 		Resolver: passNames{},
 		Rules:    sess,
@@ -74,6 +76,9 @@ type socksSession struct {
 	peer string
 	conn *replyConn
 	log  logrus.FieldLogger
+
+	// failed is set once a copy through the session fails (see failure).
+	failed failure
 
 	mu     sync.Mutex
 	stream *socksStream // set by a successful Allow
@@ -124,7 +129,8 @@ func (s *socksSession) Allow(ctx context.Context, req *socks5.Request) (context.
 		s.conn.setReplyCode(code)
 		return ctx, true
 	}
-	s.stream = &socksStream{Conn: stream}
+	s.stream = &socksStream{Conn: stream, failed: &s.failed}
+	s.failed.copying.Store(true)
 	return ctx, true
 }
 
@@ -159,6 +165,46 @@ func (s *socksSession) finish() {
 	}).Debug("connection closed")
 }
 
+// failure records that a copy through a SOCKS5 session failed. go-socks5
+// copies a CONNECT's bytes itself and half-closes each side when its copy
+// ends, failed or not; a failure (the client's reset, a lost link, the
+// exit's target resetting) must reach the other side as a reset, not as
+// the clean end a half-close is. So both ends note errors here, and
+// half-close or close by resetting (abort) once one was seen.
+//
+// Only the copies count: before them, a client that stalls or hangs up in
+// the handshake is an ordinary end, closed as such.
+type failure struct {
+	copying atomic.Bool
+	atomic.Bool
+}
+
+// note records err if the copies run and it is a failure: anything but
+// nil and io.EOF.
+func (f *failure) note(err error) {
+	if err != nil && err != io.EOF && f.copying.Load() {
+		f.Store(true)
+	}
+}
+
+// closeWrite half-closes c, or resets it after a failure.
+func (f *failure) closeWrite(c net.Conn) error {
+	if f.Load() {
+		abort(c)
+		return nil
+	}
+	return closeWrite(c)
+}
+
+// close closes c, with a reset after a failure.
+func (f *failure) close(c net.Conn) error {
+	if f.Load() {
+		abort(c)
+		return nil
+	}
+	return c.Close()
+}
+
 // replyConn is the client connection as go-socks5 sees it. After
 // setReplyCode, the next SOCKS5 reply written gets that code; after
 // hijack, go-socks5's writes are dropped (its handler has been served).
@@ -166,6 +212,13 @@ type replyConn struct {
 	net.Conn
 	code     atomic.Int32 // reply code + 1; 0 = leave replies alone
 	hijacked atomic.Bool
+	failed   *failure
+}
+
+func (c *replyConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.failed.note(err)
+	return n, err
 }
 
 func (c *replyConn) setReplyCode(code byte) { c.code.Store(int32(code) + 1) }
@@ -183,11 +236,17 @@ func (c *replyConn) Write(p []byte) (int, error) {
 			return c.Conn.Write(q)
 		}
 	}
-	return c.Conn.Write(p)
+	n, err := c.Conn.Write(p)
+	c.failed.note(err)
+	return n, err
 }
 
-// CloseWrite lets go-socks5 half-close the client connection.
-func (c *replyConn) CloseWrite() error { return closeWrite(c.Conn) }
+// CloseWrite lets go-socks5 half-close the client connection, or reset
+// it after a failure.
+func (c *replyConn) CloseWrite() error { return c.failed.closeWrite(c.Conn) }
+
+// Close closes the client connection, with a reset after a failure.
+func (c *replyConn) Close() error { return c.failed.close(c.Conn) }
 
 // socksStream is the stream as go-socks5 sees it. It counts bytes (in =
 // read from the peer, out = written to it), reports a *net.TCPAddr
@@ -197,19 +256,25 @@ func (c *replyConn) CloseWrite() error { return closeWrite(c.Conn) }
 type socksStream struct {
 	net.Conn
 	in, out atomic.Int64
+	failed  *failure
 }
 
 func (c *socksStream) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	c.in.Add(int64(n))
+	c.failed.note(err)
 	return n, err
 }
 
 func (c *socksStream) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
 	c.out.Add(int64(n))
+	c.failed.note(err)
 	return n, err
 }
+
+// Close closes the stream, with a reset after a failure.
+func (c *socksStream) Close() error { return c.failed.close(c.Conn) }
 
 func (c *socksStream) LocalAddr() net.Addr {
 	if a, ok := c.Conn.LocalAddr().(*net.TCPAddr); ok {
@@ -218,7 +283,7 @@ func (c *socksStream) LocalAddr() net.Addr {
 	return &net.TCPAddr{IP: net.IPv4zero}
 }
 
-func (c *socksStream) CloseWrite() error { return closeWrite(c.Conn) }
+func (c *socksStream) CloseWrite() error { return c.failed.closeWrite(c.Conn) }
 
 // closeWrite half-closes c if it can, else closes it.
 func closeWrite(c net.Conn) error {
