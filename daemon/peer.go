@@ -311,13 +311,16 @@ func (d *Daemon) serveLink(ctx context.Context, p *peer, l *link.Link) string {
 	if current.Path() == pathRelay {
 		upgradeTimer = time.After(retry.Next())
 	}
+	ended := func() string {
+		if p.endedByAddressChange(current) {
+			return downAddressGone
+		}
+		return downClosed
+	}
 	for {
 		select {
 		case <-current.Done():
-			if p.endedByAddressChange(current) {
-				return downAddressGone
-			}
-			return downClosed
+			return ended()
 		case <-upgradeTimer:
 			upgradeTimer = nil
 			if !upgrading {
@@ -326,9 +329,16 @@ func (d *Daemon) serveLink(ctx context.Context, p *peer, l *link.Link) string {
 		case o := <-p.offers:
 			if current.Path() != pathRelay {
 				// The peer wants a new session, so its end of this
-				// link is gone.
+				// link is gone. If this end had closed the link
+				// already, that is the reason (select picks at random
+				// among ready cases).
 				p.offer(o.Punch)
-				return downNewSession
+				select {
+				case <-current.Done():
+					return ended()
+				default:
+					return downNewSession
+				}
 			}
 			if upgrading {
 				continue

@@ -94,7 +94,8 @@ func (l *Link) Local() net.Addr { return l.local }
 // Remote returns the peer's endpoint as seen on the wire.
 func (l *Link) Remote() net.Addr { return l.remote }
 
-// Done is closed when the link has closed, for whatever reason.
+// Done is closed when the link starts closing, for whatever reason; Close
+// returns once it has closed.
 func (l *Link) Done() <-chan struct{} { return l.done }
 
 // Stats is a snapshot of a link's counters.
@@ -196,10 +197,13 @@ func (l *Link) shutdown() error {
 		l.spawnMu.Lock()
 		l.closed = true
 		l.spawnMu.Unlock()
+		// Done fires before the peer can learn of the close, so that
+		// anything the peer does about it (a new punch session) comes
+		// after Done here.
+		close(l.done)
 		err = l.sess.Close()
 		l.closing.stop()
 		l.open.clear()
-		close(l.done)
 	})
 	return err
 }
