@@ -32,8 +32,9 @@ func TestResetsCrossTheLink(t *testing.T) {
 			return
 		}
 		if buf[0] == 'R' {
+			// The echo, then at once a reset: the echo must still
+			// arrive, all of it, and then the reset.
 			c.Write(buf)
-			time.Sleep(50 * time.Millisecond)
 			c.(*net.TCPConn).SetLinger(0)
 			return // the deferred Close resets
 		}

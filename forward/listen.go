@@ -338,7 +338,9 @@ func (l *Listeners) serve(ctx context.Context, ln *listener) {
 func (l *Listeners) handleForward(ctx context.Context, f config.Forward, c net.Conn, log logrus.FieldLogger) {
 	start := time.Now()
 	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.Close() })
+	// Ending early (the daemon stops) cuts the transfer off: both sides
+	// are reset, not finished (see join).
+	stop := context.AfterFunc(ctx, func() { abort(c) })
 	defer stop()
 
 	req := forwardRequest(f)
@@ -352,7 +354,7 @@ func (l *Listeners) handleForward(ctx context.Context, f config.Forward, c net.C
 		return
 	}
 	defer s.Close()
-	stopStream := context.AfterFunc(ctx, func() { s.Close() })
+	stopStream := context.AfterFunc(ctx, func() { abort(s) })
 	defer stopStream()
 
 	out, in := l.copier.join(c, s)

@@ -49,7 +49,9 @@ func (s *Server) ServeStream(ctx context.Context, stream net.Conn, peer string) 
 	start := time.Now()
 	defer stream.Close()
 	defer s.stats.open()()
-	stop := context.AfterFunc(ctx, func() { stream.Close() })
+	// Ending early (the daemon stops, the peer is removed) cuts the
+	// transfer off: both sides are reset, not finished (see join).
+	stop := context.AfterFunc(ctx, func() { abort(stream) })
 	defer stop()
 	log := s.log.WithField("peer", peer)
 
@@ -94,7 +96,7 @@ func (s *Server) ServeStream(ctx context.Context, stream net.Conn, peer string) 
 		return
 	}
 	defer target.Close()
-	stopTarget := context.AfterFunc(ctx, func() { target.Close() })
+	stopTarget := context.AfterFunc(ctx, func() { abort(target) })
 	defer stopTarget()
 	if req.service() {
 		log = log.WithField("target", target.RemoteAddr().String())

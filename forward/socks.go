@@ -62,7 +62,12 @@ func (l *Listeners) handleSocks(ctx context.Context, sc config.Socks, c net.Conn
 		return
 	}
 
-	stop := context.AfterFunc(ctx, func() { c.Close() })
+	// Ending early (the daemon stops) cuts a transfer off: it is reset
+	// (see failure); a handshake under way is reset too.
+	stop := context.AfterFunc(ctx, func() {
+		sess.failed.Store(true)
+		rc.Close()
+	})
 	defer stop()
 	c.SetDeadline(time.Now().Add(l.cfg.HandshakeTimeout))
 	srv.ServeConn(rc) // closes c; errors go to the debug logger

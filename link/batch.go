@@ -147,10 +147,18 @@ func (c *frameConn) Close() error {
 // reset sends the peer a RST for stream id: yamux v0.1.2 offers no way to
 // abort a stream, but a peer still writing to a stream we closed must
 // learn it at once, as a TCP sender does from a RST, not block on a window
-// that never reopens. It may wait for yamux's writer to finish a frame, so
-// yamux's reader must not call it.
+// that never reopens.
 func (c *frameConn) reset(id uint32) error {
-	h := rstFrame(id)
+	if err := c.sendControl(rstFrame(id)); err != nil {
+		return fmt.Errorf("reset stream %d: %w", id, err)
+	}
+	return nil
+}
+
+// sendControl writes a frame of the link's own, between yamux's frames.
+// It may wait for yamux's writer to finish a frame, so yamux's reader
+// must not call it.
+func (c *frameConn) sendControl(h frameHeader) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.out.begin()
@@ -158,10 +166,7 @@ func (c *frameConn) reset(id uint32) error {
 	if ferr := c.out.end(); err == nil {
 		err = ferr
 	}
-	if err != nil {
-		return fmt.Errorf("reset stream %d: %w", id, err)
-	}
-	return nil
+	return err
 }
 
 // drop makes yamux forget stream id, as if the peer had reset it (see

@@ -7,8 +7,11 @@
 // Close behave as a TCP socket's shutdown(SHUT_WR) and close(2) do: a
 // half-closed stream stays readable for as long as the peer sends, and a
 // closed one resets a peer that sends into it or does not finish its side
-// within StreamCloseTimeout. yamux v0.1.2 does neither, so the link follows
-// the frame boundaries in what yamux reads and slips resets of its own in.
+// within StreamCloseTimeout. Abort is close(2) with SO_LINGER 0: the peer
+// reads what came before, then a reset. yamux v0.1.2 does none of this, so
+// the link follows the frame boundaries in what yamux reads, slips resets
+// of its own in, and marks an aborted stream's FIN with a flag of its own
+// that yamux ignores (yamuxFlagAbort).
 //
 // Link neither knows nor cares how the bytes below it travel (TCP, UDP or a
 // relay); it must not dial, listen, punch, or interpret stream contents.

@@ -16,16 +16,30 @@ const (
 	yamuxTypeWindowUpdate = 1
 	yamuxFlagFIN          = 0x4
 	yamuxFlagRST          = 0x8
+
+	// yamuxFlagAbort is warren's own flag, which yamux ignores (it acts
+	// on the flags it knows and no others). On a window update of 0 sent
+	// ahead of a stream's FIN, it says that FIN ends an aborted stream
+	// (Stream.Abort): the peer reads everything sent before it, then a
+	// reset. A yamux RST would not do: yamux drops the data a reset
+	// stream still holds unread.
+	yamuxFlagAbort = 0x100
 )
 
 // frameHeader is one yamux frame header.
 type frameHeader [yamuxHeaderSize]byte
 
 // rstFrame is the frame that resets stream id.
-func rstFrame(id uint32) frameHeader {
+func rstFrame(id uint32) frameHeader { return controlFrame(id, yamuxFlagRST) }
+
+// abortFrame is the notice that stream id's FIN ends an aborted stream.
+func abortFrame(id uint32) frameHeader { return controlFrame(id, yamuxFlagAbort) }
+
+// controlFrame is a window update of 0 for stream id carrying flags.
+func controlFrame(id uint32, flags uint16) frameHeader {
 	var h frameHeader
 	h[1] = yamuxTypeWindowUpdate
-	binary.BigEndian.PutUint16(h[2:4], yamuxFlagRST)
+	binary.BigEndian.PutUint16(h[2:4], flags)
 	binary.BigEndian.PutUint32(h[4:8], id)
 	return h
 }

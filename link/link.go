@@ -126,6 +126,9 @@ func (l *Link) Open(ctx context.Context) (net.Conn, error) {
 	}
 	// yamux's OpenStream can block while the peer is slow to acknowledge
 	// earlier streams; it takes no context, so wait beside it.
+	if err := ctx.Err(); err != nil {
+		return nil, err // no stream to open only to abort it
+	}
 	// ch is unbuffered, so a stream is either taken by this call or, once
 	// it gave up, aborted: never both, never neither.
 	ch := make(chan result)

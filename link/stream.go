@@ -22,6 +22,7 @@ type Stream struct {
 	closeOnce sync.Once
 	closed    atomic.Bool
 	finished  atomic.Bool // the peer's FIN arrived
+	aborted   atomic.Bool // the peer aborted the stream: its FIN is a reset
 }
 
 // Read reads from the stream. yamux ends every stream of a session that
@@ -29,10 +30,19 @@ type Stream struct {
 // the peer did finish ends so here, and one cut off by the link's end
 // returns ErrStreamLost, so that a forward resets its connection instead
 // of passing on a truncated transfer as a whole one.
+//
+// A stream the peer aborted (Stream.Abort) reads to the end of what the
+// peer sent, then yamux.ErrConnectionReset, as a TCP socket reads queued
+// data and then ECONNRESET.
 func (s *Stream) Read(b []byte) (int, error) {
 	n, err := s.Stream.Read(b)
-	if err == io.EOF && !s.finished.Load() && !s.closed.Load() && s.link.sess.IsClosed() {
-		err = ErrStreamLost
+	if err == io.EOF {
+		switch {
+		case s.aborted.Load():
+			err = yamux.ErrConnectionReset
+		case !s.finished.Load() && !s.closed.Load() && s.link.sess.IsClosed():
+			err = ErrStreamLost
+		}
 	}
 	return n, err
 }
@@ -67,7 +77,13 @@ func (l *Link) newStream(s *yamux.Stream, slots chan struct{}) *Stream {
 // may still send the frame it reported as failed (advisory GO-2025-3408), so
 // the byte stream can no longer be trusted: close the whole link.
 func (s *Stream) Write(b []byte) (int, error) {
+	if s.aborted.Load() {
+		return 0, yamux.ErrConnectionReset
+	}
 	n, err := s.Stream.Write(b)
+	if err != nil && s.aborted.Load() {
+		err = yamux.ErrConnectionReset // woken by observe's deadline
+	}
 	if errors.Is(err, yamux.ErrConnectionWriteTimeout) {
 		s.link.log.Warn("link write timed out; closing link")
 		s.link.shutdown()
@@ -103,18 +119,37 @@ func (s *Stream) Close() error {
 	})
 }
 
-// Abort resets the stream, as close(2) does a TCP socket with SO_LINGER
-// 0: the peer's reads and writes fail with a reset instead of reading a
-// clean end, so that a transfer cut off on this side (its application
-// reset the connection, or went away mid-upload) is never taken for a
-// whole one. Pending reads and writes here return at once. After Close,
-// Abort does nothing.
+// Abort ends the stream as close(2) with SO_LINGER 0 ends a TCP socket:
+// the peer's reads end in a reset (yamux.ErrConnectionReset) instead of
+// io.EOF, and its writes fail, so that a transfer cut off on this side
+// (its application reset the connection, or went away mid-upload) is
+// never taken for a whole one. Unlike a TCP RST, what was written before
+// Abort still reaches the peer's reader first: a reply followed by a reset
+// is common (a server closing with a request unread) and must arrive.
+// Pending reads and writes here return at once. After Close, Abort does
+// nothing.
+//
+// On the wire: a notice (abortFrame), then yamux's FIN after the data it
+// has queued; then this end forgets the stream. A peer that does not know
+// the notice sees a plain FIN.
 func (s *Stream) Abort() error {
 	return s.end(func() error {
 		past := time.Unix(1, 0)
 		s.Stream.SetReadDeadline(past)
 		s.Stream.SetWriteDeadline(past)
-		s.link.abort(s.StreamID())
+		l, id := s.link, s.StreamID()
+		// The notice and FIN may wait for the link's writer, which a
+		// stalled link holds: whoever aborts (a copy resetting its other
+		// side too) must not wait for that.
+		l.spawn(func() {
+			if err := l.frames.sendControl(abortFrame(id)); err != nil {
+				l.log.WithError(err).Debug("stream abort not sent")
+				return // the link is failing, and every stream with it
+			}
+			s.Stream.Close()
+			l.frames.drop(id)
+			l.kick()
+		})
 		return nil
 	})
 }
@@ -190,6 +225,9 @@ func (l *Link) observe(h *frameHeader) {
 	id := h.streamID()
 	if h.flags()&yamuxFlagFIN != 0 {
 		l.open.finished(id)
+	}
+	if h.flags()&yamuxFlagAbort != 0 {
+		l.open.aborted(id)
 	}
 	if l.closing.n.Load() == 0 {
 		return
@@ -329,6 +367,18 @@ func (o *streamTable) finished(id uint32) {
 	defer o.mu.Unlock()
 	if s := o.m[id]; s != nil {
 		s.finished.Store(true)
+	}
+}
+
+// aborted notes the peer's abort notice on stream id, and wakes a write
+// blocked on a window the peer will never open again. It runs on yamux's
+// reader, and SetWriteDeadline does not block.
+func (o *streamTable) aborted(id uint32) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if s := o.m[id]; s != nil {
+		s.aborted.Store(true)
+		s.Stream.SetWriteDeadline(time.Unix(1, 0))
 	}
 }
 
