@@ -272,24 +272,11 @@ func TestServerDialsOnlyWhatItAuthorized(t *testing.T) {
 // trapUDP listens on ip at port (0: any) and counts datagrams.
 func trapUDP(t *testing.T, ip string, port int) (*atomic.Int32, uint16) {
 	t.Helper()
-	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(ip), uint16(port))))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var n atomic.Int32
-	done := make(chan struct{})
-	t.Cleanup(func() { c.Close(); <-done })
-	go func() {
-		defer close(done)
-		buf := make([]byte, 65535)
-		for {
-			if _, _, err := c.ReadFromUDPAddrPort(buf); err != nil {
-				return
-			}
-			n.Add(1)
-		}
-	}()
-	return &n, c.LocalAddr().(*net.UDPAddr).AddrPort().Port()
+	addr := serveUDP(t, netip.AddrPortFrom(netip.MustParseAddr(ip), uint16(port)), func(*net.UDPConn, []byte, netip.AddrPort) {
+		n.Add(1)
+	})
+	return &n, addr.Port()
 }
 
 // assocFrame is an association's datagram frame to host:port.

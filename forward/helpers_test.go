@@ -131,6 +131,31 @@ func serveTCP(t *testing.T, handle func(*net.TCPConn)) string {
 	return ln.Addr().String()
 }
 
+// serveUDP listens on addr and runs handle for each datagram (b is only
+// valid during the call) until the test ends; it returns the bound
+// address.
+func serveUDP(t *testing.T, addr netip.AddrPort, handle func(c *net.UDPConn, b []byte, from netip.AddrPort)) netip.AddrPort {
+	t.Helper()
+	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { c.Close(); <-done })
+	go func() {
+		defer close(done)
+		buf := make([]byte, 65535)
+		for {
+			n, from, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			handle(c, buf[:n], from)
+		}
+	}()
+	return c.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
 // echoServer echoes and passes the client's half-close back.
 func echoServer(t *testing.T) string {
 	return serveTCP(t, func(c *net.TCPConn) {

@@ -18,24 +18,9 @@ import (
 // test ends.
 func udpEcho(t *testing.T) netip.AddrPort {
 	t.Helper()
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	t.Cleanup(func() { c.Close(); <-done })
-	go func() {
-		defer close(done)
-		buf := make([]byte, 65535)
-		for {
-			n, from, err := c.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			c.WriteToUDPAddrPort(append([]byte("echo:"), buf[:n]...), from)
-		}
-	}()
-	return c.LocalAddr().(*net.UDPAddr).AddrPort()
+	return serveUDP(t, netip.MustParseAddrPort("127.0.0.1:0"), func(c *net.UDPConn, b []byte, from netip.AddrPort) {
+		c.WriteToUDPAddrPort(append([]byte("echo:"), b...), from)
+	})
 }
 
 // udpClient is a UDP socket that sends to one address.
