@@ -84,20 +84,24 @@ func placeholder(name string) string {
 }
 
 // render writes examples/<example> as name.toml in the world's directory,
-// with the placeholder server address and keys filled in, every "old"
-// replaced by its "new", and admin_listen set. It returns the path.
+// with the placeholder keys filled in, every "old" replaced by its "new",
+// then the placeholder server address filled in, and admin_listen set. It
+// returns the path.
 func (w *world) render(example, name, admin string, keys map[string]string, replace ...string) string {
 	w.t.Helper()
 	b, err := os.ReadFile(filepath.Join("..", "examples", example))
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	s := strings.ReplaceAll(string(b), "rv.example.net:7777", w.rvAddr)
-	s = strings.ReplaceAll(s, placeholder("rendezvous"), w.rvKey)
+	s := strings.ReplaceAll(string(b), placeholder("rendezvous"), w.rvKey)
 	for n, k := range keys {
 		s = strings.ReplaceAll(s, placeholder(n), k)
 	}
 	s = strings.NewReplacer(replace...).Replace(s)
+	// The server's address goes in last: a replacement of the example's
+	// "127.0.0.1:1080" would otherwise also rewrite a server on port
+	// 10800-10809 (CI once failed on "127.0.0.1:10805").
+	s = strings.ReplaceAll(s, "rv.example.net:7777", w.rvAddr)
 	s = fmt.Sprintf("admin_listen = %q\nlog_level = %q\n", admin, w.logLevel) + s
 	path := filepath.Join(w.dir, name+".toml")
 	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
