@@ -19,6 +19,7 @@ import (
 	"github.com/warren-p2p/warren/link"
 	"github.com/warren-p2p/warren/punch"
 	"github.com/warren-p2p/warren/rendezvous"
+	"github.com/warren-p2p/warren/session"
 )
 
 // Daemon is a warren peer daemon.
@@ -39,27 +40,22 @@ type Daemon struct {
 	rv        *rendezvous.Client
 	listeners *forward.Listeners
 	exit      *forward.Server
-	udpInfos  udpInfos
-	metrics   *metrics              // GET /metrics's own counters
-	discover  chan []netip.AddrPort // the server's UDP endpoints, after each registration
+	metrics   *metrics // GET /metrics's own counters
+	nat       *natState
+	sessions  *session.Config
 	useTCP    bool
 	useUDP    bool
 
-	// natMu guards nat and natKnown.
-	natMu    sync.Mutex
-	nat      punch.NAT
-	natKnown bool
-	// natReady is closed once the first NAT discovery has finished,
-	// whatever its outcome.
-	natReady chan struct{}
-
 	// Set by Start.
 	acceptor *punch.Acceptor
-	admin    *adminServer
-	ctx      context.Context // the daemon's run: peers that Reload adds run on it
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	started  time.Time
+	// paths are the ways a punch session tries, relay last; direct
+	// leaves the relay out (for an upgrade from one).
+	paths, direct []session.Path
+	admin         *adminServer
+	ctx           context.Context // the daemon's run: peers that Reload adds run on it
+	cancel        context.CancelFunc
+	wg            sync.WaitGroup
+	started       time.Time
 
 	// udpClosing counts UDP links whose close handshake is still under
 	// way (udpConn.Close).
@@ -94,15 +90,15 @@ func New(cfg *config.Config, log logrus.FieldLogger) (*Daemon, error) {
 			StreamWindow:      cfg.Link.StreamWindow,
 			MaxStreams:        cfg.Link.MaxStreams,
 		},
-		discover: make(chan []netip.AddrPort, 1),
-		natReady: make(chan struct{}),
-		metrics:  newMetrics(),
+		nat:     newNATState(),
+		metrics: newMetrics(),
 	}
 	for _, t := range cfg.Link.Transports {
 		d.useTCP = d.useTCP || t == "tcp"
 		d.useUDP = d.useUDP || t == "udp"
 	}
-	if err := d.linkCfg.Verify(); err != nil {
+	d.sessions = &session.Config{Self: self, Link: d.linkCfg, Timeout: cfg.Link.PunchTimeout.Duration}
+	if err := d.sessions.Verify(); err != nil {
 		return nil, err
 	}
 	if d.peers, err = d.newPeers(cfg.Peers); err != nil {
@@ -123,7 +119,6 @@ func New(cfg *config.Config, log logrus.FieldLogger) (*Daemon, error) {
 		Dial:         d.dialRendezvous,
 		LAN:          d.lanCandidates,
 		OnPunch:      d.onPunch,
-		OnUDP:        d.onUDP,
 		OnRegistered: d.onRegistered,
 		Log:          log.WithField("component", "rendezvous"),
 	})
@@ -152,6 +147,7 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("bind punch port: %w", err)
 	}
 	d.acceptor = punch.NewAcceptor(ln, nil)
+	d.paths, d.direct = d.sessionPaths()
 	if d.cfg.AdminListen != "" {
 		if d.admin, err = listenAdmin(d.cfg.AdminListen, d); err != nil {
 			ln.Close()
@@ -321,6 +317,27 @@ func (d *Daemon) lanCandidates() []netip.AddrPort {
 		return nil
 	}
 	return cands
+}
+
+// sessionPaths returns the paths a punch session races, as the config
+// allows them, with and without the relay.
+func (d *Daemon) sessionPaths() (all, direct []session.Path) {
+	direct = []session.Path{&session.Inbound{Acceptor: d.acceptor}}
+	if d.useTCP {
+		direct = append(direct, &session.TCP{Acceptor: d.acceptor, Server: d.cfg.Rendezvous.Address})
+	}
+	direct = append(direct, &session.UDP{
+		Servers:   d.rv.UDPServers,
+		ProbeOnly: !d.useUDP,
+		Rate:      d.cfg.Link.SprayRate,
+		Stream:    d.cfg.Link.UDPStream,
+		Closing:   &d.udpClosing,
+	})
+	all = direct
+	if *d.cfg.Link.Relay {
+		all = append(slices.Clip(direct), &session.Relay{Server: d.cfg.Rendezvous.Address})
+	}
+	return all, direct
 }
 
 // onPunch routes a punch instruction to its peer. Instructions about keys

@@ -19,6 +19,7 @@ import (
 	"github.com/warren-p2p/warren/forward"
 	"github.com/warren-p2p/warren/link"
 	"github.com/warren-p2p/warren/punch"
+	"github.com/warren-p2p/warren/session"
 )
 
 // GET /metrics serves the daemon's metrics in the Prometheus text
@@ -38,10 +39,12 @@ const metricsContentType = "text/plain; version=0.0.4; charset=utf-8"
 const resultFailed = "failed"
 
 // punchResults lists every result, in the order they are reported.
-func punchResults() []string { return []string{pathTCP, pathUDP, pathRelay, resultFailed} }
+func punchResults() []string {
+	return []string{session.PathTCP, session.PathUDP, session.PathRelay, resultFailed}
+}
 
 // linkPaths lists the paths a link can take.
-func linkPaths() []string { return []string{pathTCP, pathUDP, pathRelay} }
+func linkPaths() []string { return []string{session.PathTCP, session.PathUDP, session.PathRelay} }
 
 // Reasons a link went down, as warren_link_downs_total labels them.
 const (
@@ -197,7 +200,7 @@ func (c *linkCounters) retireLink(l *link.Link) {
 	s := l.Stats()
 	c.bytesIn += s.BytesIn
 	c.bytesOut += s.BytesOut
-	if l.Path() == pathRelay {
+	if l.Path() == session.PathRelay {
 		c.relayIn += s.BytesIn
 		c.relayOut += s.BytesOut
 	}
@@ -273,7 +276,7 @@ func (p *peer) metrics() peerMetrics {
 		pm.streams += s.Streams
 		pm.bytesIn += s.BytesIn
 		pm.bytesOut += s.BytesOut
-		if l.Path() == pathRelay {
+		if l.Path() == session.PathRelay {
 			pm.relayIn += s.BytesIn
 			pm.relayOut += s.BytesOut
 			pm.relayLinks++

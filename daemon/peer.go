@@ -2,8 +2,6 @@ package daemon
 
 import (
 	"context"
-	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 	"sync"
@@ -14,8 +12,8 @@ import (
 	"github.com/warren-p2p/warren/identity"
 	"github.com/warren-p2p/warren/internal/backoff"
 	"github.com/warren-p2p/warren/link"
-	"github.com/warren-p2p/warren/punch"
 	"github.com/warren-p2p/warren/rendezvous"
+	"github.com/warren-p2p/warren/session"
 )
 
 // Peer link states, as the status API reports them.
@@ -24,13 +22,6 @@ const (
 	StateConnected  = "connected"
 	StateFailed     = "failed"
 )
-
-// Path names reported when no link is up.
-const pathTCP = "direct-tcp"
-
-// inboundGrace is how long a punch session still waits for the peer's
-// connections to arrive at our listener after our own attempts are done.
-const inboundGrace = time.Second
 
 // punchFreshness drops punch instructions that waited longer than this:
 // the peer has given up on them.
@@ -144,7 +135,7 @@ func (p *peer) awaitPunch(ctx context.Context, d *Daemon) (offer, bool) {
 		}
 		// The server passes our NAT to the peer with the punch: report it
 		// first.
-		d.awaitNAT(ctx)
+		d.nat.await(ctx)
 		if err := d.rv.Connect(p.key); err != nil {
 			p.log.WithError(err).Debug("connect request not sent")
 		}
@@ -163,108 +154,32 @@ func (p *peer) awaitPunch(ctx context.Context, d *Daemon) (offer, bool) {
 // It counts the session's attempt and, unless ctx ended first, its result.
 func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch, allowRelay bool) (l *link.Link, err error) {
 	began := time.Now()
-	id, err := punch.ParseSessionID(pu.Session)
+	d.nat.await(ctx)
+	self, _ := d.nat.get()
+	s, err := session.New(d.sessions, self, pu, p.log)
 	if err != nil {
+		pu.UDP.Close()
 		return nil, err
 	}
-	d.awaitNAT(ctx)
-	self := d.selfNAT()
-	strategy := punch.Choose(self, pu.PeerNAT)
-	key := punchKey{selfNAT: natLabel(self), peerNAT: natLabel(pu.PeerNAT), strategy: strategy.Name}
+	defer s.Close()
+	key := punchKey{selfNAT: natLabel(s.SelfNAT), peerNAT: natLabel(s.PeerNAT), strategy: s.Strategy.Name}
 	d.metrics.punchStarted(key)
 	defer func() {
 		if err == nil || ctx.Err() == nil {
 			d.metrics.punchEnded(key, l, time.Since(began))
 		}
 	}()
-	pu.LAN = punch.OnLink(pu.LAN)
-	p.log.WithFields(logrus.Fields{"session": id.String()[:8], "strategy": strategy.Name, "tcp_role": strategy.TCP,
-		"udp_role": strategy.UDP, "lan": fmt.Sprint(pu.LAN)}).Debug("punching")
-
-	pctx, cancel := context.WithTimeout(ctx, d.cfg.Link.PunchTimeout.Duration)
-	var wg sync.WaitGroup
-	defer func() {
-		cancel()
-		wg.Wait()
-	}()
-	raw := make(chan net.Conn)
-	linkCands := make(chan link.Candidate)
-	defer d.acceptor.Register(pctx, id, raw)()
-	box := d.udpInfos.box(pu.Session)
-	defer d.udpInfos.done(pu.Session)
-
-	// producers counts the punching goroutines; when all are done, the
-	// candidates channel closes (after a grace for inbound connections).
-	var producers sync.WaitGroup
-	produce := func(f func()) {
-		producers.Add(1)
-		wg.Go(func() {
-			defer producers.Done()
-			f()
-		})
+	paths := d.direct
+	if allowRelay {
+		paths = d.paths
 	}
-	// The TCP probe of a connect-fixed role must reach the server before
-	// the UDP session probe that releases the session's instruction.
-	tcpProbed := make(chan struct{})
-	if d.useTCP {
-		produce(func() { d.punchTCP(pctx, p, pu, id, strategy.TCP, box, raw, tcpProbed) })
-	} else {
-		close(tcpProbed)
-	}
-	produce(func() {
-		select {
-		case <-tcpProbed:
-		case <-time.After(time.Second):
+	l, rep, err := session.Race(ctx, s, paths)
+	for _, o := range rep.Outcomes {
+		if o.Path != rep.Winner || o.Offered == 0 {
+			p.log.WithFields(logrus.Fields{"session": s.ID.String()[:8], "path": o.Path, "why": o.Lost(rep.Winner)}).Debug("path lost the race")
 		}
-		if err := d.punchUDP(pctx, p, pu, id, strategy.UDP, box, linkCands); err != nil && pctx.Err() == nil {
-			p.log.WithError(err).Debug("udp punch gave up")
-		}
-	})
-	if allowRelay && *d.cfg.Link.Relay {
-		produce(func() {
-			if err := d.relay(pctx, pu, id, strategy, linkCands); err != nil && pctx.Err() == nil {
-				p.log.WithError(err).Debug("relay not used")
-			}
-		})
 	}
-	producersDone := make(chan struct{})
-	wg.Go(func() {
-		producers.Wait()
-		close(producersDone)
-	})
-	wg.Go(func() {
-		// Closing linkCands lets Establish give up as soon as every
-		// candidate was tried, instead of at the punch timeout. Only
-		// after every producer is done: they send on it too.
-		defer func() {
-			<-producersDone
-			close(linkCands)
-		}()
-		punched := producersDone
-		var grace <-chan time.Time
-		for {
-			select {
-			case c := <-raw:
-				select {
-				case linkCands <- link.Candidate{Conn: c, Path: pathTCP}:
-				case <-pctx.Done():
-					c.Close()
-				}
-			case <-punched:
-				punched = nil
-				grace = time.After(inboundGrace)
-			case <-grace:
-				return
-			case <-pctx.Done():
-				return
-			}
-		}
-	})
-	l, err = link.Establish(pctx, linkCands, d.self, p.key, d.linkCfg, p.log)
-	if err != nil {
-		return nil, fmt.Errorf("punch session %s: %w", id.String()[:8], err)
-	}
-	return l, nil
+	return l, err
 }
 
 // serveLink serves the peer's streams until the link dies, the peer asks
@@ -308,7 +223,7 @@ func (d *Daemon) serveLink(ctx context.Context, p *peer, l *link.Link) string {
 	}()
 	retry := backoff.Backoff{Min: 3 * time.Second, Max: time.Minute}
 	var upgradeTimer <-chan time.Time
-	if current.Path() == pathRelay {
+	if current.Path() == session.PathRelay {
 		upgradeTimer = time.After(retry.Next())
 	}
 	ended := func() string {
@@ -327,7 +242,7 @@ func (d *Daemon) serveLink(ctx context.Context, p *peer, l *link.Link) string {
 				d.rv.Connect(p.key) // the punch comes back as an offer
 			}
 		case o := <-p.offers:
-			if current.Path() != pathRelay {
+			if current.Path() != session.PathRelay {
 				// The peer wants a new session, so its end of this
 				// link is gone. If this end had closed the link
 				// already, that is the reason (select picks at random

@@ -1,10 +1,8 @@
 package daemon
 
 import (
-	"context"
 	"io"
 	"testing"
-	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -26,32 +24,5 @@ func TestOfferKeepsOnlyTheNewest(t *testing.T) {
 	case o := <-p.offers:
 		t.Fatalf("a stale offer %q was kept", o.Session)
 	default:
-	}
-}
-
-func TestSessionBoxServesEveryWaiter(t *testing.T) {
-	var u udpInfos
-	box := u.box("s1")
-	results := make(chan rendezvous.UDPInfo, 2)
-	for range 2 {
-		go func() {
-			info, ok := box.wait(context.Background(), time.Second)
-			if !ok {
-				info.Session = "timeout"
-			}
-			results <- info
-		}()
-	}
-	// The instruction can arrive before or after the waiters.
-	u.box("s1").set(rendezvous.UDPInfo{Session: "s1"})
-	u.box("s1").set(rendezvous.UDPInfo{Session: "late duplicate"})
-	for range 2 {
-		if got := <-results; got.Session != "s1" {
-			t.Fatalf("waiter got %q", got.Session)
-		}
-	}
-	u.done("s1")
-	if _, ok := u.box("s1").wait(context.Background(), 10*time.Millisecond); ok {
-		t.Fatal("a finished session's box was reused")
 	}
 }

@@ -65,7 +65,7 @@ func (d *Daemon) Status() Status {
 // natType names this daemon's NAT: as classified, else "none" when the
 // server sees one of our own addresses, else "unknown".
 func (d *Daemon) natType() string {
-	if n, ok := d.classifiedNAT(); ok {
+	if n, ok := d.nat.get(); ok {
 		return n.String()
 	}
 	if obs := d.rv.Observed(); obs.IsValid() && d.isLocal(obs.Addr()) {

@@ -36,11 +36,9 @@ type ClientConfig struct {
 	// registration.
 	LAN func() []netip.AddrPort
 	// OnPunch receives each punch instruction. It is called from the
-	// client's read loop and must not block.
+	// client's read loop and must not block. The session's second step
+	// arrives later on the instruction's UDP handle.
 	OnPunch func(Punch)
-	// OnUDP receives each session's UDP instruction (the second step of
-	// a punch). Same rules as OnPunch.
-	OnUDP func(UDPInfo)
 	// OnRegistered is called after each successful registration, with the
 	// server's UDP probe endpoints. Same rules as OnPunch.
 	OnRegistered func(udp []netip.AddrPort)
@@ -63,6 +61,9 @@ type Punch struct {
 	LAN    []netip.AddrPort
 	// PeerNAT is the peer's NAT as it reported it (zero if it did not).
 	PeerNAT punch.NAT
+	// UDP is where the session's second step arrives; Close it when the
+	// session is over.
+	UDP *UDPStep
 }
 
 // UDPInfo is the second step of a punch: where the peer's session socket
@@ -98,6 +99,9 @@ type Client struct {
 	registered chan struct{} // closed while registered
 	nat        *punch.NAT    // reported again at each registration
 	udp        []netip.AddrPort
+	// steps holds the sessions of the current connection whose second
+	// step has not arrived yet; the connection's end forgets them.
+	steps map[string]*UDPStep
 
 	// redial cuts Run's wait before the next connection short.
 	redial chan struct{}
@@ -127,9 +131,6 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.OnPunch == nil {
 		cfg.OnPunch = func(Punch) {}
 	}
-	if cfg.OnUDP == nil {
-		cfg.OnUDP = func(UDPInfo) {}
-	}
 	if cfg.OnRegistered == nil {
 		cfg.OnRegistered = func([]netip.AddrPort) {}
 	}
@@ -138,7 +139,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, err
 	}
 	conf := identity.TLSConfig(cert, identity.Pinned(cfg.ServerKey))
-	return &Client{cfg: cfg, tlsConf: conf, registered: make(chan struct{}), redial: make(chan struct{}, 1)}, nil
+	return &Client{cfg: cfg, tlsConf: conf, registered: make(chan struct{}), redial: make(chan struct{}, 1), steps: make(map[string]*UDPStep)}, nil
 }
 
 // Observed returns this peer's endpoint as the server last saw it.
@@ -373,22 +374,27 @@ func (c *Client) handle(m *Message) {
 			c.cfg.Log.WithError(err).Warn("ignoring malformed punch instruction")
 			return
 		}
+		pu.UDP = c.expectUDP(pu.Session)
 		c.cfg.OnPunch(pu)
 	case TypeUDP:
-		info := UDPInfo{Session: m.Session, Delay: time.Duration(min(max(m.DelayMs, 0), 2000)) * time.Millisecond}
-		if a, err := netip.ParseAddrPort(m.PeerTCP); err == nil {
-			info.PeerTCP = a
-		}
-		if m.PeerLANPort > 0 && m.PeerLANPort < 65536 {
-			info.PeerLANPort = uint16(m.PeerLANPort)
-		}
-		if a, err := netip.ParseAddrPort(m.PeerUDP); err == nil {
-			info.PeerUDP = a
-		}
-		c.cfg.OnUDP(info)
+		c.deliverUDP(parseUDP(m))
 	case TypeError:
 		c.cfg.Log.WithFields(logrus.Fields{"code": m.Code, "peer": m.Peer}).Debug(m.Text)
 	}
+}
+
+func parseUDP(m *Message) UDPInfo {
+	info := UDPInfo{Session: m.Session, Delay: time.Duration(min(max(m.DelayMs, 0), 2000)) * time.Millisecond}
+	if a, err := netip.ParseAddrPort(m.PeerTCP); err == nil {
+		info.PeerTCP = a
+	}
+	if m.PeerLANPort > 0 && m.PeerLANPort < 65536 {
+		info.PeerLANPort = uint16(m.PeerLANPort)
+	}
+	if a, err := netip.ParseAddrPort(m.PeerUDP); err == nil {
+		info.PeerUDP = a
+	}
+	return info
 }
 
 func parsePunch(m *Message) (Punch, error) {
@@ -427,6 +433,9 @@ func (c *Client) unregister(p *peerConn) {
 	if c.cur == p {
 		c.cur = nil
 		c.registered = make(chan struct{})
+		// The server sends a session's second step on the connection
+		// that carried its punch: it will not come now.
+		clear(c.steps)
 	}
 }
 

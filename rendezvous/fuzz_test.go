@@ -464,12 +464,17 @@ func FuzzClientHandle(f *testing.F) {
 		var udps []UDPInfo
 		c, err := NewClient(ClientConfig{Address: "192.0.2.1:7777", ServerKey: key, Key: fzServerKey(t), Log: quietLog(),
 			OnPunch: func(p Punch) { punches = append(punches, p) },
-			OnUDP:   func(u UDPInfo) { udps = append(udps, u) },
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
+		// A UDP instruction reaches the step its session's punch handed
+		// out.
+		step := c.expectUDP(m.Session)
 		c.handle(m)
+		if u, ok := step.Wait(context.Background(), 0); ok {
+			udps = append(udps, u)
+		}
 		if len(punches)+len(udps) > 1 {
 			t.Fatalf("one frame made %d punches and %d UDP instructions", len(punches), len(udps))
 		}

@@ -335,13 +335,11 @@ func TestSessionUDPCoordination(t *testing.T) {
 	type side struct {
 		c       *Client
 		punches chan Punch
-		udp     chan UDPInfo
 	}
 	mk := func() side {
-		s := side{punches: make(chan Punch, 1), udp: make(chan UDPInfo, 1)}
+		s := side{punches: make(chan Punch, 1)}
 		s.c = startClient(t, ctx, ts, ClientConfig{
 			OnPunch: func(p Punch) { s.punches <- p },
-			OnUDP:   func(u UDPInfo) { s.udp <- u },
 		})
 		waitRegistered(t, s.c)
 		return s
@@ -372,7 +370,11 @@ func TestSessionUDPCoordination(t *testing.T) {
 		}
 		socks[p.Side], mapped[p.Side] = s, m
 	}
-	ua, ub := <-a.udp, <-b.udp
+	ua, oka := pa.UDP.Wait(ctx, 5*time.Second)
+	ub, okb := pb.UDP.Wait(ctx, 5*time.Second)
+	if !oka || !okb {
+		t.Fatalf("UDP instructions: a %v, b %v", oka, okb)
+	}
 	if ua.PeerUDP != mapped[pb.Side] || ub.PeerUDP != mapped[pa.Side] {
 		t.Fatalf("a told %v (want %v), b told %v (want %v)", ua.PeerUDP, mapped[pb.Side], ub.PeerUDP, mapped[pa.Side])
 	}

@@ -1,4 +1,4 @@
-package daemon
+package session
 
 import (
 	"context"
@@ -18,31 +18,38 @@ import (
 // that the peer follows it when its NAT hands it a new endpoint.
 const roamInterval = time.Second
 
-// udpStreamCode is how a [link] udp_stream choice travels in the punch's
+// Stream protocols a UDP path runs over its punched socket, as they
+// travel (authenticated) in the punch's nomination.
+const (
+	streamQUIC byte = 'q'
+	streamKCP  byte = 'k'
+)
+
+// streamCode is how a [link] udp_stream choice travels in the punch's
 // nomination.
-func udpStreamCode(name string) byte {
+func streamCode(name string) byte {
 	if name == "kcp" {
-		return 'k'
+		return streamKCP
 	}
-	return 'q'
+	return streamQUIC
 }
 
 // udpStream turns a punched UDP path into a reliable stream for the link,
 // over the very socket whose NAT mapping the punch opened: QUIC or KCP, as
 // the punch agreed.
-func (d *Daemon) udpStream(ctx context.Context, res punch.UDPResult, id punch.SessionID, p *peer) (net.Conn, error) {
+func (u *UDP) udpStream(ctx context.Context, s *Session, res punch.UDPResult) (net.Conn, error) {
 	sock, ok := res.Conn.(*net.UDPConn)
 	if !ok {
 		return nil, fmt.Errorf("punched socket is a %T, not a UDP socket", res.Conn)
 	}
-	c := &udpConn{id: id, remote: res.Remote, log: p.log, stop: make(chan struct{}), closing: &d.udpClosing}
+	c := &udpConn{id: s.ID, remote: res.Remote, log: s.Log, stop: make(chan struct{}), closing: u.Closing}
 	switch res.Stream {
-	case 'k':
+	case streamKCP:
 		dm, err := transport.NewDemux(sock)
 		if err != nil {
 			return nil, err
 		}
-		conv := transport.MakeConv(id.Conv())
+		conv := transport.MakeConv(s.ID.Conv())
 		c.sock = dm
 		c.rebind = func(from, to netip.AddrPort) error { return dm.Rebind(conv, from, to) }
 		if err := c.handlePunchPackets(dm.Handle); err != nil {
@@ -54,7 +61,7 @@ func (d *Daemon) udpStream(ctx context.Context, res punch.UDPResult, id punch.Se
 			return nil, err
 		}
 		c.Conn, c.done = kc, kc.Done()
-	case 'q':
+	case streamQUIC:
 		qs, err := transport.NewQUICSocket(sock)
 		if err != nil {
 			return nil, err
@@ -67,7 +74,7 @@ func (d *Daemon) udpStream(ctx context.Context, res punch.UDPResult, id punch.Se
 		if err := c.handlePunchPackets(qs.Handle); err != nil {
 			return nil, err
 		}
-		qc, err := qs.Dial(ctx, res.Remote, d.self.Public.Less(p.key), d.self.TLSConfig(p.key), nil)
+		qc, err := qs.Dial(ctx, res.Remote, s.Controlling, s.cfg.Self.TLSConfig(s.Peer), nil)
 		if err != nil {
 			qs.Close()
 			return nil, err
@@ -105,7 +112,7 @@ type udpConn struct {
 	stop      chan struct{}
 	closeOnce sync.Once
 	wg        sync.WaitGroup  // announce
-	closing   *sync.WaitGroup // the daemon's: the close handshake
+	closing   *sync.WaitGroup // UDP.Closing: the close handshake
 }
 
 // handlePunchPackets routes punch-prefixed packets, which now are late

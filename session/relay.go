@@ -1,0 +1,59 @@
+package session
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/warren-p2p/warren/punch"
+	"github.com/warren-p2p/warren/rendezvous"
+)
+
+// relayDelay is how long a punch session tries direct paths alone before
+// it also opens a relay through the rendezvous server; pairs with no direct
+// path to expect open it at once.
+const relayDelay = 3 * time.Second
+
+// lanHeadStart is the relay's delay for such a pair when the peer may be on
+// our LAN.
+const lanHeadStart = 300 * time.Millisecond
+
+// Relay is the path through the rendezvous server. The link layer
+// authenticates the peer over it exactly as over a direct path.
+type Relay struct {
+	// Server is the rendezvous server's address. Required.
+	Server string
+}
+
+func (r *Relay) Name() string { return PathRelay }
+
+func (r *Relay) Plan(s *Session) Plan { return Plan{Delay: relayHeadStart(s.Strategy, s.PeerLAN)} }
+
+// relayHeadStart is the relay's head start policy: direct paths go alone for
+// relayDelay, unless the strategy expects none, when the relay starts at
+// once, or after lanHeadStart if the peer may be on our LAN.
+func relayHeadStart(st punch.Strategy, peerLAN []netip.AddrPort) time.Duration {
+	if st.TCP != punch.TCPNone || st.UDP != punch.RoleNone {
+		return relayDelay
+	}
+	for _, a := range peerLAN {
+		if !a.Addr().IsLoopback() {
+			return lanHeadStart
+		}
+	}
+	return 0
+}
+
+func (r *Relay) Run(ctx context.Context, s *Session, out *Out) error {
+	var dialer net.Dialer
+	conn, err := dialer.DialContext(ctx, "tcp", r.Server)
+	if err != nil {
+		return err
+	}
+	conn, err = rendezvous.DialRelay(ctx, conn, s.ID, s.Side)
+	if err != nil {
+		return err
+	}
+	return out.Offer(ctx, conn)
+}

@@ -1,0 +1,113 @@
+package session
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/warren-p2p/warren/identity"
+	"github.com/warren-p2p/warren/link"
+	"github.com/warren-p2p/warren/punch"
+	"github.com/warren-p2p/warren/rendezvous"
+)
+
+// Config is what every punch session of a daemon shares. A zero duration
+// means its default; a negative one is an error.
+type Config struct {
+	// Self is this daemon's identity, which links prove. Required.
+	Self link.Identity
+	// Link tunes the links a race builds. Nil means link's defaults.
+	Link *link.Config
+	// Timeout bounds one race, from its first path to its link.
+	// Default 10s.
+	Timeout time.Duration
+	// Grace is how long a race still takes the peer's connections
+	// arriving at our listeners after every active path is done: the
+	// peer's attempts may succeed a moment after ours gave up. Default 1s.
+	Grace time.Duration
+}
+
+// Defaults of Config.
+const (
+	DefaultTimeout = 10 * time.Second
+	DefaultGrace   = time.Second
+)
+
+// Verify fills in c's defaults and reports whether it is usable.
+func (c *Config) Verify() error {
+	if c.Self.Public.IsZero() {
+		return errors.New("session config: no identity")
+	}
+	if c.Timeout < 0 || c.Grace < 0 {
+		return fmt.Errorf("session config: negative duration (timeout %v, grace %v)", c.Timeout, c.Grace)
+	}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.Grace == 0 {
+		c.Grace = DefaultGrace
+	}
+	return c.Link.Verify()
+}
+
+// Session is one punch session with one peer, as this end sees it.
+type Session struct {
+	ID punch.SessionID
+	// Side is this end's side of the session (0 or 1), as the server
+	// numbered them; it goes into the session probes.
+	Side int
+	// Peer is the peer's key: the only key a link may prove.
+	Peer identity.PublicKey
+	// Controlling is true at the end with the lower key: it nominates the
+	// path (of a UDP punch and of the race) and is the TLS client.
+	Controlling bool
+	// SelfNAT and PeerNAT are both ends' NATs as classified (zero if
+	// unknown); Strategy is punch.Choose's pick for them.
+	SelfNAT, PeerNAT punch.NAT
+	Strategy         punch.Strategy
+	// PeerPublic is the peer's shared port as the server saw it; PeerLAN
+	// are its LAN endpoints on one of our links.
+	PeerPublic netip.AddrPort
+	PeerLAN    []netip.AddrPort
+	// UDP is the session's second step, which the server sends once both
+	// sides' session probes arrived: where the peer's session sockets are
+	// and when to start.
+	UDP *rendezvous.UDPStep
+	// Log carries the peer's fields.
+	Log logrus.FieldLogger
+
+	cfg *Config
+}
+
+// New makes the session a punch instruction starts. cfg must have been
+// verified; selfNAT is this daemon's NAT as last classified.
+func New(cfg *Config, selfNAT punch.NAT, pu rendezvous.Punch, log logrus.FieldLogger) (*Session, error) {
+	id, err := punch.ParseSessionID(pu.Session)
+	if err != nil {
+		return nil, err
+	}
+	return &Session{
+		ID:          id,
+		Side:        pu.Side,
+		Peer:        pu.Peer,
+		Controlling: cfg.Self.Public.Less(pu.Peer),
+		SelfNAT:     selfNAT,
+		PeerNAT:     pu.PeerNAT,
+		Strategy:    punch.Choose(selfNAT, pu.PeerNAT),
+		PeerPublic:  pu.Public,
+		PeerLAN:     punch.OnLink(pu.LAN),
+		UDP:         pu.UDP,
+		Log:         log,
+		cfg:         cfg,
+	}, nil
+}
+
+// Close ends the session: its second step, should it still come, is
+// dropped.
+func (s *Session) Close() { s.UDP.Close() }
+
+// short is the session id as logs show it.
+func (s *Session) short() string { return s.ID.String()[:8] }

@@ -1,0 +1,156 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/warren-p2p/warren/punch"
+	"github.com/warren-p2p/warren/rendezvous"
+)
+
+// stepWait bounds the wait for the session's second step, which the server
+// sends within its own UDPWait (1s) of the punch.
+const stepWait = 3 * time.Second
+
+// probeTimeout bounds the UDP session probe.
+const probeTimeout = 2 * time.Second
+
+// tcpProbeWait is how long the UDP path waits for TCPProbed.
+const tcpProbeWait = time.Second
+
+// errNoPeerSocket: the server saw no session socket of the peer's, and the
+// peer has no LAN endpoint to try either.
+var errNoPeerSocket = errors.New("the peer's session socket was not observed")
+
+// UDP is the direct UDP path: a punched UDP socket carrying QUIC or KCP.
+// Its session probe also tells the server this side is ready (the server
+// then sends both sides the second step), so it runs even when links do
+// not run over UDP.
+type UDP struct {
+	// Servers returns the rendezvous server's UDP probe endpoints.
+	// Required.
+	Servers func() []netip.AddrPort
+	// ProbeOnly keeps links off UDP: the path sends its session probe and
+	// stops.
+	ProbeOnly bool
+	// Rate caps the packets per second a spray sends; zero means
+	// punch's default.
+	Rate int
+	// Stream is the protocol the link runs over the socket, "quic" or
+	// "kcp", if this end controls; the controlling end's choice wins.
+	// Empty means QUIC.
+	Stream string
+	// Closing counts UDP links whose close handshake is under way: the
+	// daemon waits for it before it exits. Required.
+	Closing *sync.WaitGroup
+}
+
+func (u *UDP) Name() string { return PathUDP }
+
+// Plan: the UDP session probe goes after the TCP one (TCPProbed), but a
+// TCP path slow to probe holds it back no longer than tcpProbeWait.
+func (u *UDP) Plan(*Session) Plan { return Plan{After: TCPProbed, AtMost: tcpProbeWait} }
+
+func (u *UDP) Run(ctx context.Context, s *Session, out *Out) error {
+	sock, mapped, err := u.probe(ctx, s)
+	if err != nil || u.ProbeOnly {
+		return err
+	}
+	info, lan, err := awaitPeerSocket(ctx, s)
+	if err != nil {
+		sock.Close()
+		return err
+	}
+	s.Log.WithFields(logrus.Fields{"role": s.Strategy.UDP, "mapped": mapped, "peer_udp": info.PeerUDP, "delay": info.Delay}).Debug("punching udp")
+	if err := sleep(ctx, info.Delay); err != nil {
+		sock.Close()
+		return err
+	}
+	began := time.Now()
+	res, err := punch.PunchUDP(ctx, &punch.UDPConfig{Rate: u.Rate}, punch.UDPSession{
+		ID:           s.ID,
+		Controlling:  s.Controlling,
+		Role:         s.Strategy.UDP,
+		Peer:         s.PeerNAT,
+		PeerEndpoint: info.PeerUDP,
+		LAN:          lan,
+		Stream:       streamCode(u.Stream),
+	}, sock)
+	if err != nil {
+		return err
+	}
+	s.Log.WithFields(logrus.Fields{"remote": res.Remote, "sent": res.Sent, "took": time.Since(began).Round(time.Millisecond)}).Debug("udp punched")
+	conn, err := u.udpStream(ctx, s, res)
+	if err != nil {
+		res.Conn.Close()
+		return err
+	}
+	return out.Offer(ctx, conn)
+}
+
+// probe opens the session socket and sends its session probe; with
+// ProbeOnly, or on error, it closes the socket again.
+func (u *UDP) probe(ctx context.Context, s *Session) (*net.UDPConn, netip.AddrPort, error) {
+	sock, err := net.ListenUDP("udp", nil)
+	if err != nil {
+		return nil, netip.AddrPort{}, fmt.Errorf("udp socket: %w", err)
+	}
+	servers := u.Servers()
+	if len(servers) == 0 {
+		sock.Close()
+		return nil, netip.AddrPort{}, errors.New("no rendezvous UDP endpoint")
+	}
+	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	mapped, err := rendezvous.ProbeSession(pctx, sock, net.UDPAddrFromAddrPort(servers[0]), s.ID, s.Side)
+	cancel()
+	if err != nil {
+		sock.Close()
+		return nil, netip.AddrPort{}, fmt.Errorf("session probe: %w", err)
+	}
+	if u.ProbeOnly {
+		sock.Close()
+		return nil, mapped, nil
+	}
+	return sock, mapped, nil
+}
+
+// awaitPeerSocket waits for the second step and returns it with the
+// peer's session socket at its LAN addresses.
+func awaitPeerSocket(ctx context.Context, s *Session) (rendezvous.UDPInfo, []netip.AddrPort, error) {
+	info, ok := s.UDP.Wait(ctx, stepWait)
+	if !ok {
+		return info, nil, fmt.Errorf("no UDP instruction from the rendezvous server within %v", stepWait)
+	}
+	var lan []netip.AddrPort
+	if info.PeerLANPort != 0 {
+		for _, a := range s.PeerLAN {
+			lan = append(lan, netip.AddrPortFrom(a.Addr(), info.PeerLANPort))
+		}
+	}
+	if !info.PeerUDP.IsValid() && len(lan) == 0 {
+		return info, nil, errNoPeerSocket
+	}
+	return info, lan, nil
+}
+
+// sleep waits d, or returns ctx's error if it ends first.
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
