@@ -1,10 +1,14 @@
 // Package daemon owns a running warren peer: it loads its key, binds the
-// shared punch port, keeps it registered with the rendezvous server, keeps
-// one link per configured peer (punching again whenever a link is lost),
+// shared punch port, keeps it registered with the rendezvous server,
+// classifies its NAT (nat.go), keeps one link per configured peer
+// (punching again whenever a link is lost, and upgrading a relayed link),
 // hands inbound streams to forward's exit side, opens outbound streams for
 // forward's listeners, and serves the status API and Prometheus metrics
 // (GET /metrics, metrics.go).
 //
-// daemon is wiring and lifecycle only: protocol details live in rendezvous,
-// punch, link and forward, and it must not reach into their internals.
+// daemon is wiring and lifecycle only: a punch session, from its
+// instruction to its link, is package session's (which paths the config
+// allows is decided here, in sessionPaths); protocol details live in
+// rendezvous, punch, transport, link and forward, and daemon must not
+// reach into their internals nor import transport.
 package daemon

@@ -72,7 +72,8 @@ type attempt struct {
 // ctx ends first.
 func Establish(ctx context.Context, cands <-chan Candidate, self Identity, peer identity.PublicKey, cfg *Config, log logrus.FieldLogger) (*Link, error) {
 	cfg = cfg.withDefaults()
-	controlling := self.Public.Less(peer)
+	e := newEnds(self.Public, peer)
+	controlling := e.controlling
 	tlsConf := self.TLSConfig(peer)
 	tlsConf.SessionTicketsDisabled = true
 
@@ -101,7 +102,7 @@ func Establish(ctx context.Context, cands <-chan Candidate, self Identity, peer 
 				continue
 			}
 			pending++
-			go func() { results <- handshake(ctx, c, tlsConf, self.Public, peer, cfg.HandshakeTimeout) }()
+			go func() { results <- handshake(ctx, c, tlsConf, e, cfg.HandshakeTimeout) }()
 		case r := <-results:
 			pending--
 			if r.err != nil {
@@ -136,9 +137,25 @@ func noCandidate(last error) error {
 	return fmt.Errorf("%w: %w", ErrNoCandidate, last)
 }
 
+// ends are the two ends of a link being established, and which of them
+// controls (the one with the lower key): decided once, in Establish.
+type ends struct {
+	self, peer  identity.PublicKey
+	controlling bool
+}
+
+func newEnds(self, peer identity.PublicKey) ends {
+	return ends{self: self, peer: peer, controlling: Controls(self, peer)}
+}
+
+// Controls reports whether self is the controlling end of a link (and of
+// the punch session below it) with peer: the end with the lower key. It
+// takes the TLS client role and nominates; the other end follows.
+func Controls(self, peer identity.PublicKey) bool { return self.Less(peer) }
+
 // handshake runs TLS and the ready/nominate exchange on one candidate.
-func handshake(ctx context.Context, c Candidate, conf *tls.Config, self, peer identity.PublicKey, timeout time.Duration) attempt {
-	controlling := self.Less(peer)
+func handshake(ctx context.Context, c Candidate, conf *tls.Config, e ends, timeout time.Duration) attempt {
+	controlling := e.controlling
 	fail := func(err error) attempt {
 		c.Conn.Close()
 		return attempt{cand: c, err: err}
@@ -150,7 +167,7 @@ func handshake(ctx context.Context, c Candidate, conf *tls.Config, self, peer id
 	// Each end first states the key it will prove. The claim proves
 	// nothing (TLS does that), but it names an impostor at once and keeps
 	// the roles consistent even when the claimed key is not the pinned one.
-	if err := exchangeClaims(c.Conn, self, peer); err != nil {
+	if err := exchangeClaims(c.Conn, e.self, e.peer); err != nil {
 		return fail(err)
 	}
 	out := &batchConn{Conn: c.Conn}

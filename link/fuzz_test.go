@@ -317,7 +317,7 @@ func FuzzHandshake(f *testing.F) {
 		c := newFzConn(in)
 		done := make(chan attempt, 1)
 		go func() {
-			done <- handshake(context.Background(), Candidate{Conn: c, Path: "direct-tcp"}, conf, self.Public, peer.Public, 10*time.Second)
+			done <- handshake(context.Background(), Candidate{Conn: c, Path: "direct-tcp"}, conf, newEnds(self.Public, peer.Public), 10*time.Second)
 		}()
 		var r attempt
 		select {

@@ -93,7 +93,7 @@ func New(cfg *Config, selfNAT punch.NAT, pu rendezvous.Punch, log logrus.FieldLo
 		ID:          id,
 		Side:        pu.Side,
 		Peer:        pu.Peer,
-		Controlling: cfg.Self.Public.Less(pu.Peer),
+		Controlling: link.Controls(cfg.Self.Public, pu.Peer),
 		SelfNAT:     selfNAT,
 		PeerNAT:     pu.PeerNAT,
 		Strategy:    punch.Choose(selfNAT, pu.PeerNAT),
