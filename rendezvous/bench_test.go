@@ -25,8 +25,8 @@ import (
 // server binary under 10,000 peers; these say where its costs come from.
 
 // benchNAT is a cone NAT report, as most peers send.
-var benchNAT = &punch.NAT{Behind: true, Mapping: punch.MappingEndpointIndependent,
-	Allocation: punch.AllocationPreserved, PublicIP: netip.MustParseAddr("203.0.113.7"), LastPort: 41641}
+var benchNAT = ReportNAT(punch.NAT{Behind: true, Mapping: punch.MappingEndpointIndependent,
+	Allocation: punch.AllocationPreserved, PublicIP: netip.MustParseAddr("203.0.113.7"), LastPort: 41641})
 
 // benchPunch is a punch frame as the server sends one: two LAN endpoints
 // and a NAT.

@@ -97,7 +97,7 @@ type Client struct {
 	cur        *peerConn // nil while not registered
 	observed   netip.AddrPort
 	registered chan struct{} // closed while registered
-	nat        *punch.NAT    // reported again at each registration
+	nat        *NATReport    // reported again at each registration
 	udp        []netip.AddrPort
 	// steps holds the sessions of the current connection whose second
 	// step has not arrived yet; the connection's end forgets them.
@@ -169,13 +169,14 @@ func (c *Client) UDPServers() []netip.AddrPort {
 // registered) and at every later registration.
 func (c *Client) SetNAT(n punch.NAT) error {
 	c.mu.Lock()
-	c.nat = &n
+	report := ReportNAT(n)
+	c.nat = report
 	p := c.cur
 	c.mu.Unlock()
 	if p == nil {
 		return nil
 	}
-	return p.send(&Message{Type: TypeNAT, NAT: &n})
+	return p.send(&Message{Type: TypeNAT, NAT: report})
 }
 
 // LocalAddr returns the local end of the control connection, or the zero
@@ -403,9 +404,7 @@ func parsePunch(m *Message) (Punch, error) {
 		return Punch{}, fmt.Errorf("punch peer: %w", err)
 	}
 	pu := Punch{Session: m.Session, Side: m.Side, Peer: key}
-	if m.NAT != nil {
-		pu.PeerNAT = *m.NAT
-	}
+	pu.PeerNAT = m.NAT.NAT()
 	if pu.Public, err = netip.ParseAddrPort(m.Public); err != nil {
 		return Punch{}, fmt.Errorf("punch public endpoint: %w", err)
 	}

@@ -441,7 +441,7 @@ func FuzzServerAnswer(f *testing.F) {
 // delay is within 0..2s and its port real.
 func FuzzClientHandle(f *testing.F) {
 	key := fzServerKey(f).Public()
-	nat := &punch.NAT{Behind: true, Mapping: punch.MappingAddressAndPortDependent, Allocation: punch.AllocationSequential, Delta: 1}
+	nat := ReportNAT(punch.NAT{Behind: true, Mapping: punch.MappingAddressAndPortDependent, Allocation: punch.AllocationSequential, Delta: 1})
 	for _, m := range []*Message{
 		{Type: TypePunch, Session: fzSession.String(), Side: 1, Peer: key.String(), Public: "198.51.100.7:40000", LAN: []string{"10.0.0.2:4000", "x"}, NAT: nat},
 		{Type: TypeUDP, Session: fzSession.String(), PeerUDP: "198.51.100.7:40001", PeerTCP: "[2001:db8::1]:5", PeerLANPort: 65535, DelayMs: 2500},

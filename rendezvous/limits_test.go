@@ -732,7 +732,7 @@ func TestConnectRate(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	WriteMessage(c, &Message{Type: TypeNAT, NAT: &punch.NAT{Behind: true}})
+	WriteMessage(c, &Message{Type: TypeNAT, NAT: ReportNAT(punch.NAT{Behind: true})})
 	const asks = 50
 	start := time.Now()
 	for range asks {

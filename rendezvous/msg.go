@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-
-	"github.com/warren-p2p/warren/punch"
 )
 
 // Protocol version spoken by this package.
@@ -43,7 +41,7 @@ const (
 type Message struct {
 	Type        string     `json:"type"`
 	UDP         []string   `json:"udp,omitempty"`           // registered: the server's UDP probe endpoints
-	NAT         *punch.NAT `json:"nat,omitempty"`           // nat: the sender's NAT; punch: the peer's
+	NAT         *NATReport `json:"nat,omitempty"`           // nat: the sender's NAT; punch: the peer's
 	Side        int        `json:"side,omitempty"`          // punch: which side of the session the receiver is (0 or 1)
 	PeerUDP     string     `json:"peer_udp,omitempty"`      // udp: the peer's session socket as the server saw it
 	DelayMs     int        `json:"delay_ms,omitempty"`      // udp: wait this long before punching, to start together

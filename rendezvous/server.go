@@ -374,7 +374,7 @@ type peerConn struct {
 	// mu guards the fields below, which the peer's own goroutine writes
 	// and coordinating goroutines read.
 	mu  sync.Mutex
-	nat *punch.NAT
+	nat *NATReport
 	rtt time.Duration
 
 	// reported is closed at the peer's first NAT report (server side
@@ -383,7 +383,7 @@ type peerConn struct {
 	reportedOnce sync.Once
 }
 
-func (p *peerConn) natAndRTT() (*punch.NAT, time.Duration) {
+func (p *peerConn) natAndRTT() (*NATReport, time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.nat, p.rtt

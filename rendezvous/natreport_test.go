@@ -1,0 +1,39 @@
+package rendezvous
+
+import (
+	"encoding/json"
+	"net/netip"
+	"reflect"
+	"testing"
+
+	"github.com/warren-p2p/warren/punch"
+)
+
+// TestNATReportWire pins the NAT report's wire form (spec.md): peers and
+// servers of protocol version 1 read these names.
+func TestNATReportWire(t *testing.T) {
+	n := punch.NAT{Behind: true, Mapping: punch.MappingAddressAndPortDependent, Allocation: punch.AllocationSequential,
+		Delta: -2, PublicIP: netip.MustParseAddr("203.0.113.7"), LastPort: 41641}
+	b, err := json.Marshal(&Message{Type: TypeNAT, NAT: ReportNAT(n)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"type":"nat","nat":{"Behind":true,"Mapping":"address-and-port-dependent","Allocation":"sequential","Delta":-2,"PublicIP":"203.0.113.7","LastPort":41641}}`
+	if string(b) != want {
+		t.Fatalf("wire form\n got %s\nwant %s", b, want)
+	}
+	var m Message
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.NAT.NAT(); got != n {
+		t.Fatalf("round trip: %+v, want %+v", got, n)
+	}
+	if got := (*NATReport)(nil).NAT(); got != (punch.NAT{}) {
+		t.Fatalf("no report reads as %+v, want the zero NAT", got)
+	}
+	// A field punch.NAT gains must be given a wire name here too.
+	if a, b := reflect.TypeFor[punch.NAT]().NumField(), reflect.TypeFor[NATReport]().NumField(); a != b {
+		t.Fatalf("punch.NAT has %d fields, NATReport %d", a, b)
+	}
+}
