@@ -43,16 +43,12 @@ func (s SessionID) udpKey() []byte {
 	return h[:]
 }
 
-// Conv returns the KCP conversation ID both peers derive for session s.
-// Its first byte on the wire (little-endian) is never 'W', the first byte
-// of every punch packet, so a demultiplexer can tell them apart.
+// Conv returns the value both peers derive for session s's KCP
+// conversation ID; transport.MakeConv turns it into a valid one (its
+// first byte on the wire never that of a punch packet).
 func (s SessionID) Conv() uint32 {
 	h := sha256.Sum256(append([]byte("warren kcp conv "), s[:]...))
-	c := binary.LittleEndian.Uint32(h[:4])
-	if byte(c) == 'W' {
-		c ^= 1
-	}
-	return c
+	return binary.LittleEndian.Uint32(h[:4])
 }
 
 func sealPacket(key []byte, typ byte, nonce []byte) []byte {
