@@ -1,4 +1,4 @@
-package punch
+package punch_test
 
 import (
 	"context"
@@ -6,13 +6,16 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/warren-p2p/warren/punch"
+	"github.com/warren-p2p/warren/punch/memnat"
 )
 
 // TestStrategiesOverSimulatedNATs runs both sides of a UDP punch, with the
 // roles Choose gives them, for every pair of simulated NAT kinds, and
 // checks which pairs connect and that both sides agree on the path.
 func TestStrategiesOverSimulatedNATs(t *testing.T) {
-	kinds := map[string]natKind{"open": simOpen, "cone": simCone, "seq": simSeq, "rand": simRand}
+	kinds := map[string]memnat.Kind{"open": memnat.Open, "cone": memnat.Cone, "seq": memnat.Seq, "rand": memnat.Rand}
 	// Pairs with no direct path to expect (they go to the relay).
 	noPath := map[[2]string]bool{{"seq", "rand"}: true, {"rand", "seq"}: true, {"rand", "rand"}: true}
 	server := netip.MustParseAddrPort("192.0.2.1:7777")
@@ -20,42 +23,40 @@ func TestStrategiesOverSimulatedNATs(t *testing.T) {
 		for bn, bk := range kinds {
 			t.Run(an+"/"+bn, func(t *testing.T) {
 				t.Parallel()
-				n := newSimNet()
-				mk := func(i int, k natKind) (*simSock, func() (PacketConn, error)) {
+				n := memnat.New()
+				mk := func(i int, k memnat.Kind) (*memnat.Sock, func() (punch.PacketConn, error)) {
 					local := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(i), 0, 2}), 40000)
-					var nat *simNAT
-					if k == simOpen {
+					var nat *memnat.NAT
+					if k == memnat.Open {
 						local = netip.AddrPortFrom(netip.AddrFrom4([4]byte{203, 0, 113, byte(10 + i)}), 40000)
 					} else {
-						nat = n.addNAT(k, fmt.Sprintf("198.51.100.%d", 10+i))
+						nat = n.AddNAT(k, fmt.Sprintf("198.51.100.%d", 10+i))
 					}
 					next := local.Port()
-					listen := func() (PacketConn, error) {
+					listen := func() (punch.PacketConn, error) {
 						next++
-						return n.listen(nat, netip.AddrPortFrom(local.Addr(), next)), nil
+						return n.Listen(nat, netip.AddrPortFrom(local.Addr(), next)), nil
 					}
-					return n.listen(nat, local), listen
+					return n.Listen(nat, local), listen
 				}
 				sa, la := mk(1, ak)
 				sb, lb := mk(2, bk)
 				// Each side's session socket is what the server saw.
-				n.mu.Lock()
-				ma, mb := n.publicOfLocked(sa, server), n.publicOfLocked(sb, server)
-				n.mu.Unlock()
+				ma, mb := n.PublicOf(sa, server), n.PublicOf(sb, server)
 
 				// Generous: the random pairs are probabilistic, and -race on a
 				// loaded machine slows the paced sprays well below Rate.
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
-				id := NewSessionID()
-				na, nb := natOf(ak), natOf(bk)
+				id := punch.NewSessionID()
+				na, nb := ak.NAT(), bk.NAT()
 				type out struct {
-					r   UDPResult
+					r   punch.UDPResult
 					err error
 				}
-				run := func(sock PacketConn, self, peer NAT, peerEP netip.AddrPort, controlling bool, listen func() (PacketConn, error), ch chan<- out) {
-					r, err := PunchUDP(ctx, &UDPConfig{Rate: 20000, Sockets: 256}, UDPSession{ID: id, Controlling: controlling,
-						Role: Choose(self, peer).UDP, Peer: peer, PeerEndpoint: peerEP, Listen: listen}, sock)
+				run := func(sock punch.PacketConn, self, peer punch.NAT, peerEP netip.AddrPort, controlling bool, listen func() (punch.PacketConn, error), ch chan<- out) {
+					r, err := punch.PunchUDP(ctx, &punch.UDPConfig{Rate: 20000, Sockets: 256}, punch.UDPSession{ID: id, Controlling: controlling,
+						Role: punch.Choose(self, peer).UDP, Peer: peer, PeerEndpoint: peerEP, Listen: listen}, sock)
 					ch <- out{r, err}
 				}
 				ca, cb := make(chan out, 1), make(chan out, 1)
@@ -73,10 +74,8 @@ func TestStrategiesOverSimulatedNATs(t *testing.T) {
 				}
 				// Each side's remote must be the other's socket as its NAT
 				// shows it to this side: the two ends of one path.
-				n.mu.Lock()
-				wantA := n.publicOfLocked(rb.r.Conn.(*simSock), rb.r.Remote)
-				wantB := n.publicOfLocked(ra.r.Conn.(*simSock), ra.r.Remote)
-				n.mu.Unlock()
+				wantA := n.PublicOf(rb.r.Conn.(*memnat.Sock), rb.r.Remote)
+				wantB := n.PublicOf(ra.r.Conn.(*memnat.Sock), ra.r.Remote)
 				if ra.r.Remote != wantA || rb.r.Remote != wantB {
 					t.Fatalf("the sides chose different paths: a→%v (b is %v), b→%v (a is %v)", ra.r.Remote, wantA, rb.r.Remote, wantB)
 				}
