@@ -2,7 +2,6 @@ package punch_test
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -24,23 +23,8 @@ func TestStrategiesOverSimulatedNATs(t *testing.T) {
 			t.Run(an+"/"+bn, func(t *testing.T) {
 				t.Parallel()
 				n := memnat.New()
-				mk := func(i int, k memnat.Kind) (*memnat.Sock, func() (punch.PacketConn, error)) {
-					local := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(i), 0, 2}), 40000)
-					var nat *memnat.NAT
-					if k == memnat.Open {
-						local = netip.AddrPortFrom(netip.AddrFrom4([4]byte{203, 0, 113, byte(10 + i)}), 40000)
-					} else {
-						nat = n.AddNAT(k, fmt.Sprintf("198.51.100.%d", 10+i))
-					}
-					next := local.Port()
-					listen := func() (punch.PacketConn, error) {
-						next++
-						return n.Listen(nat, netip.AddrPortFrom(local.Addr(), next)), nil
-					}
-					return n.Listen(nat, local), listen
-				}
-				sa, la := mk(1, ak)
-				sb, lb := mk(2, bk)
+				sa, la := n.Host(1, ak)
+				sb, lb := n.Host(2, bk)
 				// Each side's session socket is what the server saw.
 				ma, mb := n.PublicOf(sa, server), n.PublicOf(sb, server)
 

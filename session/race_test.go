@@ -156,8 +156,9 @@ func quiet() logrus.FieldLogger {
 	return l
 }
 
-// twoEnds makes the sessions of both ends of one punch session.
-func twoEnds(t testing.TB, timeout time.Duration) (a, b *Session) {
+// twoEnds makes the sessions of both ends of one punch session, ends
+// behind NATs nats.
+func twoEnds(t testing.TB, timeout time.Duration, nats [2]punch.NAT) (a, b *Session) {
 	t.Helper()
 	id := punch.NewSessionID().String()
 	var ends [2]*Session
@@ -178,8 +179,8 @@ func twoEnds(t testing.TB, timeout time.Duration) (a, b *Session) {
 		if err := cfg.Verify(); err != nil {
 			t.Fatal(err)
 		}
-		pu := rendezvous.Punch{Session: id, Side: i, Peer: keys[1-i].Public()}
-		if ends[i], err = New(cfg, punch.NAT{}, pu, quiet()); err != nil {
+		pu := rendezvous.Punch{Session: id, Side: i, Peer: keys[1-i].Public(), PeerNAT: nats[1-i]}
+		if ends[i], err = New(cfg, nats[i], pu, quiet()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -196,7 +197,7 @@ type raced struct {
 // raceBoth races both ends at once, a's ctx ending after cancelAfter
 // if that is set.
 func raceBoth(t *testing.T, specs []fakeSpec, cancelAfter time.Duration) (ra, rb raced, fa, fb []*fake, began time.Time) {
-	sa, sb := twoEnds(t, 3*time.Second)
+	sa, sb := twoEnds(t, 3*time.Second, [2]punch.NAT{})
 	fa, fb = pairs(specs)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

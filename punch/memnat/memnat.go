@@ -219,3 +219,22 @@ func (s *Sock) Close() error {
 	s.once.Do(func() { close(s.closed) })
 	return nil
 }
+
+// Host puts host i (1 to 200) on n behind a NAT of kind k (or on the open
+// internet), and returns its session socket and a Listen for more sockets
+// beside it (RoleManySockets).
+func (n *Net) Host(i int, k Kind) (*Sock, func() (punch.PacketConn, error)) {
+	local := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(i), 0, 2}), 40000)
+	var nat *NAT
+	if k == Open {
+		local = netip.AddrPortFrom(netip.AddrFrom4([4]byte{203, 0, 113, byte(10 + i)}), 40000)
+	} else {
+		nat = n.AddNAT(k, netip.AddrFrom4([4]byte{198, 51, 100, byte(10 + i)}).String())
+	}
+	next := local.Port()
+	listen := func() (punch.PacketConn, error) {
+		next++
+		return n.Listen(nat, netip.AddrPortFrom(local.Addr(), next)), nil
+	}
+	return n.Listen(nat, local), listen
+}
