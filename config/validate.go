@@ -8,17 +8,22 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/warren-p2p/warren/link"
+	"github.com/warren-p2p/warren/punch"
+	"github.com/warren-p2p/warren/session"
 )
 
 const (
-	defaultKeyFile       = "warren.key"
-	defaultAdminListen   = "127.0.0.1:7780"
-	defaultKeepAlive     = 15 * time.Second
-	defaultPunchTimeout  = 10 * time.Second
-	defaultStreamWindow  = 4 << 20
-	minStreamWindow      = 256 << 10
-	defaultMaxStreams    = 256
-	defaultSprayRate     = 2000
+	defaultKeyFile     = "warren.key"
+	defaultAdminListen = "127.0.0.1:7780"
+	// The [link] defaults are the components' own.
+	defaultKeepAlive     = link.DefaultKeepAliveInterval
+	defaultPunchTimeout  = session.DefaultTimeout
+	defaultStreamWindow  = link.DefaultStreamWindow
+	minStreamWindow      = link.MinStreamWindow
+	defaultMaxStreams    = link.DefaultMaxStreams
+	defaultSprayRate     = punch.DefaultSprayRate
 	defaultUDPStream     = "quic"
 	defaultUDPIdle       = time.Minute
 	defaultServerListen  = "0.0.0.0:7777"

@@ -1,8 +1,14 @@
 package forward
 
-import "time"
+import (
+	"errors"
+	"time"
 
-// Config holds forward's tunables. The zero value means all defaults.
+	"github.com/warren-p2p/warren/internal/conf"
+)
+
+// Config holds forward's tunables. A zero field means its default (the
+// zero Config: all defaults); a negative one is an error (Verify).
 type Config struct {
 	// HandshakeTimeout bounds a SOCKS5 client's greeting, authentication
 	// and request; the deadline is cleared once the request is read.
@@ -39,17 +45,19 @@ const (
 	DefaultUDPIdleTimeout   = 2 * time.Minute
 )
 
-// withDefaults returns c with zero (or negative) fields set to defaults.
+// withDefaults returns c with zero fields set to defaults.
 func (c Config) withDefaults() Config {
-	set := func(d *time.Duration, def time.Duration) {
-		if *d <= 0 {
-			*d = def
-		}
-	}
-	set(&c.HandshakeTimeout, DefaultHandshakeTimeout)
-	set(&c.RequestTimeout, DefaultRequestTimeout)
-	set(&c.DialTimeout, DefaultDialTimeout)
-	set(&c.ConnectTimeout, DefaultConnectTimeout)
-	set(&c.UDPIdleTimeout, DefaultUDPIdleTimeout)
+	conf.Default(&c.HandshakeTimeout, DefaultHandshakeTimeout)
+	conf.Default(&c.RequestTimeout, DefaultRequestTimeout)
+	conf.Default(&c.DialTimeout, DefaultDialTimeout)
+	conf.Default(&c.ConnectTimeout, DefaultConnectTimeout)
+	conf.Default(&c.UDPIdleTimeout, DefaultUDPIdleTimeout)
 	return c
+}
+
+// Verify reports whether c is usable.
+func (c Config) Verify() error {
+	return errors.Join(conf.NotNegative("forward: HandshakeTimeout", c.HandshakeTimeout),
+		conf.NotNegative("forward: RequestTimeout", c.RequestTimeout), conf.NotNegative("forward: DialTimeout", c.DialTimeout),
+		conf.NotNegative("forward: ConnectTimeout", c.ConnectTimeout), conf.NotNegative("forward: UDPIdleTimeout", c.UDPIdleTimeout))
 }

@@ -6,9 +6,12 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+
+	"github.com/warren-p2p/warren/internal/conf"
 )
 
-// Config tunes a Link. The zero value of a field means its default.
+// Config tunes a Link. A zero field means its default; a negative one is
+// an error (Verify).
 type Config struct {
 	// KeepAliveInterval is how often the link pings the peer. A link whose
 	// ping goes unanswered for WriteTimeout is closed. Default 15s, below
@@ -41,17 +44,29 @@ type Config struct {
 	StreamCloseTimeout time.Duration
 }
 
-const minStreamWindow = 256 * 1024
+// Defaults of Config, which are also the defaults of the config file's
+// [link] keys.
+const (
+	DefaultKeepAliveInterval  = 15 * time.Second
+	DefaultWriteTimeout       = 10 * time.Second
+	DefaultHandshakeTimeout   = 10 * time.Second
+	DefaultStreamWindow       = 4 << 20
+	DefaultMaxStreams         = 256
+	DefaultStreamCloseTimeout = time.Minute
+)
+
+// MinStreamWindow is the smallest StreamWindow a link accepts.
+const MinStreamWindow = 256 * 1024
 
 // DefaultConfig returns a Config with every default filled in.
 func DefaultConfig() *Config {
 	return &Config{
-		KeepAliveInterval:  15 * time.Second,
-		WriteTimeout:       10 * time.Second,
-		HandshakeTimeout:   10 * time.Second,
-		StreamWindow:       4 << 20,
-		MaxStreams:         256,
-		StreamCloseTimeout: time.Minute,
+		KeepAliveInterval:  DefaultKeepAliveInterval,
+		WriteTimeout:       DefaultWriteTimeout,
+		HandshakeTimeout:   DefaultHandshakeTimeout,
+		StreamWindow:       DefaultStreamWindow,
+		MaxStreams:         DefaultMaxStreams,
+		StreamCloseTimeout: DefaultStreamCloseTimeout,
 	}
 }
 
@@ -62,24 +77,12 @@ func (c *Config) withDefaults() *Config {
 		return d
 	}
 	out := *c
-	if out.KeepAliveInterval == 0 {
-		out.KeepAliveInterval = d.KeepAliveInterval
-	}
-	if out.WriteTimeout == 0 {
-		out.WriteTimeout = d.WriteTimeout
-	}
-	if out.HandshakeTimeout == 0 {
-		out.HandshakeTimeout = d.HandshakeTimeout
-	}
-	if out.StreamWindow == 0 {
-		out.StreamWindow = d.StreamWindow
-	}
-	if out.MaxStreams == 0 {
-		out.MaxStreams = d.MaxStreams
-	}
-	if out.StreamCloseTimeout == 0 {
-		out.StreamCloseTimeout = d.StreamCloseTimeout
-	}
+	conf.Default(&out.KeepAliveInterval, d.KeepAliveInterval)
+	conf.Default(&out.WriteTimeout, d.WriteTimeout)
+	conf.Default(&out.HandshakeTimeout, d.HandshakeTimeout)
+	conf.Default(&out.StreamWindow, d.StreamWindow)
+	conf.Default(&out.MaxStreams, d.MaxStreams)
+	conf.Default(&out.StreamCloseTimeout, d.StreamCloseTimeout)
 	return &out
 }
 
@@ -89,8 +92,8 @@ func (c *Config) Verify() error {
 	switch {
 	case c.KeepAliveInterval < 0, c.WriteTimeout < 0, c.HandshakeTimeout < 0, c.StreamCloseTimeout < 0:
 		return fmt.Errorf("link config: durations must be positive")
-	case c.StreamWindow < minStreamWindow:
-		return fmt.Errorf("link config: StreamWindow %d is below %d", c.StreamWindow, minStreamWindow)
+	case c.StreamWindow < MinStreamWindow:
+		return fmt.Errorf("link config: StreamWindow %d is below %d", c.StreamWindow, MinStreamWindow)
 	case c.MaxStreams < 0:
 		return fmt.Errorf("link config: MaxStreams must be positive")
 	}

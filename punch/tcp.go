@@ -8,9 +8,12 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/warren-p2p/warren/internal/conf"
 )
 
-// Config tunes TCP punching. The zero value of a field means its default.
+// Config tunes TCP punching. A zero field means its default; a negative
+// one is an error (Verify).
 type Config struct {
 	// AttemptTimeout bounds one connect attempt. Linux retransmits a SYN
 	// only after 1s, so a fresh attempt sooner than that gets a SYN out
@@ -37,16 +40,19 @@ func (c *Config) withDefaults() *Config {
 		return d
 	}
 	out := *c
-	if out.AttemptTimeout <= 0 {
-		out.AttemptTimeout = d.AttemptTimeout
-	}
-	if out.RetryDelay <= 0 {
-		out.RetryDelay = d.RetryDelay
-	}
-	if out.HelloTimeout <= 0 {
-		out.HelloTimeout = d.HelloTimeout
-	}
+	conf.Default(&out.AttemptTimeout, d.AttemptTimeout)
+	conf.Default(&out.RetryDelay, d.RetryDelay)
+	conf.Default(&out.HelloTimeout, d.HelloTimeout)
 	return &out
+}
+
+// Verify reports whether c (nil means defaults) is usable.
+func (c *Config) Verify() error {
+	if c == nil {
+		return nil
+	}
+	return errors.Join(conf.NotNegative("punch: AttemptTimeout", c.AttemptTimeout),
+		conf.NotNegative("punch: RetryDelay", c.RetryDelay), conf.NotNegative("punch: HelloTimeout", c.HelloTimeout))
 }
 
 // TCP punches TCP towards every candidate from localPort: it connects

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/warren-p2p/warren/internal/conf"
 )
 
 // UDP punch packets: magic | type | nonce | tag, where tag authenticates
@@ -93,11 +95,11 @@ func (s SessionID) ParseRoam(p []byte) (uint64, bool) {
 	return binary.BigEndian.Uint64(p[len(udpMagic)+1:]), true
 }
 
-// UDPConfig tunes UDP punching. The zero value of a field means its
-// default.
+// UDPConfig tunes UDP punching. A zero field means its default; a
+// negative one is an error (Verify; PunchUDP refuses it).
 type UDPConfig struct {
 	// Rate caps the packets per second a spray sends: bursts get users
-	// flagged as port scanners. Default 2000.
+	// flagged as port scanners. Default 2000 (DefaultSprayRate).
 	Rate int
 	// MaxProbes caps the packets one spray sends in all. Default 4096.
 	MaxProbes int
@@ -111,27 +113,36 @@ type UDPConfig struct {
 	Interval time.Duration
 }
 
+// DefaultSprayRate is UDPConfig.Rate's default, and [link] spray_rate's.
+const DefaultSprayRate = 2000
+
+// DefaultUDPConfig returns a UDPConfig with every default filled in.
+func DefaultUDPConfig() UDPConfig {
+	return UDPConfig{Rate: DefaultSprayRate, MaxProbes: 4096, Sockets: 256, Window: 32, Interval: 50 * time.Millisecond}
+}
+
 func (c *UDPConfig) withDefaults() UDPConfig {
-	out := UDPConfig{Rate: 2000, MaxProbes: 4096, Sockets: 256, Window: 32, Interval: 50 * time.Millisecond}
+	d := DefaultUDPConfig()
 	if c == nil {
-		return out
+		return d
 	}
-	if c.Rate > 0 {
-		out.Rate = c.Rate
-	}
-	if c.MaxProbes > 0 {
-		out.MaxProbes = c.MaxProbes
-	}
-	if c.Sockets > 0 {
-		out.Sockets = c.Sockets
-	}
-	if c.Window > 0 {
-		out.Window = c.Window
-	}
-	if c.Interval > 0 {
-		out.Interval = c.Interval
-	}
+	out := *c
+	conf.Default(&out.Rate, d.Rate)
+	conf.Default(&out.MaxProbes, d.MaxProbes)
+	conf.Default(&out.Sockets, d.Sockets)
+	conf.Default(&out.Window, d.Window)
+	conf.Default(&out.Interval, d.Interval)
 	return out
+}
+
+// Verify reports whether c (nil means defaults) is usable.
+func (c *UDPConfig) Verify() error {
+	if c == nil {
+		return nil
+	}
+	return errors.Join(conf.NotNegative("punch: Rate", c.Rate), conf.NotNegative("punch: MaxProbes", c.MaxProbes),
+		conf.NotNegative("punch: Sockets", c.Sockets), conf.NotNegative("punch: Window", c.Window),
+		conf.NotNegative("punch: Interval", c.Interval))
 }
 
 // PacketConn is what a UDP punch needs of a socket. *net.UDPConn has it;
@@ -196,6 +207,10 @@ type udpEvent struct {
 // returned in the result and every other socket is closed; on failure all
 // are closed.
 func PunchUDP(ctx context.Context, cfg *UDPConfig, s UDPSession, sock PacketConn) (UDPResult, error) {
+	if err := cfg.Verify(); err != nil {
+		sock.Close()
+		return UDPResult{}, err
+	}
 	c := cfg.withDefaults()
 	if (s.Role == RoleNone || s.Role == "" || !s.PeerEndpoint.IsValid()) && len(s.LAN) == 0 {
 		sock.Close()

@@ -15,10 +15,12 @@ import (
 
 	"github.com/warren-p2p/warren/identity"
 	"github.com/warren-p2p/warren/internal/backoff"
+	"github.com/warren-p2p/warren/internal/conf"
 	"github.com/warren-p2p/warren/punch"
 )
 
-// ClientConfig configures a Client. Zero durations mean their defaults.
+// ClientConfig configures a Client. A zero field means its default; a
+// negative duration is an error (Verify; NewClient refuses it).
 type ClientConfig struct {
 	// Address is the server's host:port. Required.
 	Address string
@@ -107,20 +109,31 @@ type Client struct {
 	redial chan struct{}
 }
 
-// NewClient validates cfg and returns a client; call Run to run it.
-func NewClient(cfg ClientConfig) (*Client, error) {
+// Defaults of ClientConfig.
+const (
+	DefaultPingInterval = 15 * time.Second
+	DefaultMaxBackoff   = 30 * time.Second
+)
+
+// Verify reports whether cfg is usable.
+func (cfg *ClientConfig) Verify() error {
 	if cfg.Address == "" {
-		return nil, errors.New("rendezvous client: no server address")
+		return errors.New("rendezvous client: no server address")
 	}
 	if cfg.ServerKey.IsZero() {
-		return nil, errors.New("rendezvous client: no server key")
+		return errors.New("rendezvous client: no server key")
 	}
-	if cfg.PingInterval <= 0 {
-		cfg.PingInterval = 15 * time.Second
+	return errors.Join(conf.NotNegative("rendezvous client: PingInterval", cfg.PingInterval),
+		conf.NotNegative("rendezvous client: MaxBackoff", cfg.MaxBackoff))
+}
+
+// NewClient verifies cfg and returns a client; call Run to run it.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	if err := cfg.Verify(); err != nil {
+		return nil, err
 	}
-	if cfg.MaxBackoff <= 0 {
-		cfg.MaxBackoff = 30 * time.Second
-	}
+	conf.Default(&cfg.PingInterval, DefaultPingInterval)
+	conf.Default(&cfg.MaxBackoff, DefaultMaxBackoff)
 	if cfg.Log == nil {
 		cfg.Log = logrus.StandardLogger()
 	}

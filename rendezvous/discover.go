@@ -11,10 +11,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/warren-p2p/warren/internal/conf"
 	"github.com/warren-p2p/warren/punch"
 )
 
-// DiscoverConfig configures Discover. Zero values mean their defaults.
+// DiscoverConfig configures Discover. A zero field means its default; a
+// negative one is an error (Verify; Discover refuses it).
 type DiscoverConfig struct {
 	// Servers are the rendezvous server's UDP probe endpoints, 1 to 3,
 	// e.g. IP1:P1, IP1:P2, IP2:P2 (see ProbeEndpoints). With one, the
@@ -41,13 +43,20 @@ type DiscoverConfig struct {
 // probeAttempts is how often one probe is sent: once and two retries.
 const probeAttempts = 3
 
+// Defaults of DiscoverConfig.
+const (
+	DefaultDiscoverSeries  = 6
+	DefaultDiscoverTimeout = time.Second
+)
+
+// Verify reports whether c is usable.
+func (c DiscoverConfig) Verify() error {
+	return errors.Join(conf.NotNegative("discover: Series", c.Series), conf.NotNegative("discover: Timeout", c.Timeout))
+}
+
 func (c DiscoverConfig) withDefaults() DiscoverConfig {
-	if c.Series <= 0 {
-		c.Series = 6
-	}
-	if c.Timeout <= 0 {
-		c.Timeout = time.Second
-	}
+	conf.Default(&c.Series, DefaultDiscoverSeries)
+	conf.Default(&c.Timeout, DefaultDiscoverTimeout)
 	if c.ListenPacket == nil {
 		c.ListenPacket = net.ListenPacket
 	}
@@ -85,6 +94,9 @@ func (c DiscoverConfig) withDefaults() DiscoverConfig {
 func Discover(ctx context.Context, cfg DiscoverConfig) (punch.NAT, []punch.Sample, error) {
 	if len(cfg.Servers) == 0 {
 		return punch.NAT{}, nil, errors.New("nat discovery: no probe endpoints")
+	}
+	if err := cfg.Verify(); err != nil {
+		return punch.NAT{}, nil, err
 	}
 	cfg = cfg.withDefaults()
 	network, laddr := probeNetwork(cfg.Servers)

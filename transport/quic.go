@@ -16,6 +16,8 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"golang.org/x/net/ipv4"
+
+	"github.com/warren-p2p/warren/internal/conf"
 )
 
 // QUIC is the second way to carry a stream over a punched socket. It is
@@ -41,8 +43,9 @@ const quicALPN = "warren-stream/1"
 // accepting side should not wait for the link layer's first message.
 const quicHello = 0x57
 
-// QUICConfig tunes a QUIC stream. The zero value of a field means its
-// default; a nil *QUICConfig means all defaults.
+// QUICConfig tunes a QUIC stream. A zero field means its default, a
+// negative one is an error (Verify; Dial refuses it); a nil *QUICConfig
+// means all defaults.
 type QUICConfig struct {
 	// HandshakeTimeout bounds the QUIC handshake. Default 5s.
 	HandshakeTimeout time.Duration
@@ -62,28 +65,34 @@ type QUICConfig struct {
 	CloseTimeout time.Duration
 }
 
-func (c *QUICConfig) withDefaults() QUICConfig {
-	out := QUICConfig{HandshakeTimeout: 5 * time.Second, KeepAlive: 10 * time.Second,
+// DefaultQUICConfig returns a QUICConfig with every default filled in.
+func DefaultQUICConfig() QUICConfig {
+	return QUICConfig{HandshakeTimeout: 5 * time.Second, KeepAlive: 10 * time.Second,
 		IdleTimeout: 30 * time.Second, Window: 16 << 20, CloseTimeout: 5 * time.Second}
+}
+
+func (c *QUICConfig) withDefaults() QUICConfig {
+	d := DefaultQUICConfig()
 	if c == nil {
-		return out
+		return d
 	}
-	if c.HandshakeTimeout > 0 {
-		out.HandshakeTimeout = c.HandshakeTimeout
-	}
-	if c.KeepAlive > 0 {
-		out.KeepAlive = c.KeepAlive
-	}
-	if c.IdleTimeout > 0 {
-		out.IdleTimeout = c.IdleTimeout
-	}
-	if c.Window > 0 {
-		out.Window = c.Window
-	}
-	if c.CloseTimeout > 0 {
-		out.CloseTimeout = c.CloseTimeout
-	}
+	out := *c
+	conf.Default(&out.HandshakeTimeout, d.HandshakeTimeout)
+	conf.Default(&out.KeepAlive, d.KeepAlive)
+	conf.Default(&out.IdleTimeout, d.IdleTimeout)
+	conf.Default(&out.Window, d.Window)
+	conf.Default(&out.CloseTimeout, d.CloseTimeout)
 	return out
+}
+
+// Verify reports whether c (nil means defaults) is usable.
+func (c *QUICConfig) Verify() error {
+	if c == nil {
+		return nil
+	}
+	return errors.Join(conf.NotNegative("transport: QUIC HandshakeTimeout", c.HandshakeTimeout),
+		conf.NotNegative("transport: QUIC KeepAlive", c.KeepAlive), conf.NotNegative("transport: QUIC IdleTimeout", c.IdleTimeout),
+		conf.NotNegative("transport: QUIC Window", c.Window), conf.NotNegative("transport: QUIC CloseTimeout", c.CloseTimeout))
 }
 
 // QUICSocket shares one punched UDP socket between a single QUIC
@@ -182,6 +191,9 @@ func (s *QUICSocket) Close() error {
 // handshake; the caller's own security must not depend on it, since the
 // stream is handed to a layer that runs its own TLS.
 func (s *QUICSocket) Dial(ctx context.Context, remote netip.AddrPort, client bool, tlsConf *tls.Config, cfg *QUICConfig) (*QUICStream, error) {
+	if err := cfg.Verify(); err != nil {
+		return nil, err
+	}
 	c := cfg.withDefaults()
 	remote = unmap(remote)
 	tlsConf = tlsConf.Clone()

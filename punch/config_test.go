@@ -1,0 +1,44 @@
+package punch
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+)
+
+// TestConfigsZeroMeansDefault: zero fields take their defaults, set ones
+// stay, negative ones are refused (the one rule of internal/conf).
+func TestConfigsZeroMeansDefault(t *testing.T) {
+	if got := (&Config{RetryDelay: time.Second}).withDefaults(); *got != (Config{AttemptTimeout: 500 * time.Millisecond, RetryDelay: time.Second, HelloTimeout: 5 * time.Second}) {
+		t.Errorf("tcp config: %+v", got)
+	}
+	if got, want := (&UDPConfig{Sockets: 8}).withDefaults(), (UDPConfig{Rate: DefaultSprayRate, MaxProbes: 4096, Sockets: 8, Window: 32, Interval: 50 * time.Millisecond}); got != want {
+		t.Errorf("udp config: %+v, want %+v", got, want)
+	}
+	for _, err := range []error{(&Config{HelloTimeout: -1}).Verify(), (&UDPConfig{Rate: -1}).Verify()} {
+		if err == nil {
+			t.Error("a negative field passed Verify")
+		}
+	}
+	if (*Config)(nil).Verify() != nil || (*UDPConfig)(nil).Verify() != nil {
+		t.Error("nil (all defaults) failed Verify")
+	}
+}
+
+// TestPunchUDPRefusesANegativeConfig: a negative rate is a mistake, not a
+// request for the default.
+func TestPunchUDPRefusesANegativeConfig(t *testing.T) {
+	sock, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := sock.LocalAddr().(*net.UDPAddr).AddrPort()
+	_, err = PunchUDP(context.Background(), &UDPConfig{Rate: -5}, UDPSession{ID: NewSessionID(), Role: RoleDirect, PeerEndpoint: peer}, sock)
+	if err == nil {
+		t.Fatal("PunchUDP ran with a negative rate")
+	}
+	if _, err := sock.WriteToUDPAddrPort([]byte("x"), peer); err == nil {
+		t.Error("PunchUDP did not close the socket it was given")
+	}
+}
