@@ -24,11 +24,9 @@ import (
 
 // Daemon is a warren peer daemon.
 type Daemon struct {
-	cfg     *config.Config
-	key     identity.PrivateKey
-	self    link.Identity
-	log     logrus.FieldLogger
-	linkCfg *link.Config
+	cfg *config.Config
+	key identity.PrivateKey
+	log logrus.FieldLogger
 
 	reloadMu sync.Mutex // one Reload at a time
 	// peersMu guards peers, byKey and byName, which Reload changes.
@@ -76,28 +74,16 @@ func New(cfg *config.Config, log logrus.FieldLogger) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	serverKey, err := identity.ParsePublicKey(cfg.Rendezvous.PublicKey)
-	if err != nil {
-		return nil, fmt.Errorf("rendezvous.public_key: %w", err)
-	}
-	d := &Daemon{
-		cfg:  cfg,
-		key:  key,
-		self: self,
-		log:  log,
-		linkCfg: &link.Config{
-			KeepAliveInterval: cfg.Link.KeepAlive.Duration,
-			StreamWindow:      cfg.Link.StreamWindow,
-			MaxStreams:        cfg.Link.MaxStreams,
-		},
-		nat:     newNATState(),
-		metrics: newMetrics(),
-	}
+	d := &Daemon{cfg: cfg, key: key, log: log, nat: newNATState(), metrics: newMetrics()}
 	for _, t := range cfg.Link.Transports {
 		d.useTCP = d.useTCP || t == "tcp"
 		d.useUDP = d.useUDP || t == "udp"
 	}
-	d.sessions = &session.Config{Self: self, Link: d.linkCfg, Timeout: cfg.Link.PunchTimeout.Duration}
+	d.sessions = &session.Config{Self: self, Timeout: cfg.Link.PunchTimeout.Duration, Link: &link.Config{
+		KeepAliveInterval: cfg.Link.KeepAlive.Duration,
+		StreamWindow:      cfg.Link.StreamWindow,
+		MaxStreams:        cfg.Link.MaxStreams,
+	}}
 	if err := d.sessions.Verify(); err != nil {
 		return nil, err
 	}
@@ -111,21 +97,29 @@ func New(cfg *config.Config, log logrus.FieldLogger) (*Daemon, error) {
 	}
 	d.exit = forward.NewServer(policy, forward.Config{}, log.WithField("component", "exit"))
 	d.listeners = forward.NewListeners(cfg.Socks, cfg.Forward, d, forward.Config{}, log.WithField("component", "forward"))
-	d.rv, err = rendezvous.NewClient(rendezvous.ClientConfig{
-		Address:      cfg.Rendezvous.Address,
+	if d.rv, err = d.newRendezvous(); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// newRendezvous makes the client that keeps the daemon registered.
+func (d *Daemon) newRendezvous() (*rendezvous.Client, error) {
+	serverKey, err := identity.ParsePublicKey(d.cfg.Rendezvous.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("rendezvous.public_key: %w", err)
+	}
+	return rendezvous.NewClient(rendezvous.ClientConfig{
+		Address:      d.cfg.Rendezvous.Address,
 		ServerKey:    serverKey,
-		Key:          key,
-		Token:        cfg.Rendezvous.Token,
+		Key:          d.key,
+		Token:        d.cfg.Rendezvous.Token,
 		Dial:         d.dialRendezvous,
 		LAN:          d.lanCandidates,
 		OnPunch:      d.onPunch,
 		OnRegistered: d.onRegistered,
-		Log:          log.WithField("component", "rendezvous"),
+		Log:          d.log.WithField("component", "rendezvous"),
 	})
-	if err != nil {
-		return nil, err
-	}
-	return d, nil
 }
 
 // PublicKey returns this daemon's public key.

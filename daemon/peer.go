@@ -189,101 +189,132 @@ func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch, al
 // up, new streams use it while the relay drains (it closes when its last
 // stream ends).
 func (d *Daemon) serveLink(ctx context.Context, p *peer, l *link.Link) string {
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	serve := func(l *link.Link) {
-		wg.Go(func() {
-			for {
-				s, err := l.Accept()
-				if err != nil {
-					return
-				}
-				d.wg.Go(func() { d.exit.ServeStream(ctx, s, p.name) })
-			}
-		})
-	}
-	current := l
-	defer func() { current.Close() }()
-	serve(current)
-
-	type upgrade struct {
-		l   *link.Link
-		err error
-	}
-	results := make(chan upgrade, 1)
-	upgrading := false
-	defer func() {
-		// An upgrade still under way ends with ctx or its punch timeout;
-		// a link it made after all is not used.
-		if upgrading {
-			if r := <-results; r.l != nil {
-				r.l.Close()
-			}
-		}
-	}()
-	retry := backoff.Backoff{Min: 3 * time.Second, Max: time.Minute}
-	var upgradeTimer <-chan time.Time
-	if current.Path() == session.PathRelay {
-		upgradeTimer = time.After(retry.Next())
-	}
-	ended := func() string {
-		if p.endedByAddressChange(current) {
-			return downAddressGone
-		}
-		return downClosed
+	s := &linkServer{d: d, p: p, ctx: ctx, current: l, results: make(chan upgrade, 1),
+		retry: backoff.Backoff{Min: 3 * time.Second, Max: time.Minute}}
+	defer s.stop()
+	s.serve(l)
+	if l.Path() == session.PathRelay {
+		s.upgradeTimer = time.After(s.retry.Next())
 	}
 	for {
 		select {
-		case <-current.Done():
-			return ended()
-		case <-upgradeTimer:
-			upgradeTimer = nil
-			if !upgrading {
+		case <-s.current.Done():
+			return s.ended()
+		case <-s.upgradeTimer:
+			s.upgradeTimer = nil
+			if !s.upgrading {
 				d.rv.Connect(p.key) // the punch comes back as an offer
 			}
 		case o := <-p.offers:
-			if current.Path() != session.PathRelay {
-				// The peer wants a new session, so its end of this
-				// link is gone. If this end had closed the link
-				// already, that is the reason (select picks at random
-				// among ready cases).
-				p.offer(o.Punch)
-				select {
-				case <-current.Done():
-					return ended()
-				default:
-					return downNewSession
-				}
+			if reason, done := s.offered(o); done {
+				return reason
 			}
-			if upgrading {
-				continue
-			}
-			upgrading = true
-			wg.Go(func() {
-				nl, err := d.establish(ctx, p, o.Punch, false)
-				results <- upgrade{nl, err}
-			})
-		case r := <-results:
-			upgrading = false
-			if r.err != nil {
-				p.log.WithError(r.err).Debug("no direct path yet; staying on the relay")
-				upgradeTimer = time.After(retry.Next())
-				continue
-			}
-			old := current
-			current = r.l
-			p.replaceLink(current)
-			p.linkUpgraded()
-			serve(current)
-			p.log.WithFields(logrus.Fields{"path": current.Path(), "remote": current.Remote()}).Info("link upgraded from relay; the relay drains")
-			d.wg.Go(func() {
-				drain(ctx, old)
-				p.retireLink(old)
-			})
+		case r := <-s.results:
+			s.upgraded(r)
 		case <-ctx.Done():
 			return downShutdown
 		}
 	}
+}
+
+// upgrade is the outcome of a punch session run to upgrade from a relay.
+type upgrade struct {
+	l   *link.Link
+	err error
+}
+
+// linkServer is serveLink's state. Only serveLink's goroutine uses it.
+type linkServer struct {
+	d   *Daemon
+	p   *peer
+	ctx context.Context
+	wg  sync.WaitGroup // the links' accept loops and the upgrade
+
+	current      *link.Link // the link new streams use
+	upgrading    bool       // an upgrade's result is still to come on results
+	results      chan upgrade
+	retry        backoff.Backoff
+	upgradeTimer <-chan time.Time // the next upgrade attempt, while relayed
+}
+
+// serve hands l's inbound streams to the exit.
+func (s *linkServer) serve(l *link.Link) {
+	s.wg.Go(func() {
+		for {
+			st, err := l.Accept()
+			if err != nil {
+				return
+			}
+			s.d.wg.Go(func() { s.d.exit.ServeStream(s.ctx, st, s.p.name) })
+		}
+	})
+}
+
+// stop closes the current link and waits for everything serveLink
+// started. An upgrade still under way ends with ctx or its punch timeout;
+// a link it made after all is not used.
+func (s *linkServer) stop() {
+	if s.upgrading {
+		if r := <-s.results; r.l != nil {
+			r.l.Close()
+		}
+	}
+	s.current.Close()
+	s.wg.Wait()
+}
+
+// ended is the down reason of a link that closed.
+func (s *linkServer) ended() string {
+	if s.p.endedByAddressChange(s.current) {
+		return downAddressGone
+	}
+	return downClosed
+}
+
+// offered handles a punch instruction that arrives while a link is up: on
+// a direct link the peer wants a new session, so its end of this link is
+// gone (done); on a relay it is the upgrade's punch.
+func (s *linkServer) offered(o offer) (reason string, done bool) {
+	if s.current.Path() != session.PathRelay {
+		// If this end had closed the link already, that is the reason
+		// (select picks at random among ready cases).
+		s.p.offer(o.Punch)
+		select {
+		case <-s.current.Done():
+			return s.ended(), true
+		default:
+			return downNewSession, true
+		}
+	}
+	if !s.upgrading {
+		s.upgrading = true
+		s.wg.Go(func() {
+			nl, err := s.d.establish(s.ctx, s.p, o.Punch, false)
+			s.results <- upgrade{nl, err}
+		})
+	}
+	return "", false
+}
+
+// upgraded moves new streams to the direct link an upgrade made, and lets
+// the relay drain; or, if it made none, plans the next attempt.
+func (s *linkServer) upgraded(r upgrade) {
+	s.upgrading = false
+	if r.err != nil {
+		s.p.log.WithError(r.err).Debug("no direct path yet; staying on the relay")
+		s.upgradeTimer = time.After(s.retry.Next())
+		return
+	}
+	old := s.current
+	s.current = r.l
+	s.p.replaceLink(s.current)
+	s.p.linkUpgraded()
+	s.serve(s.current)
+	s.p.log.WithFields(logrus.Fields{"path": s.current.Path(), "remote": s.current.Remote()}).Info("link upgraded from relay; the relay drains")
+	s.d.wg.Go(func() {
+		drain(s.ctx, old)
+		s.p.retireLink(old)
+	})
 }
 
 // drain closes l once no stream is open on it (or ctx ends).
