@@ -399,7 +399,7 @@ func (l *rvLoad) register(p *rvPeer) error {
 		PublicIP: local.Addr(), LastPort: local.Port()}
 	p.sent = time.Now()
 	p.seq = 1
-	if err := p.send(&rendezvous.Message{Type: rendezvous.TypeNAT, NAT: &nat}); err != nil {
+	if err := p.send(&rendezvous.Message{Type: rendezvous.TypeNAT, NAT: rendezvous.ReportNAT(nat)}); err != nil {
 		tc.Close()
 		return err
 	}
