@@ -1,17 +1,12 @@
 package daemon
 
 import (
-	"bufio"
 	"bytes"
-	"cmp"
-	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"runtime"
 	rtmetrics "runtime/metrics"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -288,9 +283,17 @@ func (p *peer) metrics() peerMetrics {
 // Metrics writes every metric in the Prometheus text format.
 func (d *Daemon) Metrics(w io.Writer) error {
 	var e exposition
+	d.punchMetrics(&e)
+	d.linkMetrics(&e)
+	d.forwardMetrics(&e)
+	d.processMetrics(&e)
+	return e.write(w)
+}
 
-	// Punch sessions.
+// punchMetrics adds the punch sessions' families.
+func (d *Daemon) punchMetrics(e *exposition) {
 	d.metrics.mu.Lock()
+	defer d.metrics.mu.Unlock()
 	attempts := e.family("warren_punch_attempts_total", counter,
 		"Punch sessions started, by this side's NAT type, the peer's and the strategy punch.Choose picked for the pair.",
 		"self_nat", "peer_nat", "strategy")
@@ -309,9 +312,10 @@ func (d *Daemon) Metrics(w io.Writer) error {
 	for r, h := range d.metrics.setup {
 		setup.observed(h.clone(), r)
 	}
-	d.metrics.mu.Unlock()
+}
 
-	// Links, per configured peer.
+// linkMetrics adds the links' families, per configured peer.
+func (d *Daemon) linkMetrics(e *exposition) {
 	up := e.family("warren_link_up", gauge, "1 for the path of the peer's current link, 0 for the other paths.", "peer", "path")
 	rtt := e.family("warren_link_rtt_seconds", gauge, "Round trip of the peer's current link, at its last keepalive or ping.", "peer")
 	bytesTotal := e.family("warren_link_bytes_total", counter,
@@ -346,8 +350,10 @@ func (d *Daemon) Metrics(w io.Writer) error {
 		relayBytes.set(float64(pm.relayIn), pm.name, "in")
 		relayBytes.set(float64(pm.relayOut), pm.name, "out")
 	}
+}
 
-	// Forwarding.
+// forwardMetrics adds forwarding's families.
+func (d *Daemon) forwardMetrics(e *exposition) {
 	conns := e.family("warren_forward_connections_total", counter,
 		"Connections handled: side=local by SOCKS5 and forward listeners (a UDP forward's client counts once), side=exit streams served for peers.", "side")
 	active := e.family("warren_forward_active", gauge, "Connections (local) or streams (exit) open now.", "side")
@@ -367,8 +373,10 @@ func (d *Daemon) Metrics(w io.Writer) error {
 			refusals.set(float64(side.st.Refusals[i]), side.name, forward.RefusalName(i))
 		}
 	}
+}
 
-	// The daemon.
+// processMetrics adds the daemon's and the process's families.
+func (d *Daemon) processMetrics(e *exposition) {
 	registered := 0.0
 	select {
 	case <-d.rv.Registered():
@@ -388,7 +396,6 @@ func (d *Daemon) Metrics(w io.Writer) error {
 		e.family("go_gc_heap_live_bytes", gauge, "Heap memory occupied by live objects that were marked by the previous GC.").
 			set(float64(live[0].Value.Uint64()))
 	}
-	return e.write(w)
 }
 
 func (d *Daemon) serveMetrics(w http.ResponseWriter, r *http.Request) {
@@ -399,242 +406,4 @@ func (d *Daemon) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", metricsContentType)
 	w.Write(buf.Bytes())
-}
-
-// The text exposition format, version 0.0.4
-// (https://prometheus.io/docs/instrumenting/exposition_formats/): each
-// family is a "# HELP" line, a "# TYPE" line and its samples; families
-// and samples are sorted here so that a scrape reads the same every time.
-
-type metricType string
-
-const (
-	counter  metricType = "counter"
-	gauge    metricType = "gauge"
-	histType metricType = "histogram"
-)
-
-// bucketLbl is the label of a histogram's bucket bound.
-const bucketLbl = "le"
-
-// exposition collects metric families for one scrape.
-type exposition struct {
-	families []*family
-	err      error // the first misuse: a bad name, a repeated family, a wrong label count
-}
-
-// family is one metric family and its samples.
-type family struct {
-	e       *exposition
-	name    string
-	help    string
-	typ     metricType
-	labels  []string
-	buckets []float64          // histograms
-	samples map[string]*sample // by label values
-}
-
-type sample struct {
-	values []string
-	value  float64
-	hist   *histogram
-}
-
-// family adds a counter or gauge family with the given label names.
-func (e *exposition) family(name string, typ metricType, help string, labels ...string) *family {
-	f := &family{e: e, name: name, help: help, typ: typ, labels: labels, samples: map[string]*sample{}}
-	switch {
-	case !validMetricName(name):
-		e.fail(fmt.Errorf("metric name %q is not valid", name))
-	case slices.ContainsFunc(e.families, func(g *family) bool { return g.name == name }):
-		e.fail(fmt.Errorf("metric %s added twice", name))
-	case typ == counter && !strings.HasSuffix(name, "_total"):
-		e.fail(fmt.Errorf("counter %s does not end in _total", name))
-	}
-	for i, l := range labels {
-		if !validLabelName(l) || slices.Contains(labels[:i], l) || (typ == histType && l == bucketLbl) {
-			e.fail(fmt.Errorf("metric %s: label name %q is not valid", name, l))
-		}
-	}
-	e.families = append(e.families, f)
-	return f
-}
-
-// histogram adds a histogram family whose buckets have the upper bounds
-// buckets (ascending, +Inf implied).
-func (e *exposition) histogram(name, help string, buckets []float64, labels ...string) *family {
-	f := e.family(name, histType, help, labels...)
-	f.buckets = buckets
-	if !slices.IsSorted(buckets) || slices.ContainsFunc(buckets, func(b float64) bool { return math.IsNaN(b) || math.IsInf(b, 0) }) {
-		e.fail(fmt.Errorf("histogram %s: buckets %v not ascending and finite", name, buckets))
-	}
-	return f
-}
-
-func (e *exposition) fail(err error) {
-	if e.err == nil {
-		e.err = err
-	}
-}
-
-// lookup returns the sample with these label values, creating it.
-func (f *family) lookup(values []string) *sample {
-	if len(values) != len(f.labels) {
-		f.e.fail(fmt.Errorf("metric %s: %d label values for labels %v", f.name, len(values), f.labels))
-		return &sample{}
-	}
-	key := strings.Join(values, "\xff")
-	s := f.samples[key]
-	if s == nil {
-		s = &sample{values: slices.Clone(values)}
-		f.samples[key] = s
-	}
-	return s
-}
-
-// set sets a counter's or gauge's sample.
-func (f *family) set(v float64, values ...string) {
-	if f.typ == histType {
-		f.e.fail(fmt.Errorf("metric %s: set on a histogram", f.name))
-		return
-	}
-	f.lookup(values).value = v
-}
-
-// add adds v to a counter's or gauge's sample.
-func (f *family) add(v float64, values ...string) {
-	if f.typ == histType {
-		f.e.fail(fmt.Errorf("metric %s: add on a histogram", f.name))
-		return
-	}
-	f.lookup(values).value += v
-}
-
-// observed sets a histogram's sample; h must have a count per bucket of
-// the family and one for +Inf.
-func (f *family) observed(h *histogram, values ...string) {
-	if f.typ != histType || len(h.counts) != len(f.buckets)+1 {
-		f.e.fail(fmt.Errorf("metric %s: not a histogram with %d buckets", f.name, len(f.buckets)))
-		return
-	}
-	f.lookup(values).hist = h
-}
-
-// write writes the families in order of name, each one's samples in
-// order of label values; families without samples are left out.
-func (e *exposition) write(w io.Writer) error {
-	if e.err != nil {
-		return e.err
-	}
-	bw := bufio.NewWriter(w)
-	fams := slices.Clone(e.families)
-	slices.SortFunc(fams, func(a, b *family) int { return cmp.Compare(a.name, b.name) })
-	for _, f := range fams {
-		if len(f.samples) == 0 {
-			continue
-		}
-		fmt.Fprintf(bw, "# HELP %s %s\n# TYPE %s %s\n", f.name, escapeHelp(f.help), f.name, f.typ)
-		samples := make([]*sample, 0, len(f.samples))
-		for _, s := range f.samples {
-			samples = append(samples, s)
-		}
-		slices.SortFunc(samples, func(a, b *sample) int { return slices.Compare(a.values, b.values) })
-		for _, s := range samples {
-			if f.typ != histType {
-				writeSample(bw, f.name, f.labels, s.values, "", s.value)
-				continue
-			}
-			h := s.hist
-			if h == nil {
-				h = newHistogram(len(f.buckets))
-			}
-			var cum uint64
-			for i, b := range f.buckets {
-				cum += h.counts[i]
-				writeSample(bw, f.name+"_bucket", f.labels, s.values, formatValue(b), float64(cum))
-			}
-			writeSample(bw, f.name+"_bucket", f.labels, s.values, "+Inf", float64(h.count))
-			writeSample(bw, f.name+"_sum", f.labels, s.values, "", h.sum)
-			writeSample(bw, f.name+"_count", f.labels, s.values, "", float64(h.count))
-		}
-	}
-	return bw.Flush()
-}
-
-// writeSample writes one line: name{label="value",...} value, with an
-// le label last when le is set.
-func writeSample(w *bufio.Writer, name string, labels, values []string, le string, v float64) {
-	w.WriteString(name)
-	if len(labels) > 0 || le != "" {
-		w.WriteByte('{')
-		for i, l := range labels {
-			if i > 0 {
-				w.WriteByte(',')
-			}
-			w.WriteString(l)
-			w.WriteString(`="`)
-			w.WriteString(escapeLabelValue(values[i]))
-			w.WriteByte('"')
-		}
-		if le != "" {
-			if len(labels) > 0 {
-				w.WriteByte(',')
-			}
-			w.WriteString(bucketLbl + `="` + le + `"`)
-		}
-		w.WriteByte('}')
-	}
-	w.WriteByte(' ')
-	w.WriteString(formatValue(v))
-	w.WriteByte('\n')
-}
-
-// escapeLabelValue escapes a label value: backslash, double quote and
-// line feed.
-func escapeLabelValue(s string) string {
-	if !strings.ContainsAny(s, "\\\"\n") {
-		return s
-	}
-	return strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(s)
-}
-
-// escapeHelp escapes a HELP text: backslash and line feed.
-func escapeHelp(s string) string {
-	return strings.NewReplacer(`\`, `\\`, "\n", `\n`).Replace(s)
-}
-
-// formatValue writes integers (counters, byte counts) in full and other
-// values in the shortest form that reads back the same.
-func formatValue(v float64) string {
-	switch {
-	case math.IsNaN(v):
-		return "NaN"
-	case math.IsInf(v, 1):
-		return "+Inf"
-	case math.IsInf(v, -1):
-		return "-Inf"
-	case v == math.Trunc(v) && math.Abs(v) < 1<<53:
-		return strconv.FormatInt(int64(v), 10)
-	}
-	return strconv.FormatFloat(v, 'g', -1, 64)
-}
-
-// validMetricName reports whether s matches [a-zA-Z_:][a-zA-Z0-9_:]*.
-func validMetricName(s string) bool { return validName(s, true) }
-
-// validLabelName reports whether s matches [a-zA-Z_][a-zA-Z0-9_]* and is
-// not reserved (a leading "__").
-func validLabelName(s string) bool { return validName(s, false) && !strings.HasPrefix(s, "__") }
-
-func validName(s string, colon bool) bool {
-	if s == "" {
-		return false
-	}
-	for i, c := range s {
-		ok := c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || (i > 0 && c >= '0' && c <= '9') || (colon && c == ':')
-		if !ok {
-			return false
-		}
-	}
-	return true
 }
