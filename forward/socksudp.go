@@ -68,7 +68,7 @@ func (s *socksSession) associate(stream net.Conn, req *socks5.Request, log logru
 	})
 
 	var r datagramResult
-	pumpDatagrams(s.ctx, stream, func() { sock.Close(); tcp.Close() }, 0, &r,
+	r.idle = datagramPump{stream: stream, closeOther: func() { sock.Close(); tcp.Close() }}.run(s.ctx,
 		func(w *idleWatch) {
 			buf := datagramBuf()
 			out := datagramWriter{w: stream}

@@ -73,20 +73,33 @@ func (w *idleWatch) run(ctx context.Context, done <-chan struct{}, d time.Durati
 	}
 }
 
-// pumpDatagrams runs up in this goroutine and down in another, under an
-// idle watch. When either ends (or ctx, or the idle timeout), stream is
-// closed and so is the other side, by closeOther, so that both end.
-func pumpDatagrams(ctx context.Context, stream net.Conn, closeOther func(), idle time.Duration, r *datagramResult, up, down func(w *idleWatch)) {
+// datagramPump carries one datagram stream's two directions under an idle
+// watch.
+type datagramPump struct {
+	stream net.Conn
+	// closeOther closes the other side (its socket), so that the
+	// direction reading it ends too.
+	closeOther func()
+	// idle ends both directions after this long without a datagram;
+	// zero means never.
+	idle time.Duration
+}
+
+// run runs up in this goroutine and down in another. When either ends (or
+// ctx, or the idle timeout), the stream and the other side are closed, so
+// that both end. It reports whether the idle timeout ended them.
+func (p datagramPump) run(ctx context.Context, up, down func(w *idleWatch)) (idled bool) {
 	var w idleWatch
 	var once sync.Once
 	closeBoth := func() {
 		once.Do(func() {
-			stream.Close()
-			closeOther()
+			p.stream.Close()
+			p.closeOther()
 		})
 	}
 	done := make(chan struct{})
 	var wg sync.WaitGroup
+	idle := p.idle
 	if idle <= 0 {
 		idle = 1<<63 - 1 // no idle timeout
 	}
@@ -99,7 +112,7 @@ func pumpDatagrams(ctx context.Context, stream net.Conn, closeOther func(), idle
 	closeBoth()
 	close(done)
 	wg.Wait()
-	r.idle = w.idle.Load()
+	return w.idle.Load()
 }
 
 // eachDatagram reads stream's frames into buf until the stream ends or f
@@ -121,7 +134,7 @@ func eachDatagram(stream io.Reader, w *idleWatch, buf []byte, f func(b []byte) b
 // sock, a UDP socket connected to the target.
 func relayConnected(ctx context.Context, stream net.Conn, sock *net.UDPConn, idle time.Duration) datagramResult {
 	var r datagramResult
-	pumpDatagrams(ctx, stream, func() { sock.Close() }, idle, &r,
+	r.idle = datagramPump{stream: stream, closeOther: func() { sock.Close() }, idle: idle}.run(ctx,
 		func(w *idleWatch) {
 			eachDatagram(stream, w, datagramBuf(), func(b []byte) bool {
 				r.datagramsIn++
@@ -198,7 +211,7 @@ func (s *Server) associate(ctx context.Context, stream net.Conn, sock *net.UDPCo
 		return ap
 	}
 
-	pumpDatagrams(ctx, stream, func() { sock.Close() }, s.cfg.UDPIdleTimeout, &r,
+	r.idle = datagramPump{stream: stream, closeOther: func() { sock.Close() }, idle: s.cfg.UDPIdleTimeout}.run(ctx,
 		func(w *idleWatch) {
 			eachDatagram(stream, w, datagramBuf(), func(b []byte) bool {
 				dst, data, err := parseUDPAddr(b)

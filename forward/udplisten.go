@@ -103,7 +103,7 @@ func (l *Listeners) handleUDPClient(ctx context.Context, conf *listenerConf, pc 
 	}
 	quit := make(chan struct{})
 	var r datagramResult
-	pumpDatagrams(ctx, s, func() { close(quit) }, f.IdleTimeout.Duration, &r,
+	r.idle = datagramPump{stream: s, closeOther: func() { close(quit) }, idle: f.IdleTimeout.Duration}.run(ctx,
 		func(w *idleWatch) {
 			out := datagramWriter{w: s}
 			for {
