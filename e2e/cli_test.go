@@ -58,22 +58,68 @@ func TestBadInputExitsTwoWithWhereAndWhat(t *testing.T) {
 			[]string{"ref.toml:6", "forward[0].peer", "hoem"}},
 		{"bad address", []string{"up", "-c", write("addr.toml", base+"admin_listen = \"localhost\"\n")}, []string{"admin_listen"}},
 		{"world-readable key", []string{"up", "-c", write("loose.toml", "key_file = \"loose.key\"\n"+base)}, []string{"loose.key", "chmod 600"}},
-		{"listen port in use", []string{"up", "-c", write("busy.toml", "key_file = \"busy.key\"\nadmin_listen = \"127.0.0.1:0\"\n"+base+
-			"[[peers]]\nname = \"home\"\npublic_key = \""+validKey+"\"\n[[socks]]\nlisten = \""+busy.Addr().String()+"\"\npeer = \"home\"\n")},
-			[]string{"socks[0]", busy.Addr().String(), "address already in use"}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			_, stderr, code := cli(t, tc.args...)
-			if code != 2 {
-				t.Errorf("exit code %d, want 2; stderr:\n%s", code, stderr)
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(stderr, w) {
-					t.Errorf("stderr lacks %q:\n%s", w, stderr)
-				}
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { checkExit(t, tc.args, 2, tc.want...) })
 	}
+
+	// A port in use is no bad config but a runtime failure (exit 1), which
+	// the systemd unit's RestartPreventExitStatus=2 must not stop
+	// restarting; and the server creates no key file when it cannot start.
+	t.Run("listen port in use", func(t *testing.T) {
+		checkExit(t, []string{"up", "-c", write("busy.toml", "key_file = \"busy.key\"\nadmin_listen = \"127.0.0.1:0\"\n"+base+
+			"[[peers]]\nname = \"home\"\npublic_key = \""+validKey+"\"\n[[socks]]\nlisten = \""+busy.Addr().String()+"\"\npeer = \"home\"\n")},
+			1, "socks[0]", busy.Addr().String(), "address already in use")
+	})
+	t.Run("rendezvous port in use", func(t *testing.T) {
+		key := filepath.Join(dir, "server.key")
+		checkExit(t, []string{"rendezvous", "-listen", busy.Addr().String(), "-key", key}, 1, busy.Addr().String(), "address already in use")
+		if _, err := os.Stat(key); !os.IsNotExist(err) {
+			t.Errorf("a server that could not start left its key file: %v", err)
+		}
+	})
+}
+
+// checkExit runs warren with args and checks its exit code and that
+// stderr holds each of want.
+func checkExit(t *testing.T, args []string, code int, want ...string) {
+	t.Helper()
+	_, stderr, got := cli(t, args...)
+	if got != code {
+		t.Errorf("warren %s: exit code %d, want %d; stderr:\n%s", strings.Join(args, " "), got, code, stderr)
+	}
+	for _, w := range want {
+		if !strings.Contains(stderr, w) {
+			t.Errorf("warren %s: stderr lacks %q:\n%s", strings.Join(args, " "), w, stderr)
+		}
+	}
+}
+
+// TestCommandLineAsPeopleTypeIt: help exits 0, `warren help CMD` shows that
+// command's flags, --version works, and flags may follow operands.
+func TestCommandLineAsPeopleTypeIt(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want *regexp.Regexp // on stdout or stderr
+	}{
+		{[]string{"up", "-h"}, regexp.MustCompile(`usage: warren up \[flags\][\s\S]*-c FILE`)},
+		{[]string{"status", "--help"}, regexp.MustCompile(`usage: warren status[\s\S]*-json`)},
+		{[]string{"help", "ping"}, regexp.MustCompile(`usage: warren ping \[flags\] PEER[\s\S]*-c N`)},
+		{[]string{"help"}, regexp.MustCompile(`(?m)^commands:`)},
+		{[]string{"--version"}, regexp.MustCompile(`^warren \S+.* go1\.\d+`)},
+		{[]string{"version"}, regexp.MustCompile(`^warren \S+.* go1\.\d+`)},
+	} {
+		out, stderr, code := cli(t, tc.args...)
+		if code != 0 || !tc.want.MatchString(out+stderr) {
+			t.Errorf("warren %s: exit %d, want 0 and %s:\n%s%s", strings.Join(tc.args, " "), code, tc.want, out, stderr)
+		}
+	}
+	if out, _, _ := cli(t, "help", "ping"); !strings.Contains(out, "usage: warren ping") {
+		t.Errorf("warren help ping: the usage belongs on standard output, got %q", out)
+	}
+	// The flags after the peer are read: the admin address given last is
+	// the one dialled.
+	checkExit(t, []string{"ping", "home", "-c", "2", "-admin", "127.0.0.1:1"}, 1, `admin_listen = "127.0.0.1:1"`)
+	checkExit(t, []string{"ping", "-admin", "127.0.0.1:1", "--", "-c"}, 1, "/ping?peer=-c")
 }
 
 func TestKeygenPubkeyStatusPingVersion(t *testing.T) {

@@ -72,8 +72,9 @@ func up(ctx context.Context, path string, stderr io.Writer, reloads <-chan struc
 	// The daemon runs on its own context: the signal starts Shutdown,
 	// which lets open streams finish first.
 	if err := d.Start(context.Background()); err != nil {
-		// Every Start failure is a bind failure: bad config for this host.
-		return usageError{err}
+		// Every Start failure is a bind failure: a runtime failure (exit
+		// 1) that a service manager retries, not a config to fix.
+		return err
 	}
 	for ctx.Err() == nil {
 		select {
@@ -180,30 +181,49 @@ func cmdRendezvous(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	key, created, err := identity.LoadOrCreate(cfg.KeyFile)
+	// A missing key is made now but written only once the server has
+	// bound its ports, so a start that fails (a port in use) leaves no key
+	// file behind.
+	key, err := identity.Load(cfg.KeyFile)
+	create := errors.Is(err, os.ErrNotExist)
+	if create {
+		key, err = identity.Generate()
+	}
 	if err != nil {
 		return configErr(err)
-	}
-	if created {
-		log.WithField("key_file", cfg.KeyFile).Info("created a new server key")
 	}
 	scfg := rendezvous.ServerConfig{Key: key, Token: cfg.Token, Relay: *cfg.Relay, RelayRate: cfg.RelayRate, Log: log}
 	if !*cfg.Limits {
 		log.Warn("limits are off: one address can exhaust this server (for load tests only)")
 		scfg = scfg.WithoutLimits()
 	}
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
 	srv, err := rendezvous.NewServer(scfg)
 	if err != nil {
 		return err
 	}
+	var saveErr error
 	err = srv.ListenAndServe(ctx, cfg.Listen, cfg.AltListen, func(bound []net.Addr) {
+		if create {
+			if saveErr = key.Save(cfg.KeyFile); saveErr != nil {
+				stop()
+				return
+			}
+			log.WithField("key_file", cfg.KeyFile).Info("created a new server key")
+		}
 		fmt.Fprintf(stdout, "rendezvous public key: %s\n", key.Public())
 		for _, a := range bound {
 			fmt.Fprintf(stdout, "listening on %s %s\n", a.Network(), a)
 		}
 	})
+	if saveErr != nil {
+		return fmt.Errorf("save the new server key: %w", saveErr)
+	}
+	// A port in use is a runtime failure (exit 1), not a bad config: a
+	// service manager should try again.
 	if err != nil && ctx.Err() == nil {
-		return usageError{err}
+		return err
 	}
 	return nil
 }
