@@ -57,6 +57,8 @@ func TestBadInputExitsTwoWithWhereAndWhat(t *testing.T) {
 		{"undefined peer", []string{"up", "-c", write("ref.toml", base+"[[forward]]\nlisten = \"127.0.0.1:0\"\npeer = \"hoem\"\nservice = \"x\"\n")},
 			[]string{"ref.toml:6", "forward[0].peer", "hoem"}},
 		{"bad address", []string{"up", "-c", write("addr.toml", base+"admin_listen = \"localhost\"\n")}, []string{"admin_listen"}},
+		{"missing key file", []string{"up", "-c", write("nokey.toml", "key_file = \"typo.key\"\n"+base)},
+			[]string{filepath.Join(dir, "typo.key"), "warren keygen -o", "create_key"}},
 		{"world-readable key", []string{"up", "-c", write("loose.toml", "key_file = \"loose.key\"\n"+base)}, []string{"loose.key", "chmod 600"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) { checkExit(t, tc.args, 2, tc.want...) })
@@ -66,7 +68,7 @@ func TestBadInputExitsTwoWithWhereAndWhat(t *testing.T) {
 	// the systemd unit's RestartPreventExitStatus=2 must not stop
 	// restarting; and the server creates no key file when it cannot start.
 	t.Run("listen port in use", func(t *testing.T) {
-		checkExit(t, []string{"up", "-c", write("busy.toml", "key_file = \"busy.key\"\nadmin_listen = \"127.0.0.1:0\"\n"+base+
+		checkExit(t, []string{"up", "-c", write("busy.toml", "key_file = \"busy.key\"\ncreate_key = true\nadmin_listen = \"127.0.0.1:0\"\n"+base+
 			"[[peers]]\nname = \"home\"\npublic_key = \""+validKey+"\"\n[[socks]]\nlisten = \""+busy.Addr().String()+"\"\npeer = \"home\"\n")},
 			1, "socks[0]", busy.Addr().String(), "address already in use")
 	})
