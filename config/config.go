@@ -39,6 +39,10 @@ type Config struct {
 
 	// Path is the file the config was loaded from (not a TOML key).
 	Path string `toml:"-"`
+
+	// lines is the line of every key in the file, for errors found after
+	// Load (ErrorAt).
+	lines map[string]int
 }
 
 // Rendezvous says how to reach and authenticate the rendezvous server.

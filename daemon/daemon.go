@@ -176,7 +176,7 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	if d.cfg.AdminListen != "" {
 		if d.admin, err = listenAdmin(d.cfg.AdminListen, d); err != nil {
 			ln.Close()
-			return fmt.Errorf("admin_listen %s: %w", d.cfg.AdminListen, err)
+			return config.NewBindError("admin_listen", d.cfg.AdminListen, err)
 		}
 	}
 	if err = d.listeners.Start(ctx); err != nil {

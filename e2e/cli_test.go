@@ -70,7 +70,7 @@ func TestBadInputExitsTwoWithWhereAndWhat(t *testing.T) {
 	t.Run("listen port in use", func(t *testing.T) {
 		checkExit(t, []string{"up", "-c", write("busy.toml", "key_file = \"busy.key\"\ncreate_key = true\nadmin_listen = \"127.0.0.1:0\"\n"+base+
 			"[[peers]]\nname = \"home\"\npublic_key = \""+validKey+"\"\n[[socks]]\nlisten = \""+busy.Addr().String()+"\"\npeer = \"home\"\n")},
-			1, "socks[0]", busy.Addr().String(), "address already in use")
+			1, "busy.toml:11: socks[0].listen: listen "+busy.Addr().String()+": address already in use")
 	})
 	t.Run("rendezvous port in use", func(t *testing.T) {
 		key := filepath.Join(dir, "server.key")
@@ -196,4 +196,35 @@ func TestUpLogFile(t *testing.T) {
 	if out := p.output(); out != "" {
 		t.Errorf("warren up -log wrote to standard error too:\n%s", out)
 	}
+}
+
+// TestCheck: `warren check` validates a config without starting it and
+// lists every problem, the machine's included (a key that is missing, a
+// port in use), each with its file and line.
+func TestCheck(t *testing.T) {
+	dir := t.TempDir()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	pub := newKey(t, dir, "good")
+	base := "admin_listen = \"127.0.0.1:0\"\n[rendezvous]\naddress = \"127.0.0.1:1\"\npublic_key = \"" + validKey + "\"\n" +
+		"[[peers]]\nname = \"home\"\npublic_key = \"" + pub + "\"\n"
+	good := writeFile(t, dir, "good.toml", "key_file = \"good.key\"\n"+base+"[[socks]]\nlisten = \"127.0.0.1:0\"\npeer = \"home\"\n")
+	if out, stderr, code := cli(t, "check", "-c", good); code != 0 || !strings.Contains(out, "good.toml: ok: 1 peers, 1 SOCKS5 listeners") {
+		t.Errorf("check of a good config: exit %d\n%s%s", code, out, stderr)
+	}
+	bad := writeFile(t, dir, "bad.toml", "key_file = \"missing.key\"\n"+base+
+		"[[socks]]\nlisten = \""+busy.Addr().String()+"\"\npeer = \"home\"\n")
+	checkExit(t, []string{"check", "-c", bad}, 2,
+		"bad.toml:1: key_file:", "warren keygen -o "+filepath.Join(dir, "missing.key"),
+		"bad.toml:10: socks[0].listen: listen "+busy.Addr().String()+": address already in use")
+	if _, err := os.Stat(filepath.Join(dir, "missing.key")); !os.IsNotExist(err) {
+		t.Errorf("check created the missing key: %v", err)
+	}
+	checkExit(t, []string{"check", "-c", writeFile(t, dir, "typo.toml", "admin_listn = \"127.0.0.1:0\"\n"+base)}, 2,
+		`typo.toml:1: unknown key "admin_listn" (did you mean admin_listen?)`)
+	server := writeFile(t, dir, "rv.toml", "listen = \""+busy.Addr().String()+"\"\n")
+	checkExit(t, []string{"check", "-server", "-c", server}, 2, "listen: listen "+busy.Addr().String()+": address already in use")
 }

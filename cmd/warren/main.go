@@ -25,6 +25,7 @@ commands:
   pubkey -k FILE          print the public key of a key file
   rendezvous -c FILE      run a rendezvous server (or: -listen ADDR [-alt-listen ADDR] [-key FILE] [-token-file FILE])
   up -c FILE [-log FILE]  run the peer daemon (SIGHUP reloads the config)
+  check -c FILE [-server]  validate a config (and that its ports are free and its key readable) without starting
   status [-admin ADDR] [-json]
                           show the running daemon's peers
   ping [-admin ADDR] [-c N] [-i DURATION] PEER
@@ -57,6 +58,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"status":     cmdStatus,
 		"ping":       cmdPing,
 		"nat":        cmdNat,
+		"check":      cmdCheck,
 		"service":    cmdService,
 		"demo":       cmdDemo,
 		"version":    cmdVersion,

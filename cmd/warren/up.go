@@ -74,7 +74,7 @@ func up(ctx context.Context, path string, stderr io.Writer, reloads <-chan struc
 	if err := d.Start(context.Background()); err != nil {
 		// Every Start failure is a bind failure: a runtime failure (exit
 		// 1) that a service manager retries, not a config to fix.
-		return err
+		return atConfigLine(cfg, err)
 	}
 	for ctx.Err() == nil {
 		select {
@@ -106,7 +106,9 @@ func reload(path string, d *daemon.Daemon, log *logrus.Logger) {
 	cfg, err := config.Load(path)
 	if err == nil {
 		var restartOnly []string
-		if restartOnly, err = d.Reload(cfg); err == nil {
+		if restartOnly, err = d.Reload(cfg); err != nil {
+			err = atConfigLine(cfg, err)
+		} else {
 			if lv, perr := logrus.ParseLevel(cfg.LogLevel); perr == nil {
 				log.SetLevel(lv)
 			}
@@ -117,6 +119,17 @@ func reload(path string, d *daemon.Daemon, log *logrus.Logger) {
 		}
 	}
 	log.WithError(err).WithField("config", path).Error("reload failed; the running config stays in effect")
+}
+
+// atConfigLine points a listener that could not be bound at its line in
+// the config, as "file:line: socks[0].listen: listen ADDR: address
+// already in use"; other errors pass unchanged.
+func atConfigLine(cfg *config.Config, err error) error {
+	var be *config.BindError
+	if errors.As(err, &be) {
+		return cfg.ErrorAt(be.Key, be)
+	}
+	return err
 }
 
 // shutdownGrace is how long open streams may finish after SIGINT/SIGTERM.
