@@ -228,3 +228,36 @@ func TestCheck(t *testing.T) {
 	server := writeFile(t, dir, "rv.toml", "listen = \""+busy.Addr().String()+"\"\n")
 	checkExit(t, []string{"check", "-server", "-c", server}, 2, "listen: listen "+busy.Addr().String()+": address already in use")
 }
+
+// TestDemoSaysOnlyWhatHappens: the demo binary, run as a user runs it,
+// prints its narrative with no warning lines for its planned refusal, and
+// suggests commands that name which daemon they ask.
+func TestDemoSaysOnlyWhatHappens(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, warrenBin, "demo")
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(out.String(), "home's view") && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond) // room for a late log line
+	cmd.Process.Signal(os.Interrupt)
+	cmd.Wait()
+	text := out.String()
+	if strings.Contains(text, "level=") {
+		t.Errorf("the demo printed log lines:\n%s", text)
+	}
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(warrenBin) + ` status -admin 127\.0\.0\.1:\d+\s+# laptop's view`),
+		regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(warrenBin) + ` status -admin 127\.0\.0\.1:\d+\s+# home's view`),
+	} {
+		if !want.MatchString(text) {
+			t.Errorf("the demo's suggestions lack %s:\n%s", want, text)
+		}
+	}
+}
