@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 	"slices"
@@ -60,15 +61,35 @@ type Daemon struct {
 	udpClosing sync.WaitGroup
 }
 
+// loadKey loads the daemon's key, creating it only where the config says
+// create_key = true: a key_file with a typo must not quietly become a new
+// identity.
+func loadKey(cfg *config.Config, log logrus.FieldLogger) (identity.PrivateKey, error) {
+	if !cfg.CreateKey {
+		key, err := identity.Load(cfg.KeyFile)
+		if errors.Is(err, fs.ErrNotExist) {
+			return key, fmt.Errorf("%w: create key_file %s with `warren keygen -o %s` "+
+				"and give its public key to your peers (or set create_key = true)", ErrNoKey, cfg.KeyFile, cfg.KeyFile)
+		}
+		return key, err
+	}
+	key, created, err := identity.LoadOrCreate(cfg.KeyFile)
+	if created {
+		log.WithFields(logrus.Fields{"key_file": cfg.KeyFile, "public_key": key.Public()}).Info("created a new key")
+	}
+	return key, err
+}
+
+// ErrNoKey is New's error when the key file is missing and the config
+// does not allow creating it.
+var ErrNoKey = errors.New("no key file")
+
 // New prepares a daemon from a verified config: it loads (or creates) the
 // key and builds every component, but binds nothing.
 func New(cfg *config.Config, log logrus.FieldLogger) (*Daemon, error) {
-	key, created, err := identity.LoadOrCreate(cfg.KeyFile)
+	key, err := loadKey(cfg, log)
 	if err != nil {
 		return nil, err
-	}
-	if created {
-		log.WithFields(logrus.Fields{"key_file": cfg.KeyFile, "public_key": key.Public()}).Info("created a new key")
 	}
 	self, err := link.NewIdentity(key)
 	if err != nil {
@@ -145,7 +166,7 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	if d.cfg.AdminListen != "" {
 		if d.admin, err = listenAdmin(d.cfg.AdminListen, d); err != nil {
 			ln.Close()
-			return fmt.Errorf("admin_listen %s: %w", d.cfg.AdminListen, err)
+			return config.NewBindError("admin_listen", d.cfg.AdminListen, err)
 		}
 	}
 	if err = d.listeners.Start(ctx); err != nil {
