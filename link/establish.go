@@ -18,7 +18,7 @@ import (
 type Candidate struct {
 	Conn net.Conn
 	// Path names how the bytes travel, for status: "direct-tcp",
-	// "direct-udp" or "relay".
+	// "direct-udp" or "relay" (package session names them).
 	Path string
 }
 

@@ -33,13 +33,13 @@ type Report struct {
 }
 
 // Lost says why o's path did not win a race that winner won ("" for no
-// link).
+// link); for a path of the winner's name that offered connections, "won".
 func (o Outcome) Lost(winner string) string {
 	switch {
 	case !o.Started:
 		return "the race ended before its turn"
 	case o.Offered > 0 && o.Path == winner:
-		return fmt.Sprintf("offered %d connections; another of them was nominated", o.Offered)
+		return "won"
 	case o.Offered > 0:
 		return fmt.Sprintf("offered %d connections; none was nominated", o.Offered)
 	case o.Err != nil && errors.Is(o.Err, context.Canceled) && winner != "":

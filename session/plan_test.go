@@ -1,0 +1,36 @@
+package session
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/warren-p2p/warren/punch"
+)
+
+// TestPlans: each real path's plan, the policy Race follows for it.
+func TestPlans(t *testing.T) {
+	lan := []netip.AddrPort{netip.MustParseAddrPort("192.168.1.7:4000")}
+	loop := []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:4000")}
+	none := punch.Strategy{TCP: punch.TCPNone, UDP: punch.RoleNone}
+	for _, tc := range []struct {
+		name string
+		path Path
+		s    Session
+		want Plan
+	}{
+		{"relay waits for direct paths", &Relay{}, Session{Strategy: punch.Strategy{TCP: punch.TCPSimultaneous, UDP: punch.RoleDirect}}, Plan{Delay: relayDelay}},
+		{"relay waits even with only UDP to try", &Relay{}, Session{Strategy: punch.Strategy{TCP: punch.TCPNone, UDP: punch.RoleDirect}}, Plan{Delay: relayDelay}},
+		{"relay at once when nothing direct is expected", &Relay{}, Session{Strategy: none}, Plan{}},
+		{"relay after a head start for a peer on our LAN", &Relay{}, Session{Strategy: none, PeerLAN: lan}, Plan{Delay: lanHeadStart}},
+		{"a loopback LAN endpoint gets no head start", &Relay{}, Session{Strategy: none, PeerLAN: loop}, Plan{}},
+		{"connect-fixed TCP reaches TCPProbed", &TCP{}, Session{Strategy: punch.Strategy{TCP: punch.TCPConnectFixed}}, Plan{Reaches: TCPProbed}},
+		{"other TCP roles reach no stage", &TCP{}, Session{Strategy: punch.Strategy{TCP: punch.TCPSprayWindow}}, Plan{}},
+		{"UDP probes after TCP, held back at most a second", &UDP{}, Session{}, Plan{After: TCPProbed, AtMost: time.Second}},
+		{"inbound TCP is passive", &Inbound{}, Session{}, Plan{Passive: true}},
+	} {
+		if got := tc.path.Plan(&tc.s); got != tc.want {
+			t.Errorf("%s: %+v, want %+v", tc.name, got, tc.want)
+		}
+	}
+}
