@@ -18,6 +18,12 @@ type UDPStep struct {
 	info    UDPInfo
 }
 
+// maxPendingSteps bounds the steps a client waits for at once. A server
+// sends each within its UDPWait (1s) of the punch, so only a server gone
+// wrong leaves this many waiting; the sessions beyond it go without their
+// second step (their UDP path gives up) rather than grow the map.
+const maxPendingSteps = 1024
+
 // expectUDP returns the step of session, making it on its first punch.
 func (c *Client) expectUDP(session string) *UDPStep {
 	c.mu.Lock()
@@ -26,6 +32,10 @@ func (c *Client) expectUDP(session string) *UDPStep {
 		return st
 	}
 	st := &UDPStep{c: c, session: session, ready: make(chan struct{})}
+	if len(c.steps) >= maxPendingSteps {
+		st.c = nil // never delivered, nothing to forget
+		return st
+	}
 	c.steps[session] = st
 	return st
 }

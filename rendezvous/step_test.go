@@ -2,6 +2,7 @@ package rendezvous
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -58,4 +59,22 @@ func TestUDPStepForgottenWithItsSession(t *testing.T) {
 		t.Fatal("a nil step came")
 	}
 	none.Close()
+}
+
+// TestUDPStepsBounded: a server that sends punches and never their second
+// step cannot grow the client's map past maxPendingSteps.
+func TestUDPStepsBounded(t *testing.T) {
+	c := &Client{steps: make(map[string]*UDPStep)}
+	for i := range maxPendingSteps + 10 {
+		c.expectUDP(fmt.Sprint(i))
+	}
+	if len(c.steps) != maxPendingSteps {
+		t.Fatalf("%d steps pending, want at most %d", len(c.steps), maxPendingSteps)
+	}
+	over := c.expectUDP("over")
+	c.deliverUDP(UDPInfo{Session: "over"})
+	if _, ok := over.Wait(context.Background(), 10*time.Millisecond); ok {
+		t.Fatal("a step beyond the bound was delivered")
+	}
+	over.Close()
 }
