@@ -3,6 +3,8 @@ package transport
 import (
 	"fmt"
 	"time"
+
+	"github.com/warren-p2p/warren/internal/conf"
 )
 
 // Config tunes one KCP stream. The zero value of a field means its default;
@@ -99,30 +101,14 @@ func (c *Config) withDefaults() *Config {
 		return d
 	}
 	out := *c
-	if out.MTU == 0 {
-		out.MTU = d.MTU
-	}
-	if out.SendWindow == 0 {
-		out.SendWindow = d.SendWindow
-	}
-	if out.RecvWindow == 0 {
-		out.RecvWindow = d.RecvWindow
-	}
-	if out.Interval == 0 {
-		out.Interval = d.Interval
-	}
-	if out.FastResend == 0 {
-		out.FastResend = d.FastResend
-	}
-	if out.KeepAliveInterval == 0 {
-		out.KeepAliveInterval = d.KeepAliveInterval
-	}
-	if out.IdleTimeout == 0 {
-		out.IdleTimeout = d.IdleTimeout
-	}
-	if out.CloseTimeout == 0 {
-		out.CloseTimeout = d.CloseTimeout
-	}
+	conf.Default(&out.MTU, d.MTU)
+	conf.Default(&out.SendWindow, d.SendWindow)
+	conf.Default(&out.RecvWindow, d.RecvWindow)
+	conf.Default(&out.Interval, d.Interval)
+	conf.Default(&out.FastResend, d.FastResend)
+	conf.Default(&out.KeepAliveInterval, d.KeepAliveInterval)
+	conf.Default(&out.IdleTimeout, d.IdleTimeout)
+	conf.Default(&out.CloseTimeout, d.CloseTimeout)
 	return &out
 }
 
