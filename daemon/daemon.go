@@ -65,6 +65,9 @@ type Daemon struct {
 	// udpClosing counts UDP links whose close handshake is still under
 	// way (udpConn.Close).
 	udpClosing sync.WaitGroup
+
+	// history is each peer's recent throughput (sampleThroughput).
+	history rateHistory
 }
 
 // loadKey loads the daemon's key, creating it only where the config says
@@ -190,6 +193,7 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	d.wg.Go(func() { d.rv.Run(ctx) })
 	d.wg.Go(func() { d.discoverLoop(ctx) })
 	d.wg.Go(func() { d.watchAddrs(ctx) })
+	d.wg.Go(func() { d.sampleThroughput(ctx) })
 	if d.admin != nil {
 		d.wg.Go(func() { d.admin.serve(ctx) })
 	}
