@@ -188,6 +188,7 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	}
 	d.started = time.Now()
 	d.log.WithFields(logrus.Fields{"public_key": d.key.Public(), "punch_port": d.acceptor.Port()}).Info("warren started")
+	d.logListening()
 
 	d.wg.Go(func() { d.acceptor.Serve(ctx) })
 	d.wg.Go(func() { d.rv.Run(ctx) })
@@ -201,6 +202,25 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 		d.startPeer(p)
 	}
 	return nil
+}
+
+// logListening says, once at start, what this daemon listens on and whom
+// it will link with: a person starting it should not have to read the
+// config again to know where to point a browser.
+func (d *Daemon) logListening() {
+	if d.admin != nil {
+		d.log.WithField("listen", d.admin.ln.Addr().String()).Info("admin API and dashboard listening")
+	}
+	for _, l := range d.listeners.Describe() {
+		f := logrus.Fields{"listener": l.Name, "listen": l.Listen, "protocol": l.Protocol, "peer": l.Peer}
+		if l.To != "" {
+			f["to"] = l.To
+		}
+		d.log.WithFields(f).Info(l.Kind + " listening")
+	}
+	for _, p := range d.peerList() {
+		d.log.WithFields(logrus.Fields{"peer": p.name, "public_key": p.key.String()}).Info("will link with peer")
+	}
 }
 
 // newPeers makes a peer for each [[peers]] entry.
