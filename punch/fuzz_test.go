@@ -2,7 +2,7 @@ package punch
 
 // Fuzz targets for what punch reads from the network: the TCP punch hello
 // (FuzzReadHello, and the shared port's acceptor as a whole in
-// FuzzAcceptor), roam packets (FuzzParseRoam), the UDP punch exchange as a
+// FuzzAcceptor), roam announcements (FuzzRoamAccept), the UDP punch exchange as a
 // whole (FuzzPunchUDP) and the peer-reported NAT that port prediction and
 // the strategy are computed from (FuzzPeerNAT). FuzzOpenPacket (udp_test.go)
 // covers the punch packet codec itself.
@@ -53,21 +53,35 @@ func FuzzReadHello(f *testing.F) {
 	})
 }
 
-func FuzzParseRoam(f *testing.F) {
-	f.Add(fzSession.RoamPacket(0))
-	f.Add(fzSession.RoamPacket(1<<64 - 1))
-	f.Add(sealPacket(fzSession.roamKey(), udpPing, make([]byte, udpNonceLen)))
-	f.Add(NewSessionID().RoamPacket(7))
+// FuzzRoamAccept: only announcements the peer's key sealed are accepted,
+// each once, and never one this side made.
+func FuzzRoamAccept(f *testing.F) {
+	exp := fakeExporter([]byte("fuzz link"))
+	peer, err := NewRoam(exp, true)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(peer.Announce())
+	f.Add(sealPacket(peer.seal, udpRoam, []byte{0, 0, 0, 0, 0, 0, 0, 0}))
+	f.Add(sealPacket(peer.seal, udpRoam, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}))
+	f.Add(sealPacket(fzSession.udpKey(true), udpRoam, make([]byte, udpNonceLen)))
 	f.Add([]byte(udpMagic + "\x04"))
 	f.Fuzz(func(t *testing.T, p []byte) {
-		seq, ok := fzSession.ParseRoam(p)
-		if !ok {
+		me, err := NewRoam(exp, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if me.Accept(me.Announce()) {
+			t.Fatal("accepted its own announcement")
+		}
+		if !me.Accept(p) {
 			return
 		}
-		// Only what the session's key holder made is accepted, and it
-		// says what was sealed.
-		if want := fzSession.RoamPacket(seq); !bytes.Equal(want, p) {
-			t.Fatalf("ParseRoam accepted %x as seq %d, which is %x", p, seq, want)
+		if want := sealPacket(peer.seal, udpRoam, p[len(udpMagic)+1:len(udpMagic)+1+udpNonceLen]); !bytes.Equal(want, p) {
+			t.Fatalf("accepted %x, which the peer's key did not seal (%x)", p, want)
+		}
+		if me.Accept(p) {
+			t.Fatal("accepted the same announcement twice")
 		}
 	})
 }

@@ -31,7 +31,7 @@ const (
 	udpPing     byte = 1 // "can you hear me?"
 	udpPong     byte = 2 // "I heard you"
 	udpNominate byte = 3 // "use this path" (from the controlling side)
-	udpRoam     byte = 4 // "I am here now" (on an established path; the nonce is a counter)
+	udpRoam     byte = 4 // "I am here now" (on an established path, keyed by the link: roam.go)
 )
 
 // UDPPrefix is the first bytes of every UDP punch packet, for
@@ -49,12 +49,6 @@ func (s SessionID) udpKey(controlling bool) []byte {
 		label = "warren udp punch controlling "
 	}
 	h := sha256.Sum256(append([]byte(label), s[:]...))
-	return h[:]
-}
-
-// roamKey is the key of roam packets.
-func (s SessionID) roamKey() []byte {
-	h := sha256.Sum256(append([]byte("warren udp punch "), s[:]...))
 	return h[:]
 }
 
@@ -92,24 +86,6 @@ func openPacket(key, p []byte) (byte, bool) {
 		return 0, false
 	}
 	return p[len(udpMagic)], true
-}
-
-// RoamPacket returns an authenticated "I am here" packet for an
-// established UDP path of session s. seq must grow from packet to packet:
-// the receiver ignores any it has seen a higher one than, so a captured
-// packet replayed from elsewhere cannot move the path.
-func (s SessionID) RoamPacket(seq uint64) []byte {
-	return sealPacket(s.roamKey(), udpRoam, binary.BigEndian.AppendUint64(nil, seq))
-}
-
-// ParseRoam checks a packet made by RoamPacket for session s and returns
-// its sequence number.
-func (s SessionID) ParseRoam(p []byte) (uint64, bool) {
-	typ, ok := openPacket(s.roamKey(), p)
-	if !ok || typ != udpRoam {
-		return 0, false
-	}
-	return binary.BigEndian.Uint64(p[len(udpMagic)+1:]), true
 }
 
 // UDPConfig tunes UDP punching. The zero value of a field means its

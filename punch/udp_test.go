@@ -121,22 +121,3 @@ func FuzzOpenPacket(f *testing.F) {
 		}
 	})
 }
-
-func TestRoamPacket(t *testing.T) {
-	id, other := NewSessionID(), NewSessionID()
-	p := id.RoamPacket(42)
-	if seq, ok := id.ParseRoam(p); !ok || seq != 42 {
-		t.Fatalf("ParseRoam = %d, %v", seq, ok)
-	}
-	if _, ok := other.ParseRoam(p); ok {
-		t.Fatal("another session's key accepted the packet")
-	}
-	if _, ok := id.ParseRoam(sealPacket(id.roamKey(), udpPing, make([]byte, udpNonceLen))); ok {
-		t.Fatal("a ping was taken for a roam")
-	}
-	bad := append([]byte(nil), p...)
-	bad[len(udpMagic)+1] ^= 1 // change the sequence number
-	if _, ok := id.ParseRoam(bad); ok {
-		t.Fatal("a tampered sequence number was accepted")
-	}
-}
