@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus"
-
 	"github.com/warren-p2p/warren/identity"
 	"github.com/warren-p2p/warren/link"
 	"github.com/warren-p2p/warren/punch"
@@ -30,9 +28,7 @@ type udpEnd struct {
 // 'k' KCP) below the link's TLS.
 func udpLinkPair(t *testing.T, ctx context.Context, stream byte, id punch.SessionID) [2]udpEnd {
 	t.Helper()
-	log := logrus.New()
-	log.SetOutput(t.Output())
-	log.SetLevel(logrus.WarnLevel)
+	log := warnLog(t)
 	var ds [2]*Daemon
 	for i := range ds {
 		k, err := identity.Generate()
