@@ -34,7 +34,7 @@ func (d *Daemon) punchTCP(ctx context.Context, p *peer, pu rendezvous.Punch, id 
 	// gave up early must not hold the UDP half back.
 	defer markProbed()
 	run := func(port int, cands []netip.AddrPort) {
-		wg.Go(func() { punch.TCP(ctx, nil, port, id, cands, raw) })
+		wg.Go(func() { punch.TCP(ctx, &punch.Config{Budget: d.punchBudget}, port, id, cands, raw) })
 	}
 	shared := d.acceptor.Port()
 	if len(pu.LAN) > 0 {

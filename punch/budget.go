@@ -11,12 +11,12 @@ import (
 
 // BudgetConfig sizes a Budget. The zero value of a field means its default.
 type BudgetConfig struct {
-	// Rate caps the UDP punch packets per second of every punch session
+	// Rate caps the punch packets per second of every punch session
 	// together (the link's spray_rate): bursts get users flagged as port
 	// scanners. Default 2000.
 	Rate int
-	// PerMinute caps the UDP punch packets of every punch session
-	// together in any minute, so that peers (or a server) that start
+	// PerMinute caps the punch packets of every punch session together
+	// in any minute, so that peers (or a server) that start
 	// session after session cannot keep the daemon spraying. Default 3 ×
 	// Rate: room for one session's whole MaxProbes (2 × Rate) and the
 	// pings of many more.
@@ -33,10 +33,11 @@ const budgetBurst = 5 * time.Millisecond
 // second.
 const budgetSlots = 60
 
-// Budget is one daemon's allowance of UDP punch packets, which every punch
-// session draws from (UDPConfig.Budget): packets are paced at Rate and no
-// more than PerMinute go out in any minute. A session's own cap is
-// UDPConfig.MaxProbes. Its methods are safe for concurrent use.
+// Budget is one daemon's allowance of punch packets, which every punch
+// session draws from (UDPConfig.Budget, and Config.Budget once per TCP
+// connect attempt): packets are paced at Rate and no more than PerMinute
+// go out in any minute. A UDP session's own cap is UDPConfig.MaxProbes.
+// Its methods are safe for concurrent use.
 type Budget struct {
 	cfg   BudgetConfig
 	pace  *rate.Limiter

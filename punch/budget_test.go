@@ -2,8 +2,10 @@ package punch
 
 import (
 	"context"
+	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -137,5 +139,40 @@ func TestPunchUDPNeverCompletesWithItself(t *testing.T) {
 			res.Conn.Close()
 			t.Fatalf("controlling %v: punched itself: remote %v", controlling, res.Remote)
 		}
+	}
+}
+
+// TestTCPPunchDrawsOnBudget: connect attempts against a target that
+// refuses every hello stop when the budget's minute is spent (437
+// attempts in the second without one).
+func TestTCPPunchDrawsOnBudget(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var accepted atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			c.Close()
+		}
+	}()
+	const perMinute = 20
+	budget, err := NewBudget(&BudgetConfig{Rate: 1000, PerMinute: perMinute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	target := ln.Addr().(*net.TCPAddr).AddrPort()
+	TCP(ctx, &Config{RetryDelay: time.Millisecond, HelloTimeout: 50 * time.Millisecond, Budget: budget}, 0, NewSessionID(),
+		[]netip.AddrPort{target}, make(chan net.Conn))
+	if n := accepted.Load(); n > perMinute || n == 0 {
+		t.Fatalf("%d connect attempts reached the target, want 1 to %d", n, perMinute)
 	}
 }
