@@ -4,7 +4,8 @@ package punch
 // (FuzzReadHello, and the shared port's acceptor as a whole in
 // FuzzAcceptor), roam announcements (FuzzRoamAccept), the UDP punch exchange as a
 // whole (FuzzPunchUDP) and the peer-reported NAT that port prediction and
-// the strategy are computed from (FuzzPeerNAT). FuzzOpenPacket (udp_test.go)
+// the strategy are computed from (FuzzPeerNAT). FuzzScopeCheck
+// (scope_test.go) covers where a punch may send. FuzzOpenPacket (udp_test.go)
 // covers the punch packet codec itself.
 
 import (

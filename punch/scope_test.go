@@ -81,3 +81,40 @@ func TestScopeFilter(t *testing.T) {
 		t.Fatalf("Filter = %v", got)
 	}
 }
+
+// FuzzScopeCheck: whatever the claims, an allowed target is the peer's
+// observed address or one of its LAN addresses, and never loopback,
+// link-local, multicast, broadcast, unspecified or this machine's own
+// address, unless the server and so the peer are on this host and the
+// target is the observed address.
+func FuzzScopeCheck(f *testing.F) {
+	f.Add([]byte{198, 51, 100, 7}, []byte{10, 1, 0, 7}, []byte{10, 1, 0, 7}, uint16(4000), false)
+	f.Add([]byte{127, 0, 0, 1}, []byte{127, 0, 0, 1}, []byte{127, 0, 0, 1}, uint16(1), true)
+	f.Add(netip.MustParseAddr("2001:db8:9::1").AsSlice(), netip.MustParseAddr("2001:db8:9::9").AsSlice(),
+		netip.MustParseAddr("2001:db8:9::9").AsSlice(), uint16(53), false)
+	f.Add([]byte{10, 1, 0, 5}, []byte{10, 1, 0, 255}, []byte{10, 1, 0, 255}, uint16(9), false)
+	self := []netip.Prefix{netip.MustParsePrefix("10.1.0.5/24"), netip.MustParsePrefix("127.0.0.1/8"),
+		netip.MustParsePrefix("2001:db8:1::5/64"), netip.MustParsePrefix("fe80::1/64")}
+	f.Fuzz(func(t *testing.T, public, lan, target []byte, port uint16, sameHost bool) {
+		pub, _ := netip.AddrFromSlice(public)
+		l, _ := netip.AddrFromSlice(lan)
+		to, ok := netip.AddrFromSlice(target)
+		if !ok {
+			return
+		}
+		s := Scope{Self: self, Public: pub, LAN: []netip.Addr{l}, SameHost: sameHost}
+		if s.Check(netip.AddrPortFrom(to, port)) != nil {
+			return
+		}
+		ip := to.Unmap()
+		if port == 0 || (ip != pub.Unmap() && ip != l.Unmap()) {
+			t.Fatalf("%v allowed: neither the observed %v nor the LAN %v", ip, pub, l)
+		}
+		if sameHost && ip == pub.Unmap() {
+			return
+		}
+		if special(ip) || s.own(ip) || s.directedBroadcast(ip) {
+			t.Fatalf("%v allowed (observed %v, LAN %v)", ip, pub, l)
+		}
+	})
+}
