@@ -230,7 +230,7 @@ func PunchUDP(ctx context.Context, cfg *UDPConfig, s UDPSession, sock PacketConn
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	p.add(sock)
-	if s.Role == RoleManySockets {
+	if s.Role == RoleManySockets && s.PeerEndpoint.IsValid() {
 		for range c.Sockets - 1 {
 			extra, err := s.Listen()
 			if err != nil {
