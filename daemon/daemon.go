@@ -44,7 +44,7 @@ type Daemon struct {
 	discover  chan []netip.AddrPort // the server's UDP endpoints, after each registration
 	useTCP    bool
 	useUDP    bool
-	// punchBudget paces and caps every UDP punch's packets (spray_rate).
+	// punchBudget paces and caps every punch packet, UDP and TCP (spray_rate).
 	punchBudget *punch.Budget
 
 	// natMu guards nat and natKnown.
