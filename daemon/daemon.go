@@ -45,6 +45,8 @@ type Daemon struct {
 	discover  chan []netip.AddrPort // the server's UDP endpoints, after each registration
 	useTCP    bool
 	useUDP    bool
+	// punchBudget paces and caps every punch packet, UDP and TCP (spray_rate).
+	punchBudget *punch.Budget
 
 	// natMu guards nat and natKnown.
 	natMu    sync.Mutex
@@ -128,6 +130,9 @@ func New(cfg *config.Config, log logrus.FieldLogger) (*Daemon, error) {
 	}
 	if err := d.linkCfg.Verify(); err != nil {
 		return nil, err
+	}
+	if d.punchBudget, err = punch.NewBudget(&punch.BudgetConfig{Rate: cfg.Link.SprayRate}); err != nil {
+		return nil, fmt.Errorf("link.spray_rate: %w", err)
 	}
 	if d.peers, err = d.newPeers(cfg.Peers); err != nil {
 		return nil, err
