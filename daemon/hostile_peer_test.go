@@ -94,6 +94,7 @@ func TestHostilePeerCannotAimPunches(t *testing.T) {
 	}
 	dir := t.TempDir()
 	conf := fmt.Sprintf(`key_file = "victim.key"
+create_key = true
 [rendezvous]
 address = %q
 public_key = %q
