@@ -79,9 +79,11 @@ type Link struct {
 	StreamWindow uint32 `toml:"stream_window"`
 	// MaxStreams caps concurrent streams a peer may open. Default: 256.
 	MaxStreams int `toml:"max_streams"`
-	// SprayRate caps the packets per second a UDP punch sprays at a
-	// peer's ports (prediction and birthday punches): bursts get users
-	// flagged as port scanners. Default 2000; 100 to 100000.
+	// SprayRate caps the packets per second of all punches together (UDP
+	// pings, prediction and birthday punches, TCP connect attempts):
+	// bursts get users flagged as port scanners. It also sets the punch
+	// budgets: 3 × SprayRate packets in any minute, 2 × SprayRate pings in
+	// one UDP punch session. Default 2000; 100 to 100000.
 	SprayRate int `toml:"spray_rate"`
 	// PunchTimeout bounds one hole-punching attempt. Default: 10s.
 	PunchTimeout Duration `toml:"punch_timeout"`

@@ -44,6 +44,8 @@ type Daemon struct {
 	sessions  *session.Config
 	useTCP    bool
 	useUDP    bool
+	// punchBudget paces and caps every punch packet, UDP and TCP (spray_rate).
+	punchBudget *punch.Budget
 
 	// Set by Start.
 	acceptor *punch.Acceptor
@@ -59,6 +61,9 @@ type Daemon struct {
 	// udpClosing counts UDP links whose close handshake is still under
 	// way (udpConn.Close).
 	udpClosing sync.WaitGroup
+
+	// history is each peer's recent throughput (sampleThroughput).
+	history rateHistory
 }
 
 // loadKey loads the daemon's key, creating it only where the config says
@@ -107,6 +112,9 @@ func New(cfg *config.Config, log logrus.FieldLogger) (*Daemon, error) {
 	}}
 	if err := d.sessions.Verify(); err != nil {
 		return nil, err
+	}
+	if d.punchBudget, err = punch.NewBudget(&punch.BudgetConfig{Rate: cfg.Link.SprayRate}); err != nil {
+		return nil, fmt.Errorf("link.spray_rate: %w", err)
 	}
 	if d.peers, err = d.newPeers(cfg.Peers); err != nil {
 		return nil, err
@@ -175,11 +183,13 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	}
 	d.started = time.Now()
 	d.log.WithFields(logrus.Fields{"public_key": d.key.Public(), "punch_port": d.acceptor.Port()}).Info("warren started")
+	d.logListening()
 
 	d.wg.Go(func() { d.acceptor.Serve(ctx) })
 	d.wg.Go(func() { d.rv.Run(ctx) })
 	d.wg.Go(func() { d.discoverLoop(ctx) })
 	d.wg.Go(func() { d.watchAddrs(ctx) })
+	d.wg.Go(func() { d.sampleThroughput(ctx) })
 	if d.admin != nil {
 		d.wg.Go(func() { d.admin.serve(ctx) })
 	}
@@ -187,6 +197,25 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 		d.startPeer(p)
 	}
 	return nil
+}
+
+// logListening says, once at start, what this daemon listens on and whom
+// it will link with: a person starting it should not have to read the
+// config again to know where to point a browser.
+func (d *Daemon) logListening() {
+	if d.admin != nil {
+		d.log.WithField("listen", d.admin.ln.Addr().String()).Info("admin API and dashboard listening")
+	}
+	for _, l := range d.listeners.Describe() {
+		f := logrus.Fields{"listener": l.Name, "listen": l.Listen, "protocol": l.Protocol, "peer": l.Peer}
+		if l.To != "" {
+			f["to"] = l.To
+		}
+		d.log.WithFields(f).Info(l.Kind + " listening")
+	}
+	for _, p := range d.peerList() {
+		d.log.WithFields(logrus.Fields{"peer": p.name, "public_key": p.key.String()}).Info("will link with peer")
+	}
 }
 
 // newPeers makes a peer for each [[peers]] entry.
@@ -339,12 +368,12 @@ func (d *Daemon) lanCandidates() []netip.AddrPort {
 func (d *Daemon) sessionPaths() (all, direct []session.Path) {
 	direct = []session.Path{&session.Inbound{Acceptor: d.acceptor}}
 	if d.useTCP {
-		direct = append(direct, &session.TCP{Acceptor: d.acceptor, Server: d.cfg.Rendezvous.Address})
+		direct = append(direct, &session.TCP{Acceptor: d.acceptor, Server: d.cfg.Rendezvous.Address, Budget: d.punchBudget})
 	}
 	direct = append(direct, &session.UDP{
 		Servers:   d.rv.UDPServers,
 		ProbeOnly: !d.useUDP,
-		Rate:      d.cfg.Link.SprayRate,
+		Budget:    d.punchBudget,
 		Stream:    d.cfg.Link.UDPStream,
 		Closing:   &d.udpClosing,
 	})

@@ -155,7 +155,9 @@ func (p *peer) awaitPunch(ctx context.Context, d *Daemon) (offer, bool) {
 func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch, allowRelay bool) (l *link.Link, err error) {
 	began := time.Now()
 	d.nat.await(ctx)
-	self, _ := d.nat.get()
+	nat, _ := d.nat.get()
+	// Over loopback, the server (and so every peer) is on this host.
+	self := session.Local{NAT: nat, SameHost: d.rv.LocalAddr().Addr().IsLoopback()}
 	s, err := session.New(d.sessions, self, pu, p.log)
 	if err != nil {
 		pu.UDP.Close()

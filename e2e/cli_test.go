@@ -150,6 +150,17 @@ func TestKeygenPubkeyStatusPingVersion(t *testing.T) {
 	p := startPair(t, w, "share-service", localhost{}, localhost{}, "friend", "home", keys,
 		[]string{"127.0.0.1:8080", hostPort("127.0.0.1", freePort(t, localhost{})),
 			"127.0.0.1:27015", hostPort("127.0.0.1", freePort(t, localhost{}))}, nil)
+	// At start the daemon says what it listens on and whom it links with.
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`msg="admin API and dashboard listening" listen="` + regexp.QuoteMeta(p.clientAdmin) + `"`),
+		regexp.MustCompile(`msg="forward listening" listen="127\.0\.0\.1:\d+" listener="forward\[0\]" peer=home protocol=tcp to="service photos"`),
+		regexp.MustCompile(`msg="forward listening" listen="127\.0\.0\.1:\d+" listener="forward\[1\]" peer=home protocol=udp to="service game"`),
+		regexp.MustCompile(`msg="will link with peer" peer=home public_key=` + regexp.QuoteMeta(keys["home"])),
+	} {
+		if !want.MatchString(p.client.output()) {
+			t.Errorf("friend's log lacks %s:\n%s", want, p.client.output())
+		}
+	}
 	table, stderr, code := cli(t, "status", "-admin", p.clientAdmin)
 	if code != 0 || !regexp.MustCompile(`(?m)^home\s+connected\s+direct-tcp\s+\S+:\d+`).MatchString(table) {
 		t.Fatalf("status: exit %d\n%s%s", code, table, stderr)

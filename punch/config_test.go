@@ -13,8 +13,10 @@ func TestConfigsZeroMeansDefault(t *testing.T) {
 	if got := (&Config{RetryDelay: time.Second}).withDefaults(); *got != (Config{AttemptTimeout: 500 * time.Millisecond, RetryDelay: time.Second, HelloTimeout: 5 * time.Second}) {
 		t.Errorf("tcp config: %+v", got)
 	}
-	if got, want := (&UDPConfig{Sockets: 8}).withDefaults(), (UDPConfig{Rate: DefaultSprayRate, MaxProbes: 4096, Sockets: 8, Window: 32, Interval: 50 * time.Millisecond}); got != want {
-		t.Errorf("udp config: %+v, want %+v", got, want)
+	got, err := (&UDPConfig{Sockets: 8}).withDefaults()
+	if err != nil || got.Sockets != 8 || got.Window != 32 || got.Interval != 50*time.Millisecond ||
+		got.Budget.Rate() != DefaultSprayRate || got.MaxProbes != 2*DefaultSprayRate {
+		t.Errorf("udp config: %+v, %v", got, err)
 	}
 	for _, err := range []error{(&Config{HelloTimeout: -1}).Verify(), (&UDPConfig{Rate: -1}).Verify()} {
 		if err == nil {

@@ -40,7 +40,8 @@ func TestStrategiesOverSimulatedNATs(t *testing.T) {
 				}
 				run := func(sock punch.PacketConn, self, peer punch.NAT, peerEP netip.AddrPort, controlling bool, listen func() (punch.PacketConn, error), ch chan<- out) {
 					r, err := punch.PunchUDP(ctx, &punch.UDPConfig{Rate: 20000, Sockets: 256}, punch.UDPSession{ID: id, Controlling: controlling,
-						Role: punch.Choose(self, peer).UDP, Peer: peer, PeerEndpoint: peerEP, Listen: listen}, sock)
+						Role: punch.Choose(self, peer).UDP, Peer: peer, PeerEndpoint: peerEP, Listen: listen,
+						Scope: punch.Scope{Public: peerEP.Addr()}}, sock)
 					ch <- out{r, err}
 				}
 				ca, cb := make(chan out, 1), make(chan out, 1)

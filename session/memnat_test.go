@@ -26,7 +26,7 @@ func (u *simUDP) Name() string         { return PathUDP }
 func (u *simUDP) Plan(s *Session) Plan { return (&UDP{}).Plan(s) }
 func (u *simUDP) Run(ctx context.Context, s *Session, out *Out) error {
 	res, err := punch.PunchUDP(ctx, &punch.UDPConfig{Rate: 20000}, punch.UDPSession{ID: s.ID, Controlling: s.Controlling,
-		Role: s.Strategy.UDP, Peer: s.PeerNAT, PeerEndpoint: u.peerEP, Listen: u.listen}, u.sock)
+		Role: s.Strategy.UDP, Peer: s.PeerNAT, PeerEndpoint: u.peerEP, Listen: u.listen, Scope: s.Scope}, u.sock)
 	if err != nil {
 		return err
 	}
@@ -109,13 +109,15 @@ func TestRaceOverSimulatedNATs(t *testing.T) {
 				// start. Three losses in a row are no accident.
 				var got [2]string
 				for range 3 {
-					sa, sb := twoEnds(t, 10*time.Second, [2]punch.NAT{ak.NAT(), bk.NAT()})
 					n := memnat.New()
 					socka, lista := n.Host(1, ak)
 					sockb, listb := n.Host(2, bk)
+					// Each side's session socket is what the server saw.
+					pubs := [2]netip.AddrPort{n.PublicOf(socka, server), n.PublicOf(sockb, server)}
+					sa, sb := twoEnds(t, 10*time.Second, [2]punch.NAT{ak.NAT(), bk.NAT()}, pubs)
 					relay := make(chan net.Conn, 1)
-					pa := []Path{&simUDP{sock: socka, listen: lista, peerEP: n.PublicOf(sockb, server)}, &pipeRelay{ch: relay, a: true}}
-					pb := []Path{&simUDP{sock: sockb, listen: listb, peerEP: n.PublicOf(socka, server)}, &pipeRelay{ch: relay}}
+					pa := []Path{&simUDP{sock: socka, listen: lista, peerEP: pubs[1]}, &pipeRelay{ch: relay, a: true}}
+					pb := []Path{&simUDP{sock: sockb, listen: listb, peerEP: pubs[0]}, &pipeRelay{ch: relay}}
 					if got = raceSim(t, [2]*Session{sa, sb}, [2][]Path{pa, pb}, within); got == [2]string{want, want} {
 						return
 					}

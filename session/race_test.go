@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"runtime"
 	"sync"
 	"testing"
@@ -157,8 +158,8 @@ func quiet() logrus.FieldLogger {
 }
 
 // twoEnds makes the sessions of both ends of one punch session, ends
-// behind NATs nats.
-func twoEnds(t testing.TB, timeout time.Duration, nats [2]punch.NAT) (a, b *Session) {
+// behind NATs nats, the server seeing their shared ports at pubs.
+func twoEnds(t testing.TB, timeout time.Duration, nats [2]punch.NAT, pubs [2]netip.AddrPort) (a, b *Session) {
 	t.Helper()
 	id := punch.NewSessionID().String()
 	var ends [2]*Session
@@ -179,8 +180,8 @@ func twoEnds(t testing.TB, timeout time.Duration, nats [2]punch.NAT) (a, b *Sess
 		if err := cfg.Verify(); err != nil {
 			t.Fatal(err)
 		}
-		pu := rendezvous.Punch{Session: id, Side: i, Peer: keys[1-i].Public(), PeerNAT: nats[1-i]}
-		if ends[i], err = New(cfg, nats[i], pu, quiet()); err != nil {
+		pu := rendezvous.Punch{Session: id, Side: i, Peer: keys[1-i].Public(), PeerNAT: nats[1-i], Public: pubs[1-i]}
+		if ends[i], err = New(cfg, Local{NAT: nats[i]}, pu, quiet()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -197,7 +198,7 @@ type raced struct {
 // raceBoth races both ends at once, a's ctx ending after cancelAfter
 // if that is set.
 func raceBoth(t *testing.T, specs []fakeSpec, cancelAfter time.Duration) (ra, rb raced, fa, fb []*fake, began time.Time) {
-	sa, sb := twoEnds(t, 3*time.Second, [2]punch.NAT{})
+	sa, sb := twoEnds(t, 3*time.Second, [2]punch.NAT{}, [2]netip.AddrPort{})
 	fa, fb = pairs(specs)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -68,8 +68,11 @@ type Session struct {
 	// unknown); Strategy is punch.Choose's pick for them.
 	SelfNAT, PeerNAT punch.NAT
 	Strategy         punch.Strategy
-	// PeerPublic is the peer's shared port as the server saw it; PeerLAN
-	// are its LAN endpoints on one of our links.
+	// Scope is where the session's punches may send (punch.Scope): the
+	// peer's own endpoints, never this machine's or a third party's.
+	Scope punch.Scope
+	// PeerPublic is the peer's shared port as the server saw it (invalid
+	// if out of Scope); PeerLAN are its LAN endpoints that Scope allows.
 	PeerPublic netip.AddrPort
 	PeerLAN    []netip.AddrPort
 	// UDP is the session's second step, which the server sends once both
@@ -82,27 +85,48 @@ type Session struct {
 	cfg *Config
 }
 
+// Local is what this end knows of itself when a session starts.
+type Local struct {
+	// NAT is this daemon's NAT as last classified (zero if unknown).
+	NAT punch.NAT
+	// SameHost is true when the rendezvous server is on this host (we
+	// reach it over loopback), and so is every peer.
+	SameHost bool
+}
+
 // New makes the session a punch instruction starts. cfg must have been
-// verified; selfNAT is this daemon's NAT as last classified.
-func New(cfg *Config, selfNAT punch.NAT, pu rendezvous.Punch, log logrus.FieldLogger) (*Session, error) {
+// verified.
+func New(cfg *Config, self Local, pu rendezvous.Punch, log logrus.FieldLogger) (*Session, error) {
 	id, err := punch.ParseSessionID(pu.Session)
 	if err != nil {
 		return nil, err
 	}
-	return &Session{
+	lan := make([]netip.Addr, len(pu.LAN))
+	for i, a := range pu.LAN {
+		lan[i] = a.Addr()
+	}
+	scope, err := punch.NewScope(pu.Public.Addr(), lan, self.SameHost)
+	if err != nil {
+		return nil, fmt.Errorf("punch scope: %w", err)
+	}
+	s := &Session{
 		ID:          id,
 		Side:        pu.Side,
 		Peer:        pu.Peer,
 		Controlling: link.Controls(cfg.Self.Public, pu.Peer),
-		SelfNAT:     selfNAT,
+		SelfNAT:     self.NAT,
 		PeerNAT:     pu.PeerNAT,
-		Strategy:    punch.Choose(selfNAT, pu.PeerNAT),
-		PeerPublic:  pu.Public,
-		PeerLAN:     punch.OnLink(pu.LAN),
+		Strategy:    punch.Choose(self.NAT, pu.PeerNAT),
+		Scope:       scope,
+		PeerLAN:     scope.Filter(pu.LAN),
 		UDP:         pu.UDP,
 		Log:         log,
 		cfg:         cfg,
-	}, nil
+	}
+	if scope.Check(pu.Public) == nil {
+		s.PeerPublic = pu.Public
+	}
+	return s, nil
 }
 
 // Close ends the session: its second step, should it still come, is

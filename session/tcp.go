@@ -43,6 +43,9 @@ type TCP struct {
 	// Server is the rendezvous server's address, for a connect-fixed
 	// role's TCP session probe. Required.
 	Server string
+	// Budget paces the connect attempts with every other punch of the
+	// daemon (punch.Config.Budget). Nil: no pacing.
+	Budget *punch.Budget
 }
 
 func (t *TCP) Name() string { return PathTCP }
@@ -63,7 +66,7 @@ func (t *TCP) Run(ctx context.Context, s *Session, out *Out) error {
 	// gave up early must not hold the UDP path back.
 	defer out.Reached()
 	run := func(port int, cands []netip.AddrPort) {
-		wg.Go(func() { punch.TCP(ctx, nil, port, s.ID, cands, out.Sink()) })
+		wg.Go(func() { punch.TCP(ctx, t.config(), port, s.ID, cands, out.Sink()) })
 	}
 	shared := t.Acceptor.Port()
 	if len(s.PeerLAN) > 0 {
@@ -104,7 +107,7 @@ func (t *TCP) connectFixed(ctx context.Context, s *Session, out *Out) error {
 		return fmt.Errorf("tcp punch: probe: %w", err)
 	}
 	s.Log.WithField("mapped", mapped).Debug("tcp punch: connecting from a predicted port")
-	wg.Go(func() { punch.TCP(ctx, nil, acc.Port(), s.ID, []netip.AddrPort{s.PeerPublic}, out.Sink()) })
+	wg.Go(func() { punch.TCP(ctx, t.config(), acc.Port(), s.ID, []netip.AddrPort{s.PeerPublic}, out.Sink()) })
 	out.Reached()
 	<-ctx.Done()
 	return ctx.Err()
@@ -117,6 +120,9 @@ func (t *TCP) spray(ctx context.Context, s *Session, out *Out, run func(int, []n
 	if !ok || !info.PeerTCP.IsValid() {
 		return errNoPeerTCPProbe
 	}
+	if err := s.Scope.Check(info.PeerTCP); err != nil {
+		return fmt.Errorf("tcp punch: not spraying: %w", err)
+	}
 	var cands []netip.AddrPort
 	for _, port := range punch.PredictPorts(s.PeerNAT, info.PeerTCP.Port(), tcpWindow, 0) {
 		cands = append(cands, netip.AddrPortFrom(info.PeerTCP.Addr(), port))
@@ -125,5 +131,8 @@ func (t *TCP) spray(ctx context.Context, s *Session, out *Out, run func(int, []n
 	run(t.Acceptor.Port(), cands)
 	return nil
 }
+
+// config is the punch.Config of every connect of the path.
+func (t *TCP) config() *punch.Config { return &punch.Config{Budget: t.Budget} }
 
 var errNoPeerTCPProbe = errors.New("tcp punch: the peer's TCP probe was not observed")

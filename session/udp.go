@@ -40,9 +40,10 @@ type UDP struct {
 	// ProbeOnly keeps links off UDP: the path sends its session probe and
 	// stops.
 	ProbeOnly bool
-	// Rate caps the packets per second a spray sends; zero means
-	// punch's default.
-	Rate int
+	// Budget paces and caps the punch packets of every session of the
+	// daemon together (spray_rate). Nil: a budget of each punch's own at
+	// punch's default rate.
+	Budget *punch.Budget
 	// Stream is the protocol the link runs over the socket, "quic" or
 	// "kcp", if this end controls; the controlling end's choice wins.
 	// Empty means QUIC.
@@ -68,13 +69,16 @@ func (u *UDP) Run(ctx context.Context, s *Session, out *Out) error {
 		sock.Close()
 		return err
 	}
+	if err := s.Scope.Check(info.PeerUDP); err != nil && info.PeerUDP.IsValid() {
+		s.Log.WithError(err).Debug("udp punch: not punching towards the peer's observed session socket")
+	}
 	s.Log.WithFields(logrus.Fields{"role": s.Strategy.UDP, "mapped": mapped, "peer_udp": info.PeerUDP, "delay": info.Delay}).Debug("punching udp")
 	if err := sleep(ctx, info.Delay); err != nil {
 		sock.Close()
 		return err
 	}
 	began := time.Now()
-	res, err := punch.PunchUDP(ctx, &punch.UDPConfig{Rate: u.Rate}, punch.UDPSession{
+	res, err := punch.PunchUDP(ctx, &punch.UDPConfig{Budget: u.Budget}, punch.UDPSession{
 		ID:           s.ID,
 		Controlling:  s.Controlling,
 		Role:         s.Strategy.UDP,
@@ -82,6 +86,7 @@ func (u *UDP) Run(ctx context.Context, s *Session, out *Out) error {
 		PeerEndpoint: info.PeerUDP,
 		LAN:          lan,
 		Stream:       streamCode(u.Stream),
+		Scope:        s.Scope,
 	}, sock)
 	if err != nil {
 		return err
