@@ -1,8 +1,9 @@
 // Package session turns one punch session into a link. A Session holds
 // what the session knows once its punch instruction has arrived: its id
 // and side, which end controls (computed once, here), both NATs, the
-// strategy punch.Choose picked for them, the peer's endpoints, and the
-// second step the rendezvous server sends later (a value to wait on).
+// strategy punch.Choose picked for them, where its punches may send (a
+// punch.Scope) and the peer's endpoints within it, and the second step
+// the rendezvous server sends later (a value to wait on).
 //
 // Each way of reaching a peer is a Path: direct TCP (Inbound and TCP),
 // direct UDP over QUIC or KCP (UDP) and a relay through the rendezvous
