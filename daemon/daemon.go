@@ -113,7 +113,7 @@ func New(cfg *config.Config, log logrus.FieldLogger) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	d.exit = forward.NewServer(policy, forward.Config{}, log.WithField("component", "exit"))
+	d.exit = forward.NewServer(policy, forward.Config{Self: &selfGuard{d: d}}, log.WithField("component", "exit"))
 	d.listeners = forward.NewListeners(cfg.Socks, cfg.Forward, d, forward.Config{}, log.WithField("component", "forward"))
 	d.rv, err = rendezvous.NewClient(rendezvous.ClientConfig{
 		Address:      cfg.Rendezvous.Address,

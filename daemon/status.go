@@ -130,7 +130,8 @@ func listenAdmin(addr string, d *Daemon) (*adminServer, error) {
 		}
 		json.NewEncoder(w).Encode(res)
 	})
-	return &adminServer{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}, nil
+	handler := checkHost(mux, addr, d.log.WithField("component", "admin"))
+	return &adminServer{ln: ln, srv: &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}}, nil
 }
 
 // PingResult is what GET /ping?peer=NAME returns: one round trip over the

@@ -28,6 +28,11 @@ type Config struct {
 	// datagram either way, so a peer that vanishes cannot pin sockets
 	// here. The opener's idle_timeout usually ends it first. Default: 2m.
 	UDPIdleTimeout time.Duration
+
+	// Self names the exit daemon's own listeners, which the exit refuses
+	// to dial for any peer, whatever its grant (Policy.WithSelf). Nil:
+	// none are known.
+	Self Self
 }
 
 // Defaults for Config's zero fields.
