@@ -219,7 +219,9 @@ func TestAdminHostCheck(t *testing.T) {
 }
 
 func TestAdminHostAllowed(t *testing.T) {
-	local := func() []netip.Addr { return []netip.Addr{netip.MustParseAddr("10.0.0.5"), netip.MustParseAddr("fd00::5")} }
+	local := func() []netip.Addr {
+		return []netip.Addr{netip.MustParseAddr("10.0.0.5"), netip.MustParseAddr("fd00::5")}
+	}
 	for _, tc := range []struct {
 		host, configured string
 		want             bool
