@@ -151,7 +151,7 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("bind punch port: %w", err)
 	}
-	d.acceptor = punch.NewAcceptor(ln, nil)
+	d.acceptor = punch.NewAcceptor(ln, &punch.Config{Log: d.log})
 	if d.cfg.AdminListen != "" {
 		if d.admin, err = listenAdmin(d.cfg.AdminListen, d); err != nil {
 			ln.Close()
@@ -165,7 +165,13 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	d.started = time.Now()
 	d.log.WithFields(logrus.Fields{"public_key": d.key.Public(), "punch_port": d.acceptor.Port()}).Info("warren started")
 
-	d.wg.Go(func() { d.acceptor.Serve(ctx) })
+	d.wg.Go(func() {
+		// Serve outlives accept errors; it ends early only if the port
+		// is closed under it, and then peers can no longer punch to us.
+		if err := d.acceptor.Serve(ctx); err != nil {
+			d.log.WithError(err).WithField("punch_port", d.acceptor.Port()).Error("punch port closed; peers cannot punch to this daemon until it restarts")
+		}
+	})
 	d.wg.Go(func() { d.rv.Run(ctx) })
 	d.wg.Go(func() { d.discoverLoop(ctx) })
 	d.wg.Go(func() { d.watchAddrs(ctx) })

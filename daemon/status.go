@@ -11,6 +11,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/warren-p2p/warren/internal/admit"
 	"github.com/warren-p2p/warren/punch"
 )
 
@@ -101,6 +102,13 @@ func (p *peer) status() PeerStatus {
 	return ps
 }
 
+// Caps on the admin listener's connections: a scraper and a few status
+// calls need a handful; the rest could only be a flood.
+const (
+	adminMaxConns          = 64
+	adminMaxConnsPerSource = 32
+)
+
 // adminServer serves the status API and the metrics.
 type adminServer struct {
 	ln  net.Listener
@@ -131,7 +139,12 @@ func listenAdmin(addr string, d *Daemon) (*adminServer, error) {
 		json.NewEncoder(w).Encode(res)
 	})
 	handler := checkHost(mux, addr, d.log.WithField("component", "admin"))
-	return &adminServer{ln: ln, srv: &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}}, nil
+	// Every admin connection holds a place for its whole life (the API has
+	// no authentication); the header timeout is its handshake deadline,
+	// the idle timeout frees the places of kept-alive clients.
+	ln = admit.Listener{Listener: ln, Gate: admit.NewGate(adminMaxConnsPerSource, adminMaxConns)}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
+	return &adminServer{ln: ln, srv: srv}, nil
 }
 
 // PingResult is what GET /ping?peer=NAME returns: one round trip over the
