@@ -26,7 +26,8 @@ const usage = `usage: warren <command> [flags]
 commands:
   keygen -o FILE          create a new Ed25519 key; prints its public key
   pubkey -k FILE          print the public key of a key file
-  rendezvous -c FILE      run a rendezvous server (or: -listen ADDR [-alt-listen ADDR] [-key FILE] [-token SECRET])
+  rendezvous -c FILE      run a rendezvous server (or: -listen ADDR [-alt-listen ADDR] [-key FILE] [-token-file FILE]);
+                          the join token may also come from $WARREN_TOKEN
   up -c FILE [-log FILE]  run the peer daemon (SIGHUP reloads the config)
   status [-admin ADDR] [-json]
                           show the running daemon's peers
