@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -34,7 +35,7 @@ func readTokenFile(p *problems, tokenKey, key, path string, token *string) {
 		}
 		return
 	}
-	b, err := os.ReadFile(path)
+	b, err := readSmallFile(path, maxTokenFile+1)
 	if err != nil {
 		p.addErr(key, err, "token file: %v", err)
 		return
@@ -47,6 +48,22 @@ func readTokenFile(p *problems, tokenKey, key, path string, token *string) {
 	if *token = strings.TrimSpace(line); *token == "" {
 		p.add(key, "token file %s: empty", path)
 	}
+}
+
+// readSmallFile reads at most max bytes of the regular file at path: a
+// device or a pipe named by mistake must not hang or flood the reader.
+func readSmallFile(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil {
+		return nil, err
+	} else if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	return io.ReadAll(io.LimitReader(f, max))
 }
 
 // secretKeys names the keys of c that hold a secret in the file itself.
