@@ -85,8 +85,9 @@ var ErrInsecureKeyFile = errors.New("private key file is readable by others")
 
 const pemType = "PRIVATE KEY"
 
-// Save writes k to path as PKCS#8 PEM with mode 0600. It refuses to
-// overwrite an existing file.
+// Save writes k to path as PKCS#8 PEM, readable by its owner only (mode
+// 0600; on Windows an ACL for the owner, SYSTEM and Administrators). It
+// refuses to overwrite an existing file.
 func (k PrivateKey) Save(path string) error {
 	der, err := x509.MarshalPKCS8PrivateKey(k.key)
 	if err != nil {
@@ -99,6 +100,13 @@ func (k PrivateKey) Save(path string) error {
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
+		return fmt.Errorf("save key %s: %w", path, err)
+	}
+	// Windows ignores the mode: the file would inherit its directory's
+	// ACL, which Load then refuses. Restrict it before the key is in it.
+	if err := private.Restrict(path); err != nil {
+		f.Close()
+		os.Remove(path)
 		return fmt.Errorf("save key %s: %w", path, err)
 	}
 	if err := pem.Encode(f, &pem.Block{Type: pemType, Bytes: der}); err != nil {

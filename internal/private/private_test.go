@@ -78,3 +78,20 @@ func TestCheckMode(t *testing.T) {
 		}
 	}
 }
+
+func TestRestrict(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(path, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(path, 0o644)
+	if runtime.GOOS != "windows" && Check(path) == nil {
+		t.Fatal("0644 passed Check")
+	}
+	if err := Restrict(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := Check(path); err != nil {
+		t.Fatalf("after Restrict: %v", err)
+	}
+}

@@ -20,3 +20,7 @@ func Check(path string) error {
 	}
 	return nil
 }
+
+// Restrict makes path private: mode 0600 (files warren creates already
+// are; this undoes a umask or a copy).
+func Restrict(path string) error { return os.Chmod(path, 0o600) }
