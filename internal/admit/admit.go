@@ -12,31 +12,35 @@ import (
 )
 
 // Accept backoff after an error, as net/http's Server waits: from
-// minBackoff, doubling, up to maxBackoff.
+// minBackoff, doubling, up to maxBackoff. A flood can make accepts fail and
+// succeed in turn: runs of errors are logged at most once per warnEvery.
 const (
 	minBackoff = 5 * time.Millisecond
 	maxBackoff = time.Second
+	warnEvery  = 10 * time.Second
 )
 
 // Serve accepts on ln until ctx ends and passes each connection to handle,
 // which must not block (it starts the connection's goroutine). An accept
 // error other than ln's end makes Serve wait (5 ms, doubling up to 1 s)
 // and try again: running out of file descriptors must not close the port
-// for good. It logs the first error of a run of them and, once accepting
-// works again, how many there were. Serve closes ln when ctx ends and then
-// returns nil; if ln is closed while ctx runs, it returns net.ErrClosed.
+// for good. It logs the first error of a run of them (at most one run per
+// 10 s) and, once accepting works again, how many there were. Serve
+// closes ln when ctx ends and then returns nil; if ln is closed while ctx
+// runs, it returns net.ErrClosed.
 func Serve(ctx context.Context, ln net.Listener, log logrus.FieldLogger, handle func(net.Conn)) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	var wait time.Duration
-	failures := 0
+	var lastWarn time.Time
+	failures, logged := 0, false
 	for {
 		c, err := ln.Accept()
 		if err == nil {
-			if failures > 0 {
+			if logged {
 				log.WithField("failures", failures).Info("accepting connections again")
 			}
-			wait, failures = 0, 0
+			wait, failures, logged = 0, 0, false
 			handle(c)
 			continue
 		}
@@ -46,8 +50,9 @@ func Serve(ctx context.Context, ln net.Listener, log logrus.FieldLogger, handle 
 		if errors.Is(err, net.ErrClosed) {
 			return err
 		}
-		if failures == 0 {
+		if failures == 0 && time.Since(lastWarn) >= warnEvery {
 			log.WithError(err).Warn("accept failed; retrying with backoff")
+			lastWarn, logged = time.Now(), true
 		}
 		failures++
 		wait = min(max(2*wait, minBackoff), maxBackoff)
