@@ -67,6 +67,6 @@ func contains(list []string, s string) bool {
 
 // exposedError says who may read path and how to fix it on Windows.
 func exposedError(path string, sids []string) error {
-	return &exposedErr{fmt.Sprintf("its ACL grants access to %s besides its owner, SYSTEM and Administrators (run: icacls \"%s\" /inheritance:r /grant:r \"%%USERNAME%%:F\")",
+	return &exposedErr{fmt.Sprintf("its ACL grants access to %s besides its owner, SYSTEM and Administrators (run: icacls \"%s\" /inheritance:r /grant:r \"%%USERNAME%%:F\" SYSTEM:F Administrators:F)",
 		strings.Join(sids, ", "), path)}
 }
