@@ -3,12 +3,10 @@ package daemon
 import (
 	"context"
 	"encoding/binary"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -18,75 +16,7 @@ import (
 
 	"github.com/warren-p2p/warren/config"
 	"github.com/warren-p2p/warren/identity"
-	"github.com/warren-p2p/warren/rendezvous"
 )
-
-// loopbackPair runs a rendezvous server and two daemons on loopback,
-// "laptop" and "home", each config being the common part followed by
-// extra[name] (which may use %[1]s for the other's public key), and waits
-// for their link.
-func loopbackPair(t *testing.T, ctx context.Context, extra map[string]string) (laptop, home *Daemon) {
-	t.Helper()
-	log := logrus.New()
-	log.SetOutput(t.Output())
-	log.SetLevel(logrus.WarnLevel)
-	dir := t.TempDir()
-	rvKey, err := identity.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := rendezvous.NewServer(rendezvous.ServerConfig{Key: rvKey, Relay: true, Log: log.WithField("node", "rendezvous")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	bound := make(chan net.Addr, 1)
-	srvDone := make(chan error, 1)
-	go func() { srvDone <- srv.ListenAndServe(ctx, "127.0.0.1:0", "", func(a []net.Addr) { bound <- a[0] }) }()
-	t.Cleanup(func() { cancel(); <-srvDone })
-	var rvAddr net.Addr
-	select {
-	case rvAddr = <-bound:
-	case err := <-srvDone:
-		t.Fatalf("rendezvous server: %v", err)
-	}
-	keys := map[string]identity.PublicKey{}
-	for _, n := range []string{"laptop", "home"} {
-		k, _, err := identity.LoadOrCreate(filepath.Join(dir, n+".key"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		keys[n] = k.Public()
-	}
-	other := map[string]string{"laptop": "home", "home": "laptop"}
-	daemons := map[string]*Daemon{}
-	for _, n := range []string{"home", "laptop"} {
-		conf := fmt.Sprintf("key_file = %q\nadmin_listen = \"127.0.0.1:0\"\n[rendezvous]\naddress = %q\npublic_key = %q\n",
-			n+".key", rvAddr, rvKey.Public()) + fmt.Sprintf(extra[n], keys[other[n]])
-		path := filepath.Join(dir, n+".toml")
-		if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		cfg, err := config.Parse(path, []byte(conf))
-		if err != nil {
-			t.Fatalf("%s config: %v", n, err)
-		}
-		d, err := New(cfg, log.WithField("node", n))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := d.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { d.Close() })
-		daemons[n] = d
-	}
-	laptop, home = daemons["laptop"], daemons["home"]
-	waitUntil(t, ctx, "both links up", func() bool {
-		return peerState(laptop, "home").State == StateConnected && peerState(home, "laptop").State == StateConnected
-	})
-	return laptop, home
-}
 
 // TestExitRefusesItself is the attack of issue 15's finding 11: a peer
 // with exit = true asks, through a real SOCKS5 listener, for the exit's
@@ -97,24 +27,12 @@ func loopbackPair(t *testing.T, ctx context.Context, extra map[string]string) (l
 func TestExitRefusesItself(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	web, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer web.Close()
-	go func() {
-		for {
-			c, err := web.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	web := serveReply(t, "")
 	laptop, home := loopbackPair(t, ctx, map[string]string{
-		"home":   "[[peers]]\nname = \"laptop\"\npublic_key = %q\nexit = true\n[[socks]]\nlisten = \"127.0.0.1:0\"\npeer = \"laptop\"\n",
-		"laptop": "[[peers]]\nname = \"home\"\npublic_key = %q\n[[socks]]\nlisten = \"127.0.0.1:0\"\npeer = \"home\"\n",
+		"home":   "[[peers]]\nname = \"laptop\"\npublic_key = \"PEER_KEY\"\nexit = true\n[[socks]]\nlisten = \"127.0.0.1:0\"\npeer = \"laptop\"\n",
+		"laptop": "[[peers]]\nname = \"home\"\npublic_key = \"PEER_KEY\"\n[[socks]]\nlisten = \"127.0.0.1:0\"\npeer = \"home\"\n",
 	})
+	linked(t, ctx, laptop, home)
 	socks := laptop.Listeners().SocksAddrs()[0].String()
 	port := func(a net.Addr) string { return strconv.Itoa(a.(*net.TCPAddr).Port) }
 	admin := port(home.AdminAddr())
@@ -129,7 +47,7 @@ func TestExitRefusesItself(t *testing.T) {
 		{net.JoinHostPort("127.0.0.1", port(home.Listeners().SocksAddrs()[0])), 2},
 		{"255.255.255.255:80", 2},
 		{"224.0.0.1:80", 2},
-		{web.Addr().String(), 0}, // exit = true still reaches the exit's own services
+		{web.String(), 0}, // exit = true still reaches the exit's own services
 	} {
 		if code := socksDial(t, socks, tc.target); code != tc.code {
 			t.Errorf("SOCKS5 CONNECT %s through the exit: reply %d, want %d", tc.target, code, tc.code)
