@@ -34,6 +34,19 @@ type Config struct {
 	// datagram either way, so a peer that vanishes cannot pin sockets
 	// here. The opener's idle_timeout usually ends it first. Default: 2m.
 	UDPIdleTimeout time.Duration
+
+	// MaxPending caps the local connections still in their handshake (a
+	// SOCKS5 client's greeting, authentication and request, or a
+	// forward's request to its peer), in all; MaxPendingPerSource caps
+	// them per client address (per /64 for IPv6). A connection over
+	// either cap is reset at once. Defaults: 512 and 256.
+	MaxPending          int
+	MaxPendingPerSource int
+
+	// Self names the exit daemon's own listeners, which the exit refuses
+	// to dial for any peer, whatever its grant (Policy.WithSelf). Nil:
+	// none are known.
+	Self Self
 }
 
 // Defaults for Config's zero fields.
@@ -43,6 +56,11 @@ const (
 	DefaultDialTimeout      = 10 * time.Second
 	DefaultConnectTimeout   = 30 * time.Second
 	DefaultUDPIdleTimeout   = 2 * time.Minute
+
+	// Local clients (a browser opening dozens of connections at once)
+	// share one loopback source: the per-source cap leaves them room.
+	DefaultMaxPending          = 512
+	DefaultMaxPendingPerSource = 256
 )
 
 // withDefaults returns c with zero fields set to defaults.
@@ -52,6 +70,8 @@ func (c Config) withDefaults() Config {
 	conf.Default(&c.DialTimeout, DefaultDialTimeout)
 	conf.Default(&c.ConnectTimeout, DefaultConnectTimeout)
 	conf.Default(&c.UDPIdleTimeout, DefaultUDPIdleTimeout)
+	conf.Default(&c.MaxPending, DefaultMaxPending)
+	conf.Default(&c.MaxPendingPerSource, DefaultMaxPendingPerSource)
 	return c
 }
 
@@ -59,5 +79,6 @@ func (c Config) withDefaults() Config {
 func (c Config) Verify() error {
 	return errors.Join(conf.NotNegative("forward: HandshakeTimeout", c.HandshakeTimeout),
 		conf.NotNegative("forward: RequestTimeout", c.RequestTimeout), conf.NotNegative("forward: DialTimeout", c.DialTimeout),
-		conf.NotNegative("forward: ConnectTimeout", c.ConnectTimeout), conf.NotNegative("forward: UDPIdleTimeout", c.UDPIdleTimeout))
+		conf.NotNegative("forward: ConnectTimeout", c.ConnectTimeout), conf.NotNegative("forward: UDPIdleTimeout", c.UDPIdleTimeout),
+		conf.NotNegative("forward: MaxPending", c.MaxPending), conf.NotNegative("forward: MaxPendingPerSource", c.MaxPendingPerSource))
 }

@@ -10,7 +10,8 @@ import (
 // TestConfigsZeroMeansDefault: zero fields take their defaults, set ones
 // stay, negative ones are refused (the one rule of internal/conf).
 func TestConfigsZeroMeansDefault(t *testing.T) {
-	if got := (&Config{RetryDelay: time.Second}).withDefaults(); *got != (Config{AttemptTimeout: 500 * time.Millisecond, RetryDelay: time.Second, HelloTimeout: 5 * time.Second}) {
+	if got := (&Config{RetryDelay: time.Second}).withDefaults(); got.AttemptTimeout != 500*time.Millisecond || got.RetryDelay != time.Second ||
+		got.HelloTimeout != 5*time.Second || got.MaxPending != 256 || got.Log == nil {
 		t.Errorf("tcp config: %+v", got)
 	}
 	got, err := (&UDPConfig{Sockets: 8}).withDefaults()
