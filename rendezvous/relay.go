@@ -118,7 +118,9 @@ func (s *Server) serveRelay(ctx context.Context, raw net.Conn, r io.Reader, id p
 		delete(h.waiting, id)
 		h.mu.Unlock()
 		refuse(refusedRelays, "at the relay cap")
-		other.conn.Close()
+		// The waiting half is no one's now: let its goroutine end, which
+		// closes its connection and gives back its slots.
+		close(other.done)
 		return
 	case other != nil:
 		delete(h.waiting, id)
