@@ -63,8 +63,11 @@ func (s *Server) finish(p *problems) {
 	if s.Limits == nil {
 		s.Limits = new(true)
 	}
-	if s.RelayRate < 0 {
-		p.add("relay_rate", "must not be negative, got %d", s.RelayRate)
+	for key, v := range map[string]int64{"relay_rate": deref(s.RelayRate), "relay_daily_bytes": deref(s.RelayDailyBytes),
+		"max_relays_per_key": int64(deref(s.MaxRelaysPerKey))} {
+		if v < 0 {
+			p.add(key, "must not be negative, got %d", v)
+		}
 	}
 	s.AdminListen = checkAdmin(p, s.AdminListen, "")
 
@@ -371,4 +374,13 @@ func (l *listeners) claim(key, network, addr string) {
 		l.used = map[string]string{}
 	}
 	l.used[norm] = key
+}
+
+// deref is *v, or zero if v is nil.
+func deref[T any](v *T) T {
+	var zero T
+	if v == nil {
+		return zero
+	}
+	return *v
 }

@@ -71,13 +71,14 @@ func (s *Server) sweep(now time.Time) {
 	s.pairs = shrink(s.pairs, &s.peaks.pairs)
 	s.sessions = shrink(s.sessions, &s.peaks.sessions)
 	s.issued = shrink(s.issued, &s.peaks.issued)
-	s.limiters = shrink(s.limiters, &s.peaks.limiters)
 	s.mu.Unlock()
 	s.relays.mu.Lock()
 	s.relays.waiting = shrink(s.relays.waiting, &s.peaks.waiting)
 	s.relays.mu.Unlock()
 	s.guard.sweep(now)
 	s.probes.sweep(now)
+	s.meter.sweep(now)
+	s.logs.Flush(now)
 }
 
 // sessionQueue is a FIFO of session IDs.

@@ -26,6 +26,7 @@ func (c ServerConfig) WithoutLimits() ServerConfig {
 	c.MaxConns, c.MaxHandshakes = unlimited, unlimited
 	c.MaxConnsPerSource, c.MaxHandshakesPerSource = unlimited, unlimited
 	c.ConnRate, c.ConnectRate, c.ProbeRate = unlimited, unlimited, unlimited
+	c.RelayRate, c.RelayDailyBytes, c.MaxRelaysPerKey = unlimited, unlimited, unlimited
 	return c
 }
 
@@ -69,6 +70,10 @@ const (
 	refusedRelayOff        = "relay_off"
 	refusedRelaySession    = "relay_bad_session"
 	refusedRelays          = "over_max_relays"
+	refusedRelaySource     = "relay_wrong_source"
+	refusedKeyRelays       = "over_key_relays"
+	refusedRelayBudget     = "over_relay_budget"
+	evictedRelay           = "relay_evicted"
 )
 
 // unlimited is how a negative limit in ServerConfig is held.

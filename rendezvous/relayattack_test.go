@@ -3,6 +3,7 @@ package rendezvous
 import (
 	"context"
 	"crypto/tls"
+	"io"
 	"net"
 	"net/netip"
 	"runtime"
@@ -24,7 +25,7 @@ type rawPeer struct {
 	c        *tls.Conn
 	key      identity.PublicKey
 	ip, addr string
-	sessions chan punch.SessionID // from punch messages, as they come
+	asked    chan punch.SessionID // sessions it asked for (side 0), as they come
 }
 
 // newRawPeer registers a fresh key from ip and reports a NAT, so that
@@ -35,7 +36,7 @@ func newRawPeer(t testing.TB, ts testServer, ip string) *rawPeer {
 	if err != nil {
 		t.Fatalf("registering from %s: %v", ip, err)
 	}
-	p := &rawPeer{c: c, key: key, ip: ip, addr: ts.addr, sessions: make(chan punch.SessionID, 256)}
+	p := &rawPeer{c: c, key: key, ip: ip, addr: ts.addr, asked: make(chan punch.SessionID, 256)}
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for {
@@ -43,9 +44,11 @@ func newRawPeer(t testing.TB, ts testServer, ip string) *rawPeer {
 			if err != nil {
 				return
 			}
-			if id, err := punch.ParseSessionID(m.Session); m.Type == TypePunch && err == nil {
+			// The asker is side 0: the sessions others ask for are
+			// theirs to relay.
+			if id, err := punch.ParseSessionID(m.Session); m.Type == TypePunch && m.Side == 0 && err == nil {
 				select {
-				case p.sessions <- id:
+				case p.asked <- id:
 				default:
 				}
 			}
@@ -63,18 +66,14 @@ func (p *rawPeer) send(m *Message) error {
 	return WriteMessage(p.c, m)
 }
 
-// session asks the server for a punch session with q and returns it. q
-// hears of it too (and drops it unless q's test reads it).
+// session asks the server for a punch session with q and returns it.
 func (p *rawPeer) session(t testing.TB, q *rawPeer) punch.SessionID {
 	t.Helper()
 	if err := p.send(&Message{Type: TypeConnect, Peer: q.key.String()}); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case id := <-p.sessions:
-		for len(q.sessions) > 0 { // q's copy of it, and of earlier ones
-			<-q.sessions
-		}
+	case id := <-p.asked:
 		return id
 	case <-time.After(5 * time.Second):
 		t.Fatal("no punch session issued")
@@ -213,5 +212,172 @@ func TestRelayCapRefusalReleasesEverything(t *testing.T) {
 	case <-served:
 	case <-time.After(5 * time.Second):
 		t.Fatal("Serve did not return within 5s of its context ending")
+	}
+}
+
+// relayServer starts a relaying server with cfg and fast sessions.
+func relayServer(t *testing.T, ctx context.Context, cfg ServerConfig) testServer {
+	t.Helper()
+	// PairWindow: each ask starts a session of its own.
+	cfg.Relay, cfg.NATWait, cfg.PairWindow = true, 10*time.Millisecond, time.Nanosecond
+	return startServer(t, ctx, cfg)
+}
+
+// used returns the bytes the meter billed to key today.
+func used(s *Server, key identity.PublicKey) int64 {
+	s.meter.mu.Lock()
+	defer s.meter.mu.Unlock()
+	if km := s.meter.keys[key]; km != nil {
+		return km.used
+	}
+	return 0
+}
+
+// TestStrangerCannotRelayAsAPeer: a stranger asks for a session with a
+// victim and opens both of its sides itself, hoping to relay on the
+// victim's rate and budget. The victim's side is refused (it does not
+// come from the victim's source), so nothing pairs and nothing is billed
+// to the victim; the victim's own relays still pair.
+func TestStrangerCannotRelayAsAPeer(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ts := relayServer(t, ctx, ServerConfig{})
+	victim, stranger := newRawPeer(t, ts, "127.0.0.31"), newRawPeer(t, ts, "127.0.0.32")
+	id := stranger.session(t, victim)
+	mine, theirs := stranger.relayHalf(t, id, 0), stranger.relayHalf(t, id, 1)
+	for _, c := range []net.Conn{mine, theirs} {
+		c.Write(make([]byte, 64<<10))
+	}
+	if paired(mine, time.Second) || paired(theirs, 10*time.Millisecond) {
+		t.Fatal("the stranger relayed on the victim's side")
+	}
+	if n := used(ts.srv, victim.key); n != 0 {
+		t.Fatalf("%d bytes billed to the victim", n)
+	}
+	// The victim's side from the victim, and the stranger's from the
+	// stranger, pair: bytes are billed to whoever sent them.
+	mine.Close()
+	s, v := relayPairFrom(t, ctx, stranger, victim, stranger.session(t, victim))
+	s.Write(make([]byte, 100<<10))
+	if _, err := io.ReadFull(v, make([]byte, 100<<10)); err != nil {
+		t.Fatal(err)
+	}
+	if n, m := used(ts.srv, stranger.key), used(ts.srv, victim.key); n != 100<<10 || m != 0 {
+		t.Fatalf("billed %d bytes to the sender and %d to the receiver; want 100 KiB and 0", n, m)
+	}
+}
+
+// TestSessionServesOnePair: once a session's relay has paired, the
+// session ID opens no other relay, during that relay or after it.
+func TestSessionServesOnePair(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ts := relayServer(t, ctx, ServerConfig{RelayWait: 500 * time.Millisecond})
+	a, b := newRawPeer(t, ts, "127.0.0.33"), newRawPeer(t, ts, "127.0.0.34")
+	id := a.session(t, b)
+	x, y := relayPairFrom(t, ctx, a, b, id)
+	for round := range 2 {
+		h0, h1 := a.relayHalf(t, id, 0), b.relayHalf(t, id, 1)
+		if paired(h0, time.Second) || paired(h1, 10*time.Millisecond) {
+			t.Fatalf("round %d: a second pair was relayed for one session", round)
+		}
+		h0.Close()
+		h1.Close()
+		x.Close()
+		y.Close()
+	}
+}
+
+// TestRelaysPerKey: a key holds at most MaxRelaysPerKey relays at once;
+// the next is refused, and freed slots are usable again.
+func TestRelaysPerKey(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ts := relayServer(t, ctx, ServerConfig{MaxRelaysPerKey: 2})
+	a, b := newRawPeer(t, ts, "127.0.0.35"), newRawPeer(t, ts, "127.0.0.36")
+	x, y := relayPairFrom(t, ctx, a, b, a.session(t, b))
+	relayPairFrom(t, ctx, a, b, a.session(t, b))
+	id := a.session(t, b)
+	h := a.relayHalf(t, id, 0)
+	if !closedWithin(h, 2*time.Second) {
+		t.Fatal("a key's third relay was not refused")
+	}
+	x.Close() // ends that relay, and frees one of a's slots
+	y.Close()
+	deadline := time.Now().Add(3 * time.Second)
+	for waitingRelays(ts.srv) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a freed relay slot was not usable again")
+		}
+		h := a.relayHalf(t, id, 0)
+		time.Sleep(50 * time.Millisecond)
+		if waitingRelays(ts.srv) == 0 {
+			h.Close()
+		}
+	}
+}
+
+// TestRelayDailyBudget: a key that has sent its day's budget through
+// relays has its relay ended and new ones refused; its partner, which
+// sent nothing, keeps its budget.
+func TestRelayDailyBudget(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const budget = 256 << 10
+	ts := relayServer(t, ctx, ServerConfig{RelayDailyBytes: budget})
+	a, b := newRawPeer(t, ts, "127.0.0.37"), newRawPeer(t, ts, "127.0.0.38")
+	x, y := relayPairFrom(t, ctx, a, b, a.session(t, b))
+	go func() {
+		x.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		x.Write(make([]byte, 4*budget))
+	}()
+	y.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := io.Copy(io.Discard, y)
+	if err != nil {
+		t.Fatalf("after %d bytes: %v (want the relay closed)", n, err)
+	}
+	if n > budget+relayBuf {
+		t.Fatalf("%d bytes relayed on a budget of %d", n, budget)
+	}
+	if h := a.relayHalf(t, a.session(t, b), 0); !closedWithin(h, 2*time.Second) {
+		t.Fatal("a key past its budget opened a relay")
+	}
+	if h := b.relayHalf(t, b.session(t, a), 0); closedWithin(h, 200*time.Millisecond) {
+		t.Fatal("the partner that sent nothing was refused")
+	}
+}
+
+// TestRelayCapIsShared: at the relay cap, a source holding every relay
+// loses its oldest to a pair from sources that hold none, and a source
+// cannot take relays from one no busier than itself.
+func TestRelayCapIsShared(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ts := relayServer(t, ctx, ServerConfig{MaxRelays: 4})
+	h1, h2 := newRawPeer(t, ts, "127.0.0.39"), newRawPeer(t, ts, "127.0.0.39")
+	var held []net.Conn
+	for range 4 {
+		x, _ := relayPairFrom(t, ctx, h1, h2, h1.session(t, h2))
+		held = append(held, x)
+	}
+	// The hog's next pair takes nothing from itself.
+	id := h1.session(t, h2)
+	w := h1.relayHalf(t, id, 0)
+	for waitingRelays(ts.srv) == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if r := h2.relayHalf(t, id, 1); paired(r, time.Second) {
+		t.Fatal("a pair past the cap was relayed")
+	}
+	w.Close()
+	a, b := newRawPeer(t, ts, "127.0.0.40"), newRawPeer(t, ts, "127.0.0.41")
+	relayPairFrom(t, ctx, a, b, a.session(t, b))
+	if !closedWithin(held[0], 2*time.Second) {
+		t.Fatal("the hog's oldest relay was not the one taken")
+	}
+	for _, c := range held[1:] {
+		if closedWithin(c, 10*time.Millisecond) {
+			t.Fatal("more than one of the hog's relays was taken")
+		}
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/warren-p2p/warren/identity"
+	"github.com/warren-p2p/warren/internal/loglimit"
 	"github.com/warren-p2p/warren/punch"
 )
 
@@ -28,9 +29,11 @@ type Server struct {
 	cfg     ServerConfig
 	tlsConf *tls.Config
 
-	guard    *guard       // admits TCP connections
-	probes   *probeLimits // UDP probe rate per source
-	refusals *refusals    // summarises refusals in the log
+	guard    *guard            // admits TCP connections
+	probes   *probeLimits      // UDP probe rate per source
+	refusals *refusals         // summarises refusals in the log
+	logs     *loglimit.Limiter // limits other lines a source can cause
+	meter    *relayMeter       // what each key relays
 
 	// mu guards the fields below.
 	mu       sync.Mutex
@@ -39,7 +42,6 @@ type Server struct {
 	sessions map[punch.SessionID]*udpSession       // sessions waiting for UDP probes
 	issued   map[punch.SessionID]issuedSession     // sessions a relay may serve
 	order    sessionQueue                          // issued's keys, oldest first
-	limiters map[identity.PublicKey]*peerLimiter   // relay rate per peer, while it relays
 	peaks    mapPeaks                              // for shrink
 
 	relays relayHub
@@ -54,7 +56,7 @@ type Server struct {
 // mapPeaks are the largest sizes of the server's maps since each was
 // last rebuilt (see shrink).
 type mapPeaks struct {
-	peers, pairs, sessions, issued, limiters, waiting int
+	peers, pairs, sessions, issued, waiting int
 }
 
 // udpSession collects both sides' session-socket mappings.
@@ -84,7 +86,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	// Any peer may register; its key is its identity.
 	conf := identity.TLSConfig(cert, func(identity.PublicKey) error { return nil })
 	conf.SessionTicketsDisabled = true
+	logs, err := loglimit.New(loglimit.Config{Log: cfg.Log, Interval: cfg.RefusalLogInterval, Burst: cfg.LogBurst})
+	if err != nil {
+		return nil, err
+	}
 	return &Server{
+		logs:     logs,
+		meter:    newRelayMeter(cfg),
 		cfg:      cfg,
 		tlsConf:  conf,
 		guard:    newGuard(cfg),
@@ -94,8 +102,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		pairs:    make(map[[2]identity.PublicKey]pairSession),
 		sessions: make(map[punch.SessionID]*udpSession),
 		issued:   make(map[punch.SessionID]issuedSession),
-		limiters: make(map[identity.PublicKey]*peerLimiter),
-		relays:   relayHub{waiting: make(map[punch.SessionID]*relayHalf)},
+		relays:   relayHub{waiting: make(map[punch.SessionID]*relayHalf), pairs: make(map[*relayPair]struct{})},
 	}, nil
 }
 

@@ -44,9 +44,19 @@ type ServerConfig struct {
 	// RelayIdle closes a relay that carried nothing this long. Default 2m
 	// (links ping every 15s).
 	RelayIdle time.Duration
-	// RelayRate caps the bytes per second each peer may send through
-	// relays, all its relays together. 0 means no cap.
+	// RelayRate caps the bytes per second each key may send through
+	// relays, all its relays together. Default 8 MiB/s; negative: no
+	// cap.
 	RelayRate int64
+	// RelayDailyBytes caps the bytes each key may send through relays in
+	// a day (from its first relay of the day); past it, its relays end
+	// and new ones are refused until the day is over. Default 16 GiB;
+	// negative: no cap.
+	RelayDailyBytes int64
+	// MaxRelaysPerKey caps the relay connections one key holds at once
+	// (waiting for the other side, or relaying). Default 32; negative: no
+	// cap.
+	MaxRelaysPerKey int
 	// MaxConns caps the TCP connections of every kind (control, relay,
 	// probe) the server holds at once, so that its memory stays bounded;
 	// past it, a new connection is closed as soon as it is accepted.
@@ -81,7 +91,13 @@ type ServerConfig struct {
 	MaxSessions int
 	// RefusalLogInterval is how often refusals (and failed handshakes)
 	// are logged: one summary line per source per interval. Default 10s.
+	// It is also the interval of the limit on other lines a source can
+	// cause (registrations, NAT reports, punch sessions, relays):
+	// LogBurst of each kind per source, then one summary line.
 	RefusalLogInterval time.Duration
+	// LogBurst is how many lines of one kind one source may cause per
+	// RefusalLogInterval. Default 5.
+	LogBurst int
 	// UDPEndpoints are the UDP probe endpoints advertised to peers at
 	// registration; an unspecified host means "the address you dialled".
 	// ListenAndServe fills them in.
@@ -127,7 +143,7 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	}{
 		{&c.MaxConns, 16384}, {&c.MaxHandshakes, 1024},
 		{&c.MaxConnsPerSource, 256}, {&c.MaxHandshakesPerSource, 32},
-		{&c.MaxSessions, 1 << 18},
+		{&c.MaxSessions, 1 << 18}, {&c.MaxRelaysPerKey, 32},
 	} {
 		switch {
 		case *l.v == 0:
@@ -151,6 +167,17 @@ func (c ServerConfig) withDefaults() ServerConfig {
 		}
 		if *r.burst <= 0 {
 			*r.burst = r.defBurst
+		}
+	}
+	for _, l := range []struct {
+		v   *int64
+		def int64
+	}{{&c.RelayRate, 8 << 20}, {&c.RelayDailyBytes, 16 << 30}} {
+		switch {
+		case *l.v == 0:
+			*l.v = l.def
+		case *l.v < 0:
+			*l.v = unlimited
 		}
 	}
 	if c.RefusalLogInterval <= 0 {
