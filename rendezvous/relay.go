@@ -104,11 +104,11 @@ func (s *Server) serveRelay(ctx context.Context, raw net.Conn, r io.Reader, id p
 	}
 	defer s.relays.end(p)
 	s.forgetIssued(id)
-	if s.logs.Allow(src.String(), "relay") {
+	if s.logs.Allow(src.String(), logRelay) {
 		log.Info("relaying")
 	}
 	na, nb := s.pipe(ctx, p)
-	if s.logs.Allow(src.String(), "relay") {
+	if s.logs.Allow(src.String(), logRelay) {
 		log.WithFields(logrus.Fields{"bytes_a": na, "bytes_b": nb}).Info("relay closed")
 	}
 }

@@ -299,65 +299,101 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, adm *admission) {
 	}
 	adm.established()
 	p.adm = adm
-	log = p.log
+	s.serveRegistered(p)
+}
+
+// Kinds of lines a peer's actions log, each limited per source (see
+// ServerConfig.LogBurst): anyone can register a fresh key and act.
+const (
+	logRegister = "register"
+	logNAT      = "nat"
+	logPunch    = "punch"
+	logProtocol = "protocol"
+	logRelay    = "relay"
+)
+
+// logsFor reports whether a line of kind caused by p may be logged.
+func (s *Server) logsFor(p *peerConn, kind string) bool {
+	return s.logs.Allow(p.adm.src.String(), kind)
+}
+
+// serveRegistered serves a peer whose handshake is done, until its
+// connection ends.
+func (s *Server) serveRegistered(p *peerConn) {
+	log := p.log
 	// Record the peer before telling it it is registered: a connect
 	// naming it may follow at once.
-	old := s.register(p)
-	if old != nil {
-		log.Info("peer re-registered; closing its previous connection")
+	if old := s.register(p); old != nil {
+		if s.logsFor(p, logRegister) {
+			log.Info("peer re-registered; closing its previous connection")
+		}
 		old.conn.Close()
 	}
 	if err := p.send(&Message{Type: TypeRegistered, Observed: p.observed.String(), UDP: s.cfg.UDPEndpoints}); err != nil {
 		s.unregister(p)
-		log.WithError(err).Info("registration failed")
+		if s.logsFor(p, logRegister) {
+			log.WithError(err).Info("registration failed")
+		}
 		return
 	}
-	log.WithField("observed", p.observed).Info("peer registered")
+	if s.logsFor(p, logRegister) {
+		log.WithField("observed", p.observed).Info("peer registered")
+	}
 	defer func() {
 		s.unregister(p)
-		log.Info("peer left")
+		if s.logsFor(p, logRegister) {
+			log.Info("peer left")
+		}
 	}()
 	for {
 		p.conn.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
 		m, err := ReadMessage(p.conn)
+		if err == nil {
+			err = s.handle(p, m)
+		} else if !errors.Is(err, ErrProtocol) {
+			return // gone, or silent for IdleTimeout
+		} else {
+			p.send(&Message{Type: TypeError, Code: CodeProtocol, Text: err.Error()})
+		}
 		if err != nil {
-			if errors.Is(err, ErrProtocol) {
+			if s.logsFor(p, logProtocol) {
 				log.WithError(err).Warn("closing peer connection")
-				p.send(&Message{Type: TypeError, Code: CodeProtocol, Text: err.Error()})
 			}
-			return
-		}
-		switch m.Type {
-		case TypePing:
-			if m.RTTMs > 0 {
-				p.mu.Lock()
-				p.rtt = time.Duration(m.RTTMs * float64(time.Millisecond))
-				p.mu.Unlock()
-			}
-			err = p.send(&Message{Type: TypePong, Seq: m.Seq})
-		case TypeNAT:
-			if m.NAT != nil {
-				p.mu.Lock()
-				changed := p.nat == nil || *p.nat != *m.NAT
-				p.nat = m.NAT
-				p.mu.Unlock()
-				p.reportedOnce.Do(func() { close(p.reported) })
-				if changed {
-					// Only changes: a peer repeating itself must not
-					// fill the log.
-					log.WithField("nat", m.NAT.String()).Info("peer reported its NAT")
-				}
-			}
-		case TypeConnect:
-			err = s.coordinate(p, m.Peer)
-		default:
-			err = fmt.Errorf("%w: unexpected %q from a registered peer", ErrProtocol, m.Type)
-		}
-		if err != nil {
-			log.WithError(err).Warn("closing peer connection")
 			return
 		}
 	}
+}
+
+// handle acts on one message from a registered peer. An error closes the
+// peer's connection.
+func (s *Server) handle(p *peerConn, m *Message) error {
+	switch m.Type {
+	case TypePing:
+		if m.RTTMs > 0 {
+			p.mu.Lock()
+			p.rtt = time.Duration(m.RTTMs * float64(time.Millisecond))
+			p.mu.Unlock()
+		}
+		return p.send(&Message{Type: TypePong, Seq: m.Seq})
+	case TypeNAT:
+		if m.NAT == nil {
+			return nil
+		}
+		p.mu.Lock()
+		changed := p.nat == nil || *p.nat != *m.NAT
+		p.nat = m.NAT
+		p.mu.Unlock()
+		p.reportedOnce.Do(func() { close(p.reported) })
+		// Only changes, and only a few a source: a peer repeating itself,
+		// or flipping between two reports, must not fill the log.
+		if changed && s.logsFor(p, logNAT) {
+			p.log.WithField("nat", m.NAT.String()).Info("peer reported its NAT")
+		}
+		return nil
+	case TypeConnect:
+		return s.coordinate(p, m.Peer)
+	}
+	return fmt.Errorf("%w: unexpected %q from a registered peer", ErrProtocol, m.Type)
 }
 
 // handshakeFailed logs a connection that did not get through its
@@ -502,7 +538,9 @@ reports:
 		}
 	}
 	id := punch.NewSessionID()
-	p.log.WithFields(logrus.Fields{"to": key.Short(), "session": id.String()[:8]}).Info("coordinating punch")
+	if s.logsFor(p, logPunch) {
+		p.log.WithFields(logrus.Fields{"to": key.Short(), "session": id.String()[:8]}).Info("coordinating punch")
+	}
 	us := &udpSession{sides: [2]*peerConn{p, other}}
 	s.mu.Lock()
 	s.sessions[id] = us

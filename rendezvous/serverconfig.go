@@ -183,5 +183,8 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	if c.RefusalLogInterval <= 0 {
 		c.RefusalLogInterval = 10 * time.Second
 	}
+	if c.LogBurst <= 0 {
+		c.LogBurst = 5
+	}
 	return c
 }
