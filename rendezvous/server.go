@@ -148,7 +148,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		backoff = 0
 		src := sourceOfAddr(c.RemoteAddr())
-		adm, reason := s.guard.admit(src, time.Now())
+		adm, reason := s.guard.admit(src, c, time.Now())
 		if reason != "" {
 			c.Close()
 			s.refusals.note(src, reason)
