@@ -18,10 +18,10 @@ import (
 // holds a whole /64 and could otherwise pick a fresh address per
 // connection.
 
-// sourceOf returns the source an address counts under.
 // WithoutLimits returns c with every per-source, rate and global
-// connection limit lifted: for load tests from one machine
-// (`warren rendezvous -limits=false`), never for a public server.
+// connection limit lifted, and the relay's limits per key: for load tests
+// from one machine (`warren rendezvous -limits=false`), never for a
+// public server.
 func (c ServerConfig) WithoutLimits() ServerConfig {
 	c.MaxConns, c.MaxHandshakes = unlimited, unlimited
 	c.MaxConnsPerSource, c.MaxHandshakesPerSource = unlimited, unlimited
@@ -30,6 +30,7 @@ func (c ServerConfig) WithoutLimits() ServerConfig {
 	return c
 }
 
+// sourceOf returns the source an address counts under.
 func sourceOf(a netip.Addr) netip.Addr {
 	a = a.Unmap()
 	if a.Is6() {
