@@ -381,3 +381,35 @@ func TestRelayCapIsShared(t *testing.T) {
 		}
 	}
 }
+
+// TestLeavingEndsStartingSessions: a peer asks for sessions with a peer
+// that never reports its NAT (so each would wait NATWait, 10 s) and
+// leaves: the goroutines starting them end with its connection, not 10 s
+// later, and its source's slot is given back.
+func TestLeavingEndsStartingSessions(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ts := startServer(t, ctx, ServerConfig{NATWait: 10 * time.Second})
+	silent, peer, err := registerRaw(t, "127.0.0.44", ts.addr, ts.srv.PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	time.Sleep(100 * time.Millisecond)
+	g0 := runtime.NumGoroutine()
+	a := newRawPeer(t, ts, "127.0.0.43")
+	for range maxStarting {
+		if err := a.send(&Message{Type: TypeConnect, Peer: peer.String()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	if g := runtime.NumGoroutine(); g < g0+maxStarting {
+		t.Fatalf("%d goroutines, %d before: the sessions are not starting", g, g0)
+	}
+	a.c.Close()
+	if g := waitGoroutines(g0+1, 2*time.Second); g > g0+1 {
+		t.Errorf("%d goroutines 2s after the peer left, %d before it came", g, g0)
+	}
+	waitCounts(t, ts.srv, a.ip, 0, 0)
+}

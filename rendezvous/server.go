@@ -222,10 +222,12 @@ type peerConn struct {
 
 	// On the server: the connection's admission, the peer's connect
 	// requests (nil without a rate), and its sessions still being started
-	// (see coordinate).
-	adm      *admission
-	connects *rate.Limiter
-	starting atomic.Int32
+	// (see coordinate), which serveRegistered ends and waits for
+	// (startingWG) when the connection ends.
+	adm        *admission
+	connects   *rate.Limiter
+	starting   atomic.Int32
+	startingWG sync.WaitGroup
 
 	// mu guards the fields below, which the peer's own goroutine writes
 	// and coordinating goroutines read.
@@ -299,7 +301,7 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, adm *admission) {
 	}
 	adm.established()
 	p.adm = adm
-	s.serveRegistered(p)
+	s.serveRegistered(ctx, p)
 }
 
 // Kinds of lines a peer's actions log, each limited per source (see
@@ -319,8 +321,13 @@ func (s *Server) logsFor(p *peerConn, kind string) bool {
 
 // serveRegistered serves a peer whose handshake is done, until its
 // connection ends.
-func (s *Server) serveRegistered(p *peerConn) {
+func (s *Server) serveRegistered(ctx context.Context, p *peerConn) {
 	log := p.log
+	// The sessions this peer starts are its connection's: they end with
+	// it, before its slot is given back.
+	ctx, cancel := context.WithCancel(ctx)
+	defer p.startingWG.Wait()
+	defer cancel()
 	// Record the peer before telling it it is registered: a connect
 	// naming it may follow at once.
 	if old := s.register(p); old != nil {
@@ -349,7 +356,7 @@ func (s *Server) serveRegistered(p *peerConn) {
 		p.conn.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
 		m, err := ReadMessage(p.conn)
 		if err == nil {
-			err = s.handle(p, m)
+			err = s.handle(ctx, p, m)
 		} else if !errors.Is(err, ErrProtocol) {
 			return // gone, or silent for IdleTimeout
 		} else {
@@ -366,7 +373,7 @@ func (s *Server) serveRegistered(p *peerConn) {
 
 // handle acts on one message from a registered peer. An error closes the
 // peer's connection.
-func (s *Server) handle(p *peerConn, m *Message) error {
+func (s *Server) handle(ctx context.Context, p *peerConn, m *Message) error {
 	switch m.Type {
 	case TypePing:
 		if m.RTTMs > 0 {
@@ -391,7 +398,7 @@ func (s *Server) handle(p *peerConn, m *Message) error {
 		}
 		return nil
 	case TypeConnect:
-		return s.coordinate(p, m.Peer)
+		return s.coordinate(ctx, p, m.Peer)
 	}
 	return fmt.Errorf("%w: unexpected %q from a registered peer", ErrProtocol, m.Type)
 }
@@ -480,8 +487,10 @@ const maxStarting = 16
 
 // coordinate starts a punch session between p and the peer it asked for.
 // A request over the peer's rate, or while it has maxStarting sessions
-// starting, is answered with a rate_limited error and nothing else.
-func (s *Server) coordinate(p *peerConn, peer string) error {
+// starting, is answered with a rate_limited error and nothing else. The
+// session starts off p's read loop, and is dropped if ctx (p's
+// connection) ends first.
+func (s *Server) coordinate(ctx context.Context, p *peerConn, peer string) error {
 	key, err := identity.ParsePublicKey(peer)
 	if err != nil {
 		return fmt.Errorf("%w: connect: %v", ErrProtocol, err)
@@ -517,16 +526,16 @@ func (s *Server) coordinate(p *peerConn, peer string) error {
 	// same two: wait (off this peer's read loop) until both have reported,
 	// or NATWait has passed.
 	p.starting.Add(1)
-	go func() {
+	p.startingWG.Go(func() {
 		defer p.starting.Add(-1)
-		s.startSession(p, other, key)
-	}()
+		s.startSession(ctx, p, other, key)
+	})
 	return nil
 }
 
 // startSession waits for both peers' NAT reports and starts a punch
-// session between them.
-func (s *Server) startSession(p, other *peerConn, key identity.PublicKey) {
+// session between them, unless ctx (p's connection) ends first.
+func (s *Server) startSession(ctx context.Context, p, other *peerConn, key identity.PublicKey) {
 	wait := time.NewTimer(s.cfg.NATWait)
 	defer wait.Stop()
 reports:
@@ -535,6 +544,8 @@ reports:
 		case <-q.reported:
 		case <-wait.C:
 			break reports
+		case <-ctx.Done():
+			return
 		}
 	}
 	id := punch.NewSessionID()
