@@ -269,10 +269,14 @@ func TestFloodOfSources(t *testing.T) {
 	}
 }
 
+// legitBudget is how long a legitimate peer may take to register, and to
+// relay after asking, under the flood.
+const legitBudget = 5 * time.Second * raceSlowdown
+
 // legitRun starts the 20 legitimate peers, waits for each to register,
 // then has them ask for sessions in pairs and relay; it returns how long
 // each registration took, and for each peer how long from asking until
-// its relay carried data. Anything over 5 s fails the test.
+// its relay carried data. Anything over legitBudget fails the test.
 func legitRun(t *testing.T, ctx context.Context, ts testServer, keys []identity.PrivateKey) (regs, relayed []time.Duration) {
 	peers := make([]*legitPeer, len(keys))
 	start := time.Now()
@@ -283,8 +287,8 @@ func legitRun(t *testing.T, ctx context.Context, ts testServer, keys []identity.
 		select {
 		case <-p.c.Registered():
 			regs = append(regs, time.Since(start))
-		case <-time.After(5*time.Second - time.Since(start)):
-			t.Fatalf("legitimate peer %d did not register within 5s of starting", i)
+		case <-time.After(legitBudget - time.Since(start)):
+			t.Fatalf("legitimate peer %d did not register within %v of starting", i, legitBudget)
 		}
 		p.c.SetNAT(punch.NAT{Behind: true, Mapping: punch.MappingAddressAndPortDependent})
 	}
@@ -293,7 +297,7 @@ func legitRun(t *testing.T, ctx context.Context, ts testServer, keys []identity.
 	for i := 0; i < len(peers); i += 2 {
 		a, b := peers[i], peers[i+1]
 		asked := time.Now()
-		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		rctx, cancel := context.WithTimeout(ctx, legitBudget)
 		defer cancel()
 		for _, x := range []struct{ me, other *legitPeer }{{a, b}, {b, a}} {
 			wg.Go(func() {
@@ -303,10 +307,16 @@ func legitRun(t *testing.T, ctx context.Context, ts testServer, keys []identity.
 					return
 				}
 				defer c.Close()
-				c.SetDeadline(time.Now().Add(5*time.Second - time.Since(asked)))
-				go c.Write([]byte(x.me.ip + "\n"))
+				pairedIn := time.Since(asked)
+				c.SetDeadline(time.Now().Add(legitBudget - time.Since(asked)))
+				// Written before reading, so that neither side closes
+				// before its line is out.
+				if _, err := c.Write([]byte(x.me.ip + "\n")); err != nil {
+					t.Errorf("%s's relay: %v", x.me.ip, err)
+					return
+				}
 				if _, err := io.ReadFull(c, make([]byte, len(x.other.ip)+1)); err != nil {
-					t.Errorf("%s's relay carried nothing: %v", x.me.ip, err)
+					t.Errorf("%s's relay, paired %v after asking, carried nothing: %v", x.me.ip, pairedIn.Round(time.Millisecond), err)
 					return
 				}
 				mu.Lock()
