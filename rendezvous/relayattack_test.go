@@ -200,7 +200,11 @@ func TestRelayCapRefusalReleasesEverything(t *testing.T) {
 		h0.Close()
 		h1.Close()
 	}
-	if g := waitGoroutines(g0+2, 3*time.Second); g > g0+2 {
+	g := waitGoroutines(g0+2, 3*time.Second)
+	_, _, srcConns, _ := srv.guard.counts(netip.MustParseAddr(a.ip))
+	t.Logf("%d pairs refused at the cap: goroutines %d before, %d after; %s's connection slots %d before, %d after",
+		refused, g0, g, a.ip, srcConns0, srcConns)
+	if g > g0+2 {
 		t.Errorf("%d goroutines after %d refused pairs, %d before", g, refused, g0)
 	}
 	waitCounts(t, srv, a.ip, srcConns0, 0)

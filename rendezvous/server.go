@@ -557,7 +557,9 @@ reports:
 	s.sessions[id] = us
 	s.issued[id] = issuedSession{at: time.Now(), keys: [2]identity.PublicKey{p.key, other.key}}
 	s.order.push(id)
-	if over(len(s.issued)-1, s.cfg.MaxSessions) {
+	// A loop, as the oldest may be gone already (relayed, see
+	// forgetIssued); every session still issued is in the queue.
+	for over(len(s.issued)-1, s.cfg.MaxSessions) {
 		delete(s.issued, s.order.pop())
 	}
 	us.timer = time.AfterFunc(s.cfg.UDPWait, func() { s.flushUDP(id) })
