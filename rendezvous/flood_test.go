@@ -105,7 +105,7 @@ func fillRelays(ctx context.Context, t *testing.T, ts testServer, ip string) {
 	}()
 	go io.Copy(io.Discard, conns[1])
 	for _, c := range conns {
-		WriteMessage(c, &Message{Type: TypeNAT, NAT: &punch.NAT{Behind: true}})
+		WriteMessage(c, natMessage(punch.NAT{Behind: true}))
 	}
 	var held []net.Conn
 	defer func() {

@@ -25,7 +25,7 @@ func TestLogFlood(t *testing.T) {
 	nats := []punch.NAT{{Behind: true, Mapping: punch.MappingEndpointIndependent}, {Behind: true, Mapping: punch.MappingAddressDependent}}
 	const flips = 5000
 	for i := range flips {
-		if err := p.send(&Message{Type: TypeNAT, NAT: &nats[i%2]}); err != nil {
+		if err := p.send(natMessage(nats[i%2])); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -55,11 +55,14 @@ func newRawPeer(t testing.TB, ts testServer, ip string) *rawPeer {
 		}
 	})
 	t.Cleanup(func() { c.Close(); wg.Wait() })
-	if err := p.send(&Message{Type: TypeNAT, NAT: &punch.NAT{Behind: true}}); err != nil {
+	if err := p.send(natMessage(punch.NAT{Behind: true})); err != nil {
 		t.Fatal(err)
 	}
 	return p
 }
+
+// natMessage is a peer's NAT report of nat.
+func natMessage(nat punch.NAT) *Message { return &Message{Type: TypeNAT, NAT: &nat} }
 
 func (p *rawPeer) send(m *Message) error {
 	p.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
