@@ -9,9 +9,15 @@ import "time"
 type Config struct {
 	// KeyFile is this daemon's Ed25519 private key (PEM, PKCS#8). Relative
 	// paths are relative to the config file; Load stores the resolved,
-	// absolute path. Created with mode 0600 if missing (by package
-	// identity, not here). Default: "warren.key".
+	// absolute path. Make it with `warren keygen -o FILE`: a missing file
+	// is an error unless CreateKey is set. Default: "warren.key".
 	KeyFile string `toml:"key_file"`
+
+	// CreateKey lets the daemon create KeyFile (mode 0600) when it does
+	// not exist. Off by default, because a typo in key_file would
+	// otherwise silently give the daemon a new identity that no peer
+	// knows. Default: false.
+	CreateKey bool `toml:"create_key"`
 
 	// LogLevel is one of trace, debug, info, warn, error. Default: "info".
 	LogLevel string `toml:"log_level"`
@@ -33,6 +39,10 @@ type Config struct {
 
 	// Path is the file the config was loaded from (not a TOML key).
 	Path string `toml:"-"`
+
+	// lines is the line of every key in the file, for errors found after
+	// Load (ErrorAt).
+	lines map[string]int
 }
 
 // Rendezvous says how to reach and authenticate the rendezvous server.
@@ -69,9 +79,11 @@ type Link struct {
 	StreamWindow uint32 `toml:"stream_window"`
 	// MaxStreams caps concurrent streams a peer may open. Default: 256.
 	MaxStreams int `toml:"max_streams"`
-	// SprayRate caps the packets per second a UDP punch sprays at a
-	// peer's ports (prediction and birthday punches): bursts get users
-	// flagged as port scanners. Default 2000; 100 to 100000.
+	// SprayRate caps the packets per second of all punches together (UDP
+	// pings, prediction and birthday punches, TCP connect attempts):
+	// bursts get users flagged as port scanners. It also sets the punch
+	// budgets: 3 × SprayRate packets in any minute, 2 × SprayRate pings in
+	// one UDP punch session. Default 2000; 100 to 100000.
 	SprayRate int `toml:"spray_rate"`
 	// PunchTimeout bounds one hole-punching attempt. Default: 10s.
 	PunchTimeout Duration `toml:"punch_timeout"`

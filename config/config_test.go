@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -177,16 +178,25 @@ func TestParseErrors(t *testing.T) {
 	}{
 		{"unknown key in array table",
 			"exit = true", "exit = true\nexitt = 1",
-			"exitt", `unknown key "peers[1].exitt"`},
+			"exitt", `unknown key "peers[1].exitt" (did you mean exit?)`},
 		{"unknown key in table",
 			"relay = true", "relay = true\nrealy = false",
-			"realy", `unknown key "link.realy"`},
+			"realy", `unknown key "link.realy" (did you mean relay?)`},
+		{"typo of a top-level key",
+			`log_level = "info"`, "log_level = \"info\"\nadmin_listn = \"127.0.0.1:1\"",
+			"admin_listn", `unknown key "admin_listn" (did you mean admin_listen?)`},
+		{"dash for underscore",
+			`log_level = "info"`, `log-level = "info"`,
+			"log-level", `unknown key "log-level" (did you mean log_level?)`},
+		{"nothing close",
+			"relay = true", "relay = true\nfrobnicate = 1",
+			"frobnicate", `unknown key "link.frobnicate"`},
 		{"unknown table",
 			`token = ""`, "token = \"\"\n\n[extra]\nx = 1",
 			"[extra]", `unknown key "extra"`},
 		{"key differing only in case",
 			`log_level = "info"`, `Log_Level = "info"`,
-			"Log_Level", `unknown key "Log_Level"`},
+			"Log_Level", `unknown key "Log_Level" (did you mean log_level?)`},
 		{"wrong type",
 			"relay = true", `relay = "yes"`,
 			"relay", "link.relay: want true or false, got a string"},
@@ -565,5 +575,21 @@ protocol = "udp"
 	}
 	if c.Forward[0].IdleTimeout.Duration != 0 || c.Expose[0].Protocol != "tcp" || c.Expose[1].Protocol != "udp" {
 		t.Errorf("tcp forward idle %v, expose protocols %q %q", c.Forward[0].IdleTimeout, c.Expose[0].Protocol, c.Expose[1].Protocol)
+	}
+}
+
+func TestClosestKey(t *testing.T) {
+	for _, tc := range []struct{ name, want string }{
+		{"admin_listn", "admin_listen"},
+		{"Log_Level", "log_level"},
+		{"logformat", "log_format"},
+		{"keyfile", "key_file"},
+		{"frobnicate", ""},
+		{"pers", "peers"},
+		{"x", ""},
+	} {
+		if got := closestKey(reflect.TypeFor[Config](), tc.name); got != tc.want {
+			t.Errorf("closestKey(%q) = %q, want %q", tc.name, got, tc.want)
+		}
 	}
 }

@@ -2,7 +2,10 @@ package config
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
+	"net"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -117,4 +120,44 @@ func (p *problems) addAt(lineKey, key, format string, args ...any) {
 		Key:  key,
 		Msg:  fmt.Sprintf(format, args...),
 	})
+}
+
+// BindError is a listen address of the config that could not be bound when
+// the daemon started or reloaded (a port in use, an address not on this
+// machine): the config is valid, the machine disagrees.
+type BindError struct {
+	Key  string // "admin_listen", "socks[0].listen", ...
+	Addr string
+	Err  error // the cause, without Go's "listen tcp ..." prefix
+}
+
+// NewBindError is the BindError for key's address addr and the error
+// err of binding it, keeping of err only the bare system error when there
+// is one ("address already in use").
+func NewBindError(key, addr string, err error) *BindError {
+	cause := err
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		cause = oe.Err
+	}
+	var se *os.SyscallError
+	if errors.As(cause, &se) {
+		cause = se.Err
+	}
+	return &BindError{Key: key, Addr: addr, Err: cause}
+}
+
+func (e *BindError) Error() string { return fmt.Sprintf("%s: listen %s: %v", e.Key, e.Addr, e.Err) }
+func (e *BindError) Unwrap() error { return e.Err }
+
+// ErrorAt places err at the line of key in c's file, so that a problem
+// found after Load (a listener that cannot be bound) names file and line
+// like any other config error.
+func (c *Config) ErrorAt(key string, err error) *Error {
+	msg := err.Error()
+	var be *BindError
+	if errors.As(err, &be) && be.Key == key {
+		msg = fmt.Sprintf("listen %s: %v", be.Addr, be.Err)
+	}
+	return &Error{File: c.Path, Line: lineOf(c.lines, key), Key: key, Msg: msg, Err: err}
 }

@@ -29,6 +29,7 @@ func Parse(name string, data []byte) (*Config, error) {
 	if ok {
 		c.finish(p, md)
 	}
+	c.lines = p.lines
 	if err := p.errs.asError(); err != nil {
 		return nil, err
 	}

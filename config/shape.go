@@ -24,7 +24,11 @@ func checkTable(p *problems, data map[string]any, t reflect.Type, path string) b
 		key := keyJoin(path, name)
 		ft, known := fieldType(t, name)
 		if !known {
-			p.addAt(key, "", "unknown key %q", key)
+			if guess := closestKey(t, name); guess != "" {
+				p.addAt(key, "", "unknown key %q (did you mean %s?)", key, guess)
+			} else {
+				p.addAt(key, "", "unknown key %q", key)
+			}
 			continue
 		}
 		ok = checkValue(p, data[name], ft, key) && ok
@@ -43,6 +47,50 @@ func fieldType(t reflect.Type, name string) (reflect.Type, bool) {
 		}
 	}
 	return nil, false
+}
+
+// closestKey returns the key of struct type t that name is most likely a
+// typo of: the same but for case, dashes or underscores, or within two
+// edits (one for short names). "" if none is that close.
+func closestKey(t reflect.Type, name string) string {
+	norm := func(s string) string { return strings.ToLower(strings.NewReplacer("-", "", "_", "").Replace(s)) }
+	best, bestDist := "", min(2, len(name)/4+1)+1
+	for f := range t.Fields() {
+		tag, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		if tag == "" || tag == "-" {
+			continue
+		}
+		d := editDistance(name, tag)
+		if norm(name) == norm(tag) {
+			d = 0
+		}
+		if d < bestDist {
+			best, bestDist = tag, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b, by bytes:
+// config keys are ASCII.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
 }
 
 // checkValue checks one value against Go type t and reports whether it

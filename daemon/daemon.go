@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 	"slices"
@@ -44,6 +45,8 @@ type Daemon struct {
 	discover  chan []netip.AddrPort // the server's UDP endpoints, after each registration
 	useTCP    bool
 	useUDP    bool
+	// punchBudget paces and caps every punch packet, UDP and TCP (spray_rate).
+	punchBudget *punch.Budget
 
 	// natMu guards nat and natKnown.
 	natMu    sync.Mutex
@@ -64,17 +67,40 @@ type Daemon struct {
 	// udpClosing counts UDP links whose close handshake is still under
 	// way (udpConn.Close).
 	udpClosing sync.WaitGroup
+
+	// history is each peer's recent throughput (sampleThroughput).
+	history rateHistory
 }
+
+// loadKey loads the daemon's key, creating it only where the config says
+// create_key = true: a key_file with a typo must not quietly become a new
+// identity.
+func loadKey(cfg *config.Config, log logrus.FieldLogger) (identity.PrivateKey, error) {
+	if !cfg.CreateKey {
+		key, err := identity.Load(cfg.KeyFile)
+		if errors.Is(err, fs.ErrNotExist) {
+			return key, fmt.Errorf("%w: create key_file %s with `warren keygen -o %s` "+
+				"and give its public key to your peers (or set create_key = true)", ErrNoKey, cfg.KeyFile, cfg.KeyFile)
+		}
+		return key, err
+	}
+	key, created, err := identity.LoadOrCreate(cfg.KeyFile)
+	if created {
+		log.WithFields(logrus.Fields{"key_file": cfg.KeyFile, "public_key": key.Public()}).Info("created a new key")
+	}
+	return key, err
+}
+
+// ErrNoKey is New's error when the key file is missing and the config
+// does not allow creating it.
+var ErrNoKey = errors.New("no key file")
 
 // New prepares a daemon from a verified config: it loads (or creates) the
 // key and builds every component, but binds nothing.
 func New(cfg *config.Config, log logrus.FieldLogger) (*Daemon, error) {
-	key, created, err := identity.LoadOrCreate(cfg.KeyFile)
+	key, err := loadKey(cfg, log)
 	if err != nil {
 		return nil, err
-	}
-	if created {
-		log.WithFields(logrus.Fields{"key_file": cfg.KeyFile, "public_key": key.Public()}).Info("created a new key")
 	}
 	self, err := link.NewIdentity(key)
 	if err != nil {
@@ -104,6 +130,9 @@ func New(cfg *config.Config, log logrus.FieldLogger) (*Daemon, error) {
 	}
 	if err := d.linkCfg.Verify(); err != nil {
 		return nil, err
+	}
+	if d.punchBudget, err = punch.NewBudget(&punch.BudgetConfig{Rate: cfg.Link.SprayRate}); err != nil {
+		return nil, fmt.Errorf("link.spray_rate: %w", err)
 	}
 	if d.peers, err = d.newPeers(cfg.Peers); err != nil {
 		return nil, err
@@ -155,7 +184,7 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	if d.cfg.AdminListen != "" {
 		if d.admin, err = listenAdmin(d.cfg.AdminListen, d); err != nil {
 			ln.Close()
-			return fmt.Errorf("admin_listen %s: %w", d.cfg.AdminListen, err)
+			return config.NewBindError("admin_listen", d.cfg.AdminListen, err)
 		}
 	}
 	if err = d.listeners.Start(ctx); err != nil {
@@ -164,11 +193,13 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	}
 	d.started = time.Now()
 	d.log.WithFields(logrus.Fields{"public_key": d.key.Public(), "punch_port": d.acceptor.Port()}).Info("warren started")
+	d.logListening()
 
 	d.wg.Go(func() { d.acceptor.Serve(ctx) })
 	d.wg.Go(func() { d.rv.Run(ctx) })
 	d.wg.Go(func() { d.discoverLoop(ctx) })
 	d.wg.Go(func() { d.watchAddrs(ctx) })
+	d.wg.Go(func() { d.sampleThroughput(ctx) })
 	if d.admin != nil {
 		d.wg.Go(func() { d.admin.serve(ctx) })
 	}
@@ -176,6 +207,25 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 		d.startPeer(p)
 	}
 	return nil
+}
+
+// logListening says, once at start, what this daemon listens on and whom
+// it will link with: a person starting it should not have to read the
+// config again to know where to point a browser.
+func (d *Daemon) logListening() {
+	if d.admin != nil {
+		d.log.WithField("listen", d.admin.ln.Addr().String()).Info("admin API and dashboard listening")
+	}
+	for _, l := range d.listeners.Describe() {
+		f := logrus.Fields{"listener": l.Name, "listen": l.Listen, "protocol": l.Protocol, "peer": l.Peer}
+		if l.To != "" {
+			f["to"] = l.To
+		}
+		d.log.WithFields(f).Info(l.Kind + " listening")
+	}
+	for _, p := range d.peerList() {
+		d.log.WithFields(logrus.Fields{"peer": p.name, "public_key": p.key.String()}).Info("will link with peer")
+	}
 }
 
 // newPeers makes a peer for each [[peers]] entry.

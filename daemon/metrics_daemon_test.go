@@ -15,7 +15,6 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/sirupsen/logrus"
 
 	"github.com/warren-p2p/warren/config"
 	"github.com/warren-p2p/warren/identity"
@@ -30,9 +29,7 @@ import (
 func TestMetricsEndpoint(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	log := logrus.New()
-	log.SetOutput(t.Output())
-	log.SetLevel(logrus.WarnLevel)
+	log := warnLog(t)
 	dir := t.TempDir()
 
 	// home's service: answers each connection with a fixed reply.

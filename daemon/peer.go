@@ -177,7 +177,14 @@ func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch, al
 			d.metrics.punchEnded(key, l, time.Since(began))
 		}
 	}()
-	pu.LAN = punch.OnLink(pu.LAN)
+	scope, err := d.punchScope(pu)
+	if err != nil {
+		return nil, err
+	}
+	pu.LAN = scope.Filter(pu.LAN)
+	if scope.Check(pu.Public) != nil {
+		pu.Public = netip.AddrPort{}
+	}
 	p.log.WithFields(logrus.Fields{"session": id.String()[:8], "strategy": strategy.Name, "tcp_role": strategy.TCP,
 		"udp_role": strategy.UDP, "lan": fmt.Sprint(pu.LAN)}).Debug("punching")
 
@@ -207,7 +214,7 @@ func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch, al
 	// the UDP session probe that releases the session's instruction.
 	tcpProbed := make(chan struct{})
 	if d.useTCP {
-		produce(func() { d.punchTCP(pctx, p, pu, id, strategy.TCP, box, raw, tcpProbed) })
+		produce(func() { d.punchTCP(pctx, p, pu, id, strategy.TCP, scope, box, raw, tcpProbed) })
 	} else {
 		close(tcpProbed)
 	}
@@ -216,7 +223,7 @@ func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch, al
 		case <-tcpProbed:
 		case <-time.After(time.Second):
 		}
-		if err := d.punchUDP(pctx, p, pu, id, strategy.UDP, box, linkCands); err != nil && pctx.Err() == nil {
+		if err := d.punchUDP(pctx, p, pu, id, strategy.UDP, scope, box, linkCands); err != nil && pctx.Err() == nil {
 			p.log.WithError(err).Debug("udp punch gave up")
 		}
 	})
@@ -265,6 +272,21 @@ func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch, al
 		return nil, fmt.Errorf("punch session %s: %w", id.String()[:8], err)
 	}
 	return l, nil
+}
+
+// punchScope is where a punch with the peer of pu may send: its observed
+// address and its LAN addresses on this machine's links.
+func (d *Daemon) punchScope(pu rendezvous.Punch) (punch.Scope, error) {
+	lan := make([]netip.Addr, len(pu.LAN))
+	for i, a := range pu.LAN {
+		lan[i] = a.Addr()
+	}
+	// Over loopback, the server (and so every peer) is on this host.
+	scope, err := punch.NewScope(pu.Public.Addr(), lan, d.rv.LocalAddr().Addr().IsLoopback())
+	if err != nil {
+		return scope, fmt.Errorf("punch scope: %w", err)
+	}
+	return scope, nil
 }
 
 // serveLink serves the peer's streams until the link dies, the peer asks

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/warren-p2p/warren/forward"
 	"github.com/warren-p2p/warren/punch"
 )
 
@@ -23,6 +24,8 @@ type Status struct {
 	PunchPort  int          `json:"punch_port"`
 	Uptime     float64      `json:"uptime_s"`
 	Peers      []PeerStatus `json:"peers"`
+	// Listeners are the SOCKS5 and forward listeners, in config order.
+	Listeners []forward.ListenerInfo `json:"listeners"`
 }
 
 // PeerStatus is one configured peer's row.
@@ -39,6 +42,9 @@ type PeerStatus struct {
 	BytesOut  int64      `json:"bytes_out"`
 	Streams   int64      `json:"streams"` // open now, on the current link and on a relay link still draining
 	Error     string     `json:"error,omitempty"`
+	// Throughput is the last minutes' traffic, for the dashboard's
+	// sparklines; absent until the first sample.
+	Throughput *Throughput `json:"throughput,omitempty"`
 }
 
 // Status reports the daemon and every configured peer.
@@ -57,8 +63,11 @@ func (d *Daemon) Status() Status {
 		st.Observed = obs.String()
 	}
 	for _, p := range d.peerList() {
-		st.Peers = append(st.Peers, p.status())
+		ps := p.status()
+		ps.Throughput = d.history.get(p.name)
+		st.Peers = append(st.Peers, ps)
 	}
+	st.Listeners = d.listeners.Describe()
 	return st
 }
 
@@ -120,6 +129,7 @@ func listenAdmin(addr string, d *Daemon) (*adminServer, error) {
 		enc.Encode(d.Status())
 	})
 	mux.HandleFunc("GET /metrics", d.serveMetrics)
+	mux.HandleFunc("GET /{$}", serveDashboard)
 	mux.HandleFunc("GET /ping", func(w http.ResponseWriter, r *http.Request) {
 		res, code, err := d.Ping(r.Context(), r.URL.Query().Get("peer"))
 		w.Header().Set("Content-Type", "application/json")

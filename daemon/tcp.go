@@ -21,7 +21,7 @@ const tcpWindow = 24
 // (the shared port's acceptor delivers there too). It closes probed once
 // any TCP session probe is done.
 func (d *Daemon) punchTCP(ctx context.Context, p *peer, pu rendezvous.Punch, id punch.SessionID, role punch.TCPRole,
-	box *sessionBox, raw chan<- net.Conn, probed chan<- struct{}) {
+	scope punch.Scope, box *sessionBox, raw chan<- net.Conn, probed chan<- struct{}) {
 	var once sync.Once
 	markProbed := func() { once.Do(func() { close(probed) }) }
 	if role != punch.TCPConnectFixed {
@@ -34,7 +34,7 @@ func (d *Daemon) punchTCP(ctx context.Context, p *peer, pu rendezvous.Punch, id 
 	// gave up early must not hold the UDP half back.
 	defer markProbed()
 	run := func(port int, cands []netip.AddrPort) {
-		wg.Go(func() { punch.TCP(ctx, nil, port, id, cands, raw) })
+		wg.Go(func() { punch.TCP(ctx, &punch.Config{Budget: d.punchBudget}, port, id, cands, raw) })
 	}
 	shared := d.acceptor.Port()
 	if len(pu.LAN) > 0 {
@@ -74,6 +74,10 @@ func (d *Daemon) punchTCP(ctx context.Context, p *peer, pu rendezvous.Punch, id 
 		info, ok := box.wait(ctx, udpInfoWait)
 		if !ok || !info.PeerTCP.IsValid() {
 			p.log.Debug("tcp punch: the peer's TCP probe was not observed")
+			return
+		}
+		if err := scope.Check(info.PeerTCP); err != nil {
+			p.log.WithError(err).Debug("tcp punch: not spraying")
 			return
 		}
 		var cands []netip.AddrPort

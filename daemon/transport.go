@@ -6,10 +6,12 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/warren-p2p/warren/link"
 	"github.com/warren-p2p/warren/punch"
 	"github.com/warren-p2p/warren/transport"
 )
@@ -35,7 +37,7 @@ func (d *Daemon) udpStream(ctx context.Context, res punch.UDPResult, id punch.Se
 	if !ok {
 		return nil, fmt.Errorf("punched socket is a %T, not a UDP socket", res.Conn)
 	}
-	c := &udpConn{id: id, remote: res.Remote, log: p.log, stop: make(chan struct{}), closing: &d.udpClosing}
+	c := &udpConn{controlling: d.self.Public.Less(p.key), remote: res.Remote, log: p.log, stop: make(chan struct{}), closing: &d.udpClosing}
 	switch res.Stream {
 	case 'k':
 		dm, err := transport.NewDemux(sock)
@@ -88,19 +90,22 @@ type udpSocket interface {
 }
 
 // udpConn is a stream over a UDP socket that it owns, and that follows its
-// peer when the peer's endpoint changes (roaming).
+// peer when the peer's endpoint changes (roaming). Roaming starts once the
+// link over it is up: its announcements are keyed by the link's TLS
+// session (LinkKeys), never by the punch session, which the rendezvous
+// server issued and which crossed the wire in clear.
 type udpConn struct {
 	net.Conn
-	done   <-chan struct{} // closed once the closed stream has finished
-	sock   udpSocket
-	rebind func(from, to netip.AddrPort) error
-	id     punch.SessionID
-	log    logrus.FieldLogger
+	done        <-chan struct{} // closed once the closed stream has finished
+	sock        udpSocket
+	rebind      func(from, to netip.AddrPort) error
+	controlling bool // the link's controlling end: which roam key is ours
+	log         logrus.FieldLogger
+	roam        atomic.Pointer[punch.Roam] // nil until the link is up
 
-	// mu guards remote and lastSeq.
-	mu      sync.Mutex
-	remote  netip.AddrPort
-	lastSeq uint64
+	// mu guards remote.
+	mu     sync.Mutex
+	remote netip.AddrPort
 
 	stop      chan struct{}
 	closeOnce sync.Once
@@ -119,20 +124,27 @@ func (c *udpConn) handlePunchPackets(handle func([]byte, func([]byte, netip.Addr
 	return nil
 }
 
+// LinkKeys arms roaming with keys from the TLS session of the link that
+// runs over this stream (link.Keyed).
+func (c *udpConn) LinkKeys(export link.Exporter) {
+	r, err := punch.NewRoam(punch.Exporter(export), c.controlling)
+	if err != nil {
+		c.log.WithError(err).Warn("the UDP link will not follow the peer to a new endpoint")
+		return
+	}
+	c.roam.Store(r)
+}
+
 // onPunchPacket moves the stream to a new peer endpoint on an
 // authenticated, fresh roam announcement from it. It runs on the socket's
 // read goroutine.
 func (c *udpConn) onPunchPacket(pkt []byte, from netip.AddrPort) {
-	seq, ok := c.id.ParseRoam(pkt)
-	if !ok {
-		return
+	r := c.roam.Load()
+	if r == nil || !r.Accept(pkt) {
+		return // a late punch packet, a replay, a forgery
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if seq <= c.lastSeq {
-		return // a replay, or out of order
-	}
-	c.lastSeq = seq
 	if from == c.remote {
 		return
 	}
@@ -144,7 +156,8 @@ func (c *udpConn) onPunchPacket(pkt []byte, from netip.AddrPort) {
 	c.remote = from
 }
 
-// announce sends a roam announcement to the peer every roamInterval.
+// announce sends a roam announcement to the peer every roamInterval, once
+// the link is up.
 func (c *udpConn) announce() {
 	t := time.NewTicker(roamInterval)
 	defer t.Stop()
@@ -154,10 +167,14 @@ func (c *udpConn) announce() {
 			return
 		case <-t.C:
 		}
+		r := c.roam.Load()
+		if r == nil {
+			continue
+		}
 		c.mu.Lock()
 		to := c.remote
 		c.mu.Unlock()
-		c.sock.WriteTo(c.id.RoamPacket(uint64(time.Now().UnixNano())), to)
+		c.sock.WriteTo(r.Announce(), to)
 	}
 }
 

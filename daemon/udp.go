@@ -145,7 +145,8 @@ func (d *Daemon) classifiedNAT() (punch.NAT, bool) {
 // punchUDP runs the UDP half of a punch session and sends the resulting
 // stream, if any, on out. Its session probe also tells the server this
 // side is ready, so it runs even when UDP is not used for links.
-func (d *Daemon) punchUDP(ctx context.Context, p *peer, pu rendezvous.Punch, id punch.SessionID, role punch.UDPRole, box *sessionBox, out chan<- link.Candidate) error {
+func (d *Daemon) punchUDP(ctx context.Context, p *peer, pu rendezvous.Punch, id punch.SessionID, role punch.UDPRole,
+	scope punch.Scope, box *sessionBox, out chan<- link.Candidate) error {
 	sock, err := net.ListenUDP("udp", nil)
 	if err != nil {
 		return fmt.Errorf("udp socket: %w", err)
@@ -180,6 +181,9 @@ func (d *Daemon) punchUDP(ctx context.Context, p *peer, pu rendezvous.Punch, id 
 		sock.Close()
 		return fmt.Errorf("the peer's session socket was not observed")
 	}
+	if err := scope.Check(info.PeerUDP); err != nil && info.PeerUDP.IsValid() {
+		p.log.WithError(err).Debug("udp punch: not punching towards the peer's observed session socket")
+	}
 	p.log.WithFields(logrus.Fields{"role": role, "mapped": mapped, "peer_udp": info.PeerUDP, "delay": info.Delay}).Debug("punching udp")
 	select {
 	case <-time.After(info.Delay):
@@ -188,7 +192,7 @@ func (d *Daemon) punchUDP(ctx context.Context, p *peer, pu rendezvous.Punch, id 
 		return ctx.Err()
 	}
 	began := time.Now()
-	res, err := punch.PunchUDP(ctx, &punch.UDPConfig{Rate: d.cfg.Link.SprayRate}, punch.UDPSession{
+	res, err := punch.PunchUDP(ctx, &punch.UDPConfig{Budget: d.punchBudget}, punch.UDPSession{
 		ID:           id,
 		Controlling:  d.self.Public.Less(p.key),
 		Role:         role,
@@ -196,6 +200,7 @@ func (d *Daemon) punchUDP(ctx context.Context, p *peer, pu rendezvous.Punch, id 
 		PeerEndpoint: info.PeerUDP,
 		LAN:          lan,
 		Stream:       udpStreamCode(d.cfg.Link.UDPStream),
+		Scope:        scope,
 	}, sock)
 	if err != nil {
 		return err

@@ -1,6 +1,7 @@
 package demo
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -30,6 +32,9 @@ type Options struct {
 	Out io.Writer
 	// Log receives the components' logs.
 	Log logrus.FieldLogger
+	// Command is how the user runs warren, for the commands the demo
+	// suggests ("warren", "go run ./cmd/warren"). Default: "warren".
+	Command string
 }
 
 // Page is the body the demo's web service on "home" returns.
@@ -185,13 +190,19 @@ peer = "home"
 		fmt.Fprintln(out, "demo: all checks passed")
 		return nil
 	}
-	fmt.Fprintf(out, `
-all checks passed; the demo keeps running until you press Ctrl-C. Try:
-  curl http://%s/
-  curl --socks5-hostname %s %s
-  warren status -admin %s
-  warren status -admin %s
-`, fwdAddr, socksAddr, socksURL, laptop.AdminAddr(), home.AdminAddr())
+	warren := cmp.Or(opt.Command, "warren")
+	fmt.Fprintln(out, "\nall checks passed; the demo keeps running until you press Ctrl-C. Try:")
+	tw := tabwriter.NewWriter(out, 0, 0, 3, ' ', 0)
+	for _, try := range [][2]string{
+		{"curl http://" + fwdAddr + "/", "laptop's forward to home's web service"},
+		{"curl --socks5-hostname " + socksAddr + " " + socksURL, "laptop's SOCKS5 proxy, exit at home"},
+		{warren + " status -admin " + laptop.AdminAddr().String(), "laptop's view of its peers"},
+		{warren + " status -admin " + home.AdminAddr().String(), "home's view"},
+		{warren + " ping -admin " + laptop.AdminAddr().String() + " home", "round trips from laptop to home over the link"},
+	} {
+		fmt.Fprintf(tw, "  %s\t# %s\n", try[0], try[1])
+	}
+	tw.Flush()
 	<-ctx.Done()
 	return nil
 }

@@ -133,17 +133,23 @@ func homeOnlyHosts(t testing.TB, h *natlab.Host, name string) {
 // prints after the load.
 func chromiumDumpDOM(t testing.TB, m machine, chromium, socks string, proxyLoopback bool, url string) clientResult {
 	t.Helper()
-	home := t.TempDir()
-	args := []string{
-		"--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-		"--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-		"--user-data-dir=" + filepath.Join(home, "profile"),
-		"--proxy-server=socks5://" + socks,
-	}
+	args := []string{"--proxy-server=socks5://" + socks}
 	if proxyLoopback {
 		args = append(args, "--proxy-bypass-list=<-loopback>")
 	}
-	args = append(args, "--dump-dom", url)
+	return headlessChromium(t, m, chromium, append(args, "--dump-dom", url)...)
+}
+
+// headlessChromium runs headless Chromium on m with a fresh profile and
+// args, for at most 30 s.
+func headlessChromium(t testing.TB, m machine, chromium string, args ...string) clientResult {
+	t.Helper()
+	home := t.TempDir()
+	args = append([]string{
+		"--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+		"--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+		"--user-data-dir=" + filepath.Join(home, "profile"),
+	}, args...)
 	env := []string{"HOME=" + home, "XDG_CONFIG_HOME=" + filepath.Join(home, ".config"), "XDG_CACHE_HOME=" + filepath.Join(home, ".cache")}
 	return runClient(t, m, 30*time.Second, env, chromium, args...)
 }

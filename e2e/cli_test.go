@@ -57,23 +57,71 @@ func TestBadInputExitsTwoWithWhereAndWhat(t *testing.T) {
 		{"undefined peer", []string{"up", "-c", write("ref.toml", base+"[[forward]]\nlisten = \"127.0.0.1:0\"\npeer = \"hoem\"\nservice = \"x\"\n")},
 			[]string{"ref.toml:6", "forward[0].peer", "hoem"}},
 		{"bad address", []string{"up", "-c", write("addr.toml", base+"admin_listen = \"localhost\"\n")}, []string{"admin_listen"}},
+		{"missing key file", []string{"up", "-c", write("nokey.toml", "key_file = \"typo.key\"\n"+base)},
+			[]string{filepath.Join(dir, "typo.key"), "warren keygen -o", "create_key"}},
 		{"world-readable key", []string{"up", "-c", write("loose.toml", "key_file = \"loose.key\"\n"+base)}, []string{"loose.key", "chmod 600"}},
-		{"listen port in use", []string{"up", "-c", write("busy.toml", "key_file = \"busy.key\"\nadmin_listen = \"127.0.0.1:0\"\n"+base+
-			"[[peers]]\nname = \"home\"\npublic_key = \""+validKey+"\"\n[[socks]]\nlisten = \""+busy.Addr().String()+"\"\npeer = \"home\"\n")},
-			[]string{"socks[0]", busy.Addr().String(), "address already in use"}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			_, stderr, code := cli(t, tc.args...)
-			if code != 2 {
-				t.Errorf("exit code %d, want 2; stderr:\n%s", code, stderr)
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(stderr, w) {
-					t.Errorf("stderr lacks %q:\n%s", w, stderr)
-				}
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { checkExit(t, tc.args, 2, tc.want...) })
 	}
+
+	// A port in use is no bad config but a runtime failure (exit 1), which
+	// the systemd unit's RestartPreventExitStatus=2 must not stop
+	// restarting; and the server creates no key file when it cannot start.
+	t.Run("listen port in use", func(t *testing.T) {
+		checkExit(t, []string{"up", "-c", write("busy.toml", "key_file = \"busy.key\"\ncreate_key = true\nadmin_listen = \"127.0.0.1:0\"\n"+base+
+			"[[peers]]\nname = \"home\"\npublic_key = \""+validKey+"\"\n[[socks]]\nlisten = \""+busy.Addr().String()+"\"\npeer = \"home\"\n")},
+			1, "busy.toml:11: socks[0].listen: listen "+busy.Addr().String()+": address already in use")
+	})
+	t.Run("rendezvous port in use", func(t *testing.T) {
+		key := filepath.Join(dir, "server.key")
+		checkExit(t, []string{"rendezvous", "-listen", busy.Addr().String(), "-key", key}, 1, busy.Addr().String(), "address already in use")
+		if _, err := os.Stat(key); !os.IsNotExist(err) {
+			t.Errorf("a server that could not start left its key file: %v", err)
+		}
+	})
+}
+
+// checkExit runs warren with args and checks its exit code and that
+// stderr holds each of want.
+func checkExit(t *testing.T, args []string, code int, want ...string) {
+	t.Helper()
+	_, stderr, got := cli(t, args...)
+	if got != code {
+		t.Errorf("warren %s: exit code %d, want %d; stderr:\n%s", strings.Join(args, " "), got, code, stderr)
+	}
+	for _, w := range want {
+		if !strings.Contains(stderr, w) {
+			t.Errorf("warren %s: stderr lacks %q:\n%s", strings.Join(args, " "), w, stderr)
+		}
+	}
+}
+
+// TestCommandLineAsPeopleTypeIt: help exits 0, `warren help CMD` shows that
+// command's flags, --version works, and flags may follow operands.
+func TestCommandLineAsPeopleTypeIt(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want *regexp.Regexp // on stdout or stderr
+	}{
+		{[]string{"up", "-h"}, regexp.MustCompile(`usage: warren up \[flags\][\s\S]*-c FILE`)},
+		{[]string{"status", "--help"}, regexp.MustCompile(`usage: warren status[\s\S]*-json`)},
+		{[]string{"help", "ping"}, regexp.MustCompile(`usage: warren ping \[flags\] PEER[\s\S]*-c N`)},
+		{[]string{"help"}, regexp.MustCompile(`(?m)^commands:`)},
+		{[]string{"--version"}, regexp.MustCompile(`^warren \S+.* go1\.\d+`)},
+		{[]string{"version"}, regexp.MustCompile(`^warren \S+.* go1\.\d+`)},
+	} {
+		out, stderr, code := cli(t, tc.args...)
+		if code != 0 || !tc.want.MatchString(out+stderr) {
+			t.Errorf("warren %s: exit %d, want 0 and %s:\n%s%s", strings.Join(tc.args, " "), code, tc.want, out, stderr)
+		}
+	}
+	if out, _, _ := cli(t, "help", "ping"); !strings.Contains(out, "usage: warren ping") {
+		t.Errorf("warren help ping: the usage belongs on standard output, got %q", out)
+	}
+	// The flags after the peer are read: the admin address given last is
+	// the one dialled.
+	checkExit(t, []string{"ping", "home", "-c", "2", "-admin", "127.0.0.1:1"}, 1, `admin_listen = "127.0.0.1:1"`)
+	checkExit(t, []string{"ping", "-admin", "127.0.0.1:1", "--", "-c"}, 1, "/ping?peer=-c")
 }
 
 func TestKeygenPubkeyStatusPingVersion(t *testing.T) {
@@ -102,6 +150,17 @@ func TestKeygenPubkeyStatusPingVersion(t *testing.T) {
 	p := startPair(t, w, "share-service", localhost{}, localhost{}, "friend", "home", keys,
 		[]string{"127.0.0.1:8080", hostPort("127.0.0.1", freePort(t, localhost{})),
 			"127.0.0.1:27015", hostPort("127.0.0.1", freePort(t, localhost{}))}, nil)
+	// At start the daemon says what it listens on and whom it links with.
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`msg="admin API and dashboard listening" listen="` + regexp.QuoteMeta(p.clientAdmin) + `"`),
+		regexp.MustCompile(`msg="forward listening" listen="127\.0\.0\.1:\d+" listener="forward\[0\]" peer=home protocol=tcp to="service photos"`),
+		regexp.MustCompile(`msg="forward listening" listen="127\.0\.0\.1:\d+" listener="forward\[1\]" peer=home protocol=udp to="service game"`),
+		regexp.MustCompile(`msg="will link with peer" peer=home public_key=` + regexp.QuoteMeta(keys["home"])),
+	} {
+		if !want.MatchString(p.client.output()) {
+			t.Errorf("friend's log lacks %s:\n%s", want, p.client.output())
+		}
+	}
 	table, stderr, code := cli(t, "status", "-admin", p.clientAdmin)
 	if code != 0 || !regexp.MustCompile(`(?m)^home\s+connected\s+direct-tcp\s+\S+:\d+`).MatchString(table) {
 		t.Fatalf("status: exit %d\n%s%s", code, table, stderr)
@@ -147,5 +206,69 @@ func TestUpLogFile(t *testing.T) {
 	}
 	if out := p.output(); out != "" {
 		t.Errorf("warren up -log wrote to standard error too:\n%s", out)
+	}
+}
+
+// TestCheck: `warren check` validates a config without starting it and
+// lists every problem, the machine's included (a key that is missing, a
+// port in use), each with its file and line.
+func TestCheck(t *testing.T) {
+	dir := t.TempDir()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	pub := newKey(t, dir, "good")
+	base := "admin_listen = \"127.0.0.1:0\"\n[rendezvous]\naddress = \"127.0.0.1:1\"\npublic_key = \"" + validKey + "\"\n" +
+		"[[peers]]\nname = \"home\"\npublic_key = \"" + pub + "\"\n"
+	good := writeFile(t, dir, "good.toml", "key_file = \"good.key\"\n"+base+"[[socks]]\nlisten = \"127.0.0.1:0\"\npeer = \"home\"\n")
+	if out, stderr, code := cli(t, "check", "-c", good); code != 0 || !strings.Contains(out, "good.toml: ok: 1 peers, 1 SOCKS5 listeners") {
+		t.Errorf("check of a good config: exit %d\n%s%s", code, out, stderr)
+	}
+	bad := writeFile(t, dir, "bad.toml", "key_file = \"missing.key\"\n"+base+
+		"[[socks]]\nlisten = \""+busy.Addr().String()+"\"\npeer = \"home\"\n")
+	checkExit(t, []string{"check", "-c", bad}, 2,
+		"bad.toml:1: key_file:", "warren keygen -o "+filepath.Join(dir, "missing.key"),
+		"bad.toml:10: socks[0].listen: listen "+busy.Addr().String()+": address already in use")
+	if _, err := os.Stat(filepath.Join(dir, "missing.key")); !os.IsNotExist(err) {
+		t.Errorf("check created the missing key: %v", err)
+	}
+	checkExit(t, []string{"check", "-c", writeFile(t, dir, "typo.toml", "admin_listn = \"127.0.0.1:0\"\n"+base)}, 2,
+		`typo.toml:1: unknown key "admin_listn" (did you mean admin_listen?)`)
+	server := writeFile(t, dir, "rv.toml", "listen = \""+busy.Addr().String()+"\"\n")
+	checkExit(t, []string{"check", "-server", "-c", server}, 2, "listen: listen "+busy.Addr().String()+": address already in use")
+}
+
+// TestDemoSaysOnlyWhatHappens: the demo binary, run as a user runs it,
+// prints its narrative with no warning lines for its planned refusal, and
+// suggests commands that name which daemon they ask.
+func TestDemoSaysOnlyWhatHappens(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, warrenBin, "demo")
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(out.String(), "home's view") && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond) // room for a late log line
+	cmd.Process.Signal(os.Interrupt)
+	cmd.Wait()
+	text := out.String()
+	if strings.Contains(text, "level=") {
+		t.Errorf("the demo printed log lines:\n%s", text)
+	}
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(warrenBin) + ` status -admin 127\.0\.0\.1:\d+\s+# laptop's view`),
+		regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(warrenBin) + ` status -admin 127\.0\.0\.1:\d+\s+# home's view`),
+	} {
+		if !want.MatchString(text) {
+			t.Errorf("the demo's suggestions lack %s:\n%s", want, text)
+		}
 	}
 }

@@ -40,13 +40,25 @@ func TestNATCommand(t *testing.T) {
 				!regexp.MustCompile(`(?m)^LOCAL\s+SERVER\s+SEEN AS$`).MatchString(out) {
 				t.Fatalf("warren nat behind %s:\n%s", tc.kind, out)
 			}
+			// Every name is snake_case, the samples' too.
 			var rep struct {
-				NAT     string            `json:"nat"`
-				Samples []json.RawMessage `json:"samples"`
+				NAT     string `json:"nat"`
+				Public  string `json:"public_ip"`
+				Samples []struct {
+					Local  string `json:"local"`
+					Server string `json:"server"`
+					Mapped string `json:"mapped"`
+				} `json:"samples"`
 			}
-			if err := json.Unmarshal([]byte(run(t, site.Host(), append(args, "-json")...)), &rep); err != nil ||
+			js := run(t, site.Host(), append(args, "-json")...)
+			if err := json.Unmarshal([]byte(js), &rep); err != nil ||
 				!regexp.MustCompile(`^`+tc.want+`$`).MatchString(rep.NAT) || len(rep.Samples) < 4 {
 				t.Fatalf("warren nat -json behind %s: %+v, %v", tc.kind, rep, err)
+			}
+			for _, s := range rep.Samples {
+				if s.Local == "" || s.Server == "" || s.Mapped == "" {
+					t.Fatalf("warren nat -json behind %s: a sample without local, server or mapped:\n%s", tc.kind, js)
+				}
 			}
 		})
 	}

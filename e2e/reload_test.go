@@ -107,8 +107,9 @@ service = "web"
 	}
 	defer busy.Close()
 	out = reloadWith(t, p.client, laptopCfg, added+fmt.Sprintf("\n[[forward]]\nlisten = %q\npeer = \"office\"\nservice = \"web\"\n", busy.Addr()), 2, true)
-	if !strings.Contains(out[strings.LastIndex(out, "reload failed"):], "forward[2] listen "+busy.Addr().String()+": address already in use") {
-		t.Errorf("the refused reload does not name the busy forward:\n%s", out[strings.LastIndex(out, "reload failed"):])
+	// With the file and the line of the forward's listen key.
+	if want := regexp.MustCompile(`laptop\.toml:\d+: forward\[2\]\.listen: listen ` + regexp.QuoteMeta(busy.Addr().String()) + `: address already in use`); !want.MatchString(out[strings.LastIndex(out, "reload failed"):]) {
+		t.Errorf("the refused reload does not name the busy forward and its line:\n%s", out[strings.LastIndex(out, "reload failed"):])
 	}
 	if got, code := curl(t, localhost{}, "http://"+fwd2+"/"); code != 0 || got != "the second service\n" {
 		t.Fatalf("after refused reloads: curl exit %d, body %q", code, got)

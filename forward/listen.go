@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -149,7 +148,7 @@ func (l *Listeners) applyLocked(socks []config.Socks, fwds []config.Forward) err
 			func(lc *net.ListenConfig) (*listener, error) {
 				ln, err := lc.Listen(l.ctx, "tcp", sc.Listen)
 				if err != nil {
-					return nil, listenError(name, sc.Listen, err)
+					return nil, config.NewBindError(name+".listen", sc.Listen, err)
 				}
 				return &listener{ln: ln}, nil
 			}})
@@ -165,13 +164,13 @@ func (l *Listeners) applyLocked(socks []config.Socks, fwds []config.Forward) err
 				if f.Protocol == "udp" {
 					pc, err := lc.ListenPacket(l.ctx, "udp", f.Listen)
 					if err != nil {
-						return nil, listenError(name, f.Listen, err)
+						return nil, config.NewBindError(name+".listen", f.Listen, err)
 					}
 					return &listener{pc: pc.(*net.UDPConn)}, nil
 				}
 				ln, err := lc.Listen(l.ctx, "tcp", f.Listen)
 				if err != nil {
-					return nil, listenError(name, f.Listen, err)
+					return nil, config.NewBindError(name+".listen", f.Listen, err)
 				}
 				return &listener{ln: ln}, nil
 			}})
@@ -413,20 +412,4 @@ func forwardRequest(f config.Forward) Request {
 		return Request{Kind: KindUDPTarget, Payload: f.Target}
 	}
 	return TargetRequest(f.Target)
-}
-
-// listenError formats a bind failure as "NAME listen ADDR: CAUSE", CAUSE
-// being the bare system error when there is one ("address already in
-// use").
-func listenError(name, addr string, err error) error {
-	cause := err
-	var oe *net.OpError
-	if errors.As(err, &oe) {
-		cause = oe.Err
-	}
-	var se *os.SyscallError
-	if errors.As(cause, &se) {
-		cause = se.Err
-	}
-	return fmt.Errorf("%s listen %s: %w", name, addr, cause)
 }

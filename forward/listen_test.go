@@ -138,9 +138,10 @@ func TestListenersBindFailure(t *testing.T) {
 		l.Close()
 		t.Fatal("Start succeeded with a busy port")
 	}
-	want := fmt.Sprintf("forward[1] listen %s: address already in use", busy.Addr())
-	if err.Error() != want {
-		t.Errorf("error %q, want %q", err, want)
+	want := fmt.Sprintf("forward[1].listen: listen %s: address already in use", busy.Addr())
+	var be *config.BindError
+	if err.Error() != want || !errors.As(err, &be) || be.Key != "forward[1].listen" {
+		t.Errorf("error %q, want the config.BindError %q", err, want)
 	}
 	if !errors.Is(err, syscall.EADDRINUSE) {
 		t.Errorf("error does not wrap EADDRINUSE")
@@ -324,7 +325,7 @@ func TestListenersReload(t *testing.T) {
 	}
 	defer busy.Close()
 	err = l.Reload(nil, []config.Forward{fwd(busy.Addr().String(), one)})
-	if err == nil || !strings.Contains(err.Error(), "forward[0] listen") {
+	if err == nil || !strings.Contains(err.Error(), "forward[0].listen: listen") {
 		t.Fatalf("reload onto a busy port: %v", err)
 	}
 	if got := greeting(after[1]); got != "two" {

@@ -13,6 +13,15 @@
 // of its own in, and marks an aborted stream's FIN with a flag of its own
 // that yamux ignores (yamuxFlagAbort).
 //
+// The link's TLS session is also the source of keys for whatever must be
+// authenticated between the two ends after the link is up, below the link:
+// a UDP path's roam announcements (which move the path to a new peer
+// endpoint) are keyed through its exporter (RFC 5705, RFC 8446 section
+// 7.5), handed to the nominated candidate's connection if it implements
+// Keyed, and available as Link.ExportKeyingMaterial. Nothing else a link
+// depends on is keyed by the punch session, which the rendezvous server
+// issued and which crosses the wire in clear.
+//
 // Link neither knows nor cares how the bytes below it travel (TCP, UDP or a
 // relay); it must not dial, listen, punch, or interpret stream contents.
 package link

@@ -22,6 +22,20 @@ type Candidate struct {
 	Path string
 }
 
+// Exporter derives keying material from a link's TLS session (RFC 5705,
+// RFC 8446 section 7.5); it is tls.ConnectionState.ExportKeyingMaterial.
+type Exporter func(label string, context []byte, length int) ([]byte, error)
+
+// Keyed is implemented by a candidate connection that authenticates
+// something of its own once it carries the link: a UDP path's roam
+// announcements, which must be keyed by the link's TLS session and not by
+// anything the rendezvous server or the wire has seen. Establish calls
+// LinkKeys on the connection of the candidate it nominates, before it
+// returns the link.
+type Keyed interface {
+	LinkKeys(Exporter)
+}
+
 // Identity is this daemon's key in the form the link needs.
 type Identity struct {
 	Public identity.PublicKey
@@ -119,7 +133,7 @@ func Establish(ctx context.Context, cands <-chan Candidate, self Identity, peer 
 				}
 				r.tc.SetWriteDeadline(time.Time{})
 			}
-			return newLink(newFrameConn(r.tc, r.out), r.cand, peer, controlling, cfg, log)
+			return linkOver(r, peer, controlling, cfg, log)
 		case <-ctx.Done():
 			if lastErr == nil {
 				lastErr = ctx.Err()
@@ -127,6 +141,22 @@ func Establish(ctx context.Context, cands <-chan Candidate, self Identity, peer 
 			return nil, noCandidate(lastErr)
 		}
 	}
+}
+
+// linkOver runs the link over the nominated attempt r, and hands the
+// exporter of its TLS session to a candidate connection that wants it.
+func linkOver(r attempt, peer identity.PublicKey, controlling bool, cfg *Config, log logrus.FieldLogger) (*Link, error) {
+	state := r.tc.ConnectionState()
+	export := Exporter(state.ExportKeyingMaterial)
+	if k, ok := r.cand.Conn.(Keyed); ok {
+		k.LinkKeys(export)
+	}
+	l, err := newLink(newFrameConn(r.tc, r.out), r.cand, peer, controlling, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	l.export = export
+	return l, nil
 }
 
 func noCandidate(last error) error {

@@ -26,6 +26,7 @@ type Link struct {
 	cfg    *Config
 	log    logrus.FieldLogger
 
+	export Exporter // the TLS session's
 	raw    *countingConn
 	frames *frameConn // below raw
 	sess   *yamux.Session
@@ -79,6 +80,14 @@ func newLink(fc *frameConn, c Candidate, peer identity.PublicKey, controlling bo
 	}
 	l.wg.Go(l.keepalive)
 	return l, nil
+}
+
+// ExportKeyingMaterial derives length bytes for label and context from the
+// link's TLS session (RFC 8446 section 7.5): keys only the two ends of this
+// link can compute. Labels starting with "EXPERIMENTAL" are for private
+// use (RFC 5705).
+func (l *Link) ExportKeyingMaterial(label string, context []byte, length int) ([]byte, error) {
+	return l.export(label, context, length)
 }
 
 // Peer returns the peer's verified key.

@@ -2,9 +2,10 @@ package punch
 
 // Fuzz targets for what punch reads from the network: the TCP punch hello
 // (FuzzReadHello, and the shared port's acceptor as a whole in
-// FuzzAcceptor), roam packets (FuzzParseRoam), the UDP punch exchange as a
+// FuzzAcceptor), roam announcements (FuzzRoamAccept), the UDP punch exchange as a
 // whole (FuzzPunchUDP) and the peer-reported NAT that port prediction and
-// the strategy are computed from (FuzzPeerNAT). FuzzOpenPacket (udp_test.go)
+// the strategy are computed from (FuzzPeerNAT). FuzzScopeCheck
+// (scope_test.go) covers where a punch may send. FuzzOpenPacket (udp_test.go)
 // covers the punch packet codec itself.
 
 import (
@@ -53,21 +54,35 @@ func FuzzReadHello(f *testing.F) {
 	})
 }
 
-func FuzzParseRoam(f *testing.F) {
-	f.Add(fzSession.RoamPacket(0))
-	f.Add(fzSession.RoamPacket(1<<64 - 1))
-	f.Add(sealPacket(fzSession.udpKey(), udpPing, make([]byte, udpNonceLen)))
-	f.Add(NewSessionID().RoamPacket(7))
+// FuzzRoamAccept: only announcements the peer's key sealed are accepted,
+// each once, and never one this side made.
+func FuzzRoamAccept(f *testing.F) {
+	exp := fakeExporter([]byte("fuzz link"))
+	peer, err := NewRoam(exp, true)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(peer.Announce())
+	f.Add(sealPacket(peer.seal, udpRoam, []byte{0, 0, 0, 0, 0, 0, 0, 0}))
+	f.Add(sealPacket(peer.seal, udpRoam, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}))
+	f.Add(sealPacket(fzSession.udpKey(true), udpRoam, make([]byte, udpNonceLen)))
 	f.Add([]byte(udpMagic + "\x04"))
 	f.Fuzz(func(t *testing.T, p []byte) {
-		seq, ok := fzSession.ParseRoam(p)
-		if !ok {
+		me, err := NewRoam(exp, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if me.Accept(me.Announce()) {
+			t.Fatal("accepted its own announcement")
+		}
+		if !me.Accept(p) {
 			return
 		}
-		// Only what the session's key holder made is accepted, and it
-		// says what was sealed.
-		if want := fzSession.RoamPacket(seq); !bytes.Equal(want, p) {
-			t.Fatalf("ParseRoam accepted %x as seq %d, which is %x", p, seq, want)
+		if want := sealPacket(peer.seal, udpRoam, p[len(udpMagic)+1:len(udpMagic)+1+udpNonceLen]); !bytes.Equal(want, p) {
+			t.Fatalf("accepted %x, which the peer's key did not seal (%x)", p, want)
+		}
+		if me.Accept(p) {
+			t.Fatal("accepted the same announcement twice")
 		}
 	})
 }
@@ -258,11 +273,11 @@ func FuzzPunchUDP(f *testing.F) {
 	f.Add(false, byte('k'), []byte("\x0eWRU\x01\x03garbage!"+"\x8b"+nonce('q')))      // forgery, mapped nominate
 	f.Add(true, byte('q'), []byte("\x84"+nonce(9)+"\x83"+nonce(1)+"\x05WRU\x01\x02")) // roam, nominate (wrong side), short
 	f.Fuzz(func(t *testing.T, controlling bool, stream byte, in []byte) {
-		key := fzSession.udpKey()
+		key, ours := fzSession.udpKey(!controlling), fzSession.udpKey(controlling)
 		datagrams := fzPunchInput(key, in)
 		// The sentinel: an authentic ping after the input. The punch's
 		// answer to it shows that everything before it was handled.
-		sentinel := netip.MustParseAddrPort("192.0.2.99:9999")
+		sentinel := netip.MustParseAddrPort("198.51.100.7:65000")
 		datagrams = append(datagrams, fzDatagram{sealPacket(key, udpPing, make([]byte, udpNonceLen)), sentinel})
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -271,9 +286,10 @@ func FuzzPunchUDP(f *testing.F) {
 				cancel()
 			}
 		})
-		peer := netip.MustParseAddrPort("203.0.113.5:4000")
+		peer := netip.MustParseAddrPort("198.51.100.7:4000")
 		res, err := PunchUDP(ctx, &UDPConfig{Interval: time.Hour}, UDPSession{
 			ID: fzSession, Controlling: controlling, Role: RoleDirect, PeerEndpoint: peer, Stream: stream,
+			Scope: Scope{Public: peer.Addr()},
 		}, sock)
 		if errors.Is(err, context.DeadlineExceeded) {
 			t.Fatal("the punch hung: it never answered the sentinel ping")
@@ -326,7 +342,7 @@ func FuzzPunchUDP(f *testing.F) {
 		writes := sock.writes
 		sock.mu.Unlock()
 		for _, w := range writes {
-			typ, ok := openPacket(key, w.b)
+			typ, ok := openPacket(ours, w.b)
 			if !ok {
 				t.Fatalf("sent an unauthentic packet %x to %v", w.b, w.addr)
 			}
@@ -389,7 +405,7 @@ func FuzzPeerNAT(f *testing.F) {
 		// The windows a punch asks for are at most a few thousand ports.
 		n, s := int(count%4097), int(spread%9)
 		ports := PredictPorts(peer, base, n, s)
-		if peer.Allocation != AllocationSequential || peer.Delta == 0 || n == 0 {
+		if !peer.predictable() || n == 0 {
 			if ports != nil {
 				t.Fatalf("predicted %d ports for %+v", len(ports), peer)
 			}

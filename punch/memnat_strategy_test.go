@@ -55,7 +55,8 @@ func TestStrategiesOverSimulatedNATs(t *testing.T) {
 				}
 				run := func(sock PacketConn, self, peer NAT, peerEP netip.AddrPort, controlling bool, listen func() (PacketConn, error), ch chan<- out) {
 					r, err := PunchUDP(ctx, &UDPConfig{Rate: 20000, Sockets: 256}, UDPSession{ID: id, Controlling: controlling,
-						Role: Choose(self, peer).UDP, Peer: peer, PeerEndpoint: peerEP, Listen: listen}, sock)
+						Role: Choose(self, peer).UDP, Peer: peer, PeerEndpoint: peerEP, Listen: listen,
+						Scope: Scope{Public: peerEP.Addr()}}, sock)
 					ch <- out{r, err}
 				}
 				ca, cb := make(chan out, 1), make(chan out, 1)

@@ -348,6 +348,12 @@ func modalSmallStep(steps []int) (int, int) {
 	return best, bestN
 }
 
+// predictable reports whether n is sequential with a step Classify could
+// have found: the only NATs whose next ports PredictPorts predicts.
+func (n NAT) predictable() bool {
+	return n.Allocation == AllocationSequential && n.Delta != 0 && n.Delta >= -maxSeqDelta && n.Delta <= maxSeqDelta
+}
+
 func abs(x int) int {
 	if x < 0 {
 		return -x
@@ -361,10 +367,11 @@ func abs(x int) int {
 // followed by its neighbours within spread (c+1, c-1, c+2, c-2, ...), since
 // other users of the NAT may have taken ports in the meantime and pushed
 // ours further. Ports already listed are not repeated and 0 never appears.
-// It returns nil unless n is sequential with a non-zero Delta, or if count is
-// not positive; a negative spread counts as 0.
+// It returns nil unless n is sequential with 1 ≤ |Delta| ≤ 16 (a peer's
+// claim of more is not believed), or if count is not positive; a negative
+// spread counts as 0.
 func PredictPorts(n NAT, base uint16, count int, spread int) []uint16 {
-	if n.Allocation != AllocationSequential || n.Delta == 0 || count <= 0 {
+	if !n.predictable() || count <= 0 {
 		return nil
 	}
 	// More than the whole ring is pointless (and would never end).

@@ -63,11 +63,14 @@ const (
 	classRandom                 // per-destination mapping, random ports
 )
 
+// classOf takes a sequential NAT only with a step no real NAT exceeds
+// (maxSeqDelta): the peer reports its NAT itself, and a claimed step of
+// thousands would aim the prediction spray across the whole port range.
 func classOf(n NAT) natClass {
 	switch {
 	case !n.Symmetric():
 		return classEasy
-	case n.Allocation == AllocationSequential:
+	case n.predictable():
 		return classSeq
 	default:
 		return classRandom

@@ -24,6 +24,11 @@ type Config struct {
 	// HelloTimeout bounds the hello exchange on a new connection.
 	// Default 5s.
 	HelloTimeout time.Duration
+
+	// Budget is drawn on once per connect attempt (a SYN), with the UDP
+	// punches that share it. Default: no budget; attempts are paced by
+	// AttemptTimeout and RetryDelay only.
+	Budget *Budget
 }
 
 // DefaultConfig returns a Config with every default filled in.
@@ -81,6 +86,9 @@ func punchOne(ctx context.Context, cfg *Config, localPort int, id SessionID, c n
 	d := Dialer(localPort)
 	addr := c.String()
 	for ctx.Err() == nil {
+		if cfg.Budget != nil && !cfg.Budget.wait(ctx) {
+			return nil
+		}
 		start := time.Now()
 		actx, cancel := context.WithTimeout(ctx, cfg.AttemptTimeout)
 		conn, err := d.DialContext(actx, "tcp", addr)

@@ -17,8 +17,11 @@ import (
 )
 
 // UDP punch packets: magic | type | nonce | tag, where tag authenticates
-// magic, type and nonce with a key derived from the session, so a stray
-// packet (a scanner, an old session) never completes a punch.
+// magic, type and nonce with a key derived from the session and the
+// sender's direction (which side controls), so that a stray packet (a
+// scanner, an old session) never completes a punch, and neither does a
+// packet of this side's own that comes back to it (a spray that hits one
+// of its own sockets).
 const (
 	udpMagic     = "WRU\x01"
 	udpNonceLen  = 8
@@ -28,7 +31,7 @@ const (
 	udpPing     byte = 1 // "can you hear me?"
 	udpPong     byte = 2 // "I heard you"
 	udpNominate byte = 3 // "use this path" (from the controlling side)
-	udpRoam     byte = 4 // "I am here now" (on an established path; the nonce is a counter)
+	udpRoam     byte = 4 // "I am here now" (on an established path, keyed by the link: roam.go)
 )
 
 // UDPPrefix is the first bytes of every UDP punch packet, for
@@ -38,8 +41,14 @@ const UDPPrefix = udpMagic
 // ErrUDPNoPath is returned when the UDP strategy has nothing to try.
 var ErrUDPNoPath = errors.New("no direct UDP path for this NAT pair")
 
-func (s SessionID) udpKey() []byte {
-	h := sha256.Sum256(append([]byte("warren udp punch "), s[:]...))
+// udpKey is the key the side that controls (or not) seals its punch
+// packets with; the other side opens them with it.
+func (s SessionID) udpKey(controlling bool) []byte {
+	label := "warren udp punch controlled "
+	if controlling {
+		label = "warren udp punch controlling "
+	}
+	h := sha256.Sum256(append([]byte(label), s[:]...))
 	return h[:]
 }
 
@@ -79,63 +88,59 @@ func openPacket(key, p []byte) (byte, bool) {
 	return p[len(udpMagic)], true
 }
 
-// RoamPacket returns an authenticated "I am here" packet for an
-// established UDP path of session s. seq must grow from packet to packet:
-// the receiver ignores any it has seen a higher one than, so a captured
-// packet replayed from elsewhere cannot move the path.
-func (s SessionID) RoamPacket(seq uint64) []byte {
-	return sealPacket(s.udpKey(), udpRoam, binary.BigEndian.AppendUint64(nil, seq))
-}
-
-// ParseRoam checks a packet made by RoamPacket for session s and returns
-// its sequence number.
-func (s SessionID) ParseRoam(p []byte) (uint64, bool) {
-	typ, ok := openPacket(s.udpKey(), p)
-	if !ok || typ != udpRoam {
-		return 0, false
-	}
-	return binary.BigEndian.Uint64(p[len(udpMagic)+1:]), true
-}
-
 // UDPConfig tunes UDP punching. The zero value of a field means its
 // default.
 type UDPConfig struct {
-	// Rate caps the packets per second a spray sends: bursts get users
-	// flagged as port scanners. Default 2000.
+	// Budget paces the punch's packets and caps them per minute, together
+	// with every other punch that shares it. Default: a budget of this
+	// punch's own at Rate.
+	Budget *Budget
+	// Rate is the packets per second of the default Budget. Default 2000.
 	Rate int
-	// MaxProbes caps the packets one spray sends in all. Default 4096.
+	// MaxProbes caps the packets this punch sends of its own accord
+	// (pings, sprays, every role); answers to the peer's packets are
+	// capped by the Budget only. Default 2 × the Budget's rate.
 	MaxProbes int
 	// Sockets is how many sockets the random-port side of a birthday
 	// punch opens. Default 256.
 	Sockets int
 	// Window is the first prediction window, in ports, for a sequential
-	// NAT; it doubles each round up to 16 times that. Default 32.
+	// NAT; it doubles each round up to 16 times that. Default 32, at most
+	// maxWindow/16.
 	Window int
 	// Interval is how often a fixed endpoint is pinged. Default 50ms.
 	Interval time.Duration
 }
 
-func (c *UDPConfig) withDefaults() UDPConfig {
-	out := UDPConfig{Rate: 2000, MaxProbes: 4096, Sockets: 256, Window: 32, Interval: 50 * time.Millisecond}
-	if c == nil {
-		return out
+// maxWindow bounds the widest prediction window, in ports: how far from
+// the base the server observed a spray may wander.
+const maxWindow = 1024
+
+func (c *UDPConfig) withDefaults() (UDPConfig, error) {
+	out := UDPConfig{Sockets: 256, Window: 32, Interval: 50 * time.Millisecond}
+	if c != nil {
+		out.Budget, out.Rate, out.MaxProbes = c.Budget, c.Rate, c.MaxProbes
+		if c.Sockets > 0 {
+			out.Sockets = c.Sockets
+		}
+		if c.Window > 0 {
+			out.Window = min(c.Window, maxWindow/16)
+		}
+		if c.Interval > 0 {
+			out.Interval = c.Interval
+		}
 	}
-	if c.Rate > 0 {
-		out.Rate = c.Rate
+	if out.Budget == nil {
+		b, err := NewBudget(&BudgetConfig{Rate: max(out.Rate, 0)})
+		if err != nil {
+			return out, err
+		}
+		out.Budget = b
 	}
-	if c.MaxProbes > 0 {
-		out.MaxProbes = c.MaxProbes
+	if out.MaxProbes <= 0 {
+		out.MaxProbes = 2 * out.Budget.Rate()
 	}
-	if c.Sockets > 0 {
-		out.Sockets = c.Sockets
-	}
-	if c.Window > 0 {
-		out.Window = c.Window
-	}
-	if c.Interval > 0 {
-		out.Interval = c.Interval
-	}
-	return out
+	return out, nil
 }
 
 // PacketConn is what a UDP punch needs of a socket. *net.UDPConn has it;
@@ -171,6 +176,10 @@ type UDPSession struct {
 	// path (opaque here); it travels, authenticated, in the nomination,
 	// so both sides agree whatever each prefers.
 	Stream byte
+	// Scope is where the punch may send: PeerEndpoint and LAN entries it
+	// refuses are dropped, and so is every packet to an address it
+	// refuses (a ping's source included). The zero Scope allows nothing.
+	Scope Scope
 }
 
 // UDPResult is a punched UDP path: a socket and the peer's endpoint as
@@ -200,7 +209,15 @@ type udpEvent struct {
 // returned in the result and every other socket is closed; on failure all
 // are closed.
 func PunchUDP(ctx context.Context, cfg *UDPConfig, s UDPSession, sock PacketConn) (UDPResult, error) {
-	c := cfg.withDefaults()
+	c, err := cfg.withDefaults()
+	if err != nil {
+		sock.Close()
+		return UDPResult{}, err
+	}
+	if s.Scope.Check(s.PeerEndpoint) != nil {
+		s.PeerEndpoint = netip.AddrPort{}
+	}
+	s.LAN = s.Scope.Filter(s.LAN)
 	if (s.Role == RoleNone || s.Role == "" || !s.PeerEndpoint.IsValid()) && len(s.LAN) == 0 {
 		sock.Close()
 		return UDPResult{}, ErrUDPNoPath
@@ -208,11 +225,12 @@ func PunchUDP(ctx context.Context, cfg *UDPConfig, s UDPSession, sock PacketConn
 	if s.Listen == nil {
 		s.Listen = func() (PacketConn, error) { return net.ListenUDP("udp", nil) }
 	}
-	p := &udpPuncher{cfg: c, s: s, key: s.ID.udpKey(), events: make(chan udpEvent, 64), done: make(chan struct{})}
+	p := &udpPuncher{cfg: c, s: s, seal: s.ID.udpKey(s.Controlling), open: s.ID.udpKey(!s.Controlling),
+		events: make(chan udpEvent, 64), done: make(chan struct{})}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	p.add(sock)
-	if s.Role == RoleManySockets {
+	if s.Role == RoleManySockets && s.PeerEndpoint.IsValid() {
 		for range c.Sockets - 1 {
 			extra, err := s.Listen()
 			if err != nil {
@@ -243,12 +261,14 @@ func PunchUDP(ctx context.Context, cfg *UDPConfig, s UDPSession, sock PacketConn
 type udpPuncher struct {
 	cfg    UDPConfig
 	s      UDPSession
-	key    []byte
+	seal   []byte // this side's key
+	open   []byte // the peer's key
 	events chan udpEvent
 	done   chan struct{}
 	socks  []PacketConn
 	wg     sync.WaitGroup
-	sent   atomic.Int64
+	sent   atomic.Int64 // every packet sent
+	probes atomic.Int64 // pings, against MaxProbes
 }
 
 func (p *udpPuncher) add(sock PacketConn) {
@@ -276,7 +296,7 @@ func (p *udpPuncher) read(sock PacketConn) {
 		if err != nil {
 			return
 		}
-		typ, ok := openPacket(p.key, buf[:n])
+		typ, ok := openPacket(p.open, buf[:n])
 		if !ok {
 			continue
 		}
@@ -292,14 +312,36 @@ func (p *udpPuncher) read(sock PacketConn) {
 	}
 }
 
+// write sends one packet, if the Scope allows its destination.
 func (p *udpPuncher) write(sock PacketConn, typ byte, to netip.AddrPort) {
+	if p.s.Scope.Check(to) != nil {
+		return
+	}
 	nonce := make([]byte, udpNonceLen)
 	cryptorand.Read(nonce)
 	if typ == udpNominate {
 		nonce[0] = p.s.Stream
 	}
-	sock.WriteToUDPAddrPort(sealPacket(p.key, typ, nonce), to)
+	sock.WriteToUDPAddrPort(sealPacket(p.seal, typ, nonce), to)
 	p.sent.Add(1)
+}
+
+// ping sends a ping once the budget allows it; false means it never will
+// (this punch's MaxProbes are spent, or ctx ended).
+func (p *udpPuncher) ping(ctx context.Context, sock PacketConn, to netip.AddrPort) bool {
+	if p.probes.Add(1) > int64(p.cfg.MaxProbes) || !p.cfg.Budget.wait(ctx) {
+		return false
+	}
+	p.write(sock, udpPing, to)
+	return true
+}
+
+// answer sends an answer to the peer's packet, unpaced (the peer waits
+// for it), if the budget's minute allows it.
+func (p *udpPuncher) answer(sock PacketConn, typ byte, to netip.AddrPort) {
+	if p.cfg.Budget.take() {
+		p.write(sock, typ, to)
+	}
 }
 
 // await answers pings and returns the nominated path.
@@ -309,13 +351,13 @@ func (p *udpPuncher) await(ctx context.Context) (UDPResult, error) {
 		case ev := <-p.events:
 			switch ev.typ {
 			case udpPing:
-				p.write(ev.sock, udpPong, ev.from)
+				p.answer(ev.sock, udpPong, ev.from)
 			case udpPong:
 				if p.s.Controlling {
 					// Three copies: the nomination has no ack, and losing
 					// it costs a whole punch session.
 					for range 3 {
-						p.write(ev.sock, udpNominate, ev.from)
+						p.answer(ev.sock, udpNominate, ev.from)
 					}
 					return UDPResult{Conn: ev.sock, Remote: ev.from, Stream: p.s.Stream}, nil
 				}
@@ -346,13 +388,15 @@ func (p *udpPuncher) stop(keep PacketConn) {
 	}
 }
 
-// pingEvery pings each of targets from each of socks every Interval until
-// ctx ends.
+// pingEvery pings each of targets from each of socks, round after round
+// with Interval between them, until ctx ends or the budget is spent.
 func (p *udpPuncher) pingEvery(ctx context.Context, socks []PacketConn, targets []netip.AddrPort) {
-	for ctx.Err() == nil {
+	for {
 		for _, s := range socks {
 			for _, t := range targets {
-				p.write(s, udpPing, t)
+				if !p.ping(ctx, s, t) {
+					return
+				}
 			}
 		}
 		select {
@@ -363,19 +407,12 @@ func (p *udpPuncher) pingEvery(ctx context.Context, socks []PacketConn, targets 
 	}
 }
 
-// send runs this side's role until it is done or ctx ends.
+// send runs this side's role until it is done, ctx ends or the budget is
+// spent. Every role draws on the same budget: the random-port side of a
+// birthday punch paces its sockets' pings like any spray.
 func (p *udpPuncher) send(ctx context.Context) {
 	if p.s.Role == RoleNone || !p.s.PeerEndpoint.IsValid() {
 		return
-	}
-	pace := newPacer(p.cfg.Rate)
-	defer pace.stop()
-	paced := func(sock PacketConn, to netip.AddrPort) bool {
-		if !pace.wait(ctx) {
-			return false
-		}
-		p.write(sock, udpPing, to)
-		return true
 	}
 	main := p.socks[0]
 	peerIP := p.s.PeerEndpoint.Addr()
@@ -384,72 +421,26 @@ func (p *udpPuncher) send(ctx context.Context) {
 		p.pingEvery(ctx, []PacketConn{main}, []netip.AddrPort{p.s.PeerEndpoint})
 	case RoleManySockets:
 		// Each socket's first packet opens a fresh mapping towards the
-		// peer, all to one destination: no scan, so no pacing. Repeats
-		// keep the mappings open while the peer searches.
+		// peer; repeats keep the mappings open while the peer searches.
 		p.pingEvery(ctx, p.socks, []netip.AddrPort{p.s.PeerEndpoint})
 	case RoleSprayWindow:
-		sent := 0
-		for window := p.cfg.Window; ctx.Err() == nil && sent < p.cfg.MaxProbes; window = min(2*window, 16*p.cfg.Window) {
+		if !p.s.Peer.predictable() {
+			return
+		}
+		for window := p.cfg.Window; ctx.Err() == nil; window = min(2*window, 16*p.cfg.Window) {
 			// Ports in rising order: when both sides spray (seq/seq),
 			// each side's i-th new mapping meets the other's i-th.
 			for _, port := range PredictPorts(p.s.Peer, p.s.PeerEndpoint.Port(), window, 0) {
-				if !paced(main, netip.AddrPortFrom(peerIP, port)) {
+				if !p.ping(ctx, main, netip.AddrPortFrom(peerIP, port)) {
 					return
 				}
-				sent++
 			}
 		}
 	case RoleSprayRandom:
 		// The peer's own endpoint first (its NAT may have kept the
 		// port), then random ports above the reserved range.
-		if !paced(main, p.s.PeerEndpoint) {
-			return
-		}
-		for range p.cfg.MaxProbes {
-			port := uint16(1024 + rand.IntN(65536-1024))
-			if !paced(main, netip.AddrPortFrom(peerIP, port)) {
-				return
-			}
+		for to := p.s.PeerEndpoint; p.ping(ctx, main, to); {
+			to = netip.AddrPortFrom(peerIP, uint16(1024+rand.IntN(65536-1024)))
 		}
 	}
 }
-
-// pacer spreads sends at rate per second. A Go timer sleeps no finer than
-// about a millisecond, so one packet per tick would cap a spray at ~1000
-// packets/s whatever the rate; instead each tick pays out the packets that
-// came due since the last, never more than pacerBurst's worth at once, so
-// a stalled sender does not catch up in a scanner-like burst.
-type pacer struct {
-	rate  float64
-	start time.Time
-	sent  int
-	tick  *time.Ticker
-}
-
-const pacerBurst = 5 * time.Millisecond
-
-func newPacer(rate int) *pacer {
-	return &pacer{rate: float64(rate), start: time.Now(), tick: time.NewTicker(time.Second / time.Duration(rate))}
-}
-
-// wait returns when the next packet may go, or false when ctx ends.
-func (pc *pacer) wait(ctx context.Context) bool {
-	burst := max(1, int(pc.rate*pacerBurst.Seconds()))
-	for {
-		due := int(time.Since(pc.start).Seconds() * pc.rate)
-		if due-pc.sent > burst {
-			pc.sent = due - burst
-		}
-		if pc.sent < due {
-			pc.sent++
-			return true
-		}
-		select {
-		case <-pc.tick.C:
-		case <-ctx.Done():
-			return false
-		}
-	}
-}
-
-func (pc *pacer) stop() { pc.tick.Stop() }

@@ -10,9 +10,6 @@ import (
 	"syscall"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
-
 // usageError marks errors that exit 2.
 type usageError struct{ err error }
 
@@ -26,8 +23,9 @@ const usage = `usage: warren <command> [flags]
 commands:
   keygen -o FILE          create a new Ed25519 key; prints its public key
   pubkey -k FILE          print the public key of a key file
-  rendezvous -c FILE      run a rendezvous server (or: -listen ADDR [-alt-listen ADDR] [-key FILE] [-token SECRET])
+  rendezvous -c FILE      run a rendezvous server (or: -listen ADDR [-alt-listen ADDR] [-key FILE] [-token-file FILE])
   up -c FILE [-log FILE]  run the peer daemon (SIGHUP reloads the config)
+  check -c FILE [-server]  validate a config (and that its ports are free and its key readable) without starting
   status [-admin ADDR] [-json]
                           show the running daemon's peers
   ping [-admin ADDR] [-c N] [-i DURATION] PEER
@@ -37,7 +35,8 @@ commands:
   service install -c FILE [-log FILE] | service uninstall
                           (Windows) run warren up as a Windows service
   demo [-once]            run a rendezvous server and two peers on loopback and show them working
-  version                 print the version
+  version                 print the version and the commit it was built from
+  help COMMAND            a command's flags (also: warren COMMAND -h)
 `
 
 func main() {
@@ -59,24 +58,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"status":     cmdStatus,
 		"ping":       cmdPing,
 		"nat":        cmdNat,
+		"check":      cmdCheck,
 		"service":    cmdService,
 		"demo":       cmdDemo,
-		"version": func(context.Context, []string, io.Writer, io.Writer) error {
-			fmt.Fprintln(stdout, "warren", version)
-			return nil
-		},
+		"version":    cmdVersion,
+	}
+	switch args[0] {
+	case "help", "-h", "-help", "--help":
+		if len(args) > 1 && cmds[args[1]] != nil {
+			// `warren help up` is `warren up -h`, on standard output.
+			return run(ctx, []string{args[1], "-h"}, stdout, stdout)
+		}
+		fmt.Fprint(stdout, usage)
+		return 0
+	case "-version", "--version":
+		args[0] = "version"
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {
-		if args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-			fmt.Fprint(stdout, usage)
-			return 0
-		}
 		fmt.Fprintf(stderr, "warren: unknown command %q\n\n%s", args[0], usage)
 		return 2
 	}
 	err := cmd(ctx, args[1:], stdout, stderr)
-	if err == nil {
+	if err == nil || errors.Is(err, errHelp) {
 		return 0
 	}
 	fmt.Fprintf(stderr, "warren %s: %v\n", args[0], err)

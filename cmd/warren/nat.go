@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/warren-p2p/warren/config"
 	"github.com/warren-p2p/warren/punch"
 	"github.com/warren-p2p/warren/rendezvous"
 )
@@ -19,14 +20,22 @@ import (
 // STUN servers: the same probes and verdict a daemon uses before it punches.
 func cmdNat(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("nat", stderr)
-	server := fs.String("rendezvous", "", "the server's `ADDR` (its -listen host:port)")
+	path := fs.String("c", "", "take the server's address from this daemon config `FILE` ([rendezvous] address)")
+	server := fs.String("rendezvous", "", "the server's `ADDR` (its -listen host:port; default: the config's)")
 	alt := fs.String("alt", "", "the server's -alt-listen `ADDR`, if it has one: needed to tell mapping behaviours apart")
 	asJSON := fs.Bool("json", false, "print the verdict and samples as JSON")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if *server == "" && *path != "" {
+		cfg, err := config.Load(*path)
+		if err != nil {
+			return configErr(err)
+		}
+		*server = cfg.Rendezvous.Address
+	}
 	if *server == "" {
-		return usagef("-rendezvous ADDR is required")
+		return usagef("-rendezvous ADDR or -c FILE is required")
 	}
 	eps, err := rendezvous.ProbeEndpoints(*server, *alt)
 	if err != nil {
@@ -49,21 +58,38 @@ func cmdNat(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(natReport{NAT: nat.String(), Mapping: string(nat.Mapping), Allocation: string(nat.Allocation),
-			Delta: nat.Delta, Public: nat.PublicIP.String(), Samples: samples})
+		return enc.Encode(newNATReport(nat, samples))
 	}
 	printNAT(stdout, servers, nat, samples)
 	return nil
 }
 
-// natReport is `warren nat -json`.
+// natReport is `warren nat -json`: snake_case names throughout, as in the
+// status API.
 type natReport struct {
-	NAT        string         `json:"nat"`
-	Mapping    string         `json:"mapping"`
-	Allocation string         `json:"allocation"`
-	Delta      int            `json:"delta,omitempty"`
-	Public     string         `json:"public_ip"`
-	Samples    []punch.Sample `json:"samples"`
+	NAT        string      `json:"nat"`
+	Mapping    string      `json:"mapping"`
+	Allocation string      `json:"allocation"`
+	Delta      int         `json:"delta,omitempty"`
+	Public     string      `json:"public_ip"`
+	Samples    []natSample `json:"samples"`
+}
+
+// natSample is one probe: from which local address, to which server
+// endpoint, and the address the server saw.
+type natSample struct {
+	Local  string `json:"local"`
+	Server string `json:"server"`
+	Mapped string `json:"mapped"`
+}
+
+func newNATReport(nat punch.NAT, samples []punch.Sample) natReport {
+	r := natReport{NAT: nat.String(), Mapping: string(nat.Mapping), Allocation: string(nat.Allocation),
+		Delta: nat.Delta, Public: nat.PublicIP.String(), Samples: []natSample{}}
+	for _, s := range samples {
+		r.Samples = append(r.Samples, natSample{Local: s.Local.String(), Server: s.Server.String(), Mapped: s.Mapped.String()})
+	}
+	return r
 }
 
 func printNAT(w io.Writer, servers []netip.AddrPort, nat punch.NAT, samples []punch.Sample) {

@@ -18,16 +18,17 @@ func cmdPing(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	admin := fs.String("admin", "127.0.0.1:7780", "the daemon's admin_listen `ADDR`")
 	count := fs.Int("c", 4, "stop after `N` round trips")
 	interval := fs.Duration("i", time.Second, "wait `DURATION` between round trips")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
+	operands, err := parseArgs(fs, args)
+	if err != nil {
+		return err
 	}
-	if fs.NArg() != 1 {
-		return usagef("ping needs one PEER (a [[peers]] name), after the flags")
+	if len(operands) != 1 {
+		return usagef("ping needs one PEER (a [[peers]] name)")
 	}
 	if *count < 1 || *interval <= 0 {
 		return usagef("-c must be at least 1 and -i positive")
 	}
-	peer := fs.Arg(0)
+	peer := operands[0]
 	var rtts []float64
 	for i := range *count {
 		if i > 0 {

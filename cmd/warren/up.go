@@ -72,8 +72,9 @@ func up(ctx context.Context, path string, stderr io.Writer, reloads <-chan struc
 	// The daemon runs on its own context: the signal starts Shutdown,
 	// which lets open streams finish first.
 	if err := d.Start(context.Background()); err != nil {
-		// Every Start failure is a bind failure: bad config for this host.
-		return usageError{err}
+		// Every Start failure is a bind failure: a runtime failure (exit
+		// 1) that a service manager retries, not a config to fix.
+		return atConfigLine(cfg, err)
 	}
 	for ctx.Err() == nil {
 		select {
@@ -105,7 +106,9 @@ func reload(path string, d *daemon.Daemon, log *logrus.Logger) {
 	cfg, err := config.Load(path)
 	if err == nil {
 		var restartOnly []string
-		if restartOnly, err = d.Reload(cfg); err == nil {
+		if restartOnly, err = d.Reload(cfg); err != nil {
+			err = atConfigLine(cfg, err)
+		} else {
 			if lv, perr := logrus.ParseLevel(cfg.LogLevel); perr == nil {
 				log.SetLevel(lv)
 			}
@@ -116,6 +119,17 @@ func reload(path string, d *daemon.Daemon, log *logrus.Logger) {
 		}
 	}
 	log.WithError(err).WithField("config", path).Error("reload failed; the running config stays in effect")
+}
+
+// atConfigLine points a listener that could not be bound at its line in
+// the config, as "file:line: socks[0].listen: listen ADDR: address
+// already in use"; other errors pass unchanged.
+func atConfigLine(cfg *config.Config, err error) error {
+	var be *config.BindError
+	if errors.As(err, &be) {
+		return cfg.ErrorAt(be.Key, be)
+	}
+	return err
 }
 
 // shutdownGrace is how long open streams may finish after SIGINT/SIGTERM.
@@ -192,12 +206,16 @@ func cmdRendezvous(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	key, created, err := identity.LoadOrCreate(cfg.KeyFile)
+	// A missing key is made now but written only once the server has
+	// bound its ports, so a start that fails (a port in use) leaves no key
+	// file behind.
+	key, err := identity.Load(cfg.KeyFile)
+	create := errors.Is(err, os.ErrNotExist)
+	if create {
+		key, err = identity.Generate()
+	}
 	if err != nil {
 		return configErr(err)
-	}
-	if created {
-		log.WithField("key_file", cfg.KeyFile).Info("created a new server key")
 	}
 	scfg := rendezvous.ServerConfig{Key: key, Token: cfg.Token, Relay: *cfg.Relay, Log: log,
 		RelayRate: serverLimit(cfg.RelayRate), RelayDailyBytes: serverLimit(cfg.RelayDailyBytes),
@@ -206,18 +224,33 @@ func cmdRendezvous(ctx context.Context, args []string, stdout, stderr io.Writer)
 		log.Warn("limits are off: one address can exhaust this server (for load tests only)")
 		scfg = scfg.WithoutLimits()
 	}
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
 	srv, err := rendezvous.NewServer(scfg)
 	if err != nil {
 		return err
 	}
+	var saveErr error
 	err = srv.ListenAndServe(ctx, cfg.Listen, cfg.AltListen, func(bound []net.Addr) {
+		if create {
+			if saveErr = key.Save(cfg.KeyFile); saveErr != nil {
+				stop()
+				return
+			}
+			log.WithField("key_file", cfg.KeyFile).Info("created a new server key")
+		}
 		fmt.Fprintf(stdout, "rendezvous public key: %s\n", key.Public())
 		for _, a := range bound {
 			fmt.Fprintf(stdout, "listening on %s %s\n", a.Network(), a)
 		}
 	})
+	if saveErr != nil {
+		return fmt.Errorf("save the new server key: %w", saveErr)
+	}
+	// A port in use is a runtime failure (exit 1), not a bad config: a
+	// service manager should try again.
 	if err != nil && ctx.Err() == nil {
-		return usageError{err}
+		return err
 	}
 	return nil
 }
