@@ -137,21 +137,14 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	if c.Log == nil {
 		c.Log = logrus.StandardLogger()
 	}
-	for _, l := range []struct {
-		v   *int
-		def int
-	}{
-		{&c.MaxConns, 16384}, {&c.MaxHandshakes, 1024},
-		{&c.MaxConnsPerSource, 256}, {&c.MaxHandshakesPerSource, 32},
-		{&c.MaxSessions, 1 << 18}, {&c.MaxRelaysPerKey, 32},
-	} {
-		switch {
-		case *l.v == 0:
-			*l.v = l.def
-		case *l.v < 0:
-			*l.v = unlimited
-		}
-	}
+	limit(&c.MaxConns, 16384)
+	limit(&c.MaxHandshakes, 1024)
+	limit(&c.MaxConnsPerSource, 256)
+	limit(&c.MaxHandshakesPerSource, 32)
+	limit(&c.MaxSessions, 1<<18)
+	limit(&c.MaxRelaysPerKey, 32)
+	limit(&c.RelayRate, 8<<20)
+	limit(&c.RelayDailyBytes, 16<<30)
 	for _, r := range []struct {
 		rate     *float64
 		burst    *int
@@ -169,17 +162,6 @@ func (c ServerConfig) withDefaults() ServerConfig {
 			*r.burst = r.defBurst
 		}
 	}
-	for _, l := range []struct {
-		v   *int64
-		def int64
-	}{{&c.RelayRate, 8 << 20}, {&c.RelayDailyBytes, 16 << 30}} {
-		switch {
-		case *l.v == 0:
-			*l.v = l.def
-		case *l.v < 0:
-			*l.v = unlimited
-		}
-	}
 	if c.RefusalLogInterval <= 0 {
 		c.RefusalLogInterval = 10 * time.Second
 	}
@@ -187,4 +169,15 @@ func (c ServerConfig) withDefaults() ServerConfig {
 		c.LogBurst = 5
 	}
 	return c
+}
+
+// limit gives a limit its default def if zero, and holds a negative one
+// (no limit) as unlimited.
+func limit[T int | int64](v *T, def T) {
+	switch {
+	case *v == 0:
+		*v = def
+	case *v < 0:
+		*v = unlimited
+	}
 }
