@@ -15,7 +15,7 @@ import (
 // caps and its rate of new connections), so that what one source does
 // is refused as that source's, whatever the others do. The global pools
 // are then shared, not first come first served: once half the handshake
-// pool is in use, a new connection from a source that already has one in
+// pool is in use, a new connection from a source that already has two in
 // handshake is dropped with a probability that rises to 1 as the pool
 // fills (random early drop, as OpenSSH's MaxStartups); and a full pool
 // (handshakes, or connections of every kind) makes room for a source
@@ -63,6 +63,10 @@ func newGuard(cfg ServerConfig) *guard {
 		sources: make(map[netip.Addr]*sourceState),
 	}
 }
+
+// shedFrom is how many handshakes a source must have under way for its
+// new connections to be dropped early.
+const shedFrom = 2
 
 // admission is one admitted connection's hold on the guard's counts.
 type admission struct {
@@ -123,11 +127,12 @@ func (g *guard) source(src netip.Addr) *sourceState {
 }
 
 // shedLocked reports whether to drop a new connection from st early:
-// past half the handshake pool, a source that already has a handshake
-// under way is dropped with a probability rising from 0 to 1 as the pool
-// fills. A source with none is never dropped early.
+// past half the handshake pool, a source that already has shedFrom
+// handshakes under way is dropped with a probability rising from 0 to 1
+// as the pool fills. A source with fewer (a peer registering, or opening
+// a relay and a probe at once) is never dropped early.
 func (g *guard) shedLocked(st *sourceState) bool {
-	if g.maxHandshakes == unlimited || st.handshakes == 0 {
+	if g.maxHandshakes == unlimited || st.handshakes < shedFrom {
 		return false
 	}
 	start := g.maxHandshakes / 2
