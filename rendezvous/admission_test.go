@@ -121,3 +121,48 @@ func TestFewSourcesCannotFillTheConnectionPool(t *testing.T) {
 	p50, p99 := quantiles(took)
 	t.Logf("20 registrations while 10 sources fill the connection pool: p50 %v, p99 %v", p50.Round(time.Millisecond), p99.Round(time.Millisecond))
 }
+
+// TestEvictionTakesFromTheHeaviest: in a full handshake pool, a source
+// with fewer handshakes takes the oldest of the source with the most,
+// and a source never takes from one that would then hold no more than
+// it.
+func TestEvictionTakesFromTheHeaviest(t *testing.T) {
+	g := newGuard(ServerConfig{MaxConns: -1, MaxHandshakes: 4, MaxConnsPerSource: -1, MaxHandshakesPerSource: -1,
+		ConnRate: -1, ConnectRate: -1}.withDefaults())
+	a, b, c := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("192.0.2.3")
+	var aConns []net.Conn // the server's ends; the test holds the others
+	admit := func(src netip.Addr) (net.Conn, string) {
+		server, client := net.Pipe()
+		t.Cleanup(func() { server.Close(); client.Close() })
+		_, reason := g.admit(src, server, time.Now())
+		return client, reason
+	}
+	for range 3 {
+		cl, reason := admit(a)
+		if reason != "" {
+			t.Fatal(reason)
+		}
+		aConns = append(aConns, cl)
+	}
+	if _, reason := admit(b); reason != "" {
+		t.Fatal(reason)
+	}
+	if _, reason := admit(c); reason != "" {
+		t.Fatalf("c was refused (%s) while a held 3 of 4 handshakes", reason)
+	}
+	if !closedWithin(aConns[0], time.Second) {
+		t.Error("a's oldest handshake was not the one closed")
+	}
+	for _, cl := range aConns[1:] {
+		if closedWithin(cl, 10*time.Millisecond) {
+			t.Error("a newer handshake of a was closed")
+		}
+	}
+	if _, _, n, _ := g.counts(a); n != 2 {
+		t.Errorf("a holds %d connections, want 2", n)
+	}
+	// a holds 2, b 1: b taking one would leave a no busier than b.
+	if _, reason := admit(b); reason != refusedHandshakes {
+		t.Errorf("b admitted (%q) by taking from a source as busy as it would be", reason)
+	}
+}
