@@ -3,6 +3,7 @@ package rendezvous
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -419,4 +420,53 @@ func TestLeavingEndsStartingSessions(t *testing.T) {
 		t.Errorf("%d goroutines 2s after the peer left, %d before it came", g, g0)
 	}
 	waitCounts(t, ts.srv, a.ip, 0, 0)
+}
+
+// TestRelayFillAtTheCap: 10 sources, with 8 keys each, fill all of the
+// default 1000 relay slots; a pair from two other sources still relays,
+// at once, and the relay it takes is one hog's oldest. (10 such sources
+// used to hold every slot, and a real pair was refused.) New connections
+// are not rate-limited here, so that the fill takes seconds.
+func TestRelayFillAtTheCap(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ts := relayServer(t, ctx, ServerConfig{ConnRate: -1})
+	var oldest []net.Conn // each hog's first relay
+	for s := range 10 {
+		ip := fmt.Sprintf("127.0.0.%d", 60+s)
+		var keys []*rawPeer
+		for range 8 {
+			keys = append(keys, newRawPeer(t, ts, ip))
+		}
+		for i := range 100 {
+			a, b := keys[2*(i%4)], keys[2*(i%4)+1]
+			x, _ := relayPairFrom(t, ctx, a, b, a.session(t, b))
+			if i == 0 {
+				oldest = append(oldest, x)
+			}
+		}
+	}
+	ts.srv.relays.mu.Lock()
+	held := len(ts.srv.relays.pairs)
+	ts.srv.relays.mu.Unlock()
+	if held != ts.srv.cfg.MaxRelays {
+		t.Fatalf("the hogs hold %d relays, want the cap of %d", held, ts.srv.cfg.MaxRelays)
+	}
+	a, b := newRawPeer(t, ts, "127.0.0.70"), newRawPeer(t, ts, "127.0.0.71")
+	start := time.Now()
+	x, y := relayPairFrom(t, ctx, a, b, a.session(t, b))
+	x.Write([]byte("hi"))
+	if _, err := io.ReadFull(y, make([]byte, 2)); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("with %d relays held by 10 sources, a new pair relayed in %v", held, time.Since(start).Round(time.Millisecond))
+	taken := 0
+	for _, c := range oldest {
+		if closedWithin(c, 200*time.Millisecond) {
+			taken++
+		}
+	}
+	if taken != 1 {
+		t.Errorf("%d hogs lost their oldest relay, want 1", taken)
+	}
 }
