@@ -470,3 +470,30 @@ func TestRelayFillAtTheCap(t *testing.T) {
 		t.Errorf("%d hogs lost their oldest relay, want 1", taken)
 	}
 }
+
+// TestRelayDefaultRate: with the default settings, a fresh key relays at
+// the default rate (8 MiB/s, after a burst of 8 MiB), not at the speed
+// of the machine: 32 MiB take at least 3 s. (They took well under a
+// second: 760-880 MiB/s were measured.)
+func TestRelayDefaultRate(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ts := relayServer(t, ctx, ServerConfig{})
+	a, b := newRawPeer(t, ts, "127.0.0.72"), newRawPeer(t, ts, "127.0.0.73")
+	x, y := relayPairFrom(t, ctx, a, b, a.session(t, b))
+	const size = 32 << 20
+	start := time.Now()
+	go func() {
+		x.Write(make([]byte, size))
+		x.(*net.TCPConn).CloseWrite()
+	}()
+	n, err := io.Copy(io.Discard, y)
+	took := time.Since(start)
+	t.Logf("%d MiB relayed in %v: %.1f MiB/s", n>>20, took.Round(time.Millisecond), float64(n)/(1<<20)/took.Seconds())
+	if err != nil || n != size {
+		t.Fatalf("relayed %d bytes, %v", n, err)
+	}
+	if took < 2900*time.Millisecond {
+		t.Errorf("32 MiB at the default 8 MiB/s took %v", took)
+	}
+}
