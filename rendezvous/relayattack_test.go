@@ -371,7 +371,10 @@ func TestRelayCapIsShared(t *testing.T) {
 	// The hog's next pair takes nothing from itself.
 	id := h1.session(t, h2)
 	w := h1.relayHalf(t, id, 0)
-	for waitingRelays(ts.srv) == 0 {
+	for deadline := time.Now().Add(2 * time.Second); waitingRelays(ts.srv) == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the hog's relay half is not waiting")
+		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	if r := h2.relayHalf(t, id, 1); paired(r, time.Second) {
