@@ -30,6 +30,7 @@ type guard struct {
 	burst                               int
 	connectRate                         rate.Limit // all of one source's peers together
 	connectBurst                        int
+	random                              func() float64 // in [0, 1), for early drop
 
 	// mu guards the fields below, and every admission's and
 	// sourceState's.
@@ -60,7 +61,7 @@ func newGuard(cfg ServerConfig) *guard {
 		maxSourceConns: cfg.MaxConnsPerSource, maxSourceHandshakes: cfg.MaxHandshakesPerSource,
 		rate: limitOf(cfg.ConnRate), burst: cfg.ConnBurst,
 		connectRate: limitOf(cfg.ConnectRate) * sourceConnectShare, connectBurst: cfg.ConnectBurst * sourceConnectShare,
-		sources: make(map[netip.Addr]*sourceState),
+		sources: make(map[netip.Addr]*sourceState), random: rand.Float64,
 	}
 }
 
@@ -139,7 +140,7 @@ func (g *guard) shedLocked(st *sourceState) bool {
 	if g.handshakes < start {
 		return false
 	}
-	return rand.Float64() < float64(g.handshakes-start+1)/float64(g.maxHandshakes-start+1)
+	return g.random() < float64(g.handshakes-start+1)/float64(g.maxHandshakes-start+1)
 }
 
 // evictLocked makes room for a connection from st in a full pool (of

@@ -131,6 +131,7 @@ func TestFewSourcesCannotFillTheConnectionPool(t *testing.T) {
 func TestEvictionTakesFromTheHeaviest(t *testing.T) {
 	g := newGuard(ServerConfig{MaxConns: -1, MaxHandshakes: 4, MaxConnsPerSource: -1, MaxHandshakesPerSource: -1,
 		ConnRate: -1, ConnectRate: -1}.withDefaults())
+	g.random = func() float64 { return 1 } // no early drop: eviction alone
 	a, b, c := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("192.0.2.3")
 	var aConns []net.Conn // the server's ends; the test holds the others
 	admit := func(src netip.Addr) (net.Conn, string) {
@@ -166,5 +167,37 @@ func TestEvictionTakesFromTheHeaviest(t *testing.T) {
 	// a holds 2, b 1: b taking one would leave a no busier than b.
 	if _, reason := admit(b); reason != refusedHandshakes {
 		t.Errorf("b admitted (%q) by taking from a source as busy as it would be", reason)
+	}
+}
+
+// TestEarlyDrop: past half the handshake pool, a source with two or more
+// handshakes under way is dropped with a probability that rises with the
+// pool's use; a source with fewer never is.
+func TestEarlyDrop(t *testing.T) {
+	g := newGuard(ServerConfig{MaxConns: -1, MaxHandshakes: 100, MaxConnsPerSource: -1, MaxHandshakesPerSource: -1,
+		ConnRate: -1, ConnectRate: -1}.withDefaults())
+	g.random = func() float64 { return 0.5 }
+	hog, peer := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	admit := func(src netip.Addr) string {
+		server, client := net.Pipe()
+		t.Cleanup(func() { server.Close(); client.Close() })
+		_, reason := g.admit(src, server, time.Now())
+		return reason
+	}
+	admitted := 0
+	for admit(hog) == "" {
+		admitted++
+	}
+	// Dropped once the chance, (n-50+1)/51, passes 0.5: at n = 75.
+	if admitted != 75 {
+		t.Errorf("the hog got %d handshakes before the first drop, want 75", admitted)
+	}
+	for i := range 2 {
+		if reason := admit(peer); reason != "" {
+			t.Fatalf("a peer's handshake %d was refused (%s) with the pool at %d of 100", i, reason, admitted+i)
+		}
+	}
+	if reason := admit(peer); reason != refusedShed {
+		t.Errorf("a source's third handshake: %q, want %q", reason, refusedShed)
 	}
 }

@@ -188,6 +188,7 @@ func TestRelayCapRefusalReleasesEverything(t *testing.T) {
 	time.Sleep(100 * time.Millisecond) // the sessions' goroutines are done
 	g0 := runtime.NumGoroutine()
 	conns0, _, srcConns0, _ := srv.guard.counts(netip.MustParseAddr(a.ip))
+	_, _, bConns0, _ := srv.guard.counts(netip.MustParseAddr(b.ip))
 	for _, id := range ids {
 		h0 := a.relayHalf(t, id, 0)
 		deadline := time.Now().Add(2 * time.Second)
@@ -212,6 +213,7 @@ func TestRelayCapRefusalReleasesEverything(t *testing.T) {
 		t.Errorf("%d goroutines after %d refused pairs, %d before", g, refused, g0)
 	}
 	waitCounts(t, srv, a.ip, srcConns0, 0)
+	waitCounts(t, srv, b.ip, bConns0, 0)
 	if conns, _, _, _ := srv.guard.counts(netip.MustParseAddr(a.ip)); conns != conns0 {
 		t.Errorf("the server holds %d connections, %d before the refused pairs", conns, conns0)
 	}
