@@ -53,7 +53,13 @@ type Rendezvous struct {
 	// PublicKey pins the server's Ed25519 key (base64url). Required.
 	PublicKey string `toml:"public_key"`
 	// Token is presented at registration when the server requires one.
+	// A config that holds it must be readable by its owner only.
 	Token string `toml:"token"`
+	// TokenFile names a file holding the token instead (its first line),
+	// readable by its owner only; relative paths are relative to the
+	// config file. Load resolves it and reads it into Token. Set Token or
+	// TokenFile, not both.
+	TokenFile string `toml:"token_file"`
 }
 
 // Link tunes peer links.
@@ -125,7 +131,8 @@ type Socks struct {
 	// Peer is the exit peer's name. Required; must be a [[peers]] name.
 	Peer string `toml:"peer"`
 	// Username and Password enable RFC 1929 authentication. Set both or
-	// neither.
+	// neither. A config with a password must be readable by its owner
+	// only.
 	Username string `toml:"username"`
 	Password string `toml:"password"`
 }
@@ -168,8 +175,13 @@ type Server struct {
 	// Config.KeyFile. Default: "rendezvous.key".
 	KeyFile string `toml:"key_file"`
 
-	// Token, when set, must be presented by peers registering.
+	// Token, when set, must be presented by peers registering. A config
+	// that holds it must be readable by its owner only.
 	Token string `toml:"token"`
+
+	// TokenFile names a file holding the token instead, as in
+	// Rendezvous.TokenFile.
+	TokenFile string `toml:"token_file"`
 
 	// LogLevel and LogFormat are as in Config.
 	LogLevel  string `toml:"log_level"`

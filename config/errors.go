@@ -111,6 +111,13 @@ func (p *problems) add(key, format string, args ...any) {
 	p.addAt(key, key, format, args...)
 }
 
+// addErr is add for a problem with an underlying cause, kept for
+// errors.Is.
+func (p *problems) addErr(key string, err error, format string, args ...any) {
+	p.add(key, format, args...)
+	p.errs[len(p.errs)-1].Err = err
+}
+
 // addAt is add for problems reported against one key but best pointed at
 // through another, such as a bad element of an array that can span lines.
 func (p *problems) addAt(lineKey, key, format string, args ...any) {

@@ -11,18 +11,29 @@ import (
 )
 
 // Load reads and validates the peer daemon's config file. The error, if
-// any, is always an Errors listing every problem found; see Errors.
+// any, is always an Errors listing every problem found; see Errors. A
+// file that holds a secret (rendezvous.token, a socks password) must be
+// readable by its owner only, as a key file.
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, readError(path, err)
 	}
-	return Parse(path, data)
+	c, err := Parse(path, data)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkPrivate(path, data, c.secretKeys(c.Rendezvous.TokenFile != "")); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // Parse is Load for a config already in memory; name stands for the file
-// in error messages and relative key_file paths resolve against its
-// directory (the current directory if name has none).
+// in error messages and relative key_file and token_file paths resolve
+// against its directory (the current directory if name has none). It
+// reads token_file, but cannot check the privacy of a file it was not
+// given.
 func Parse(name string, data []byte) (*Config, error) {
 	c := &Config{Path: name}
 	p, md, ok := decode(name, data, c)
@@ -37,13 +48,25 @@ func Parse(name string, data []byte) (*Config, error) {
 }
 
 // LoadServer reads and validates the rendezvous server's config file. The
-// error, if any, is always an Errors listing every problem found.
+// error, if any, is always an Errors listing every problem found. A file
+// that holds the token must be readable by its owner only.
 func LoadServer(path string) (*Server, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, readError(path, err)
 	}
-	return ParseServer(path, data)
+	s, err := ParseServer(path, data)
+	if err != nil {
+		return nil, err
+	}
+	var secrets []string
+	if s.Token != "" && s.TokenFile == "" {
+		secrets = append(secrets, "token")
+	}
+	if err := checkPrivate(path, data, secrets); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // ParseServer is LoadServer for a config already in memory, with name

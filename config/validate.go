@@ -32,6 +32,10 @@ func (c *Config) finish(p *problems, md toml.MetaData) {
 	c.LogLevel, c.LogFormat = checkLogging(p, c.LogLevel, c.LogFormat)
 	c.AdminListen = checkAdmin(p, c.AdminListen, defaultAdminListen)
 	c.Rendezvous.check(p)
+	if c.Rendezvous.TokenFile != "" {
+		c.Rendezvous.TokenFile = resolvePath(c.Path, c.Rendezvous.TokenFile)
+		readTokenFile(p, "rendezvous.token", "rendezvous.token_file", c.Rendezvous.TokenFile, &c.Rendezvous.Token)
+	}
 	c.Link.finish(p, md)
 	peers := checkPeers(p, c.Peers)
 	checkExposes(p, c.Expose, peers)
@@ -56,6 +60,10 @@ func (s *Server) finish(p *problems) {
 		checkAddrKey(p, "alt_listen", s.AltListen, listenAddr)
 	}
 	s.KeyFile = resolvePath(s.Path, cmp.Or(s.KeyFile, defaultServerKeyFile))
+	if s.TokenFile != "" {
+		s.TokenFile = resolvePath(s.Path, s.TokenFile)
+		readTokenFile(p, "token", "token_file", s.TokenFile, &s.Token)
+	}
 	s.LogLevel, s.LogFormat = checkLogging(p, s.LogLevel, s.LogFormat)
 	if s.Relay == nil {
 		s.Relay = new(true)
@@ -63,10 +71,13 @@ func (s *Server) finish(p *problems) {
 	if s.Limits == nil {
 		s.Limits = new(true)
 	}
-	for key, v := range map[string]int64{"relay_rate": deref(s.RelayRate), "relay_daily_bytes": deref(s.RelayDailyBytes),
-		"max_relays_per_key": int64(deref(s.MaxRelaysPerKey))} {
-		if v < 0 {
-			p.add(key, "must not be negative, got %d", v)
+	for _, l := range []struct {
+		key string
+		v   int64
+	}{{"relay_rate", deref(s.RelayRate)}, {"relay_daily_bytes", deref(s.RelayDailyBytes)},
+		{"max_relays_per_key", int64(deref(s.MaxRelaysPerKey))}} {
+		if l.v < 0 {
+			p.add(l.key, "must not be negative, got %d", l.v)
 		}
 	}
 	s.AdminListen = checkAdmin(p, s.AdminListen, "")

@@ -30,7 +30,8 @@ type Daemon struct {
 	log     logrus.FieldLogger
 	linkCfg *link.Config
 
-	reloadMu sync.Mutex // one Reload at a time
+	reloadMu sync.Mutex     // one Reload at a time
+	applied  *config.Config // the config Reload last applied (at first cfg); guarded by reloadMu
 	// peersMu guards peers, byKey and byName, which Reload changes.
 	peersMu sync.RWMutex
 	peers   []*peer // in config order
@@ -111,10 +112,11 @@ func New(cfg *config.Config, log logrus.FieldLogger) (*Daemon, error) {
 		return nil, fmt.Errorf("rendezvous.public_key: %w", err)
 	}
 	d := &Daemon{
-		cfg:  cfg,
-		key:  key,
-		self: self,
-		log:  log,
+		cfg:     cfg,
+		applied: cfg,
+		key:     key,
+		self:    self,
+		log:     log,
 		linkCfg: &link.Config{
 			KeepAliveInterval: cfg.Link.KeepAlive.Duration,
 			StreamWindow:      cfg.Link.StreamWindow,
@@ -142,7 +144,7 @@ func New(cfg *config.Config, log logrus.FieldLogger) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	d.exit = forward.NewServer(policy, forward.Config{}, log.WithField("component", "exit"))
+	d.exit = forward.NewServer(policy, forward.Config{Self: &selfGuard{d: d}}, log.WithField("component", "exit"))
 	d.listeners = forward.NewListeners(cfg.Socks, cfg.Forward, d, forward.Config{}, log.WithField("component", "forward"))
 	d.rv, err = rendezvous.NewClient(rendezvous.ClientConfig{
 		Address:      cfg.Rendezvous.Address,
@@ -180,7 +182,7 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("bind punch port: %w", err)
 	}
-	d.acceptor = punch.NewAcceptor(ln, nil)
+	d.acceptor = punch.NewAcceptor(ln, &punch.Config{Log: d.log})
 	if d.cfg.AdminListen != "" {
 		if d.admin, err = listenAdmin(d.cfg.AdminListen, d); err != nil {
 			ln.Close()
@@ -195,7 +197,13 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	d.log.WithFields(logrus.Fields{"public_key": d.key.Public(), "punch_port": d.acceptor.Port()}).Info("warren started")
 	d.logListening()
 
-	d.wg.Go(func() { d.acceptor.Serve(ctx) })
+	d.wg.Go(func() {
+		// Serve outlives accept errors; it ends early only if the port
+		// is closed under it, and then peers can no longer punch to us.
+		if err := d.acceptor.Serve(ctx); err != nil {
+			d.log.WithError(err).WithField("punch_port", d.acceptor.Port()).Error("punch port closed; peers cannot punch to this daemon until it restarts")
+		}
+	})
 	d.wg.Go(func() { d.rv.Run(ctx) })
 	d.wg.Go(func() { d.discoverLoop(ctx) })
 	d.wg.Go(func() { d.watchAddrs(ctx) })

@@ -7,18 +7,12 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-
-	"github.com/warren-p2p/warren/config"
-	"github.com/warren-p2p/warren/identity"
-	"github.com/warren-p2p/warren/rendezvous"
 )
 
 // TestMetricsEndpoint runs a rendezvous server and two daemons on
@@ -29,79 +23,23 @@ import (
 func TestMetricsEndpoint(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	log := warnLog(t)
-	dir := t.TempDir()
-
 	// home's service: answers each connection with a fixed reply.
 	const reply = "hello from home\n"
-	web, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer web.Close()
-	go func() {
-		for {
-			c, err := web.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 64)
-				c.Read(buf)
-				io.WriteString(c, reply)
-			}()
-		}
-	}()
-
-	rvKey, err := identity.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := rendezvous.NewServer(rendezvous.ServerConfig{Key: rvKey, Relay: true, Log: log.WithField("node", "rendezvous")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	bound := make(chan net.Addr, 1)
-	srvDone := make(chan error, 1)
-	go func() {
-		srvDone <- srv.ListenAndServe(ctx, "127.0.0.1:0", "", func(a []net.Addr) { bound <- a[0] })
-	}()
-	var rvAddr net.Addr
-	select {
-	case rvAddr = <-bound:
-	case err := <-srvDone:
-		t.Fatalf("rendezvous server: %v", err)
-	}
-	defer func() { cancel(); <-srvDone }()
-
-	keys := map[string]identity.PublicKey{}
-	for _, n := range []string{"laptop", "home"} {
-		k, _, err := identity.LoadOrCreate(filepath.Join(dir, n+".key"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		keys[n] = k.Public()
-	}
-	common := fmt.Sprintf("admin_listen = \"127.0.0.1:0\"\n[rendezvous]\naddress = %q\npublic_key = %q\n", rvAddr, rvKey.Public())
-	confs := map[string]string{
-		"home": fmt.Sprintf(`key_file = "home.key"
-%s
-[[peers]]
+	web := serveReply(t, reply)
+	laptop, home := loopbackPair(t, ctx, map[string]string{
+		"home": fmt.Sprintf(`[[peers]]
 name = "laptop"
-public_key = %q
+public_key = "PEER_KEY"
 targets = ["127.0.0.1:*"]
 
 [[expose]]
 name = "web"
 target = %q
 peers = ["laptop"]
-`, common, keys["laptop"], web.Addr()),
-		"laptop": fmt.Sprintf(`key_file = "laptop.key"
-%s
-[[peers]]
+`, web),
+		"laptop": `[[peers]]
 name = "home"
-public_key = %q
+public_key = "PEER_KEY"
 
 [[forward]]
 listen = "127.0.0.1:0"
@@ -112,29 +50,8 @@ service = "web"
 listen = "127.0.0.1:0"
 peer = "home"
 target = "192.0.2.1:80"   # not granted: home refuses it
-`, common, keys["home"]),
-	}
-	daemons := map[string]*Daemon{}
-	for _, n := range []string{"home", "laptop"} {
-		path := filepath.Join(dir, n+".toml")
-		if err := os.WriteFile(path, []byte(confs[n]), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		cfg, err := config.Parse(path, []byte(confs[n]))
-		if err != nil {
-			t.Fatalf("%s config: %v", n, err)
-		}
-		d, err := New(cfg, log.WithField("node", n))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := d.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		defer d.Close()
-		daemons[n] = d
-	}
-	laptop, home := daemons["laptop"], daemons["home"]
+`,
+	})
 
 	// Before any link: the families are there, the link is down.
 	m := scrape(t, laptop)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/warren-p2p/warren/forward"
+	"github.com/warren-p2p/warren/internal/admit"
 	"github.com/warren-p2p/warren/punch"
 )
 
@@ -110,6 +111,13 @@ func (p *peer) status() PeerStatus {
 	return ps
 }
 
+// Caps on the admin listener's connections: a scraper and a few status
+// calls need a handful; the rest could only be a flood.
+const (
+	adminMaxConns          = 64
+	adminMaxConnsPerSource = 32
+)
+
 // adminServer serves the status API and the metrics.
 type adminServer struct {
 	ln  net.Listener
@@ -140,7 +148,13 @@ func listenAdmin(addr string, d *Daemon) (*adminServer, error) {
 		}
 		json.NewEncoder(w).Encode(res)
 	})
-	return &adminServer{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}, nil
+	handler := checkHost(mux, addr, d.log.WithField("component", "admin"))
+	// Every admin connection holds a place for its whole life (the API has
+	// no authentication); the header timeout is its handshake deadline,
+	// the idle timeout frees the places of kept-alive clients.
+	ln = admit.Listener{Listener: ln, Gate: admit.NewGate(adminMaxConnsPerSource, adminMaxConns)}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
+	return &adminServer{ln: ln, srv: srv}, nil
 }
 
 // PingResult is what GET /ping?peer=NAME returns: one round trip over the

@@ -93,7 +93,14 @@ func (p *process) output() string {
 // the test unless the process exits cleanly (status 0) within 10 s.
 func start(t testing.TB, m machine, name string, args ...string) *process {
 	t.Helper()
-	p := launch(t, m, name, nil, warrenBin, args...)
+	return startPath(t, m, name, warrenBin, args...)
+}
+
+// startPath is start for any program at path that ends warren's way on
+// SIGTERM (such as a shell that execs warren).
+func startPath(t testing.TB, m machine, name, path string, args ...string) *process {
+	t.Helper()
+	p := launch(t, m, name, nil, path, args...)
 	t.Cleanup(func() {
 		p.cmd.Process.Signal(syscall.SIGTERM)
 		select {

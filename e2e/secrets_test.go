@@ -39,7 +39,7 @@ func TestSecretsStayOutOfLogs(t *testing.T) {
 		"key_file = \"home.key\"", "key_file = \"intruder.key\"")
 	w.keygen("intruder")
 	intruder := start(t, localhost{}, "intruder", "up", "-c", badCfg)
-	w.rv.waitOutput(t, regexp.MustCompile(`registration failed|bad token|token`), 10*time.Second)
+	w.rv.waitOutput(t, regexp.MustCompile(`registration failed|bad join token`), 10*time.Second)
 
 	for _, pr := range []*process{w.rv, p.client, p.server, intruder} {
 		out := pr.output()

@@ -28,6 +28,19 @@ type Config struct {
 	// datagram either way, so a peer that vanishes cannot pin sockets
 	// here. The opener's idle_timeout usually ends it first. Default: 2m.
 	UDPIdleTimeout time.Duration
+
+	// MaxPending caps the local connections still in their handshake (a
+	// SOCKS5 client's greeting, authentication and request, or a
+	// forward's request to its peer), in all; MaxPendingPerSource caps
+	// them per client address (per /64 for IPv6). A connection over
+	// either cap is reset at once. Defaults: 512 and 256.
+	MaxPending          int
+	MaxPendingPerSource int
+
+	// Self names the exit daemon's own listeners, which the exit refuses
+	// to dial for any peer, whatever its grant (Policy.WithSelf). Nil:
+	// none are known.
+	Self Self
 }
 
 // Defaults for Config's zero fields.
@@ -37,6 +50,11 @@ const (
 	DefaultDialTimeout      = 10 * time.Second
 	DefaultConnectTimeout   = 30 * time.Second
 	DefaultUDPIdleTimeout   = 2 * time.Minute
+
+	// Local clients (a browser opening dozens of connections at once)
+	// share one loopback source: the per-source cap leaves them room.
+	DefaultMaxPending          = 512
+	DefaultMaxPendingPerSource = 256
 )
 
 // withDefaults returns c with zero (or negative) fields set to defaults.
@@ -51,5 +69,11 @@ func (c Config) withDefaults() Config {
 	set(&c.DialTimeout, DefaultDialTimeout)
 	set(&c.ConnectTimeout, DefaultConnectTimeout)
 	set(&c.UDPIdleTimeout, DefaultUDPIdleTimeout)
+	if c.MaxPending <= 0 {
+		c.MaxPending = DefaultMaxPending
+	}
+	if c.MaxPendingPerSource <= 0 {
+		c.MaxPendingPerSource = DefaultMaxPendingPerSource
+	}
 	return c
 }

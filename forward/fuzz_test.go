@@ -245,7 +245,7 @@ func FuzzSocksHandshake(f *testing.F) {
 		served := make(chan struct{})
 		go func() {
 			defer close(served)
-			l.handleSocks(ctx, sc, server, log)
+			l.handleSocks(ctx, sc, server, log, func() {})
 		}()
 		go func() {
 			client.Write(in)

@@ -14,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/warren-p2p/warren/config"
+	"github.com/warren-p2p/warren/internal/admit"
 	"github.com/warren-p2p/warren/internal/waitfor"
 )
 
@@ -27,6 +28,7 @@ type Listeners struct {
 	log    logrus.FieldLogger
 	stats  counters
 	copier copier
+	gate   *admit.Gate // connections still in their handshake (Config.MaxPending)
 
 	mu      sync.Mutex
 	socks   []config.Socks
@@ -91,12 +93,14 @@ func listenerKey(name, protocol, addr string) string {
 // until Start). Connections reach peers through o. cfg's zero fields take
 // defaults.
 func NewListeners(socks []config.Socks, fwds []config.Forward, o Opener, cfg Config, log logrus.FieldLogger) *Listeners {
+	cfg = cfg.withDefaults()
 	return &Listeners{
 		socks:  socks,
 		fwds:   fwds,
 		opener: o,
-		cfg:    cfg.withDefaults(),
+		cfg:    cfg,
 		log:    log,
+		gate:   admit.NewGate(cfg.MaxPendingPerSource, cfg.MaxPending),
 		bound:  make(map[string]*listener),
 	}
 }
@@ -297,44 +301,37 @@ func (l *Listeners) Shutdown(ctx context.Context) error {
 
 // serve accepts on ln until ctx is done, handling each connection in its
 // own goroutine owned by l.wg, with the entry ln serves at that moment.
+// Accept errors (out of file descriptors) make it back off, never stop
+// (admit.Serve). A connection holds a place in l.gate until its SOCKS5
+// handshake or its forward's request to the peer is over; one over the
+// caps is closed at once.
 func (l *Listeners) serve(ctx context.Context, ln *listener) {
-	stop := context.AfterFunc(ctx, ln.close)
-	defer stop()
 	defer ln.close()
-	var backoff time.Duration
-	for {
-		c, err := ln.ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// Out of file descriptors and the like: wait and retry.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			ln.conf.Load().log.WithError(err).Warn("accept failed")
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(backoff):
-			}
-			continue
-		}
-		backoff = 0
+	admit.Serve(ctx, ln.ln, ln.conf.Load().log, func(c net.Conn) {
 		conf := ln.conf.Load()
+		release, ok := l.gate.Admit(c.RemoteAddr())
+		if !ok {
+			conf.log.WithField("client", c.RemoteAddr().String()).Debug("too many connections still in their handshake; closed")
+			abort(c)
+			return
+		}
 		l.wg.Go(func() {
 			defer l.stats.open()()
+			defer release()
 			// Connections outlive their listener's removal by a reload:
 			// they run on l's context, not the listener's.
 			if conf.socks != nil {
-				l.handleSocks(l.ctx, *conf.socks, c, conf.log)
+				l.handleSocks(l.ctx, *conf.socks, c, conf.log, release)
 			} else {
-				l.handleForward(l.ctx, *conf.fwd, c, conf.log)
+				l.handleForward(l.ctx, *conf.fwd, c, conf.log, release)
 			}
 		})
-	}
+	})
 }
 
-// handleForward carries one [[forward]] connection through the peer.
-func (l *Listeners) handleForward(ctx context.Context, f config.Forward, c net.Conn, log logrus.FieldLogger) {
+// handleForward carries one [[forward]] connection through the peer. It
+// calls release once the peer has answered.
+func (l *Listeners) handleForward(ctx context.Context, f config.Forward, c net.Conn, log logrus.FieldLogger, release func()) {
 	start := time.Now()
 	defer c.Close()
 	// Ending early (the daemon stops) cuts the transfer off: both sides
@@ -346,6 +343,7 @@ func (l *Listeners) handleForward(ctx context.Context, f config.Forward, c net.C
 	log = log.WithFields(logrus.Fields{"client": c.RemoteAddr().String(), "target": req.String()})
 
 	s, err := l.dial(ctx, f.Peer, req, log)
+	release()
 	if err != nil {
 		// The peer did not take the connection: the client learns it as
 		// from a refusing server, whether or not it sent anything first.

@@ -23,6 +23,19 @@ type Policy struct {
 	peers    map[string]peerRule
 	exposes  map[string]exposeRule
 	resolver Resolver
+	self     Self // nil: no listeners of our own to keep out of reach
+}
+
+// Self knows what only the exit machine can tell is off limits: the
+// daemon's own listening sockets (its admin and metrics API, its punch
+// port, its SOCKS5 and forward listeners), through which a peer would read
+// the daemon's status or send its traffic back out through the daemon's
+// own links, and the broadcast addresses of the machine's networks. No
+// grant reaches them.
+type Self interface {
+	// Reserved reports whether sending over network ("tcp" or "udp") to a
+	// would reach one of the daemon's own listeners or a whole network.
+	Reserved(network string, a netip.AddrPort) bool
 }
 
 type peerRule struct {
@@ -74,6 +87,14 @@ func NewPolicy(peers []config.Peer, exposes []config.Expose, r Resolver) (*Polic
 	return p, nil
 }
 
+// WithSelf returns a copy of p that also refuses every target self says is
+// one of the daemon's own listeners. A nil self refuses nothing more.
+func (p *Policy) WithSelf(self Self) *Policy {
+	q := *p
+	q.self = self
+	return &q
+}
+
 // Authorize decides whether peer may make req and, if so, resolves what to
 // dial. Names are resolved with ctx. Errors are *RefusedError with code
 // CodeNotAllowed (denied), CodeAddrNotSupported (malformed host:port) or
@@ -81,8 +102,9 @@ func NewPolicy(peers []config.Peer, exposes []config.Expose, r Resolver) (*Polic
 //
 // A service request is allowed if the expose exists, lists the peer and
 // speaks the request's protocol. A target request (TCP or UDP) is allowed
-// for those resolved addresses that are not unspecified and that the peer
-// may reach: all, if it has exit = true, else those that match one of its
+// for those resolved addresses that are not always refused (see
+// alwaysRefused; nor, given a Self, the daemon's own listeners) and that
+// the peer may reach: all, if it has exit = true, else those that match one of its
 // targets patterns (matched with the host as requested, lower-cased, and
 // the unmapped address), along with the IPv4 address they embed for
 // NAT64, 6to4 or IPv4-compatible forms (see allows). An association is
@@ -133,7 +155,10 @@ func (p *Policy) Authorize(ctx context.Context, peer string, req Request) (Grant
 		if err != nil {
 			return refuse(CodeHostUnreachable, "%v", err)
 		}
-		addrs = slices.DeleteFunc(addrs, func(a netip.Addr) bool { return !rule.allows(host, a, port) })
+		network := protocolName(req.udp())
+		addrs = slices.DeleteFunc(addrs, func(a netip.Addr) bool {
+			return !rule.allows(host, a, port) || p.ownListener(network, netip.AddrPortFrom(a, port))
+		})
 		if len(addrs) == 0 {
 			return refuse(CodeNotAllowed, "target not allowed for this peer")
 		}
@@ -159,7 +184,7 @@ func (p *Policy) Authorize(ctx context.Context, peer string, req Request) (Grant
 // pattern allows both forms alike, as it allows whatever the name
 // resolves to.
 func (r peerRule) allows(host string, a netip.Addr, port uint16) bool {
-	if a.IsUnspecified() {
+	if alwaysRefused(a) {
 		return false
 	}
 	if r.exit {
@@ -172,6 +197,29 @@ func (r peerRule) allows(host string, a netip.Addr, port uint16) bool {
 	return slices.ContainsFunc(r.targets, func(t config.TargetPattern) bool {
 		return t.Match(host, a, port)
 	})
+}
+
+// alwaysRefused reports whether a is no target whatever a grant says: the
+// unspecified address (see allows), the IPv4 limited broadcast address and
+// multicast groups, which reach every host on the exit's network at once
+// (a grant such as 0.0.0.0/0 or exit = true names hosts, not a whole
+// network segment), and the same addresses carried by an IPv6 form (see
+// embeddedIPv4).
+func alwaysRefused(a netip.Addr) bool {
+	if a.IsUnspecified() || a.IsMulticast() || a == limitedBroadcast {
+		return true
+	}
+	if v4, ok := embeddedIPv4(a); ok {
+		return alwaysRefused(v4)
+	}
+	return false
+}
+
+var limitedBroadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+
+// ownListener reports whether self reserves a (see Self).
+func (p *Policy) ownListener(network string, a netip.AddrPort) bool {
+	return p.self != nil && p.self.Reserved(network, a)
 }
 
 // IPv6 prefixes whose addresses carry an IPv4 address.

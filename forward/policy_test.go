@@ -3,6 +3,7 @@ package forward_test
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"slices"
 	"testing"
 
@@ -164,3 +165,47 @@ func checkAuthorize(t *testing.T, pol *forward.Policy, tests []authorizeCase) {
 		})
 	}
 }
+
+// TestPolicyAlwaysRefused is the broadcast and multicast half of issue
+// 15's finding 11: exit = true and the broadest patterns name hosts, never
+// every host of a network at once, nor the exit's own listeners.
+func TestPolicyAlwaysRefused(t *testing.T) {
+	peers := []config.Peer{
+		{Name: "exiter", Exit: true},
+		{Name: "broad", Targets: []string{"0.0.0.0/0:*", "[::/0]:*", "*:*"}},
+	}
+	r := newResolver(map[string]string{
+		"bcast.test": "255.255.255.255",
+		"mcast.test": "239.1.2.3,10.0.0.7",
+	})
+	pol, err := forward.NewPolicy(peers, nil, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol = pol.WithSelf(fakeSelf{netip.MustParseAddrPort("127.0.0.1:7780"): true, netip.MustParseAddrPort("10.0.0.7:1080"): true})
+	var tests []authorizeCase
+	for _, peer := range []string{"exiter", "broad"} {
+		tests = append(tests,
+			authorizeCase{peer, forward.TargetRequest("255.255.255.255:80"), forward.CodeNotAllowed, nil},
+			authorizeCase{peer, forward.Request{Kind: forward.KindUDPTarget, Payload: "255.255.255.255:67"}, forward.CodeNotAllowed, nil},
+			authorizeCase{peer, forward.Request{Kind: forward.KindUDPTarget, Payload: "224.0.0.251:5353"}, forward.CodeNotAllowed, nil},
+			authorizeCase{peer, forward.TargetRequest("239.255.255.250:1900"), forward.CodeNotAllowed, nil},
+			authorizeCase{peer, forward.Request{Kind: forward.KindUDPTarget, Payload: "[ff02::1]:9"}, forward.CodeNotAllowed, nil},
+			authorizeCase{peer, forward.TargetRequest("[64:ff9b::ffff:ffff]:80"), forward.CodeNotAllowed, nil},
+			authorizeCase{peer, forward.TargetRequest("[2002:e000:0001::1]:80"), forward.CodeNotAllowed, nil},
+			authorizeCase{peer, forward.TargetRequest("bcast.test:80"), forward.CodeNotAllowed, nil},
+			authorizeCase{peer, forward.TargetRequest("mcast.test:80"), 0, []string{"10.0.0.7:80"}},
+			// The exit's own listeners, as Self names them.
+			authorizeCase{peer, forward.TargetRequest("127.0.0.1:7780"), forward.CodeNotAllowed, nil},
+			authorizeCase{peer, forward.TargetRequest("mcast.test:1080"), forward.CodeNotAllowed, nil},
+			authorizeCase{peer, forward.Request{Kind: forward.KindUDPTarget, Payload: "127.0.0.1:7780"}, 0, []string{"127.0.0.1:7780"}},
+			authorizeCase{peer, forward.TargetRequest("127.0.0.1:7781"), 0, []string{"127.0.0.1:7781"}},
+		)
+	}
+	checkAuthorize(t, pol, tests)
+}
+
+// fakeSelf reserves its TCP addresses.
+type fakeSelf map[netip.AddrPort]bool
+
+func (s fakeSelf) Reserved(network string, a netip.AddrPort) bool { return network == "tcp" && s[a] }

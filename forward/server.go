@@ -27,14 +27,15 @@ type Server struct {
 // fields take defaults.
 func NewServer(policy *Policy, cfg Config, log logrus.FieldLogger) *Server {
 	s := &Server{cfg: cfg.withDefaults(), log: log}
-	s.policy.Store(policy)
+	s.SetPolicy(policy)
 	return s
 }
 
 // SetPolicy makes new streams (and new destinations of open UDP
 // associations) authorize with policy. Open streams keep what they were
 // granted, as established connections outlive a firewall change.
-func (s *Server) SetPolicy(policy *Policy) { s.policy.Store(policy) }
+// Config.Self's reserved targets stay out of reach whatever policy grants.
+func (s *Server) SetPolicy(policy *Policy) { s.policy.Store(policy.WithSelf(s.cfg.Self)) }
 
 // Stats returns the Server's counters. BytesIn is what peers sent through
 // their streams, BytesOut what went back to them.

@@ -41,9 +41,9 @@ import (
 // BIND is answered 0x07.
 
 // handleSocks serves one SOCKS5 client connection.
-func (l *Listeners) handleSocks(ctx context.Context, sc config.Socks, c net.Conn, log logrus.FieldLogger) {
+func (l *Listeners) handleSocks(ctx context.Context, sc config.Socks, c net.Conn, log logrus.FieldLogger, release func()) {
 	log = log.WithField("client", c.RemoteAddr().String())
-	sess := &socksSession{ctx: ctx, l: l, peer: sc.Peer, log: log}
+	sess := &socksSession{ctx: ctx, l: l, peer: sc.Peer, log: log, handshaken: release}
 	rc := &replyConn{Conn: c, failed: &sess.failed}
 	sess.conn = rc
 	conf := &socks5.Config{
@@ -81,6 +81,9 @@ type socksSession struct {
 	peer string
 	conn *replyConn
 	log  logrus.FieldLogger
+	// handshaken gives back the connection's place among those still in
+	// their handshake, once the client has authenticated and asked.
+	handshaken func()
 
 	// failed is set once a copy through the session fails (see failure).
 	failed failure
@@ -95,6 +98,7 @@ type socksSession struct {
 // Allow implements socks5.RuleSet: it dials the exit for CONNECT, and
 // runs a whole UDP association for ASSOCIATE.
 func (s *socksSession) Allow(ctx context.Context, req *socks5.Request) (context.Context, bool) {
+	s.handshaken()
 	var exitReq Request
 	switch req.Command {
 	case socks5.ConnectCommand:

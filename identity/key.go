@@ -12,7 +12,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
+
+	"github.com/warren-p2p/warren/internal/private"
 )
 
 // PublicKey is an Ed25519 public key; it is a peer's identity.
@@ -78,13 +79,15 @@ func (k PrivateKey) Public() PublicKey {
 // Signer exposes the key for TLS and signing.
 func (k PrivateKey) Signer() ed25519.PrivateKey { return k.key }
 
-// ErrInsecureKeyFile is returned by Load for a key file that others can read.
-var ErrInsecureKeyFile = errors.New("private key file is readable by group or others (chmod 600 it)")
+// ErrInsecureKeyFile is returned by Load for a key file that others can
+// read: by its mode on Unix, by its ACL on Windows (see package private).
+var ErrInsecureKeyFile = errors.New("private key file is readable by others")
 
 const pemType = "PRIVATE KEY"
 
-// Save writes k to path as PKCS#8 PEM with mode 0600. It refuses to
-// overwrite an existing file.
+// Save writes k to path as PKCS#8 PEM, readable by its owner only (mode
+// 0600; on Windows an ACL for the owner, SYSTEM and Administrators). It
+// refuses to overwrite an existing file.
 func (k PrivateKey) Save(path string) error {
 	der, err := x509.MarshalPKCS8PrivateKey(k.key)
 	if err != nil {
@@ -99,6 +102,13 @@ func (k PrivateKey) Save(path string) error {
 	if err != nil {
 		return fmt.Errorf("save key %s: %w", path, err)
 	}
+	// Windows ignores the mode: the file would inherit its directory's
+	// ACL, which Load then refuses. Restrict it before the key is in it.
+	if err := private.Restrict(path); err != nil {
+		f.Close()
+		os.Remove(path)
+		return fmt.Errorf("save key %s: %w", path, err)
+	}
 	if err := pem.Encode(f, &pem.Block{Type: pemType, Bytes: der}); err != nil {
 		f.Close()
 		return fmt.Errorf("save key %s: %w", path, err)
@@ -109,15 +119,15 @@ func (k PrivateKey) Save(path string) error {
 	return nil
 }
 
-// Load reads a key file written by Save. On Unix it refuses files whose mode
-// lets group or others read them, as ssh does.
+// Load reads a key file written by Save. It refuses files that others may
+// read, as ssh does: on Unix by the file's mode, on Windows by its ACL
+// (anyone but the owner, SYSTEM and Administrators).
 func Load(path string) (PrivateKey, error) {
-	st, err := os.Stat(path)
-	if err != nil {
+	if err := private.Check(path); err != nil {
+		if errors.Is(err, private.ErrExposed) {
+			return PrivateKey{}, fmt.Errorf("load key %s: %w: %v", path, ErrInsecureKeyFile, err)
+		}
 		return PrivateKey{}, fmt.Errorf("load key %s: %w", path, err)
-	}
-	if runtime.GOOS != "windows" && st.Mode().Perm()&0o077 != 0 {
-		return PrivateKey{}, fmt.Errorf("load key %s: mode %04o: %w", path, st.Mode().Perm(), ErrInsecureKeyFile)
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {

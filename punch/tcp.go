@@ -3,11 +3,16 @@ package punch
 import (
 	"context"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/warren-p2p/warren/internal/admit"
 )
 
 // Config tunes TCP punching. The zero value of a field means its default.
@@ -21,19 +26,44 @@ type Config struct {
 	// NAT answered RST, or the route is down). Default 50ms.
 	RetryDelay time.Duration
 
-	// HelloTimeout bounds the hello exchange on a new connection.
-	// Default 5s.
+	// HelloTimeout bounds the hello exchange on a new connection: the
+	// handshake deadline of the shared port. Default 5s.
 	HelloTimeout time.Duration
 
 	// Budget is drawn on once per connect attempt (a SYN), with the UDP
 	// punches that share it. Default: no budget; attempts are paced by
 	// AttemptTimeout and RetryDelay only.
 	Budget *Budget
+
+	// MaxPending caps the inbound connections the shared port holds
+	// before their hello names a session, in all; MaxPendingPerSource
+	// caps them per source address (per /64 for IPv6). Connections over
+	// either cap are closed at once, so a flood from a few sources can
+	// neither exhaust the daemon's file descriptors nor crowd out a
+	// peer's punch. Defaults 256 and 16.
+	MaxPending          int
+	MaxPendingPerSource int
+
+	// Log receives the Acceptor's accept errors. Nil: discarded.
+	Log logrus.FieldLogger
 }
 
 // DefaultConfig returns a Config with every default filled in.
 func DefaultConfig() *Config {
-	return &Config{AttemptTimeout: 500 * time.Millisecond, RetryDelay: 50 * time.Millisecond, HelloTimeout: 5 * time.Second}
+	return &Config{
+		AttemptTimeout:      500 * time.Millisecond,
+		RetryDelay:          50 * time.Millisecond,
+		HelloTimeout:        5 * time.Second,
+		MaxPending:          256,
+		MaxPendingPerSource: 16,
+		Log:                 discard(),
+	}
+}
+
+func discard() logrus.FieldLogger {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return l
 }
 
 func (c *Config) withDefaults() *Config {
@@ -50,6 +80,15 @@ func (c *Config) withDefaults() *Config {
 	}
 	if out.HelloTimeout <= 0 {
 		out.HelloTimeout = d.HelloTimeout
+	}
+	if out.MaxPending <= 0 {
+		out.MaxPending = d.MaxPending
+	}
+	if out.MaxPendingPerSource <= 0 {
+		out.MaxPendingPerSource = d.MaxPendingPerSource
+	}
+	if out.Log == nil {
+		out.Log = d.Log
 	}
 	return &out
 }
@@ -141,10 +180,13 @@ func exchangeHello(ctx context.Context, conn net.Conn, id SessionID, timeout tim
 
 // Acceptor serves the listener on the shared port: it reads the hello of
 // each inbound connection and hands the connection to the punch session it
-// names. Connections for no session are closed.
+// names. Connections for no session are closed, and so are those beyond
+// the caps on connections still without a hello (Config.MaxPending).
 type Acceptor struct {
 	ln      net.Listener
 	timeout time.Duration
+	gate    *admit.Gate
+	log     logrus.FieldLogger
 
 	// mu guards the fields below.
 	mu       sync.Mutex
@@ -159,9 +201,12 @@ type registration struct {
 
 // NewAcceptor returns an Acceptor for ln; call Serve to run it.
 func NewAcceptor(ln net.Listener, cfg *Config) *Acceptor {
+	cfg = cfg.withDefaults()
 	return &Acceptor{
 		ln:       ln,
-		timeout:  cfg.withDefaults().HelloTimeout,
+		timeout:  cfg.HelloTimeout,
+		gate:     admit.NewGate(cfg.MaxPendingPerSource, cfg.MaxPending),
+		log:      cfg.Log,
 		sessions: make(map[SessionID]registration),
 		changed:  make(chan struct{}),
 	}
@@ -206,44 +251,30 @@ func (a *Acceptor) lookup(ctx context.Context, id SessionID, deadline time.Time)
 	}
 }
 
-// Serve accepts connections until ctx ends or the listener fails; it closes
-// the listener and waits for its connection handlers before returning.
+// Serve accepts connections until ctx ends (or the listener is closed
+// under it, which it reports as net.ErrClosed); it closes the listener and
+// waits for its connection handlers before returning. Accept errors such
+// as running out of file descriptors do not end it: it backs off and goes
+// on (admit.Serve).
 func (a *Acceptor) Serve(ctx context.Context) error {
-	stop := context.AfterFunc(ctx, func() { a.ln.Close() })
-	defer stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	for {
-		conn, err := a.ln.Accept()
-		if err != nil {
-			a.ln.Close()
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
+	return admit.Serve(ctx, a.ln, a.log.WithField("listener", "punch"), func(conn net.Conn) {
+		release, ok := a.gate.Admit(conn.RemoteAddr())
+		if !ok {
+			conn.Close()
+			return
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			a.handle(ctx, conn)
-		}()
-	}
+		wg.Go(func() { a.handle(ctx, conn, release) })
+	})
 }
 
-func (a *Acceptor) handle(ctx context.Context, conn net.Conn) {
-	deadline := time.Now().Add(a.timeout)
-	conn.SetDeadline(deadline)
-	id, err := readHello(conn)
-	if err != nil {
-		conn.Close()
-		return
-	}
-	r, ok := a.lookup(ctx, id, deadline)
+// handle reads conn's hello and hands conn to the session it names. The
+// gate's place is held until the hello exchange is over, whatever its
+// outcome.
+func (a *Acceptor) handle(ctx context.Context, conn net.Conn, release func()) {
+	r, ok := a.hello(ctx, conn, release)
 	if !ok {
-		conn.Close()
-		return
-	}
-	if err := exchangeHello(r.ctx, conn, id, time.Until(deadline), false); err != nil {
 		conn.Close()
 		return
 	}
@@ -254,4 +285,24 @@ func (a *Acceptor) handle(ctx context.Context, conn net.Conn) {
 	case <-ctx.Done():
 		conn.Close()
 	}
+}
+
+// hello reads conn's hello, finds its session and answers, within the
+// acceptor's timeout; then it gives back the gate's place.
+func (a *Acceptor) hello(ctx context.Context, conn net.Conn, release func()) (registration, bool) {
+	defer release()
+	deadline := time.Now().Add(a.timeout)
+	conn.SetDeadline(deadline)
+	id, err := readHello(conn)
+	if err != nil {
+		return registration{}, false
+	}
+	r, ok := a.lookup(ctx, id, deadline)
+	if !ok {
+		return registration{}, false
+	}
+	if err := exchangeHello(r.ctx, conn, id, time.Until(deadline), false); err != nil {
+		return registration{}, false
+	}
+	return r, true
 }

@@ -132,6 +132,30 @@ func atConfigLine(cfg *config.Config, err error) error {
 	return err
 }
 
+// serverToken sets cfg.Token from the command line or the environment,
+// which override the config file, in this order: -token, -token-file,
+// $WARREN_TOKEN. set holds the flags given. visible reports a token given
+// with -token, which any user can read in the process list.
+func serverToken(cfg *config.Server, set map[string]bool, token, tokenFile string) (visible bool, err error) {
+	switch {
+	case set["token"] && set["token-file"]:
+		return false, usagef("give -token or -token-file, not both")
+	case set["token"]:
+		cfg.Token = token
+		return true, nil
+	case set["token-file"]:
+		cfg.Token, err = config.ReadTokenFile("-token-file", tokenFile)
+		return false, err
+	case os.Getenv(tokenEnv) != "":
+		cfg.Token = strings.TrimSpace(os.Getenv(tokenEnv))
+	}
+	return false, nil
+}
+
+// tokenEnv is the environment variable the server reads its join token
+// from, when no flag gives one.
+const tokenEnv = "WARREN_TOKEN"
+
 // shutdownGrace is how long open streams may finish after SIGINT/SIGTERM.
 const shutdownGrace = 5 * time.Second
 
@@ -153,7 +177,8 @@ func cmdRendezvous(ctx context.Context, args []string, stdout, stderr io.Writer)
 	listen := fs.String("listen", "", "TCP control and UDP probe `ADDR` (default 0.0.0.0:7777)")
 	alt := fs.String("alt-listen", "", "optional second `ADDR` (other IP and/or port) for NAT mapping tests")
 	keyFile := fs.String("key", "", "private key `FILE`, created if missing (default rendezvous.key)")
-	token := fs.String("token", "", "join token peers must present")
+	token := fs.String("token", "", "join token peers must present (visible to every user in ps: prefer -token-file or WARREN_TOKEN)")
+	tokenFile := fs.String("token-file", "", "read the join token from `FILE` (its first line; readable by its owner only)")
 	level := fs.String("log-level", "", "log `LEVEL`")
 	relay := fs.Bool("relay", true, "relay traffic for peers that find no direct path")
 	relayRate := fs.Int64("relay-rate", 0, "cap each peer's relayed traffic at `BYTES` per second (0: no cap; default 8 MiB/s)")
@@ -179,7 +204,10 @@ func cmdRendezvous(ctx context.Context, args []string, stdout, stderr io.Writer)
 	override("listen", &cfg.Listen, *listen)
 	override("alt-listen", &cfg.AltListen, *alt)
 	override("key", &cfg.KeyFile, *keyFile)
-	override("token", &cfg.Token, *token)
+	tokenVisible, err := serverToken(cfg, set, *token, *tokenFile)
+	if err != nil {
+		return configErr(err)
+	}
 	override("log-level", &cfg.LogLevel, *level)
 	if set["relay"] {
 		cfg.Relay = relay
@@ -205,6 +233,9 @@ func cmdRendezvous(ctx context.Context, args []string, stdout, stderr io.Writer)
 	log, err := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
 	if err != nil {
 		return err
+	}
+	if tokenVisible {
+		log.Warn("-token is visible to every user of this machine (ps, /proc); use -token-file FILE or WARREN_TOKEN instead")
 	}
 	// A missing key is made now but written only once the server has
 	// bound its ports, so a start that fails (a port in use) leaves no key
