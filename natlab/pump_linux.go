@@ -1,0 +1,228 @@
+//go:build linux
+
+package natlab
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+)
+
+// pump carries one direction of an uplink: it reads frames from one veth
+// end, shapes them (shaper, MTU) and writes them to the other, on two
+// goroutines: readLoop decides each frame's fate as it arrives and sends
+// frames due at once itself (the unimpaired fast path), writeLoop releases
+// the frames held for later.
+type pump struct {
+	from, to *packetSock
+	epoch    time.Time
+	icmpFrom netip.Addr // source of "fragmentation needed"
+	frames   sync.Pool  // of *frame
+	wake     chan struct{}
+
+	// mu guards all following fields.
+	mu       sync.Mutex
+	sh       *shaper
+	mtu      int
+	dropICMP bool
+	q        frameQueue
+	seq      uint64
+	// sending is set while writeLoop writes frames it popped: a frame of
+	// the fast path must not overtake them.
+	sending bool
+}
+
+func newPump(from, to *packetSock, icmpFrom netip.Addr) *pump {
+	p := &pump{
+		from: from, to: to, epoch: time.Now(), icmpFrom: icmpFrom,
+		wake: make(chan struct{}, 1),
+		sh:   newShaper(Path{}, rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))),
+	}
+	p.frames.New = func() any { return &frame{buf: make([]byte, frameCap)} }
+	return p
+}
+
+func (p *pump) now() time.Duration { return time.Since(p.epoch) }
+
+// set changes the direction's path and the uplink's MTU.
+func (p *pump) set(path Path, mtu int, dropICMP bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.sh.setPath(path)
+	p.mtu, p.dropICMP = mtu, dropICMP
+}
+
+// readLoop runs until the socket it reads is closed.
+func (p *pump) readLoop() error {
+	var rb, wb batch
+	slots := make([]*frame, batchLen)
+	for i := range slots {
+		slots[i] = p.frames.Get().(*frame)
+	}
+	var direct []*frame
+	var back, out [][]byte
+	for {
+		n, err := p.from.recv(&rb, slots)
+		if err != nil {
+			return err
+		}
+		direct, back = direct[:0], back[:0]
+		p.mu.Lock()
+		now := p.now()
+		for i := 0; i < n; i++ {
+			f := slots[i]
+			slots[i] = p.frames.Get().(*frame)
+			direct, back = p.admitLocked(now, f, direct, back)
+		}
+		p.mu.Unlock()
+		// Errors go back the way the oversize frame came.
+		if err := p.from.send(&wb, back); err != nil {
+			return err
+		}
+		out = out[:0]
+		for _, f := range direct {
+			out = append(out, f.buf[:f.n])
+		}
+		err = p.to.send(&wb, out)
+		for _, f := range direct {
+			p.frames.Put(f)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// admitLocked applies the MTU and the shaper to frame f, which arrived at
+// now: it appends it to direct if it is to leave at once, holds it in the
+// queue for later, or drops it, and appends any ICMP answer to back.
+func (p *pump) admitLocked(now time.Duration, f *frame, direct []*frame, back [][]byte) ([]*frame, [][]byte) {
+	switch checkMTU(f.buf[:f.n], p.mtu) {
+	case tooBigDF:
+		if !p.dropICMP {
+			if r := fragNeeded(f.buf[:f.n], p.mtu, p.icmpFrom); r != nil {
+				back = append(back, r)
+			}
+		}
+		p.frames.Put(f)
+		return direct, back
+	case fragments:
+		fragment(f.buf[:f.n], p.mtu, func(b []byte) {
+			g := p.frames.Get().(*frame)
+			g.n = copy(g.buf, b)
+			direct = p.shapeLocked(now, g, direct)
+		})
+		p.frames.Put(f)
+		return direct, back
+	}
+	return p.shapeLocked(now, f, direct), back
+}
+
+// maxHeld bounds the frames a direction holds (a long delay at a high
+// rate): beyond it frames are dropped rather than memory exhausted.
+const maxHeld = 1 << 16
+
+func (p *pump) shapeLocked(now time.Duration, f *frame, direct []*frame) []*frame {
+	at, v := p.sh.admit(now, f.n)
+	switch {
+	case v != pass || p.q.Len() >= maxHeld:
+		p.frames.Put(f)
+	case at <= now && p.q.Len() == 0 && !p.sending:
+		direct = append(direct, f)
+	default:
+		p.seq++
+		f.at, f.seq = at, p.seq
+		p.q.push(f)
+		select {
+		case p.wake <- struct{}{}:
+		default:
+		}
+	}
+	return direct
+}
+
+// writeLoop releases held frames at their time until ctx ends or the
+// socket it writes is closed.
+func (p *pump) writeLoop(ctx context.Context) error {
+	var wb batch
+	var due []*frame
+	var out [][]byte
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		p.mu.Lock()
+		var next time.Duration
+		due, next = p.q.popDue(p.now(), due[:0], batchLen)
+		p.sending = len(due) > 0
+		p.mu.Unlock()
+		if len(due) > 0 {
+			out = out[:0]
+			for _, f := range due {
+				out = append(out, f.buf[:f.n])
+			}
+			err := p.to.send(&wb, out)
+			for _, f := range due {
+				p.frames.Put(f)
+			}
+			p.mu.Lock()
+			p.sending = false
+			p.mu.Unlock()
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		wait := time.Hour
+		if next >= 0 {
+			wait = next - p.now()
+		}
+		timer.Reset(max(wait, 0))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-p.wake:
+			// Since Go 1.23 Reset discards a stale expiry; no drain.
+			timer.Stop()
+		case <-timer.C:
+		}
+	}
+}
+
+// runPumps runs both directions between the veth ends in and out until
+// ctx ends or a socket fails, then closes the sockets.
+func runPumps(ctx context.Context, in, out *packetSock, up, down *pump) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for _, fn := range []func() error{
+		up.readLoop, down.readLoop,
+		func() error { return up.writeLoop(ctx) },
+		func() error { return down.writeLoop(ctx) },
+	} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := fn()
+			cancel()
+			errs <- err
+		}()
+	}
+	<-ctx.Done()
+	// Closing the sockets ends the read loops.
+	in.Close()
+	out.Close()
+	wg.Wait()
+	close(errs)
+	var all []error
+	for err := range errs {
+		if err != nil && !errors.Is(err, os.ErrClosed) {
+			all = append(all, err)
+		}
+	}
+	return errors.Join(all...)
+}

@@ -1,0 +1,96 @@
+//go:build linux
+
+package natlab
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// The emulator runs as a helper process: the binary that built the lab
+// (a test binary, the natlab command) run again with wireEnv set, inside
+// the uplink's namespace. A process rather than goroutines so that a
+// detached lab's emulators outlive `natlab up`, and so that `natlab down`
+// and Close stop them as they stop every process in a lab's namespaces.
+// This hook takes over any binary that imports natlab when wireEnv is set,
+// before its main or tests start.
+func init() {
+	if mode := os.Getenv(wireEnv); mode != "" {
+		os.Exit(wireMain(mode == wireDetached))
+	}
+}
+
+func wireMain(detached bool) int {
+	if err := serveWire(detached, os.Stdin, os.Stdout); err != nil {
+		fmt.Fprintf(os.Stderr, "natlab uplink emulator: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// serveWire bridges the namespace's devices wireIn and wireOut, shaped by
+// the profiles read from ctl, one JSON line each, each answered on reply
+// with "ok" or "error: ..." once in force. The first line comes before
+// any frame passes. It returns on SIGTERM or SIGINT, or when ctl ends
+// unless detached (the owning process has gone).
+func serveWire(detached bool, ctl io.Reader, reply io.Writer) error {
+	in, err := openPacketSock(wireIn)
+	if err != nil {
+		return err
+	}
+	out, err := openPacketSock(wireOut)
+	if err != nil {
+		in.Close()
+		return err
+	}
+	up, down := newPump(in, out, hubAddr), newPump(out, in, hubAddr)
+	lines := bufio.NewScanner(ctl)
+	if !lines.Scan() {
+		in.Close()
+		out.Close()
+		return errors.New("no profile on standard input")
+	}
+	if err := applyLine(lines.Bytes(), up, down, reply); err != nil {
+		in.Close()
+		out.Close()
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// This goroutine ends with ctl, or with the process.
+	go func() {
+		for lines.Scan() {
+			_ = applyLine(lines.Bytes(), up, down, reply)
+		}
+		if !detached {
+			cancel()
+		}
+	}()
+	return runPumps(ctx, in, out, up, down)
+}
+
+// applyLine puts the profile encoded in line in force and answers.
+func applyLine(line []byte, up, down *pump, reply io.Writer) error {
+	var p Profile
+	err := json.Unmarshal(line, &p)
+	if err == nil {
+		err = p.Verify()
+	}
+	if err != nil {
+		fmt.Fprintf(reply, "error: %v\n", err)
+		return err
+	}
+	up.set(p.Up, p.MTU, p.DropICMP)
+	down.set(p.Down, p.MTU, p.DropICMP)
+	_, err = fmt.Fprintln(reply, "ok")
+	return err
+}
