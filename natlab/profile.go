@@ -16,15 +16,16 @@ type Path struct {
 	// Delay is added to every packet. Default 0.
 	Delay time.Duration
 
-	// Jitter adds a further delay drawn uniformly from [-Jitter, +Jitter]
-	// (never below zero in total). Unless Reorder is set, a packet never
-	// leaves before the one that arrived ahead of it: a packet drawn
-	// early waits for its predecessor, as on a real link, where jitter
-	// comes from queues that keep their order. Default 0.
+	// Jitter adds a further delay between -Jitter and +Jitter (never
+	// below zero in total). Unless Reorder is set, packets keep their
+	// order: the jitter drifts from one random value to the next over
+	// 4×Jitter, so packets close together see nearly the same delay, as
+	// behind a real link's changing queue, and packets further apart
+	// (pings, round trips) see independent ones. Default 0.
 	Jitter time.Duration
 
-	// Reorder lets jitter reorder packets: each leaves at its own drawn
-	// time. Default false.
+	// Reorder draws the jitter afresh for every packet, so that packets
+	// overtake each other. Default false.
 	Reorder bool
 
 	// LossPercent is the share (0-100) of packets dropped independently

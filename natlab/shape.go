@@ -30,6 +30,10 @@ type shaper struct {
 	bad       bool          // Gilbert–Elliott state
 	busyUntil time.Duration // when the rate limit's queue will have drained
 	lastExit  time.Duration // latest release time handed out, for ordering
+
+	// The jitter of an order-keeping path moves linearly from jitFrom at
+	// jitStart to jitTo at jitEnd, then on to a new random target.
+	jitStart, jitEnd, jitFrom, jitTo time.Duration
 }
 
 func newShaper(p Path, rnd *rand.Rand) *shaper { return &shaper{path: p, rnd: rnd} }
@@ -61,14 +65,46 @@ func (s *shaper) admit(now time.Duration, size int) (at time.Duration, v verdict
 	}
 	at += p.Delay
 	if p.Jitter > 0 {
-		j := time.Duration(s.rnd.Int64N(int64(2*p.Jitter)+1)) - p.Jitter
-		at = max(at+j, now)
+		at = max(at+s.jitter(now), now)
 	}
 	if !p.Reorder {
 		at = max(at, s.lastExit)
 	}
 	s.lastExit = max(s.lastExit, at)
 	return at, pass
+}
+
+// jitter returns the jitter of a packet arriving at now, within ±Jitter.
+//
+// A reordering path draws it afresh for every packet. An order-keeping
+// one cannot: a packet drawn early would wait for its predecessor, and at
+// a high packet rate every packet would wait for the latest of many
+// draws, turning jitter into a constant extra delay of +Jitter. Instead
+// the jitter moves between random targets over 4×Jitter each, so it
+// changes by at most half the time that passes and successive packets
+// keep their order by themselves, while packets more than a few Jitter
+// apart (pings, a round trip) see independent values, as they do behind
+// the changing queues and radio schedules that cause jitter.
+func (s *shaper) jitter(now time.Duration) time.Duration {
+	j := s.path.Jitter
+	if s.path.Reorder {
+		return s.uniform(j)
+	}
+	seg := 4 * j
+	if now >= s.jitEnd+seg || now < s.jitStart {
+		s.jitStart, s.jitEnd, s.jitTo = now, now, s.uniform(j)
+	}
+	for now >= s.jitEnd {
+		s.jitStart, s.jitEnd = s.jitEnd, s.jitEnd+seg
+		s.jitFrom, s.jitTo = s.jitTo, s.uniform(j)
+	}
+	off := s.jitFrom + time.Duration(float64(s.jitTo-s.jitFrom)*float64(now-s.jitStart)/float64(seg))
+	return min(max(off, -j), j) // a jitter made smaller since
+}
+
+// uniform returns a duration drawn uniformly from [-j, +j].
+func (s *shaper) uniform(j time.Duration) time.Duration {
+	return time.Duration(s.rnd.Int64N(int64(2*j)+1)) - j
 }
 
 // burstDrop moves the Gilbert–Elliott chain one packet on and reports
