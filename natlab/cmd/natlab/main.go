@@ -24,13 +24,15 @@ func main() {
 	os.Exit(code)
 }
 
-const usage = `usage: natlab up [-prefix P] [-loss PCT] [-udp-timeout DUR] [-q] SITE...
+const usage = `usage: natlab up [-prefix P] [-profile NAME] [-loss PCT] [-udp-timeout DUR] [-q] SITE...
        natlab down [PREFIX]
        natlab list
        natlab kinds
-SITE is KIND, or OUTER/INNER for a double NAT, optionally with :N for N hosts;
+       natlab profiles
+SITE is KIND, or OUTER/INNER for a double NAT, optionally with :N for N hosts
+and @PROFILE for its uplink's profile (default: -profile's, or lan);
 KIND is one of: %s. Sites are named a, b, c, ...
-Example: natlab up cone symseq-busy symseq/cone:2
+Example: natlab up -profile mobile cone symseq-busy symseq/cone:2@lan
 `
 
 // errUsage marks errors that exit 2.
@@ -79,6 +81,11 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
 	case "kinds":
 		fmt.Fprintln(stdout, kindNames())
 		return nil
+	case "profiles":
+		for _, name := range natlab.Profiles() {
+			fmt.Fprintf(stdout, "%-17s %s\n", name, natlab.DescribeProfile(name))
+		}
+		return nil
 	case "help", "-h", "-help", "--help":
 		fmt.Fprintf(stdout, usage, kindNames())
 		return nil
@@ -98,11 +105,20 @@ func kindNames() string {
 type siteSpec struct {
 	kind, inner natlab.Kind // inner != "" for a double NAT
 	hosts       int
+	profile     *natlab.Profile // nil: the -profile flag's
 }
 
 func parseSite(arg string) (siteSpec, error) {
 	spec := siteSpec{hosts: 1}
-	kinds, n, hasN := strings.Cut(arg, ":")
+	rest, profile, hasProfile := strings.Cut(arg, "@")
+	if hasProfile {
+		p, err := natlab.LookupProfile(profile)
+		if err != nil {
+			return spec, fmt.Errorf("%w: site %q: %v", errUsage, arg, strings.TrimPrefix(err.Error(), "natlab: "))
+		}
+		spec.profile = &p
+	}
+	kinds, n, hasN := strings.Cut(rest, ":")
 	if hasN {
 		h, err := strconv.Atoi(n)
 		if err != nil || h < 1 || h > 100 {
@@ -134,9 +150,14 @@ func up(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&cfg.Prefix, "prefix", "", "namespace name prefix (default wl + 4 random hex digits)")
 	fs.IntVar(&cfg.LossPercent, "loss", 0, "random loss on the internet segment, percent")
 	fs.DurationVar(&cfg.UDPTimeout, "udp-timeout", 0, "conntrack UDP timeout in routers (0: kernel default)")
+	profile := fs.String("profile", "lan", "every site's uplink profile (natlab profiles lists them)")
 	quiet := fs.Bool("q", false, "print only the prefix")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: up: %v", errUsage, err)
+	}
+	var err error
+	if cfg.Profile, err = natlab.LookupProfile(*profile); err != nil {
+		return fmt.Errorf("%w: up: %v", errUsage, strings.TrimPrefix(err.Error(), "natlab: "))
 	}
 	if fs.NArg() == 0 {
 		return fmt.Errorf("%w: up needs at least one SITE", errUsage)
@@ -164,10 +185,14 @@ func up(ctx context.Context, args []string, stdout io.Writer) error {
 	for i, spec := range specs {
 		name := string(rune('a' + i))
 		var s *natlab.Site
+		var opts []natlab.SiteOption
+		if spec.profile != nil {
+			opts = append(opts, natlab.WithProfile(*spec.profile))
+		}
 		if spec.inner != "" {
-			s, err = lab.AddDoubleNAT(ctx, name, spec.kind, spec.inner)
+			s, err = lab.AddDoubleNAT(ctx, name, spec.kind, spec.inner, opts...)
 		} else {
-			s, err = lab.AddSite(ctx, name, spec.kind)
+			s, err = lab.AddSite(ctx, name, spec.kind, opts...)
 		}
 		for h := 2; err == nil && h <= spec.hosts; h++ {
 			_, err = s.AddHost(ctx, name+strconv.Itoa(h))
@@ -200,7 +225,7 @@ func describe(w io.Writer, lab *natlab.Lab, cfg natlab.Config, sites []*natlab.S
 		if s.InnerKind() != "" {
 			kind += "/" + string(s.InnerKind())
 		}
-		fmt.Fprintf(w, "\nsite %s  %s, public address %s\n", s.Name(), kind, s.PublicAddr())
+		fmt.Fprintf(w, "\nsite %s  %s, public address %s, uplink %s\n", s.Name(), kind, s.PublicAddr(), s.Profile().Name)
 		for _, r := range s.Routers() {
 			fmt.Fprintf(w, "  router  %-26s ip netns exec %s bash\n", joinAddrs(r), r.Name())
 		}
