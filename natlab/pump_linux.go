@@ -5,6 +5,7 @@ package natlab
 import (
 	"context"
 	"errors"
+	"math"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -22,7 +23,7 @@ type pump struct {
 	epoch    time.Time
 	icmpFrom netip.Addr // source of "fragmentation needed"
 	frames   sync.Pool  // of *frame
-	wake     chan struct{}
+	timer    *releaseTimer
 
 	// mu guards all following fields.
 	mu       sync.Mutex
@@ -31,19 +32,38 @@ type pump struct {
 	dropICMP bool
 	q        frameQueue
 	seq      uint64
+	armed    time.Duration // when timer fires; noTimer if disarmed
 	// sending is set while writeLoop writes frames it popped: a frame of
 	// the fast path must not overtake them.
 	sending bool
 }
 
-func newPump(from, to *packetSock, icmpFrom netip.Addr) *pump {
+// noTimer is pump.armed when the timer is disarmed.
+const noTimer = time.Duration(math.MaxInt64)
+
+func newPump(from, to *packetSock, icmpFrom netip.Addr) (*pump, error) {
+	t, err := newReleaseTimer()
+	if err != nil {
+		return nil, err
+	}
 	p := &pump{
-		from: from, to: to, epoch: time.Now(), icmpFrom: icmpFrom,
-		wake: make(chan struct{}, 1),
-		sh:   newShaper(Path{}, rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))),
+		from: from, to: to, epoch: time.Now(), icmpFrom: icmpFrom, timer: t,
+		sh:    newShaper(Path{}, rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))),
+		armed: noTimer,
 	}
 	p.frames.New = func() any { return &frame{buf: make([]byte, frameCap)} }
-	return p
+	return p, nil
+}
+
+// armLocked sets the timer to fire at at (noTimer: never). The timer is
+// only set under mu, so that its setting always matches the queue.
+func (p *pump) armLocked(at time.Duration) {
+	if at == p.armed {
+		return
+	}
+	p.armed = at
+	// An error means the timer is closed: the pump is stopping.
+	_ = p.timer.arm(at-p.now(), at == noTimer)
 }
 
 func (p *pump) now() time.Duration { return time.Since(p.epoch) }
@@ -137,57 +157,49 @@ func (p *pump) shapeLocked(now time.Duration, f *frame, direct []*frame) []*fram
 		p.seq++
 		f.at, f.seq = at, p.seq
 		p.q.push(f)
-		select {
-		case p.wake <- struct{}{}:
-		default:
+		if at < p.armed {
+			p.armLocked(at)
 		}
 	}
 	return direct
 }
 
-// writeLoop releases held frames at their time until ctx ends or the
+// writeLoop releases held frames at their time until the timer or the
 // socket it writes is closed.
-func (p *pump) writeLoop(ctx context.Context) error {
+func (p *pump) writeLoop() error {
 	var wb batch
 	var due []*frame
 	var out [][]byte
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
 	for {
 		p.mu.Lock()
 		var next time.Duration
 		due, next = p.q.popDue(p.now(), due[:0], batchLen)
 		p.sending = len(due) > 0
+		if next < 0 {
+			next = noTimer
+		}
+		p.armed = -1 // the timer may have fired: always set it again
+		p.armLocked(next)
 		p.mu.Unlock()
-		if len(due) > 0 {
-			out = out[:0]
-			for _, f := range due {
-				out = append(out, f.buf[:f.n])
-			}
-			err := p.to.send(&wb, out)
-			for _, f := range due {
-				p.frames.Put(f)
-			}
-			p.mu.Lock()
-			p.sending = false
-			p.mu.Unlock()
-			if err != nil {
+		if len(due) == 0 {
+			if err := p.timer.wait(); err != nil {
 				return err
 			}
 			continue
 		}
-		wait := time.Hour
-		if next >= 0 {
-			wait = next - p.now()
+		out = out[:0]
+		for _, f := range due {
+			out = append(out, f.buf[:f.n])
 		}
-		timer.Reset(max(wait, 0))
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-p.wake:
-			// Since Go 1.23 Reset discards a stale expiry; no drain.
-			timer.Stop()
-		case <-timer.C:
+		err := p.to.send(&wb, out)
+		for _, f := range due {
+			p.frames.Put(f)
+		}
+		p.mu.Lock()
+		p.sending = false
+		p.mu.Unlock()
+		if err != nil {
+			return err
 		}
 	}
 }
@@ -199,11 +211,7 @@ func runPumps(ctx context.Context, in, out *packetSock, up, down *pump) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
-	for _, fn := range []func() error{
-		up.readLoop, down.readLoop,
-		func() error { return up.writeLoop(ctx) },
-		func() error { return down.writeLoop(ctx) },
-	} {
+	for _, fn := range []func() error{up.readLoop, down.readLoop, up.writeLoop, down.writeLoop} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -213,9 +221,12 @@ func runPumps(ctx context.Context, in, out *packetSock, up, down *pump) error {
 		}()
 	}
 	<-ctx.Done()
-	// Closing the sockets ends the read loops.
+	// Closing the sockets ends the read loops, the timers the write
+	// loops.
 	in.Close()
 	out.Close()
+	up.timer.Close()
+	down.timer.Close()
 	wg.Wait()
 	close(errs)
 	var all []error

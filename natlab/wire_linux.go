@@ -50,17 +50,21 @@ func serveWire(detached bool, ctl io.Reader, reply io.Writer) error {
 		in.Close()
 		return err
 	}
-	up, down := newPump(in, out, hubAddr), newPump(out, in, hubAddr)
-	lines := bufio.NewScanner(ctl)
-	if !lines.Scan() {
-		in.Close()
-		out.Close()
-		return errors.New("no profile on standard input")
+	up, err := newPump(in, out, hubAddr)
+	if err != nil {
+		return errors.Join(err, in.Close(), out.Close())
 	}
-	if err := applyLine(lines.Bytes(), up, down, reply); err != nil {
-		in.Close()
-		out.Close()
-		return err
+	down, err := newPump(out, in, hubAddr)
+	if err != nil {
+		return errors.Join(err, in.Close(), out.Close(), up.timer.Close())
+	}
+	lines := bufio.NewScanner(ctl)
+	err = errors.New("no profile on standard input")
+	if lines.Scan() {
+		err = applyLine(lines.Bytes(), up, down, reply)
+	}
+	if err != nil {
+		return errors.Join(err, in.Close(), out.Close(), up.timer.Close(), down.timer.Close())
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
