@@ -224,3 +224,16 @@ func (s *Site) SetProfile(ctx context.Context, p Profile) error {
 	}
 	return nil
 }
+
+// SetProfile changes the profile of every site that has an emulator (see
+// Site.SetProfile), for instance to move a whole cell from broadband to
+// mobile in the middle of a test. Sites built without one are left alone.
+func (l *Lab) SetProfile(ctx context.Context, p Profile) error {
+	var errs []error
+	for _, s := range l.Sites() {
+		if s.uplink != nil {
+			errs = append(errs, s.SetProfile(ctx, p))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -78,17 +78,28 @@ func TestUplinkDelay(t *testing.T) {
 	within(t, "10+25 ms RTT", pingRTT(t, site.Host(), srv, 20), 35*time.Millisecond, 0, 8*time.Millisecond)
 }
 
-// TestUplinkCleanup checks that Close stops the emulator's helper process
-// and removes its namespace.
+// TestUplinkCleanup puts an emulator in front of a double NAT, changes the
+// whole lab's profile, and checks that Close stops the emulator's helper
+// process and removes its namespace.
 func TestUplinkCleanup(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	lab := labtest.New(t, natlab.Config{})
 	p, _ := natlab.LookupProfile("broadband")
-	site, err := lab.AddSite(ctx, "a", natlab.Open, natlab.WithProfile(p))
+	site, err := lab.AddDoubleNAT(ctx, "a", natlab.Cone, natlab.Cone, natlab.WithProfile(p))
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := lab.AddSite(ctx, "b", natlab.Open); err != nil {
+		t.Fatal(err)
+	}
+	srv := lab.Server().Addr()
+	// One broadband uplink: half the profile's 30 ms.
+	within(t, "broadband RTT to the server", pingRTT(t, site.Host(), srv, 10), 15*time.Millisecond, 0, 8*time.Millisecond)
+	if err := lab.SetProfile(ctx, natlab.Profile{Name: "clean"}); err != nil {
+		t.Fatal(err)
+	}
+	within(t, "clean RTT to the server", pingRTT(t, site.Host(), srv, 10), 0, 0, 5*time.Millisecond)
 	ns := lab.Prefix() + "-a-wan"
 	if !slices.Contains(lab.Namespaces(), ns) {
 		t.Fatalf("namespaces %v lack the uplink's %s", lab.Namespaces(), ns)
