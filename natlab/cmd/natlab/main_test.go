@@ -123,8 +123,9 @@ func TestUpProfile(t *testing.T) {
 	if m == nil {
 		t.Fatalf("ping output without rtt: %s", o)
 	}
-	if avg, _ := strconv.ParseFloat(string(m[2]), 64); avg < 100 || avg > 115 {
-		t.Errorf("RTT across one intercontinental uplink %.1f ms, want 100", avg)
+	// The fastest of three: a loaded machine delays some pings further.
+	if least, _ := strconv.ParseFloat(string(m[1]), 64); least < 100 || least > 110 {
+		t.Errorf("RTT across one intercontinental uplink %.1f ms, want 100", least)
 	}
 	pids, err := exec.Command("ip", "netns", "pids", prefix+"-a-wan").Output()
 	if err != nil || len(strings.Fields(string(pids))) != 1 {
