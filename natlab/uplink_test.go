@@ -3,6 +3,7 @@ package natlab_test
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -372,7 +373,7 @@ func TestUplinkMTU(t *testing.T) {
 			rc := udpOn(t, lab.Server(), 0)
 			dst := netip.AddrPortFrom(lab.Server().Addr(), localPort(rc))
 			df := dialUDP(t, site.Host(), dst, syscall.IP_PMTUDISC_DO)
-			sendExpect(t, df, rc, 1400-28, true, "a packet that fits")
+			mapping := sendExpect(t, df, rc, 1400-28, true, "a packet that fits")
 			sendExpect(t, df, rc, 1500-28, false, "an oversize packet with DF")
 			time.Sleep(100 * time.Millisecond) // the ICMP error's way back
 			mtu := ipMTU(t, df)
@@ -382,6 +383,35 @@ func TestUplinkMTU(t *testing.T) {
 			}
 			if mtu != want {
 				t.Errorf("host's path MTU after an oversize packet: %d, want %d", mtu, want)
+			}
+			// The other way: the server's oversize packet to the host's
+			// mapping is dropped too, and only with ICMP does the
+			// server's next one fail at once.
+			setDF(t, rc)
+			big := make([]byte, 1500-28)
+			if _, err := rc.WriteToUDPAddrPort(big, mapping); err != nil {
+				t.Fatal(err)
+			}
+			// The host's socket may hold the error of its own oversize
+			// packet: read past it.
+			_ = df.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			for {
+				n, err := df.Read(make([]byte, 2048))
+				if err == nil {
+					t.Errorf("host received the server's oversize packet (%d bytes)", n)
+				}
+				if !errors.Is(err, syscall.EMSGSIZE) {
+					break
+				}
+			}
+			refused := false
+			for i := 0; i < 10 && !refused; i++ {
+				_, err := rc.WriteToUDPAddrPort(big, mapping)
+				refused = errors.Is(err, syscall.EMSGSIZE)
+				time.Sleep(30 * time.Millisecond)
+			}
+			if refused == dropICMP {
+				t.Errorf("server's oversize packets refused by its kernel: %v, want %v (told by ICMP)", refused, !dropICMP)
 			}
 			if dropICMP {
 				// Without DF the uplink fragments, and the server
@@ -416,8 +446,8 @@ func dialUDP(t *testing.T, h *natlab.Host, dst netip.AddrPort, pmtud int) *net.U
 }
 
 // sendExpect sends a datagram of size bytes on c and checks whether rc
-// receives it whole.
-func sendExpect(t *testing.T, c, rc *net.UDPConn, size int, arrives bool, what string) {
+// receives it whole; it returns where it came from.
+func sendExpect(t *testing.T, c, rc *net.UDPConn, size int, arrives bool, what string) netip.AddrPort {
 	t.Helper()
 	msg := make([]byte, size)
 	for i := range msg {
@@ -428,7 +458,7 @@ func sendExpect(t *testing.T, c, rc *net.UDPConn, size int, arrives bool, what s
 	}
 	buf := make([]byte, 2048)
 	_ = rc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-	n, _, err := rc.ReadFromUDPAddrPort(buf)
+	n, from, err := rc.ReadFromUDPAddrPort(buf)
 	switch {
 	case arrives && err != nil:
 		t.Errorf("%s (%d bytes): not received: %v", what, size, err)
@@ -436,6 +466,22 @@ func sendExpect(t *testing.T, c, rc *net.UDPConn, size int, arrives bool, what s
 		t.Errorf("%s: received %d bytes, not the %d sent", what, n, size)
 	case !arrives && err == nil:
 		t.Errorf("%s (%d bytes): received, want it dropped", what, size)
+	}
+	return from
+}
+
+// setDF makes c's datagrams carry Don't Fragment.
+func setDF(t *testing.T, c *net.UDPConn) {
+	t.Helper()
+	raw, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_MTU_DISCOVER, syscall.IP_PMTUDISC_DO)
+	}); err != nil || serr != nil {
+		t.Fatal(err, serr)
 	}
 }
 
