@@ -208,7 +208,7 @@ func (s *Site) Profile() Profile {
 
 // SetProfile changes what the site's uplink does from now on; packets
 // already held keep their release times. The site must have been built
-// with an emulated profile (any but lan: ProfileClean's "clean" impairs
+// with an emulated profile (any but lan; "clean" impairs
 // nothing); the lan profile here makes the emulator pass everything.
 func (s *Site) SetProfile(ctx context.Context, p Profile) error {
 	if s.uplink == nil {

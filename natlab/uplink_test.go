@@ -384,35 +384,7 @@ func TestUplinkMTU(t *testing.T) {
 			if mtu != want {
 				t.Errorf("host's path MTU after an oversize packet: %d, want %d", mtu, want)
 			}
-			// The other way: the server's oversize packet to the host's
-			// mapping is dropped too, and only with ICMP does the
-			// server's next one fail at once.
-			setDF(t, rc)
-			big := make([]byte, 1500-28)
-			if _, err := rc.WriteToUDPAddrPort(big, mapping); err != nil {
-				t.Fatal(err)
-			}
-			// The host's socket may hold the error of its own oversize
-			// packet: read past it.
-			_ = df.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-			for {
-				n, err := df.Read(make([]byte, 2048))
-				if err == nil {
-					t.Errorf("host received the server's oversize packet (%d bytes)", n)
-				}
-				if !errors.Is(err, syscall.EMSGSIZE) {
-					break
-				}
-			}
-			refused := false
-			for i := 0; i < 10 && !refused; i++ {
-				_, err := rc.WriteToUDPAddrPort(big, mapping)
-				refused = errors.Is(err, syscall.EMSGSIZE)
-				time.Sleep(30 * time.Millisecond)
-			}
-			if refused == dropICMP {
-				t.Errorf("server's oversize packets refused by its kernel: %v, want %v (told by ICMP)", refused, !dropICMP)
-			}
+			checkInboundMTU(t, rc, df, mapping, dropICMP)
 			if dropICMP {
 				// Without DF the uplink fragments, and the server
 				// reassembles.
@@ -420,6 +392,40 @@ func TestUplinkMTU(t *testing.T) {
 				sendExpect(t, nodf, rc, 1500-28, true, "an oversize packet without DF")
 			}
 		})
+	}
+}
+
+// checkInboundMTU sends oversize packets from the server's socket rc to
+// the host's socket df at its mapping: the host must not receive them,
+// and the server's kernel must learn the MTU exactly when ICMP is
+// delivered.
+func checkInboundMTU(t *testing.T, rc, df *net.UDPConn, mapping netip.AddrPort, dropICMP bool) {
+	t.Helper()
+	setDF(t, rc)
+	big := make([]byte, 1500-28)
+	if _, err := rc.WriteToUDPAddrPort(big, mapping); err != nil {
+		t.Fatal(err)
+	}
+	// The host's socket may hold the error of its own oversize packet:
+	// read past it.
+	_ = df.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	for {
+		n, err := df.Read(make([]byte, 2048))
+		if err == nil {
+			t.Errorf("host received the server's oversize packet (%d bytes)", n)
+		}
+		if !errors.Is(err, syscall.EMSGSIZE) {
+			break
+		}
+	}
+	refused := false
+	for i := 0; i < 10 && !refused; i++ {
+		_, err := rc.WriteToUDPAddrPort(big, mapping)
+		refused = errors.Is(err, syscall.EMSGSIZE)
+		time.Sleep(30 * time.Millisecond)
+	}
+	if refused == dropICMP {
+		t.Errorf("server's oversize packets refused by its kernel: %v, want %v (told by ICMP)", refused, !dropICMP)
 	}
 }
 
