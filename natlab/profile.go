@@ -104,7 +104,7 @@ type Profile struct {
 
 // Emulated reports whether a site with this profile gets an emulator on
 // its uplink: every profile but the zero one and those named "lan". A
-// profile with no impairment under another name (ProfileClean) still gets
+// profile with no impairment under another name ("clean") still gets
 // one, so that SetProfile can impair it later.
 func (p Profile) Emulated() bool {
 	return p.Name != "lan" && p != (Profile{}) || p.impaired()

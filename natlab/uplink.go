@@ -208,8 +208,8 @@ func (s *Site) Profile() Profile {
 
 // SetProfile changes what the site's uplink does from now on; packets
 // already held keep their release times. The site must have been built
-// with an emulated profile (any but lan; "clean" impairs
-// nothing); the lan profile here makes the emulator pass everything.
+// with an emulated profile (any but lan; "clean" impairs nothing); the
+// lan profile here makes the emulator pass everything.
 func (s *Site) SetProfile(ctx context.Context, p Profile) error {
 	if s.uplink == nil {
 		return fmt.Errorf("natlab: site %s: set profile %s: built without an emulator (profile lan); build it with another, such as clean", s.name, p.Name)
