@@ -181,14 +181,30 @@ func up(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	sites, err := addSites(ctx, lab, specs)
+	if err != nil {
+		// Interrupted or failed: leave nothing behind.
+		return errors.Join(err, lab.Close())
+	}
+	if *quiet {
+		fmt.Fprintln(stdout, lab.Prefix())
+		return nil
+	}
+	describe(stdout, lab, cfg, sites)
+	return nil
+}
+
+// addSites adds a site named a, b, c, ... to lab for each spec.
+func addSites(ctx context.Context, lab *natlab.Lab, specs []siteSpec) ([]*natlab.Site, error) {
 	var sites []*natlab.Site
 	for i, spec := range specs {
 		name := string(rune('a' + i))
-		var s *natlab.Site
 		var opts []natlab.SiteOption
 		if spec.profile != nil {
 			opts = append(opts, natlab.WithProfile(*spec.profile))
 		}
+		var s *natlab.Site
+		var err error
 		if spec.inner != "" {
 			s, err = lab.AddDoubleNAT(ctx, name, spec.kind, spec.inner, opts...)
 		} else {
@@ -198,17 +214,11 @@ func up(ctx context.Context, args []string, stdout io.Writer) error {
 			_, err = s.AddHost(ctx, name+strconv.Itoa(h))
 		}
 		if err != nil {
-			// Interrupted or failed: leave nothing behind.
-			return errors.Join(err, lab.Close())
+			return nil, err
 		}
 		sites = append(sites, s)
 	}
-	if *quiet {
-		fmt.Fprintln(stdout, lab.Prefix())
-		return nil
-	}
-	describe(stdout, lab, cfg, sites)
-	return nil
+	return sites, nil
 }
 
 func describe(w io.Writer, lab *natlab.Lab, cfg natlab.Config, sites []*natlab.Site) {
