@@ -151,6 +151,21 @@ func (p Path) verify() error {
 	return nil
 }
 
+// PathStats counts what one direction of an emulated uplink has done
+// since the site was built.
+type PathStats struct {
+	Frames, Bytes int64 // passed on, fragments counted one by one
+	DroppedQueue  int64 // the rate limit's queue was full
+	DroppedLoss   int64 // random loss
+	DroppedBurst  int64 // Gilbert–Elliott loss
+	DroppedMTU    int64 // over the MTU with Don't Fragment
+	ICMPSent      int64 // "fragmentation needed" sent back
+	Fragmented    int64 // packets split to fit the MTU
+}
+
+// UplinkStats counts both directions of an emulated uplink.
+type UplinkStats struct{ Up, Down PathStats }
+
 // queueLimit is the queue bound in bytes that applies with p's rate.
 func (p Path) queueLimit() int {
 	if p.QueueBytes > 0 {

@@ -33,6 +33,7 @@ type pump struct {
 	q        frameQueue
 	seq      uint64
 	armed    time.Duration // when timer fires; noTimer if disarmed
+	stats    PathStats
 	// sending is set while writeLoop writes frames it popped: a frame of
 	// the fast path must not overtake them.
 	sending bool
@@ -74,6 +75,13 @@ func (p *pump) set(path Path, mtu int, dropICMP bool) {
 	defer p.mu.Unlock()
 	p.sh.setPath(path)
 	p.mtu, p.dropICMP = mtu, dropICMP
+}
+
+// counters returns a copy of the direction's counters.
+func (p *pump) counters() PathStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stats
 }
 
 // readLoop runs until the socket it reads is closed.
@@ -123,14 +131,17 @@ func (p *pump) readLoop() error {
 func (p *pump) admitLocked(now time.Duration, f *frame, direct []*frame, back [][]byte) ([]*frame, [][]byte) {
 	switch checkMTU(f.buf[:f.n], p.mtu) {
 	case tooBigDF:
+		p.stats.DroppedMTU++
 		if !p.dropICMP {
 			if r := fragNeeded(f.buf[:f.n], p.mtu, p.icmpFrom); r != nil {
 				back = append(back, r)
+				p.stats.ICMPSent++
 			}
 		}
 		p.frames.Put(f)
 		return direct, back
 	case fragments:
+		p.stats.Fragmented++
 		fragment(f.buf[:f.n], p.mtu, func(b []byte) {
 			g := p.frames.Get().(*frame)
 			g.n = copy(g.buf, b)
@@ -148,8 +159,22 @@ const maxHeld = 1 << 16
 
 func (p *pump) shapeLocked(now time.Duration, f *frame, direct []*frame) []*frame {
 	at, v := p.sh.admit(now, f.n)
+	if v == pass && p.q.Len() >= maxHeld {
+		v = dropQueue
+	}
+	switch v {
+	case dropQueue:
+		p.stats.DroppedQueue++
+	case dropLoss:
+		p.stats.DroppedLoss++
+	case dropBurst:
+		p.stats.DroppedBurst++
+	default:
+		p.stats.Frames++
+		p.stats.Bytes += int64(f.n)
+	}
 	switch {
-	case v != pass || p.q.Len() >= maxHeld:
+	case v != pass:
 		p.frames.Put(f)
 	case at <= now && p.q.Len() == 0 && !p.sending:
 		direct = append(direct, f)

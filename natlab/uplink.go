@@ -152,16 +152,50 @@ func (l *Lab) startUplinkLocked(ctx context.Context, u *uplink) error {
 	return nil
 }
 
+// control is one line on the helper's standard input: a profile to put
+// in force, or a request for the counters. The helper answers each with
+// one line: "ok", "ok " and the counters as JSON, or "error: " and why.
+type control struct {
+	Profile *Profile `json:",omitempty"`
+	Stats   bool     `json:",omitempty"`
+}
+
 // apply sends p to the helper and waits for it to be in force.
 func (u *uplink) apply(ctx context.Context, p Profile) error {
-	line, err := json.Marshal(p)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	answer, err := u.callLocked(ctx, control{Profile: &p})
 	if err != nil {
 		return err
 	}
+	if answer != "" {
+		return fmt.Errorf("emulator answered %q", answer)
+	}
+	u.profile = p
+	return nil
+}
+
+// stats asks the helper for its counters.
+func (u *uplink) stats(ctx context.Context) (UplinkStats, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	var st UplinkStats
+	answer, err := u.callLocked(ctx, control{Stats: true})
+	if err == nil {
+		err = json.Unmarshal([]byte(answer), &st)
+	}
+	return st, err
+}
+
+// callLocked sends c to the helper and returns what its answer says after
+// "ok".
+func (u *uplink) callLocked(ctx context.Context, c control) (string, error) {
+	line, err := json.Marshal(c)
+	if err != nil {
+		return "", err
+	}
 	if u.broken != nil {
-		return u.broken
+		return "", u.broken
 	}
 	_ = u.replies.SetReadDeadline(time.Time{})
 	stop := context.AfterFunc(ctx, func() { _ = u.replies.SetReadDeadline(time.Now()) })
@@ -170,13 +204,15 @@ func (u *uplink) apply(ctx context.Context, p Profile) error {
 	if err != nil {
 		// A late answer would be taken for the next one's.
 		u.broken = fmt.Errorf("emulator out of step after: %w", err)
-		return err
+		return "", err
 	}
-	if answer != "ok" {
-		return fmt.Errorf("emulator refused profile %s: %s", p.Name, answer)
+	if rest, ok := strings.CutPrefix(answer, "error: "); ok {
+		return "", fmt.Errorf("emulator: %s", rest)
 	}
-	u.profile = p
-	return nil
+	if answer != "ok" && !strings.HasPrefix(answer, "ok ") {
+		return "", fmt.Errorf("emulator answered %q", answer)
+	}
+	return strings.TrimPrefix(strings.TrimPrefix(answer, "ok"), " "), nil
 }
 
 func (u *uplink) exchange(line []byte) (string, error) {
@@ -193,6 +229,22 @@ func (u *uplink) exchange(line []byte) (string, error) {
 func (u *uplink) close() {
 	u.ctl.Close()
 	u.replies.Close()
+}
+
+// UplinkStats returns what the site's uplink emulator has done so far:
+// frames passed and dropped by cause, each way. It fails for a site
+// without an emulator.
+func (s *Site) UplinkStats(ctx context.Context) (UplinkStats, error) {
+	if s.uplink == nil {
+		return UplinkStats{}, fmt.Errorf("natlab: site %s: uplink stats: no emulator (profile lan)", s.name)
+	}
+	ctx, stop := s.lab.op(ctx)
+	defer stop()
+	st, err := s.uplink.stats(ctx)
+	if err != nil {
+		return st, fmt.Errorf("natlab: site %s: uplink stats: %w", s.name, err)
+	}
+	return st, nil
 }
 
 // Profile returns the profile in force on the site's uplink.

@@ -49,7 +49,32 @@ func TestUplinkMTU(t *testing.T) {
 				nodf := dialUDP(t, site.Host(), dst, syscall.IP_PMTUDISC_DONT)
 				sendExpect(t, nodf, rc, 1500-28, true, "an oversize packet without DF")
 			}
+			checkMTUStats(t, site, dropICMP)
 		})
+	}
+}
+
+// checkMTUStats checks the emulator's count of what TestUplinkMTU sent.
+func checkMTUStats(t *testing.T, site *natlab.Site, dropICMP bool) {
+	t.Helper()
+	st, err := site.UplinkStats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("emulator: %+v", st)
+	// Up: the host's oversize packet, and in the black hole the one
+	// without DF. Down: the server's first oversize packet, and in the
+	// black hole its others, which its kernel was never told to stop.
+	icmp, frags := int64(1), int64(0)
+	if dropICMP {
+		icmp, frags = 0, 1
+	}
+	if st.Up.DroppedMTU != 1 || st.Up.ICMPSent != icmp || st.Up.Fragmented != frags {
+		t.Errorf("up: dropped %d over the MTU, %d ICMP, %d fragmented; want 1, %d, %d",
+			st.Up.DroppedMTU, st.Up.ICMPSent, st.Up.Fragmented, icmp, frags)
+	}
+	if st.Down.DroppedMTU < 1 || (st.Down.ICMPSent == 0) != dropICMP {
+		t.Errorf("down: dropped %d over the MTU, %d ICMP", st.Down.DroppedMTU, st.Down.ICMPSent)
 	}
 }
 

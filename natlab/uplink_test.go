@@ -239,6 +239,27 @@ func TestUplinkLoss(t *testing.T) {
 	if down < 0.035 || down > 0.065 || run < 3 || run > 5.5 {
 		t.Errorf("bursty loss %.2f%% in runs of %.2f, want 5%% ± 1.5 in runs of 4", 100*down, run)
 	}
+	// The emulator dropped what was lost (and a little more: the warm-up
+	// packets and ARP cross it too), nothing else did.
+	st, err := site.UplinkStats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("emulator: %+v", st)
+	for _, c := range []struct {
+		what           string
+		dropped, extra int64
+		lost           float64
+		sent           int
+	}{
+		{"random", st.Up.DroppedLoss, st.Up.DroppedBurst + st.Up.DroppedQueue, up, n},
+		{"bursty", st.Down.DroppedBurst, st.Down.DroppedLoss + st.Down.DroppedQueue, down, 2 * n},
+	} {
+		lost := int64(c.lost*float64(c.sent) + 0.5)
+		if c.dropped < lost || c.dropped > lost+10 || c.extra != 0 {
+			t.Errorf("%s: emulator dropped %d (and %d otherwise), %d were lost", c.what, c.dropped, c.extra, lost)
+		}
+	}
 }
 
 // TestUplinkJitter checks that jitter keeps order unless reordering is

@@ -88,19 +88,30 @@ func serveWire(detached bool, ctl io.Reader, reply io.Writer) error {
 	return runPumps(ctx, in, out, up, down)
 }
 
-// applyLine puts the profile encoded in line in force and answers.
+// applyLine carries out the control message in line and answers "ok",
+// "ok " and the counters as JSON, or "error: " and why.
 func applyLine(line []byte, up, down *pump, reply io.Writer) error {
-	var p Profile
-	err := json.Unmarshal(line, &p)
-	if err == nil {
-		err = p.Verify()
+	var c control
+	err := json.Unmarshal(line, &c)
+	switch {
+	case err != nil:
+	case c.Stats:
+		var b []byte
+		if b, err = json.Marshal(UplinkStats{Up: up.counters(), Down: down.counters()}); err == nil {
+			_, err = fmt.Fprintf(reply, "ok %s\n", b)
+			return err
+		}
+	case c.Profile == nil:
+		err = errors.New("empty control message")
+	default:
+		if err = c.Profile.Verify(); err == nil {
+			p := c.Profile
+			up.set(p.Up, p.MTU, p.DropICMP)
+			down.set(p.Down, p.MTU, p.DropICMP)
+			_, err = fmt.Fprintln(reply, "ok")
+			return err
+		}
 	}
-	if err != nil {
-		fmt.Fprintf(reply, "error: %v\n", err)
-		return err
-	}
-	up.set(p.Up, p.MTU, p.DropICMP)
-	down.set(p.Down, p.MTU, p.DropICMP)
-	_, err = fmt.Fprintln(reply, "ok")
+	fmt.Fprintf(reply, "error: %v\n", err)
 	return err
 }
