@@ -38,10 +38,10 @@ type Config struct {
 
 	// Detach makes a lab meant to outlive the process that built it
 	// (`natlab up`): its background helpers (the traffic of symseq-busy
-	// sites) keep running after this process exits, and Reap does not
-	// count it as orphaned. Otherwise the helpers stop by themselves within
-	// 100 ms of this process exiting. Close and Cleanup stop them either
-	// way. Default false.
+	// sites, uplink emulators) keep running after this process exits, and
+	// Reap does not count it as orphaned. Otherwise the helpers stop by
+	// themselves within 100 ms of this process exiting. Close and Cleanup
+	// stop them either way. Default false.
 	Detach bool
 
 	// Profile is what every site's uplink does (delay, loss, rate, MTU;
