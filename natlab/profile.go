@@ -151,6 +151,27 @@ func (p Path) verify() error {
 	return nil
 }
 
+// RoundTrip returns the nominal round trip between peers at a site with
+// profile p and one with profile q: the four uplink crossings' delays,
+// without jitter, queueing or the lab's own fraction of a millisecond.
+// With q the zero Profile it is the round trip to the server.
+func (p Profile) RoundTrip(q Profile) time.Duration {
+	return p.Up.Delay + q.Down.Delay + q.Up.Delay + p.Down.Delay
+}
+
+// Capacity returns the bottleneck rate, in bit/s, from a site with
+// profile p to one with profile q, or 0 if neither uplink limits it.
+func (p Profile) Capacity(q Profile) int64 {
+	a, b := p.Up.RateBitps, q.Down.RateBitps
+	switch {
+	case a == 0:
+		return b
+	case b == 0:
+		return a
+	}
+	return min(a, b)
+}
+
 // PathStats counts what one direction of an emulated uplink has done
 // since the site was built.
 type PathStats struct {

@@ -51,6 +51,25 @@ func TestProfiles(t *testing.T) {
 	if m.Up.Burst.BadLen != 3 || 4*m.Up.Jitter != 20*time.Millisecond {
 		t.Errorf("mobile: loss runs %v, RTT jitter %v", m.Up.Burst.BadLen, 4*m.Up.Jitter)
 	}
+	bb, _ := LookupProfile("broadband")
+	if rtt := m.RoundTrip(m); rtt != 90*time.Millisecond {
+		t.Errorf("mobile to mobile RTT %v, want 90ms", rtt)
+	}
+	if rtt := m.RoundTrip(bb); rtt != 60*time.Millisecond {
+		t.Errorf("mobile to broadband RTT %v, want 60ms", rtt)
+	}
+	if rtt := bb.RoundTrip(Profile{}); rtt != 15*time.Millisecond {
+		t.Errorf("broadband to the server RTT %v, want 15ms", rtt)
+	}
+	if c := m.Capacity(bb); c != 20e6 {
+		t.Errorf("mobile to broadband capacity %d, want 20 Mbit/s", c)
+	}
+	if c := bb.Capacity(Profile{}); c != 100e6 {
+		t.Errorf("broadband to the server capacity %d, want 100 Mbit/s", c)
+	}
+	if c := (Profile{}).Capacity(Profile{}); c != 0 {
+		t.Errorf("lan capacity %d, want 0 (unlimited)", c)
+	}
 	if _, err := LookupProfile("dialup"); err == nil {
 		t.Error("LookupProfile(dialup) succeeded")
 	}
