@@ -47,7 +47,8 @@
 // two crossings lose the profile's one-way p (1-(1-p')² = p). A site with
 // a profile talking to the server or to a site without one sees half the
 // round trip. The rate and MTU apply to each uplink whole, so the path has
-// the profile's capacity.
+// the profile's capacity. Profile.RoundTrip and Profile.Capacity give the
+// nominal figures of a path between any two profiles.
 //
 //	profile           RTT            one-way loss          rate        MTU
 //	lan               (no emulator)
