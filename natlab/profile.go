@@ -53,7 +53,10 @@ type Path struct {
 // with probability 1/BadLen at each packet, and dropping a packet with
 // probability LossGood or LossBad depending on its state. Runs of loss
 // last BadLen packets on average when LossBad is 1. The zero value never
-// drops anything.
+// drops anything. The chain moves per packet of the direction, not per
+// unit of time (as in netem): sparse traffic, such as a retransmission
+// every few hundred milliseconds, meets a run that spans seconds, and
+// bulk traffic a run of a few milliseconds.
 type Burst struct {
 	GoodLen, BadLen   float64 // mean packets spent in each state, >= 1 when set
 	LossGood, LossBad float64 // drop probability (0-1) in each state

@@ -263,7 +263,7 @@ func TestUplinkLoss(t *testing.T) {
 }
 
 // TestUplinkJitter checks that jitter keeps order unless reordering is
-// asked for, and spreads the delay.
+// asked for (shape_test.go checks the spread of the delays).
 func TestUplinkJitter(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
