@@ -78,6 +78,18 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 func (s *packetSock) Close() error { return s.f.Close() }
 
+// drops returns how many frames the kernel dropped because the socket's
+// buffer was full since the last call (reading the counter resets it).
+func (s *packetSock) drops() int64 {
+	var n int64
+	_ = s.rc.Control(func(fd uintptr) {
+		if st, err := unix.GetsockoptTpacketStats(int(fd), unix.SOL_PACKET, unix.PACKET_STATISTICS); err == nil {
+			n = int64(st.Drops)
+		}
+	})
+	return n
+}
+
 // batch is the scratch state of one goroutine's batched calls.
 type batch struct {
 	hdrs [batchLen]mmsghdr

@@ -185,6 +185,10 @@ type PathStats struct {
 	DroppedMTU    int64 // over the MTU with Don't Fragment
 	ICMPSent      int64 // "fragmentation needed" sent back
 	Fragmented    int64 // packets split to fit the MTU
+	// DroppedOverrun counts frames the emulator could not keep up with
+	// (its socket's buffer was full): loss that no profile asked for,
+	// which a measurement should not blame on the path.
+	DroppedOverrun int64
 }
 
 // UplinkStats counts both directions of an emulated uplink.

@@ -81,6 +81,7 @@ func (p *pump) set(path Path, mtu int, dropICMP bool) {
 func (p *pump) counters() PathStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.stats.DroppedOverrun += p.from.drops()
 	return p.stats
 }
 
