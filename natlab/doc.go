@@ -111,6 +111,6 @@
 // nothing of rendezvous, punching or links, and tests of those live in their
 // own packages, using this one (see package labtest).
 //
-// Everything here needs root, iproute2, nftables and conntrack; Available
-// says what is missing. Uplink profiles also need ethtool.
+// Everything here needs root, iproute2, nftables, conntrack and ethtool;
+// Available says what is missing.
 package natlab

@@ -77,9 +77,6 @@ func (l *Lab) newUplink(site string, p Profile) *uplink {
 // would see 64 KiB GSO frames and frames with checksums left to the
 // hardware).
 func (l *Lab) spliceLocked(ctx context.Context, ns, dev, brNS, brDev string, u *uplink) error {
-	if _, err := exec.LookPath("ethtool"); err != nil {
-		return errors.New("an uplink profile needs ethtool (package ethtool)")
-	}
 	if err := l.addNamespaceLocked(ctx, u.ns); err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"regexp"
 	"slices"
 	"strconv"
@@ -29,6 +30,9 @@ import (
 // them.
 func pingRTT(t *testing.T, h *natlab.Host, dst netip.Addr, n int) time.Duration {
 	t.Helper()
+	if _, err := exec.LookPath("ping"); err != nil {
+		t.Fatal("ping missing: install iputils-ping (test.sh does)")
+	}
 	// The first ping also waits for ARP, which crosses the emulator too.
 	_, _ = h.Run(context.Background(), "ping", "-n", "-q", "-c", "1", dst.String())
 	out, err := h.Run(context.Background(), "ping", "-n", "-c", strconv.Itoa(n), "-i", "0.05", dst.String())
