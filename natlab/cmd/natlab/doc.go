@@ -21,5 +21,10 @@
 // its PREFIX-inet namespace), including those of tests running now. Usage
 // errors exit 2, failures 1.
 //
+// To try warren by hand on a bad path: `natlab up -profile mobile cone
+// symseq`, then run `warren rendezvous` in the server's namespace and
+// `warren up` in a's and b's (`ip netns exec NAME ...`, as up prints);
+// every packet between a and b crosses two LTE-like uplinks.
+//
 // It owns the command line only; every lab operation is natlab's.
 package main

@@ -235,7 +235,11 @@ func describe(w io.Writer, lab *natlab.Lab, cfg natlab.Config, sites []*natlab.S
 		if s.InnerKind() != "" {
 			kind += "/" + string(s.InnerKind())
 		}
-		fmt.Fprintf(w, "\nsite %s  %s, public address %s, uplink %s\n", s.Name(), kind, s.PublicAddr(), s.Profile().Name)
+		uplink := s.Profile().Name
+		if d := natlab.DescribeProfile(uplink); d != "" && uplink != "lan" {
+			uplink += " (" + d + ")"
+		}
+		fmt.Fprintf(w, "\nsite %s  %s, public address %s, uplink %s\n", s.Name(), kind, s.PublicAddr(), uplink)
 		for _, r := range s.Routers() {
 			fmt.Fprintf(w, "  router  %-26s ip netns exec %s bash\n", joinAddrs(r), r.Name())
 		}
