@@ -51,6 +51,16 @@ func TestProfiles(t *testing.T) {
 	if m.Up.Burst.BadLen != 3 || 4*m.Up.Jitter != 20*time.Millisecond {
 		t.Errorf("mobile: loss runs %v, RTT jitter %v", m.Up.Burst.BadLen, 4*m.Up.Jitter)
 	}
+	if _, err := LookupProfile("dialup"); err == nil {
+		t.Error("LookupProfile(dialup) succeeded")
+	}
+	if (Profile{}).Emulated() {
+		t.Error("the zero Profile inserts an emulator")
+	}
+}
+
+func TestProfilePaths(t *testing.T) {
+	m, _ := LookupProfile("mobile")
 	bb, _ := LookupProfile("broadband")
 	if rtt := m.RoundTrip(m); rtt != 90*time.Millisecond {
 		t.Errorf("mobile to mobile RTT %v, want 90ms", rtt)
@@ -69,12 +79,6 @@ func TestProfiles(t *testing.T) {
 	}
 	if c := (Profile{}).Capacity(Profile{}); c != 0 {
 		t.Errorf("lan capacity %d, want 0 (unlimited)", c)
-	}
-	if _, err := LookupProfile("dialup"); err == nil {
-		t.Error("LookupProfile(dialup) succeeded")
-	}
-	if (Profile{}).Emulated() {
-		t.Error("the zero Profile inserts an emulator")
 	}
 }
 
