@@ -35,8 +35,10 @@ type pump struct {
 	armed    time.Duration // when timer fires; noTimer if disarmed
 	stats    PathStats
 	// sending is set while writeLoop writes frames it popped: a frame of
-	// the fast path must not overtake them.
-	sending bool
+	// the fast path must not overtake them. directing is set while
+	// readLoop writes frames of the fast path: writeLoop must not
+	// overtake them.
+	sending, directing bool
 }
 
 // noTimer is pump.armed when the timer is disarmed.
@@ -107,6 +109,7 @@ func (p *pump) readLoop() error {
 			slots[i] = p.frames.Get().(*frame)
 			direct, back = p.admitLocked(now, f, direct, back)
 		}
+		p.directing = len(direct) > 0
 		p.mu.Unlock()
 		// Errors go back the way the oversize frame came.
 		if err := p.from.send(&wb, back); err != nil {
@@ -120,9 +123,24 @@ func (p *pump) readLoop() error {
 		for _, f := range direct {
 			p.frames.Put(f)
 		}
+		if len(direct) > 0 {
+			p.doneDirecting()
+		}
 		if err != nil {
 			return err
 		}
+	}
+}
+
+// doneDirecting lets writeLoop go on after readLoop's fast-path frames
+// are out, waking it for the frames it held back meanwhile.
+func (p *pump) doneDirecting() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.directing = false
+	if p.q.Len() > 0 {
+		p.armed = -1
+		p.armLocked(p.q[0].at)
 	}
 }
 
@@ -198,6 +216,17 @@ func (p *pump) writeLoop() error {
 	var out [][]byte
 	for {
 		p.mu.Lock()
+		if p.directing {
+			// Held frames come after those readLoop is writing, which
+			// wakes this loop again when they are out.
+			p.armed = -1
+			p.armLocked(noTimer)
+			p.mu.Unlock()
+			if err := p.timer.wait(); err != nil {
+				return err
+			}
+			continue
+		}
 		var next time.Duration
 		due, next = p.q.popDue(p.now(), due[:0], batchLen)
 		p.sending = len(due) > 0
