@@ -28,8 +28,9 @@
 // unless Path.Reorder); and the uplink's MTU, beyond which IPv4 packets
 // with DF are dropped and answered with ICMP "fragmentation needed" from
 // 203.0.113.1, or dropped silently with Profile.DropICMP (a PMTU black
-// hole); packets without DF are fragmented. ARP crosses the emulator like
-// any frame, so it is delayed and can be lost too. Site.SetProfile changes
+// hole); packets without DF are fragmented. ARP passes at once and is
+// never lost, since on a real uplink it never crosses the WAN (and a lost
+// ARP request would stall a flow for a second). Site.SetProfile changes
 // a site's profile while traffic flows. The kernel has no netem; this
 // emulator is what the lab has instead. It carries a few hundred Mbit/s
 // unimpaired (offloads are off on every device it touches, so its frames

@@ -14,6 +14,7 @@ import (
 const (
 	ethHeaderLen  = 14
 	etherTypeIPv4 = 0x0800
+	etherTypeIPv6 = 0x86dd
 	ipv4MinHeader = 20
 	ipFlagDF      = 0x4000
 	ipFlagMF      = 0x2000
@@ -22,6 +23,17 @@ const (
 	icmpUnreach   = 3 // destination unreachable
 	icmpFragNeed  = 4 // its code "fragmentation needed and DF set"
 )
+
+// carriesIP reports whether Ethernet frame f holds an IPv4 or IPv6 packet,
+// the traffic that crosses a WAN, as opposed to ARP and other link-local
+// protocols.
+func carriesIP(f []byte) bool {
+	if len(f) < ethHeaderLen {
+		return false
+	}
+	t := binary.BigEndian.Uint16(f[12:])
+	return t == etherTypeIPv4 || t == etherTypeIPv6
+}
 
 // ipv4 returns the IPv4 packet inside an Ethernet frame and its header
 // length, or ok false for anything else or a malformed header.

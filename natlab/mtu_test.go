@@ -67,6 +67,16 @@ func TestCheckMTU(t *testing.T) {
 	}
 }
 
+func TestCarriesIP(t *testing.T) {
+	arp := make([]byte, 42)
+	binary.BigEndian.PutUint16(arp[12:], 0x0806)
+	ip6 := make([]byte, 54)
+	binary.BigEndian.PutUint16(ip6[12:], 0x86dd)
+	if !carriesIP(udpFrame(100, false)) || !carriesIP(ip6) || carriesIP(arp) || carriesIP(arp[:10]) {
+		t.Error("carriesIP tells IP from ARP wrongly")
+	}
+}
+
 func TestFragment(t *testing.T) {
 	orig := udpFrame(1500, false)
 	var payload []byte

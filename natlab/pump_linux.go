@@ -148,6 +148,12 @@ func (p *pump) doneDirecting() {
 // now: it appends it to direct if it is to leave at once, holds it in the
 // queue for later, or drops it, and appends any ICMP answer to back.
 func (p *pump) admitLocked(now time.Duration, f *frame, direct []*frame, back [][]byte) ([]*frame, [][]byte) {
+	if !carriesIP(f.buf[:f.n]) {
+		// ARP: on a real uplink it stays on the local link and never
+		// meets the WAN's delay or loss; here a lost ARP request would
+		// stall a flow for the kernel's second-long retry.
+		return append(direct, f), back
+	}
 	switch checkMTU(f.buf[:f.n], p.mtu) {
 	case tooBigDF:
 		p.stats.DroppedMTU++

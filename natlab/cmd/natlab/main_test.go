@@ -110,7 +110,7 @@ func TestUpProfile(t *testing.T) {
 	}
 	// Site a's uplink is emulated (50 ms each way), b's is not: a ping
 	// from a's host to b's crosses one emulator, twice.
-	// The first ping also waits for ARP, which crosses the emulator too.
+	// The first ping also waits for ARP.
 	ping := func(n string) ([]byte, error) {
 		return exec.Command("ip", "netns", "exec", prefix+"-a", "ping", "-n", "-q", "-c", n, "-i", "0.2", "203.0.113.11").CombinedOutput()
 	}
