@@ -370,16 +370,17 @@ func TestUplinkRate(t *testing.T) {
 	}
 	rate := tcpRate(t, site.Host(), lab.Server(), 3*time.Second)
 	t.Logf("TCP goodput through 20 Mbit/s: %.1f Mbit/s", rate/1e6)
-	// Headers take ~4.5% of full-size frames.
-	if rate < 16e6 || rate > 20.5e6 {
-		t.Errorf("goodput %.1f Mbit/s, want 16-20.5", rate/1e6)
+	// Headers take ~4.5% of full-size frames; a loaded machine's TCP may
+	// fall further short, but never beyond the limit.
+	if rate < 15e6 || rate > 20.5e6 {
+		t.Errorf("goodput %.1f Mbit/s, want 15-20.5", rate/1e6)
 	}
 }
 
 // TestUplinkThroughput measures what an unimpaired emulator costs against
-// a plain uplink.
+// a plain uplink. It runs alone, not in parallel: it takes all the CPU
+// it gets, which would skew both its figures and other tests' timings.
 func TestUplinkThroughput(t *testing.T) {
-	t.Parallel()
 	ctx := context.Background()
 	lab := labtest.New(t, natlab.Config{})
 	clean, _ := natlab.LookupProfile("clean")
