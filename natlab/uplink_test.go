@@ -358,9 +358,9 @@ func tcpRate(t *testing.T, from, to *natlab.Host, d time.Duration) float64 {
 	return float64(r.n) * 8 / r.dur.Seconds()
 }
 
-// TestUplinkRate runs TCP through a 20 Mbit/s uplink.
+// TestUplinkRate runs TCP through a 20 Mbit/s uplink. It runs alone, as
+// TestUplinkThroughput does: TCP's rate suffers from other tests' load.
 func TestUplinkRate(t *testing.T) {
-	t.Parallel()
 	ctx := context.Background()
 	lab := labtest.New(t, natlab.Config{})
 	path := natlab.Path{Delay: 5 * time.Millisecond, RateBitps: 20_000_000}
