@@ -370,10 +370,11 @@ func TestUplinkRate(t *testing.T) {
 	}
 	rate := tcpRate(t, site.Host(), lab.Server(), 3*time.Second)
 	t.Logf("TCP goodput through 20 Mbit/s: %.1f Mbit/s", rate/1e6)
-	// Headers take ~4.5% of full-size frames; a loaded machine's TCP may
-	// fall further short, but never beyond the limit.
-	if rate < 15e6 || rate > 20.5e6 {
-		t.Errorf("goodput %.1f Mbit/s, want 15-20.5", rate/1e6)
+	// Headers take ~4.5% of full-size frames, so 19 Mbit/s is the most
+	// TCP can carry; it gets 18-19 on a quiet machine, and on one loaded
+	// many times over as low as 13, but never more than the limit.
+	if rate < 12e6 || rate > 20.5e6 {
+		t.Errorf("goodput %.1f Mbit/s, want 12-20.5", rate/1e6)
 	}
 }
 
