@@ -50,6 +50,12 @@
 // nothing of rendezvous, punching or links, and tests of those live in their
 // own packages, using this one (see package labtest).
 //
+// Site.StartPortMapper makes a site's router also grant port mappings to
+// its LAN (UPnP IGD, NAT-PMP, PCP, or one alone) with a real miniupnpd,
+// which the lab owns like its other helpers; the lab's server answers
+// miniupnpd's STUN test (see stun.go for why it needs one).
+//
 // Everything here needs root, iproute2, nftables and conntrack; Available
-// says what is missing.
+// says what is missing. StartPortMapper also needs miniupnpd
+// (miniupnpd-nftables).
 package natlab
