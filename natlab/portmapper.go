@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,8 +24,12 @@ const (
 	// PortMapAll offers UPnP IGD (v2, with v1 clients served too), NAT-PMP
 	// and PCP.
 	PortMapAll PortMapper = "all"
-	// PortMapUPnP offers UPnP IGD only.
+	// PortMapUPnP offers UPnP IGD only (v2: WANIPConnection:2, with
+	// AddAnyPortMapping).
 	PortMapUPnP PortMapper = "upnp"
+	// PortMapUPnPv1 offers UPnP IGD only, describing itself as an IGD v1
+	// (WANIPConnection:1, AddPortMapping only), as older routers do.
+	PortMapUPnPv1 PortMapper = "upnp1"
 	// PortMapNATPMP offers NAT-PMP only. miniupnpd 2.3 serves NAT-PMP and
 	// PCP on one socket with one switch (enable_natpmp), so the router
 	// drops PCP requests (version 2) before they reach it.
@@ -36,8 +41,12 @@ const (
 
 // PortMappers returns every PortMapper, in a fixed order.
 func PortMappers() []PortMapper {
-	return []PortMapper{PortMapAll, PortMapUPnP, PortMapNATPMP, PortMapPCP}
+	return []PortMapper{PortMapAll, PortMapUPnP, PortMapUPnPv1, PortMapNATPMP, PortMapPCP}
 }
+
+// upnp and pmp report whether pm serves UPnP IGD, and NAT-PMP or PCP.
+func (pm PortMapper) upnp() bool { return pm == PortMapAll || pm == PortMapUPnP || pm == PortMapUPnPv1 }
+func (pm PortMapper) pmp() bool  { return pm == PortMapAll || pm == PortMapNATPMP || pm == PortMapPCP }
 
 // Fixed places of the router's miniupnpd.
 const (
@@ -135,10 +144,10 @@ func (l *Lab) startPortMapperLocked(ctx context.Context, s *Site, pm PortMapper)
 // needs listen, or the reason it will not be.
 func watchMiniupnpd(logs io.Reader, pm PortMapper, ready chan<- error) {
 	need := map[string]bool{"unrestricted": true}
-	if pm != PortMapUPnP {
+	if pm.pmp() {
 		need["Listening for NAT-PMP/PCP"] = true
 	}
-	if pm == PortMapAll || pm == PortMapUPnP {
+	if pm.upnp() {
 		need["HTTP listening on port"] = true
 	}
 	var tail []string
@@ -170,15 +179,9 @@ func watchMiniupnpd(logs io.Reader, pm PortMapper, ready chan<- error) {
 // portMapperSetup returns miniupnpd's config and the router's nft rules
 // for site s offering pm.
 func portMapperSetup(s *Site, pm PortMapper) (conf, rules string, err error) {
-	yes := func(b bool) string {
-		if b {
-			return "yes"
-		}
-		return "no"
-	}
 	var drop string
 	switch pm {
-	case PortMapAll, PortMapUPnP:
+	case PortMapAll, PortMapUPnP, PortMapUPnPv1:
 	case PortMapNATPMP:
 		drop = "2" // PCP's version byte
 	case PortMapPCP:
@@ -186,16 +189,31 @@ func portMapperSetup(s *Site, pm PortMapper) (conf, rules string, err error) {
 	default:
 		return "", "", fmt.Errorf("unknown port mapper %q", pm)
 	}
-	var uuid [16]byte
-	_, _ = rand.Read(uuid[:])
-	lan := s.lanPrefix().Masked()
 	srv := s.lab.server.Addrs()
 	stun := stunBasePort + 2*(s.index-1)
-	conf = fmt.Sprintf(`ext_ifname=%s
+	conf = miniupnpdConfig(pm, s.lanPrefix().Masked(), netip.AddrPortFrom(srv[0], uint16(stun)))
+	rules = portMapperRules(srv[0].String(), srv[1].String(), stun, drop)
+	return conf, rules, nil
+}
+
+// miniupnpdConfig returns the config of a miniupnpd offering pm to LAN
+// lan, whose STUN test asks stun. Its tables and chains are those
+// portMapperRules makes.
+func miniupnpdConfig(pm PortMapper, lan netip.Prefix, stun netip.AddrPort) string {
+	yes := func(b bool) string {
+		if b {
+			return "yes"
+		}
+		return "no"
+	}
+	var uuid [16]byte
+	_, _ = rand.Read(uuid[:]) // crypto/rand.Read never fails
+	return fmt.Sprintf(`ext_ifname=%s
 listening_ip=%s
 http_port=%d
 enable_upnp=%s
 enable_natpmp=%s
+force_igd_desc_v1=%s
 ext_perform_stun=yes
 ext_stun_host=%s
 ext_stun_port=%d
@@ -210,10 +228,8 @@ upnp_nat_chain=prerouting_miniupnpd
 upnp_nat_postrouting_chain=postrouting_miniupnpd
 allow 1024-65535 %s 1024-65535
 deny 0-65535 0.0.0.0/0 0-65535
-`, wanDev, lanDev, upnpHTTPPort, yes(pm == PortMapAll || pm == PortMapUPnP), yes(pm != PortMapUPnP),
-		srv[0], stun, uuid[:4], uuid[4:6], uuid[6:8], uuid[8:10], uuid[10:], lan)
-	rules = portMapperRules(srv[0].String(), srv[1].String(), stun, drop)
-	return conf, rules, nil
+`, wanDev, lanDev, upnpHTTPPort, yes(pm.upnp()), yes(pm.pmp()), yes(pm == PortMapUPnPv1),
+		stun.Addr(), stun.Port(), uuid[:4], uuid[4:6], uuid[6:8], uuid[8:10], uuid[10:], lan)
 }
 
 // portMapperRules returns the nft script for a router with miniupnpd: the

@@ -22,8 +22,9 @@ import (
 // network namespace (goroutines cannot follow a thread into one), driven
 // over stdin and stdout:
 //
-//	env PORTMAP_LAB_CHILD=PROTOCOL,PORT,LIFETIME (PROTOCOL "probe": Probe only)
+//	env PORTMAP_LAB_CHILD=PROTOCOL,PORT,LIFETIME (PROTOCOL "probe": Probe only; "all": every protocol)
 //	out: offer PROTOCOL...
+//	     service UPNP-SERVICE
 //	     mapped udp|tcp PROTOCOL EXTERNAL
 //	     renewed udp|tcp N EXTERNAL
 //	     got udp|tcp PAYLOAD
@@ -69,7 +70,11 @@ func runChild(spec string) error {
 	}
 	log := logrus.New()
 	log.SetOutput(os.Stderr)
-	c, err := New(Config{Protocols: []Protocol{Protocol(f[0])}, Lifetime: life}, log)
+	cfg := Config{Lifetime: life}
+	if f[0] != "all" {
+		cfg.Protocols = []Protocol{Protocol(f[0])}
+	}
+	c, err := New(cfg, log)
 	if err != nil {
 		return err
 	}
@@ -174,5 +179,6 @@ func childProbe(say func(string, ...any)) error {
 	}
 	slices.Sort(ps)
 	say("offer %s", strings.Join(ps, " "))
+	say("service %s", o.UPnPService)
 	return nil
 }

@@ -51,6 +51,9 @@ type Offer struct {
 	Protocols []Protocol
 	// Errors says why each other protocol gave no answer.
 	Errors map[Protocol]error
+	// UPnPService is the IGD's WAN connection service when UPnP
+	// answered, e.g. "WANIPConnection:2".
+	UPnPService string
 }
 
 // Probe asks the router which protocols it speaks, without mapping
@@ -66,6 +69,9 @@ func (c *Client) Probe(ctx context.Context) (Offer, error) {
 			o.Errors[m.protocol()] = err
 		} else {
 			o.Protocols = append(o.Protocols, m.protocol())
+		}
+		if u, ok := m.(*upnpMapper); ok && err == nil {
+			o.UPnPService = u.serviceName()
 		}
 		return false
 	})

@@ -26,22 +26,30 @@ import (
 // are renewed; and after Close the router holds no rule for them and the
 // external ports forward nothing.
 func TestLabPortMapping(t *testing.T) {
-	for _, tc := range []struct {
-		pm    natlab.PortMapper
-		proto Protocol
-	}{
-		{natlab.PortMapUPnP, UPnP},
-		{natlab.PortMapNATPMP, NATPMP},
-		{natlab.PortMapPCP, PCP},
+	for _, tc := range []labCase{
+		{pm: natlab.PortMapUPnP, client: UPnP, offer: "upnp", service: "WANIPConnection:2"},
+		{pm: natlab.PortMapUPnPv1, client: UPnP, offer: "upnp", service: "WANIPConnection:1"},
+		{pm: natlab.PortMapNATPMP, client: NATPMP, offer: "nat-pmp"},
+		{pm: natlab.PortMapPCP, client: PCP, offer: "pcp"},
+		{pm: natlab.PortMapAll, client: "all", offer: "nat-pmp pcp upnp", service: "WANIPConnection:2"},
 	} {
-		t.Run(string(tc.proto), func(t *testing.T) {
+		t.Run(string(tc.pm), func(t *testing.T) {
 			t.Parallel()
-			labPortMapping(t, tc.pm, tc.proto)
+			labPortMapping(t, tc)
 		})
 	}
 }
 
-func labPortMapping(t *testing.T, pm natlab.PortMapper, proto Protocol) {
+// labCase is a router offering pm, which a probe sees as offer (sorted
+// protocol names) with UPnP service service, and a client asking with
+// protocol client ("all" for every one).
+type labCase struct {
+	pm             natlab.PortMapper
+	client         Protocol
+	offer, service string
+}
+
+func labPortMapping(t *testing.T, tc labCase) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	lab := labtest.New(t, natlab.Config{})
@@ -49,28 +57,36 @@ func labPortMapping(t *testing.T, pm natlab.PortMapper, proto Protocol) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := site.StartPortMapper(ctx, pm); err != nil {
+	if err := site.StartPortMapper(ctx, tc.pm); err != nil {
 		t.Fatal(err)
 	}
-	// The router offers that protocol alone.
 	probe := startChild(ctx, t, site.Host(), "probe,0,0s")
-	if f := probe.expect(t, "offer"); len(f) != 2 || f[1] != string(proto) {
-		t.Fatalf("router offers %v, want %s alone", f[1:], proto)
+	if f := probe.expect(t, "offer"); strings.Join(f[1:], " ") != tc.offer {
+		t.Fatalf("router offers %v, want %s", f[1:], tc.offer)
+	}
+	if f := probe.expect(t, "service"); strings.Join(f[1:], " ") != tc.service {
+		t.Fatalf("UPnP service %v, want %q", f[1:], tc.service)
 	}
 	const port = 41000
-	ch := startChild(ctx, t, site.Host(), fmt.Sprintf("%s,%d,4s", proto, port))
+	ch := startChild(ctx, t, site.Host(), fmt.Sprintf("%s,%d,4s", tc.client, port))
 	ext := map[string]netip.AddrPort{}
 	for range 2 {
 		f := ch.expect(t, "mapped ")
-		if f[2] != string(proto) {
-			t.Fatalf("mapped with %s, want %s", f[2], proto)
+		if tc.client != "all" && f[2] != string(tc.client) {
+			t.Fatalf("mapped with %s, want %s", f[2], tc.client)
 		}
 		ext[f[1]] = netip.MustParseAddrPort(f[3])
 		if ext[f[1]].Addr() != site.PublicAddr() {
 			t.Fatalf("external %v, want the router's %v", ext[f[1]], site.PublicAddr())
 		}
+		t.Logf("%s: %s %v mapped with %s", tc.pm, f[1], ext[f[1]], f[2])
 	}
-	t.Logf("%s: udp %v, tcp %v", proto, ext["udp"], ext["tcp"])
+	checkMappings(ctx, t, lab, site, ch, ext, port)
+}
+
+// checkMappings checks that the mappings forward from the server, are
+// renewed, and are gone from the router after the client closes.
+func checkMappings(ctx context.Context, t *testing.T, lab *natlab.Lab, site *natlab.Site, ch *child, ext map[string]netip.AddrPort, port int) {
 	srv := lab.Server()
 	send(t, srv, ext, "first")
 	ch.expect(t, "got udp first")

@@ -98,6 +98,12 @@ func pickService(root *goupnp.RootDevice, loc *url.URL, gw netip.Addr) (igdClien
 	return nil, "", fmt.Errorf("upnp: %v describes no WAN connection service on the gateway", loc)
 }
 
+func (u *upnpMapper) serviceName() string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.service
+}
+
 func (u *upnpMapper) igd() (igdClient, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
