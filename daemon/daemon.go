@@ -30,7 +30,8 @@ type Daemon struct {
 	log     logrus.FieldLogger
 	linkCfg *link.Config
 
-	reloadMu sync.Mutex // one Reload at a time
+	reloadMu sync.Mutex     // one Reload at a time
+	applied  *config.Config // the config Reload last applied (at first cfg); guarded by reloadMu
 	// peersMu guards peers, byKey and byName, which Reload changes.
 	peersMu sync.RWMutex
 	peers   []*peer // in config order
@@ -111,10 +112,11 @@ func New(cfg *config.Config, log logrus.FieldLogger) (*Daemon, error) {
 		return nil, fmt.Errorf("rendezvous.public_key: %w", err)
 	}
 	d := &Daemon{
-		cfg:  cfg,
-		key:  key,
-		self: self,
-		log:  log,
+		cfg:     cfg,
+		applied: cfg,
+		key:     key,
+		self:    self,
+		log:     log,
 		linkCfg: &link.Config{
 			KeepAliveInterval: cfg.Link.KeepAlive.Duration,
 			StreamWindow:      cfg.Link.StreamWindow,

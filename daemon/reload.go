@@ -4,8 +4,6 @@ import (
 	"reflect"
 	"slices"
 
-	"github.com/sirupsen/logrus"
-
 	"github.com/warren-p2p/warren/config"
 	"github.com/warren-p2p/warren/forward"
 )
@@ -66,8 +64,13 @@ func (d *Daemon) Reload(cfg *config.Config) (restartOnly []string, err error) {
 		p.log.Info("peer added by reload")
 		d.startPeer(p)
 	}
-	d.log.WithFields(logrus.Fields{"peers": len(next), "peers_added": len(started), "peers_removed": len(stopped),
-		"socks": len(cfg.Socks), "forwards": len(cfg.Forward), "exposes": len(cfg.Expose)}).Info("config reloaded")
+	changes := reloadChanges(d.applied, cfg)
+	d.applied = cfg
+	if len(changes) == 0 {
+		d.log.Info("config reloaded; nothing that applies live changed")
+	} else {
+		d.log.WithFields(changes).Info("config reloaded")
+	}
 	return restartOnlyChanges(d.cfg, cfg), nil
 }
 

@@ -84,7 +84,11 @@ listen = %q
 peer = "office"
 service = "web"
 `, friend, fwd2)
-	reloadWith(t, p.client, laptopCfg, added, 1, false)
+	// The reload says what it changed, not how many of each there are.
+	if out := reloadWith(t, p.client, laptopCfg, added, 1, false); !regexp.MustCompile(
+		`msg="config reloaded" forwards_added="\[tcp ` + regexp.QuoteMeta(fwd2) + `\]" peers_added="\[friend\]"`).MatchString(out) {
+		t.Errorf("the reload's line does not name the forward and the peer it added:\n%s", out)
+	}
 	if got, code := curl(t, localhost{}, "http://"+fwd2+"/"); code != 0 || got != "the second service\n" {
 		t.Fatalf("the added forward: curl exit %d, body %q", code, got)
 	}
