@@ -212,9 +212,11 @@ func (m *Mapping) acquire(ctx context.Context, prev *lease) error {
 			l, err = mp.add(rctx, mapRequest{t: m.t, internal: m.internal, local: e.local, lifetime: c.cfg.Lifetime, prev: prev})
 			cancel()
 			if err == nil {
-				m.set(mp, l)
-				got = true
-				return true
+				if err = m.checkPublic(ctx, mp, l); err == nil {
+					m.set(mp, l)
+					got = true
+					return true
+				}
 			}
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", mp.protocol(), err))
@@ -225,6 +227,23 @@ func (m *Mapping) acquire(ctx context.Context, prev *lease) error {
 	}
 	return nil
 }
+
+// checkPublic returns nil if l's external address is public. Otherwise
+// the router is itself behind a NAT (a double NAT, a carrier's NAT): the
+// mapping would not reach the internet, so it is deleted again.
+func (m *Mapping) checkPublic(ctx context.Context, mp mapper, l lease) error {
+	a := l.external.Addr()
+	if a.Is4() && !a.IsPrivate() && !a.IsLoopback() && !a.IsLinkLocalUnicast() &&
+		!a.IsMulticast() && !a.IsUnspecified() && !sharedSpace.Contains(a) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, m.c.cfg.CloseTimeout)
+	defer cancel()
+	return errors.Join(fmt.Errorf("%w: %v", ErrNotPublic, l.external), mp.remove(ctx, m.t, m.internal, l))
+}
+
+// sharedSpace is RFC 6598's carrier-grade NAT range.
+var sharedSpace = netip.MustParsePrefix("100.64.0.0/10")
 
 // Close deletes every mapping the client still holds, all within the
 // close timeout, and makes Map fail from then on.

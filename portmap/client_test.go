@@ -224,3 +224,17 @@ func TestParseSSDPResponse(t *testing.T) {
 		}
 	}
 }
+
+// TestMapRefusesNonPublic: a router behind a carrier's NAT maps on a
+// shared-space address; the mapping is useless, deleted, and an error.
+func TestMapRefusesNonPublic(t *testing.T) {
+	f := newFakeRouter(t)
+	f.set(func(f *fakeRouter) { f.ip = netip.MustParseAddr("100.64.3.2") })
+	_, err := f.client(t, Config{Protocols: []Protocol{PCP}}).Map(ctxT(t), UDP, 4000)
+	if !errors.Is(err, ErrNotPublic) {
+		t.Fatalf("got %v, want ErrNotPublic", err)
+	}
+	if maps, n := f.snapshot(); len(maps) != 0 || n != 2 {
+		t.Fatalf("router holds %v after %d requests, want the mapping made and deleted", maps, n)
+	}
+}

@@ -124,6 +124,10 @@ var (
 	ErrDisabled = errors.New("portmap: port mapping is disabled")
 	// ErrNoRouter means no protocol answered within the probe timeout.
 	ErrNoRouter = errors.New("portmap: the router offers no port mapping")
+	// ErrNotPublic means the router mapped the port on an address that is
+	// not public (private or carrier-grade NAT space): it sits behind
+	// another NAT, and the mapping, deleted again, would not help.
+	ErrNotPublic = errors.New("portmap: the router's external address is not public")
 	// ErrClosed is returned after Close.
 	ErrClosed = errors.New("portmap: client closed")
 )

@@ -17,9 +17,9 @@ import (
 var ErrNoGateway = errors.New("portmap: no default IPv4 gateway")
 
 // Gateway returns the default IPv4 route's gateway: from /proc/net/route
-// on Linux, else (or when that has none) the guess home routers make
-// true, the .1 of the first private IPv4 network of an interface that is
-// up.
+// on Linux; elsewhere, or when that has none, the .1 of the first private
+// IPv4 network of an interface that is up, which is where home routers
+// sit.
 func Gateway() (netip.Addr, error) {
 	if gw, err := gatewayFromSystem(); err == nil {
 		return gw, nil

@@ -107,6 +107,7 @@ func checkMappings(ctx context.Context, t *testing.T, lab *natlab.Lab, site *nat
 
 	ch.close(t)
 	ch.expect(t, "closed ok")
+	ch.exited(t) // its sockets with it
 	rules = routerRules(ctx, t, site)
 	for _, e := range ext {
 		if strings.Contains(rules, fmt.Sprintf("dport %d ", e.Port())) {
@@ -156,7 +157,14 @@ func send(t *testing.T, srv *natlab.Host, ext map[string]netip.AddrPort, payload
 // longer reaches the local port.
 func noForward(t *testing.T, h, srv *natlab.Host, ext netip.AddrPort, port int) {
 	t.Helper()
-	local, err := h.ListenPacket("udp4", fmt.Sprintf(":%d", port))
+	var local net.PacketConn
+	var err error
+	for start := time.Now(); ; time.Sleep(50 * time.Millisecond) {
+		// The exited client's sockets may outlive its output by a moment.
+		if local, err = h.ListenPacket("udp4", fmt.Sprintf(":%d", port)); err == nil || time.Since(start) > 3*time.Second {
+			break
+		}
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,6 +253,22 @@ func (c *child) expect(t *testing.T, prefix string) []string {
 			c.backlog = append(c.backlog, line)
 		case <-deadline:
 			t.Fatalf("no %q from the client within 20 s", prefix)
+		}
+	}
+}
+
+// exited waits until the client's output ends, that is until it exited.
+func (c *child) exited(t *testing.T) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case _, ok := <-c.lines:
+			if !ok {
+				return
+			}
+		case <-deadline:
+			t.Fatal("client still running 10 s after closing")
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net/netip"
 	"net/url"
 	"sync"
@@ -32,6 +33,7 @@ type anyPortClient interface {
 
 // UPnP error codes (IGD WANIPConnection:2 section 2.5) acted on.
 const (
+	upnpConflict      = 718 // ConflictInMappingEntry
 	upnpOnlyPermanent = 725 // OnlyPermanentLeasesSupported
 	mappingDesc       = "warren"
 )
@@ -104,6 +106,16 @@ func (u *upnpMapper) serviceName() string {
 	return u.service
 }
 
+// forget drops IGD client c, if it is still the one found, so that the
+// next probe searches again (the router may have restarted elsewhere).
+func (u *upnpMapper) forget(c igdClient) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.client == c {
+		u.client, u.service = nil, ""
+	}
+}
+
 func (u *upnpMapper) igd() (igdClient, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -127,11 +139,19 @@ func (u *upnpMapper) add(ctx context.Context, req mapRequest) (lease, error) {
 	proto := upnpProto(req.t)
 	life := seconds(req.lifetime)
 	port, err := u.addOnce(ctx, c, ext, proto, req, life)
-	if code := upnpCode(err); code == upnpOnlyPermanent {
+	if upnpCode(err) == upnpOnlyPermanent {
 		life = 0 // old IGDv1 routers: a permanent mapping, deleted on Close
 		port, err = u.addOnce(ctx, c, ext, proto, req, life)
 	}
+	// An IGDv1 router cannot pick a free port itself: try a few random
+	// ones when the same port is taken (by another host).
+	for i := 0; i < 3 && upnpCode(err) == upnpConflict && req.prev == nil; i++ {
+		port, err = u.addOnce(ctx, c, uint16(1024+mrand.N(65535-1024)), proto, req, life)
+	}
 	if err != nil {
+		if upnpCode(err) == 0 {
+			u.forget(c) // unreachable or garbled: search again next time
+		}
 		return lease{}, upnpError("add port mapping", err)
 	}
 	ipText, err := c.GetExternalIPAddressCtx(ctx)
