@@ -60,13 +60,19 @@ const (
 // the site's LAN. It maps only for the asking host's own address (secure
 // mode) and only ports 1024-65535. The process belongs to the lab: Close
 // kills it, and its rules go with the router's namespace. The site must
-// have one router (not Open, not a double NAT).
+// have one router (not Open, not a double NAT), and the lab must not be a
+// Detach one (`natlab up`): miniupnpd needs this process to own it.
 func (s *Site) StartPortMapper(ctx context.Context, pm PortMapper) error {
 	l := s.lab
 	ctx, stop := l.op(ctx)
 	defer stop()
 	if _, err := exec.LookPath("miniupnpd"); err != nil {
 		return fmt.Errorf("natlab: site %s: port mapper: miniupnpd missing (apt-get install -y miniupnpd-nftables)", s.name)
+	}
+	if l.cfg.Detach {
+		// A detached lab outlives this process, and miniupnpd's log and
+		// pid file would have no owner left.
+		return fmt.Errorf("natlab: site %s: port mapper: not in a detached lab", s.name)
 	}
 	if len(s.routers) != 1 {
 		return fmt.Errorf("natlab: site %s: port mapper: wants a site with one router", s.name)

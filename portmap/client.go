@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/sirupsen/logrus"
 )
@@ -193,6 +194,7 @@ func (c *Client) Map(ctx context.Context, t Transport, port uint16) (*Mapping, e
 	c.mappings[m] = struct{}{}
 	c.mu.Unlock()
 	go m.run(rctx)
+	m.logger().WithField("expires", m.Expires().Format(time.RFC3339)).Info("router mapped port")
 	return m, nil
 }
 

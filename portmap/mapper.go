@@ -3,6 +3,7 @@ package portmap
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"net/netip"
 	"time"
 )
@@ -70,6 +71,9 @@ func (m natpmpMapper) add(ctx context.Context, req mapRequest) (lease, error) {
 	})
 	if err != nil {
 		return lease{}, err
+	}
+	if r.external == 0 {
+		return lease{}, errors.New("nat-pmp: router mapped to external port 0")
 	}
 	return lease{external: netip.AddrPortFrom(ip, r.external), lifetime: r.lifetime}, nil
 }
