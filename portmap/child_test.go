@@ -25,7 +25,7 @@ import (
 //	env PORTMAP_LAB_CHILD=PROTOCOL,PORT,LIFETIME (PROTOCOL "probe": Probe only; "all": every protocol)
 //	out: offer PROTOCOL...
 //	     service UPNP-SERVICE
-//	     mapped udp|tcp PROTOCOL EXTERNAL
+//	     mapped udp|tcp PROTOCOL EXTERNAL DURATION
 //	     renewed udp|tcp N EXTERNAL
 //	     got udp|tcp PAYLOAD
 //	     closed ok|ERROR
@@ -82,11 +82,12 @@ func runChild(spec string) error {
 	defer cancel()
 	var ms []*Mapping
 	for _, t := range []Transport{UDP, TCP} {
+		start := time.Now()
 		m, err := c.Map(ctx, t, uint16(port))
 		if err != nil {
 			return err
 		}
-		say("mapped %s %s %s", t, m.Protocol(), m.External())
+		say("mapped %s %s %s %v", t, m.Protocol(), m.External(), time.Since(start).Round(time.Millisecond))
 		ms = append(ms, m)
 	}
 	stop := make(chan struct{})

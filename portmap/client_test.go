@@ -238,3 +238,27 @@ func TestMapRefusesNonPublic(t *testing.T) {
 		t.Fatalf("router holds %v after %d requests, want the mapping made and deleted", maps, n)
 	}
 }
+
+// TestLostLeaseRemapped: when renewals fail until the lease expires, the
+// mapping is made again with whichever protocol answers then.
+func TestLostLeaseRemapped(t *testing.T) {
+	f := newFakeRouter(t)
+	f.set(func(f *fakeRouter) { f.life = 2; f.delay[pcpVersion] = 200 * time.Millisecond })
+	c := f.client(t, Config{Protocols: []Protocol{NATPMP, PCP}})
+	m, err := c.Map(ctxT(t), UDP, 4000)
+	if err != nil || m.Protocol() != NATPMP {
+		t.Fatalf("got %v, %v; want nat-pmp first", m, err)
+	}
+	f.set(func(f *fakeRouter) { f.refuse[pmpVersion] = 3; f.offset = 30000 })
+	select {
+	case got := <-m.Changes():
+		if got.Port() != 34000 || m.Protocol() != PCP {
+			t.Fatalf("remapped to %v with %s, want :34000 with pcp", got, m.Protocol())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("not remapped within 15 s (protocol %s, expires %v)", m.Protocol(), m.Expires())
+	}
+	if err := c.Close(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+}

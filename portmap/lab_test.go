@@ -79,7 +79,7 @@ func labPortMapping(t *testing.T, tc labCase) {
 		if ext[f[1]].Addr() != site.PublicAddr() {
 			t.Fatalf("external %v, want the router's %v", ext[f[1]], site.PublicAddr())
 		}
-		t.Logf("%s: %s %v mapped with %s", tc.pm, f[1], ext[f[1]], f[2])
+		t.Logf("%s: %s %v mapped with %s in %s", tc.pm, f[1], ext[f[1]], f[2], f[4])
 	}
 	checkMappings(ctx, t, lab, site, ch, ext, port)
 }
