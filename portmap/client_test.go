@@ -66,6 +66,11 @@ func TestMapTakesFirstAnswer(t *testing.T) {
 		if maps, _ := f.snapshot(); len(maps) != 0 {
 			t.Fatalf("mappings left after Close: %v", maps)
 		}
+		select {
+		case <-m.done:
+		default:
+			t.Fatal("the renewal goroutine outlived Close")
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package portmap
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"net/netip"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -22,6 +24,7 @@ type fakeIGD struct {
 	http *httptest.Server
 
 	mu            sync.Mutex
+	controlURL    string // in the description; default /ctl, on itself
 	onlyPermanent bool
 	taken         map[int]bool   // external ports held by another host
 	mappings      map[string]int // "UDP/40000" -> lease seconds
@@ -30,7 +33,7 @@ type fakeIGD struct {
 
 func newFakeIGD(t *testing.T) *fakeIGD {
 	t.Helper()
-	f := &fakeIGD{taken: map[int]bool{}, mappings: map[string]int{}}
+	f := &fakeIGD{controlURL: "/ctl", taken: map[int]bool{}, mappings: map[string]int{}}
 	f.http = httptest.NewServer(http.HandlerFunc(f.serveHTTP))
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
@@ -69,7 +72,7 @@ const fakeRootDesc = `<?xml version="1.0"?>
 <deviceList><device><deviceType>urn:schemas-upnp-org:device:WANDevice:1</deviceType>
 <deviceList><device><deviceType>urn:schemas-upnp-org:device:WANConnectionDevice:1</deviceType>
 <serviceList><service><serviceType>urn:schemas-upnp-org:service:WANIPConnection:1</serviceType>
-<serviceId>urn:upnp-org:serviceId:WANIPConn1</serviceId><controlURL>/ctl</controlURL>
+<serviceId>urn:upnp-org:serviceId:WANIPConn1</serviceId><controlURL>%s</controlURL>
 <eventSubURL>/evt</eventSubURL><SCPDURL>/scpd.xml</SCPDURL></service></serviceList>
 </device></deviceList></device></deviceList></device></root>`
 
@@ -77,7 +80,10 @@ var soapArg = regexp.MustCompile(`<(NewExternalPort|NewProtocol|NewLeaseDuration
 
 func (f *fakeIGD) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == "/rootDesc.xml" {
-		_, _ = io.WriteString(w, fakeRootDesc)
+		f.mu.Lock()
+		ctl := f.controlURL
+		f.mu.Unlock()
+		fmt.Fprintf(w, fakeRootDesc, ctl)
 		return
 	}
 	body, _ := io.ReadAll(r.Body)
@@ -201,5 +207,18 @@ func TestUPnPConflict(t *testing.T) {
 	}
 	if got := f.snapshot(); len(got) != 1 {
 		t.Fatalf("router holds %v", got)
+	}
+}
+
+// TestUPnPControlElsewhere: a description whose control URL points to
+// another host is not followed: only the gateway is asked for mappings.
+func TestUPnPControlElsewhere(t *testing.T) {
+	f := newFakeIGD(t)
+	f.mu.Lock()
+	f.controlURL = "http://192.0.2.9:80/ctl"
+	f.mu.Unlock()
+	_, err := f.client(t).Map(ctxT(t), UDP, 40000)
+	if !errors.Is(err, ErrNoRouter) || !strings.Contains(err.Error(), "no WAN connection service on the gateway") {
+		t.Fatalf("got %v", err)
 	}
 }
