@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"sync"
@@ -57,11 +58,12 @@ func (u *upnpMapper) probe(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	root, err := goupnp.DeviceByURLCtx(ctx, loc)
+	hc := newUPnPHTTP()
+	root, err := fetchDescription(ctx, &hc, loc)
 	if err != nil {
-		return fmt.Errorf("upnp: device description %v: %w", loc, err)
+		return err
 	}
-	c, name, err := pickService(root, loc, u.gw)
+	c, name, err := pickService(root, loc, u.gw, hc)
 	if err != nil {
 		return err
 	}
@@ -72,8 +74,8 @@ func (u *upnpMapper) probe(ctx context.Context) error {
 }
 
 // pickService returns the first WAN connection service of root whose
-// control URL is on the gateway.
-func pickService(root *goupnp.RootDevice, loc *url.URL, gw netip.Addr) (igdClient, string, error) {
+// control URL is on the gateway, set to use HTTP client hc.
+func pickService(root *goupnp.RootDevice, loc *url.URL, gw netip.Addr, hc http.Client) (igdClient, string, error) {
 	var found []igdClient
 	var names []string
 	var sc []*goupnp.ServiceClient
@@ -94,6 +96,7 @@ func pickService(root *goupnp.RootDevice, loc *url.URL, gw netip.Addr) (igdClien
 	}
 	for i, c := range found {
 		if err := onHost(&sc[i].SOAPClient.EndpointURL, gw); err == nil {
+			sc[i].SOAPClient.HTTPClient = hc
 			return c, names[i], nil
 		}
 	}

@@ -25,6 +25,7 @@ type fakeIGD struct {
 
 	mu            sync.Mutex
 	controlURL    string // in the description; default /ctl, on itself
+	pad           int    // bytes of comment before the description
 	onlyPermanent bool
 	taken         map[int]bool   // external ports held by another host
 	mappings      map[string]int // "UDP/40000" -> lease seconds
@@ -81,9 +82,13 @@ var soapArg = regexp.MustCompile(`<(NewExternalPort|NewProtocol|NewLeaseDuration
 func (f *fakeIGD) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == "/rootDesc.xml" {
 		f.mu.Lock()
-		ctl := f.controlURL
+		ctl, pad := f.controlURL, f.pad
 		f.mu.Unlock()
-		fmt.Fprintf(w, fakeRootDesc, ctl)
+		desc := fmt.Sprintf(fakeRootDesc, ctl)
+		if pad > 0 {
+			desc = strings.Replace(desc, "<root", "<!--"+strings.Repeat("x", pad)+"--><root", 1)
+		}
+		_, _ = io.WriteString(w, desc)
 		return
 	}
 	body, _ := io.ReadAll(r.Body)
@@ -220,5 +225,23 @@ func TestUPnPControlElsewhere(t *testing.T) {
 	_, err := f.client(t).Map(ctxT(t), UDP, 40000)
 	if !errors.Is(err, ErrNoRouter) || !strings.Contains(err.Error(), "no WAN connection service on the gateway") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// TestUPnPDescriptionBounded: a description beyond maxUPnPBody is not
+// read to its end; one just under it is.
+func TestUPnPDescriptionBounded(t *testing.T) {
+	for _, tc := range []struct {
+		pad int
+		ok  bool
+	}{{pad: maxUPnPBody - 4096, ok: true}, {pad: 4 * maxUPnPBody}} {
+		f := newFakeIGD(t)
+		f.mu.Lock()
+		f.pad = tc.pad
+		f.mu.Unlock()
+		_, err := f.client(t).Map(ctxT(t), UDP, 40000)
+		if (err == nil) != tc.ok {
+			t.Fatalf("description of %d bytes: %v", tc.pad, err)
+		}
 	}
 }
