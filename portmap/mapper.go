@@ -105,7 +105,9 @@ func (m pcpMapper) add(ctx context.Context, req mapRequest) (lease, error) {
 		// A renewal repeats the nonce and suggests what was assigned
 		// (RFC 6887 section 11.2.1).
 		r.nonce, r.external = req.prev.nonce, req.prev.external
-	} else {
+	}
+	if r.nonce == ([pcpNonceLen]byte{}) {
+		// A new mapping, or one that replaces another protocol's lease.
 		_, _ = rand.Read(r.nonce[:]) // crypto/rand.Read never fails
 	}
 	var l lease
