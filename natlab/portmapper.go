@@ -94,6 +94,9 @@ func (l *Lab) startPortMapperLocked(ctx context.Context, s *Site, pm PortMapper)
 		return err
 	}
 	r := s.routers[0]
+	if _, err := r.Run(ctx, "nft", "list", "table", "inet", "miniupnpd"); err == nil {
+		return errors.New("the router has one already")
+	}
 	port := uint16(stunBasePort + 2*(s.index-1))
 	if _, err := startSTUN(l.done, l.server, port); err != nil {
 		return err
@@ -106,28 +109,33 @@ func (l *Lab) startPortMapperLocked(ctx context.Context, s *Site, pm PortMapper)
 		return err
 	}
 	// miniupnpd refuses to start while another's pid file names a live
-	// process, so each has its own, removed once it has exited.
+	// process, so each has its own; it reads it only at start, so the
+	// directory goes once it has started.
+	defer os.RemoveAll(dir)
 	cmd := exec.Command("ip", "netns", "exec", r.name, "miniupnpd", "-d", "-f", "/dev/stdin",
 		"-P", filepath.Join(dir, "miniupnpd.pid"))
 	cmd.Stdin = strings.NewReader(conf)
 	cmd.SysProcAttr = ownSession()
-	logs, err := cmd.StderrPipe()
+	// A pipe of our own, not StderrPipe: the log is read until miniupnpd
+	// exits, independently of the Wait that ownLocked does.
+	logs, w, err := os.Pipe()
 	if err != nil {
-		return errors.Join(err, os.RemoveAll(dir))
+		return err
 	}
-	if err := cmd.Start(); err != nil {
-		return errors.Join(fmt.Errorf("start miniupnpd: %w", err), os.RemoveAll(dir))
+	cmd.Stderr = w
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		logs.Close()
+		return fmt.Errorf("start miniupnpd: %w", err)
 	}
+	mark := l.markLocked()
+	l.ownLocked(cmd)
 	ready := make(chan error, 1)
-	done := make(chan struct{})
-	go func() {
+	go func() { // ends when miniupnpd exits, which closes the pipe
+		defer logs.Close()
 		watchMiniupnpd(logs, pm, ready)
-		_ = cmd.Wait() // killed by Close, or gone with its namespace
-		_ = os.RemoveAll(dir)
-		close(done)
 	}()
-	l.procs = append(l.procs, cmd)
-	l.procDone = append(l.procDone, done)
 	t := time.NewTimer(mapperReady)
 	defer t.Stop()
 	select {
@@ -138,11 +146,9 @@ func (l *Lab) startPortMapperLocked(ctx context.Context, s *Site, pm PortMapper)
 		err = ctx.Err()
 	}
 	if err != nil { // no half-started mapper left behind
-		_ = cmd.Process.Kill()
-		<-done
-		l.procs, l.procDone = l.procs[:len(l.procs)-1], l.procDone[:len(l.procDone)-1]
+		return errors.Join(err, l.undoLocked(mark))
 	}
-	return err
+	return nil
 }
 
 // watchMiniupnpd reads miniupnpd's log until it ends, and reports on

@@ -14,7 +14,8 @@ import (
 )
 
 // TestPortMapperOwned: a site's miniupnpd belongs to the lab, and Close
-// leaves no process behind; a site without a single router gets none.
+// leaves no process behind; a router gets one at most, and a site without
+// a single router none.
 func TestPortMapperOwned(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -39,6 +40,9 @@ func TestPortMapperOwned(t *testing.T) {
 	}
 	if len(pids) != 1 {
 		t.Fatalf("router runs %d miniupnpd (pids in it: %s)", len(pids), out)
+	}
+	if err := site.StartPortMapper(ctx, natlab.PortMapPCP); err == nil || !strings.Contains(err.Error(), "one already") {
+		t.Fatalf("a second port mapper on one router: %v", err)
 	}
 	open, err := lab.AddSite(ctx, "b", natlab.Open)
 	if err != nil {

@@ -24,7 +24,7 @@ import (
 // site's host maps a UDP and a TCP port; the lab's server (on the
 // internet) reaches the local sockets through the mappings; the leases
 // are renewed; and after Close the router holds no rule for them and the
-// external ports forward nothing.
+// external ports forward nothing. One case crosses an emulated uplink.
 func TestLabPortMapping(t *testing.T) {
 	for _, tc := range []labCase{
 		{pm: natlab.PortMapUPnP, client: UPnP, offer: "upnp", service: "WANIPConnection:2"},
@@ -32,8 +32,14 @@ func TestLabPortMapping(t *testing.T) {
 		{pm: natlab.PortMapNATPMP, client: NATPMP, offer: "nat-pmp"},
 		{pm: natlab.PortMapPCP, client: PCP, offer: "pcp"},
 		{pm: natlab.PortMapAll, client: "all", offer: "nat-pmp pcp upnp", service: "WANIPConnection:2"},
+		// Across an emulated broadband uplink (30 ms, 0.1% loss, 100 Mbit/s).
+		{pm: natlab.PortMapAll, client: "all", offer: "nat-pmp pcp upnp", service: "WANIPConnection:2", profile: "broadband"},
 	} {
-		t.Run(string(tc.pm), func(t *testing.T) {
+		name := string(tc.pm)
+		if tc.profile != "" {
+			name += "-" + tc.profile
+		}
+		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			labPortMapping(t, tc)
 		})
@@ -47,13 +53,22 @@ type labCase struct {
 	pm             natlab.PortMapper
 	client         Protocol
 	offer, service string
+	profile        string // the site's uplink profile; "" for none
 }
 
 func labPortMapping(t *testing.T, tc labCase) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	lab := labtest.New(t, natlab.Config{})
-	site, err := lab.AddSite(ctx, "a", natlab.SymRand)
+	var opts []natlab.SiteOption
+	if tc.profile != "" {
+		p, err := natlab.LookupProfile(tc.profile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts = append(opts, natlab.WithProfile(p))
+	}
+	site, err := lab.AddSite(ctx, "a", natlab.SymRand, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
