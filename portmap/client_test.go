@@ -267,3 +267,32 @@ func TestLostLeaseRemapped(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestLostAndBack: a mapping whose router refuses renewals past expiry is
+// reported lost (zero endpoint), and back once the router grants it again.
+func TestLostAndBack(t *testing.T) {
+	f := newFakeRouter(t)
+	f.set(func(f *fakeRouter) { f.life = 2 })
+	m, err := f.client(t, Config{Protocols: []Protocol{PCP}}).Map(ctxT(t), UDP, 4000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.set(func(f *fakeRouter) { f.refuse[pcpVersion] = 8 })
+	next := func(what string) netip.AddrPort {
+		t.Helper()
+		select {
+		case a := <-m.Changes():
+			return a
+		case <-time.After(15 * time.Second):
+			t.Fatalf("no change within 15 s: %s", what)
+		}
+		return netip.AddrPort{}
+	}
+	if a := next("lost"); a.IsValid() || m.External().IsValid() {
+		t.Fatalf("lost mapping reported as %v, External %v", a, m.External())
+	}
+	f.set(func(f *fakeRouter) { f.refuse[pcpVersion] = 0 })
+	if a := next("back"); a.Port() != 14000 || m.External() != a {
+		t.Fatalf("back as %v, External %v", a, m.External())
+	}
+}

@@ -28,13 +28,19 @@ type Mapping struct {
 	l        lease
 	expires  time.Time // zero for a permanent lease
 	renewals int
+	lost     bool // the lease expired and is not made again yet
 	closed   bool
 }
 
-// External returns the endpoint peers on the internet reach the port at.
+// External returns the endpoint peers on the internet reach the port at,
+// or the zero AddrPort while the mapping is lost (its lease expired and
+// the router has not granted it again yet).
 func (m *Mapping) External() netip.AddrPort {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.lost {
+		return netip.AddrPort{}
+	}
 	return m.l.external
 }
 
@@ -65,8 +71,10 @@ func (m *Mapping) Renewals() int {
 }
 
 // Changes delivers the new external endpoint when a renewal (or a new
-// mapping after a lost one) changes it. Only the newest is kept: a slow
-// reader sees the latest, not every step.
+// mapping after a lost one) changes it, the zero AddrPort when the lease
+// expired without renewal (the mapping is lost; a later success delivers
+// the endpoint again). Only the newest is kept: a slow reader sees the
+// latest, not every step.
 func (m *Mapping) Changes() <-chan netip.AddrPort { return m.changes }
 
 func (m *Mapping) set(mp mapper, l lease) {
@@ -121,6 +129,8 @@ func (m *Mapping) run(ctx context.Context) {
 			wait = b.Next()
 			if exp := m.Expires(); !exp.IsZero() && time.Until(exp) > 0 {
 				wait = min(wait, time.Until(exp))
+			} else if !exp.IsZero() {
+				m.markLost()
 			}
 			m.logger().WithError(err).WithField("retry_in", wait.Round(time.Millisecond)).Warn("port mapping renewal failed")
 			continue
@@ -156,17 +166,36 @@ func (m *Mapping) renew(ctx context.Context) error {
 	}
 	m.mu.Lock()
 	m.renewals++
-	now := m.l.external
+	now, wasLost := m.l.external, m.lost
+	m.lost = false
 	m.mu.Unlock()
-	if now != before {
+	if now != before || wasLost {
 		m.logger().WithField("was", before).Info("port mapping's external endpoint changed")
-		select { // keep only the newest
-		case <-m.changes:
-		default:
-		}
-		m.changes <- now
+		m.notify(now)
 	}
 	return nil
+}
+
+// markLost records that the lease expired unrenewed and reports it once.
+func (m *Mapping) markLost() {
+	m.mu.Lock()
+	was := m.lost
+	m.lost = true
+	m.mu.Unlock()
+	if !was {
+		m.logger().Warn("port mapping lost: its lease expired unrenewed")
+		m.notify(netip.AddrPort{})
+	}
+}
+
+// notify delivers a on Changes, replacing what the reader has not taken.
+// Only run calls it, so the drain and the send do not race another sender.
+func (m *Mapping) notify(a netip.AddrPort) {
+	select {
+	case <-m.changes:
+	default:
+	}
+	m.changes <- a
 }
 
 // Close stops the renewals and deletes the mapping from the router,
