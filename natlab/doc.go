@@ -80,6 +80,8 @@
 //	  203.0.113.1   the segment's gateway and sink (drops what it receives)
 //	  203.0.113.2   server (PREFIX-srv), first address
 //	  203.0.113.3   server, second address (for mapping-behaviour tests)
+//	                UDP 3478+2(i-1) and the next port on both: site i's port
+//	                mapper's STUN test (StartPortMapper)
 //	  203.0.113.10+ router WAN addresses and Open hosts, in order of creation
 //	site number i (1, 2, ... in order of creation):
 //	  10.i.0.0/24   the site's LAN: router .1, hosts .2, .3, ..., busy host .200
@@ -112,6 +114,12 @@
 // nothing of rendezvous, punching or links, and tests of those live in their
 // own packages, using this one (see package labtest).
 //
+// Site.StartPortMapper makes a site's router also grant port mappings to
+// its LAN (UPnP IGD, NAT-PMP, PCP, or one alone) with a real miniupnpd,
+// which the lab owns like its other helpers; the lab's server answers
+// miniupnpd's STUN test (see stun.go for why it needs one).
+//
 // Everything here needs root, iproute2, nftables, conntrack and ethtool;
-// Available says what is missing.
+// Available says what is missing. StartPortMapper also needs miniupnpd
+// (miniupnpd-nftables).
 package natlab
