@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"net/netip"
 	"sync"
@@ -58,7 +59,9 @@ func (d *Daemon) discoverLoop(ctx context.Context) {
 			continue
 		}
 		d.nat.set(nat)
-		d.log.WithFields(logrus.Fields{"nat": nat.String(), "mapping": nat.Mapping, "allocation": nat.Allocation}).Info("NAT classified")
+		// Behind no NAT there is no mapping to name: say "none", not "".
+		d.log.WithFields(logrus.Fields{"nat": nat.String(), "mapping": cmp.Or(string(nat.Mapping), "none"),
+			"allocation": nat.Allocation}).Info("NAT classified")
 		if err := d.rv.SetNAT(nat); err != nil {
 			d.log.WithError(err).Debug("NAT report not sent")
 		}

@@ -156,6 +156,7 @@ func TestKeygenPubkeyStatusPingVersion(t *testing.T) {
 		regexp.MustCompile(`msg="forward listening" listen="127\.0\.0\.1:\d+" listener="forward\[0\]" peer=home protocol=tcp to="service photos"`),
 		regexp.MustCompile(`msg="forward listening" listen="127\.0\.0\.1:\d+" listener="forward\[1\]" peer=home protocol=udp to="service game"`),
 		regexp.MustCompile(`msg="will link with peer" peer=home public_key=` + regexp.QuoteMeta(keys["home"])),
+		regexp.MustCompile(`msg="NAT classified" allocation=\S+ mapping=none nat=none`),
 	} {
 		if !want.MatchString(p.client.output()) {
 			t.Errorf("friend's log lacks %s:\n%s", want, p.client.output())

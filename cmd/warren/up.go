@@ -110,7 +110,7 @@ func reload(path string, d *daemon.Daemon, log *logrus.Logger) {
 			err = atConfigLine(cfg, err)
 		} else {
 			if lv, perr := logrus.ParseLevel(cfg.LogLevel); perr == nil {
-				log.SetLevel(lv)
+				setLevel(log, lv)
 			}
 			if len(restartOnly) > 0 {
 				log.WithField("keys", strings.Join(restartOnly, ", ")).Warn("reload: these settings changed but take effect only after a restart")
