@@ -373,9 +373,11 @@ func (d *Daemon) lanCandidates() []netip.AddrPort {
 // sessionPaths returns the paths a punch session races, as the config
 // allows them, with and without the relay.
 func (d *Daemon) sessionPaths() (all, direct []session.Path) {
-	direct = []session.Path{&session.Inbound{Acceptor: d.acceptor}}
+	// transports binds both directions: without "tcp" this side neither
+	// punches TCP nor takes the connection a peer punched towards it.
 	if d.useTCP {
-		direct = append(direct, &session.TCP{Acceptor: d.acceptor, Server: d.cfg.Rendezvous.Address, Budget: d.punchBudget})
+		direct = append(direct, &session.Inbound{Acceptor: d.acceptor},
+			&session.TCP{Acceptor: d.acceptor, Server: d.cfg.Rendezvous.Address, Budget: d.punchBudget})
 	}
 	direct = append(direct, &session.UDP{
 		Servers:   d.rv.UDPServers,
