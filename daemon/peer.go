@@ -88,9 +88,18 @@ func (p *peer) run(ctx context.Context, d *Daemon) {
 	retry := backoff.Backoff{Min: time.Second, Max: 30 * time.Second}
 	for ctx.Err() == nil {
 		start := time.Now()
-		o, ok := p.awaitPunch(ctx, d)
+		o, asked, ok := p.awaitPunch(ctx, d)
 		if !ok {
 			return
+		}
+		// The punch began with the connect request the server answered,
+		// or with the instruction itself when the peer asked first (an
+		// answer to our last request would have come within a round
+		// trip); before that the peer was away, which is no part of the
+		// setup time.
+		began := o.at
+		if !asked.IsZero() && asked.Before(began) && began.Sub(asked) < answerWithin {
+			began = asked
 		}
 		l, err := d.establish(ctx, p, o.Punch, true)
 		if err != nil {
@@ -107,8 +116,12 @@ func (p *peer) run(ctx context.Context, d *Daemon) {
 			continue
 		}
 		retry.Reset()
-		p.setLink(l, time.Since(start))
-		p.log.WithFields(logrus.Fields{"path": l.Path(), "remote": l.Remote(), "setup": time.Since(start).Round(time.Millisecond)}).Info("link up")
+		p.setLink(l, time.Since(began))
+		up := logrus.Fields{"path": l.Path(), "remote": l.Remote(), "setup": time.Since(began).Round(time.Millisecond)}
+		if waited := began.Sub(start); waited >= time.Second {
+			up["waited_for_peer"] = waited.Round(time.Millisecond)
+		}
+		p.log.WithFields(up).Info("link up")
 		reason := d.serveLink(ctx, p, l)
 		p.setLink(nil, 0)
 		p.linkDown(reason)
@@ -116,35 +129,42 @@ func (p *peer) run(ctx context.Context, d *Daemon) {
 	}
 }
 
+// answerWithin is how soon the server's punch instruction follows our
+// connect request when the peer is online: a round trip and the wait for
+// the peer's NAT report.
+const answerWithin = time.Second
+
 // awaitPunch asks the rendezvous server for a punch session with the peer
-// and waits for the instruction; the peer asking first serves as well.
-func (p *peer) awaitPunch(ctx context.Context, d *Daemon) (offer, bool) {
+// and waits for the instruction; the peer asking first serves as well. It
+// returns when it last asked (zero if it never did).
+func (p *peer) awaitPunch(ctx context.Context, d *Daemon) (o offer, asked time.Time, ok bool) {
 	ask := backoff.Backoff{Min: 2 * time.Second, Max: 30 * time.Second}
 	for {
 		select {
 		case o := <-p.offers:
 			age := time.Since(o.at)
 			if age < punchFreshness {
-				return o, true
+				return o, asked, true
 			}
 			p.log.WithFields(logrus.Fields{"session": o.Session[:min(8, len(o.Session))], "age": age.Round(time.Millisecond)}).Debug("punch instruction too old; the peer gave up on it")
 			continue
 		case <-d.rv.Registered():
 		case <-ctx.Done():
-			return offer{}, false
+			return offer{}, asked, false
 		}
 		// The server passes our NAT to the peer with the punch: report it
 		// first.
 		d.nat.await(ctx)
+		asked = time.Now()
 		if err := d.rv.Connect(p.key); err != nil {
 			p.log.WithError(err).Debug("connect request not sent")
 		}
 		select {
 		case o := <-p.offers:
-			return o, true
+			return o, asked, true
 		case <-time.After(ask.Next()):
 		case <-ctx.Done():
-			return offer{}, false
+			return offer{}, asked, false
 		}
 	}
 }

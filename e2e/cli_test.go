@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -271,5 +272,33 @@ func TestDemoSaysOnlyWhatHappens(t *testing.T) {
 		if !want.MatchString(text) {
 			t.Errorf("the demo's suggestions lack %s:\n%s", want, text)
 		}
+	}
+}
+
+// TestSetupExcludesWaitingForPeer: a daemon started seconds before its
+// peer reports the punch's own time as its setup, and the wait for the
+// peer apart (it was 33 s against 47 ms on the other side).
+func TestSetupExcludesWaitingForPeer(t *testing.T) {
+	w := newWorld(t, localhost{}, hostPort("127.0.0.1", freePort(t, localhost{})))
+	keys := map[string]string{"laptop": w.keygen("laptop"), "home": w.keygen("home")}
+	laptopAdmin, homeAdmin := hostPort("127.0.0.1", freePort(t, localhost{})), hostPort("127.0.0.1", freePort(t, localhost{}))
+	laptop := start(t, localhost{}, "laptop", "up", "-c", w.render("browser-exit/laptop.toml", "laptop", laptopAdmin, keys,
+		"127.0.0.1:1080", hostPort("127.0.0.1", freePort(t, localhost{}))))
+	time.Sleep(3 * time.Second)
+	start(t, localhost{}, "home", "up", "-c", w.render("browser-exit/home.toml", "home", homeAdmin, keys))
+	line := regexp.MustCompile(`msg="link up".* setup=(\d+(?:\.\d+)?)(ms|s) waited_for_peer=(\d+(?:\.\d+)?)s`)
+	laptop.waitOutput(t, regexp.MustCompile(`msg="link up"`), 20*time.Second)
+	m := line.FindStringSubmatch(laptop.output())
+	if m == nil || m[2] != "ms" {
+		t.Fatalf("laptop's link-up line does not give a setup in ms and the wait apart:\n%s", laptop.output())
+	}
+	if waited, _ := strconv.ParseFloat(m[3], 64); waited < 2.5 {
+		t.Errorf("waited_for_peer=%ss, want the 3 s laptop ran alone", m[3])
+	}
+	st := waitStatus(t, localhost{}, laptopAdmin, 5*time.Second, "home connected", func(st daemon.Status) bool {
+		return len(st.Peers) == 1 && st.Peers[0].State == daemon.StateConnected
+	})
+	if st.Peers[0].SetupMs >= 1000 {
+		t.Errorf("status setup_ms = %v, want the punch's time, not the wait for home", st.Peers[0].SetupMs)
 	}
 }
