@@ -17,7 +17,8 @@ const (
 	defaultPunchTimeout  = 10 * time.Second
 	defaultStreamWindow  = 4 << 20
 	minStreamWindow      = 256 << 10
-	defaultMaxStreams    = 256
+	defaultMaxStreams    = 16384
+	defaultRecvBudget    = 64 << 20
 	defaultSprayRate     = 2000
 	defaultUDPStream     = "quic"
 	defaultUDPIdle       = time.Minute
@@ -161,6 +162,12 @@ func (l *Link) finish(p *problems, md toml.MetaData) {
 		l.MaxStreams = defaultMaxStreams
 	case l.MaxStreams <= 0:
 		p.add("link.max_streams", "must be positive, got %d", l.MaxStreams)
+	}
+	switch {
+	case !set("receive_budget"):
+		l.ReceiveBudget = defaultRecvBudget
+	case l.ReceiveBudget < int64(l.StreamWindow):
+		p.add("link.receive_budget", "%d is below stream_window (%d)", l.ReceiveBudget, l.StreamWindow)
 	}
 	switch l.UDPStream {
 	case "":

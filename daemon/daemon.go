@@ -119,6 +119,7 @@ func New(cfg *config.Config, log logrus.FieldLogger) (*Daemon, error) {
 			KeepAliveInterval: cfg.Link.KeepAlive.Duration,
 			StreamWindow:      cfg.Link.StreamWindow,
 			MaxStreams:        cfg.Link.MaxStreams,
+			ReceiveBudget:     cfg.Link.ReceiveBudget,
 		},
 		discover: make(chan []netip.AddrPort, 1),
 		natReady: make(chan struct{}),

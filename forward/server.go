@@ -61,6 +61,7 @@ func (s *Server) ServeStream(ctx context.Context, stream net.Conn, peer string) 
 	if err != nil {
 		s.stats.refuse(RefusalProtocol)
 		log.WithError(err).Warn("bad stream request")
+		forget(stream)
 		return
 	}
 	stream.SetReadDeadline(time.Time{})
@@ -94,6 +95,7 @@ func (s *Server) ServeStream(ctx context.Context, stream net.Conn, peer string) 
 		} else {
 			entry.Info("stream refused")
 		}
+		forget(stream)
 		return
 	}
 	defer target.Close()
@@ -129,6 +131,19 @@ func (s *Server) ServeStream(ctx context.Context, stream net.Conn, peer string) 
 		"bytes_out": out,
 		"duration":  time.Since(start),
 	}).Info("stream closed")
+}
+
+// forget ends a stream the exit refused with a reset after its reply,
+// where the stream can (a link stream delivers what was written before
+// the reset): the link then forgets it at once, where Close would keep it
+// until the peer finishes its side, for up to the link's stream close
+// timeout (issue 15, finding 9: a peer flooding refused streams had
+// 39,920 held at once). A TCP connection is left to Close: its reset
+// could overtake the reply.
+func forget(stream net.Conn) {
+	if a, ok := stream.(aborter); ok {
+		a.Abort()
+	}
 }
 
 // aside runs f on a goroutine of its own and returns its result.

@@ -28,9 +28,21 @@ type Config struct {
 	// Default 4 MiB; at least 256 KiB.
 	StreamWindow uint32
 
-	// MaxStreams caps the streams the peer may have open to us at once;
-	// more are refused (reset). Default 256.
+	// MaxStreams caps the streams the peer may have open to us at once,
+	// counting those this end has closed and the peer has not finished
+	// (see StreamCloseTimeout); more are refused (reset). It is a ceiling
+	// on bookkeeping, not what protects this end's memory from a peer:
+	// ReceiveBudget is. Default 16384: a forward or SOCKS5 listener
+	// carries 10,000 connections to one peer.
 	MaxStreams int
+
+	// ReceiveBudget bounds the bytes the peer may have sent on all its
+	// streams together that this end has not read yet (each stream may
+	// hold up to StreamWindow): a frame that would take the link over it
+	// resets its stream. A peer sending into many streams to targets
+	// that never read pins at most this much here, plus one frame.
+	// Default 64 MiB: 16 streams with full windows; at least StreamWindow.
+	ReceiveBudget int64
 
 	// StreamCloseTimeout bounds how long a stream this end has closed
 	// (Close) waits for the peer to finish its side, as tcp_fin_timeout
@@ -41,7 +53,10 @@ type Config struct {
 	StreamCloseTimeout time.Duration
 }
 
-const minStreamWindow = 256 * 1024
+const (
+	minStreamWindow  = 256 * 1024
+	maxAcceptBacklog = 4096
+)
 
 // DefaultConfig returns a Config with every default filled in.
 func DefaultConfig() *Config {
@@ -50,7 +65,8 @@ func DefaultConfig() *Config {
 		WriteTimeout:       10 * time.Second,
 		HandshakeTimeout:   10 * time.Second,
 		StreamWindow:       4 << 20,
-		MaxStreams:         256,
+		MaxStreams:         16384,
+		ReceiveBudget:      64 << 20,
 		StreamCloseTimeout: time.Minute,
 	}
 }
@@ -77,6 +93,9 @@ func (c *Config) withDefaults() *Config {
 	if out.MaxStreams == 0 {
 		out.MaxStreams = d.MaxStreams
 	}
+	if out.ReceiveBudget == 0 {
+		out.ReceiveBudget = d.ReceiveBudget
+	}
 	if out.StreamCloseTimeout == 0 {
 		out.StreamCloseTimeout = d.StreamCloseTimeout
 	}
@@ -93,6 +112,8 @@ func (c *Config) Verify() error {
 		return fmt.Errorf("link config: StreamWindow %d is below %d", c.StreamWindow, minStreamWindow)
 	case c.MaxStreams < 0:
 		return fmt.Errorf("link config: MaxStreams must be positive")
+	case c.ReceiveBudget < int64(c.StreamWindow):
+		return fmt.Errorf("link config: ReceiveBudget %d is below StreamWindow %d", c.ReceiveBudget, c.StreamWindow)
 	}
 	return nil
 }
@@ -107,7 +128,11 @@ func (c *Config) yamux() *yamux.Config {
 	// our CloseWrite) and reset a stream still receiving; Stream.Close
 	// runs StreamCloseTimeout instead.
 	y.StreamCloseTimeout = 0
-	y.AcceptBacklog = c.MaxStreams
+	// yamux resets a stream that finds its accept queue full; Accept
+	// drains it at once, so it need not hold MaxStreams (each entry is a
+	// pointer allocated up front, per link). It also bounds the streams
+	// we open that the peer has not acknowledged yet.
+	y.AcceptBacklog = min(c.MaxStreams, maxAcceptBacklog)
 	y.LogOutput = io.Discard
 	y.Logger = nil
 	return y

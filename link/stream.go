@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+	"github.com/sirupsen/logrus"
 )
 
 // Stream is one bidirectional byte stream on a link. It is a net.Conn whose
@@ -22,6 +23,7 @@ type Stream struct {
 	closeOnce sync.Once
 	closed    atomic.Bool
 	finished  atomic.Bool // the peer's FIN arrived
+	released  atomic.Bool // slots has its token back
 	aborted   atomic.Bool // the peer aborted the stream: its FIN is a reset
 }
 
@@ -36,6 +38,7 @@ type Stream struct {
 // data and then ECONNRESET.
 func (s *Stream) Read(b []byte) (int, error) {
 	n, err := s.Stream.Read(b)
+	s.link.budget.read(s.StreamID(), n)
 	if err == io.EOF {
 		switch {
 		case s.aborted.Load():
@@ -112,7 +115,7 @@ func (s *Stream) CloseWrite() error {
 // TCP connection after tcp_fin_timeout, and the link forgets the stream.
 func (s *Stream) Close() error {
 	return s.end(func() error {
-		if err := s.link.shut(s.Stream); err != nil {
+		if err := s.link.shut(s.Stream, s.release); err != nil {
 			return fmt.Errorf("link stream %d: close: %w", s.StreamID(), err)
 		}
 		return nil
@@ -134,6 +137,7 @@ func (s *Stream) Close() error {
 // the notice sees a plain FIN.
 func (s *Stream) Abort() error {
 	return s.end(func() error {
+		s.release() // forgotten here at once, whatever the peer does
 		past := time.Unix(1, 0)
 		s.Stream.SetReadDeadline(past)
 		s.Stream.SetWriteDeadline(past)
@@ -155,27 +159,37 @@ func (s *Stream) Abort() error {
 }
 
 // end runs how, Close's or Abort's, once, and gives up the stream's
-// place in the link's accounting.
+// place in the link's accounting. how must arrange for release to run:
+// at once, or once the link forgets the stream.
 func (s *Stream) end(how func() error) error {
 	var err error
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
 		s.link.open.remove(s.StreamID())
+		s.link.budget.forget(s.StreamID())
 		err = how()
 		s.link.streams.Add(-1)
-		if s.slots != nil {
-			<-s.slots
-		}
 	})
 	return err
 }
 
-// shut fully closes s (see Stream.Close).
-func (l *Link) shut(s *yamux.Stream) error {
+// release gives back the stream's slot (MaxStreams), once. A stream closed
+// here that the peer has not finished keeps its slot until the link
+// forgets it: otherwise a peer that never finishes the streams we close
+// would have yamux hold any number of them for StreamCloseTimeout.
+func (s *Stream) release() {
+	if s.slots != nil && s.released.CompareAndSwap(false, true) {
+		<-s.slots
+	}
+}
+
+// shut fully closes s (see Stream.Close); release runs once the link
+// forgets it.
+func (l *Link) shut(s *yamux.Stream, release func()) error {
 	id := s.StreamID()
 	// Watch the peer's frames from before our FIN goes out, so that none
 	// that answers it goes unseen.
-	l.closing.watch(id)
+	l.closing.watch(id, release)
 	err := s.Close()
 	// yamux's Close only half-closes; a reader blocked on a peer that never
 	// closes would hang without this. It also makes the Read below return
@@ -206,6 +220,7 @@ func (l *Link) shut(s *yamux.Stream) error {
 // stream as if the peer had sent one.
 func (l *Link) abort(id uint32) {
 	l.closing.end(id)
+	l.budget.forget(id)
 	l.frames.drop(id)
 	l.kick()
 	if err := l.frames.reset(id); err != nil {
@@ -218,9 +233,12 @@ func (l *Link) abort(id uint32) {
 // It ends the watch on a stream we closed once the peer finishes it too,
 // and resets the stream if the peer sends data into it instead, as TCP
 // answers data for a closed socket.
-func (l *Link) observe(h *frameHeader) {
+func (l *Link) observe(h *frameHeader) (swallow bool) {
 	if h.typ() > yamuxTypeWindowUpdate {
-		return // not a stream's frame
+		return false // not a stream's frame
+	}
+	if l.account(h) {
+		return true
 	}
 	id := h.streamID()
 	if h.flags()&yamuxFlagFIN != 0 {
@@ -230,23 +248,55 @@ func (l *Link) observe(h *frameHeader) {
 		l.open.aborted(id)
 	}
 	if l.closing.n.Load() == 0 {
-		return
+		return false
 	}
 	switch {
 	case h.flags()&(yamuxFlagFIN|yamuxFlagRST) != 0:
 		// yamux forgets the stream when it handles this frame.
 		l.closing.end(id)
 	case h.typ() == yamuxTypeData && h.length() > 0 && l.closing.end(id):
-		// The drop goes in right after this frame's body: no kick needed.
-		// The reset is sent from elsewhere: the reader must never wait for
-		// the writer, or two ends doing so would both stop reading.
-		l.frames.drop(id)
-		l.spawn(func() {
-			if err := l.frames.reset(id); err != nil {
-				l.log.WithError(err).Debug("stream reset not sent")
-			}
-		})
+		// yamux reads a reset in the frame's place (no kick needed), and
+		// never buffers data no one will read.
+		l.resetPeer(id)
+		return true
 	}
+	return false
+}
+
+// resetPeer sends the peer a reset of stream id from a goroutine of its
+// own: observe runs on the reader, which must never wait for the writer,
+// or two ends doing so would both stop reading.
+func (l *Link) resetPeer(id uint32) {
+	l.spawn(func() {
+		if err := l.frames.reset(id); err != nil {
+			l.log.WithError(err).Debug("stream reset not sent")
+		}
+	})
+}
+
+// account keeps the budget's count of the peer's unread bytes (see
+// budget) and reports whether to swallow the frame: one that would take
+// the link over ReceiveBudget. yamux then reads a reset of the stream in
+// its place and never buffers the body, and the peer is sent a reset.
+// What the stream holds from before stays counted until the stream ends
+// here: until then it is in memory, whoever holds the stream.
+func (l *Link) account(h *frameHeader) (swallow bool) {
+	id := h.streamID()
+	if h.flags()&yamuxFlagSYN != 0 {
+		l.budget.open(id)
+	}
+	if h.typ() != yamuxTypeData || h.length() == 0 || !l.budget.received(id, int64(h.length())) {
+		return false
+	}
+	if h.flags()&yamuxFlagSYN != 0 {
+		l.budget.forget(id) // yamux never learns of the stream
+	}
+	l.overBudget.refused("peer exceeded its receive budget; stream reset", logrus.Fields{
+		"receive_budget": l.cfg.ReceiveBudget,
+		"buffered":       l.budget.buffered(),
+	})
+	l.resetPeer(id)
+	return true
 }
 
 // kick has the peer send us a frame, a ping's answer, so that yamux's Read,
@@ -274,24 +324,33 @@ func (l *Link) kick() {
 
 // closing holds the streams this end has fully closed and the peer has
 // not finished: the peer's frames for them are watched (see observe), and
-// each has a timer once armed.
+// each has a timer once armed, and the release of its slot (see
+// Stream.release) to run when the watch ends.
 type closing struct {
 	n       atomic.Int32 // len(m), so that observe need not lock
 	mu      sync.Mutex
-	m       map[uint32]*time.Timer // nil until armed
-	stopped bool                   // the link has closed
+	m       map[uint32]closingStream
+	stopped bool // the link has closed
 }
 
-func (c *closing) watch(id uint32) {
+type closingStream struct {
+	timer   *time.Timer // nil until armed
+	release func()
+}
+
+// watch starts watching id; release runs when the watch ends (at once if
+// the link has closed).
+func (c *closing) watch(id uint32, release func()) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.stopped {
+		release()
 		return
 	}
 	if c.m == nil {
-		c.m = make(map[uint32]*time.Timer)
+		c.m = make(map[uint32]closingStream)
 	}
-	c.m[id] = nil
+	c.m[id] = closingStream{release: release}
 	c.n.Store(int32(len(c.m)))
 }
 
@@ -299,8 +358,9 @@ func (c *closing) watch(id uint32) {
 func (c *closing) arm(id uint32, d time.Duration, f func()) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.m[id]; ok {
-		c.m[id] = time.AfterFunc(d, f)
+	if cs, ok := c.m[id]; ok {
+		cs.timer = time.AfterFunc(d, f)
+		c.m[id] = cs
 	}
 }
 
@@ -308,16 +368,19 @@ func (c *closing) arm(id uint32, d time.Duration, f func()) {
 // those who race to end it (peer's frame, timer, Close) acts on it.
 func (c *closing) end(id uint32) bool {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	t, ok := c.m[id]
+	cs, ok := c.m[id]
+	if ok {
+		delete(c.m, id)
+		c.n.Store(int32(len(c.m)))
+	}
+	c.mu.Unlock()
 	if !ok {
 		return false
 	}
-	if t != nil {
-		t.Stop()
+	if cs.timer != nil {
+		cs.timer.Stop()
 	}
-	delete(c.m, id)
-	c.n.Store(int32(len(c.m)))
+	cs.release()
 	return true
 }
 
@@ -325,15 +388,17 @@ func (c *closing) end(id uint32) bool {
 // closed every stream with it.
 func (c *closing) stop() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, t := range c.m {
-		if t != nil {
-			t.Stop()
-		}
-	}
+	m := c.m
 	c.m = nil
 	c.n.Store(0)
 	c.stopped = true
+	c.mu.Unlock()
+	for _, cs := range m {
+		if cs.timer != nil {
+			cs.timer.Stop()
+		}
+		cs.release()
+	}
 }
 
 // streamTable maps the IDs of the streams the link handed out, until they
