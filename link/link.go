@@ -183,7 +183,7 @@ func (l *Link) Open(ctx context.Context) (net.Conn, error) {
 // Accept waits for the peer to open a stream. Streams beyond MaxStreams
 // (those closed here that the peer has not finished count) are reset at
 // once and not returned; the peer's Open succeeds, and its first Read or
-// Write on the stream fails with yamux.ErrConnectionReset.
+// Write on the stream fails with ErrStreamReset.
 func (l *Link) Accept() (net.Conn, error) {
 	for {
 		s, err := l.sess.AcceptStream()

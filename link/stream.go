@@ -34,18 +34,18 @@ type Stream struct {
 // of passing on a truncated transfer as a whole one.
 //
 // A stream the peer aborted (Stream.Abort) reads to the end of what the
-// peer sent, then yamux.ErrConnectionReset, as a TCP socket reads queued
-// data and then ECONNRESET.
+// peer sent, then ErrStreamReset, as a TCP socket reads queued data and
+// then ECONNRESET. So does a stream the peer reset, or refused.
 func (s *Stream) Read(b []byte) (int, error) {
 	n, err := s.Stream.Read(b)
 	s.link.budget.read(s.StreamID(), n)
-	if err == io.EOF {
-		switch {
-		case s.aborted.Load():
-			err = yamux.ErrConnectionReset
-		case !s.finished.Load() && !s.closed.Load() && s.link.sess.IsClosed():
-			err = ErrStreamLost
-		}
+	switch {
+	case err == io.EOF && s.aborted.Load():
+		err = ErrStreamReset
+	case err == io.EOF && !s.finished.Load() && !s.closed.Load() && s.link.sess.IsClosed():
+		err = ErrStreamLost
+	case err == yamux.ErrConnectionReset:
+		err = ErrStreamReset
 	}
 	return n, err
 }
@@ -81,11 +81,11 @@ func (l *Link) newStream(s *yamux.Stream, slots chan struct{}) *Stream {
 // the byte stream can no longer be trusted: close the whole link.
 func (s *Stream) Write(b []byte) (int, error) {
 	if s.aborted.Load() {
-		return 0, yamux.ErrConnectionReset
+		return 0, ErrStreamReset
 	}
 	n, err := s.Stream.Write(b)
-	if err != nil && s.aborted.Load() {
-		err = yamux.ErrConnectionReset // woken by observe's deadline
+	if err != nil && s.aborted.Load() || err == yamux.ErrConnectionReset {
+		err = ErrStreamReset // or woken by observe's deadline
 	}
 	if errors.Is(err, yamux.ErrConnectionWriteTimeout) {
 		s.link.log.Warn("link write timed out; closing link")
@@ -123,7 +123,7 @@ func (s *Stream) Close() error {
 }
 
 // Abort ends the stream as close(2) with SO_LINGER 0 ends a TCP socket:
-// the peer's reads end in a reset (yamux.ErrConnectionReset) instead of
+// the peer's reads end in a reset (ErrStreamReset) instead of
 // io.EOF, and its writes fail, so that a transfer cut off on this side
 // (its application reset the connection, or went away mid-upload) is
 // never taken for a whole one. Unlike a TCP RST, what was written before
