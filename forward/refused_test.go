@@ -9,6 +9,7 @@ import (
 
 	"github.com/warren-p2p/warren/config"
 	"github.com/warren-p2p/warren/forward"
+	"github.com/warren-p2p/warren/forward/forwardtest"
 )
 
 // resettingOpener opens streams whose far end reads the request and
@@ -17,24 +18,14 @@ import (
 type resettingOpener struct{ t *testing.T }
 
 func (o resettingOpener) OpenStream(ctx context.Context, peer string) (net.Conn, error) {
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	near, far, err := forwardtest.TCPPair(ctx)
 	if err != nil {
-		return nil, err
-	}
-	defer ln.Close()
-	near, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		return nil, err
-	}
-	far, err := ln.AcceptTCP()
-	if err != nil {
-		near.Close()
 		return nil, err
 	}
 	go func() {
 		far.SetReadDeadline(time.Now().Add(5 * time.Second))
 		forward.ReadRequest(far)
-		far.SetLinger(0)
+		far.(*net.TCPConn).SetLinger(0)
 		far.Close()
 	}()
 	return near, nil

@@ -80,6 +80,14 @@ type frameReader struct {
 	// link waits for it.
 	observe func(*frameHeader) (swallow bool)
 
+	// processed, if not nil, is shown each header yamux read (the peer's,
+	// or the reset that replaced one) once yamux has handled the whole
+	// frame: at the next Read, as yamux reads on only when it has handled
+	// what it read. It runs on yamux's reader and must not block.
+	processed func(*frameHeader)
+	due       []frameHeader // frames returned whole, for processed
+	inBody    bool          // hdr's body is being returned: due at its end
+
 	// Where the stream stands, after what Read last returned. Only the one
 	// goroutine that reads (yamux's recv loop) touches these.
 	hdr     frameHeader
@@ -113,6 +121,10 @@ func (r *frameReader) drop(id uint32) {
 func (r *frameReader) dropping() bool { return r.queued.Load() }
 
 func (r *frameReader) Read(b []byte) (int, error) {
+	for i := range r.due {
+		r.processed(&r.due[i])
+	}
+	r.due = r.due[:0]
 	for {
 		n, err := r.read(b)
 		// A read whose bytes were all swallowed or held back returns
@@ -180,6 +192,10 @@ func (r *frameReader) filter(p []byte) int {
 			}
 			r.body -= int64(k)
 			i += k
+			if r.body == 0 && r.inBody {
+				r.inBody = false
+				r.due = append(r.due, r.hdr)
+			}
 			continue
 		}
 		k := copy(r.hdr[r.nhdr:], p[i:])
@@ -203,6 +219,14 @@ func (r *frameReader) header() {
 	if r.observe != nil && r.observe(&r.hdr) {
 		r.hdr = rstFrame(r.hdr.streamID())
 		r.discard = r.body > 0
+	}
+	if r.processed == nil {
+		return
+	}
+	if r.body > 0 && !r.discard {
+		r.inBody = true
+	} else {
+		r.due = append(r.due, r.hdr)
 	}
 }
 

@@ -75,6 +75,7 @@ func newLink(fc *frameConn, c Candidate, peer identity.PublicKey, controlling bo
 	l.overLimit = refusalLog{log: log, interval: time.Second}
 	l.overBudget = refusalLog{log: log, interval: time.Second}
 	fc.in.observe = l.observe // before yamux starts reading
+	fc.in.processed = l.open.processed
 	var err error
 	if controlling {
 		l.sess, err = yamux.Client(l.raw, cfg.yamux())
@@ -233,6 +234,7 @@ func (l *Link) shutdown() error {
 		close(l.done)
 		err = l.sess.Close()
 		l.closing.stop()
+		l.open.notifyAll()
 		l.open.clear()
 		l.budget.stop()
 	})

@@ -24,6 +24,7 @@ type Stream struct {
 	closed    atomic.Bool
 	finished  atomic.Bool // the peer's FIN arrived
 	released  atomic.Bool // slots has its token back
+	readable  atomic.Pointer[func()]
 	aborted   atomic.Bool // the peer aborted the stream: its FIN is a reset
 }
 
@@ -48,6 +49,24 @@ func (s *Stream) Read(b []byte) (int, error) {
 		err = ErrStreamReset
 	}
 	return n, err
+}
+
+// NotifyReadable has f called whenever the stream may have become
+// readable: once yamux has taken in data from the peer, or its end or
+// reset, and when the link ends. A Read may find nothing (one since took
+// it). f must not block: it runs on the link's reader. So a copy from the
+// stream needs no goroutine waiting in Read while the stream is idle:
+// after f, Read with a read deadline in the past returns what is there.
+//
+// A zero-length Read waits until the stream has data, has ended or
+// failed, without taking any.
+func (s *Stream) NotifyReadable(f func()) { s.readable.Store(&f) }
+
+// notifyReadable calls the stream's NotifyReadable function, if any.
+func (s *Stream) notifyReadable() {
+	if f := s.readable.Load(); f != nil {
+		(*f)()
+	}
 }
 
 // SetReadDeadline sets the read deadline, until Close: Close sets one in
@@ -237,15 +256,11 @@ func (l *Link) observe(h *frameHeader) (swallow bool) {
 	if h.typ() > yamuxTypeWindowUpdate {
 		return false // not a stream's frame
 	}
-	if l.account(h) {
-		return true
-	}
+	swallow = l.account(h)
 	id := h.streamID()
-	if h.flags()&yamuxFlagFIN != 0 {
-		l.open.finished(id)
-	}
-	if h.flags()&yamuxFlagAbort != 0 {
-		l.open.aborted(id)
+	l.open.observe(h)
+	if swallow {
+		return true
 	}
 	if l.closing.n.Load() == 0 {
 		return false
@@ -427,23 +442,61 @@ func (o *streamTable) remove(id uint32) {
 	delete(o.m, id)
 }
 
-func (o *streamTable) finished(id uint32) {
+// observe notes on its stream what a frame of the peer's says, before
+// yamux handles it: its FIN, or an abort notice (which also wakes a write
+// blocked on a window the peer will never open again: SetWriteDeadline
+// does not block). It runs on yamux's reader.
+func (o *streamTable) observe(h *frameHeader) {
+	flags := h.flags()
+	if flags&(yamuxFlagFIN|yamuxFlagAbort) == 0 {
+		return
+	}
 	o.mu.Lock()
-	defer o.mu.Unlock()
-	if s := o.m[id]; s != nil {
+	s := o.m[h.streamID()]
+	o.mu.Unlock()
+	if s == nil {
+		return
+	}
+	if flags&yamuxFlagFIN != 0 {
 		s.finished.Store(true)
+	}
+	if flags&yamuxFlagAbort != 0 {
+		s.aborted.Store(true)
+		s.Stream.SetWriteDeadline(time.Unix(1, 0))
 	}
 }
 
-// aborted notes the peer's abort notice on stream id, and wakes a write
-// blocked on a window the peer will never open again. It runs on yamux's
-// reader, and SetWriteDeadline does not block.
-func (o *streamTable) aborted(id uint32) {
+// processed tells the reader of a frame's stream that yamux has taken in
+// data, an end or a reset for it (frameReader.processed).
+func (o *streamTable) processed(h *frameHeader) {
+	if h.typ() > yamuxTypeWindowUpdate || !notable(h) {
+		return
+	}
 	o.mu.Lock()
-	defer o.mu.Unlock()
-	if s := o.m[id]; s != nil {
-		s.aborted.Store(true)
-		s.Stream.SetWriteDeadline(time.Unix(1, 0))
+	s := o.m[h.streamID()]
+	o.mu.Unlock()
+	if s != nil {
+		s.notifyReadable()
+	}
+}
+
+// notable reports whether a frame can make its stream readable: data, an
+// end, a reset, or an abort notice.
+func notable(h *frameHeader) bool {
+	return h.typ() == yamuxTypeData && h.length() > 0 ||
+		h.flags()&(yamuxFlagFIN|yamuxFlagRST|yamuxFlagAbort) != 0
+}
+
+// notifyAll tells every stream's reader that it may read: the link ended.
+func (o *streamTable) notifyAll() {
+	o.mu.Lock()
+	streams := make([]*Stream, 0, len(o.m))
+	for _, s := range o.m {
+		streams = append(streams, s)
+	}
+	o.mu.Unlock()
+	for _, s := range streams {
+		s.notifyReadable()
 	}
 }
 
