@@ -29,7 +29,7 @@ func (o linkOpener) OpenStream(ctx context.Context, peer string) (net.Conn, erro
 
 // newLinkExit links two ends over loopback TCP and serves the far one's
 // streams with an exit that lets alice reach anything.
-func newLinkExit(t *testing.T) linkOpener {
+func newLinkExit(t testing.TB) linkOpener {
 	t.Helper()
 	c, s, err := forwardtest.TCPPair(context.Background())
 	if err != nil {
@@ -172,4 +172,87 @@ func TestIdleForwardHoldsOneGoroutinePerSide(t *testing.T) {
 	if per > 2.5 {
 		t.Fatalf("%.2f goroutines per idle forwarded connection (both sides), want 2", per)
 	}
+}
+
+// blockingStream hides a link stream's NotifyReadable, so that join
+// copies from it with a goroutine blocked in Read: the copy before pumps.
+type blockingStream struct{ net.Conn }
+
+func (s blockingStream) CloseWrite() error {
+	return s.Conn.(interface{ CloseWrite() error }).CloseWrite()
+}
+func (s blockingStream) Abort() error { return s.Conn.(interface{ Abort() error }).Abort() }
+
+type blockingOpener struct{ linkOpener }
+
+func (o blockingOpener) OpenStream(ctx context.Context, peer string) (net.Conn, error) {
+	s, err := o.linkOpener.OpenStream(ctx, peer)
+	if err != nil {
+		return nil, err
+	}
+	return blockingStream{s}, nil
+}
+
+// BenchmarkForwardOverLink sends 64 MiB through a forward over a real
+// link to a sink, and 64-byte echoes, with the stream side of the
+// listener's copy pumped (the default) and blocked in Read (the copy
+// before pumps), in the same run.
+func BenchmarkForwardOverLink(b *testing.B) {
+	for _, mode := range []string{"blocking", "pump"} {
+		b.Run("bulk/"+mode, func(b *testing.B) { benchOverLink(b, mode, 64<<20) })
+		b.Run("echo64/"+mode, func(b *testing.B) { benchOverLink(b, mode, 64) })
+	}
+}
+
+func benchOverLink(b *testing.B, mode string, size int) {
+	lo := newLinkExit(b)
+	var o forward.Opener = lo
+	if mode == "blocking" {
+		o = blockingOpener{lo}
+	}
+	quiet := logrus.New()
+	quiet.SetOutput(io.Discard)
+	l := forward.NewListeners(nil, []config.Forward{{Listen: "127.0.0.1:0", Peer: "exit", Target: benchEcho(b)}},
+		o, forward.Config{}, quiet)
+	if err := l.Start(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	c, err := net.Dial("tcp", l.ForwardAddrs()[0].String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	msg := make([]byte, size)
+	got := make([]byte, size)
+	b.SetBytes(int64(size))
+	b.ResetTimer()
+	for range b.N {
+		go c.Write(msg)
+		if _, err := io.ReadFull(c, got); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// benchEcho serves echo on loopback until the benchmark ends.
+func benchEcho(b *testing.B) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }

@@ -187,7 +187,11 @@ func (r *frameReader) filter(p []byte) int {
 	for i < len(p) {
 		if r.body > 0 {
 			k := int(min(r.body, int64(len(p)-i)))
-			if !r.discard {
+			switch {
+			case r.discard:
+			case w == i:
+				w += k // in place: no need to move a body's bytes
+			default:
 				w += copy(p[w:], p[i:i+k])
 			}
 			r.body -= int64(k)
@@ -206,7 +210,7 @@ func (r *frameReader) filter(p []byte) int {
 		}
 		r.nhdr = 0
 		r.header()
-		w += copy(p[w:], r.hdr[:])
+		w += copy(p[w:], r.hdr[:]) // a small copy, even in place
 	}
 	return w
 }
