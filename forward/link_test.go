@@ -212,7 +212,7 @@ func benchOverLink(b *testing.B, mode string, size int) {
 	}
 	quiet := logrus.New()
 	quiet.SetOutput(io.Discard)
-	l := forward.NewListeners(nil, []config.Forward{{Listen: "127.0.0.1:0", Peer: "exit", Target: benchEcho(b)}},
+	l := forward.NewListeners(nil, []config.Forward{{Listen: "127.0.0.1:0", Peer: "exit", Target: echoServer(b)}},
 		o, forward.Config{}, quiet)
 	if err := l.Start(context.Background()); err != nil {
 		b.Fatal(err)
@@ -233,26 +233,4 @@ func benchOverLink(b *testing.B, mode string, size int) {
 			b.Fatal(err)
 		}
 	}
-}
-
-// benchEcho serves echo on loopback until the benchmark ends.
-func benchEcho(b *testing.B) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
-	return ln.Addr().String()
 }
