@@ -83,8 +83,14 @@ type Link struct {
 	// StreamWindow is the per-stream receive window in bytes. Default:
 	// 4 MiB; minimum 256 KiB.
 	StreamWindow uint32 `toml:"stream_window"`
-	// MaxStreams caps concurrent streams a peer may open. Default: 256.
+	// MaxStreams caps concurrent streams a peer may open (those this end
+	// closed that the peer has not finished count). Default: 16384.
 	MaxStreams int `toml:"max_streams"`
+	// ReceiveBudget bounds the bytes a peer may have sent on all its
+	// streams that this daemon has not passed on yet (a target that does
+	// not read); a stream that would go over it is reset. Default: 64 MiB;
+	// at least stream_window.
+	ReceiveBudget int64 `toml:"receive_budget"`
 	// SprayRate caps the packets per second of all punches together (UDP
 	// pings, prediction and birthday punches, TCP connect attempts):
 	// bursts get users flagged as port scanners. It also sets the punch

@@ -81,7 +81,8 @@ func TestParseValid(t *testing.T) {
 		{"Link.KeepAlive", c.Link.KeepAlive.Duration, 15 * time.Second},
 		{"Link.PunchTimeout", c.Link.PunchTimeout.Duration, 10 * time.Second},
 		{"Link.StreamWindow", c.Link.StreamWindow, uint32(4 << 20)},
-		{"Link.MaxStreams", c.Link.MaxStreams, 256},
+		{"Link.MaxStreams", c.Link.MaxStreams, 16384},
+		{"Link.ReceiveBudget", c.Link.ReceiveBudget, int64(64 << 20)},
 		{"len(Peers)", len(c.Peers), 2},
 		{"Peers[1].Exit", c.Peers[1].Exit, true},
 		{"Expose[0].Peers", strings.Join(c.Expose[0].Peers, ","), "home"},
@@ -119,7 +120,7 @@ public_key = "` + testKey(1) + `"
 		t.Errorf("Link = %+v, want relay on and transports [tcp udp]", c.Link)
 	}
 	if c.Link.KeepAlive.Duration != 15*time.Second || c.Link.PunchTimeout.Duration != 10*time.Second ||
-		c.Link.StreamWindow != 4<<20 || c.Link.MaxStreams != 256 {
+		c.Link.StreamWindow != 4<<20 || c.Link.MaxStreams != 16384 || c.Link.ReceiveBudget != 64<<20 {
 		t.Errorf("Link = %+v, want defaults", c.Link)
 	}
 }

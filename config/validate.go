@@ -23,6 +23,7 @@ const (
 	defaultStreamWindow  = link.DefaultStreamWindow
 	minStreamWindow      = link.MinStreamWindow
 	defaultMaxStreams    = link.DefaultMaxStreams
+	defaultRecvBudget    = link.DefaultReceiveBudget
 	defaultSprayRate     = punch.DefaultSprayRate
 	defaultUDPStream     = "quic"
 	defaultUDPIdle       = time.Minute
@@ -172,6 +173,12 @@ func (l *Link) finish(p *problems, md toml.MetaData) {
 		l.MaxStreams = defaultMaxStreams
 	case l.MaxStreams <= 0:
 		p.add("link.max_streams", "must be positive, got %d", l.MaxStreams)
+	}
+	switch {
+	case !set("receive_budget"):
+		l.ReceiveBudget = defaultRecvBudget
+	case l.ReceiveBudget < int64(l.StreamWindow):
+		p.add("link.receive_budget", "%d is below stream_window (%d)", l.ReceiveBudget, l.StreamWindow)
 	}
 	switch l.UDPStream {
 	case "":

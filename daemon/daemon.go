@@ -110,6 +110,7 @@ func New(cfg *config.Config, log logrus.FieldLogger) (*Daemon, error) {
 		KeepAliveInterval: cfg.Link.KeepAlive.Duration,
 		StreamWindow:      cfg.Link.StreamWindow,
 		MaxStreams:        cfg.Link.MaxStreams,
+		ReceiveBudget:     cfg.Link.ReceiveBudget,
 	}}
 	if err := d.sessions.Verify(); err != nil {
 		return nil, err

@@ -39,20 +39,36 @@ func (cp *copier) join(a, b net.Conn) (ab, ba int64) {
 			}
 		})
 	}
-	half := func(dst, src net.Conn) int64 {
-		n, err := cp.copy(dst, src)
+	// end ends a direction into dst, which err (nil: EOF) ended.
+	end := func(dst net.Conn, err error) {
 		if err == nil {
 			if cw, ok := dst.(closeWriter); ok && cw.CloseWrite() == nil {
-				return n
+				return
 			}
 		}
 		closeBoth(err != nil)
+	}
+	half := func(dst, src net.Conn) int64 {
+		n, err := cp.copy(dst, src)
+		end(dst, err)
 		return n
 	}
-	var wg sync.WaitGroup
-	wg.Go(func() { ba = half(a, b) })
-	ab = half(b, a)
-	wg.Wait()
+	// A direction from a link stream runs only while the stream has data
+	// (pump); the other runs here.
+	if n, ok := b.(readNotifier); ok {
+		p := cp.newPump(a, b, n, func(n int64, err error) { ba = n; end(a, err) })
+		ab = half(b, a)
+		p.wait()
+	} else if n, ok := a.(readNotifier); ok {
+		p := cp.newPump(b, a, n, func(n int64, err error) { ab = n; end(b, err) })
+		ba = half(a, b)
+		p.wait()
+	} else {
+		var wg sync.WaitGroup
+		wg.Go(func() { ba = half(a, b) })
+		ab = half(b, a)
+		wg.Wait()
+	}
 	closeBoth(false)
 	return ab, ba
 }
@@ -305,11 +321,16 @@ func (cp *copier) copyBuffered(dst io.Writer, src io.Reader) (int64, error) {
 // buffered bytes (yamux looks at its buffer before the deadline), and
 // reads nothing from a source that checks the deadline first (a socket,
 // which copyRaw reads instead; a net.Pipe). The timeout is no error; src's
-// read deadline is left cleared, as copy's sources have none.
+// read deadline is left cleared, as copy's sources have none. A src that
+// refuses the deadline has been closed (a link stream returns
+// net.ErrClosed): that error is returned, as a Read would fail.
 func readBuffered(src io.Reader, b []byte) (int, error) {
 	d, ok := src.(interface{ SetReadDeadline(time.Time) error })
-	if !ok || d.SetReadDeadline(time.Unix(1, 0)) != nil {
+	if !ok {
 		return 0, nil
+	}
+	if err := d.SetReadDeadline(time.Unix(1, 0)); err != nil {
+		return 0, err
 	}
 	n, err := src.Read(b)
 	d.SetReadDeadline(time.Time{})

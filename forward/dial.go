@@ -2,8 +2,10 @@ package forward
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"syscall"
 	"time"
 )
 
@@ -35,6 +37,11 @@ func Dial(ctx context.Context, o Opener, peer string, req Request) (net.Conn, er
 		s.Close()
 		return nil, fmt.Errorf("request %s from peer %s: %w", req, peer, context.Cause(ctx))
 	}
+	if errors.Is(err, syscall.ECONNRESET) {
+		// The peer reset the stream without a reply: its link refused it.
+		s.Close()
+		return nil, &RefusedError{Code: CodeGeneralFailure, Msg: refusedStream, Peer: peer, Target: req.String()}
+	}
 	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("request %s from peer %s: %w", req, peer, err)
@@ -49,6 +56,10 @@ func Dial(ctx context.Context, o Opener, peer string, req Request) (net.Conn, er
 	}
 	return s, nil
 }
+
+// refusedStream is the reason given for a stream the peer reset before
+// replying: its link takes no more of our streams for now.
+const refusedStream = "the peer reset the stream before replying: over its stream limit (max_streams) or receive budget (receive_budget)"
 
 func exchange(s net.Conn, req Request) (Reply, error) {
 	if err := WriteRequest(s, req); err != nil {

@@ -95,7 +95,7 @@ func startListeners(t *testing.T, e *exitEnv, socks []config.Socks, fwds []confi
 
 // serveTCP runs handle for each connection to a loopback listener until
 // the test ends.
-func serveTCP(t *testing.T, handle func(*net.TCPConn)) string {
+func serveTCP(t testing.TB, handle func(*net.TCPConn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -157,7 +157,7 @@ func serveUDP(t *testing.T, addr netip.AddrPort, handle func(c *net.UDPConn, b [
 }
 
 // echoServer echoes and passes the client's half-close back.
-func echoServer(t *testing.T) string {
+func echoServer(t testing.TB) string {
 	return serveTCP(t, func(c *net.TCPConn) {
 		io.Copy(c, c)
 		c.CloseWrite()

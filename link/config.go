@@ -31,9 +31,21 @@ type Config struct {
 	// Default 4 MiB; at least 256 KiB.
 	StreamWindow uint32
 
-	// MaxStreams caps the streams the peer may have open to us at once;
-	// more are refused (reset). Default 256.
+	// MaxStreams caps the streams the peer may have open to us at once,
+	// counting those this end has closed and the peer has not finished
+	// (see StreamCloseTimeout); more are refused (reset). It is a ceiling
+	// on bookkeeping, not what protects this end's memory from a peer:
+	// ReceiveBudget is. Default 16384: a forward or SOCKS5 listener
+	// carries 10,000 connections to one peer.
 	MaxStreams int
+
+	// ReceiveBudget bounds the bytes the peer may have sent on all its
+	// streams together that this end has not read yet (each stream may
+	// hold up to StreamWindow): a frame that would take the link over it
+	// resets its stream. A peer sending into many streams to targets
+	// that never read pins at most this much here, plus one frame.
+	// Default 64 MiB: 16 streams with full windows; at least StreamWindow.
+	ReceiveBudget int64
 
 	// StreamCloseTimeout bounds how long a stream this end has closed
 	// (Close) waits for the peer to finish its side, as tcp_fin_timeout
@@ -51,12 +63,16 @@ const (
 	DefaultWriteTimeout       = 10 * time.Second
 	DefaultHandshakeTimeout   = 10 * time.Second
 	DefaultStreamWindow       = 4 << 20
-	DefaultMaxStreams         = 256
+	DefaultMaxStreams         = 16384
+	DefaultReceiveBudget      = 64 << 20
 	DefaultStreamCloseTimeout = time.Minute
 )
 
 // MinStreamWindow is the smallest StreamWindow a link accepts.
 const MinStreamWindow = 256 * 1024
+
+// maxAcceptBacklog caps yamux's accept queue (see yamux()).
+const maxAcceptBacklog = 4096
 
 // DefaultConfig returns a Config with every default filled in.
 func DefaultConfig() *Config {
@@ -66,6 +82,7 @@ func DefaultConfig() *Config {
 		HandshakeTimeout:   DefaultHandshakeTimeout,
 		StreamWindow:       DefaultStreamWindow,
 		MaxStreams:         DefaultMaxStreams,
+		ReceiveBudget:      DefaultReceiveBudget,
 		StreamCloseTimeout: DefaultStreamCloseTimeout,
 	}
 }
@@ -82,6 +99,7 @@ func (c *Config) withDefaults() *Config {
 	conf.Default(&out.HandshakeTimeout, d.HandshakeTimeout)
 	conf.Default(&out.StreamWindow, d.StreamWindow)
 	conf.Default(&out.MaxStreams, d.MaxStreams)
+	conf.Default(&out.ReceiveBudget, d.ReceiveBudget)
 	conf.Default(&out.StreamCloseTimeout, d.StreamCloseTimeout)
 	return &out
 }
@@ -96,6 +114,8 @@ func (c *Config) Verify() error {
 		return fmt.Errorf("link config: StreamWindow %d is below %d", c.StreamWindow, MinStreamWindow)
 	case c.MaxStreams < 0:
 		return fmt.Errorf("link config: MaxStreams must be positive")
+	case c.ReceiveBudget < int64(c.StreamWindow):
+		return fmt.Errorf("link config: ReceiveBudget %d is below StreamWindow %d", c.ReceiveBudget, c.StreamWindow)
 	}
 	return nil
 }
@@ -110,7 +130,11 @@ func (c *Config) yamux() *yamux.Config {
 	// our CloseWrite) and reset a stream still receiving; Stream.Close
 	// runs StreamCloseTimeout instead.
 	y.StreamCloseTimeout = 0
-	y.AcceptBacklog = c.MaxStreams
+	// yamux resets a stream that finds its accept queue full; Accept
+	// drains it at once, so it need not hold MaxStreams (each entry is a
+	// pointer allocated up front, per link). It also bounds the streams
+	// we open that the peer has not acknowledged yet.
+	y.AcceptBacklog = min(c.MaxStreams, maxAcceptBacklog)
 	y.LogOutput = io.Discard
 	y.Logger = nil
 	return y

@@ -22,6 +22,24 @@
 // depends on is keyed by the punch session, which the rendezvous server
 // issued and which crosses the wire in clear.
 //
+// What a peer can make this end hold is bounded per link by memory, not by
+// a small stream count: many idle streams are cheap, and a forward must
+// carry 10,000 connections to one peer (MaxStreams is 16,384, a ceiling
+// on bookkeeping). The bytes a peer sends and no one reads are what cost:
+// yamux gives each stream a window of 256 KiB that no update announces
+// and that grows to StreamWindow once the stream is read, and bounds no
+// sum, so 256 streams to a target that never reads held 1 GiB. Capping
+// streams × window would have left 256 streams (or 16 at full windows);
+// rewriting yamux's window updates could not take back the implicit 256
+// KiB of each new stream. So the link counts what the peer sent and no
+// one read, over all its streams (ReceiveBudget, 64 MiB), as each frame
+// header goes by, and swallows a frame that would go over it before yamux
+// buffers a byte of it: yamux reads a reset of the stream in its place,
+// and the peer is sent one. A stream keeps within its window as before;
+// only streams the peer fills while the whole link is full are reset. A
+// stream this end closed that the peer never finishes keeps its place
+// under MaxStreams until it is reset (StreamCloseTimeout).
+//
 // Link neither knows nor cares how the bytes below it travel (TCP, UDP or a
 // relay); it must not dial, listen, punch, or interpret stream contents.
 package link

@@ -14,6 +14,7 @@ const (
 	yamuxHeaderSize       = 12
 	yamuxTypeData         = 0
 	yamuxTypeWindowUpdate = 1
+	yamuxFlagSYN          = 0x1
 	yamuxFlagFIN          = 0x4
 	yamuxFlagRST          = 0x8
 
@@ -63,23 +64,39 @@ func (h *frameHeader) bodyLength() int64 {
 // the peer's frames (drop): yamux v0.1.2 forgets a stream only when the
 // peer finishes it, and offers no way to abort one.
 //
+// It can also swallow a frame of the peer's: yamux reads a reset of its
+// stream instead, and never buffers the body (the receive budget). So that
+// a header can be replaced before yamux has seen any of it, a header split
+// across two reads below is held back until it is whole.
+//
 // Following the boundaries costs a few comparisons per Read, not per byte:
 // a Read inside a body only counts the body down.
 type frameReader struct {
 	r io.Reader
 
 	// observe, if not nil, is shown each of the peer's frame headers, on
-	// yamux's reader goroutine, before yamux handles the frame. It must not
-	// block: the whole link waits for it.
-	observe func(*frameHeader)
+	// yamux's reader goroutine, before yamux handles the frame, and
+	// returns whether to swallow the frame. It must not block: the whole
+	// link waits for it.
+	observe func(*frameHeader) (swallow bool)
+
+	// processed, if not nil, is shown each header yamux read (the peer's,
+	// or the reset that replaced one) once yamux has handled the whole
+	// frame: at the next Read, as yamux reads on only when it has handled
+	// what it read. It runs on yamux's reader and must not block.
+	processed func(*frameHeader)
+	due       []frameHeader // frames returned whole, for processed
+	inBody    bool          // hdr's body is being returned: due at its end
 
 	// Where the stream stands, after what Read last returned. Only the one
 	// goroutine that reads (yamux's recv loop) touches these.
-	hdr  frameHeader
-	nhdr int    // bytes of hdr read so far
-	body int64  // bytes of the current frame's body still to come
-	slip []byte // the rest of a frame of ours that Read is returning
-	own  frameHeader
+	hdr     frameHeader
+	nhdr    int    // bytes of hdr read so far, none of them returned yet
+	body    int64  // bytes of the current frame's body still to come
+	discard bool   // the current body is swallowed
+	slip    []byte // the rest of a header (ours or the peer's) that Read is returning
+	own     frameHeader
+	whole   frameHeader // a header completed at the start of a Read
 
 	// queued is whether drops is not empty, for Read to check without mu.
 	// Only Read takes drops, so once it sees queued, a drop is there.
@@ -104,14 +121,37 @@ func (r *frameReader) drop(id uint32) {
 func (r *frameReader) dropping() bool { return r.queued.Load() }
 
 func (r *frameReader) Read(b []byte) (int, error) {
-	if len(r.slip) == 0 && r.queued.Load() {
-		if r.nhdr == 0 && r.body == 0 {
+	for i := range r.due {
+		r.processed(&r.due[i])
+	}
+	r.due = r.due[:0]
+	for {
+		n, err := r.read(b)
+		// A read whose bytes were all swallowed or held back returns
+		// nothing: read on, as yamux's bufio.Reader would give up after a
+		// hundred empty reads.
+		if n > 0 || err != nil || len(b) == 0 {
+			return n, err
+		}
+	}
+}
+
+func (r *frameReader) read(b []byte) (int, error) {
+	if len(r.slip) == 0 {
+		switch {
+		case r.body == 0 && r.queued.Load():
+			// Between frames, as far as yamux knows: a header held back
+			// is not returned yet.
 			r.slip = r.nextDrop()
-		} else if n := r.toBoundary(); n < int64(len(b)) {
-			// End this read where the header or body ends, so that the
-			// next one starts at a boundary: a drop need not wait for
-			// whatever the peer sends after this frame.
-			b = b[:n]
+		case r.nhdr > 0:
+			if err := r.completeHeader(); err != nil {
+				return 0, err
+			}
+		case r.queued.Load() && r.body < int64(len(b)):
+			// End this read where the body ends, so that the next one
+			// starts at a boundary: a drop need not wait for whatever the
+			// peer sends after this frame.
+			b = b[:r.body]
 		}
 	}
 	if len(r.slip) > 0 {
@@ -120,17 +160,78 @@ func (r *frameReader) Read(b []byte) (int, error) {
 		return n, nil
 	}
 	n, err := r.r.Read(b)
-	r.scan(b[:n])
-	return n, err
+	return r.filter(b[:n]), err
 }
 
-// toBoundary is how many bytes are left of the current header, or if it is
-// whole, of the current body. Only called between boundaries.
-func (r *frameReader) toBoundary() int64 {
-	if r.nhdr > 0 {
-		return int64(yamuxHeaderSize - r.nhdr)
+// completeHeader reads the rest of a header held back by filter, and
+// has Read return it (or what replaces it) next.
+func (r *frameReader) completeHeader() error {
+	if _, err := io.ReadFull(r.r, r.hdr[r.nhdr:]); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF // the header's start came
+		}
+		return err
 	}
-	return r.body
+	r.nhdr = 0
+	r.header()
+	r.whole = r.hdr
+	r.slip = r.whole[:]
+	return nil
+}
+
+// filter moves the stream's position over p, which the peer sent, in
+// place: it drops the bodies of swallowed frames and the start of a header
+// that p does not hold whole, and returns how many bytes are left.
+func (r *frameReader) filter(p []byte) int {
+	w, i := 0, 0
+	for i < len(p) {
+		if r.body > 0 {
+			k := int(min(r.body, int64(len(p)-i)))
+			switch {
+			case r.discard:
+			case w == i:
+				w += k // in place: no need to move a body's bytes
+			default:
+				w += copy(p[w:], p[i:i+k])
+			}
+			r.body -= int64(k)
+			i += k
+			if r.body == 0 && r.inBody {
+				r.inBody = false
+				r.due = append(r.due, r.hdr)
+			}
+			continue
+		}
+		k := copy(r.hdr[r.nhdr:], p[i:])
+		r.nhdr += k
+		i += k
+		if r.nhdr < yamuxHeaderSize {
+			break // held back: completeHeader returns it
+		}
+		r.nhdr = 0
+		r.header()
+		w += copy(p[w:], r.hdr[:]) // a small copy, even in place
+	}
+	return w
+}
+
+// header acts on a whole header in hdr: it shows it to observe and, for a
+// frame to swallow, puts a reset of its stream in its place.
+func (r *frameReader) header() {
+	r.body = r.hdr.bodyLength()
+	r.discard = false
+	if r.observe != nil && r.observe(&r.hdr) {
+		r.hdr = rstFrame(r.hdr.streamID())
+		r.discard = r.body > 0
+	}
+	if r.processed == nil {
+		return
+	}
+	if r.body > 0 && !r.discard {
+		r.inBody = true
+	} else {
+		r.due = append(r.due, r.hdr)
+	}
 }
 
 // nextDrop takes the first queued drop and returns its RST.
@@ -141,27 +242,4 @@ func (r *frameReader) nextDrop() []byte {
 	r.drops = r.drops[:copy(r.drops, r.drops[1:])]
 	r.queued.Store(len(r.drops) > 0)
 	return r.own[:]
-}
-
-// scan moves the stream's position over p, which the peer sent.
-func (r *frameReader) scan(p []byte) {
-	for len(p) > 0 {
-		if r.body > 0 {
-			n := min(r.body, int64(len(p)))
-			r.body -= n
-			p = p[n:]
-			continue
-		}
-		n := copy(r.hdr[r.nhdr:], p)
-		r.nhdr += n
-		p = p[n:]
-		if r.nhdr < yamuxHeaderSize {
-			return
-		}
-		r.nhdr = 0
-		r.body = r.hdr.bodyLength()
-		if r.observe != nil {
-			r.observe(&r.hdr)
-		}
-	}
 }

@@ -97,7 +97,7 @@ func readWithDrop(t *testing.T, name string, split [][]byte, bufSize, dropAt int
 	var observed [][]byte
 	fr := &frameReader{
 		r:       &chunkReader{chunks: chunks},
-		observe: func(h *frameHeader) { observed = append(observed, bytes.Clone(h[:])) },
+		observe: func(h *frameHeader) bool { observed = append(observed, bytes.Clone(h[:])); return false },
 	}
 	var out []byte
 	queuedAt := -1 // offset in wire when the drop was queued

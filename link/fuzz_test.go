@@ -82,7 +82,8 @@ func fzBoundaries(wire []byte) (starts map[int]bool, next func(pos int) int, hea
 // plus one) and whether a drop is queued before it (top bit); the next
 // byte is how much the peer's side delivers at most.
 //
-// Whatever the peer sends, frameReader must pass it on unchanged and whole,
+// Whatever the peer sends, frameReader must pass it on unchanged and whole
+// (but for the frames observe swallows, which become resets),
 // show each of the peer's frame headers to observe exactly once, and put
 // each queued reset in whole, in the order queued, at the first frame
 // boundary of the peer's stream it reaches: never inside one of the
@@ -102,82 +103,53 @@ func FuzzFrameReader(f *testing.F) {
 		step := func(i int) byte { return sched[i%len(sched)] }
 		src := &fzCountingReader{r: wire, chunk: func(i int) int { return 1 + int(step(i+1)) }}
 		var observed [][]byte
-		fr := &frameReader{r: src, observe: func(h *frameHeader) { observed = append(observed, bytes.Clone(h[:])) }}
-		starts, next, headers := fzBoundaries(wire)
+		fr := &frameReader{r: src, observe: func(h *frameHeader) bool {
+			observed = append(observed, bytes.Clone(h[:]))
+			return fzSwallowed(h)
+		}}
+		_, _, headers := fzBoundaries(wire)
+		// What yamux must read: swallowed frames are resets of their
+		// streams, without their bodies.
+		passed := fzSwallow(wire)
+		starts, next, _ := fzBoundaries(passed)
 
-		var queued []uint32 // drops not yet fully out, in order
-		var injected []byte // bytes of the current run of injected frames
-		nextID := uint32(0xd0000000)
-		pos := 0 // of the peer's bytes passed on
-		buf := make([]byte, 64)
-		endRun := func() {
-			// A run of injected frames ends: it must be whole frames, the
-			// resets queued, in order.
-			if len(injected)%yamuxHeaderSize != 0 {
-				t.Fatalf("a partial injected frame (%d bytes) before the peer's byte %d: %x", len(injected), pos, injected)
-			}
-			for len(injected) > 0 {
-				want := rstFrame(queued[0])
-				if !bytes.Equal(injected[:yamuxHeaderSize], want[:]) {
-					t.Fatalf("injected %x, want the reset of stream %#x (%x)", injected[:yamuxHeaderSize], queued[0], want)
-				}
-				injected, queued = injected[yamuxHeaderSize:], queued[1:]
-			}
+		// Read everything, noting for each drop how much had come out
+		// when it was queued; then check the output as a whole.
+		type queuedDrop struct {
+			id    uint32
+			outAt int
 		}
-		for i := 0; ; i++ {
-			if i > len(wire)+16*yamuxHeaderSize+8 {
+		var drops []queuedDrop
+		var out []byte
+		nextID := uint32(0xd0000000)
+		buf := make([]byte, 64)
+		var end error
+		for i := 0; end == nil; i++ {
+			if i > 2*len(wire)+16*yamuxHeaderSize+8 {
 				t.Fatalf("no end after %d reads", i)
 			}
 			s := step(i)
 			if s&0x80 != 0 && nextID < 0xd0000000+16 {
 				fr.drop(nextID)
-				queued = append(queued, nextID)
+				drops = append(drops, queuedDrop{nextID, len(out)})
 				nextID++
 			}
-			before := src.n
 			n, err := fr.Read(buf[:1+int(s&0x3f)])
 			if n < 0 || n > 1+int(s&0x3f) {
 				t.Fatalf("Read returned %d for a %d-byte buffer", n, 1+int(s&0x3f))
 			}
-			fromPeer := src.n - before
-			switch {
-			case fromPeer == n && n > 0:
-				endRun()
-				// Pending resets hold the peer's bytes at the next boundary.
-				if len(queued) > 0 && len(injected) == 0 {
-					if starts[pos] {
-						t.Fatalf("a reset is queued at boundary %d, but the peer's bytes came first", pos)
-					}
-					if pos+n > next(pos) {
-						t.Fatalf("a reset is queued, but the peer's bytes %d..%d ran past the boundary at %d", pos, pos+n, next(pos))
-					}
-				}
-				if !bytes.Equal(buf[:n], wire[pos:pos+n]) {
-					t.Fatalf("the peer's bytes at %d came out as %x, want %x", pos, buf[:n], wire[pos:pos+n])
-				}
-				pos += n
-			case fromPeer == 0 && n > 0:
-				if len(injected) == 0 && !starts[pos] {
-					t.Fatalf("a reset went in at %d, inside one of the peer's frames (boundaries %v)", pos, starts)
-				}
-				injected = append(injected, buf[:n]...)
-			case n == 0 && fromPeer == 0:
-			default:
-				t.Fatalf("Read returned %d bytes but took %d from the peer", n, fromPeer)
-			}
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatalf("Read: %v", err)
-			}
+			out = append(out, buf[:n]...)
+			end = err
 		}
-		if len(injected) > 0 {
-			endRun()
+		if end != io.EOF && end != io.ErrUnexpectedEOF {
+			t.Fatalf("Read: %v", end)
 		}
-		if pos != len(wire) {
-			t.Fatalf("passed on %d of the peer's %d bytes", pos, len(wire))
-		}
+		fzCheckOutput(t, passed, out, starts, next, func(k int) (uint32, int, bool) {
+			if k >= len(drops) {
+				return 0, 0, false
+			}
+			return drops[k].id, drops[k].outAt, true
+		})
 		if len(observed) != len(headers) {
 			t.Fatalf("observed %d headers, the peer sent %d", len(observed), len(headers))
 		}
@@ -187,6 +159,75 @@ func FuzzFrameReader(f *testing.F) {
 			}
 		}
 	})
+}
+
+// fzSwallowed is the fuzz test's rule for frames to swallow: data frames
+// with a body on streams whose ID is a multiple of 3.
+func fzSwallowed(h *frameHeader) bool {
+	return h.typ() == yamuxTypeData && h.length() > 0 && h.streamID()%3 == 0
+}
+
+// fzSwallow is wire with each frame fzSwallowed picks replaced by a
+// reset of its stream, independently of frameReader.
+func fzSwallow(wire []byte) []byte {
+	var out []byte
+	for len(wire) >= yamuxHeaderSize {
+		h := frameHeader(wire[:yamuxHeaderSize])
+		body := min(h.bodyLength(), int64(len(wire)-yamuxHeaderSize))
+		if fzSwallowed(&h) {
+			rst := rstFrame(h.streamID())
+			out = append(out, rst[:]...)
+		} else {
+			out = append(out, wire[:yamuxHeaderSize+body]...)
+		}
+		wire = wire[yamuxHeaderSize+body:]
+	}
+	return append(out, wire...)
+}
+
+// fzCheckOutput checks frameReader's output: the peer's bytes, whole and
+// in order (a header cut off by the end of the input excepted), with the
+// resets of the drops queued (drop(k): its stream, and how many bytes had
+// come out when it was queued) in whole, in order, each at the first
+// frame boundary at or after the point it was queued.
+func fzCheckOutput(t *testing.T, wire, out []byte, starts map[int]bool, next func(int) int, drop func(k int) (uint32, int, bool)) {
+	t.Helper()
+	pos, k := 0, 0     // the peer's bytes passed on; drops found
+	peerAt := []int{0} // peerAt[o]: the peer's bytes among out[:o]
+	for o := 0; o < len(out); {
+		id, queuedAt, ok := drop(k)
+		if want := rstFrame(id); ok && queuedAt <= o && starts[pos] && bytes.HasPrefix(out[o:], want[:]) {
+			from := peerAt[queuedAt]
+			bound := from
+			if !starts[from] {
+				bound = next(from)
+			}
+			if pos > bound {
+				t.Fatalf("reset %d queued at the peer's byte %d went in at %d, past the boundary at %d", k, from, pos, bound)
+			}
+			for range yamuxHeaderSize {
+				peerAt = append(peerAt, pos)
+			}
+			o += yamuxHeaderSize
+			k++
+			continue
+		}
+		if pos >= len(wire) || out[o] != wire[pos] {
+			t.Fatalf("output byte %d is not the peer's byte %d, nor a queued reset at a boundary", o, pos)
+		}
+		pos++
+		o++
+		peerAt = append(peerAt, pos)
+	}
+	last := 0
+	for b := range starts {
+		if b <= len(wire) {
+			last = max(last, b)
+		}
+	}
+	if want := len(wire); pos != want && !(pos == last && want-last < yamuxHeaderSize) {
+		t.Fatalf("passed on %d of the peer's %d bytes", pos, want)
+	}
 }
 
 // newFzConn is a candidate connection whose peer sent in and then

@@ -39,7 +39,11 @@ type Link struct {
 
 	closing closing     // streams we closed that the peer has not
 	open    streamTable // our Stream wrappers, for the peer's FINs
-	kicking atomic.Bool // a kick's ping is out
+	budget  *budget     // the peer's bytes not read yet (ReceiveBudget)
+
+	// Refusals of the peer's streams, logged at most once a second.
+	overLimit, overBudget refusalLog
+	kicking               atomic.Bool // a kick's ping is out
 
 	closeOnce sync.Once
 	done      chan struct{}
@@ -65,9 +69,13 @@ func newLink(fc *frameConn, c Candidate, peer identity.PublicKey, controlling bo
 		raw:    &countingConn{Conn: fc},
 		frames: fc,
 		slots:  make(chan struct{}, cfg.MaxStreams),
+		budget: newBudget(cfg.ReceiveBudget),
 		done:   make(chan struct{}),
 	}
+	l.overLimit = refusalLog{log: log, interval: time.Second}
+	l.overBudget = refusalLog{log: log, interval: time.Second}
 	fc.in.observe = l.observe // before yamux starts reading
+	fc.in.processed = l.open.processed
 	var err error
 	if controlling {
 		l.sess, err = yamux.Client(l.raw, cfg.yamux())
@@ -114,6 +122,9 @@ type Stats struct {
 	BytesIn  int64         // on the wire, including TLS and framing
 	BytesOut int64
 	Streams  int64 // open now, both directions
+	// Buffered is what the peer sent on the link's streams that no one
+	// has read yet, bounded by Config.ReceiveBudget.
+	Buffered int64
 }
 
 // Stats returns the link's counters.
@@ -124,6 +135,7 @@ func (l *Link) Stats() Stats {
 		BytesIn:  l.raw.in.Load(),
 		BytesOut: l.raw.out.Load(),
 		Streams:  l.streams.Load(),
+		Buffered: l.budget.buffered(),
 	}
 }
 
@@ -143,6 +155,10 @@ func (l *Link) Open(ctx context.Context) (net.Conn, error) {
 	ch := make(chan result)
 	started := l.spawn(func() {
 		s, err := l.sess.OpenStream()
+		if s != nil {
+			// Before the peer can answer the SYN: its reply is counted.
+			l.budget.open(s.StreamID())
+		}
 		select {
 		case ch <- result{s, err}:
 		case <-ctx.Done():
@@ -165,8 +181,10 @@ func (l *Link) Open(ctx context.Context) (net.Conn, error) {
 	}
 }
 
-// Accept waits for the peer to open a stream. Streams beyond MaxStreams are
-// reset at once and not returned.
+// Accept waits for the peer to open a stream. Streams beyond MaxStreams
+// (those closed here that the peer has not finished count) are reset at
+// once and not returned; the peer's Open succeeds, and its first Read or
+// Write on the stream fails with ErrStreamReset.
 func (l *Link) Accept() (net.Conn, error) {
 	for {
 		s, err := l.sess.AcceptStream()
@@ -177,7 +195,8 @@ func (l *Link) Accept() (net.Conn, error) {
 		case l.slots <- struct{}{}:
 			return l.newStream(s, l.slots), nil
 		default:
-			l.log.WithField("max_streams", l.cfg.MaxStreams).Warn("peer exceeded its stream limit; stream refused")
+			l.overLimit.refused("peer exceeded its stream limit; stream refused",
+				logrus.Fields{"max_streams": l.cfg.MaxStreams})
 			l.abort(s.StreamID())
 		}
 	}
@@ -215,7 +234,9 @@ func (l *Link) shutdown() error {
 		close(l.done)
 		err = l.sess.Close()
 		l.closing.stop()
+		l.open.notifyAll()
 		l.open.clear()
+		l.budget.stop()
 	})
 	return err
 }

@@ -381,9 +381,9 @@ func TestGivenUpOpen(t *testing.T) {
 	if ra.err != nil || rb.err != nil {
 		t.Fatal(ra.err, rb.err)
 	}
-	// b accepts nothing yet, so after AcceptBacklog (MaxStreams)
+	// b accepts nothing yet, so after AcceptBacklog
 	// unacknowledged opens, yamux's OpenStream waits.
-	backlog := ra.l.cfg.MaxStreams
+	backlog := ra.l.cfg.yamux().AcceptBacklog
 	for i := range backlog {
 		if _, err := ra.l.Open(context.Background()); err != nil {
 			t.Fatalf("open %d: %v", i, err)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+	"github.com/sirupsen/logrus"
 )
 
 // Stream is one bidirectional byte stream on a link. It is a net.Conn whose
@@ -22,6 +23,8 @@ type Stream struct {
 	closeOnce sync.Once
 	closed    atomic.Bool
 	finished  atomic.Bool // the peer's FIN arrived
+	released  atomic.Bool // slots has its token back
+	readable  atomic.Pointer[func()]
 	aborted   atomic.Bool // the peer aborted the stream: its FIN is a reset
 }
 
@@ -32,19 +35,38 @@ type Stream struct {
 // of passing on a truncated transfer as a whole one.
 //
 // A stream the peer aborted (Stream.Abort) reads to the end of what the
-// peer sent, then yamux.ErrConnectionReset, as a TCP socket reads queued
-// data and then ECONNRESET.
+// peer sent, then ErrStreamReset, as a TCP socket reads queued data and
+// then ECONNRESET. So does a stream the peer reset, or refused.
 func (s *Stream) Read(b []byte) (int, error) {
 	n, err := s.Stream.Read(b)
-	if err == io.EOF {
-		switch {
-		case s.aborted.Load():
-			err = yamux.ErrConnectionReset
-		case !s.finished.Load() && !s.closed.Load() && s.link.sess.IsClosed():
-			err = ErrStreamLost
-		}
+	s.link.budget.read(s.StreamID(), n)
+	switch {
+	case err == io.EOF && s.aborted.Load():
+		err = ErrStreamReset
+	case err == io.EOF && !s.finished.Load() && !s.closed.Load() && s.link.sess.IsClosed():
+		err = ErrStreamLost
+	case err == yamux.ErrConnectionReset:
+		err = ErrStreamReset
 	}
 	return n, err
+}
+
+// NotifyReadable has f called whenever the stream may have become
+// readable: once yamux has taken in data from the peer, or its end or
+// reset, and when the link ends. A Read may find nothing (one since took
+// it). f must not block: it runs on the link's reader. So a copy from the
+// stream needs no goroutine waiting in Read while the stream is idle:
+// after f, Read with a read deadline in the past returns what is there.
+//
+// A zero-length Read waits until the stream has data, has ended or
+// failed, without taking any.
+func (s *Stream) NotifyReadable(f func()) { s.readable.Store(&f) }
+
+// notifyReadable calls the stream's NotifyReadable function, if any.
+func (s *Stream) notifyReadable() {
+	if f := s.readable.Load(); f != nil {
+		(*f)()
+	}
 }
 
 // SetReadDeadline sets the read deadline, until Close: Close sets one in
@@ -78,11 +100,11 @@ func (l *Link) newStream(s *yamux.Stream, slots chan struct{}) *Stream {
 // the byte stream can no longer be trusted: close the whole link.
 func (s *Stream) Write(b []byte) (int, error) {
 	if s.aborted.Load() {
-		return 0, yamux.ErrConnectionReset
+		return 0, ErrStreamReset
 	}
 	n, err := s.Stream.Write(b)
-	if err != nil && s.aborted.Load() {
-		err = yamux.ErrConnectionReset // woken by observe's deadline
+	if err != nil && s.aborted.Load() || err == yamux.ErrConnectionReset {
+		err = ErrStreamReset // or woken by observe's deadline
 	}
 	if errors.Is(err, yamux.ErrConnectionWriteTimeout) {
 		s.link.log.Warn("link write timed out; closing link")
@@ -112,7 +134,7 @@ func (s *Stream) CloseWrite() error {
 // TCP connection after tcp_fin_timeout, and the link forgets the stream.
 func (s *Stream) Close() error {
 	return s.end(func() error {
-		if err := s.link.shut(s.Stream); err != nil {
+		if err := s.link.shut(s.Stream, s.release); err != nil {
 			return fmt.Errorf("link stream %d: close: %w", s.StreamID(), err)
 		}
 		return nil
@@ -120,7 +142,7 @@ func (s *Stream) Close() error {
 }
 
 // Abort ends the stream as close(2) with SO_LINGER 0 ends a TCP socket:
-// the peer's reads end in a reset (yamux.ErrConnectionReset) instead of
+// the peer's reads end in a reset (ErrStreamReset) instead of
 // io.EOF, and its writes fail, so that a transfer cut off on this side
 // (its application reset the connection, or went away mid-upload) is
 // never taken for a whole one. Unlike a TCP RST, what was written before
@@ -134,6 +156,7 @@ func (s *Stream) Close() error {
 // the notice sees a plain FIN.
 func (s *Stream) Abort() error {
 	return s.end(func() error {
+		s.release() // forgotten here at once, whatever the peer does
 		past := time.Unix(1, 0)
 		s.Stream.SetReadDeadline(past)
 		s.Stream.SetWriteDeadline(past)
@@ -155,27 +178,37 @@ func (s *Stream) Abort() error {
 }
 
 // end runs how, Close's or Abort's, once, and gives up the stream's
-// place in the link's accounting.
+// place in the link's accounting. how must arrange for release to run:
+// at once, or once the link forgets the stream.
 func (s *Stream) end(how func() error) error {
 	var err error
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
 		s.link.open.remove(s.StreamID())
+		s.link.budget.forget(s.StreamID())
 		err = how()
 		s.link.streams.Add(-1)
-		if s.slots != nil {
-			<-s.slots
-		}
 	})
 	return err
 }
 
-// shut fully closes s (see Stream.Close).
-func (l *Link) shut(s *yamux.Stream) error {
+// release gives back the stream's slot (MaxStreams), once. A stream closed
+// here that the peer has not finished keeps its slot until the link
+// forgets it: otherwise a peer that never finishes the streams we close
+// would have yamux hold any number of them for StreamCloseTimeout.
+func (s *Stream) release() {
+	if s.slots != nil && s.released.CompareAndSwap(false, true) {
+		<-s.slots
+	}
+}
+
+// shut fully closes s (see Stream.Close); release runs once the link
+// forgets it.
+func (l *Link) shut(s *yamux.Stream, release func()) error {
 	id := s.StreamID()
 	// Watch the peer's frames from before our FIN goes out, so that none
 	// that answers it goes unseen.
-	l.closing.watch(id)
+	l.closing.watch(id, release)
 	err := s.Close()
 	// yamux's Close only half-closes; a reader blocked on a peer that never
 	// closes would hang without this. It also makes the Read below return
@@ -206,6 +239,7 @@ func (l *Link) shut(s *yamux.Stream) error {
 // stream as if the peer had sent one.
 func (l *Link) abort(id uint32) {
 	l.closing.end(id)
+	l.budget.forget(id)
 	l.frames.drop(id)
 	l.kick()
 	if err := l.frames.reset(id); err != nil {
@@ -218,35 +252,66 @@ func (l *Link) abort(id uint32) {
 // It ends the watch on a stream we closed once the peer finishes it too,
 // and resets the stream if the peer sends data into it instead, as TCP
 // answers data for a closed socket.
-func (l *Link) observe(h *frameHeader) {
+func (l *Link) observe(h *frameHeader) (swallow bool) {
 	if h.typ() > yamuxTypeWindowUpdate {
-		return // not a stream's frame
+		return false // not a stream's frame
 	}
+	swallow = l.account(h)
 	id := h.streamID()
-	if h.flags()&yamuxFlagFIN != 0 {
-		l.open.finished(id)
-	}
-	if h.flags()&yamuxFlagAbort != 0 {
-		l.open.aborted(id)
+	l.open.observe(h)
+	if swallow {
+		return true
 	}
 	if l.closing.n.Load() == 0 {
-		return
+		return false
 	}
 	switch {
 	case h.flags()&(yamuxFlagFIN|yamuxFlagRST) != 0:
 		// yamux forgets the stream when it handles this frame.
 		l.closing.end(id)
 	case h.typ() == yamuxTypeData && h.length() > 0 && l.closing.end(id):
-		// The drop goes in right after this frame's body: no kick needed.
-		// The reset is sent from elsewhere: the reader must never wait for
-		// the writer, or two ends doing so would both stop reading.
-		l.frames.drop(id)
-		l.spawn(func() {
-			if err := l.frames.reset(id); err != nil {
-				l.log.WithError(err).Debug("stream reset not sent")
-			}
-		})
+		// yamux reads a reset in the frame's place (no kick needed), and
+		// never buffers data no one will read.
+		l.resetPeer(id)
+		return true
 	}
+	return false
+}
+
+// resetPeer sends the peer a reset of stream id from a goroutine of its
+// own: observe runs on the reader, which must never wait for the writer,
+// or two ends doing so would both stop reading.
+func (l *Link) resetPeer(id uint32) {
+	l.spawn(func() {
+		if err := l.frames.reset(id); err != nil {
+			l.log.WithError(err).Debug("stream reset not sent")
+		}
+	})
+}
+
+// account keeps the budget's count of the peer's unread bytes (see
+// budget) and reports whether to swallow the frame: one that would take
+// the link over ReceiveBudget. yamux then reads a reset of the stream in
+// its place and never buffers the body, and the peer is sent a reset.
+// What the stream holds from before stays counted until the stream ends
+// here: until then it is in memory, whoever holds the stream.
+func (l *Link) account(h *frameHeader) (swallow bool) {
+	id := h.streamID()
+	if h.flags()&yamuxFlagSYN != 0 {
+		l.budget.open(id)
+	}
+	if h.typ() != yamuxTypeData || h.length() == 0 || !l.budget.received(id, int64(h.length())) {
+		return false
+	}
+	if h.flags()&yamuxFlagSYN != 0 {
+		l.budget.forget(id) // yamux never learns of the stream
+	}
+	l.overBudget.refused("peer exceeded its receive budget; stream reset", logrus.Fields{
+		"receive_budget": l.cfg.ReceiveBudget,
+		"buffered":       l.budget.buffered(),
+	})
+	l.resetPeer(id)
+	return true
 }
 
 // kick has the peer send us a frame, a ping's answer, so that yamux's Read,
@@ -270,121 +335,4 @@ func (l *Link) kick() {
 	if !started {
 		l.kicking.Store(false)
 	}
-}
-
-// closing holds the streams this end has fully closed and the peer has
-// not finished: the peer's frames for them are watched (see observe), and
-// each has a timer once armed.
-type closing struct {
-	n       atomic.Int32 // len(m), so that observe need not lock
-	mu      sync.Mutex
-	m       map[uint32]*time.Timer // nil until armed
-	stopped bool                   // the link has closed
-}
-
-func (c *closing) watch(id uint32) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.stopped {
-		return
-	}
-	if c.m == nil {
-		c.m = make(map[uint32]*time.Timer)
-	}
-	c.m[id] = nil
-	c.n.Store(int32(len(c.m)))
-}
-
-// arm calls f after d if id is still watched then; f must call end.
-func (c *closing) arm(id uint32, d time.Duration, f func()) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.m[id]; ok {
-		c.m[id] = time.AfterFunc(d, f)
-	}
-}
-
-// end stops watching id and reports whether it was watched: only one of
-// those who race to end it (peer's frame, timer, Close) acts on it.
-func (c *closing) end(id uint32) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t, ok := c.m[id]
-	if !ok {
-		return false
-	}
-	if t != nil {
-		t.Stop()
-	}
-	delete(c.m, id)
-	c.n.Store(int32(len(c.m)))
-	return true
-}
-
-// stop ends every watch, for good: the link has closed, and yamux has
-// closed every stream with it.
-func (c *closing) stop() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, t := range c.m {
-		if t != nil {
-			t.Stop()
-		}
-	}
-	c.m = nil
-	c.n.Store(0)
-	c.stopped = true
-}
-
-// streamTable maps the IDs of the streams the link handed out, until they
-// are closed, to their wrappers, so that the peer's FIN can be noted on
-// its stream (Stream.Read). A FIN that arrives before Accept or Open has
-// wrapped its stream is not noted; it matters only if the link then dies
-// before the stream is read to its end, and then the stream is reported
-// lost, which is the safe side.
-type streamTable struct {
-	mu sync.Mutex
-	m  map[uint32]*Stream
-}
-
-func (o *streamTable) add(s *Stream) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.m == nil {
-		o.m = make(map[uint32]*Stream)
-	}
-	o.m[s.StreamID()] = s
-}
-
-func (o *streamTable) remove(id uint32) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	delete(o.m, id)
-}
-
-func (o *streamTable) finished(id uint32) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if s := o.m[id]; s != nil {
-		s.finished.Store(true)
-	}
-}
-
-// aborted notes the peer's abort notice on stream id, and wakes a write
-// blocked on a window the peer will never open again. It runs on yamux's
-// reader, and SetWriteDeadline does not block.
-func (o *streamTable) aborted(id uint32) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if s := o.m[id]; s != nil {
-		s.aborted.Store(true)
-		s.Stream.SetWriteDeadline(time.Unix(1, 0))
-	}
-}
-
-// clear forgets every stream: the link has closed.
-func (o *streamTable) clear() {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.m = nil
 }

@@ -71,7 +71,7 @@ func (o *Opener) OpenStream(ctx context.Context, peer string) (net.Conn, error) 
 		near, far = net.Pipe()
 	} else {
 		var err error
-		if near, far, err = tcpPair(ctx); err != nil {
+		if near, far, err = TCPPair(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -95,8 +95,8 @@ func (o *Opener) Close() {
 	o.wg.Wait()
 }
 
-// tcpPair returns two ends of a fresh loopback TCP connection.
-func tcpPair(ctx context.Context) (near, far net.Conn, err error) {
+// TCPPair returns two ends of a fresh loopback TCP connection.
+func TCPPair(ctx context.Context) (near, far net.Conn, err error) {
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
 	if err != nil {
