@@ -191,9 +191,19 @@ type Server struct {
 	// each other directly. Default: true; never nil after LoadServer.
 	Relay *bool `toml:"relay"`
 
-	// RelayRate caps the bytes per second each peer may send through the
-	// relay, all its relayed links together. Default 0: no cap.
-	RelayRate int64 `toml:"relay_rate"`
+	// RelayRate caps the bytes per second each peer (key) may send
+	// through the relay, all its relayed links together. Absent (nil):
+	// the server's default, 8 MiB/s; 0: no cap.
+	RelayRate *int64 `toml:"relay_rate"`
+
+	// RelayDailyBytes caps the bytes each peer may send through the relay
+	// in a day; past it, its relays end until the day is over. Absent:
+	// the server's default, 16 GiB; 0: no cap.
+	RelayDailyBytes *int64 `toml:"relay_daily_bytes"`
+
+	// MaxRelaysPerKey caps the relays one peer holds at once. Absent: the
+	// server's default, 32; 0: no cap.
+	MaxRelaysPerKey *int `toml:"max_relays_per_key"`
 
 	// Limits keeps the server's defences on: connection caps per source
 	// address and in all, connection, connect-request and UDP probe rates

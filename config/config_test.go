@@ -487,7 +487,8 @@ func TestParseServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	if s.Listen != "0.0.0.0:7777" || s.AltListen != "" || s.AdminListen != "" || s.KeyFile != "/srv/rendezvous.key" ||
-		s.Relay == nil || !*s.Relay || s.LogLevel != "info" || s.LogFormat != "text" || s.Token != "s3cret" {
+		s.Relay == nil || !*s.Relay || s.LogLevel != "info" || s.LogFormat != "text" || s.Token != "s3cret" ||
+		s.RelayRate != nil || s.RelayDailyBytes != nil || s.MaxRelaysPerKey != nil {
 		t.Errorf("got %+v, want defaults", s)
 	}
 
@@ -497,11 +498,15 @@ alt_listen = "[::]:7778"
 admin_listen = "127.0.0.1:7781"
 relay = false
 log_format = "json"
+relay_rate = 0
+relay_daily_bytes = 1000
+max_relays_per_key = 2
 `))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Listen != "[::]:7777" || s.AltListen != "[::]:7778" || s.AdminListen != "127.0.0.1:7781" || *s.Relay || s.LogFormat != "json" {
+	if s.Listen != "[::]:7777" || s.AltListen != "[::]:7778" || s.AdminListen != "127.0.0.1:7781" || *s.Relay || s.LogFormat != "json" ||
+		s.RelayRate == nil || *s.RelayRate != 0 || *s.RelayDailyBytes != 1000 || *s.MaxRelaysPerKey != 2 {
 		t.Errorf("got %+v, want the values set", s)
 	}
 }
@@ -514,6 +519,8 @@ func TestParseServerErrors(t *testing.T) {
 		{`admin_listen = "0.0.0.0:7777"`, `rv.toml:1: admin_listen: "0.0.0.0:7777" is already used by listen`},
 		{`relay = "no"`, `rv.toml:1: relay: want true or false, got a string`},
 		{`log_level = "warning"`, `rv.toml:1: log_level: "warning" is not one of`},
+		{`relay_daily_bytes = -1`, `relay_daily_bytes: must not be negative`},
+		{`max_relays_per_key = -2`, `max_relays_per_key: must not be negative`},
 	}
 	for _, tc := range tests {
 		_, err := ParseServer("rv.toml", []byte(tc.doc))

@@ -76,8 +76,14 @@ func (s *Server) finish(p *problems) {
 	if s.Limits == nil {
 		s.Limits = new(true)
 	}
-	if s.RelayRate < 0 {
-		p.add("relay_rate", "must not be negative, got %d", s.RelayRate)
+	for _, l := range []struct {
+		key string
+		v   int64
+	}{{"relay_rate", deref(s.RelayRate)}, {"relay_daily_bytes", deref(s.RelayDailyBytes)},
+		{"max_relays_per_key", int64(deref(s.MaxRelaysPerKey))}} {
+		if l.v < 0 {
+			p.add(l.key, "must not be negative, got %d", l.v)
+		}
 	}
 	s.AdminListen = checkAdmin(p, s.AdminListen, "")
 
@@ -384,4 +390,13 @@ func (l *listeners) claim(key, network, addr string) {
 		l.used = map[string]string{}
 	}
 	l.used[norm] = key
+}
+
+// deref is *v, or zero if v is nil.
+func deref[T any](v *T) T {
+	var zero T
+	if v == nil {
+		return zero
+	}
+	return *v
 }

@@ -52,6 +52,7 @@ func TestUnknownKeysGetNothing(t *testing.T) {
 
 	// A stranger that lists home, while home does not list it.
 	strangerAdmin := hostPort("127.0.0.1", freePort(t, localhost{}))
+	w.keygen("stranger")
 	start(t, localhost{}, "stranger", "up", "-c", w.render("browser-exit/laptop.toml", "stranger", strangerAdmin, keys,
 		`"laptop.key"`, `"stranger.key"`, "127.0.0.1:1080", hostPort("127.0.0.1", freePort(t, localhost{}))))
 

@@ -214,8 +214,10 @@ func newFzConn(in []byte) *fuzztest.Conn { return fuzztest.NewConn(in, fzServerA
 // issued to two registered peers (over loopback), whose relay connections
 // come in on ln.
 type fzRelayServer struct {
+	srv     *Server
 	ln      *fuzztest.Listener
 	session punch.SessionID
+	keys    [2]identity.PublicKey // the session's, by side
 	// errors holds the server's error logs: serveConn recovers from a
 	// panic and logs it as one, which must not pass unnoticed here.
 	errors *logtest.Hook
@@ -277,8 +279,28 @@ func startFzRelayServer(f *testing.F) *fzRelayServer {
 	if err != nil {
 		f.Fatal(err)
 	}
-	return &fzRelayServer{ln: ln, session: id, errors: hook}
+	// p went to the client that is not p.Peer, as side p.Side.
+	var keys [2]identity.PublicKey
+	keys[1-p.Side] = p.Peer
+	for _, c := range clients {
+		if k := c.cfg.Key.Public(); k != p.Peer {
+			keys[p.Side] = k
+		}
+	}
+	return &fzRelayServer{srv: srv, ln: ln, session: id, keys: keys, errors: hook}
 }
+
+// reissue makes the session relayable again: it serves one pair.
+func (rs *fzRelayServer) reissue() {
+	rs.srv.mu.Lock()
+	defer rs.srv.mu.Unlock()
+	rs.srv.issued[rs.session] = issuedSession{at: time.Now(), keys: rs.keys}
+}
+
+// fzLoopPeer is the end of the fake relay and probe connections: the
+// source the session's peers registered from, as a relay must come from
+// its peer's source.
+var fzLoopPeer = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
 
 // fzHeader is what a connection's first 21 bytes ask of the server:
 // "relay", "probe" or "" (TLS, or garbage that is closed).
@@ -340,7 +362,8 @@ func FuzzServeConn(f *testing.F) {
 		if !paired && (kinds[0] == "relay" || kinds[1] == "relay") {
 			return // one side would wait out RelayWait for its partner
 		}
-		conns := [2]*fuzztest.Conn{newFzConn(in[0]), newFzConn(in[1])}
+		rs.reissue()
+		conns := [2]*fuzztest.Conn{fuzztest.NewConn(in[0], fzServerAddr, fzLoopPeer), fuzztest.NewConn(in[1], fzServerAddr, fzLoopPeer)}
 		for _, c := range conns {
 			select {
 			case rs.ln.Conns <- c:
@@ -367,7 +390,7 @@ func FuzzServeConn(f *testing.F) {
 					t.Fatalf("relay side %d received %q, want %q", sides[i], got, want)
 				}
 			case kinds[i] == "probe":
-				if want := "198.51.100.7:40000\n"; string(got) != want {
+				if want := "127.0.0.1:40000\n"; string(got) != want {
 					t.Fatalf("probe %q answered %q, want %q", in[i], got, want)
 				}
 			case len(in[i]) > 0 && in[i][0] == 'W':

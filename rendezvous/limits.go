@@ -18,17 +18,19 @@ import (
 // holds a whole /64 and could otherwise pick a fresh address per
 // connection.
 
-// sourceOf returns the source an address counts under.
 // WithoutLimits returns c with every per-source, rate and global
-// connection limit lifted: for load tests from one machine
-// (`warren rendezvous -limits=false`), never for a public server.
+// connection limit lifted, and the relay's limits per key: for load tests
+// from one machine (`warren rendezvous -limits=false`), never for a
+// public server.
 func (c ServerConfig) WithoutLimits() ServerConfig {
 	c.MaxConns, c.MaxHandshakes = unlimited, unlimited
 	c.MaxConnsPerSource, c.MaxHandshakesPerSource = unlimited, unlimited
 	c.ConnRate, c.ConnectRate, c.ProbeRate = unlimited, unlimited, unlimited
+	c.RelayRate, c.RelayDailyBytes, c.MaxRelaysPerKey = unlimited, unlimited, unlimited
 	return c
 }
 
+// sourceOf returns the source an address counts under.
 func sourceOf(a netip.Addr) netip.Addr {
 	a = a.Unmap()
 	if a.Is6() {
@@ -60,6 +62,7 @@ func sourceOfAddr(a net.Addr) netip.Addr {
 const (
 	refusedConns           = "over_max_conns"
 	refusedHandshakes      = "over_max_handshakes"
+	refusedShed            = "shed_handshake"
 	refusedSourceConns     = "over_source_conns"
 	refusedSourceHandshake = "over_source_handshakes"
 	refusedSourceRate      = "over_conn_rate"
@@ -69,52 +72,14 @@ const (
 	refusedRelayOff        = "relay_off"
 	refusedRelaySession    = "relay_bad_session"
 	refusedRelays          = "over_max_relays"
+	refusedRelaySource     = "relay_wrong_source"
+	refusedKeyRelays       = "over_key_relays"
+	refusedRelayBudget     = "over_relay_budget"
+	evictedRelay           = "relay_evicted"
 )
 
 // unlimited is how a negative limit in ServerConfig is held.
 const unlimited = -1
-
-// guard admits TCP connections: under the global caps, under the
-// source's caps and within the source's rate of new connections. It has
-// a lock of its own so that the accept loop never waits on the server's.
-type guard struct {
-	maxConns, maxHandshakes             int
-	maxSourceConns, maxSourceHandshakes int
-	rate                                rate.Limit
-	burst                               int
-	connectRate                         rate.Limit // all of one source's peers together
-	connectBurst                        int
-
-	// mu guards the fields below.
-	mu         sync.Mutex
-	conns      int
-	handshakes int
-	sources    map[netip.Addr]*sourceState
-	peak       int // most sources held since the map was last rebuilt
-}
-
-// sourceState is what the guard knows of one source.
-type sourceState struct {
-	conns, handshakes int
-	lim               *rate.Limiter // new connections; nil without a rate
-	connects          *rate.Limiter // its peers' connect requests; nil without a rate
-}
-
-// sourceConnectShare is how many peers' worth of connect requests (rate
-// and burst) the peers of one source may make together: a source with
-// many keys must not turn the server into a stream of punch instructions
-// towards one peer.
-const sourceConnectShare = 4
-
-func newGuard(cfg ServerConfig) *guard {
-	return &guard{
-		maxConns: cfg.MaxConns, maxHandshakes: cfg.MaxHandshakes,
-		maxSourceConns: cfg.MaxConnsPerSource, maxSourceHandshakes: cfg.MaxHandshakesPerSource,
-		rate: limitOf(cfg.ConnRate), burst: cfg.ConnBurst,
-		connectRate: limitOf(cfg.ConnectRate) * sourceConnectShare, connectBurst: cfg.ConnectBurst * sourceConnectShare,
-		sources: make(map[netip.Addr]*sourceState),
-	}
-}
 
 // limitOf turns a ServerConfig rate (negative: none) into a rate.Limit.
 func limitOf(r float64) rate.Limit {
@@ -126,112 +91,6 @@ func limitOf(r float64) rate.Limit {
 
 // over reports whether n has reached limit max (unlimited never is).
 func over(n, max int) bool { return max != unlimited && n >= max }
-
-// admission is one admitted connection's hold on the guard's counts.
-type admission struct {
-	g       *guard
-	src     netip.Addr
-	shaking bool // still counted as a handshake
-}
-
-// admit decides on a new connection from src. It returns the reason for
-// refusing it, or an admission to release when the connection ends.
-func (g *guard) admit(src netip.Addr, now time.Time) (*admission, string) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	// The global caps come first and create no state for the source.
-	if over(g.conns, g.maxConns) {
-		return nil, refusedConns
-	}
-	if over(g.handshakes, g.maxHandshakes) {
-		return nil, refusedHandshakes
-	}
-	st := g.sources[src]
-	if st == nil {
-		st = &sourceState{}
-		if g.rate != rate.Inf {
-			st.lim = rate.NewLimiter(g.rate, g.burst)
-		}
-		if g.connectRate != rate.Inf {
-			st.connects = rate.NewLimiter(g.connectRate, g.connectBurst)
-		}
-		g.sources[src] = st
-		g.peak = max(g.peak, len(g.sources))
-	}
-	switch {
-	case over(st.conns, g.maxSourceConns):
-		return nil, refusedSourceConns
-	case over(st.handshakes, g.maxSourceHandshakes):
-		return nil, refusedSourceHandshake
-	case st.lim != nil && !st.lim.AllowN(now, 1):
-		return nil, refusedSourceRate
-	}
-	st.conns++
-	st.handshakes++
-	g.conns++
-	g.handshakes++
-	return &admission{g: g, src: src, shaking: true}, ""
-}
-
-// established ends the connection's handshake: it registered, or proved
-// to be a probe or a relay. Its slot under the handshake caps is free.
-func (a *admission) established() {
-	a.g.mu.Lock()
-	defer a.g.mu.Unlock()
-	a.endHandshakeLocked()
-}
-
-func (a *admission) endHandshakeLocked() {
-	if !a.shaking {
-		return
-	}
-	a.shaking = false
-	a.g.handshakes--
-	a.g.sources[a.src].handshakes--
-}
-
-// release returns the connection's counts when it closes.
-func (a *admission) release() {
-	a.g.mu.Lock()
-	defer a.g.mu.Unlock()
-	a.endHandshakeLocked()
-	a.g.conns--
-	a.g.sources[a.src].conns--
-}
-
-// allowConnect reports whether a connect request from a peer of the
-// admitted connection's source is within the source's rate.
-func (a *admission) allowConnect(now time.Time) bool {
-	a.g.mu.Lock()
-	defer a.g.mu.Unlock()
-	st := a.g.sources[a.src]
-	return st.connects == nil || st.connects.AllowN(now, 1)
-}
-
-// counts returns the connections and handshakes the guard holds, all of
-// them and src's.
-func (g *guard) counts(src netip.Addr) (conns, handshakes, srcConns, srcHandshakes int) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if st := g.sources[src]; st != nil {
-		srcConns, srcHandshakes = st.conns, st.handshakes
-	}
-	return g.conns, g.handshakes, srcConns, srcHandshakes
-}
-
-// sweep forgets sources that hold no connection and whose rate bucket
-// has refilled (so that forgetting them changes nothing).
-func (g *guard) sweep(now time.Time) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	for src, st := range g.sources {
-		if st.conns == 0 && (st.lim == nil || st.lim.TokensAt(now) >= float64(g.burst)) &&
-			(st.connects == nil || st.connects.TokensAt(now) >= float64(g.connectBurst)) {
-			delete(g.sources, src)
-		}
-	}
-	g.sources = shrink(g.sources, &g.peak)
-}
 
 // probeLimits rates the UDP probes answered per source. UDP sources can
 // be forged, so the table is capped: sources beyond maxProbeSources share

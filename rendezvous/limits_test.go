@@ -90,7 +90,7 @@ func registerRaw(t testing.TB, ip, addr string, server identity.PublicKey) (*tls
 	}
 	// A reset at the end leaves no TIME_WAIT on the source's ports.
 	raw.(*net.TCPConn).SetLinger(0)
-	raw.SetDeadline(time.Now().Add(5 * time.Second))
+	raw.SetDeadline(time.Now().Add(5 * time.Second * raceSlowdown))
 	c := tls.Client(raw, identity.TLSConfig(cert, identity.Pinned(server)))
 	if err := WriteMessage(c, &Message{Type: TypeRegister, Version: Version}); err != nil {
 		raw.Close()

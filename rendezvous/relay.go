@@ -7,11 +7,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
-	"golang.org/x/time/rate"
 
 	"github.com/warren-p2p/warren/identity"
 	"github.com/warren-p2p/warren/punch"
@@ -28,119 +28,207 @@ const (
 )
 
 // issuedSession is a punch session the server started, for which its two
-// peers (by side) may open a relay.
+// peers (by side) may open one relay.
 type issuedSession struct {
 	at   time.Time
 	keys [2]identity.PublicKey
 }
 
-// peerLimiter is one peer's relay rate, shared by its relays.
-type peerLimiter struct {
-	lim   *rate.Limiter
-	users int
-}
+// relayBuf is the relay's copy buffer (two per relay), and so the largest
+// burst a rate must allow.
+const relayBuf = 16 << 10
 
-// relayBuf is the relay's copy buffer, and so the largest burst a limiter
-// must allow.
-const relayBuf = 64 << 10
-
-// limiter returns key's rate limiter (nil without a cap) and a function to
-// release it when the relay ends.
-func (s *Server) limiter(key identity.PublicKey) (*rate.Limiter, func()) {
-	if s.cfg.RelayRate <= 0 {
-		return nil, func() {}
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	pl := s.limiters[key]
-	if pl == nil {
-		pl = &peerLimiter{lim: rate.NewLimiter(rate.Limit(s.cfg.RelayRate), max(int(s.cfg.RelayRate), relayBuf))}
-		s.limiters[key] = pl
-	}
-	pl.users++
-	return pl.lim, func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if pl.users--; pl.users == 0 {
-			delete(s.limiters, key)
-		}
-	}
-}
-
-// relayHub pairs relay connections.
+// relayHub pairs relay connections and holds the relays under way.
 type relayHub struct {
 	// mu guards the fields below.
 	mu      sync.Mutex
 	waiting map[punch.SessionID]*relayHalf
-	active  int
+	pairs   map[*relayPair]struct{}
 }
 
-// relayHalf is the first side of a session to arrive, waiting for the
-// other; done closes when the pair has finished.
+// relayHalf is one side's relay connection. The first of a session's two
+// to arrive waits for the other; its done closes when the connection is
+// no one else's any more: its pair has finished, or its partner was
+// refused.
 type relayHalf struct {
-	conn net.Conn
-	r    io.Reader
-	side byte
-	key  identity.PublicKey // whose bytes it carries, for the rate limit
-	done chan struct{}
+	conn  net.Conn
+	r     io.Reader
+	side  byte
+	src   netip.Addr
+	meter *keyMeter // its key's, which its bytes are billed to
+	done  chan struct{}
+}
+
+// relayPair is a relay under way: a waited, b arrived.
+type relayPair struct {
+	a, b *relayHalf
+	at   time.Time
 }
 
 // serveRelay handles one relay connection whose 21-byte header was read.
+// Whatever ends it, it gives back all it took: its meter's hold, its place
+// among the waiting or the pairs, and (by returning) its connection.
 func (s *Server) serveRelay(ctx context.Context, raw net.Conn, r io.Reader, id punch.SessionID, side byte) {
+	src := sourceOfAddr(raw.RemoteAddr())
 	log := s.cfg.Log.WithFields(logrus.Fields{"remote": raw.RemoteAddr().String(), "session": id.String()[:8]})
 	// Refusals are logged one by one at debug level only, and summed up
 	// per source: anyone can send a relay header.
-	refuse := func(reason, text string) {
-		log.Debug("relay refused: " + text)
-		s.refusals.note(sourceOfAddr(raw.RemoteAddr()), reason)
+	refuse := func(reason string) {
+		log.WithField("reason", reason).Debug("relay refused")
+		s.refusals.note(src, reason)
 	}
-	if !s.cfg.Relay {
-		refuse(refusedRelayOff, "relaying is off")
+	key, reason := s.relayKey(id, side, src, time.Now())
+	if reason != "" {
+		refuse(reason)
 		return
+	}
+	km, reason := s.meter.acquire(key, time.Now())
+	if reason != "" {
+		refuse(reason)
+		return
+	}
+	defer s.meter.release(km)
+	me := &relayHalf{conn: raw, r: r, side: side, src: src, meter: km, done: make(chan struct{})}
+	p, evicted, reason := s.relays.join(id, me, s.cfg.MaxRelays)
+	if evicted != nil {
+		s.refusals.note(evicted.a.src, evictedRelay)
+		evicted.close()
+	}
+	switch {
+	case reason != "":
+		refuse(reason)
+		return
+	case p == nil:
+		s.relays.wait(ctx, id, me, s.cfg.RelayWait)
+		return
+	}
+	defer s.relays.end(p)
+	s.forgetIssued(id)
+	if s.logs.Allow(src.String(), logRelay) {
+		log.Info("relaying")
+	}
+	na, nb := s.pipe(ctx, p)
+	if s.logs.Allow(src.String(), logRelay) {
+		log.WithFields(logrus.Fields{"bytes_a": na, "bytes_b": nb}).Info("relay closed")
+	}
+}
+
+// relayKey returns the key whose side of session id a relay connection
+// from src serves, or the reason to refuse it. The session must be one
+// the server issued, within RelayWindow and not yet relayed; and the
+// connection must come from the source that key is registered from now.
+// The relay header proves nothing (its session ID has crossed the wire
+// in clear in UDP probes), so the source is what binds a relay to its
+// key: a stranger cannot take a peer's side, nor spend its budget.
+func (s *Server) relayKey(id punch.SessionID, side byte, src netip.Addr, now time.Time) (identity.PublicKey, string) {
+	if !s.cfg.Relay {
+		return identity.PublicKey{}, refusedRelayOff
 	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	issued, ok := s.issued[id]
-	s.mu.Unlock()
-	if !ok || time.Since(issued.at) > s.cfg.RelayWindow {
-		refuse(refusedRelaySession, "not a live punch session")
-		return
+	if !ok || now.Sub(issued.at) > s.cfg.RelayWindow {
+		return identity.PublicKey{}, refusedRelaySession
 	}
-	me := &relayHalf{conn: raw, r: r, side: side, key: issued.keys[side], done: make(chan struct{})}
-	h := &s.relays
+	key := issued.keys[side]
+	if p := s.peers[key]; p == nil || sourceOf(p.observed.Addr()) != src {
+		return identity.PublicKey{}, refusedRelaySource
+	}
+	return key, ""
+}
+
+// forgetIssued ends session id's right to a relay: it serves one pair.
+func (s *Server) forgetIssued(id punch.SessionID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.issued, id)
+}
+
+// join pairs me with the other side of session id if it waits, or makes
+// me wait for it (pair nil, no reason). At the relay cap, a pair whose
+// sources hold fewer relays than the heaviest source takes the oldest
+// relay of that source, which the caller must close (evicted); otherwise
+// it is refused, and the waiting side is let go.
+func (h *relayHub) join(id punch.SessionID, me *relayHalf, maxRelays int) (pair, evicted *relayPair, reason string) {
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	other := h.waiting[id]
 	switch {
-	case other != nil && other.side == side:
-		h.mu.Unlock()
-		refuse(refusedRelaySession, "that side is already waiting")
-		return
-	case other != nil && h.active >= s.cfg.MaxRelays:
-		delete(h.waiting, id)
-		h.mu.Unlock()
-		refuse(refusedRelays, "at the relay cap")
-		other.conn.Close()
-		return
-	case other != nil:
-		delete(h.waiting, id)
-		h.active++
-		h.mu.Unlock()
-		defer func() {
-			h.mu.Lock()
-			h.active--
-			h.mu.Unlock()
-			close(other.done)
-		}()
-		log.Info("relaying")
-		n1, n2 := s.pipe(ctx, other, me)
-		log.WithFields(logrus.Fields{"bytes_a": n1, "bytes_b": n2}).Info("relay closed")
-		return
+	case other == nil:
+		h.waiting[id] = me
+		return nil, nil, ""
+	case other.side == me.side:
+		return nil, nil, refusedRelaySession
 	}
-	h.waiting[id] = me
+	delete(h.waiting, id)
+	if over(len(h.pairs), maxRelays) {
+		if evicted = h.evictLocked(me.src, other.src); evicted == nil {
+			// The waiting half is no one's now: its goroutine ends, which
+			// closes its connection and gives back its slots.
+			close(other.done)
+			return nil, nil, refusedRelays
+		}
+	}
+	pair = &relayPair{a: other, b: me, at: time.Now()}
+	h.pairs[pair] = struct{}{}
+	return pair, evicted, ""
+}
+
+// evictLocked takes the oldest relay of the source that holds the most,
+// if it holds at least two more than the busier of a and b: so that a
+// few sources cannot keep the relays for good, while a source never
+// loses a relay to one that would end up holding more.
+func (h *relayHub) evictLocked(a, b netip.Addr) *relayPair {
+	held := make(map[netip.Addr]int)
+	for p := range h.pairs {
+		held[p.a.src]++
+		if p.b.src != p.a.src {
+			held[p.b.src]++
+		}
+	}
+	var heavy netip.Addr
+	for src, n := range held {
+		if n > held[heavy] {
+			heavy = src
+		}
+	}
+	if held[heavy] < max(held[a], held[b])+2 {
+		return nil
+	}
+	var victim *relayPair
+	for p := range h.pairs {
+		if (p.a.src == heavy || p.b.src == heavy) && (victim == nil || p.at.Before(victim.at)) {
+			victim = p
+		}
+	}
+	delete(h.pairs, victim)
+	return victim
+}
+
+// close ends a pair from outside: its pipe sees its connections fail.
+func (p *relayPair) close() {
+	p.a.conn.Close()
+	p.b.conn.Close()
+}
+
+// end removes a finished pair (if eviction has not) and lets its waiting
+// side go.
+func (h *relayHub) end(p *relayPair) {
+	h.mu.Lock()
+	delete(h.pairs, p)
 	h.mu.Unlock()
+	close(p.a.done)
+}
+
+// wait holds me, which waits in h under id, until the other side takes it
+// and is done with it, or until d or ctx ends with no other side.
+func (h *relayHub) wait(ctx context.Context, id punch.SessionID, me *relayHalf, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
 	select {
 	case <-me.done:
 		return
-	case <-time.After(s.cfg.RelayWait):
+	case <-t.C:
 	case <-ctx.Done():
 	}
 	h.mu.Lock()
@@ -150,7 +238,8 @@ func (s *Server) serveRelay(ctx context.Context, raw net.Conn, r io.Reader, id p
 	}
 	h.mu.Unlock()
 	if !waiting {
-		// The other side took us just now: the pair owns the conn.
+		// The other side took us just now: it closes done when it is
+		// done with our connection.
 		<-me.done
 	}
 }
@@ -158,43 +247,41 @@ func (s *Server) serveRelay(ctx context.Context, raw net.Conn, r io.Reader, id p
 // pipe tells both sides they are paired and copies between them until
 // either side closes or stays silent for RelayIdle. It returns the bytes
 // each side sent.
-func (s *Server) pipe(ctx context.Context, a, b *relayHalf) (int64, int64) {
-	stop := context.AfterFunc(ctx, func() { a.conn.Close(); b.conn.Close() })
+func (s *Server) pipe(ctx context.Context, p *relayPair) (int64, int64) {
+	a, b := p.a, p.b
+	stop := context.AfterFunc(ctx, p.close)
 	defer stop()
 	for _, c := range []net.Conn{a.conn, b.conn} {
 		c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 		if _, err := c.Write([]byte{relayPaired}); err != nil {
-			a.conn.Close()
-			b.conn.Close()
+			p.close()
 			return 0, 0
 		}
 		c.SetWriteDeadline(time.Time{})
 	}
 	var wg sync.WaitGroup
 	var na, nb int64
-	wg.Add(2)
-	go func() { defer wg.Done(); na = s.copyIdle(ctx, b.conn, a) }()
-	go func() { defer wg.Done(); nb = s.copyIdle(ctx, a.conn, b) }()
+	wg.Go(func() { na = s.copyIdle(ctx, b.conn, a) })
+	wg.Go(func() { nb = s.copyIdle(ctx, a.conn, b) })
 	wg.Wait()
-	a.conn.Close()
-	b.conn.Close()
+	p.close()
 	return na, nb
 }
 
-// copyIdle copies what src's peer sends to dst, at most at that peer's
-// rate, half-closing dst at the end, and gives up after RelayIdle without
-// data.
+// copyIdle copies what src's peer sends to dst, billed to src's key (its
+// rate and budget), half-closing dst at the end. It gives up after
+// RelayIdle without data, and ends the relay once the key's budget is
+// spent.
 func (s *Server) copyIdle(ctx context.Context, dst net.Conn, src *relayHalf) int64 {
-	lim, release := s.limiter(src.key)
-	defer release()
 	buf := make([]byte, relayBuf)
 	var n int64
 	for {
 		src.conn.SetReadDeadline(time.Now().Add(s.cfg.RelayIdle))
 		m, err := src.r.Read(buf)
 		if m > 0 {
-			if lim != nil && lim.WaitN(ctx, m) != nil {
+			if !s.meter.spend(ctx, src.meter, m) {
 				src.conn.Close()
+				dst.Close()
 				return n
 			}
 			dst.SetWriteDeadline(time.Now().Add(s.cfg.RelayIdle))

@@ -41,8 +41,8 @@ func relaySetup(t *testing.T, ctx context.Context, cfg ServerConfig) (string, pu
 	return ts.addr, id
 }
 
-// relayPair opens both sides of a relay for session.
-func relayPair(t *testing.T, ctx context.Context, addr string, id punch.SessionID) (net.Conn, net.Conn) {
+// openRelayPair opens both sides of a relay for session.
+func openRelayPair(t *testing.T, ctx context.Context, addr string, id punch.SessionID) (net.Conn, net.Conn) {
 	t.Helper()
 	conns := make([]net.Conn, 2)
 	errs := make([]error, 2)
@@ -73,7 +73,7 @@ func TestRelayCopiesBothWays(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	addr, id := relaySetup(t, ctx, ServerConfig{Relay: true})
-	a, b := relayPair(t, ctx, addr, id)
+	a, b := openRelayPair(t, ctx, addr, id)
 	payload := make([]byte, 4<<20)
 	rand.Read(payload)
 	go func() {
@@ -131,7 +131,7 @@ func TestRelayRateLimit(t *testing.T) {
 	defer cancel()
 	const rate = 1 << 20
 	addr, id := relaySetup(t, ctx, ServerConfig{Relay: true, RelayRate: rate})
-	a, b := relayPair(t, ctx, addr, id)
+	a, b := openRelayPair(t, ctx, addr, id)
 	start := time.Now()
 	go func() {
 		a.Write(make([]byte, 3*rate))

@@ -20,168 +20,20 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/warren-p2p/warren/identity"
+	"github.com/warren-p2p/warren/internal/loglimit"
 	"github.com/warren-p2p/warren/punch"
 )
-
-// ServerConfig configures a Server. Zero durations mean their defaults.
-type ServerConfig struct {
-	// Key is the server's identity; peers pin its public half. Required.
-	Key identity.PrivateKey
-	// Token, if set, must be presented by every registering peer.
-	Token string
-	// HandshakeTimeout bounds TLS plus the register message. Default 10s.
-	HandshakeTimeout time.Duration
-	// IdleTimeout drops a peer that sends nothing (not even a ping) this
-	// long. Default 60s.
-	IdleTimeout time.Duration
-	// PairWindow suppresses a second punch session for the same two peers
-	// within this time, so that both sides asking at once yields one
-	// session. Default 3s.
-	PairWindow time.Duration
-	// NATWait bounds how long a punch session waits for both peers to
-	// report their NAT (they do so just after registering). Default 3s.
-	NATWait time.Duration
-	// UDPWait bounds how long a punch session waits for both sides' UDP
-	// session probes before telling each side what it has. Default 1s.
-	UDPWait time.Duration
-	// Relay lets peers relay through this server when they find no direct
-	// path. Default: off in a zero ServerConfig; `warren rendezvous`
-	// turns it on unless configured off.
-	Relay bool
-	// MaxRelays caps relayed sessions at once. Default 1000.
-	MaxRelays int
-	// RelayWindow is how long after a punch session starts its peers may
-	// open a relay for it. Default 1m.
-	RelayWindow time.Duration
-	// RelayWait is how long a relay connection waits for the other side.
-	// Default 10s.
-	RelayWait time.Duration
-	// RelayIdle closes a relay that carried nothing this long. Default 2m
-	// (links ping every 15s).
-	RelayIdle time.Duration
-	// RelayRate caps the bytes per second each peer may send through
-	// relays, all its relays together. 0 means no cap.
-	RelayRate int64
-	// MaxConns caps the TCP connections of every kind (control, relay,
-	// probe) the server holds at once, so that its memory stays bounded;
-	// past it, a new connection is closed as soon as it is accepted.
-	// Default 16384. Negative: no cap (as for every limit below).
-	MaxConns int
-	// MaxHandshakes caps the connections still in their handshake (TLS
-	// and register, or a probe's or relay's header). Default 1024.
-	MaxHandshakes int
-	// MaxConnsPerSource caps one source's connections at once. A source
-	// is an IPv4 address or an IPv6 /64. Default 256.
-	MaxConnsPerSource int
-	// MaxHandshakesPerSource caps one source's connections still in their
-	// handshake. Default 32.
-	MaxHandshakesPerSource int
-	// ConnRate is how many new connections per second one source may
-	// open, in bursts of up to ConnBurst. Default 20 and 64.
-	ConnRate  float64
-	ConnBurst int
-	// ConnectRate is how many connect requests per second one registered
-	// peer may make, in bursts of up to ConnectBurst; the others are
-	// answered with a rate_limited error. Default 10 and 100.
-	ConnectRate  float64
-	ConnectBurst int
-	// ProbeRate is how many UDP probes per second the server answers for
-	// one source, in bursts of up to ProbeBurst; the others are dropped.
-	// Default 50 and 100.
-	ProbeRate  float64
-	ProbeBurst int
-	// MaxSessions caps the punch sessions the server keeps for relays
-	// (each for RelayWindow); past it, the oldest is forgotten. Default
-	// 262144 (about 30 MiB).
-	MaxSessions int
-	// RefusalLogInterval is how often refusals (and failed handshakes)
-	// are logged: one summary line per source per interval. Default 10s.
-	RefusalLogInterval time.Duration
-	// UDPEndpoints are the UDP probe endpoints advertised to peers at
-	// registration; an unspecified host means "the address you dialled".
-	// ListenAndServe fills them in.
-	UDPEndpoints []string
-	// Log receives the server's logs. Default: logrus' standard logger.
-	Log logrus.FieldLogger
-}
-
-func (c ServerConfig) withDefaults() ServerConfig {
-	if c.MaxRelays <= 0 {
-		c.MaxRelays = 1000
-	}
-	if c.RelayWindow <= 0 {
-		c.RelayWindow = time.Minute
-	}
-	if c.RelayWait <= 0 {
-		c.RelayWait = 10 * time.Second
-	}
-	if c.RelayIdle <= 0 {
-		c.RelayIdle = 2 * time.Minute
-	}
-	if c.NATWait <= 0 {
-		c.NATWait = 3 * time.Second
-	}
-	if c.UDPWait <= 0 {
-		c.UDPWait = time.Second
-	}
-	if c.HandshakeTimeout <= 0 {
-		c.HandshakeTimeout = 10 * time.Second
-	}
-	if c.IdleTimeout <= 0 {
-		c.IdleTimeout = 60 * time.Second
-	}
-	if c.PairWindow <= 0 {
-		c.PairWindow = 3 * time.Second
-	}
-	if c.Log == nil {
-		c.Log = logrus.StandardLogger()
-	}
-	for _, l := range []struct {
-		v   *int
-		def int
-	}{
-		{&c.MaxConns, 16384}, {&c.MaxHandshakes, 1024},
-		{&c.MaxConnsPerSource, 256}, {&c.MaxHandshakesPerSource, 32},
-		{&c.MaxSessions, 1 << 18},
-	} {
-		switch {
-		case *l.v == 0:
-			*l.v = l.def
-		case *l.v < 0:
-			*l.v = unlimited
-		}
-	}
-	for _, r := range []struct {
-		rate     *float64
-		burst    *int
-		def      float64
-		defBurst int
-	}{
-		{&c.ConnRate, &c.ConnBurst, 20, 64},
-		{&c.ConnectRate, &c.ConnectBurst, 10, 100},
-		{&c.ProbeRate, &c.ProbeBurst, 50, 100},
-	} {
-		if *r.rate == 0 {
-			*r.rate = r.def
-		}
-		if *r.burst <= 0 {
-			*r.burst = r.defBurst
-		}
-	}
-	if c.RefusalLogInterval <= 0 {
-		c.RefusalLogInterval = 10 * time.Second
-	}
-	return c
-}
 
 // Server is a rendezvous server.
 type Server struct {
 	cfg     ServerConfig
 	tlsConf *tls.Config
 
-	guard    *guard       // admits TCP connections
-	probes   *probeLimits // UDP probe rate per source
-	refusals *refusals    // summarises refusals in the log
+	guard    *guard            // admits TCP connections
+	probes   *probeLimits      // UDP probe rate per source
+	refusals *refusals         // summarises refusals in the log
+	logs     *loglimit.Limiter // limits other lines a source can cause
+	meter    *relayMeter       // what each key relays
 
 	// mu guards the fields below.
 	mu       sync.Mutex
@@ -190,7 +42,6 @@ type Server struct {
 	sessions map[punch.SessionID]*udpSession       // sessions waiting for UDP probes
 	issued   map[punch.SessionID]issuedSession     // sessions a relay may serve
 	order    sessionQueue                          // issued's keys, oldest first
-	limiters map[identity.PublicKey]*peerLimiter   // relay rate per peer, while it relays
 	peaks    mapPeaks                              // for shrink
 
 	relays relayHub
@@ -205,7 +56,7 @@ type Server struct {
 // mapPeaks are the largest sizes of the server's maps since each was
 // last rebuilt (see shrink).
 type mapPeaks struct {
-	peers, pairs, sessions, issued, limiters, waiting int
+	peers, pairs, sessions, issued, waiting int
 }
 
 // udpSession collects both sides' session-socket mappings.
@@ -235,7 +86,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	// Any peer may register; its key is its identity.
 	conf := identity.TLSConfig(cert, func(identity.PublicKey) error { return nil })
 	conf.SessionTicketsDisabled = true
+	logs, err := loglimit.New(loglimit.Config{Log: cfg.Log, Interval: cfg.RefusalLogInterval, Burst: cfg.LogBurst})
+	if err != nil {
+		return nil, err
+	}
 	return &Server{
+		logs:     logs,
+		meter:    newRelayMeter(cfg),
 		cfg:      cfg,
 		tlsConf:  conf,
 		guard:    newGuard(cfg),
@@ -245,8 +102,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		pairs:    make(map[[2]identity.PublicKey]pairSession),
 		sessions: make(map[punch.SessionID]*udpSession),
 		issued:   make(map[punch.SessionID]issuedSession),
-		limiters: make(map[identity.PublicKey]*peerLimiter),
-		relays:   relayHub{waiting: make(map[punch.SessionID]*relayHalf)},
+		relays:   relayHub{waiting: make(map[punch.SessionID]*relayHalf), pairs: make(map[*relayPair]struct{})},
 	}, nil
 }
 
@@ -292,7 +148,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		backoff = 0
 		src := sourceOfAddr(c.RemoteAddr())
-		adm, reason := s.guard.admit(src, time.Now())
+		adm, reason := s.guard.admit(src, c, time.Now())
 		if reason != "" {
 			c.Close()
 			s.refusals.note(src, reason)
@@ -366,10 +222,12 @@ type peerConn struct {
 
 	// On the server: the connection's admission, the peer's connect
 	// requests (nil without a rate), and its sessions still being started
-	// (see coordinate).
-	adm      *admission
-	connects *rate.Limiter
-	starting atomic.Int32
+	// (see coordinate), which serveRegistered ends and waits for
+	// (startingWG) when the connection ends.
+	adm        *admission
+	connects   *rate.Limiter
+	starting   atomic.Int32
+	startingWG sync.WaitGroup
 
 	// mu guards the fields below, which the peer's own goroutine writes
 	// and coordinating goroutines read.
@@ -443,65 +301,106 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, adm *admission) {
 	}
 	adm.established()
 	p.adm = adm
-	log = p.log
+	s.serveRegistered(ctx, p)
+}
+
+// Kinds of lines a peer's actions log, each limited per source (see
+// ServerConfig.LogBurst): anyone can register a fresh key and act.
+const (
+	logRegister = "register"
+	logNAT      = "nat"
+	logPunch    = "punch"
+	logProtocol = "protocol"
+	logRelay    = "relay"
+)
+
+// logsFor reports whether a line of kind caused by p may be logged.
+func (s *Server) logsFor(p *peerConn, kind string) bool {
+	return s.logs.Allow(p.adm.src.String(), kind)
+}
+
+// serveRegistered serves a peer whose handshake is done, until its
+// connection ends.
+func (s *Server) serveRegistered(ctx context.Context, p *peerConn) {
+	log := p.log
+	// The sessions this peer starts are its connection's: they end with
+	// it, before its slot is given back.
+	ctx, cancel := context.WithCancel(ctx)
+	defer p.startingWG.Wait()
+	defer cancel()
 	// Record the peer before telling it it is registered: a connect
 	// naming it may follow at once.
-	old := s.register(p)
-	if old != nil {
-		log.Info("peer re-registered; closing its previous connection")
+	if old := s.register(p); old != nil {
+		if s.logsFor(p, logRegister) {
+			log.Info("peer re-registered; closing its previous connection")
+		}
 		old.conn.Close()
 	}
 	if err := p.send(&Message{Type: TypeRegistered, Observed: p.observed.String(), UDP: s.cfg.UDPEndpoints}); err != nil {
 		s.unregister(p)
-		log.WithError(err).Info("registration failed")
+		if s.logsFor(p, logRegister) {
+			log.WithError(err).Info("registration failed")
+		}
 		return
 	}
-	log.WithField("observed", p.observed).Info("peer registered")
+	if s.logsFor(p, logRegister) {
+		log.WithField("observed", p.observed).Info("peer registered")
+	}
 	defer func() {
 		s.unregister(p)
-		log.Info("peer left")
+		if s.logsFor(p, logRegister) {
+			log.Info("peer left")
+		}
 	}()
 	for {
 		p.conn.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
 		m, err := ReadMessage(p.conn)
+		if err == nil {
+			err = s.handle(ctx, p, m)
+		} else if !errors.Is(err, ErrProtocol) {
+			return // gone, or silent for IdleTimeout
+		} else {
+			p.send(&Message{Type: TypeError, Code: CodeProtocol, Text: err.Error()})
+		}
 		if err != nil {
-			if errors.Is(err, ErrProtocol) {
+			if s.logsFor(p, logProtocol) {
 				log.WithError(err).Warn("closing peer connection")
-				p.send(&Message{Type: TypeError, Code: CodeProtocol, Text: err.Error()})
 			}
-			return
-		}
-		switch m.Type {
-		case TypePing:
-			if m.RTTMs > 0 {
-				p.mu.Lock()
-				p.rtt = time.Duration(m.RTTMs * float64(time.Millisecond))
-				p.mu.Unlock()
-			}
-			err = p.send(&Message{Type: TypePong, Seq: m.Seq})
-		case TypeNAT:
-			if m.NAT != nil {
-				p.mu.Lock()
-				changed := p.nat == nil || *p.nat != *m.NAT
-				p.nat = m.NAT
-				p.mu.Unlock()
-				p.reportedOnce.Do(func() { close(p.reported) })
-				if changed {
-					// Only changes: a peer repeating itself must not
-					// fill the log.
-					log.WithField("nat", m.NAT.String()).Info("peer reported its NAT")
-				}
-			}
-		case TypeConnect:
-			err = s.coordinate(p, m.Peer)
-		default:
-			err = fmt.Errorf("%w: unexpected %q from a registered peer", ErrProtocol, m.Type)
-		}
-		if err != nil {
-			log.WithError(err).Warn("closing peer connection")
 			return
 		}
 	}
+}
+
+// handle acts on one message from a registered peer. An error closes the
+// peer's connection.
+func (s *Server) handle(ctx context.Context, p *peerConn, m *Message) error {
+	switch m.Type {
+	case TypePing:
+		if m.RTTMs > 0 {
+			p.mu.Lock()
+			p.rtt = time.Duration(m.RTTMs * float64(time.Millisecond))
+			p.mu.Unlock()
+		}
+		return p.send(&Message{Type: TypePong, Seq: m.Seq})
+	case TypeNAT:
+		if m.NAT == nil {
+			return nil
+		}
+		p.mu.Lock()
+		changed := p.nat == nil || *p.nat != *m.NAT
+		p.nat = m.NAT
+		p.mu.Unlock()
+		p.reportedOnce.Do(func() { close(p.reported) })
+		// Only changes, and only a few a source: a peer repeating itself,
+		// or flipping between two reports, must not fill the log.
+		if changed && s.logsFor(p, logNAT) {
+			p.log.WithField("nat", m.NAT.String()).Info("peer reported its NAT")
+		}
+		return nil
+	case TypeConnect:
+		return s.coordinate(ctx, p, m.Peer)
+	}
+	return fmt.Errorf("%w: unexpected %q from a registered peer", ErrProtocol, m.Type)
 }
 
 // handshakeFailed logs a connection that did not get through its
@@ -588,8 +487,10 @@ const maxStarting = 16
 
 // coordinate starts a punch session between p and the peer it asked for.
 // A request over the peer's rate, or while it has maxStarting sessions
-// starting, is answered with a rate_limited error and nothing else.
-func (s *Server) coordinate(p *peerConn, peer string) error {
+// starting, is answered with a rate_limited error and nothing else. The
+// session starts off p's read loop, and is dropped if ctx (p's
+// connection) ends first.
+func (s *Server) coordinate(ctx context.Context, p *peerConn, peer string) error {
 	key, err := identity.ParsePublicKey(peer)
 	if err != nil {
 		return fmt.Errorf("%w: connect: %v", ErrProtocol, err)
@@ -625,16 +526,16 @@ func (s *Server) coordinate(p *peerConn, peer string) error {
 	// same two: wait (off this peer's read loop) until both have reported,
 	// or NATWait has passed.
 	p.starting.Add(1)
-	go func() {
+	p.startingWG.Go(func() {
 		defer p.starting.Add(-1)
-		s.startSession(p, other, key)
-	}()
+		s.startSession(ctx, p, other, key)
+	})
 	return nil
 }
 
 // startSession waits for both peers' NAT reports and starts a punch
-// session between them.
-func (s *Server) startSession(p, other *peerConn, key identity.PublicKey) {
+// session between them, unless ctx (p's connection) ends first.
+func (s *Server) startSession(ctx context.Context, p, other *peerConn, key identity.PublicKey) {
 	wait := time.NewTimer(s.cfg.NATWait)
 	defer wait.Stop()
 reports:
@@ -643,16 +544,22 @@ reports:
 		case <-q.reported:
 		case <-wait.C:
 			break reports
+		case <-ctx.Done():
+			return
 		}
 	}
 	id := punch.NewSessionID()
-	p.log.WithFields(logrus.Fields{"to": key.Short(), "session": id.String()[:8]}).Info("coordinating punch")
+	if s.logsFor(p, logPunch) {
+		p.log.WithFields(logrus.Fields{"to": key.Short(), "session": id.String()[:8]}).Info("coordinating punch")
+	}
 	us := &udpSession{sides: [2]*peerConn{p, other}}
 	s.mu.Lock()
 	s.sessions[id] = us
 	s.issued[id] = issuedSession{at: time.Now(), keys: [2]identity.PublicKey{p.key, other.key}}
 	s.order.push(id)
-	if over(len(s.issued)-1, s.cfg.MaxSessions) {
+	// A loop, as the oldest may be gone already (relayed, see
+	// forgetIssued); every session still issued is in the queue.
+	for over(len(s.issued)-1, s.cfg.MaxSessions) {
 		delete(s.issued, s.order.pop())
 	}
 	us.timer = time.AfterFunc(s.cfg.UDPWait, func() { s.flushUDP(id) })
@@ -747,101 +654,6 @@ func (s *Server) flushUDP(id punch.SessionID) {
 			}
 		})
 	}
-}
-
-// sweepInterval is how often the janitor sweeps (or more often, to log
-// refusals at a shorter RefusalLogInterval).
-const sweepInterval = time.Second
-
-// holdJanitor makes sure the janitor runs, until the returned function is
-// called; it runs while anyone holds it.
-func (s *Server) holdJanitor() (release func()) {
-	s.jmu.Lock()
-	defer s.jmu.Unlock()
-	if s.jusers++; s.jusers == 1 {
-		s.jstop, s.jdone = make(chan struct{}), make(chan struct{})
-		go s.janitor(s.jstop, s.jdone)
-	}
-	return func() {
-		s.jmu.Lock()
-		s.jusers--
-		var done chan struct{}
-		if s.jusers == 0 {
-			close(s.jstop)
-			done = s.jdone
-		}
-		s.jmu.Unlock()
-		if done != nil {
-			<-done
-		}
-	}
-}
-
-// janitor sweeps the server's state every sweepInterval, and logs the
-// refusal summaries, until stop closes.
-func (s *Server) janitor(stop, done chan struct{}) {
-	defer close(done)
-	t := time.NewTicker(min(sweepInterval, s.cfg.RefusalLogInterval))
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			s.refusals.flush(time.Now(), true)
-			return
-		case now := <-t.C:
-			s.sweep(now)
-			s.refusals.flush(now, false)
-		}
-	}
-}
-
-// sweep drops expired pair and session records and forgets idle sources,
-// and rebuilds the maps that a burst left much larger than they are now
-// (see shrink).
-func (s *Server) sweep(now time.Time) {
-	s.mu.Lock()
-	for k, ps := range s.pairs {
-		if now.Sub(ps.at) > s.cfg.PairWindow {
-			delete(s.pairs, k)
-		}
-	}
-	// Sessions are issued in time order: the expired ones are the
-	// oldest.
-	for s.order.len() > 0 && now.Sub(s.issued[s.order.peek()].at) > s.cfg.RelayWindow {
-		delete(s.issued, s.order.pop())
-	}
-	s.peers = shrink(s.peers, &s.peaks.peers)
-	s.pairs = shrink(s.pairs, &s.peaks.pairs)
-	s.sessions = shrink(s.sessions, &s.peaks.sessions)
-	s.issued = shrink(s.issued, &s.peaks.issued)
-	s.limiters = shrink(s.limiters, &s.peaks.limiters)
-	s.mu.Unlock()
-	s.relays.mu.Lock()
-	s.relays.waiting = shrink(s.relays.waiting, &s.peaks.waiting)
-	s.relays.mu.Unlock()
-	s.guard.sweep(now)
-	s.probes.sweep(now)
-}
-
-// sessionQueue is a FIFO of session IDs.
-type sessionQueue struct {
-	ids  []punch.SessionID
-	head int
-}
-
-func (q *sessionQueue) len() int                { return len(q.ids) - q.head }
-func (q *sessionQueue) peek() punch.SessionID   { return q.ids[q.head] }
-func (q *sessionQueue) push(id punch.SessionID) { q.ids = append(q.ids, id) }
-
-func (q *sessionQueue) pop() punch.SessionID {
-	id := q.ids[q.head]
-	q.head++
-	// Move the rest to a fresh array once half of it is spent, so that
-	// neither the spent half nor a burst's capacity stays.
-	if q.head > len(q.ids)/2 {
-		q.ids, q.head = append([]punch.SessionID(nil), q.ids[q.head:]...), 0
-	}
-	return id
 }
 
 // punchFor tells its receiver, side side of the session, to punch

@@ -159,6 +159,18 @@ const tokenEnv = "WARREN_TOKEN"
 // shutdownGrace is how long open streams may finish after SIGINT/SIGTERM.
 const shutdownGrace = 5 * time.Second
 
+// serverLimit turns a server config limit (nil: the server's default, 0:
+// no limit) into a ServerConfig one (0: the default, negative: none).
+func serverLimit[T int | int64](v *T) T {
+	switch {
+	case v == nil:
+		return 0
+	case *v == 0:
+		return -1
+	}
+	return *v
+}
+
 func cmdRendezvous(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("rendezvous", stderr)
 	path := fs.String("c", "", "config `FILE` (flags given too override it)")
@@ -169,7 +181,7 @@ func cmdRendezvous(ctx context.Context, args []string, stdout, stderr io.Writer)
 	tokenFile := fs.String("token-file", "", "read the join token from `FILE` (its first line; readable by its owner only)")
 	level := fs.String("log-level", "", "log `LEVEL`")
 	relay := fs.Bool("relay", true, "relay traffic for peers that find no direct path")
-	relayRate := fs.Int64("relay-rate", 0, "cap each peer's relayed traffic at `BYTES` per second (0: no cap)")
+	relayRate := fs.Int64("relay-rate", 0, "cap each peer's relayed traffic at `BYTES` per second (0: no cap; default 8 MiB/s)")
 	limits := fs.Bool("limits", true, "per-source connection caps and rates against floods (off only for load tests)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -201,12 +213,12 @@ func cmdRendezvous(ctx context.Context, args []string, stdout, stderr io.Writer)
 		cfg.Relay = relay
 	}
 	if set["relay-rate"] {
-		cfg.RelayRate = *relayRate
+		cfg.RelayRate = relayRate
 	}
 	if set["limits"] {
 		cfg.Limits = limits
 	}
-	if cfg.RelayRate < 0 {
+	if cfg.RelayRate != nil && *cfg.RelayRate < 0 {
 		return usagef("-relay-rate must not be negative")
 	}
 	for _, a := range []string{cfg.Listen, cfg.AltListen} {
@@ -236,7 +248,9 @@ func cmdRendezvous(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return configErr(err)
 	}
-	scfg := rendezvous.ServerConfig{Key: key, Token: cfg.Token, Relay: *cfg.Relay, RelayRate: cfg.RelayRate, Log: log}
+	scfg := rendezvous.ServerConfig{Key: key, Token: cfg.Token, Relay: *cfg.Relay, Log: log,
+		RelayRate: serverLimit(cfg.RelayRate), RelayDailyBytes: serverLimit(cfg.RelayDailyBytes),
+		MaxRelaysPerKey: serverLimit(cfg.MaxRelaysPerKey)}
 	if !*cfg.Limits {
 		log.Warn("limits are off: one address can exhaust this server (for load tests only)")
 		scfg = scfg.WithoutLimits()
