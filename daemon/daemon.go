@@ -147,6 +147,7 @@ func (d *Daemon) newRendezvous() (*rendezvous.Client, error) {
 		Dial:         d.dialRendezvous,
 		LAN:          d.lanCandidates,
 		OnPunch:      d.onPunch,
+		Consent:      func(k identity.PublicKey) bool { return d.peerByKey(k) != nil },
 		OnRegistered: d.onRegistered,
 		Log:          d.log.WithField("component", "rendezvous"),
 	})

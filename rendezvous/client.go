@@ -16,6 +16,7 @@ import (
 	"github.com/warren-p2p/warren/identity"
 	"github.com/warren-p2p/warren/internal/backoff"
 	"github.com/warren-p2p/warren/internal/conf"
+	"github.com/warren-p2p/warren/internal/loglimit"
 	"github.com/warren-p2p/warren/punch"
 )
 
@@ -41,6 +42,12 @@ type ClientConfig struct {
 	// client's read loop and must not block. The session's second step
 	// arrives later on the instruction's UDP handle.
 	OnPunch func(Punch)
+	// Consent says whether the peer with this key may learn this peer's
+	// addresses and punch to it: the server asks it for every connect
+	// request naming this peer, and tells the asker nothing without a
+	// yes. Called from the client's read loop; it must not block.
+	// Default: no one (a nil Consent refuses every ask).
+	Consent func(identity.PublicKey) bool
 	// OnRegistered is called after each successful registration, with the
 	// server's UDP probe endpoints. Same rules as OnPunch.
 	OnRegistered func(udp []netip.AddrPort)
@@ -93,6 +100,8 @@ var ErrNotRegistered = errors.New("not registered with the rendezvous server")
 type Client struct {
 	cfg     ClientConfig
 	tlsConf *tls.Config
+	// refused limits the debug lines of refused asks: any key can ask.
+	refused *loglimit.Limiter
 
 	// mu guards the fields below.
 	mu         sync.Mutex
@@ -151,8 +160,12 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	refused, err := loglimit.New(loglimit.Config{Log: cfg.Log, Burst: 1, SummaryLevel: logrus.DebugLevel})
+	if err != nil {
+		return nil, err
+	}
 	conf := identity.TLSConfig(cert, identity.Pinned(cfg.ServerKey))
-	return &Client{cfg: cfg, tlsConf: conf, registered: make(chan struct{}), redial: make(chan struct{}, 1), steps: make(map[string]*UDPStep)}, nil
+	return &Client{cfg: cfg, tlsConf: conf, refused: refused, registered: make(chan struct{}), redial: make(chan struct{}, 1), steps: make(map[string]*UDPStep)}, nil
 }
 
 // Observed returns this peer's endpoint as the server last saw it.
@@ -336,7 +349,7 @@ func (c *Client) session(ctx context.Context) error {
 			}
 			continue
 		}
-		c.handle(m)
+		c.handle(p, m)
 	}
 }
 
@@ -380,8 +393,10 @@ func (c *Client) pingLoop(ctx context.Context, p *peerConn, pongs <-chan uint64)
 	}
 }
 
-func (c *Client) handle(m *Message) {
+func (c *Client) handle(p *peerConn, m *Message) {
 	switch m.Type {
+	case TypeAsk:
+		c.answerAsk(p, m)
 	case TypePunch:
 		pu, err := parsePunch(m)
 		if err != nil {
@@ -394,6 +409,23 @@ func (c *Client) handle(m *Message) {
 		c.deliverUDP(parseUDP(m))
 	case TypeError:
 		c.cfg.Log.WithFields(logrus.Fields{"code": m.Code, "peer": m.Peer}).Debug(m.Text)
+	}
+}
+
+// answerAsk consents to an ask whose key Consent accepts, and says
+// nothing to the server otherwise: the server answers the asker "offline"
+// either way after the same wait. A refusal is one debug line at most per
+// interval, as anyone can ask.
+func (c *Client) answerAsk(p *peerConn, m *Message) {
+	key, err := identity.ParsePublicKey(m.Peer)
+	if err == nil && c.cfg.Consent != nil && c.cfg.Consent(key) {
+		if err := p.send(&Message{Type: TypeConsent, Seq: m.Seq}); err != nil {
+			p.conn.Close()
+		}
+		return
+	}
+	if c.refused.Allow("server", "refused ask") {
+		c.cfg.Log.WithField("key", m.Peer).Debug("refused a connect request from a key not in [[peers]]")
 	}
 }
 

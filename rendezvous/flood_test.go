@@ -160,7 +160,7 @@ func startLegit(t *testing.T, ctx context.Context, ts testServer, ip string, key
 		}
 	}
 	c, err := NewClient(ClientConfig{Address: ts.addr, ServerKey: ts.srv.PublicKey(), Key: key, Log: quietLog(),
-		Dial: dialerFrom(ip), OnPunch: onPunch})
+		Dial: dialerFrom(ip), OnPunch: onPunch, Consent: func(k identity.PublicKey) bool { return k == partner }})
 	if err != nil {
 		t.Fatal(err)
 	}

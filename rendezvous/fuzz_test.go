@@ -254,7 +254,7 @@ func startFzRelayServer(f *testing.F) *fzRelayServer {
 			f.Fatal(err)
 		}
 		c, err := NewClient(ClientConfig{Address: tcp.Addr().String(), ServerKey: srv.PublicKey(), Key: key,
-			Log: quietLog(), OnPunch: func(p Punch) { punches <- p }})
+			Log: quietLog(), OnPunch: func(p Punch) { punches <- p }, Consent: consentAll})
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -470,6 +470,7 @@ func FuzzClientHandle(f *testing.F) {
 		{Type: TypeUDP, Session: fzSession.String(), PeerUDP: "198.51.100.7:40001", PeerTCP: "[2001:db8::1]:5", PeerLANPort: 65535, DelayMs: 2500},
 		{Type: TypeUDP, DelayMs: -1, PeerLANPort: 65536},
 		{Type: TypeError, Code: CodePeerOffline, Peer: key.String(), Text: "peer is not registered"},
+		{Type: TypeAsk, Peer: key.String(), Seq: 7},
 		{Type: TypeRegistered, Observed: "198.51.100.7:40000", UDP: []string{"0.0.0.0:7777", "[::]:7778", "192.0.2.1:7779", "bad"}},
 	} {
 		var b bytes.Buffer
@@ -494,7 +495,9 @@ func FuzzClientHandle(f *testing.F) {
 		// A UDP instruction reaches the step its session's punch handed
 		// out.
 		step := c.expectUDP(m.Session)
-		c.handle(m)
+		// Consent is nil (refuse every ask), so an ask sends nothing on
+		// the missing connection.
+		c.handle(nil, m)
 		if u, ok := step.Wait(context.Background(), 0); ok {
 			udps = append(udps, u)
 		}

@@ -26,6 +26,8 @@ const (
 	TypePong       = "pong"
 	TypeNAT        = "nat"
 	TypeUDP        = "udp"
+	TypeAsk        = "ask"
+	TypeConsent    = "consent"
 )
 
 // Error codes carried by TypeError messages.
@@ -57,7 +59,7 @@ type Message struct {
 	Public      string     `json:"public,omitempty"`
 	Code        string     `json:"code,omitempty"`
 	Text        string     `json:"message,omitempty"`
-	Seq         uint64     `json:"seq,omitempty"`
+	Seq         uint64     `json:"seq,omitempty"` // ping, pong: the round; ask, consent: the ask
 }
 
 // ErrProtocol wraps every malformed-input error from ReadMessage.
@@ -99,7 +101,7 @@ func ReadMessage(r io.Reader) (*Message, error) {
 		return nil, fmt.Errorf("%w: %v", ErrProtocol, err)
 	}
 	switch m.Type {
-	case TypeRegister, TypeRegistered, TypeConnect, TypePunch, TypeError, TypePing, TypePong, TypeNAT, TypeUDP:
+	case TypeRegister, TypeRegistered, TypeConnect, TypePunch, TypeError, TypePing, TypePong, TypeNAT, TypeUDP, TypeAsk, TypeConsent:
 		return &m, nil
 	}
 	return nil, fmt.Errorf("%w: unknown message type %q", ErrProtocol, m.Type)

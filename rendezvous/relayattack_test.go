@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,6 +28,8 @@ type rawPeer struct {
 	key      identity.PublicKey
 	ip, addr string
 	asked    chan punch.SessionID // sessions it asked for (side 0), as they come
+	refuse   atomic.Bool          // refuse every ask (by default it consents to all)
+	others   chan timedMessage    // what else it was sent, but asks and pongs
 }
 
 // newRawPeer registers a fresh key from ip and reports a NAT, so that
@@ -37,13 +40,22 @@ func newRawPeer(t testing.TB, ts testServer, ip string) *rawPeer {
 	if err != nil {
 		t.Fatalf("registering from %s: %v", ip, err)
 	}
-	p := &rawPeer{c: c, key: key, ip: ip, addr: ts.addr, asked: make(chan punch.SessionID, 256)}
+	p := &rawPeer{c: c, key: key, ip: ip, addr: ts.addr, asked: make(chan punch.SessionID, 256), others: make(chan timedMessage, 256)}
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for {
 			m, err := ReadMessage(c)
 			if err != nil {
 				return
+			}
+			switch {
+			case m.Type == TypeAsk && !p.refuse.Load():
+				p.send(&Message{Type: TypeConsent, Seq: m.Seq})
+			case m.Type != TypeAsk && m.Type != TypePong:
+				select {
+				case p.others <- timedMessage{m, time.Now()}:
+				default:
+				}
 			}
 			// The asker is side 0: the sessions others ask for are
 			// theirs to relay.

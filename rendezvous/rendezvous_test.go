@@ -52,14 +52,24 @@ func startServer(t *testing.T, ctx context.Context, cfg ServerConfig) testServer
 }
 
 // startClient runs a client of ts with cfg (its token, callbacks, and the
-// server key to pin if not ts's), under a fresh key and with a quiet log,
-// until ctx ends.
+// server key to pin if not ts's), under a fresh key and with a quiet log
+// unless cfg has them, consenting to every ask unless cfg says, until ctx
+// ends.
 func startClient(t *testing.T, ctx context.Context, ts testServer, cfg ClientConfig) *Client {
 	t.Helper()
-	cfg.Address, cfg.Log = ts.addr, quietLog()
-	cfg.Key, _ = identity.Generate()
+	cfg.Address = ts.addr
+	if cfg.Log == nil {
+		cfg.Log = quietLog()
+	}
+	if cfg.Key.Signer() == nil {
+		cfg.Key, _ = identity.Generate()
+	}
 	if cfg.ServerKey.IsZero() {
 		cfg.ServerKey = ts.srv.PublicKey()
+	}
+	if cfg.Consent == nil {
+		// These peers list everyone; the consent tests refuse explicitly.
+		cfg.Consent = consentAll
 	}
 	c, err := NewClient(cfg)
 	if err != nil {
@@ -70,6 +80,8 @@ func startClient(t *testing.T, ctx context.Context, ts testServer, cfg ClientCon
 	t.Cleanup(wg.Wait)
 	return c
 }
+
+func consentAll(identity.PublicKey) bool { return true }
 
 func waitRegistered(t *testing.T, c *Client) {
 	t.Helper()

@@ -44,7 +44,8 @@ type Server struct {
 	order    sessionQueue                          // issued's keys, oldest first
 	peaks    mapPeaks                              // for shrink
 
-	relays relayHub
+	relays   relayHub
+	consents consentHub
 
 	// jmu guards the janitor, which runs while Serve or ServeUDP does.
 	jmu    sync.Mutex
@@ -103,6 +104,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		sessions: make(map[punch.SessionID]*udpSession),
 		issued:   make(map[punch.SessionID]issuedSession),
 		relays:   relayHub{waiting: make(map[punch.SessionID]*relayHalf), pairs: make(map[*relayPair]struct{})},
+		consents: consentHub{pending: make(map[uint64]*pendingAsk)},
 	}, nil
 }
 
@@ -399,6 +401,9 @@ func (s *Server) handle(ctx context.Context, p *peerConn, m *Message) error {
 		return nil
 	case TypeConnect:
 		return s.coordinate(ctx, p, m.Peer)
+	case TypeConsent:
+		s.consents.answer(p, m.Seq)
+		return nil
 	}
 	return fmt.Errorf("%w: unexpected %q from a registered peer", ErrProtocol, m.Type)
 }
@@ -479,58 +484,6 @@ func (s *Server) unregister(p *peerConn) {
 type pairSession struct {
 	at    time.Time
 	asker identity.PublicKey // the peer whose connect request started it
-}
-
-// maxStarting caps the sessions one peer's connect requests may have
-// waiting for NAT reports (up to NATWait) or being sent at once.
-const maxStarting = 16
-
-// coordinate starts a punch session between p and the peer it asked for.
-// A request over the peer's rate, or while it has maxStarting sessions
-// starting, is answered with a rate_limited error and nothing else. The
-// session starts off p's read loop, and is dropped if ctx (p's
-// connection) ends first.
-func (s *Server) coordinate(ctx context.Context, p *peerConn, peer string) error {
-	key, err := identity.ParsePublicKey(peer)
-	if err != nil {
-		return fmt.Errorf("%w: connect: %v", ErrProtocol, err)
-	}
-	now := time.Now()
-	if (p.connects != nil && !p.connects.AllowN(now, 1)) || p.starting.Load() >= maxStarting || !p.adm.allowConnect(now) {
-		s.refusals.note(p.adm.src, refusedConnectRate)
-		return p.send(&Message{Type: TypeError, Code: CodeRateLimited, Peer: peer, Text: "too many connect requests"})
-	}
-	pair := [2]identity.PublicKey{p.key, key}
-	if key.Less(p.key) {
-		pair = [2]identity.PublicKey{key, p.key}
-	}
-	s.mu.Lock()
-	other := s.peers[key]
-	last := s.pairs[pair]
-	// Only the other side's recent ask makes this one a duplicate: a peer
-	// asking again has lost the session it started (its address changed,
-	// say) and needs a new one now.
-	recent := time.Since(last.at) < s.cfg.PairWindow && last.asker != p.key
-	if other != nil && !recent && key != p.key {
-		s.pairs[pair] = pairSession{at: time.Now(), asker: p.key}
-	}
-	s.mu.Unlock()
-	switch {
-	case other == nil || key == p.key:
-		return p.send(&Message{Type: TypeError, Code: CodePeerOffline, Peer: peer, Text: "peer is not registered"})
-	case recent:
-		// The other side asked at the same moment; its session serves both.
-		return nil
-	}
-	// Both sides pick their strategy from both NATs, so they must see the
-	// same two: wait (off this peer's read loop) until both have reported,
-	// or NATWait has passed.
-	p.starting.Add(1)
-	p.startingWG.Go(func() {
-		defer p.starting.Add(-1)
-		s.startSession(ctx, p, other, key)
-	})
-	return nil
 }
 
 // startSession waits for both peers' NAT reports and starts a punch
