@@ -70,6 +70,9 @@ type Punch struct {
 	LAN    []netip.AddrPort
 	// PeerNAT is the peer's NAT as it reported it (zero if it did not).
 	PeerNAT punch.NAT
+	// RelayToken opens this side of the session's relay (zero if the
+	// server sent none, and then the relay refuses it).
+	RelayToken RelayToken
 	// UDP is where the session's second step arrives; Close it when the
 	// session is over.
 	UDP *UDPStep
@@ -449,6 +452,9 @@ func parsePunch(m *Message) (Punch, error) {
 		return Punch{}, fmt.Errorf("punch peer: %w", err)
 	}
 	pu := Punch{Session: m.Session, Side: m.Side, Peer: key}
+	// A missing or malformed token costs only the relay: the direct paths
+	// need none.
+	pu.RelayToken, _ = parseRelayToken(m.RelayToken)
 	pu.PeerNAT = m.NAT.NAT()
 	if pu.Public, err = netip.ParseAddrPort(m.Public); err != nil {
 		return Punch{}, fmt.Errorf("punch public endpoint: %w", err)

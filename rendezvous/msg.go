@@ -59,7 +59,8 @@ type Message struct {
 	Public      string     `json:"public,omitempty"`
 	Code        string     `json:"code,omitempty"`
 	Text        string     `json:"message,omitempty"`
-	Seq         uint64     `json:"seq,omitempty"` // ping, pong: the round; ask, consent: the ask
+	RelayToken  string     `json:"relay_token,omitempty"` // punch: the receiver's relay token (32 hex)
+	Seq         uint64     `json:"seq,omitempty"`         // ping, pong: the round; ask, consent: the ask
 }
 
 // ErrProtocol wraps every malformed-input error from ReadMessage.

@@ -35,6 +35,8 @@ type Server struct {
 	logs     *loglimit.Limiter // limits other lines a source can cause
 	meter    *relayMeter       // what each key relays
 
+	relaySecret relaySecret // keys relay tokens; set at start, then read only
+
 	// mu guards the fields below.
 	mu       sync.Mutex
 	peers    map[identity.PublicKey]*peerConn
@@ -87,24 +89,29 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	// Any peer may register; its key is its identity.
 	conf := identity.TLSConfig(cert, func(identity.PublicKey) error { return nil })
 	conf.SessionTicketsDisabled = true
+	secret, err := newRelaySecret()
+	if err != nil {
+		return nil, err
+	}
 	logs, err := loglimit.New(loglimit.Config{Log: cfg.Log, Interval: cfg.RefusalLogInterval, Burst: cfg.LogBurst})
 	if err != nil {
 		return nil, err
 	}
 	return &Server{
-		logs:     logs,
-		meter:    newRelayMeter(cfg),
-		cfg:      cfg,
-		tlsConf:  conf,
-		guard:    newGuard(cfg),
-		probes:   newProbeLimits(cfg),
-		refusals: newRefusals(cfg.Log, cfg.RefusalLogInterval),
-		peers:    make(map[identity.PublicKey]*peerConn),
-		pairs:    make(map[[2]identity.PublicKey]pairSession),
-		sessions: make(map[punch.SessionID]*udpSession),
-		issued:   make(map[punch.SessionID]issuedSession),
-		relays:   relayHub{waiting: make(map[punch.SessionID]*relayHalf), pairs: make(map[*relayPair]struct{})},
-		consents: consentHub{pending: make(map[uint64]*pendingAsk)},
+		logs:        logs,
+		relaySecret: secret,
+		meter:       newRelayMeter(cfg),
+		cfg:         cfg,
+		tlsConf:     conf,
+		guard:       newGuard(cfg),
+		probes:      newProbeLimits(cfg),
+		refusals:    newRefusals(cfg.Log, cfg.RefusalLogInterval),
+		peers:       make(map[identity.PublicKey]*peerConn),
+		pairs:       make(map[[2]identity.PublicKey]pairSession),
+		sessions:    make(map[punch.SessionID]*udpSession),
+		issued:      make(map[punch.SessionID]issuedSession),
+		relays:      relayHub{waiting: make(map[punch.SessionID]*relayHalf), pairs: make(map[*relayPair]struct{})},
+		consents:    consentHub{pending: make(map[uint64]*pendingAsk)},
 	}, nil
 }
 
@@ -288,9 +295,14 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, adm *admission) {
 			adm.established()
 			s.serveTCPProbe(raw, id, side)
 		case ok && magic == relayMagic:
+			var tok RelayToken
+			if _, err := io.ReadFull(br, tok[:]); err != nil {
+				s.handshakeFailed(adm.src, log, fmt.Errorf("relay token: %w", err))
+				return
+			}
 			adm.established()
 			raw.SetDeadline(time.Time{})
-			s.serveRelay(ctx, raw, br, id, side)
+			s.serveRelay(ctx, raw, br, id, side, tok)
 		default:
 			s.handshakeFailed(adm.src, log, errors.New("malformed probe or relay header"))
 		}
@@ -522,7 +534,9 @@ reports:
 	var wg sync.WaitGroup
 	for i, to := range []*peerConn{p, other} {
 		wg.Go(func() {
-			if err := to.send(punchFor(id, i, us.sides[1-i])); err != nil {
+			m := punchFor(id, i, us.sides[1-i])
+			m.RelayToken = s.relaySecret.token(id, i, to.key).String()
+			if err := to.send(m); err != nil {
 				to.conn.Close()
 			}
 		})
