@@ -14,7 +14,6 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/warren-p2p/warren/identity"
-	"github.com/warren-p2p/warren/internal/backoff"
 	"github.com/warren-p2p/warren/internal/conf"
 	"github.com/warren-p2p/warren/internal/loglimit"
 	"github.com/warren-p2p/warren/punch"
@@ -116,6 +115,11 @@ type Client struct {
 	// steps holds the sessions of the current connection whose second
 	// step has not arrived yet; the connection's end forgets them.
 	steps map[string]*UDPStep
+
+	// err is why the last connection ended, and since when; nil while
+	// registered.
+	err      error
+	errSince time.Time
 
 	// redial cuts Run's wait before the next connection short.
 	redial chan struct{}
@@ -252,23 +256,20 @@ func (c *Client) Connect(peer identity.PublicKey) error {
 // Run keeps the client registered until ctx ends.
 func (c *Client) Run(ctx context.Context) error {
 	// Jitter spreads reconnects when a server restart drops everyone.
-	retry := backoff.Backoff{Min: 250 * time.Millisecond, Max: c.cfg.MaxBackoff}
+	retry := newRetries(c.cfg.MaxBackoff)
+	log := c.cfg.Log.WithField("server", c.cfg.Address)
 	for {
 		start := time.Now()
 		err := c.session(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
-		if time.Since(start) > time.Minute {
-			retry.Reset()
-		}
-		wait := retry.Next()
-		c.cfg.Log.WithError(err).WithFields(logrus.Fields{"server": c.cfg.Address, "retry_in": wait.Round(time.Millisecond)}).
-			Warn("rendezvous connection lost")
+		c.setErr(err)
+		wait := retry.after(err, time.Since(start), log)
 		select {
 		case <-time.After(wait):
 		case <-c.redial:
-			retry.Reset()
+			retry.transient.Reset()
 		case <-ctx.Done():
 			return nil
 		}
@@ -290,7 +291,11 @@ func (c *Client) session(ctx context.Context) error {
 	raw.SetDeadline(time.Now().Add(10 * time.Second))
 	tc := tls.Client(raw, c.tlsConf)
 	if err := tc.HandshakeContext(ctx); err != nil {
-		return fmt.Errorf("tls with %s: %w", c.cfg.Address, err)
+		err = fmt.Errorf("tls with %s: %w", c.cfg.Address, err)
+		if errors.Is(err, identity.ErrKeyMismatch) {
+			return &PermanentError{Err: err, Fix: "rendezvous.public_key"}
+		}
+		return err
 	}
 	p := &peerConn{conn: tc, key: c.cfg.ServerKey, log: c.cfg.Log}
 	reg := &Message{Type: TypeRegister, Version: Version, Token: c.cfg.Token}
@@ -307,7 +312,11 @@ func (c *Client) session(ctx context.Context) error {
 		return fmt.Errorf("register: %w", err)
 	}
 	if m.Type == TypeError {
-		return fmt.Errorf("register refused: %s: %s", m.Code, m.Text)
+		err := fmt.Errorf("register refused: %s: %s", m.Code, m.Text)
+		if m.Code == CodeBadToken {
+			return &PermanentError{Err: err, Fix: "rendezvous.token or rendezvous.token_file"}
+		}
+		return err
 	}
 	observed, err := netip.ParseAddrPort(m.Observed)
 	if m.Type != TypeRegistered || err != nil {
@@ -344,6 +353,9 @@ func (c *Client) session(ctx context.Context) error {
 		m, err := ReadMessage(tc)
 		if err != nil {
 			return err
+		}
+		if m.Type == TypeError && m.Code == CodeReplaced {
+			return &ReplacedError{By: m.Public}
 		}
 		if m.Type == TypePong {
 			select {
@@ -467,10 +479,26 @@ func parsePunch(m *Message) (Punch, error) {
 	return pu, nil
 }
 
+// Err returns why the client is not registered (the last connection's
+// end), and since when; nil while registered and before the first try
+// ends.
+func (c *Client) Err() (error, time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err, c.errSince
+}
+
+func (c *Client) setErr(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.err, c.errSince = err, time.Now()
+}
+
 func (c *Client) setRegistered(p *peerConn, observed netip.AddrPort) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.cur, c.observed = p, observed
+	c.err = nil
 	close(c.registered)
 }
 

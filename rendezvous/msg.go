@@ -36,6 +36,7 @@ const (
 	CodePeerOffline = "peer_offline"
 	CodeProtocol    = "protocol"
 	CodeRateLimited = "rate_limited"
+	CodeReplaced    = "replaced"
 )
 
 // Message is one control frame. Which fields are set depends on Type (see

@@ -256,10 +256,13 @@ func (p *peerConn) natAndRTT() (*NATReport, time.Duration) {
 	return p.nat, p.rtt
 }
 
-func (p *peerConn) send(m *Message) error {
+func (p *peerConn) send(m *Message) error { return p.sendWithin(m, 10*time.Second) }
+
+// sendWithin sends m, giving up after d.
+func (p *peerConn) sendWithin(m *Message, d time.Duration) error {
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
-	p.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	p.conn.SetWriteDeadline(time.Now().Add(d))
 	return WriteMessage(p.conn, m)
 }
 
@@ -348,6 +351,11 @@ func (s *Server) serveRegistered(ctx context.Context, p *peerConn) {
 		if s.logsFor(p, logRegister) {
 			log.Info("peer re-registered; closing its previous connection")
 		}
+		// Tell the earlier connection why, so that a second daemon with
+		// the same key says so and backs off rather than flap: briefly,
+		// as a connection that does not read must not hold this one up.
+		old.sendWithin(&Message{Type: TypeError, Code: CodeReplaced, Public: p.observed.String(),
+			Text: "another connection registered this key"}, time.Second)
 		old.conn.Close()
 	}
 	if err := p.send(&Message{Type: TypeRegistered, Observed: p.observed.String(), UDP: s.cfg.UDPEndpoints}); err != nil {
