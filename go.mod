@@ -6,6 +6,7 @@ require (
 	github.com/BurntSushi/toml v1.6.0
 	github.com/armon/go-socks5 v0.0.0-20160902184237-e75332964ef5
 	github.com/hashicorp/yamux v0.1.2
+	github.com/huin/goupnp v1.3.0
 	github.com/prometheus/client_model v0.6.3 // tests only: the exposition format's parser
 	github.com/prometheus/common v0.72.1 // tests only
 	github.com/quic-go/quic-go v0.65.0
@@ -23,5 +24,6 @@ require (
 	github.com/tjfoc/gmsm v1.4.1 // indirect
 	github.com/xtaci/kcp-go/v5 v5.6.24
 	golang.org/x/crypto v0.58.0 // indirect
+	golang.org/x/sync v0.22.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )

@@ -1,22 +1,23 @@
 #!/usr/bin/env bash
 # Runs every warren test: unit tests, end-to-end tests with the real binary
 # and real clients, and the NAT lab (real kernel NATs in network
-# namespaces). The lab needs root, iproute2, nftables, conntrack, curl and
-# iperf3, and the tests with real clients chromium, openssh-server,
-# openssh-client, dnsmasq and bind9-dnsutils; as root this script installs
-# what is missing. Without root the lab tests skip with a loud line (with
-# CI=true they fail instead).
+# namespaces). The lab needs root, iproute2, nftables, conntrack, curl,
+# iperf3, ethtool (its uplink emulator), ping and miniupnpd-nftables
+# (routers that grant port mappings), and the tests with real clients
+# chromium, openssh-server, openssh-client, dnsmasq and bind9-dnsutils;
+# as root this script installs what is missing. Without root the lab tests
+# skip with a loud line (with CI=true they fail instead).
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# nft, conntrack, sshd and dnsmasq live in /usr/sbin, which a user's PATH
-# may lack; the check below and the tests look there too.
+# nft, conntrack, sshd, dnsmasq and miniupnpd live in /usr/sbin, which a
+# user's PATH may lack; the check below and the tests look there too.
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 missing=()
-for pair in nft:nftables conntrack:conntrack curl:curl ip:iproute2 iperf3:iperf3 \
+for pair in nft:nftables conntrack:conntrack curl:curl ip:iproute2 iperf3:iperf3 ethtool:ethtool ping:iputils-ping \
 	chromium:chromium sshd:openssh-server ssh:openssh-client scp:openssh-client \
-	dnsmasq:dnsmasq dig:bind9-dnsutils systemd-analyze:systemd; do
+	dnsmasq:dnsmasq dig:bind9-dnsutils systemd-analyze:systemd miniupnpd:miniupnpd-nftables; do
 	pkg="${pair#*:}"
 	command -v "${pair%%:*}" >/dev/null 2>&1 || [[ " ${missing[*]} " == *" $pkg "* ]] || missing+=("$pkg")
 done

@@ -38,11 +38,17 @@ type Config struct {
 
 	// Detach makes a lab meant to outlive the process that built it
 	// (`natlab up`): its background helpers (the traffic of symseq-busy
-	// sites) keep running after this process exits, and Reap does not
-	// count it as orphaned. Otherwise the helpers stop by themselves within
-	// 100 ms of this process exiting. Close and Cleanup stop them either
-	// way. Default false.
+	// sites, uplink emulators) keep running after this process exits, and
+	// Reap does not count it as orphaned. Otherwise the helpers stop by
+	// themselves within 100 ms of this process exiting. Close and Cleanup
+	// stop them either way. Default false.
 	Detach bool
+
+	// Profile is what every site's uplink does (delay, loss, rate, MTU;
+	// see Profile and LookupProfile) unless AddSite is given WithProfile.
+	// Default: the zero Profile, which like "lan" inserts no emulator.
+	// It adds to LossPercent, which acts on the internet segment.
+	Profile Profile
 }
 
 // DefaultPrefix is how every default Prefix starts; Cleanup(DefaultPrefix)
@@ -62,7 +68,7 @@ func (c Config) Verify() error {
 	if c.UDPTimeout < 0 {
 		return fmt.Errorf("natlab: config: negative UDP timeout %v", c.UDPTimeout)
 	}
-	return nil
+	return c.Profile.Verify()
 }
 
 // Internet addressing; see the package documentation.
@@ -109,6 +115,7 @@ type Lab struct {
 	ports      map[string]int    // per namespace: bridge ports made so far
 	procs      []*exec.Cmd       // background helpers to kill on Close
 	procDone   []<-chan struct{} // closed when the matching proc has been reaped
+	uplinks    []*uplink         // emulators started, whose pipes to close
 }
 
 // New builds the internet segment and the server host of a new lab. If it
@@ -184,7 +191,7 @@ func (l *Lab) build(ctx context.Context) error {
 	if err := l.addNamespaceLocked(ctx, srv.name); err != nil {
 		return err
 	}
-	if err := l.attachLocked(ctx, srv.name, "eth0", l.inet, hubDev, internet.Bits(), srv.addrs, hubAddr); err != nil {
+	if err := l.attachLocked(ctx, srv.name, "eth0", l.inet, hubDev, internet.Bits(), srv.addrs, hubAddr, nil); err != nil {
 		return err
 	}
 	l.server = srv
@@ -342,16 +349,17 @@ func (l *Lab) addNamespaceLocked(ctx context.Context, ns string) error {
 
 // attachLocked connects namespace ns to the bridge brDev in namespace brNS
 // with a veth pair (dev in ns, pN in brNS), gives dev the addresses addrs
-// (prefix length bits) and routes everything else via gw.
-func (l *Lab) attachLocked(ctx context.Context, ns, dev, brNS, brDev string, bits int, addrs []netip.Addr, gw netip.Addr) error {
-	l.ports[brNS]++
-	port := fmt.Sprintf("p%d", l.ports[brNS])
-	// Both ends are created directly in their namespaces, so nothing,
-	// not even a temporary name, ever appears in the root namespace.
-	if _, err := run(ctx, "", "ip", "link", "add", dev, "netns", ns, "type", "veth", "peer", "name", port, "netns", brNS); err != nil {
-		return err
+// (prefix length bits) and routes everything else via gw. With up, the
+// pair ends in the uplink's namespace, whose emulator it starts, and
+// another pair joins that namespace to the bridge.
+func (l *Lab) attachLocked(ctx context.Context, ns, dev, brNS, brDev string, bits int, addrs []netip.Addr, gw netip.Addr, up *uplink) error {
+	var err error
+	if up != nil {
+		err = l.spliceLocked(ctx, ns, dev, brNS, brDev, up)
+	} else {
+		err = l.vethLocked(ctx, ns, dev, brNS, brDev)
 	}
-	if err := ipn(ctx, brNS, "link", "set", port, "master", brDev, "up"); err != nil {
+	if err != nil {
 		return err
 	}
 	for _, a := range addrs {
@@ -362,7 +370,31 @@ func (l *Lab) attachLocked(ctx context.Context, ns, dev, brNS, brDev string, bit
 	if err := ipn(ctx, ns, "link", "set", dev, "up"); err != nil {
 		return err
 	}
-	return ipn(ctx, ns, "route", "add", "default", "via", gw.String(), "dev", dev)
+	if err := ipn(ctx, ns, "route", "add", "default", "via", gw.String(), "dev", dev); err != nil {
+		return err
+	}
+	if up != nil {
+		return l.startUplinkLocked(ctx, up)
+	}
+	return nil
+}
+
+// vethLocked plugs device dev of namespace ns straight into bridge brDev
+// of namespace brNS.
+func (l *Lab) vethLocked(ctx context.Context, ns, dev, brNS, brDev string) error {
+	port := l.bridgePortLocked(brNS)
+	// Both ends are created directly in their namespaces, so nothing,
+	// not even a temporary name, ever appears in the root namespace.
+	if _, err := run(ctx, "", "ip", "link", "add", dev, "netns", ns, "type", "veth", "peer", "name", port, "netns", brNS); err != nil {
+		return err
+	}
+	return ipn(ctx, brNS, "link", "set", port, "master", brDev, "up")
+}
+
+// bridgePortLocked names the next bridge port of namespace brNS.
+func (l *Lab) bridgePortLocked(brNS string) string {
+	l.ports[brNS]++
+	return fmt.Sprintf("p%d", l.ports[brNS])
 }
 
 // publicAddrLocked allocates the next address on the internet segment.

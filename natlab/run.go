@@ -17,12 +17,13 @@ func requiredTools() [][2]string {
 		{"ip", "iproute2"},
 		{"nft", "nftables"},
 		{"conntrack", "conntrack"},
-		{"bash", "bash"}, // the symseq-busy background host uses /dev/udp
+		{"bash", "bash"},       // the symseq-busy background host uses /dev/udp
+		{"ethtool", "ethtool"}, // uplink emulators turn offloads off
 	}
 }
 
 // Available returns nil if this process can build labs: it runs as root
-// and ip, nft, conntrack and bash are installed. Otherwise the error says
+// and ip, nft, conntrack, bash and ethtool are installed. Otherwise the error says
 // everything that is missing and how to get it.
 func Available() error {
 	var missing []string

@@ -25,6 +25,7 @@ type Site struct {
 
 	routers []*Host // outermost first; none for Open
 	lanNS   string  // namespace holding the hosts' LAN bridge (innermost router)
+	uplink  *uplink // the emulator on the site's uplink, nil for none
 
 	// hosts and renumbered are guarded by lab.mu.
 	hosts      []*Host
@@ -109,12 +110,14 @@ func (s *Site) Exec(ctx context.Context, args ...string) ([]byte, error) {
 // starting with a letter, unique in the lab) with a NAT of kind kind and
 // one host, also named name, behind it at 10.i.0.2; for Open, the host sits
 // on the internet segment instead. If it fails, or ctx ends first, it
-// removes whatever it made for the site.
-func (l *Lab) AddSite(ctx context.Context, name string, kind Kind) (*Site, error) {
+// removes whatever it made for the site. The site's uplink (the router's
+// WAN, or an Open site's first host) gets the lab's Config.Profile, or the
+// one given WithProfile.
+func (l *Lab) AddSite(ctx context.Context, name string, kind Kind, opts ...SiteOption) (*Site, error) {
 	if !kind.Valid() {
 		return nil, fmt.Errorf("natlab: add site %s: unknown kind %q", name, kind)
 	}
-	s, err := l.addSite(ctx, name, func(ctx context.Context, s *Site) error {
+	s, err := l.addSite(ctx, name, opts, func(ctx context.Context, s *Site) error {
 		s.kind = kind
 		if kind == Open {
 			return nil
@@ -124,7 +127,7 @@ func (l *Lab) AddSite(ctx context.Context, name string, kind Kind) (*Site, error
 			return err
 		}
 		r, err := l.addRouterLocked(ctx, l.prefix+"-"+name+"-r", kind,
-			l.inet, hubDev, internet.Bits(), wan, hubAddr, s.lanPrefix())
+			l.inet, hubDev, internet.Bits(), wan, hubAddr, s.lanPrefix(), s.uplink)
 		if err != nil {
 			return err
 		}
@@ -141,14 +144,15 @@ func (l *Lab) AddSite(ctx context.Context, name string, kind Kind) (*Site, error
 // AddDoubleNAT adds a site whose hosts sit behind a home NAT of kind inner,
 // whose WAN side (100.64.i.2) sits behind a carrier NAT of kind outer on
 // the internet; neither may be Open. Hairpinning is not offered by either.
-// As for AddSite, it removes what it made if it fails.
-func (l *Lab) AddDoubleNAT(ctx context.Context, name string, outer, inner Kind) (*Site, error) {
+// As for AddSite, it removes what it made if it fails; the profile applies
+// to the carrier NAT's uplink.
+func (l *Lab) AddDoubleNAT(ctx context.Context, name string, outer, inner Kind, opts ...SiteOption) (*Site, error) {
 	for _, k := range []Kind{outer, inner} {
 		if !k.Valid() || k == Open {
 			return nil, fmt.Errorf("natlab: add double NAT %s: kind %q: want a NAT kind", name, k)
 		}
 	}
-	s, err := l.addSite(ctx, name, func(ctx context.Context, s *Site) error {
+	s, err := l.addSite(ctx, name, opts, func(ctx context.Context, s *Site) error {
 		s.kind, s.inner = outer, inner
 		wan, err := l.publicAddrLocked()
 		if err != nil {
@@ -156,12 +160,12 @@ func (l *Lab) AddDoubleNAT(ctx context.Context, name string, outer, inner Kind) 
 		}
 		carrier := netip.PrefixFrom(netip.AddrFrom4([4]byte{100, 64, byte(s.index), 1}), 24)
 		cgn, err := l.addRouterLocked(ctx, l.prefix+"-"+name+"-cgn", outer,
-			l.inet, hubDev, internet.Bits(), wan, hubAddr, carrier)
+			l.inet, hubDev, internet.Bits(), wan, hubAddr, carrier, s.uplink)
 		if err != nil {
 			return err
 		}
 		home, err := l.addRouterLocked(ctx, l.prefix+"-"+name+"-r", inner,
-			cgn.name, lanDev, carrier.Bits(), carrier.Addr().Next(), carrier.Addr(), s.lanPrefix())
+			cgn.name, lanDev, carrier.Bits(), carrier.Addr().Next(), carrier.Addr(), s.lanPrefix(), nil)
 		if err != nil {
 			return err
 		}
@@ -177,7 +181,11 @@ func (l *Lab) AddDoubleNAT(ctx context.Context, name string, outer, inner Kind) 
 
 // addSite does what AddSite and AddDoubleNAT share: checks, the lock,
 // building routers (with build) and the first host, undoing on failure.
-func (l *Lab) addSite(ctx context.Context, name string, build func(context.Context, *Site) error) (*Site, error) {
+func (l *Lab) addSite(ctx context.Context, name string, opts []SiteOption, build func(context.Context, *Site) error) (*Site, error) {
+	o, err := l.siteOptions(opts)
+	if err != nil {
+		return nil, err
+	}
 	ctx, stop := l.op(ctx)
 	defer stop()
 	l.mu.Lock()
@@ -188,9 +196,9 @@ func (l *Lab) addSite(ctx context.Context, name string, build func(context.Conte
 	if len(l.sites) >= maxSites {
 		return nil, fmt.Errorf("lab has the maximum of %d sites", maxSites)
 	}
-	s := &Site{lab: l, name: name, index: len(l.sites) + 1}
+	s := &Site{lab: l, name: name, index: len(l.sites) + 1, uplink: l.newUplink(name, o.profile)}
 	mark := l.markLocked()
-	err := build(ctx, s)
+	err = build(ctx, s)
 	if err == nil {
 		_, err = l.addHostLocked(ctx, s, name)
 	}
@@ -292,8 +300,13 @@ func (l *Lab) addHostLocked(ctx context.Context, s *Site, name string) (*Host, e
 			return nil, err
 		}
 		h.addrs = []netip.Addr{a}
+		// The site's uplink is its first host's; others are plain.
+		var up *uplink
+		if len(s.hosts) == 0 {
+			up = s.uplink
+		}
 		if err = l.addNamespaceLocked(ctx, h.name); err == nil {
-			err = l.attachLocked(ctx, h.name, "eth0", l.inet, hubDev, internet.Bits(), h.addrs, hubAddr)
+			err = l.attachLocked(ctx, h.name, "eth0", l.inet, hubDev, internet.Bits(), h.addrs, hubAddr, up)
 		}
 	} else {
 		if len(s.hosts) >= maxHosts {
@@ -303,7 +316,7 @@ func (l *Lab) addHostLocked(ctx context.Context, s *Site, name string) (*Host, e
 		a := netip.AddrFrom4([4]byte{10, byte(s.index), 0, byte(2 + len(s.hosts))})
 		h.addrs = []netip.Addr{a}
 		if err = l.addNamespaceLocked(ctx, h.name); err == nil {
-			err = l.attachLocked(ctx, h.name, "eth0", s.lanNS, lanDev, lan.Bits(), h.addrs, lan.Addr())
+			err = l.attachLocked(ctx, h.name, "eth0", s.lanNS, lanDev, lan.Bits(), h.addrs, lan.Addr(), nil)
 		}
 	}
 	if err != nil {
@@ -316,9 +329,10 @@ func (l *Lab) addHostLocked(ctx context.Context, s *Site, name string) (*Host, e
 // addRouterLocked makes router namespace ns, a NAT of kind kind whose WAN
 // (wan0, address wan/bits, default route via gw) hangs off bridge wanBr in
 // namespace wanNS and whose LAN is a bridge lan0 with address lan. For
-// SymSeqBusy it also makes the busy host on that LAN.
+// SymSeqBusy it also makes the busy host on that LAN. With up, the WAN
+// reaches the bridge through that uplink emulator.
 func (l *Lab) addRouterLocked(ctx context.Context, ns string, kind Kind,
-	wanNS, wanBr string, bits int, wan, gw netip.Addr, lan netip.Prefix) (*Host, error) {
+	wanNS, wanBr string, bits int, wan, gw netip.Addr, lan netip.Prefix, up *uplink) (*Host, error) {
 	r := &Host{name: ns, addrs: []netip.Addr{wan, lan.Addr()}}
 	if err := l.addNamespaceLocked(ctx, ns); err != nil {
 		return nil, err
@@ -342,7 +356,7 @@ func (l *Lab) addRouterLocked(ctx context.Context, ns string, kind Kind,
 	if err := ipn(ctx, ns, "link", "set", lanDev, "up"); err != nil {
 		return nil, err
 	}
-	if err := l.attachLocked(ctx, ns, wanDev, wanNS, wanBr, bits, []netip.Addr{wan}, gw); err != nil {
+	if err := l.attachLocked(ctx, ns, wanDev, wanNS, wanBr, bits, []netip.Addr{wan}, gw, up); err != nil {
 		return nil, err
 	}
 	rules, err := routerRules(kind, wan.String())
@@ -370,7 +384,7 @@ func (l *Lab) addBusyLocked(ctx context.Context, ns, routerNS string, lan netip.
 	if err := l.addNamespaceLocked(ctx, ns); err != nil {
 		return err
 	}
-	if err := l.attachLocked(ctx, ns, "eth0", routerNS, lanDev, lan.Bits(), []netip.Addr{netip.AddrFrom4(a)}, lan.Addr()); err != nil {
+	if err := l.attachLocked(ctx, ns, "eth0", routerNS, lanDev, lan.Bits(), []netip.Addr{netip.AddrFrom4(a)}, lan.Addr(), nil); err != nil {
 		return err
 	}
 	parent := os.Getpid()
@@ -382,8 +396,18 @@ func (l *Lab) addBusyLocked(ctx context.Context, ns, routerNS string, lan netip.
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("busy host %s: %w", ns, err)
 	}
+	l.ownLocked(cmd)
+	return nil
+}
+
+// ownLocked takes charge of a started background helper: Close (or the
+// undo of a failed operation) kills it and waits for it. A detached lab's
+// helpers are released instead, to outlive this process; Close and
+// Cleanup still kill them with the rest of their namespace's processes.
+func (l *Lab) ownLocked(cmd *exec.Cmd) {
 	if l.cfg.Detach {
-		return cmd.Process.Release()
+		_ = cmd.Process.Release()
+		return
 	}
 	done := make(chan struct{})
 	go func() {
@@ -392,7 +416,6 @@ func (l *Lab) addBusyLocked(ctx context.Context, ns, routerNS string, lan netip.
 	}()
 	l.procs = append(l.procs, cmd)
 	l.procDone = append(l.procDone, done)
-	return nil
 }
 
 // busyScript is the busy host's loop. Each `echo >/dev/udp/...` is a new
@@ -412,10 +435,10 @@ done
 }
 
 // labMark records how much a lab had made, for undoLocked.
-type labMark struct{ namespaces, procs int }
+type labMark struct{ namespaces, procs, uplinks int }
 
 func (l *Lab) markLocked() labMark {
-	return labMark{namespaces: len(l.namespaces), procs: len(l.procs)}
+	return labMark{namespaces: len(l.namespaces), procs: len(l.procs), uplinks: len(l.uplinks)}
 }
 
 // undoLocked removes what was made since m: a failed operation leaves the
@@ -426,6 +449,10 @@ func (l *Lab) undoLocked(m labMark) error {
 		<-l.procDone[i]
 	}
 	l.procs, l.procDone = l.procs[:m.procs], l.procDone[:m.procs]
+	for _, u := range l.uplinks[m.uplinks:] {
+		u.close()
+	}
+	l.uplinks = l.uplinks[:m.uplinks]
 	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 	defer cancel()
 	var errs []error

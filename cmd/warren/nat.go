@@ -7,10 +7,12 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/warren-p2p/warren/config"
+	"github.com/warren-p2p/warren/portmap"
 	"github.com/warren-p2p/warren/punch"
 	"github.com/warren-p2p/warren/rendezvous"
 )
@@ -24,6 +26,7 @@ func cmdNat(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	server := fs.String("rendezvous", "", "the server's `ADDR` (its -listen host:port; default: the config's)")
 	alt := fs.String("alt", "", "the server's -alt-listen `ADDR`, if it has one: needed to tell mapping behaviours apart")
 	asJSON := fs.Bool("json", false, "print the verdict and samples as JSON")
+	pm := fs.Bool("portmap", true, "also ask the router which port mapping protocols (UPnP IGD, NAT-PMP, PCP) it offers; nothing is mapped")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -51,17 +54,71 @@ func cmdNat(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
+	offer := make(chan *portMapReport, 1)
+	if *pm {
+		go func() { offer <- probePortMapping(ctx) }() // in parallel with the NAT probes
+	} else {
+		offer <- nil
+	}
 	nat, samples, err := rendezvous.Discover(ctx, rendezvous.DiscoverConfig{Servers: servers})
+	pmr := <-offer
 	if err != nil {
 		return fmt.Errorf("no answer from %s over UDP (is it a warren rendezvous server, and is UDP open?): %w", *server, err)
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(newNATReport(nat, samples))
+		r := newNATReport(nat, samples)
+		r.PortMapping = pmr
+		return enc.Encode(r)
 	}
-	printNAT(stdout, servers, nat, samples)
+	printNAT(stdout, servers, nat, samples, pmr)
 	return nil
+}
+
+// portMapReport is what the router offers for port mapping.
+type portMapReport struct {
+	Gateway     string   `json:"gateway,omitempty"`
+	Protocols   []string `json:"protocols"`
+	UPnPService string   `json:"upnp_service,omitempty"`
+	Error       string   `json:"error,omitempty"`
+}
+
+// probePortMapping asks the default gateway which port mapping protocols
+// it answers, within portmap's short probe timeout.
+func probePortMapping(ctx context.Context) *portMapReport {
+	r := &portMapReport{Protocols: []string{}}
+	c, err := portmap.New(portmap.Config{}, nil)
+	if err == nil {
+		var o portmap.Offer
+		o, err = c.Probe(ctx)
+		if o.Gateway.IsValid() {
+			r.Gateway = o.Gateway.String()
+		}
+		for _, p := range o.Protocols {
+			r.Protocols = append(r.Protocols, string(p))
+		}
+		r.UPnPService = o.UPnPService
+	}
+	if err != nil {
+		r.Error = err.Error()
+	}
+	return r
+}
+
+// String is the report's line in `warren nat`.
+func (r *portMapReport) String() string {
+	switch {
+	case r.Error != "":
+		return "- (" + r.Error + ")"
+	case len(r.Protocols) == 0:
+		return "none offered by " + r.Gateway
+	}
+	s := strings.Join(r.Protocols, ", ")
+	if r.UPnPService != "" {
+		s += " (UPnP " + r.UPnPService + ")"
+	}
+	return s + " by " + r.Gateway
 }
 
 // natReport is `warren nat -json`: snake_case names throughout, as in the
@@ -73,6 +130,8 @@ type natReport struct {
 	Delta      int         `json:"delta,omitempty"`
 	Public     string      `json:"public_ip"`
 	Samples    []natSample `json:"samples"`
+	// PortMapping is absent with -portmap=false.
+	PortMapping *portMapReport `json:"port_mapping,omitempty"`
 }
 
 // natSample is one probe: from which local address, to which server
@@ -92,7 +151,7 @@ func newNATReport(nat punch.NAT, samples []punch.Sample) natReport {
 	return r
 }
 
-func printNAT(w io.Writer, servers []netip.AddrPort, nat punch.NAT, samples []punch.Sample) {
+func printNAT(w io.Writer, servers []netip.AddrPort, nat punch.NAT, samples []punch.Sample, pm *portMapReport) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "NAT\t%s\n", nat)
 	fmt.Fprintf(tw, "public address\t%s\n", orDash(nat.PublicIP.String()))
@@ -105,6 +164,9 @@ func printNAT(w io.Writer, servers []netip.AddrPort, nat punch.NAT, samples []pu
 	fmt.Fprintf(tw, "probed\t%v\n", servers)
 	if len(servers) < 2 {
 		fmt.Fprintf(tw, "\t(one endpoint: give -alt to tell mapping behaviours apart)\n")
+	}
+	if pm != nil {
+		fmt.Fprintf(tw, "port mapping\t%s\n", pm)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)

@@ -24,13 +24,15 @@ func main() {
 	os.Exit(code)
 }
 
-const usage = `usage: natlab up [-prefix P] [-loss PCT] [-udp-timeout DUR] [-q] SITE...
+const usage = `usage: natlab up [-prefix P] [-profile NAME] [-loss PCT] [-udp-timeout DUR] [-q] SITE...
        natlab down [PREFIX]
        natlab list
        natlab kinds
-SITE is KIND, or OUTER/INNER for a double NAT, optionally with :N for N hosts;
+       natlab profiles
+SITE is KIND, or OUTER/INNER for a double NAT, optionally with :N for N hosts
+and @PROFILE for its uplink's profile (default: -profile's, or lan);
 KIND is one of: %s. Sites are named a, b, c, ...
-Example: natlab up cone symseq-busy symseq/cone:2
+Example: natlab up -profile mobile cone symseq-busy symseq/cone:2@lan
 `
 
 // errUsage marks errors that exit 2.
@@ -79,6 +81,11 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
 	case "kinds":
 		fmt.Fprintln(stdout, kindNames())
 		return nil
+	case "profiles":
+		for _, name := range natlab.Profiles() {
+			fmt.Fprintf(stdout, "%-17s %s\n", name, natlab.DescribeProfile(name))
+		}
+		return nil
 	case "help", "-h", "-help", "--help":
 		fmt.Fprintf(stdout, usage, kindNames())
 		return nil
@@ -98,11 +105,20 @@ func kindNames() string {
 type siteSpec struct {
 	kind, inner natlab.Kind // inner != "" for a double NAT
 	hosts       int
+	profile     *natlab.Profile // nil: the -profile flag's
 }
 
 func parseSite(arg string) (siteSpec, error) {
 	spec := siteSpec{hosts: 1}
-	kinds, n, hasN := strings.Cut(arg, ":")
+	rest, profile, hasProfile := strings.Cut(arg, "@")
+	if hasProfile {
+		p, err := natlab.LookupProfile(profile)
+		if err != nil {
+			return spec, fmt.Errorf("%w: site %q: %v", errUsage, arg, strings.TrimPrefix(err.Error(), "natlab: "))
+		}
+		spec.profile = &p
+	}
+	kinds, n, hasN := strings.Cut(rest, ":")
 	if hasN {
 		h, err := strconv.Atoi(n)
 		if err != nil || h < 1 || h > 100 {
@@ -134,9 +150,14 @@ func up(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&cfg.Prefix, "prefix", "", "namespace name prefix (default wl + 4 random hex digits)")
 	fs.IntVar(&cfg.LossPercent, "loss", 0, "random loss on the internet segment, percent")
 	fs.DurationVar(&cfg.UDPTimeout, "udp-timeout", 0, "conntrack UDP timeout in routers (0: kernel default)")
+	profile := fs.String("profile", "lan", "every site's uplink profile (natlab profiles lists them)")
 	quiet := fs.Bool("q", false, "print only the prefix")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: up: %v", errUsage, err)
+	}
+	var err error
+	if cfg.Profile, err = natlab.LookupProfile(*profile); err != nil {
+		return fmt.Errorf("%w: up: %v", errUsage, strings.TrimPrefix(err.Error(), "natlab: "))
 	}
 	if fs.NArg() == 0 {
 		return fmt.Errorf("%w: up needs at least one SITE", errUsage)
@@ -160,23 +181,10 @@ func up(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var sites []*natlab.Site
-	for i, spec := range specs {
-		name := string(rune('a' + i))
-		var s *natlab.Site
-		if spec.inner != "" {
-			s, err = lab.AddDoubleNAT(ctx, name, spec.kind, spec.inner)
-		} else {
-			s, err = lab.AddSite(ctx, name, spec.kind)
-		}
-		for h := 2; err == nil && h <= spec.hosts; h++ {
-			_, err = s.AddHost(ctx, name+strconv.Itoa(h))
-		}
-		if err != nil {
-			// Interrupted or failed: leave nothing behind.
-			return errors.Join(err, lab.Close())
-		}
-		sites = append(sites, s)
+	sites, err := addSites(ctx, lab, specs)
+	if err != nil {
+		// Interrupted or failed: leave nothing behind.
+		return errors.Join(err, lab.Close())
 	}
 	if *quiet {
 		fmt.Fprintln(stdout, lab.Prefix())
@@ -184,6 +192,33 @@ func up(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	describe(stdout, lab, cfg, sites)
 	return nil
+}
+
+// addSites adds a site named a, b, c, ... to lab for each spec.
+func addSites(ctx context.Context, lab *natlab.Lab, specs []siteSpec) ([]*natlab.Site, error) {
+	var sites []*natlab.Site
+	for i, spec := range specs {
+		name := string(rune('a' + i))
+		var opts []natlab.SiteOption
+		if spec.profile != nil {
+			opts = append(opts, natlab.WithProfile(*spec.profile))
+		}
+		var s *natlab.Site
+		var err error
+		if spec.inner != "" {
+			s, err = lab.AddDoubleNAT(ctx, name, spec.kind, spec.inner, opts...)
+		} else {
+			s, err = lab.AddSite(ctx, name, spec.kind, opts...)
+		}
+		for h := 2; err == nil && h <= spec.hosts; h++ {
+			_, err = s.AddHost(ctx, name+strconv.Itoa(h))
+		}
+		if err != nil {
+			return nil, err
+		}
+		sites = append(sites, s)
+	}
+	return sites, nil
 }
 
 func describe(w io.Writer, lab *natlab.Lab, cfg natlab.Config, sites []*natlab.Site) {
@@ -200,7 +235,11 @@ func describe(w io.Writer, lab *natlab.Lab, cfg natlab.Config, sites []*natlab.S
 		if s.InnerKind() != "" {
 			kind += "/" + string(s.InnerKind())
 		}
-		fmt.Fprintf(w, "\nsite %s  %s, public address %s\n", s.Name(), kind, s.PublicAddr())
+		uplink := s.Profile().Name
+		if d := natlab.DescribeProfile(uplink); d != "" && uplink != "lan" {
+			uplink += " (" + d + ")"
+		}
+		fmt.Fprintf(w, "\nsite %s  %s, public address %s, uplink %s\n", s.Name(), kind, s.PublicAddr(), uplink)
 		for _, r := range s.Routers() {
 			fmt.Fprintf(w, "  router  %-26s ip netns exec %s bash\n", joinAddrs(r), r.Name())
 		}

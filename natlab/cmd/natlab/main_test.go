@@ -5,7 +5,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"os"
 	"os/exec"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +27,8 @@ func TestUsageErrors(t *testing.T) {
 		{"up", "cone:0"},
 		{"up", "-loss", "101", "cone"},
 		{"up", "-prefix", "Bad-Prefix", "cone"},
+		{"up", "-profile", "dialup", "cone"},
+		{"up", "cone@dialup"},
 		{"up", "-nosuchflag", "cone"},
 		{"down", "a", "b"},
 		{"list", "x"},
@@ -82,4 +87,62 @@ func TestUpListDown(t *testing.T) {
 	if err != nil || strings.Contains(string(o), prefix) {
 		t.Fatalf("after down: %v: %s", err, o)
 	}
+}
+
+// TestUpProfile brings up a lab whose uplinks are emulated and checks that
+// the emulators outlive the command and go with down.
+func TestUpProfile(t *testing.T) {
+	labtest.Require(t)
+	var rnd [2]byte
+	_, _ = rand.Read(rnd[:])
+	prefix := "wlcli" + hex.EncodeToString(rnd[:])
+	t.Cleanup(func() { _ = natlab.Cleanup(prefix + "-") })
+	ctx := context.Background()
+	var out, errOut bytes.Buffer
+	args := []string{"up", "-prefix", prefix, "-profile", "intercontinental", "cone", "open@lan"}
+	if code := run(ctx, args, &out, &errOut); code != 0 {
+		t.Fatalf("up: exit %d: %s", code, errOut.String())
+	}
+	for _, want := range []string{"uplink intercontinental", "uplink lan"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("up output lacks %q:\n%s", want, out.String())
+		}
+	}
+	// Site a's uplink is emulated (50 ms each way), b's is not: a ping
+	// from a's host to b's crosses one emulator, twice.
+	// The first ping also waits for ARP.
+	ping := func(n string) ([]byte, error) {
+		return exec.Command("ip", "netns", "exec", prefix+"-a", "ping", "-n", "-q", "-c", n, "-i", "0.2", "203.0.113.11").CombinedOutput()
+	}
+	_, _ = ping("1")
+	o, err := ping("3")
+	if err != nil {
+		t.Fatalf("ping: %v: %s", err, o)
+	}
+	m := regexp.MustCompile(`= ([0-9.]+)/([0-9.]+)/`).FindSubmatch(o)
+	if m == nil {
+		t.Fatalf("ping output without rtt: %s", o)
+	}
+	// The fastest of three: a loaded machine delays some pings further.
+	if least, _ := strconv.ParseFloat(string(m[1]), 64); least < 100 || least > 110 {
+		t.Errorf("RTT across one intercontinental uplink %.1f ms, want 100", least)
+	}
+	pids, err := exec.Command("ip", "netns", "pids", prefix+"-a-wan").Output()
+	if err != nil || len(strings.Fields(string(pids))) != 1 {
+		t.Fatalf("uplink namespace's processes: %q, %v", pids, err)
+	}
+	if code := run(ctx, []string{"down", prefix}, &out, &errOut); code != 0 {
+		t.Fatalf("down: exit %d: %s", code, errOut.String())
+	}
+	pid := strings.TrimSpace(string(pids))
+	for i := 0; i < 20; i++ {
+		// This process started the emulator and never waits for it: it
+		// stays a zombie here, where `natlab up` would have exited.
+		stat, err := os.ReadFile("/proc/" + pid + "/stat")
+		if _, state, _ := strings.Cut(string(stat), ") "); err != nil || strings.HasPrefix(state, "Z") {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Errorf("emulator %s still runs after down", pid)
 }
