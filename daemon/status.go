@@ -44,7 +44,7 @@ type PeerStatus struct {
 	Path      string     `json:"path"`
 	Remote    string     `json:"remote"`
 	RTTMs     float64    `json:"rtt_ms"`
-	Since     *time.Time `json:"since,omitempty"`
+	Since     *time.Time `json:"since,omitempty"`    // link up since; for state "offline", offline since
 	SetupMs   float64    `json:"setup_ms,omitempty"` // from connect request to link up
 	BytesIn   int64      `json:"bytes_in"`
 	BytesOut  int64      `json:"bytes_out"`
@@ -104,6 +104,10 @@ func (p *peer) status() PeerStatus {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	ps := PeerStatus{Name: p.name, PublicKey: p.key.String(), State: p.state, Error: p.lastErr}
+	if p.state == StateOffline {
+		since := p.offlineSince.UTC()
+		ps.Since = &since
+	}
 	if p.link != nil {
 		s := p.link.Stats()
 		since := s.Since.UTC()

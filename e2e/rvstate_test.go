@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"io"
+	"net"
 	"regexp"
 	"strings"
 	"testing"
@@ -41,4 +43,62 @@ func TestTwoDaemonsOneKey(t *testing.T) {
 			t.Errorf("%s: %d lines \"rendezvous connection lost\"", p.name, n)
 		}
 	}
+}
+
+// socksConnectReply sends a SOCKS5 CONNECT for 192.0.2.1:80 to the proxy
+// at addr and returns the reply code, and how long it took.
+func socksConnectReply(t *testing.T, addr string) (byte, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	var b [10]byte
+	if _, err := c.Write([]byte{5, 1, 0}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, b[:2]); err != nil || b[1] != 0 {
+		t.Fatalf("SOCKS5 greeting: % x, %v", b[:2], err)
+	}
+	if _, err := c.Write([]byte{5, 1, 0, 1, 192, 0, 2, 1, 0, 80}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, b[:]); err != nil {
+		t.Fatalf("SOCKS5 reply: %v", err)
+	}
+	return b[1], time.Since(start)
+}
+
+// TestOfflinePeer performs issue 19's finding 1: laptop runs while home
+// does not. Its status says home is offline (not registered with the
+// server) and since when, it logs so at info, and a SOCKS5 request through
+// home is answered "host unreachable" (4) at once, not after 15 s. When
+// home starts, the link comes up.
+func TestOfflinePeer(t *testing.T) {
+	w := newWorld(t, localhost{}, hostPort("127.0.0.1", freePort(t, localhost{})))
+	keys := map[string]string{"laptop": w.keygen("laptop"), "home": w.keygen("home")}
+	laptopAdmin, homeAdmin := hostPort("127.0.0.1", freePort(t, localhost{})), hostPort("127.0.0.1", freePort(t, localhost{}))
+	socks := hostPort("127.0.0.1", freePort(t, localhost{}))
+	laptop := start(t, localhost{}, "laptop", "up", "-c", w.render("browser-exit/laptop.toml", "laptop", laptopAdmin, keys,
+		"127.0.0.1:1080", socks))
+	st := waitStatus(t, localhost{}, laptopAdmin, 10*time.Second, "offline peer", func(st daemon.Status) bool {
+		return len(st.Peers) == 1 && st.Peers[0].State == daemon.StateOffline
+	})
+	if row := st.Peers[0]; row.Error != "offline (not registered with the server)" || row.Since == nil || time.Since(*row.Since) > time.Minute {
+		t.Errorf("home's row: %+v", row)
+	}
+	laptop.waitOutput(t, regexp.MustCompile(`level=info msg="peer is offline \(not registered with the server\)" peer=home`), time.Second)
+	code, took := socksConnectReply(t, socks)
+	if code != 4 || took > 5*time.Second {
+		t.Errorf("SOCKS5 to an offline peer: reply %d after %v, want 4 at once", code, took)
+	}
+	laptop.waitOutput(t, regexp.MustCompile(`level=info msg="cannot reach peer".*offline`), 5*time.Second)
+
+	start(t, localhost{}, "home", "up", "-c", w.render("browser-exit/home.toml", "home", homeAdmin, keys))
+	waitStatus(t, localhost{}, laptopAdmin, 20*time.Second, "link to home", func(st daemon.Status) bool {
+		return st.Peers[0].State == daemon.StateConnected
+	})
 }

@@ -47,6 +47,10 @@ type ClientConfig struct {
 	// yes. Called from the client's read loop; it must not block.
 	// Default: no one (a nil Consent refuses every ask).
 	Consent func(identity.PublicKey) bool
+	// OnOffline is called when the server answers a connect request
+	// with "offline": the peer is not registered, or does not list this
+	// peer (the server does not say which). Same rules as OnPunch.
+	OnOffline func(identity.PublicKey)
 	// OnRegistered is called after each successful registration, with the
 	// server's UDP probe endpoints. Same rules as OnPunch.
 	OnRegistered func(udp []netip.AddrPort)
@@ -159,6 +163,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	if cfg.OnPunch == nil {
 		cfg.OnPunch = func(Punch) {}
+	}
+	if cfg.OnOffline == nil {
+		cfg.OnOffline = func(identity.PublicKey) {}
 	}
 	if cfg.OnRegistered == nil {
 		cfg.OnRegistered = func([]netip.AddrPort) {}
@@ -424,6 +431,9 @@ func (c *Client) handle(p *peerConn, m *Message) {
 		c.deliverUDP(parseUDP(m))
 	case TypeError:
 		c.cfg.Log.WithFields(logrus.Fields{"code": m.Code, "peer": m.Peer}).Debug(m.Text)
+		if key, err := identity.ParsePublicKey(m.Peer); err == nil && m.Code == CodePeerOffline {
+			c.cfg.OnOffline(key)
+		}
 	}
 }
 
