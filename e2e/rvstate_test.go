@@ -102,3 +102,28 @@ func TestOfflinePeer(t *testing.T) {
 		return st.Peers[0].State == daemon.StateConnected
 	})
 }
+
+// TestWrongServerKey performs issue 19's finding 4 with the real binary:
+// a daemon that pins another key than the server's says so once at error
+// level, naming rendezvous.public_key, shows it in its status, and does
+// not try again within seconds (it warned and retried four times a
+// second at first, forever).
+func TestWrongServerKey(t *testing.T) {
+	w := newWorld(t, localhost{}, hostPort("127.0.0.1", freePort(t, localhost{})))
+	keys := map[string]string{"laptop": w.keygen("laptop"), "home": w.keygen("home")}
+	wrong := w.keygen("not-the-server")
+	admin := hostPort("127.0.0.1", freePort(t, localhost{}))
+	home := start(t, localhost{}, "home", "up", "-c", w.render("browser-exit/home.toml", "home", admin, keys, w.rvKey, wrong))
+	st := waitStatus(t, localhost{}, admin, 10*time.Second, "rendezvous error", func(st daemon.Status) bool { return st.RendezvousError != "" })
+	if !strings.Contains(st.RendezvousError, "rendezvous.public_key") {
+		t.Errorf("rendezvous_error %q does not name rendezvous.public_key", st.RendezvousError)
+	}
+	time.Sleep(2 * time.Second)
+	out := home.output()
+	if n := strings.Count(out, `level=error msg="the rendezvous server refuses this daemon; fix rendezvous.public_key"`); n != 1 {
+		t.Errorf("%d error lines naming rendezvous.public_key in 2 s, want 1", n)
+	}
+	if strings.Contains(out, "rendezvous connection lost") {
+		t.Error("a wrong server key was retried as a transient error")
+	}
+}
