@@ -148,6 +148,8 @@ func (d *Daemon) newRendezvous() (*rendezvous.Client, error) {
 		Dial:         d.dialRendezvous,
 		LAN:          d.lanCandidates,
 		OnPunch:      d.onPunch,
+		Consent:      func(k identity.PublicKey) bool { return d.peerByKey(k) != nil },
+		OnOffline:    d.onOffline,
 		OnRegistered: d.onRegistered,
 		Log:          d.log.WithField("component", "rendezvous"),
 	})
@@ -396,6 +398,13 @@ func (d *Daemon) sessionPaths() (all, direct []session.Path) {
 
 // onPunch routes a punch instruction to its peer. Instructions about keys
 // not in the config are dropped: access is deny by default.
+// onOffline marks a peer the server says is offline.
+func (d *Daemon) onOffline(k identity.PublicKey) {
+	if p := d.peerByKey(k); p != nil {
+		p.setOffline()
+	}
+}
+
 func (d *Daemon) onPunch(pu rendezvous.Punch) {
 	p := d.peerByKey(pu.Peer)
 	if p == nil {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/warren-p2p/warren/forward"
 	"github.com/warren-p2p/warren/identity"
 	"github.com/warren-p2p/warren/internal/backoff"
 	"github.com/warren-p2p/warren/link"
@@ -21,7 +22,14 @@ const (
 	StateConnecting = "connecting"
 	StateConnected  = "connected"
 	StateFailed     = "failed"
+	// StateOffline: the server answered "offline" to our last connect
+	// request (the peer is not registered, or does not list us), and no
+	// punch has come since. Local connections to it fail at once.
+	StateOffline = "offline"
 )
+
+// offlineText is a peer's error while it is offline.
+const offlineText = "offline (not registered with the server)"
 
 // punchFreshness drops punch instructions that waited longer than this:
 // the peer has given up on them.
@@ -54,16 +62,44 @@ type peer struct {
 	lastErr string
 	setup   time.Duration // request to link up, for the last link
 	up      chan struct{} // closed while a link is up
+	// offline is closed while the peer is offline, since offlineSince.
+	offline      chan struct{}
+	offlineSince time.Time
 	// counters are for GET /metrics (metrics.go).
 	counters linkCounters
 }
 
 func newPeer(name string, key identity.PublicKey, log logrus.FieldLogger) *peer {
-	return &peer{name: name, key: key, log: log, offers: make(chan offer, 1), state: StateConnecting, up: make(chan struct{})}
+	return &peer{name: name, key: key, log: log, offers: make(chan offer, 1), state: StateConnecting,
+		up: make(chan struct{}), offline: make(chan struct{})}
+}
+
+// setOffline records the server's "offline" answer, unless a link is up;
+// it logs the change, once.
+func (p *peer) setOffline() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.link != nil || p.state == StateOffline {
+		return
+	}
+	p.state, p.lastErr, p.offlineSince = StateOffline, offlineText, time.Now()
+	close(p.offline)
+	p.log.Info("peer is " + offlineText)
+}
+
+// leaveOfflineLocked ends the offline state: a punch came.
+func (p *peer) leaveOfflineLocked() {
+	if p.state == StateOffline {
+		p.state, p.lastErr = StateConnecting, ""
+		p.offline = make(chan struct{})
+	}
 }
 
 // offer queues a punch instruction, replacing an older one.
 func (p *peer) offer(pu rendezvous.Punch) {
+	p.mu.Lock()
+	p.leaveOfflineLocked()
+	p.mu.Unlock()
 	putNewest(p.offers, offer{Punch: pu, at: time.Now()})
 }
 
@@ -380,6 +416,7 @@ func (p *peer) setLink(l *link.Link, setup time.Duration) {
 	p.link, p.source = l, src
 	if l != nil {
 		p.counters.addLink(l)
+		p.leaveOfflineLocked()
 		p.state, p.lastErr, p.setup = StateConnected, "", setup
 		close(p.up)
 	} else {
@@ -410,18 +447,22 @@ func (p *peer) setFailed(err error) {
 	p.state, p.lastErr = StateFailed, err.Error()
 }
 
-// waitLink returns the peer's link, waiting up to max for one.
+// waitLink returns the peer's link, waiting up to max for one. While the
+// peer is offline, or once it goes offline, it fails at once with an
+// error that wraps forward.ErrPeerOffline.
 func (p *peer) waitLink(ctx context.Context, max time.Duration) (*link.Link, error) {
 	t := time.NewTimer(max)
 	defer t.Stop()
 	for {
 		p.mu.Lock()
-		l, up := p.link, p.up
+		l, up, offline := p.link, p.up, p.offline
 		p.mu.Unlock()
 		if l != nil {
 			return l, nil
 		}
 		select {
+		case <-offline:
+			return nil, forward.ErrPeerOffline
 		case <-up:
 		case <-t.C:
 			return nil, ErrNoLink

@@ -18,13 +18,20 @@ import (
 
 // Status is what GET /status returns.
 type Status struct {
-	PublicKey  string       `json:"public_key"`
-	Rendezvous string       `json:"rendezvous"` // "registered" or "connecting"
-	Observed   string       `json:"observed,omitempty"`
-	NAT        string       `json:"nat"` // "none", "cone", "symseq(+1)", "symrand", ...; "unknown" until classified
-	PunchPort  int          `json:"punch_port"`
-	Uptime     float64      `json:"uptime_s"`
-	Peers      []PeerStatus `json:"peers"`
+	PublicKey  string `json:"public_key"`
+	Rendezvous string `json:"rendezvous"` // "registered" or "connecting"
+	// RendezvousError is why the daemon is not registered, while it is
+	// not: the last connection's end. For a cause that retrying will not
+	// fix (another daemon uses this key, the server refuses the token or
+	// is not the pinned key) it says what to fix, and the daemon retries
+	// only every few minutes.
+	RendezvousError string       `json:"rendezvous_error,omitempty"`
+	RendezvousSince *time.Time   `json:"rendezvous_error_since,omitempty"`
+	Observed        string       `json:"observed,omitempty"`
+	NAT             string       `json:"nat"` // "none", "cone", "symseq(+1)", "symrand", ...; "unknown" until classified
+	PunchPort       int          `json:"punch_port"`
+	Uptime          float64      `json:"uptime_s"`
+	Peers           []PeerStatus `json:"peers"`
 	// Listeners are the SOCKS5 and forward listeners, in config order.
 	Listeners []forward.ListenerInfo `json:"listeners"`
 }
@@ -37,7 +44,7 @@ type PeerStatus struct {
 	Path      string     `json:"path"`
 	Remote    string     `json:"remote"`
 	RTTMs     float64    `json:"rtt_ms"`
-	Since     *time.Time `json:"since,omitempty"`
+	Since     *time.Time `json:"since,omitempty"`    // link up since; for state "offline", offline since
 	SetupMs   float64    `json:"setup_ms,omitempty"` // from connect request to link up
 	BytesIn   int64      `json:"bytes_in"`
 	BytesOut  int64      `json:"bytes_out"`
@@ -59,6 +66,10 @@ func (d *Daemon) Status() Status {
 	case <-d.rv.Registered():
 		st.Rendezvous = "registered"
 	default:
+		if err, since := d.rv.Err(); err != nil {
+			since = since.UTC()
+			st.RendezvousError, st.RendezvousSince = err.Error(), &since
+		}
 	}
 	if obs := d.rv.Observed(); obs.IsValid() {
 		st.Observed = obs.String()
@@ -93,6 +104,10 @@ func (p *peer) status() PeerStatus {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	ps := PeerStatus{Name: p.name, PublicKey: p.key.String(), State: p.state, Error: p.lastErr}
+	if p.state == StateOffline {
+		since := p.offlineSince.UTC()
+		ps.Since = &since
+	}
 	if p.link != nil {
 		s := p.link.Stats()
 		since := s.Since.UTC()

@@ -471,6 +471,9 @@ func (l *rvLoad) read(p *rvPeer) {
 				l.wheel[slot] = append(l.wheel[slot], p)
 				l.mu.Unlock()
 			}
+		case rendezvous.TypeAsk:
+			// Every simulated peer lists every other: consent.
+			p.send(&rendezvous.Message{Type: rendezvous.TypeConsent, Seq: f.Seq})
 		case rendezvous.TypePunch:
 			l.punched(p, f)
 		case rendezvous.TypeUDP:

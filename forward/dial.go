@@ -9,6 +9,12 @@ import (
 	"time"
 )
 
+// ErrPeerOffline is what an Opener's error wraps when the peer is known
+// to be offline (not registered with the rendezvous server, or not
+// listing this daemon): a SOCKS5 client is told "host unreachable" at
+// once rather than wait for a link that will not come.
+var ErrPeerOffline = errors.New("peer is offline (not registered with the server)")
+
 // Opener opens streams on links to peers. The daemon implements it over
 // its links; OpenStream fails if no link to peer is up. Streams should
 // offer CloseWrite() error so half-closes pass through.

@@ -384,6 +384,11 @@ func logDialError(log logrus.FieldLogger, err error) {
 		log.WithFields(logrus.Fields{"code": re.Code, "reason": refusalReason(re)}).Warn("refused by peer")
 		return
 	}
+	if errors.Is(err, ErrPeerOffline) {
+		// Not this daemon's fault, nor news: status says so too.
+		log.WithError(err).Info("cannot reach peer")
+		return
+	}
 	log.WithError(err).Warn("cannot reach peer")
 }
 

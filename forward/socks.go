@@ -128,8 +128,11 @@ func (s *socksSession) Allow(ctx context.Context, req *socks5.Request) (context.
 		logDialError(log, err)
 		code := CodeGeneralFailure
 		var re *RefusedError
-		if errors.As(err, &re) {
+		switch {
+		case errors.As(err, &re):
 			code = re.Code
+		case errors.Is(err, ErrPeerOffline):
+			code = CodeHostUnreachable
 		}
 		if code == CodeNotAllowed {
 			return ctx, false

@@ -215,14 +215,17 @@ func blackhole(t *testing.T) string {
 }
 
 // TestSocksReplyCodes checks that codes go-socks5 cannot produce from a
-// Dial error reach the client unchanged.
+// Dial error reach the client unchanged, and that a peer known to be
+// offline is "host unreachable" (issue 19 #1).
 func TestSocksReplyCodes(t *testing.T) {
 	e := newExit(t, []config.Peer{{Name: "alice", Exit: true}}, nil, newResolver(nil), forward.Config{DialTimeout: 300 * time.Millisecond})
 	l := startListeners(t, e, []config.Socks{
 		{Listen: "127.0.0.1:0", Peer: "exit"},
 		{Listen: "127.0.0.1:0", Peer: "nolink"},
+		{Listen: "127.0.0.1:0", Peer: "offline"},
 	}, nil, forward.Config{})
-	socks, nolink := l.SocksAddrs()[0].String(), l.SocksAddrs()[1].String()
+	e.Opener.Offline("offline")
+	socks, nolink, offline := l.SocksAddrs()[0].String(), l.SocksAddrs()[1].String(), l.SocksAddrs()[2].String()
 
 	tests := []struct {
 		addr   string
@@ -238,6 +241,7 @@ func TestSocksReplyCodes(t *testing.T) {
 		{socks, 3, "0.0.0.0:0", forward.CodeSucceeded},             // ASSOCIATE
 		{nolink, 1, "10.0.0.1:80", forward.CodeGeneralFailure},
 		{nolink, 3, "0.0.0.0:0", forward.CodeGeneralFailure},
+		{offline, 1, "10.0.0.1:80", forward.CodeHostUnreachable},
 	}
 	for _, tt := range tests {
 		c, err := net.Dial("tcp", tt.addr)

@@ -14,8 +14,8 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/warren-p2p/warren/identity"
-	"github.com/warren-p2p/warren/internal/backoff"
 	"github.com/warren-p2p/warren/internal/conf"
+	"github.com/warren-p2p/warren/internal/loglimit"
 	"github.com/warren-p2p/warren/punch"
 )
 
@@ -41,6 +41,16 @@ type ClientConfig struct {
 	// client's read loop and must not block. The session's second step
 	// arrives later on the instruction's UDP handle.
 	OnPunch func(Punch)
+	// Consent says whether the peer with this key may learn this peer's
+	// addresses and punch to it: the server asks it for every connect
+	// request naming this peer, and tells the asker nothing without a
+	// yes. Called from the client's read loop; it must not block.
+	// Default: no one (a nil Consent refuses every ask).
+	Consent func(identity.PublicKey) bool
+	// OnOffline is called when the server answers a connect request
+	// with "offline": the peer is not registered, or does not list this
+	// peer (the server does not say which). Same rules as OnPunch.
+	OnOffline func(identity.PublicKey)
 	// OnRegistered is called after each successful registration, with the
 	// server's UDP probe endpoints. Same rules as OnPunch.
 	OnRegistered func(udp []netip.AddrPort)
@@ -63,6 +73,9 @@ type Punch struct {
 	LAN    []netip.AddrPort
 	// PeerNAT is the peer's NAT as it reported it (zero if it did not).
 	PeerNAT punch.NAT
+	// RelayToken opens this side of the session's relay (zero if the
+	// server sent none, and then the relay refuses it).
+	RelayToken RelayToken
 	// UDP is where the session's second step arrives; Close it when the
 	// session is over.
 	UDP *UDPStep
@@ -93,6 +106,8 @@ var ErrNotRegistered = errors.New("not registered with the rendezvous server")
 type Client struct {
 	cfg     ClientConfig
 	tlsConf *tls.Config
+	// refused limits the debug lines of refused asks: any key can ask.
+	refused *loglimit.Limiter
 
 	// mu guards the fields below.
 	mu         sync.Mutex
@@ -104,6 +119,11 @@ type Client struct {
 	// steps holds the sessions of the current connection whose second
 	// step has not arrived yet; the connection's end forgets them.
 	steps map[string]*UDPStep
+
+	// err is why the last connection ended, and since when; nil while
+	// registered.
+	err      error
+	errSince time.Time
 
 	// redial cuts Run's wait before the next connection short.
 	redial chan struct{}
@@ -144,6 +164,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.OnPunch == nil {
 		cfg.OnPunch = func(Punch) {}
 	}
+	if cfg.OnOffline == nil {
+		cfg.OnOffline = func(identity.PublicKey) {}
+	}
 	if cfg.OnRegistered == nil {
 		cfg.OnRegistered = func([]netip.AddrPort) {}
 	}
@@ -151,8 +174,12 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	refused, err := loglimit.New(loglimit.Config{Log: cfg.Log, Burst: 1, SummaryLevel: logrus.DebugLevel})
+	if err != nil {
+		return nil, err
+	}
 	conf := identity.TLSConfig(cert, identity.Pinned(cfg.ServerKey))
-	return &Client{cfg: cfg, tlsConf: conf, registered: make(chan struct{}), redial: make(chan struct{}, 1), steps: make(map[string]*UDPStep)}, nil
+	return &Client{cfg: cfg, tlsConf: conf, refused: refused, registered: make(chan struct{}), redial: make(chan struct{}, 1), steps: make(map[string]*UDPStep)}, nil
 }
 
 // Observed returns this peer's endpoint as the server last saw it.
@@ -236,23 +263,20 @@ func (c *Client) Connect(peer identity.PublicKey) error {
 // Run keeps the client registered until ctx ends.
 func (c *Client) Run(ctx context.Context) error {
 	// Jitter spreads reconnects when a server restart drops everyone.
-	retry := backoff.Backoff{Min: 250 * time.Millisecond, Max: c.cfg.MaxBackoff}
+	retry := newRetries(c.cfg.MaxBackoff)
+	log := c.cfg.Log.WithField("server", c.cfg.Address)
 	for {
 		start := time.Now()
 		err := c.session(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
-		if time.Since(start) > time.Minute {
-			retry.Reset()
-		}
-		wait := retry.Next()
-		c.cfg.Log.WithError(err).WithFields(logrus.Fields{"server": c.cfg.Address, "retry_in": wait.Round(time.Millisecond)}).
-			Warn("rendezvous connection lost")
+		c.setErr(err)
+		wait := retry.after(err, time.Since(start), log)
 		select {
 		case <-time.After(wait):
 		case <-c.redial:
-			retry.Reset()
+			retry.transient.Reset()
 		case <-ctx.Done():
 			return nil
 		}
@@ -274,7 +298,11 @@ func (c *Client) session(ctx context.Context) error {
 	raw.SetDeadline(time.Now().Add(10 * time.Second))
 	tc := tls.Client(raw, c.tlsConf)
 	if err := tc.HandshakeContext(ctx); err != nil {
-		return fmt.Errorf("tls with %s: %w", c.cfg.Address, err)
+		err = fmt.Errorf("tls with %s: %w", c.cfg.Address, err)
+		if errors.Is(err, identity.ErrKeyMismatch) {
+			return &PermanentError{Err: err, Fix: "rendezvous.public_key"}
+		}
+		return err
 	}
 	p := &peerConn{conn: tc, key: c.cfg.ServerKey, log: c.cfg.Log}
 	reg := &Message{Type: TypeRegister, Version: Version, Token: c.cfg.Token}
@@ -291,7 +319,11 @@ func (c *Client) session(ctx context.Context) error {
 		return fmt.Errorf("register: %w", err)
 	}
 	if m.Type == TypeError {
-		return fmt.Errorf("register refused: %s: %s", m.Code, m.Text)
+		err := fmt.Errorf("register refused: %s: %s", m.Code, m.Text)
+		if m.Code == CodeBadToken {
+			return &PermanentError{Err: err, Fix: "rendezvous.token or rendezvous.token_file"}
+		}
+		return err
 	}
 	observed, err := netip.ParseAddrPort(m.Observed)
 	if m.Type != TypeRegistered || err != nil {
@@ -329,6 +361,9 @@ func (c *Client) session(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		if m.Type == TypeError && m.Code == CodeReplaced {
+			return &ReplacedError{By: m.Public}
+		}
 		if m.Type == TypePong {
 			select {
 			case pongs <- m.Seq:
@@ -336,7 +371,7 @@ func (c *Client) session(ctx context.Context) error {
 			}
 			continue
 		}
-		c.handle(m)
+		c.handle(p, m)
 	}
 }
 
@@ -380,8 +415,10 @@ func (c *Client) pingLoop(ctx context.Context, p *peerConn, pongs <-chan uint64)
 	}
 }
 
-func (c *Client) handle(m *Message) {
+func (c *Client) handle(p *peerConn, m *Message) {
 	switch m.Type {
+	case TypeAsk:
+		c.answerAsk(p, m)
 	case TypePunch:
 		pu, err := parsePunch(m)
 		if err != nil {
@@ -394,6 +431,26 @@ func (c *Client) handle(m *Message) {
 		c.deliverUDP(parseUDP(m))
 	case TypeError:
 		c.cfg.Log.WithFields(logrus.Fields{"code": m.Code, "peer": m.Peer}).Debug(m.Text)
+		if key, err := identity.ParsePublicKey(m.Peer); err == nil && m.Code == CodePeerOffline {
+			c.cfg.OnOffline(key)
+		}
+	}
+}
+
+// answerAsk consents to an ask whose key Consent accepts, and says
+// nothing to the server otherwise: the server answers the asker "offline"
+// either way after the same wait. A refusal is one debug line at most per
+// interval, as anyone can ask.
+func (c *Client) answerAsk(p *peerConn, m *Message) {
+	key, err := identity.ParsePublicKey(m.Peer)
+	if err == nil && c.cfg.Consent != nil && c.cfg.Consent(key) {
+		if err := p.send(&Message{Type: TypeConsent, Seq: m.Seq}); err != nil {
+			p.conn.Close()
+		}
+		return
+	}
+	if c.refused.Allow("server", "refused ask") {
+		c.cfg.Log.WithField("key", m.Peer).Debug("refused a connect request from a key not in [[peers]]")
 	}
 }
 
@@ -417,6 +474,9 @@ func parsePunch(m *Message) (Punch, error) {
 		return Punch{}, fmt.Errorf("punch peer: %w", err)
 	}
 	pu := Punch{Session: m.Session, Side: m.Side, Peer: key}
+	// A missing or malformed token costs only the relay: the direct paths
+	// need none.
+	pu.RelayToken, _ = parseRelayToken(m.RelayToken)
 	pu.PeerNAT = m.NAT.NAT()
 	if pu.Public, err = netip.ParseAddrPort(m.Public); err != nil {
 		return Punch{}, fmt.Errorf("punch public endpoint: %w", err)
@@ -429,10 +489,26 @@ func parsePunch(m *Message) (Punch, error) {
 	return pu, nil
 }
 
+// Err returns why the client is not registered (the last connection's
+// end), and since when; nil while registered and before the first try
+// ends.
+func (c *Client) Err() (error, time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err, c.errSince
+}
+
+func (c *Client) setErr(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.err, c.errSince = err, time.Now()
+}
+
 func (c *Client) setRegistered(p *peerConn, observed netip.AddrPort) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.cur, c.observed = p, observed
+	c.err = nil
 	close(c.registered)
 }
 

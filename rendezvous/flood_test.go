@@ -129,7 +129,7 @@ func fillRelays(ctx context.Context, t *testing.T, ts testServer, ip string) {
 		for side := range 2 {
 			if c, err := dialerFrom(ip)(ctx, ts.addr); err == nil {
 				c.(*net.TCPConn).SetLinger(0)
-				c.Write(header(relayMagic, id, side))
+				c.Write(relayHeader(id, side, RelayToken{}))
 				held = append(held, c)
 			}
 		}
@@ -160,7 +160,7 @@ func startLegit(t *testing.T, ctx context.Context, ts testServer, ip string, key
 		}
 	}
 	c, err := NewClient(ClientConfig{Address: ts.addr, ServerKey: ts.srv.PublicKey(), Key: key, Log: quietLog(),
-		Dial: dialerFrom(ip), OnPunch: onPunch})
+		Dial: dialerFrom(ip), OnPunch: onPunch, Consent: func(k identity.PublicKey) bool { return k == partner }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +188,7 @@ func (lp *legitPeer) relayTo(ctx context.Context, peer identity.PublicKey, addr 
 			if err != nil {
 				return nil, err
 			}
-			return DialRelay(ctx, c, id, p.Side)
+			return DialRelay(ctx, c, id, p.Side, p.RelayToken)
 		case <-ctx.Done():
 			return nil, fmt.Errorf("no punch from the server: %w", ctx.Err())
 		}

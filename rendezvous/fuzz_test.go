@@ -254,7 +254,7 @@ func startFzRelayServer(f *testing.F) *fzRelayServer {
 			f.Fatal(err)
 		}
 		c, err := NewClient(ClientConfig{Address: tcp.Addr().String(), ServerKey: srv.PublicKey(), Key: key,
-			Log: quietLog(), OnPunch: func(p Punch) { punches <- p }})
+			Log: quietLog(), OnPunch: func(p Punch) { punches <- p }, Consent: consentAll})
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -298,19 +298,24 @@ func (rs *fzRelayServer) reissue() {
 }
 
 // fzLoopPeer is the end of the fake relay and probe connections: the
-// source the session's peers registered from, as a relay must come from
-// its peer's source.
+// source the session's peers registered from (a relay may come from
+// anywhere; its token binds it).
 var fzLoopPeer = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
 
-// fzHeader is what a connection's first 21 bytes ask of the server:
-// "relay", "probe" or "" (TLS, or garbage that is closed).
-func fzHeader(b []byte, live punch.SessionID) (kind string, side byte) {
+// fzHeader is what a connection's header asks of the server: "relay",
+// "probe" or "" (TLS, or garbage that is closed).
+func (rs *fzRelayServer) fzHeader(b []byte) (kind string, side byte) {
 	if len(b) < tcpProbeLen || b[20] > 1 {
 		return "", 0
 	}
 	switch string(b[:4]) {
 	case relayMagic:
-		if bytes.Equal(b[4:20], live[:]) {
+		if len(b) < relayHeaderLen {
+			return "", 0
+		}
+		var tok RelayToken
+		copy(tok[:], b[tcpProbeLen:])
+		if bytes.Equal(b[4:20], rs.session[:]) && rs.srv.relaySecret.valid(tok, rs.session, int(b[20]), rs.keys[b[20]]) {
 			return "relay", b[20]
 		}
 		return "stranger relay", b[20]
@@ -322,11 +327,13 @@ func fzHeader(b []byte, live punch.SessionID) (kind string, side byte) {
 
 // FuzzServeConn opens two TCP connections to the control port at once,
 // sending arbitrary bytes and then half-closing. The first bytes choose
-// what the server does: a relay (header "WRR\x01", session ID, side), a
+// what the server does: a relay (header "WRR\x02", session ID, side,
+// token), a
 // TCP session probe ("WRP\x03", session ID, side) or, for anything not
 // starting with 'W', TLS. A session ID of all zeros in an input stands for
 // the live session the server issued (whose ID is random), any other for a
-// session it never issued.
+// session it never issued; a relay token of all zeros for the live
+// session stands for its side's token, any other for a forged one.
 //
 // Two relay connections for the live session from its two sides must be
 // paired, each answered with the paired byte and then carrying exactly
@@ -337,7 +344,11 @@ func fzHeader(b []byte, live punch.SessionID) (kind string, side byte) {
 // would leave one relay side waiting for its partner (10 s) are skipped.
 func FuzzServeConn(f *testing.F) {
 	hdr := func(magic string, side byte) []byte {
-		return append(append([]byte(magic), make([]byte, 16)...), side)
+		h := append(append([]byte(magic), make([]byte, 16)...), side)
+		if magic == relayMagic {
+			h = append(h, make([]byte, 16)...)
+		}
+		return h
 	}
 	f.Add(append(hdr(relayMagic, 0), "\x16\x03\x01 client's TLS"...), append(hdr(relayMagic, 1), "server's TLS"...))
 	f.Add(hdr(relayMagic, 1), hdr(relayMagic, 0))
@@ -354,9 +365,13 @@ func FuzzServeConn(f *testing.F) {
 			x = bytes.Clone(x)
 			if len(x) >= 20 && bytes.Equal(x[4:20], make([]byte, 16)) {
 				copy(x[4:20], rs.session[:])
+				if len(x) >= relayHeaderLen && x[20] <= 1 && bytes.Equal(x[tcpProbeLen:relayHeaderLen], make([]byte, 16)) {
+					tok := rs.srv.relaySecret.token(rs.session, int(x[20]), rs.keys[x[20]])
+					copy(x[tcpProbeLen:], tok[:])
+				}
 			}
 			in[i] = x
-			kinds[i], sides[i] = fzHeader(x, rs.session)
+			kinds[i], sides[i] = rs.fzHeader(x)
 		}
 		paired := kinds[0] == "relay" && kinds[1] == "relay" && sides[0] != sides[1]
 		if !paired && (kinds[0] == "relay" || kinds[1] == "relay") {
@@ -385,7 +400,7 @@ func FuzzServeConn(f *testing.F) {
 			got := c.Written()
 			switch {
 			case paired:
-				want := append([]byte{relayPaired}, in[1-i][tcpProbeLen:]...)
+				want := append([]byte{relayPaired}, in[1-i][relayHeaderLen:]...)
 				if !bytes.Equal(got, want) {
 					t.Fatalf("relay side %d received %q, want %q", sides[i], got, want)
 				}
@@ -434,8 +449,8 @@ func FuzzServerAnswer(f *testing.F) {
 		}
 
 		c = newFzConn(answer)
-		rc, err := DialRelay(ctx, c, fzSession, 0)
-		if got, want := c.Written(), header(relayMagic, fzSession, 0); !bytes.Equal(got, want) {
+		rc, err := DialRelay(ctx, c, fzSession, 0, RelayToken{7})
+		if got, want := c.Written(), relayHeader(fzSession, 0, RelayToken{7}); !bytes.Equal(got, want) {
 			t.Fatalf("relay sent %x, want %x", got, want)
 		}
 		paired := len(answer) > 0 && answer[0] == relayPaired
@@ -470,6 +485,7 @@ func FuzzClientHandle(f *testing.F) {
 		{Type: TypeUDP, Session: fzSession.String(), PeerUDP: "198.51.100.7:40001", PeerTCP: "[2001:db8::1]:5", PeerLANPort: 65535, DelayMs: 2500},
 		{Type: TypeUDP, DelayMs: -1, PeerLANPort: 65536},
 		{Type: TypeError, Code: CodePeerOffline, Peer: key.String(), Text: "peer is not registered"},
+		{Type: TypeAsk, Peer: key.String(), Seq: 7},
 		{Type: TypeRegistered, Observed: "198.51.100.7:40000", UDP: []string{"0.0.0.0:7777", "[::]:7778", "192.0.2.1:7779", "bad"}},
 	} {
 		var b bytes.Buffer
@@ -494,7 +510,9 @@ func FuzzClientHandle(f *testing.F) {
 		// A UDP instruction reaches the step its session's punch handed
 		// out.
 		step := c.expectUDP(m.Session)
-		c.handle(m)
+		// Consent is nil (refuse every ask), so an ask sends nothing on
+		// the missing connection.
+		c.handle(nil, m)
 		if u, ok := step.Wait(context.Background(), 0); ok {
 			udps = append(udps, u)
 		}

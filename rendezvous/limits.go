@@ -72,7 +72,7 @@ const (
 	refusedRelayOff        = "relay_off"
 	refusedRelaySession    = "relay_bad_session"
 	refusedRelays          = "over_max_relays"
-	refusedRelaySource     = "relay_wrong_source"
+	refusedRelayToken      = "relay_bad_token"
 	refusedKeyRelays       = "over_key_relays"
 	refusedRelayBudget     = "over_relay_budget"
 	evictedRelay           = "relay_evicted"

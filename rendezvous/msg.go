@@ -26,6 +26,8 @@ const (
 	TypePong       = "pong"
 	TypeNAT        = "nat"
 	TypeUDP        = "udp"
+	TypeAsk        = "ask"
+	TypeConsent    = "consent"
 )
 
 // Error codes carried by TypeError messages.
@@ -34,6 +36,7 @@ const (
 	CodePeerOffline = "peer_offline"
 	CodeProtocol    = "protocol"
 	CodeRateLimited = "rate_limited"
+	CodeReplaced    = "replaced"
 )
 
 // Message is one control frame. Which fields are set depends on Type (see
@@ -57,7 +60,8 @@ type Message struct {
 	Public      string     `json:"public,omitempty"`
 	Code        string     `json:"code,omitempty"`
 	Text        string     `json:"message,omitempty"`
-	Seq         uint64     `json:"seq,omitempty"`
+	RelayToken  string     `json:"relay_token,omitempty"` // punch: the receiver's relay token (32 hex)
+	Seq         uint64     `json:"seq,omitempty"`         // ping, pong: the round; ask, consent: the ask
 }
 
 // ErrProtocol wraps every malformed-input error from ReadMessage.
@@ -99,7 +103,7 @@ func ReadMessage(r io.Reader) (*Message, error) {
 		return nil, fmt.Errorf("%w: %v", ErrProtocol, err)
 	}
 	switch m.Type {
-	case TypeRegister, TypeRegistered, TypeConnect, TypePunch, TypeError, TypePing, TypePong, TypeNAT, TypeUDP:
+	case TypeRegister, TypeRegistered, TypeConnect, TypePunch, TypeError, TypePing, TypePong, TypeNAT, TypeUDP, TypeAsk, TypeConsent:
 		return &m, nil
 	}
 	return nil, fmt.Errorf("%w: unknown message type %q", ErrProtocol, m.Type)

@@ -18,12 +18,12 @@ import (
 )
 
 // A relay connection is a plain TCP connection to the control port that
-// opens with relayMagic + session ID (16) + side (1). The server pairs the
-// two sides of a session it issued, answers each with relayPaired, and then
-// copies bytes both ways. What flows is the peers' TLS: the server sees
+// opens with relayMagic + session ID (16) + side (1) + the side's
+// RelayToken (16). The server pairs the two sides of a session it issued,
+// answers each with relayPaired, and then copies bytes both ways. What flows is the peers' TLS: the server sees
 // only ciphertext and holds no key that could forge either end.
 const (
-	relayMagic  = "WRR\x01"
+	relayMagic  = "WRR\x02" // \x01 was the header without a token
 	relayPaired = 0x01
 )
 
@@ -65,10 +65,10 @@ type relayPair struct {
 	at   time.Time
 }
 
-// serveRelay handles one relay connection whose 21-byte header was read.
+// serveRelay handles one relay connection whose header was read.
 // Whatever ends it, it gives back all it took: its meter's hold, its place
 // among the waiting or the pairs, and (by returning) its connection.
-func (s *Server) serveRelay(ctx context.Context, raw net.Conn, r io.Reader, id punch.SessionID, side byte) {
+func (s *Server) serveRelay(ctx context.Context, raw net.Conn, r io.Reader, id punch.SessionID, side byte, tok RelayToken) {
 	src := sourceOfAddr(raw.RemoteAddr())
 	log := s.cfg.Log.WithFields(logrus.Fields{"remote": raw.RemoteAddr().String(), "session": id.String()[:8]})
 	// Refusals are logged one by one at debug level only, and summed up
@@ -77,7 +77,7 @@ func (s *Server) serveRelay(ctx context.Context, raw net.Conn, r io.Reader, id p
 		log.WithField("reason", reason).Debug("relay refused")
 		s.refusals.note(src, reason)
 	}
-	key, reason := s.relayKey(id, side, src, time.Now())
+	key, reason := s.relayKey(id, side, tok, time.Now())
 	if reason != "" {
 		refuse(reason)
 		return
@@ -114,13 +114,14 @@ func (s *Server) serveRelay(ctx context.Context, raw net.Conn, r io.Reader, id p
 }
 
 // relayKey returns the key whose side of session id a relay connection
-// from src serves, or the reason to refuse it. The session must be one
-// the server issued, within RelayWindow and not yet relayed; and the
-// connection must come from the source that key is registered from now.
-// The relay header proves nothing (its session ID has crossed the wire
-// in clear in UDP probes), so the source is what binds a relay to its
-// key: a stranger cannot take a peer's side, nor spend its budget.
-func (s *Server) relayKey(id punch.SessionID, side byte, src netip.Addr, now time.Time) (identity.PublicKey, string) {
+// with token tok serves, or the reason to refuse it. The session must be
+// one the server issued (after its target's consent), within RelayWindow
+// and not yet relayed; and tok must be the one the server gave that side's
+// key in its punch instruction. The session ID proves nothing (it has
+// crossed the wire in clear in UDP probes); the token, which only that
+// key's TLS connection carried, binds the relay to the key, from wherever
+// it comes: a stranger cannot take a peer's side, nor spend its budget.
+func (s *Server) relayKey(id punch.SessionID, side byte, tok RelayToken, now time.Time) (identity.PublicKey, string) {
 	if !s.cfg.Relay {
 		return identity.PublicKey{}, refusedRelayOff
 	}
@@ -131,8 +132,8 @@ func (s *Server) relayKey(id punch.SessionID, side byte, src netip.Addr, now tim
 		return identity.PublicKey{}, refusedRelaySession
 	}
 	key := issued.keys[side]
-	if p := s.peers[key]; p == nil || sourceOf(p.observed.Addr()) != src {
-		return identity.PublicKey{}, refusedRelaySource
+	if !s.relaySecret.valid(tok, id, int(side), key) {
+		return identity.PublicKey{}, refusedRelayToken
 	}
 	return key, ""
 }
@@ -306,10 +307,10 @@ func (s *Server) copyIdle(ctx context.Context, dst net.Conn, src *relayHalf) int
 // control port), to relay session's traffic to the other side, and waits
 // until that side has arrived too. On success conn carries the peer's
 // bytes; on failure it is closed.
-func DialRelay(ctx context.Context, conn net.Conn, session punch.SessionID, side int) (net.Conn, error) {
+func DialRelay(ctx context.Context, conn net.Conn, session punch.SessionID, side int, token RelayToken) (net.Conn, error) {
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	if _, err := conn.Write(header(relayMagic, session, side)); err != nil {
+	if _, err := conn.Write(relayHeader(session, side, token)); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("relay: %w", err)
 	}

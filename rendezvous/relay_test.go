@@ -16,7 +16,7 @@ import (
 // relaySetup starts a server with cfg, registers two clients and has the
 // server issue a punch session between them. It returns the server's
 // address and the session.
-func relaySetup(t *testing.T, ctx context.Context, cfg ServerConfig) (string, punch.SessionID) {
+func relaySetup(t *testing.T, ctx context.Context, cfg ServerConfig) (string, punch.SessionID, [2]RelayToken) {
 	t.Helper()
 	cfg.NATWait = 10 * time.Millisecond
 	ts := startServer(t, ctx, cfg)
@@ -29,20 +29,24 @@ func relaySetup(t *testing.T, ctx context.Context, cfg ServerConfig) (string, pu
 	}
 	clients[0].Connect(clients[1].cfg.Key.Public())
 	var p Punch
-	select {
-	case p = <-punches:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no punch session was coordinated")
+	var tokens [2]RelayToken
+	for range 2 {
+		select {
+		case p = <-punches:
+			tokens[p.Side] = p.RelayToken
+		case <-time.After(10 * time.Second):
+			t.Fatal("no punch session was coordinated")
+		}
 	}
 	id, err := punch.ParseSessionID(p.Session)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ts.addr, id
+	return ts.addr, id, tokens
 }
 
 // openRelayPair opens both sides of a relay for session.
-func openRelayPair(t *testing.T, ctx context.Context, addr string, id punch.SessionID) (net.Conn, net.Conn) {
+func openRelayPair(t *testing.T, ctx context.Context, addr string, id punch.SessionID, tokens [2]RelayToken) (net.Conn, net.Conn) {
 	t.Helper()
 	conns := make([]net.Conn, 2)
 	errs := make([]error, 2)
@@ -56,7 +60,7 @@ func openRelayPair(t *testing.T, ctx context.Context, addr string, id punch.Sess
 				errs[side] = err
 				return
 			}
-			conns[side], errs[side] = DialRelay(ctx, c, id, side)
+			conns[side], errs[side] = DialRelay(ctx, c, id, side, tokens[side])
 		}()
 	}
 	wg.Wait()
@@ -72,8 +76,8 @@ func openRelayPair(t *testing.T, ctx context.Context, addr string, id punch.Sess
 func TestRelayCopiesBothWays(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	addr, id := relaySetup(t, ctx, ServerConfig{Relay: true})
-	a, b := openRelayPair(t, ctx, addr, id)
+	addr, id, tokens := relaySetup(t, ctx, ServerConfig{Relay: true})
+	a, b := openRelayPair(t, ctx, addr, id, tokens)
 	payload := make([]byte, 4<<20)
 	rand.Read(payload)
 	go func() {
@@ -106,7 +110,7 @@ func TestRelayRefusesStrangers(t *testing.T) {
 			// Cleanup waits for goroutines that end with this context.
 			ctx, cancel := context.WithCancel(ctx)
 			defer cancel()
-			addr, id := relaySetup(t, ctx, ServerConfig{Relay: tc.relay})
+			addr, id, tokens := relaySetup(t, ctx, ServerConfig{Relay: tc.relay})
 			if tc.fake {
 				id = punch.NewSessionID()
 			}
@@ -116,7 +120,7 @@ func TestRelayRefusesStrangers(t *testing.T) {
 			}
 			dctx, dcancel := context.WithTimeout(ctx, 3*time.Second)
 			defer dcancel()
-			if _, err := DialRelay(dctx, c, id, 0); err == nil {
+			if _, err := DialRelay(dctx, c, id, 0, tokens[0]); err == nil {
 				t.Fatal("relay accepted")
 			}
 		})
@@ -130,8 +134,8 @@ func TestRelayRateLimit(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	const rate = 1 << 20
-	addr, id := relaySetup(t, ctx, ServerConfig{Relay: true, RelayRate: rate})
-	a, b := openRelayPair(t, ctx, addr, id)
+	addr, id, tokens := relaySetup(t, ctx, ServerConfig{Relay: true, RelayRate: rate})
+	a, b := openRelayPair(t, ctx, addr, id, tokens)
 	start := time.Now()
 	go func() {
 		a.Write(make([]byte, 3*rate))

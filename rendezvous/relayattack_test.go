@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,6 +28,19 @@ type rawPeer struct {
 	key      identity.PublicKey
 	ip, addr string
 	asked    chan punch.SessionID // sessions it asked for (side 0), as they come
+	refuse   atomic.Bool          // refuse every ask (by default it consents to all)
+	others   chan timedMessage    // what else it was sent, but asks and pongs
+
+	// tmu guards tokens: its relay token for each session it was in.
+	tmu    sync.Mutex
+	tokens map[punch.SessionID]RelayToken
+}
+
+// token returns p's relay token for session id (zero if it has none).
+func (p *rawPeer) token(id punch.SessionID) RelayToken {
+	p.tmu.Lock()
+	defer p.tmu.Unlock()
+	return p.tokens[id]
 }
 
 // newRawPeer registers a fresh key from ip and reports a NAT, so that
@@ -37,7 +51,8 @@ func newRawPeer(t testing.TB, ts testServer, ip string) *rawPeer {
 	if err != nil {
 		t.Fatalf("registering from %s: %v", ip, err)
 	}
-	p := &rawPeer{c: c, key: key, ip: ip, addr: ts.addr, asked: make(chan punch.SessionID, 256)}
+	p := &rawPeer{c: c, key: key, ip: ip, addr: ts.addr, asked: make(chan punch.SessionID, 256), others: make(chan timedMessage, 256),
+		tokens: make(map[punch.SessionID]RelayToken)}
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for {
@@ -45,9 +60,25 @@ func newRawPeer(t testing.TB, ts testServer, ip string) *rawPeer {
 			if err != nil {
 				return
 			}
+			switch {
+			case m.Type == TypeAsk && !p.refuse.Load():
+				p.send(&Message{Type: TypeConsent, Seq: m.Seq})
+			case m.Type != TypeAsk && m.Type != TypePong:
+				select {
+				case p.others <- timedMessage{m, time.Now()}:
+				default:
+				}
+			}
+			id, err := punch.ParseSessionID(m.Session)
+			if m.Type == TypePunch && err == nil {
+				tok, _ := parseRelayToken(m.RelayToken)
+				p.tmu.Lock()
+				p.tokens[id] = tok
+				p.tmu.Unlock()
+			}
 			// The asker is side 0: the sessions others ask for are
 			// theirs to relay.
-			if id, err := punch.ParseSessionID(m.Session); m.Type == TypePunch && m.Side == 0 && err == nil {
+			if m.Type == TypePunch && m.Side == 0 && err == nil {
 				select {
 				case p.asked <- id:
 				default:
@@ -76,22 +107,35 @@ func (p *rawPeer) session(t testing.TB, q *rawPeer) punch.SessionID {
 	if err := p.send(&Message{Type: TypeConnect, Peer: q.key.String()}); err != nil {
 		t.Fatal(err)
 	}
+	var id punch.SessionID
 	select {
-	case id := <-p.asked:
-		return id
+	case id = <-p.asked:
 	case <-time.After(5 * time.Second):
 		t.Fatal("no punch session issued")
 	}
-	return punch.SessionID{}
+	// q's punch, with its token, may come a moment after p's.
+	for end := time.Now().Add(5 * time.Second); q.token(id) == (RelayToken{}); time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("no punch instruction for the other side")
+		}
+	}
+	return id
 }
 
-// relayHalf opens one side of session id's relay from p's source and
-// sends the header, without waiting to be paired.
+// relayHalf opens one side of session id's relay from p's source, with
+// p's token for the session, and sends the header, without waiting to be
+// paired.
 func (p *rawPeer) relayHalf(t testing.TB, id punch.SessionID, side int) net.Conn {
 	t.Helper()
-	c := dialFrom(t, p.ip, p.addr)
+	return relayHalfFrom(t, p.ip, p.addr, id, side, p.token(id))
+}
+
+// relayHalfFrom opens one side of session id's relay from ip with tok.
+func relayHalfFrom(t testing.TB, ip, addr string, id punch.SessionID, side int, tok RelayToken) net.Conn {
+	t.Helper()
+	c := dialFrom(t, ip, addr)
 	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	if _, err := c.Write(header(relayMagic, id, side)); err != nil {
+	if _, err := c.Write(relayHeader(id, side, tok)); err != nil {
 		t.Fatal(err)
 	}
 	return c
@@ -104,7 +148,7 @@ func (p *rawPeer) relay(ctx context.Context, id punch.SessionID, side int) (net.
 	if err != nil {
 		return nil, err
 	}
-	return DialRelay(ctx, c, id, side)
+	return DialRelay(ctx, c, id, side, p.token(id))
 }
 
 // paired reports whether the server answers c with relayPaired within d.
@@ -243,36 +287,69 @@ func used(s *Server, key identity.PublicKey) int64 {
 	return 0
 }
 
-// TestStrangerCannotRelayAsAPeer: a stranger asks for a session with a
-// victim and opens both of its sides itself, hoping to relay on the
-// victim's rate and budget. The victim's side is refused (it does not
-// come from the victim's source), so nothing pairs and nothing is billed
-// to the victim; the victim's own relays still pair.
+// TestStrangerCannotRelayAsAPeer: a stranger that learnt an honest pair's
+// session ID (it crosses the wire in clear in UDP probes) opens both
+// sides of its relay, from its own source and from the pair's, with no
+// token, a token of its own and the other side's token, hoping to relay
+// on the pair's rate and budget. Nothing pairs and nothing is billed.
+// Then a peer the victim consents to opens the victim's side of their own
+// session with its own token: refused too. The pair's own relay still
+// pairs, its second side from another source than its key registered
+// from (a carrier-grade NAT's other address), and bytes are billed to
+// whoever sent them.
 func TestStrangerCannotRelayAsAPeer(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ts := relayServer(t, ctx, ServerConfig{})
-	victim, stranger := newRawPeer(t, ts, "127.0.0.31"), newRawPeer(t, ts, "127.0.0.32")
-	id := stranger.session(t, victim)
-	mine, theirs := stranger.relayHalf(t, id, 0), stranger.relayHalf(t, id, 1)
-	for _, c := range []net.Conn{mine, theirs} {
-		c.Write(make([]byte, 64<<10))
+	victim, friend := newRawPeer(t, ts, "127.0.0.31"), newRawPeer(t, ts, "127.0.0.32")
+	const stranger = "127.0.0.30"
+	id := friend.session(t, victim)
+	var forged RelayToken
+	forged[0] = 1
+	for _, try := range []struct {
+		ip  string
+		tok [2]RelayToken
+	}{
+		{stranger, [2]RelayToken{}},
+		{stranger, [2]RelayToken{forged, forged}},
+		{stranger, [2]RelayToken{victim.token(id), friend.token(id)}}, // each side's token on the other side
+		{"127.0.0.31", [2]RelayToken{}},
+		{"127.0.0.32", [2]RelayToken{friend.token(id), forged}},
+	} {
+		h0 := relayHalfFrom(t, try.ip, ts.addr, id, 0, try.tok[0])
+		h1 := relayHalfFrom(t, try.ip, ts.addr, id, 1, try.tok[1])
+		for _, c := range []net.Conn{h0, h1} {
+			c.Write(make([]byte, 64<<10))
+		}
+		if paired(h0, 300*time.Millisecond) || paired(h1, 10*time.Millisecond) {
+			t.Fatalf("a relay with tokens %v from %s paired", try.tok, try.ip)
+		}
+		h0.Close()
+		h1.Close()
 	}
+	if n, m := used(ts.srv, friend.key), used(ts.srv, victim.key); n != 0 || m != 0 {
+		t.Fatalf("%d and %d bytes billed to the pair", n, m)
+	}
+	// The friend takes the victim's side with its own token.
+	mine, theirs := friend.relayHalf(t, id, 0), friend.relayHalf(t, id, 1)
 	if paired(mine, time.Second) || paired(theirs, 10*time.Millisecond) {
-		t.Fatal("the stranger relayed on the victim's side")
+		t.Fatal("a peer relayed on the victim's side")
 	}
-	if n := used(ts.srv, victim.key); n != 0 {
-		t.Fatalf("%d bytes billed to the victim", n)
-	}
-	// The victim's side from the victim, and the stranger's from the
-	// stranger, pair: bytes are billed to whoever sent them.
 	mine.Close()
-	s, v := relayPairFrom(t, ctx, stranger, victim, stranger.session(t, victim))
+	theirs.Close()
+
+	// The pair itself, the victim's side from another source.
+	id = friend.session(t, victim)
+	s := relayHalfFrom(t, friend.ip, ts.addr, id, 0, friend.token(id))
+	v := relayHalfFrom(t, "127.0.0.35", ts.addr, id, 1, victim.token(id))
+	if !paired(s, 5*time.Second) || !paired(v, time.Second) {
+		t.Fatal("the pair's relay did not pair from another source of the victim")
+	}
 	s.Write(make([]byte, 100<<10))
 	if _, err := io.ReadFull(v, make([]byte, 100<<10)); err != nil {
 		t.Fatal(err)
 	}
-	if n, m := used(ts.srv, stranger.key), used(ts.srv, victim.key); n != 100<<10 || m != 0 {
+	if n, m := used(ts.srv, friend.key), used(ts.srv, victim.key); n != 100<<10 || m != 0 {
 		t.Fatalf("billed %d bytes to the sender and %d to the receiver; want 100 KiB and 0", n, m)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/warren-p2p/warren/identity"
 	"github.com/warren-p2p/warren/punch"
@@ -52,14 +54,24 @@ func startServer(t *testing.T, ctx context.Context, cfg ServerConfig) testServer
 }
 
 // startClient runs a client of ts with cfg (its token, callbacks, and the
-// server key to pin if not ts's), under a fresh key and with a quiet log,
-// until ctx ends.
+// server key to pin if not ts's), under a fresh key and with a quiet log
+// unless cfg has them, consenting to every ask unless cfg says, until ctx
+// ends.
 func startClient(t *testing.T, ctx context.Context, ts testServer, cfg ClientConfig) *Client {
 	t.Helper()
-	cfg.Address, cfg.Log = ts.addr, quietLog()
-	cfg.Key, _ = identity.Generate()
+	cfg.Address = ts.addr
+	if cfg.Log == nil {
+		cfg.Log = quietLog()
+	}
+	if cfg.Key.Signer() == nil {
+		cfg.Key, _ = identity.Generate()
+	}
 	if cfg.ServerKey.IsZero() {
 		cfg.ServerKey = ts.srv.PublicKey()
+	}
+	if cfg.Consent == nil {
+		// These peers list everyone; the consent tests refuse explicitly.
+		cfg.Consent = consentAll
 	}
 	c, err := NewClient(cfg)
 	if err != nil {
@@ -70,6 +82,8 @@ func startClient(t *testing.T, ctx context.Context, ts testServer, cfg ClientCon
 	t.Cleanup(wg.Wait)
 	return c
 }
+
+func consentAll(identity.PublicKey) bool { return true }
 
 func waitRegistered(t *testing.T, c *Client) {
 	t.Helper()
@@ -209,31 +223,101 @@ func TestRedial(t *testing.T) {
 	}
 }
 
+// TestBadTokenAndWrongServerKey: a refused token and a server that is not
+// the pinned key are permanent: the client says so once at error level,
+// naming the config key to fix, Err reports it, and it does not try again
+// within seconds (it retried every 250 ms to 30 s, at warning level).
 func TestBadTokenAndWrongServerKey(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ts := startServer(t, ctx, ServerConfig{Token: "s3cret"})
 	impostor, _ := identity.Generate()
 	for _, tc := range []struct {
-		name, token string
-		key         identity.PublicKey
+		name, token, fix string
+		key              identity.PublicKey
 	}{
-		{"bad token", "guess", ts.srv.PublicKey()},
-		{"server key not pinned", "s3cret", impostor.Public()},
+		{"bad token", "guess", "rendezvous.token", ts.srv.PublicKey()},
+		{"server key not pinned", "s3cret", "rendezvous.public_key", impostor.Public()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(ctx)
 			defer cancel()
-			c := startClient(t, ctx, ts, ClientConfig{Token: tc.token, ServerKey: tc.key})
+			log, hook := logtest.NewNullLogger()
+			c := startClient(t, ctx, ts, ClientConfig{Token: tc.token, ServerKey: tc.key, Log: log})
+			var perm *PermanentError
+			waitErrAs(t, c, &perm)
+			if !strings.Contains(perm.Fix, tc.fix) {
+				t.Errorf("fix %q, want %q", perm.Fix, tc.fix)
+			}
 			select {
 			case <-c.Registered():
 				t.Fatal("registered")
-			case <-time.After(500 * time.Millisecond):
+			case <-time.After(1500 * time.Millisecond):
+			}
+			entries := hook.AllEntries()
+			if len(entries) != 1 || entries[0].Level != logrus.ErrorLevel || !strings.Contains(entries[0].Message, tc.fix) {
+				for _, e := range entries {
+					t.Logf("%v %q %v", e.Level, e.Message, e.Data)
+				}
+				t.Fatalf("%d lines in 1.5 s; want one error line naming %s", len(entries), tc.fix)
 			}
 		})
 	}
 	ok := startClient(t, ctx, ts, ClientConfig{Token: "s3cret"})
 	waitRegistered(t, ok)
+	if err, _ := ok.Err(); err != nil {
+		t.Fatalf("registered, with error %v", err)
+	}
+}
+
+// waitErrAs waits up to 5 s for c.Err to be an error errors.As finds
+// target's type in, and sets target.
+func waitErrAs(t *testing.T, c *Client, target any) {
+	t.Helper()
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if err, _ := c.Err(); err != nil && errors.As(err, target) {
+			return
+		}
+	}
+	err, _ := c.Err()
+	t.Fatalf("the client's error is %v, want a %T", err, target)
+}
+
+// TestSecondDaemonWithTheKey performs issue 19's finding 3 with two
+// clients of one key: the one the other displaced is told why, names the
+// other's address at error level and stays away for more than seconds,
+// so the newer one stays registered (they took turns every 0.2 to 1.4 s).
+func TestSecondDaemonWithTheKey(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ts := startServer(t, ctx, ServerConfig{})
+	key, _ := identity.Generate()
+	log, hook := logtest.NewNullLogger()
+	first := startClient(t, ctx, ts, ClientConfig{Key: key, Log: log})
+	waitRegistered(t, first)
+	second := startClient(t, ctx, ts, ClientConfig{Key: key, Dial: dialerFrom("127.0.0.7")})
+	waitRegistered(t, second)
+	var replaced *ReplacedError
+	waitErrAs(t, first, &replaced)
+	if !strings.HasPrefix(replaced.By, "127.0.0.7:") {
+		t.Errorf("replaced by %q, want the second client's address", replaced.By)
+	}
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		select {
+		case <-second.Registered():
+		default:
+			t.Fatal("the second client lost its registration: the first took the key back")
+		}
+	}
+	var errs int
+	for _, e := range hook.AllEntries() {
+		if e.Level == logrus.ErrorLevel && strings.Contains(e.Message, "another daemon uses this key") && e.Data["registered_from"] == replaced.By {
+			errs++
+		}
+	}
+	if errs != 1 {
+		t.Fatalf("%d error lines saying another daemon uses the key, want 1", errs)
+	}
 }
 
 // TestGarbageClosesOnlyThatConnection sends junk at every stage and checks

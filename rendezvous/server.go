@@ -35,6 +35,8 @@ type Server struct {
 	logs     *loglimit.Limiter // limits other lines a source can cause
 	meter    *relayMeter       // what each key relays
 
+	relaySecret relaySecret // keys relay tokens; set at start, then read only
+
 	// mu guards the fields below.
 	mu       sync.Mutex
 	peers    map[identity.PublicKey]*peerConn
@@ -44,7 +46,8 @@ type Server struct {
 	order    sessionQueue                          // issued's keys, oldest first
 	peaks    mapPeaks                              // for shrink
 
-	relays relayHub
+	relays   relayHub
+	consents consentHub
 
 	// jmu guards the janitor, which runs while Serve or ServeUDP does.
 	jmu    sync.Mutex
@@ -86,23 +89,29 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	// Any peer may register; its key is its identity.
 	conf := identity.TLSConfig(cert, func(identity.PublicKey) error { return nil })
 	conf.SessionTicketsDisabled = true
+	secret, err := newRelaySecret()
+	if err != nil {
+		return nil, err
+	}
 	logs, err := loglimit.New(loglimit.Config{Log: cfg.Log, Interval: cfg.RefusalLogInterval, Burst: cfg.LogBurst})
 	if err != nil {
 		return nil, err
 	}
 	return &Server{
-		logs:     logs,
-		meter:    newRelayMeter(cfg),
-		cfg:      cfg,
-		tlsConf:  conf,
-		guard:    newGuard(cfg),
-		probes:   newProbeLimits(cfg),
-		refusals: newRefusals(cfg.Log, cfg.RefusalLogInterval),
-		peers:    make(map[identity.PublicKey]*peerConn),
-		pairs:    make(map[[2]identity.PublicKey]pairSession),
-		sessions: make(map[punch.SessionID]*udpSession),
-		issued:   make(map[punch.SessionID]issuedSession),
-		relays:   relayHub{waiting: make(map[punch.SessionID]*relayHalf), pairs: make(map[*relayPair]struct{})},
+		logs:        logs,
+		relaySecret: secret,
+		meter:       newRelayMeter(cfg),
+		cfg:         cfg,
+		tlsConf:     conf,
+		guard:       newGuard(cfg),
+		probes:      newProbeLimits(cfg),
+		refusals:    newRefusals(cfg.Log, cfg.RefusalLogInterval),
+		peers:       make(map[identity.PublicKey]*peerConn),
+		pairs:       make(map[[2]identity.PublicKey]pairSession),
+		sessions:    make(map[punch.SessionID]*udpSession),
+		issued:      make(map[punch.SessionID]issuedSession),
+		relays:      relayHub{waiting: make(map[punch.SessionID]*relayHalf), pairs: make(map[*relayPair]struct{})},
+		consents:    consentHub{pending: make(map[uint64]*pendingAsk)},
 	}, nil
 }
 
@@ -247,10 +256,13 @@ func (p *peerConn) natAndRTT() (*NATReport, time.Duration) {
 	return p.nat, p.rtt
 }
 
-func (p *peerConn) send(m *Message) error {
+func (p *peerConn) send(m *Message) error { return p.sendWithin(m, 10*time.Second) }
+
+// sendWithin sends m, giving up after d.
+func (p *peerConn) sendWithin(m *Message, d time.Duration) error {
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
-	p.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	p.conn.SetWriteDeadline(time.Now().Add(d))
 	return WriteMessage(p.conn, m)
 }
 
@@ -286,9 +298,14 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, adm *admission) {
 			adm.established()
 			s.serveTCPProbe(raw, id, side)
 		case ok && magic == relayMagic:
+			var tok RelayToken
+			if _, err := io.ReadFull(br, tok[:]); err != nil {
+				s.handshakeFailed(adm.src, log, fmt.Errorf("relay token: %w", err))
+				return
+			}
 			adm.established()
 			raw.SetDeadline(time.Time{})
-			s.serveRelay(ctx, raw, br, id, side)
+			s.serveRelay(ctx, raw, br, id, side, tok)
 		default:
 			s.handshakeFailed(adm.src, log, errors.New("malformed probe or relay header"))
 		}
@@ -334,6 +351,11 @@ func (s *Server) serveRegistered(ctx context.Context, p *peerConn) {
 		if s.logsFor(p, logRegister) {
 			log.Info("peer re-registered; closing its previous connection")
 		}
+		// Tell the earlier connection why, so that a second daemon with
+		// the same key says so and backs off rather than flap: briefly,
+		// as a connection that does not read must not hold this one up.
+		old.sendWithin(&Message{Type: TypeError, Code: CodeReplaced, Public: p.observed.String(),
+			Text: "another connection registered this key"}, time.Second)
 		old.conn.Close()
 	}
 	if err := p.send(&Message{Type: TypeRegistered, Observed: p.observed.String(), UDP: s.cfg.UDPEndpoints}); err != nil {
@@ -399,6 +421,9 @@ func (s *Server) handle(ctx context.Context, p *peerConn, m *Message) error {
 		return nil
 	case TypeConnect:
 		return s.coordinate(ctx, p, m.Peer)
+	case TypeConsent:
+		s.consents.answer(p, m.Seq)
+		return nil
 	}
 	return fmt.Errorf("%w: unexpected %q from a registered peer", ErrProtocol, m.Type)
 }
@@ -481,58 +506,6 @@ type pairSession struct {
 	asker identity.PublicKey // the peer whose connect request started it
 }
 
-// maxStarting caps the sessions one peer's connect requests may have
-// waiting for NAT reports (up to NATWait) or being sent at once.
-const maxStarting = 16
-
-// coordinate starts a punch session between p and the peer it asked for.
-// A request over the peer's rate, or while it has maxStarting sessions
-// starting, is answered with a rate_limited error and nothing else. The
-// session starts off p's read loop, and is dropped if ctx (p's
-// connection) ends first.
-func (s *Server) coordinate(ctx context.Context, p *peerConn, peer string) error {
-	key, err := identity.ParsePublicKey(peer)
-	if err != nil {
-		return fmt.Errorf("%w: connect: %v", ErrProtocol, err)
-	}
-	now := time.Now()
-	if (p.connects != nil && !p.connects.AllowN(now, 1)) || p.starting.Load() >= maxStarting || !p.adm.allowConnect(now) {
-		s.refusals.note(p.adm.src, refusedConnectRate)
-		return p.send(&Message{Type: TypeError, Code: CodeRateLimited, Peer: peer, Text: "too many connect requests"})
-	}
-	pair := [2]identity.PublicKey{p.key, key}
-	if key.Less(p.key) {
-		pair = [2]identity.PublicKey{key, p.key}
-	}
-	s.mu.Lock()
-	other := s.peers[key]
-	last := s.pairs[pair]
-	// Only the other side's recent ask makes this one a duplicate: a peer
-	// asking again has lost the session it started (its address changed,
-	// say) and needs a new one now.
-	recent := time.Since(last.at) < s.cfg.PairWindow && last.asker != p.key
-	if other != nil && !recent && key != p.key {
-		s.pairs[pair] = pairSession{at: time.Now(), asker: p.key}
-	}
-	s.mu.Unlock()
-	switch {
-	case other == nil || key == p.key:
-		return p.send(&Message{Type: TypeError, Code: CodePeerOffline, Peer: peer, Text: "peer is not registered"})
-	case recent:
-		// The other side asked at the same moment; its session serves both.
-		return nil
-	}
-	// Both sides pick their strategy from both NATs, so they must see the
-	// same two: wait (off this peer's read loop) until both have reported,
-	// or NATWait has passed.
-	p.starting.Add(1)
-	p.startingWG.Go(func() {
-		defer p.starting.Add(-1)
-		s.startSession(ctx, p, other, key)
-	})
-	return nil
-}
-
 // startSession waits for both peers' NAT reports and starts a punch
 // session between them, unless ctx (p's connection) ends first.
 func (s *Server) startSession(ctx context.Context, p, other *peerConn, key identity.PublicKey) {
@@ -569,7 +542,9 @@ reports:
 	var wg sync.WaitGroup
 	for i, to := range []*peerConn{p, other} {
 		wg.Go(func() {
-			if err := to.send(punchFor(id, i, us.sides[1-i])); err != nil {
+			m := punchFor(id, i, us.sides[1-i])
+			m.RelayToken = s.relaySecret.token(id, i, to.key).String()
+			if err := to.send(m); err != nil {
 				to.conn.Close()
 			}
 		})

@@ -23,6 +23,12 @@ type ServerConfig struct {
 	// within this time, so that both sides asking at once yields one
 	// session. Default 3s.
 	PairWindow time.Duration
+	// ConsentWait is how long the server waits for a peer to consent to
+	// a connect request naming it. Every "no" (the peer is offline, did
+	// not answer, or is the asker) is answered when it has passed, so
+	// that an asker cannot tell a peer that refuses it from one that is
+	// offline by the timing of the answer. Default 2s.
+	ConsentWait time.Duration
 	// NATWait bounds how long a punch session waits for both peers to
 	// report their NAT (they do so just after registering). Default 3s.
 	NATWait time.Duration
@@ -130,6 +136,9 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 60 * time.Second
+	}
+	if c.ConsentWait <= 0 {
+		c.ConsentWait = 2 * time.Second
 	}
 	if c.PairWindow <= 0 {
 		c.PairWindow = 3 * time.Second

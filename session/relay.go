@@ -51,7 +51,7 @@ func (r *Relay) Run(ctx context.Context, s *Session, out *Out) error {
 	if err != nil {
 		return err
 	}
-	conn, err = rendezvous.DialRelay(ctx, conn, s.ID, s.Side)
+	conn, err = rendezvous.DialRelay(ctx, conn, s.ID, s.Side, s.RelayToken)
 	if err != nil {
 		return err
 	}

@@ -59,6 +59,8 @@ type Session struct {
 	// Side is this end's side of the session (0 or 1), as the server
 	// numbered them; it goes into the session probes.
 	Side int
+	// RelayToken opens this end's side of the session's relay.
+	RelayToken rendezvous.RelayToken
 	// Peer is the peer's key: the only key a link may prove.
 	Peer identity.PublicKey
 	// Controlling is true at the end with the lower key: it nominates the
@@ -112,6 +114,7 @@ func New(cfg *Config, self Local, pu rendezvous.Punch, log logrus.FieldLogger) (
 	s := &Session{
 		ID:          id,
 		Side:        pu.Side,
+		RelayToken:  pu.RelayToken,
 		Peer:        pu.Peer,
 		Controlling: link.Controls(cfg.Self.Public, pu.Peer),
 		SelfNAT:     self.NAT,

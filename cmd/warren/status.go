@@ -83,6 +83,12 @@ func printStatus(w io.Writer, st daemon.Status) {
 			rtt, since, bytesText(p.BytesIn), bytesText(p.BytesOut), p.Streams)
 	}
 	tw.Flush()
+	if st.RendezvousError != "" {
+		fmt.Fprintf(w, "\nrendezvous: %s", st.RendezvousError)
+		if st.RendezvousSince != nil {
+			fmt.Fprintf(w, " (for %s)", time.Since(*st.RendezvousSince).Round(time.Second))
+		}
+	}
 	for _, p := range st.Peers {
 		if p.Error != "" {
 			fmt.Fprintf(w, "\n%s: %s", p.Name, strings.TrimSpace(p.Error))

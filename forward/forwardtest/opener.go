@@ -20,9 +20,10 @@ type Opener struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu     sync.Mutex
-	closed bool
-	routes map[string]route
+	mu      sync.Mutex
+	closed  bool
+	routes  map[string]route
+	offline map[string]bool
 }
 
 type route struct {
@@ -55,6 +56,17 @@ func (o *Opener) Route(peer string, srv *forward.Server, from string) {
 	o.routes[peer] = route{srv: srv, from: from}
 }
 
+// Offline makes OpenStream to peer fail as the daemon's does for a peer
+// the rendezvous server says is offline.
+func (o *Opener) Offline(peer string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.offline == nil {
+		o.offline = make(map[string]bool)
+	}
+	o.offline[peer] = true
+}
+
 // ErrNoLink is returned by OpenStream for a peer without a route.
 var ErrNoLink = errors.New("no link to peer")
 
@@ -62,7 +74,11 @@ var ErrNoLink = errors.New("no link to peer")
 func (o *Opener) OpenStream(ctx context.Context, peer string) (net.Conn, error) {
 	o.mu.Lock()
 	r, ok := o.routes[peer]
+	offline := o.offline[peer]
 	o.mu.Unlock()
+	if offline {
+		return nil, fmt.Errorf("peer %s: %w", peer, forward.ErrPeerOffline)
+	}
 	if !ok {
 		return nil, fmt.Errorf("%w %s", ErrNoLink, peer)
 	}

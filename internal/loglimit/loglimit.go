@@ -15,6 +15,10 @@ type Config struct {
 	// Interval is the period over which lines are counted, and after
 	// which suppressed ones are summed up. Default 10s.
 	Interval time.Duration
+	// SummaryLevel is the level of the summary lines. Default (zero, as
+	// a summary never panics) warning; a limiter of debug lines should
+	// summarise at debug.
+	SummaryLevel logrus.Level
 	// Burst is how many lines of one kind from one source pass in an
 	// interval. Default 5.
 	Burst int
@@ -34,6 +38,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Burst <= 0 {
 		c.Burst = 5
+	}
+	if c.SummaryLevel == logrus.PanicLevel {
+		c.SummaryLevel = logrus.WarnLevel
 	}
 	if c.MaxKeys <= 0 {
 		c.MaxKeys = 4096
@@ -130,5 +137,5 @@ func (l *Limiter) summarizeLocked(key Key, c *count, now time.Time) {
 	l.cfg.Log.WithFields(logrus.Fields{
 		"source": key.Source, "kind": key.Kind, "suppressed": c.suppressed,
 		"period": now.Sub(c.since).Round(time.Second),
-	}).Warn("suppressed similar log lines from one source")
+	}).Log(l.cfg.SummaryLevel, "suppressed similar log lines from one source")
 }
