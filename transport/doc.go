@@ -54,10 +54,10 @@
 //     round trip and loss: QUIC where the Mathis bound of its CUBIC stays
 //     above what KCP can carry, KCP elsewhere.
 //
-// Kernel TCP (CUBIC with SACK and RACK) does far better than the Mathis
-// bound on the lab's bursty loss (18 of 20 Mbit/s on "mobile", over 100
-// on "bad-wifi"), so the direct TCP link is no worse there; a UDP link
-// earns its place where TCP cannot be punched.
+// Plain kernel TCP (CUBIC with SACK and RACK) does far better than the
+// Mathis bound on the lab's bursty loss (18 of 20 Mbit/s on "mobile", ~100
+// on "bad-wifi"), so the "4x plain TCP" cannot be met there; warren's
+// direct TCP link, though, carried 14-17 Mbit/s on "bad-wifi", and KCP 39.
 //
 // Forward error correction (kcp-go's Reed–Solomon) is still off: it puts a
 // 6-byte header in front of KCP's, moving the conversation ID the Demux
