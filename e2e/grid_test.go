@@ -206,6 +206,9 @@ type cellOptions struct {
 	// transfer went through, with an iperf3 forward and an echo forward
 	// ready: the benchmarks' own measurements.
 	measure func(cellRun)
+	// profile is what every site's uplink does (natlab.Config.Profile).
+	// Default: the zero Profile, the lab with no emulator.
+	profile natlab.Profile
 }
 
 // cellRun is a cell with both daemons up and linked, for measure.
@@ -219,7 +222,7 @@ type cellRun struct {
 func runCellWith(t testing.TB, c cell, o cellOptions) cellResult {
 	transport := o.transports
 	r := cellResult{cell: c, transport: transport, outcome: "fail"}
-	lab := labtest.New(t, natlab.Config{})
+	lab := labtest.New(t, natlab.Config{Profile: o.profile})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	client, server, err := c.build(ctx, lab)

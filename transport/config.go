@@ -8,10 +8,10 @@ import (
 )
 
 // Config tunes one KCP stream. The zero value of a field means its default;
-// a nil *Config means all defaults. The defaults aim at bulk throughput on a
-// LAN-like path (sub-millisecond to tens of milliseconds RTT, little loss)
-// while keeping KCP's congestion control on, so that a stream backs off
-// instead of flooding a slower path.
+// a nil *Config means all defaults. The defaults aim at bulk throughput on
+// LAN-like and on lossy long paths alike: the send window, not KCP's
+// loss-based congestion window, bounds what is in flight (CongestionWindow
+// says why).
 //
 // Both ends of a stream should use the same Config: KCP's windows and
 // timers are per end, and a mismatch works but tunes neither end well.
@@ -50,10 +50,14 @@ type Config struct {
 	// waiting 100ms on a LAN stalls the whole window.
 	ConservativeRTO bool
 
-	// NoCongestionControl turns KCP's congestion window off, so a stream
-	// sends as fast as the windows allow whatever the loss. Default false.
-	// Only for paths known to be uncongested.
-	NoCongestionControl bool
+	// CongestionWindow turns on KCP's own loss-based congestion window
+	// (slow start, halving on a fast retransmit, back to one packet on a
+	// timeout). Default false: on a lossy path every loss is taken for
+	// congestion and the window never grows (see doc.go for the figures:
+	// 1.7 against 14.2 Mbit/s on an emulated mobile path). Without it the
+	// windows alone bound what is in flight, SendWindow*MTU per round
+	// trip, as kcptun and frp's KCP mode run it.
+	CongestionWindow bool
 
 	// KeepAliveInterval is how often a stream sends a keepalive control
 	// packet and checks IdleTimeout. Default 5s.

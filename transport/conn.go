@@ -123,12 +123,12 @@ func newConn(d *Demux, key sessionKey, cfg *Config) (*Conn, error) {
 	// in bursts that grow KCP's congestion window by one per burst rather
 	// than per packet: on loopback that cut throughput ~50x. So no knob.
 	sess.SetACKNoDelay(true)
-	nodelay, nc := 1, 0
+	nodelay, nc := 1, 1
 	if cfg.ConservativeRTO {
 		nodelay = 0
 	}
-	if cfg.NoCongestionControl {
-		nc = 1
+	if cfg.CongestionWindow {
+		nc = 0
 	}
 	sess.SetNoDelay(nodelay, int(cfg.Interval/time.Millisecond), max(cfg.FastResend, 0), nc)
 

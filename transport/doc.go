@@ -22,4 +22,48 @@
 // rendezvous server. It encrypts and authenticates nothing of its own: the
 // link layer's TLS does that (QUIC's handshake uses the TLS configuration
 // its caller passes in).
+//
+// # Lossy paths: why KCP runs without a congestion window
+//
+// Loss-based congestion control reads every lost packet as congestion. On
+// a path that loses packets for other reasons (radio, busy Wi-Fi) it never
+// opens its window: by the Mathis bound ~1 Mbit/s at 100 ms and 2% loss,
+// whatever the capacity. Measured with e2e's BenchmarkLossy (one iperf3
+// stream through a forward between two cone sites on natlab profiles,
+// against plain kernel TCP over the same path in the same run):
+//
+//   - KCP with its own congestion window (this package's default until
+//     issue 14) carried nothing on "mobile" (90 ms, 2% loss in runs, 20
+//     Mbit/s): kcp-go drops its window to one packet on every timeout and
+//     retransmissions are not limited by the window, so the path's queue
+//     overflowed with retransmissions until the link's keepalive gave up.
+//     In process (wanpath_test.go) it carried 1.3-1.7 Mbit/s on a
+//     mobile-like path and 4 on a bad-Wi-Fi-like one.
+//   - Without it (Config.CongestionWindow false, as kcptun and frp's KCP
+//     mode run kcp-go), the send window alone bounds what is in flight:
+//     12 Mbit/s on "mobile" in the lab (60% of capacity; 13-14 in
+//     process) and 39 on "bad-wifi" (48-150 in process), 10-30 times
+//     more. The cost: on a path slower than SendWindow*MTU per round trip
+//     a stream fills the bottleneck's queue and loses what overflows, as
+//     frp does; the 1024-packet window keeps that to ~1.4 MB per round trip.
+//   - QUIC stays on quic-go's CUBIC, which v0.65 does not let a caller
+//     replace (its congestion package is internal): 0.4 Mbit/s on
+//     "mobile", 2 on "bad-wifi", 13 on "broadband" (0.1% loss). QUIC is
+//     still the faster stream on a clean path (989 against 139 Mbit/s on
+//     "lan" in the same run), so ChooseStream picks per path, from measured
+//     round trip and loss: QUIC where the Mathis bound of its CUBIC stays
+//     above what KCP can carry, KCP elsewhere.
+//
+// Plain kernel TCP (CUBIC with SACK and RACK) does far better than the
+// Mathis bound on the lab's bursty loss (18 of 20 Mbit/s on "mobile", ~100
+// on "bad-wifi"), so the issue's "4x plain TCP" cannot be met there; warren's
+// direct TCP link, though, carried 14-17 Mbit/s on "bad-wifi", and KCP 39.
+//
+// Forward error correction (kcp-go's Reed–Solomon) is still off: it puts a
+// 6-byte header in front of KCP's, moving the conversation ID the Demux
+// routes by (spec.md section 1) and the sequence numbers packetConn reads
+// to know what the peer has acknowledged. Turning it on needs the wire
+// format to carry the conv ahead of the FEC header. Without it the stream
+// already reaches the issue's 60% of capacity on "mobile"; FEC would mostly
+// save retransmission round trips (latency), not throughput.
 package transport

@@ -18,7 +18,7 @@ func BenchmarkKCPConfigs(b *testing.B) {
 		{"wnd4096", Config{SendWindow: 4096, RecvWindow: 4096}},
 		{"conservativeRTO", Config{ConservativeRTO: true}},
 		{"mtu1450", Config{MTU: 1450}},
-		{"nocc", Config{NoCongestionControl: true}},
+		{"cwnd", Config{CongestionWindow: true}},
 		{"interval20", Config{Interval: 20e6}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {

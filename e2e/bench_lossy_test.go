@@ -1,0 +1,109 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/warren-p2p/warren/natlab"
+	"github.com/warren-p2p/warren/natlab/labtest"
+)
+
+// lossySecs is how long iperf3 measures each link on an emulated path,
+// after one second of slow start it leaves out: long enough for a
+// loss-based controller on a 90 ms path to reach its steady state.
+const lossySecs = 8
+
+// benchLossy places BenchmarkLossy's section in docs/benchmarks.md: after
+// the loss-free throughput table (benchThroughput).
+const benchLossy = benchThroughput + 5
+
+// lossyProfiles are the profiles BenchmarkLossy measures unless
+// WARREN_LOSSY_PROFILES (comma-separated names) says otherwise.
+var lossyProfiles = []string{"lan", "broadband", "mobile", "bad-wifi"}
+
+// lossyPaths are the link kinds measured on each profile, all between two
+// cone sites, which get every kind directly.
+var lossyPaths = []struct{ name, transports, link string }{
+	{"direct-tcp", "tcp", ""},
+	{"direct-udp (QUIC)", "udp", `udp_stream = "quic"`},
+	{"direct-udp (KCP)", "udp", `udp_stream = "kcp"`},
+}
+
+// BenchmarkLossy measures one iperf3 stream through a forward between two
+// cone sites whose uplinks both have a WAN profile, for each link kind,
+// against a plain TCP connection over the same emulated path in the same
+// run (the baseline) and against the profile's capacity. A link that
+// carries nothing reports 0. The table goes to the log.
+//
+//	go test ./e2e -run '^$' -bench Lossy -benchtime 1x
+func BenchmarkLossy(b *testing.B) {
+	names := lossyProfiles
+	if s := os.Getenv("WARREN_LOSSY_PROFILES"); s != "" {
+		names = strings.Split(s, ",")
+	}
+	cone := cellsByName()["cone/cone"]
+	var tbl strings.Builder
+	fmt.Fprintf(&tbl, "## Throughput on emulated WAN paths\n\nMeasured %s at commit %s: one iperf3 stream (%d s after "+
+		"1 s of slow start) through a forward between two cone sites whose uplinks have the natlab profile, one run "+
+		"each. Baseline: plain TCP (iperf3, no warren) from a host behind a cone NAT to a public host over the same "+
+		"two emulated uplinks, in the same run. `go test ./e2e -run '^$' -bench Lossy -benchtime 1x -v`\n",
+		time.Now().UTC().Format("2006-01-02"), gitCommit(), lossySecs)
+	fmt.Fprintf(&tbl, "\n| profile | link | Mbit/s | of plain TCP | of capacity |\n|---|---|---|---|---|\n")
+	for _, name := range names {
+		prof, err := natlab.LookupProfile(name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		capacity := float64(prof.Capacity(prof)) / 1e6
+		base := plainTCPOver(b, prof)
+		row := func(link string, mbps float64) {
+			of := "-"
+			if capacity > 0 {
+				of = fmt.Sprintf("%.0f%%", 100*mbps/capacity)
+			}
+			fmt.Fprintf(&tbl, "| %s | %s | %.1f | %.2f× | %s |\n", name, link, mbps, mbps/base, of)
+			b.ReportMetric(mbps/base, metricName(name+" "+link)+"-of-tcp")
+		}
+		row("plain TCP (baseline)", base)
+		for _, p := range lossyPaths {
+			var mbps float64
+			b.Run(name+"/"+p.name, func(b *testing.B) {
+				r := runCellWith(b, cone, cellOptions{transports: p.transports, linkExtra: p.link,
+					size: 256 << 10, iperf3: lossySecs, profile: prof})
+				if want := strings.Fields(p.name)[0]; r.outcome != want {
+					b.Fatalf("path %s, want %s (%s)", r.outcome, want, r.note)
+				}
+				mbps = r.mbps
+			})
+			row(p.name, mbps)
+		}
+	}
+	b.Log(tbl.String())
+	benchDoc.add(benchLossy, tbl.String())
+}
+
+// plainTCPOver is the baseline for a profile: iperf3 with no warren from a
+// host behind a cone NAT to a public host, both sites having the profile,
+// so the traffic crosses the same two uplinks (one up, one down) as a
+// link between two cone sites does.
+func plainTCPOver(t testing.TB, prof natlab.Profile) float64 {
+	lab := labtest.New(t, natlab.Config{Profile: prof})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	client, err := lab.AddSite(ctx, "a", natlab.Cone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := lab.AddSite(ctx, "b", natlab.Open)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := server.Host().Addrs()[0].String()
+	mbps := iperf3(t, client.Host(), hostPort(addr, serveIperf3On(t, server.Host(), addr)), lossySecs)
+	t.Logf("%s: plain TCP %.1f Mbit/s", prof.Name, mbps)
+	return mbps
+}

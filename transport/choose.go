@@ -1,0 +1,59 @@
+package transport
+
+import (
+	"math"
+	"time"
+)
+
+// StreamKind names the protocol a UDP link runs over its punched socket,
+// spelled as the [link] udp_stream setting spells it.
+type StreamKind string
+
+const (
+	StreamQUIC StreamKind = "quic"
+	StreamKCP  StreamKind = "kcp"
+)
+
+// PathQuality is what a link layer measured of a path: the round trip and
+// the share of packets lost (punch probes, keepalives, retransmissions).
+type PathQuality struct {
+	RTT         time.Duration
+	LossPercent float64
+}
+
+const (
+	// quicMSS is the payload of quic-go's packets before path MTU
+	// discovery grows them: the segment size of the Mathis bound below.
+	quicMSS = 1200
+	// kcpCeilingBitps is what one KCP stream carried on the lab's
+	// loss-free path (docs/benchmarks.md: ~400 Mbit/s through a forward,
+	// CPU-bound); QUIC carried several times more there.
+	kcpCeilingBitps = 400e6
+)
+
+// ChooseStream returns the UDP stream protocol expected to carry the most
+// over a path of quality q, from what each can reach:
+//
+//   - QUIC runs quic-go's CUBIC, a loss-based controller that quic-go (as
+//     of v0.65) does not let a caller replace, so its ceiling is the
+//     Mathis bound, 1.22·MSS/(RTT·√p): ~1 Mbit/s at 100 ms and 2% loss.
+//   - KCP, as configured here (no congestion window, see
+//     Config.CongestionWindow), is bounded by its send window per round
+//     trip and by CPU (kcpCeilingBitps), whatever the loss.
+//
+// With no measured loss QUIC wins: its batching makes it the faster of the
+// two on a clean path. A zero RTT is taken as 1 ms.
+func ChooseStream(q PathQuality) StreamKind {
+	if q.LossPercent <= 0 {
+		return StreamQUIC
+	}
+	rtt := max(q.RTT, time.Millisecond).Seconds()
+	p := min(q.LossPercent, 100) / 100
+	mathis := 1.22 * quicMSS * 8 / (rtt * math.Sqrt(p))
+	d := DefaultConfig()
+	kcp := min(kcpCeilingBitps, float64(d.SendWindow*d.MTU*8)/rtt)
+	if kcp > mathis {
+		return StreamKCP
+	}
+	return StreamQUIC
+}
