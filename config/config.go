@@ -189,6 +189,11 @@ type Server struct {
 	// Rendezvous.TokenFile.
 	TokenFile string `toml:"token_file"`
 
+	// AllowKeys, if not empty, are the only daemon public keys (base64url)
+	// that may register: a private server. Default: any key (strangers
+	// can register, and learn nothing of anyone who does not consent).
+	AllowKeys []string `toml:"allow_keys"`
+
 	// LogLevel and LogFormat are as in Config.
 	LogLevel  string `toml:"log_level"`
 	LogFormat string `toml:"log_format"`

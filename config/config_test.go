@@ -522,6 +522,7 @@ func TestParseServerErrors(t *testing.T) {
 		{`log_level = "warning"`, `rv.toml:1: log_level: "warning" is not one of`},
 		{`relay_daily_bytes = -1`, `relay_daily_bytes: must not be negative`},
 		{`max_relays_per_key = -2`, `max_relays_per_key: must not be negative`},
+		{"allow_keys = [\n  \"AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA\",\n  \"nope\",\n]", `rv.toml:3: allow_keys[1]: `},
 	}
 	for _, tc := range tests {
 		_, err := ParseServer("rv.toml", []byte(tc.doc))

@@ -70,6 +70,9 @@ func (s *Server) finish(p *problems) {
 		s.TokenFile = resolvePath(s.Path, s.TokenFile)
 		readTokenFile(p, "token", "token_file", s.TokenFile, &s.Token)
 	}
+	for i, k := range s.AllowKeys {
+		checkPublicKeyKey(p, keyIndex("allow_keys", i), k)
+	}
 	s.LogLevel, s.LogFormat = checkLogging(p, s.LogLevel, s.LogFormat)
 	if s.Relay == nil {
 		s.Relay = new(true)

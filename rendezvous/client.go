@@ -320,8 +320,11 @@ func (c *Client) session(ctx context.Context) error {
 	}
 	if m.Type == TypeError {
 		err := fmt.Errorf("register refused: %s: %s", m.Code, m.Text)
-		if m.Code == CodeBadToken {
+		switch m.Code {
+		case CodeBadToken:
 			return &PermanentError{Err: err, Fix: "rendezvous.token or rendezvous.token_file"}
+		case CodeNotAdmitted:
+			return &PermanentError{Err: err, Fix: "the server's allow_keys (ask its operator to add this daemon's public key)"}
 		}
 		return err
 	}

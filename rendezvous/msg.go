@@ -33,6 +33,7 @@ const (
 // Error codes carried by TypeError messages.
 const (
 	CodeBadToken    = "bad_token"
+	CodeNotAdmitted = "not_admitted"
 	CodePeerOffline = "peer_offline"
 	CodeProtocol    = "protocol"
 	CodeRateLimited = "rate_limited"

@@ -270,6 +270,33 @@ func TestBadTokenAndWrongServerKey(t *testing.T) {
 	}
 }
 
+// TestAllowKeys: a server with allow_keys admits the listed keys only; a
+// stranger's daemon is refused at registration, told which setting keeps
+// it out, and never registered, so it cannot even ask for a peer.
+func TestAllowKeys(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	member, _ := identity.Generate()
+	ts := startServer(t, ctx, ServerConfig{AllowKeys: []identity.PublicKey{member.Public()}})
+	log, hook := logtest.NewNullLogger()
+	stranger := startClient(t, ctx, ts, ClientConfig{Log: log})
+	var perm *PermanentError
+	waitErrAs(t, stranger, &perm)
+	if !strings.Contains(perm.Fix, "allow_keys") {
+		t.Errorf("fix %q, want one naming allow_keys", perm.Fix)
+	}
+	select {
+	case <-stranger.Registered():
+		t.Fatal("a key not in allow_keys registered")
+	case <-time.After(500 * time.Millisecond):
+	}
+	if e := hook.LastEntry(); e == nil || e.Level != logrus.ErrorLevel {
+		t.Errorf("the stranger's daemon logged %v, want one error line", e)
+	}
+	ok := startClient(t, ctx, ts, ClientConfig{Key: member})
+	waitRegistered(t, ok)
+}
+
 // waitErrAs waits up to 5 s for c.Err to be an error errors.As finds
 // target's type in, and sets target.
 func waitErrAs(t *testing.T, c *Client, target any) {

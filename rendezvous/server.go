@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -466,6 +467,10 @@ func (s *Server) handshake(raw net.Conn, log logrus.FieldLogger) (*peerConn, err
 	if s.cfg.Token != "" && subtle.ConstantTimeCompare([]byte(m.Token), []byte(s.cfg.Token)) != 1 {
 		WriteMessage(tc, &Message{Type: TypeError, Code: CodeBadToken, Text: "join token refused"})
 		return nil, errors.New("bad join token")
+	}
+	if len(s.cfg.AllowKeys) > 0 && !slices.Contains(s.cfg.AllowKeys, key) {
+		WriteMessage(tc, &Message{Type: TypeError, Code: CodeNotAdmitted, Text: "this server admits only the keys its operator listed"})
+		return nil, errors.New("key not in allow_keys")
 	}
 	if s.cfg.ConnectRate >= 0 {
 		p.connects = rate.NewLimiter(rate.Limit(s.cfg.ConnectRate), s.cfg.ConnectBurst)

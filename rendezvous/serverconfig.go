@@ -14,6 +14,10 @@ type ServerConfig struct {
 	Key identity.PrivateKey
 	// Token, if set, must be presented by every registering peer.
 	Token string
+	// AllowKeys, if not empty, are the only keys that may register: a
+	// private server that strangers cannot use at all, not even to be
+	// refused by a peer. Default: any key.
+	AllowKeys []identity.PublicKey
 	// HandshakeTimeout bounds TLS plus the register message. Default 10s.
 	HandshakeTimeout time.Duration
 	// IdleTimeout drops a peer that sends nothing (not even a ping) this

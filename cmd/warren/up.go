@@ -248,7 +248,12 @@ func cmdRendezvous(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return configErr(err)
 	}
-	scfg := rendezvous.ServerConfig{Key: key, Token: cfg.Token, Relay: *cfg.Relay, Log: log,
+	var allow []identity.PublicKey
+	for _, k := range cfg.AllowKeys { // verified by config
+		pk, _ := identity.ParsePublicKey(k)
+		allow = append(allow, pk)
+	}
+	scfg := rendezvous.ServerConfig{Key: key, Token: cfg.Token, AllowKeys: allow, Relay: *cfg.Relay, Log: log,
 		RelayRate: serverLimit(cfg.RelayRate), RelayDailyBytes: serverLimit(cfg.RelayDailyBytes),
 		MaxRelaysPerKey: serverLimit(cfg.MaxRelaysPerKey)}
 	if !*cfg.Limits {
