@@ -25,6 +25,11 @@ type Config struct {
 	// LogFormat is "text" or "json". Default: "text".
 	LogFormat string `toml:"log_format"`
 
+	// AccessLog logs one line per forwarded connection at info, on both
+	// the local and the exit side. Off, those lines are at debug and a
+	// summary is logged each minute. Default: false.
+	AccessLog bool `toml:"access_log"`
+
 	// AdminListen is where the status API listens. Default:
 	// "127.0.0.1:7780". "off" disables it: AdminListen is empty after Load
 	// exactly then.

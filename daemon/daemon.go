@@ -126,8 +126,8 @@ func New(cfg *config.Config, log logrus.FieldLogger) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	d.exit = forward.NewServer(policy, forward.Config{Self: &selfGuard{d: d}}, log.WithField("component", "exit"))
-	d.listeners = forward.NewListeners(cfg.Socks, cfg.Forward, d, forward.Config{}, log.WithField("component", "forward"))
+	d.exit = forward.NewServer(policy, forward.Config{Self: &selfGuard{d: d}, AccessLog: cfg.AccessLog}, log.WithField("component", "exit"))
+	d.listeners = forward.NewListeners(cfg.Socks, cfg.Forward, d, forward.Config{AccessLog: cfg.AccessLog}, log.WithField("component", "forward"))
 	if d.rv, err = d.newRendezvous(); err != nil {
 		return nil, err
 	}
@@ -200,6 +200,9 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	d.wg.Go(func() { d.discoverLoop(ctx) })
 	d.wg.Go(func() { d.watchAddrs(ctx) })
 	d.wg.Go(func() { d.sampleThroughput(ctx) })
+	if !d.cfg.AccessLog {
+		d.wg.Go(func() { d.summarizeTraffic(ctx, trafficSummaryInterval) })
+	}
 	if d.admin != nil {
 		d.wg.Go(func() { d.admin.serve(ctx) })
 	}

@@ -85,6 +85,7 @@ func restartOnlyChanges(running, cfg *config.Config) []string {
 		{"key_file", running.KeyFile, cfg.KeyFile},
 		{"admin_listen", running.AdminListen, cfg.AdminListen},
 		{"log_format", running.LogFormat, cfg.LogFormat},
+		{"access_log", running.AccessLog, cfg.AccessLog},
 		{"[rendezvous]", running.Rendezvous, cfg.Rendezvous},
 		{"[link]", running.Link, cfg.Link},
 	} {

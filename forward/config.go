@@ -4,6 +4,8 @@ import (
 	"errors"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/warren-p2p/warren/internal/conf"
 )
 
@@ -43,6 +45,13 @@ type Config struct {
 	MaxPending          int
 	MaxPendingPerSource int
 
+	// AccessLog logs one line per connection (local side) and per stream
+	// (exit side) at info when it ends: target, bytes each way, duration.
+	// Off, those lines are at debug, and the daemon logs a summary each
+	// minute instead: a browser makes hundreds of connections. Default
+	// false.
+	AccessLog bool
+
 	// Self names the exit daemon's own listeners, which the exit refuses
 	// to dial for any peer, whatever its grant (Policy.WithSelf). Nil:
 	// none are known.
@@ -81,4 +90,13 @@ func (c Config) Verify() error {
 		conf.NotNegative("forward: RequestTimeout", c.RequestTimeout), conf.NotNegative("forward: DialTimeout", c.DialTimeout),
 		conf.NotNegative("forward: ConnectTimeout", c.ConnectTimeout), conf.NotNegative("forward: UDPIdleTimeout", c.UDPIdleTimeout),
 		conf.NotNegative("forward: MaxPending", c.MaxPending), conf.NotNegative("forward: MaxPendingPerSource", c.MaxPendingPerSource))
+}
+
+// connLevel is the level of the line a connection or stream logs when it
+// ends (AccessLog).
+func (c Config) connLevel() logrus.Level {
+	if c.AccessLog {
+		return logrus.InfoLevel
+	}
+	return logrus.DebugLevel
 }

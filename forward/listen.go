@@ -360,7 +360,7 @@ func (l *Listeners) handleForward(ctx context.Context, f config.Forward, c net.C
 		"bytes_in":  in,
 		"bytes_out": out,
 		"duration":  time.Since(start),
-	}).Debug("connection closed")
+	}).Log(l.cfg.connLevel(), "connection closed")
 }
 
 // dial opens a stream to peer for req within ConnectTimeout. A failure is

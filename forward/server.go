@@ -169,7 +169,7 @@ func (s *Server) closed(log *logrus.Entry, fields logrus.Fields, in, out int64, 
 		"bytes_in":  in,
 		"bytes_out": out,
 		"duration":  time.Since(start),
-	}).Info("stream closed")
+	}).Log(s.cfg.connLevel(), "stream closed")
 }
 
 // forget ends a stream the exit refused with a reset after its reply,

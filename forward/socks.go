@@ -174,7 +174,7 @@ func (s *socksSession) finish() {
 		"bytes_in":  in,
 		"bytes_out": out,
 		"duration":  time.Since(s.start),
-	}).Debug("connection closed")
+	}).Log(s.l.cfg.connLevel(), "connection closed")
 }
 
 // failure records that a copy through a SOCKS5 session failed. go-socks5
