@@ -168,3 +168,12 @@ func (c *Config) ErrorAt(key string, err error) *Error {
 	}
 	return &Error{File: c.Path, Line: lineOf(c.lines, key), Key: key, Msg: msg, Err: err}
 }
+
+// Where is "file:line" of key in c's file ("file" when the line is not
+// known), for messages that point the user at a setting.
+func (c *Config) Where(key string) string {
+	if line := lineOf(c.lines, key); line > 0 {
+		return fmt.Sprintf("%s:%d", c.Path, line)
+	}
+	return c.Path
+}

@@ -118,7 +118,7 @@ func New(cfg *config.Config, log logrus.FieldLogger) (*Daemon, error) {
 	if d.punchBudget, err = punch.NewBudget(&punch.BudgetConfig{Rate: cfg.Link.SprayRate}); err != nil {
 		return nil, fmt.Errorf("link.spray_rate: %w", err)
 	}
-	if d.peers, err = d.newPeers(cfg.Peers); err != nil {
+	if d.peers, err = d.newPeers(cfg); err != nil {
 		return nil, err
 	}
 	d.byKey, d.byName = indexPeers(d.peers)
@@ -232,9 +232,9 @@ func (d *Daemon) logListening() {
 }
 
 // newPeers makes a peer for each [[peers]] entry.
-func (d *Daemon) newPeers(confs []config.Peer) ([]*peer, error) {
+func (d *Daemon) newPeers(cfg *config.Config) ([]*peer, error) {
 	var peers []*peer
-	for _, pc := range confs {
+	for i, pc := range cfg.Peers {
 		k, err := identity.ParsePublicKey(pc.PublicKey)
 		if err != nil {
 			return nil, fmt.Errorf("peer %s: public_key: %w", pc.Name, err)
@@ -242,7 +242,9 @@ func (d *Daemon) newPeers(confs []config.Peer) ([]*peer, error) {
 		if k == d.key.Public() {
 			return nil, fmt.Errorf("peer %s: public_key is this daemon's own key", pc.Name)
 		}
-		peers = append(peers, newPeer(pc.Name, k, d.log.WithField("peer", pc.Name)))
+		p := newPeer(pc.Name, k, d.log.WithField("peer", pc.Name))
+		p.keyAt = cfg.Where(keyIndexed("peers", i, "public_key"))
+		peers = append(peers, p)
 	}
 	return peers, nil
 }
@@ -415,4 +417,10 @@ func (d *Daemon) onPunch(pu rendezvous.Punch) {
 		return
 	}
 	p.offer(pu)
+}
+
+// keyIndexed is the config key of field in the i-th element of array:
+// "peers[0].public_key".
+func keyIndexed(array string, i int, field string) string {
+	return fmt.Sprintf("%s[%d].%s", array, i, field)
 }

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"slices"
 	"sync"
@@ -43,9 +44,10 @@ type offer struct {
 // peer is one configured peer. Its run goroutine owns the link lifecycle;
 // other goroutines read state through the mutex.
 type peer struct {
-	name string
-	key  identity.PublicKey
-	log  logrus.FieldLogger
+	name  string
+	key   identity.PublicKey
+	keyAt string // where the config sets key: "file:line"
+	log   logrus.FieldLogger
 
 	// offers holds at most the newest punch instruction.
 	offers chan offer
@@ -84,7 +86,10 @@ func (p *peer) setOffline() {
 	}
 	p.state, p.lastErr, p.offlineSince = StateOffline, offlineText, time.Now()
 	close(p.offline)
-	p.log.Info("peer is " + offlineText)
+	// With consent, a peer whose key here is wrong, or that does not list
+	// this daemon, is "offline" too: say where to look.
+	p.log.WithField("what_to_check", fmt.Sprintf("if %s is running: that its public_key at %s is the key it runs with "+
+		"(warren pubkey -k on its key file), and that its config lists this daemon's key", p.name, p.keyAt)).Info("peer is " + offlineText)
 }
 
 // leaveOfflineLocked ends the offline state: a punch came.

@@ -21,7 +21,7 @@ import (
 func (d *Daemon) Reload(cfg *config.Config) (restartOnly []string, err error) {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
-	newPeers, err := d.newPeers(cfg.Peers)
+	newPeers, err := d.newPeers(cfg)
 	if err != nil {
 		return nil, err
 	}

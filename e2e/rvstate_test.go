@@ -90,7 +90,10 @@ func TestOfflinePeer(t *testing.T) {
 	if row := st.Peers[0]; row.Error != "offline (not registered with the server)" || row.Since == nil || time.Since(*row.Since) > time.Minute {
 		t.Errorf("home's row: %+v", row)
 	}
-	laptop.waitOutput(t, regexp.MustCompile(`level=info msg="peer is offline \(not registered with the server\)" peer=home`), time.Second)
+	// The line says where the config sets home's key: with consent, a
+	// wrong key there looks like an offline peer.
+	laptop.waitOutput(t, regexp.MustCompile(`level=info msg="peer is offline \(not registered with the server\)" peer=home `+
+		`what_to_check="if home is running: that its public_key at \S+laptop\.toml:\d+ is the key it runs with`), time.Second)
 	code, took := socksConnectReply(t, socks)
 	if code != 4 || took > 5*time.Second {
 		t.Errorf("SOCKS5 to an offline peer: reply %d after %v, want 4 at once", code, took)
