@@ -13,15 +13,24 @@ import (
 func TestShippedConfigsLoad(t *testing.T) {
 	files, _ := filepath.Glob("../examples/*/*.toml")
 	files = append(files, "../config.example.toml")
+	// The two ends of an example can run on one machine: their admin
+	// listeners differ.
+	admins := map[string]string{} // "dir admin" -> file
 	for _, f := range files {
 		t.Run(filepath.Base(filepath.Dir(f))+"/"+filepath.Base(f), func(t *testing.T) {
 			data, err := os.ReadFile(f)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := config.Parse(filepath.Join(t.TempDir(), "x.toml"), data); err != nil {
+			c, err := config.Parse(filepath.Join(t.TempDir(), "x.toml"), data)
+			if err != nil {
 				t.Fatal(err)
 			}
+			key := filepath.Dir(f) + " " + c.AdminListen
+			if other, ok := admins[key]; ok {
+				t.Errorf("%s and %s both listen on admin %s: they cannot run side by side", other, f, c.AdminListen)
+			}
+			admins[key] = f
 		})
 	}
 	if _, err := config.LoadServer("../examples/rendezvous.toml"); err != nil {

@@ -102,6 +102,8 @@ func (w *world) render(example, name, admin string, keys map[string]string, repl
 	// "127.0.0.1:1080" would otherwise also rewrite a server on port
 	// 10800-10809 (CI once failed on "127.0.0.1:10805").
 	s = strings.ReplaceAll(s, "rv.example.net:7777", w.rvAddr)
+	// The test's admin address replaces the example's, if it sets one.
+	s = regexp.MustCompile(`(?m)^admin_listen = .*\n`).ReplaceAllString(s, "")
 	s = fmt.Sprintf("admin_listen = %q\nlog_level = %q\n", admin, w.logLevel) + s
 	path := filepath.Join(w.dir, name+".toml")
 	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
