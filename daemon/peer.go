@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -63,6 +64,7 @@ type peer struct {
 	source  netip.Addr // the local address link leaves from
 	lastErr string
 	setup   time.Duration // request to link up, for the last link
+	punched punchInfo     // the session that made the last link
 	up      chan struct{} // closed while a link is up
 	// offline is closed while the peer is offline, since offlineSince.
 	offline      chan struct{}
@@ -210,6 +212,29 @@ func (p *peer) awaitPunch(ctx context.Context, d *Daemon) (o offer, asked time.T
 	}
 }
 
+// punchInfo is what status says of the punch session behind a link.
+type punchInfo struct{ peerNAT, strategy, why string }
+
+// describePunch is the punchInfo of a session whose race rep reports: for
+// a relayed link, what each direct path did instead.
+func describePunch(s *session.Session, rep session.Report) punchInfo {
+	info := punchInfo{peerNAT: natLabel(s.PeerNAT), strategy: s.Strategy.Name}
+	if rep.Winner != session.PathRelay {
+		return info
+	}
+	var why []string
+	for _, o := range rep.Outcomes {
+		if o.Path != session.PathRelay {
+			why = append(why, o.Path+": "+o.Lost(rep.Winner))
+		}
+	}
+	if len(why) == 0 {
+		why = append(why, "no direct path allowed here (transports)")
+	}
+	info.why = strings.Join(why, "; ")
+	return info
+}
+
 // establish runs one punch session and builds a link over its result.
 // With allowRelay, a relay through the rendezvous server joins the race.
 // It counts the session's attempt and, unless ctx ended first, its result.
@@ -237,6 +262,12 @@ func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch, al
 		paths = d.paths
 	}
 	l, rep, err := session.Race(ctx, s, paths)
+	if err == nil {
+		info := describePunch(s, rep)
+		p.mu.Lock()
+		p.punched = info
+		p.mu.Unlock()
+	}
 	for _, o := range rep.Outcomes {
 		if o.Path != rep.Winner || o.Offered == 0 {
 			p.log.WithFields(logrus.Fields{"session": s.ID.String()[:8], "path": o.Path, "why": o.Lost(rep.Winner)}).Debug("path lost the race")

@@ -50,6 +50,13 @@ type PeerStatus struct {
 	BytesOut  int64      `json:"bytes_out"`
 	Streams   int64      `json:"streams"` // open now, on the current link and on a relay link still draining
 	Error     string     `json:"error,omitempty"`
+	// PeerNAT, Strategy and Why describe the punch session that made the
+	// current link: the peer's NAT as it reported it, the strategy both
+	// sides chose for the pair, and for a relayed link what each direct
+	// path did instead.
+	PeerNAT  string `json:"peer_nat,omitempty"`
+	Strategy string `json:"strategy,omitempty"`
+	Why      string `json:"why,omitempty"`
 	// Throughput is the last minutes' traffic, for the dashboard's
 	// sparklines; absent until the first sample.
 	Throughput *Throughput `json:"throughput,omitempty"`
@@ -117,6 +124,7 @@ func (p *peer) status() PeerStatus {
 		ps.Since = &since
 		ps.SetupMs = float64(p.setup.Microseconds()) / 1000
 		ps.BytesIn, ps.BytesOut = s.BytesIn, s.BytesOut
+		ps.PeerNAT, ps.Strategy, ps.Why = p.punched.peerNAT, p.punched.strategy, p.punched.why
 	}
 	// After an upgrade, streams opened on the relay stay there until they
 	// end: they are the peer's streams all the same.

@@ -51,7 +51,7 @@ func TestDashboard(t *testing.T) {
 		t.Fatalf("chromium: %v\n%s", r.err, tail(r.stderr, 2000))
 	}
 	for _, want := range []*regexp.Regexp{
-		regexp.MustCompile(`<td>home</td><td class="ok">connected</td><td>direct-tcp</td>`),
+		regexp.MustCompile(`<td>home</td><td class="ok">connected</td><td>direct-(tcp|udp)</td><td>\S+ / \S+</td>`),
 		regexp.MustCompile(`<b class="ok">registered</b>`),
 		regexp.MustCompile(`<td>forward\[0\]</td><td>forward</td><td>` + regexp.QuoteMeta(web) + `</td><td>home</td><td>service photos</td>`),
 		regexp.MustCompile(`<svg width="180" height="28"><polyline points="[^"]+" fill="none" stroke="#2563eb"`),

@@ -69,7 +69,7 @@ func printStatus(w io.Writer, st daemon.Status) {
 	fmt.Fprintf(w, "key %s  rendezvous %s  observed %s  nat %s\n\n",
 		st.PublicKey, st.Rendezvous, orDash(st.Observed), st.NAT)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PEER\tSTATE\tPATH\tREMOTE\tRTT\tSINCE\tIN\tOUT\tSTREAMS")
+	fmt.Fprintln(tw, "PEER\tSTATE\tPATH\tREMOTE\tRTT\tSINCE\tIN\tOUT\tSTREAMS\tPEER NAT\tSTRATEGY")
 	for _, p := range st.Peers {
 		since := "-"
 		if p.Since != nil {
@@ -79,8 +79,8 @@ func printStatus(w io.Writer, st daemon.Status) {
 		if p.RTTMs > 0 {
 			rtt = fmt.Sprintf("%.1fms", p.RTTMs)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", p.Name, p.State, orDash(p.Path), orDash(p.Remote),
-			rtt, since, bytesText(p.BytesIn), bytesText(p.BytesOut), p.Streams)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", p.Name, p.State, orDash(p.Path), orDash(p.Remote),
+			rtt, since, bytesText(p.BytesIn), bytesText(p.BytesOut), p.Streams, orDash(p.PeerNAT), orDash(p.Strategy))
 	}
 	tw.Flush()
 	if st.RendezvousError != "" {
@@ -92,6 +92,9 @@ func printStatus(w io.Writer, st daemon.Status) {
 	for _, p := range st.Peers {
 		if p.Error != "" {
 			fmt.Fprintf(w, "\n%s: %s", p.Name, strings.TrimSpace(p.Error))
+		}
+		if p.Why != "" {
+			fmt.Fprintf(w, "\n%s: relayed because %s", p.Name, p.Why)
 		}
 	}
 }

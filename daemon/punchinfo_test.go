@@ -1,0 +1,32 @@
+package daemon
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/warren-p2p/warren/punch"
+	"github.com/warren-p2p/warren/session"
+)
+
+func TestDescribePunch(t *testing.T) {
+	s := &session.Session{PeerNAT: punch.NAT{}, Strategy: punch.Strategy{Name: "random/random"}}
+	for _, tc := range []struct {
+		name string
+		rep  session.Report
+		why  string
+	}{
+		{"direct", session.Report{Winner: session.PathTCP, Outcomes: []session.Outcome{{Path: session.PathTCP, Started: true, Offered: 1}}}, ""},
+		{"relayed", session.Report{Winner: session.PathRelay, Outcomes: []session.Outcome{
+			{Path: session.PathTCP, Started: true, Err: errors.New("no answer from the peer's predicted ports")},
+			{Path: session.PathUDP, Started: false},
+			{Path: session.PathRelay, Started: true, Offered: 1},
+		}}, "direct-tcp: no answer from the peer's predicted ports; direct-udp: the race ended before its turn"},
+		{"relay only", session.Report{Winner: session.PathRelay, Outcomes: []session.Outcome{{Path: session.PathRelay, Started: true, Offered: 1}}},
+			"no direct path allowed here (transports)"},
+	} {
+		info := describePunch(s, tc.rep)
+		if info.why != tc.why || info.strategy != "random/random" || info.peerNAT == "" {
+			t.Errorf("%s: %+v, want why %q", tc.name, info, tc.why)
+		}
+	}
+}
