@@ -246,22 +246,10 @@ func TestCheck(t *testing.T) {
 // prints its narrative with no warning lines for its planned refusal, and
 // suggests commands that name which daemon they ask.
 func TestDemoSaysOnlyWhatHappens(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, warrenBin, "demo")
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(out.String(), "home's view") && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
+	demo := start(t, localhost{}, "demo", "demo")
+	demo.waitOutput(t, regexp.MustCompile(`home's view`), 15*time.Second)
 	time.Sleep(300 * time.Millisecond) // room for a late log line
-	cmd.Process.Signal(os.Interrupt)
-	cmd.Wait()
-	text := out.String()
+	text := demo.output()
 	if strings.Contains(text, "level=") {
 		t.Errorf("the demo printed log lines:\n%s", text)
 	}
