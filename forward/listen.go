@@ -15,6 +15,7 @@ import (
 
 	"github.com/warren-p2p/warren/config"
 	"github.com/warren-p2p/warren/internal/admit"
+	"github.com/warren-p2p/warren/internal/bufcopy"
 	"github.com/warren-p2p/warren/internal/waitfor"
 )
 
@@ -27,7 +28,7 @@ type Listeners struct {
 	cfg    Config
 	log    logrus.FieldLogger
 	stats  counters
-	copier copier
+	copier bufcopy.Copier
 	gate   *admit.Gate // connections still in their handshake (Config.MaxPending)
 
 	mu      sync.Mutex
@@ -354,7 +355,7 @@ func (l *Listeners) handleForward(ctx context.Context, f config.Forward, c net.C
 	stopStream := context.AfterFunc(ctx, func() { abort(s) })
 	defer stopStream()
 
-	out, in := l.copier.join(c, s)
+	out, in := join(&l.copier, c, s)
 	l.stats.bytes(in, out)
 	log.WithFields(logrus.Fields{
 		"bytes_in":  in,

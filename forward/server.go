@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/warren-p2p/warren/internal/bufcopy"
 )
 
 // Server is the exit side: it serves streams that peers open to this
@@ -20,7 +22,7 @@ type Server struct {
 	log    logrus.FieldLogger
 	dialer net.Dialer
 	stats  counters
-	copier copier
+	copier bufcopy.Copier
 }
 
 // NewServer returns a Server that authorizes with policy. cfg's zero
@@ -155,7 +157,7 @@ func (s *Server) carry(ctx context.Context, stream, target net.Conn, peer string
 		}
 		in, out, fields = r.in, r.out, r.fields()
 	} else {
-		in, out = s.copier.join(stream, target)
+		in, out = join(&s.copier, stream, target)
 	}
 	s.closed(log, fields, in, out, start)
 }

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/warren-p2p/warren/identity"
+	"github.com/warren-p2p/warren/internal/bufcopy"
 	"github.com/warren-p2p/warren/internal/loglimit"
 	"github.com/warren-p2p/warren/punch"
 )
@@ -35,6 +36,7 @@ type Server struct {
 	refusals *refusals         // summarises refusals in the log
 	logs     *loglimit.Limiter // limits other lines a source can cause
 	meter    *relayMeter       // what each key relays
+	copier   bufcopy.Copier    // the relays' copy buffers
 
 	relaySecret relaySecret // keys relay tokens; set at start, then read only
 
