@@ -269,7 +269,7 @@ func (s *Server) pipe(ctx context.Context, p *relayPair) (int64, int64) {
 
 // copyIdle copies what src's peer sends to dst, billed to src's key (its
 // rate and budget), half-closing dst at the end. It gives up after
-// RelayIdle without data, and ends the relay once the key's budget is
+// RelayIdle without data either way, and ends the relay once the key's budget is
 // spent. It holds no buffer while src is idle (bufcopy): a relayed link
 // spends most of its life waiting.
 func (s *Server) copyIdle(ctx context.Context, dst net.Conn, src *relayHalf) int64 {
@@ -307,7 +307,7 @@ var errRelayBudget = errors.New("relay budget spent")
 
 // relayWriter writes what one side of a relay sent to the other side,
 // billed to the sender's key. Each write moves both connections' idle
-// deadlines, which so fall RelayIdle after the last byte.
+// deadlines, which so fall RelayIdle after the last byte either way.
 type relayWriter struct {
 	ctx    context.Context
 	meter  *relayMeter
@@ -321,8 +321,11 @@ func (w *relayWriter) Write(b []byte) (int, error) {
 	if !w.meter.spend(w.ctx, w.src.meter, len(b)) {
 		return 0, errRelayBudget
 	}
+	// Both reads' deadlines move: a relay is idle when neither side
+	// sends, and a one-way transfer keeps it up.
 	by := time.Now().Add(w.idle)
 	w.src.conn.SetReadDeadline(by)
+	w.dst.SetReadDeadline(by)
 	w.dst.SetWriteDeadline(by)
 	n, err := w.dst.Write(b)
 	w.failed = err != nil
