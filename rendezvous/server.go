@@ -667,8 +667,11 @@ func (s *Server) ListenAndServe(ctx context.Context, listen, alt string, ready f
 	if alt != "" && alt != listen {
 		tcpAddrs = append(tcpAddrs, alt)
 	}
+	// Relayed and control connections announce a small MSS: the server
+	// serves daemons behind every kind of path, PMTU black holes too.
+	lc := net.ListenConfig{Control: punch.ClampMSS}
 	for i, a := range tcpAddrs {
-		ln, err := net.Listen("tcp", a)
+		ln, err := lc.Listen(ctx, "tcp", a)
 		if err != nil {
 			closeAll()
 			return fmt.Errorf("listen %s: %w", a, err)

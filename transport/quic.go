@@ -208,6 +208,11 @@ func (s *QUICSocket) Dial(ctx context.Context, remote netip.AddrPort, client boo
 		MaxConnectionReceiveWindow:     uint64(c.Window) * 3 / 2,
 		MaxIncomingStreams:             1,
 		MaxIncomingUniStreams:          -1,
+		// QUIC's smallest datagram, which a 1280-byte path carries with
+		// IPv6 and UDP headers; path MTU discovery (DPLPMTUD, which needs
+		// no ICMP) grows it. quic-go starts at 1280, which such a path
+		// drops silently where it drops ICMP too: no handshake at all.
+		InitialPacketSize: 1200,
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.HandshakeTimeout)
 	defer cancel()
