@@ -25,7 +25,7 @@ type udpEnd struct {
 
 // udpLinkPair builds a link between the two ends of punch session id
 // over a UDP path between two loopback sockets, as a punch leaves it,
-// running stream ('q' QUIC or 'k' KCP) below the link's TLS.
+// running stream (streamQUIC or streamKCP) below the link.
 func udpLinkPair(t *testing.T, ctx context.Context, stream byte, id punch.SessionID) [2]udpEnd {
 	t.Helper()
 	sa, sb := twoEnds(t, 10*time.Second, [2]punch.NAT{}, [2]netip.AddrPort{})
@@ -129,7 +129,7 @@ func observerForgeries(id punch.SessionID) [][]byte {
 // forged roam announcements from another address to both ends. Neither end
 // moves, and the link keeps carrying data.
 func TestForgedRoamDoesNotMoveTheLink(t *testing.T) {
-	for _, stream := range []byte{'q', 'k'} {
+	for _, stream := range []byte{streamQUIC, streamKCP} {
 		t.Run(string(stream), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
