@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -207,5 +208,27 @@ func TestRoamFollowsAuthenticAnnouncement(t *testing.T) {
 	// (The peer's own next announcement may have moved it back.)
 	if got := remoteOf(); got == moved[1].LocalAddr().(*net.UDPAddr).AddrPort() {
 		t.Fatalf("a replayed announcement moved the link to %v", got)
+	}
+}
+
+// TestOldQUICStreamRefusedByName: a peer of the version that ran the
+// link's TLS inside QUIC proposes stream 'q'; this end refuses it with an
+// error that says so, rather than failing a handshake for no clear reason.
+func TestOldQUICStreamRefusedByName(t *testing.T) {
+	sa, _ := twoEnds(t, 10*time.Second, [2]punch.NAT{}, [2]netip.AddrPort{})
+	sock, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	u := &UDP{Closing: &sync.WaitGroup{}}
+	res := punch.UDPResult{Conn: sock, Remote: netip.MustParseAddrPort("127.0.0.1:9"), Stream: streamQUICv1}
+	c, err := u.udpStream(context.Background(), sa, res)
+	if err == nil {
+		c.Close()
+		t.Fatal("the old QUIC stream was accepted")
+	}
+	if !strings.Contains(err.Error(), "no longer speaks") {
+		t.Fatalf("refused with %q, which does not say why", err)
 	}
 }
