@@ -174,40 +174,45 @@ func TestForgedRoamDoesNotMoveTheLink(t *testing.T) {
 // NAT rebound) moves the link there; the same announcement replayed from
 // yet another endpoint does not.
 func TestRoamFollowsAuthenticAnnouncement(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	ends := udpLinkPair(t, ctx, 'k', punch.NewSessionID())
-	roam := ends[1].conn.roam.Load()
-	if roam == nil || ends[0].conn.roam.Load() == nil {
-		t.Fatal("roaming is not armed once the link is up")
-	}
-	var moved [2]*net.UDPConn
-	for i := range moved {
-		s, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
-		moved[i] = s
-	}
-	remoteOf := func() netip.AddrPort {
-		ends[0].conn.mu.Lock()
-		defer ends[0].conn.mu.Unlock()
-		return ends[0].conn.remote
-	}
-	p := roam.Announce()
-	moved[0].WriteToUDPAddrPort(p, ends[0].addr)
-	want := moved[0].LocalAddr().(*net.UDPAddr).AddrPort()
-	for deadline := time.Now().Add(2 * time.Second); remoteOf() != want; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the peer's announcement from %v did not move the link (remote %v)", want, remoteOf())
-		}
-	}
-	moved[1].WriteToUDPAddrPort(p, ends[0].addr)
-	time.Sleep(200 * time.Millisecond)
-	// (The peer's own next announcement may have moved it back.)
-	if got := remoteOf(); got == moved[1].LocalAddr().(*net.UDPAddr).AddrPort() {
-		t.Fatalf("a replayed announcement moved the link to %v", got)
+	// Over QUIC the keys come from QUIC's own handshake (no link TLS).
+	for _, stream := range []byte{streamKCP, streamQUIC} {
+		t.Run(string(stream), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			ends := udpLinkPair(t, ctx, stream, punch.NewSessionID())
+			roam := ends[1].conn.roam.Load()
+			if roam == nil || ends[0].conn.roam.Load() == nil {
+				t.Fatal("roaming is not armed once the link is up")
+			}
+			var moved [2]*net.UDPConn
+			for i := range moved {
+				s, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer s.Close()
+				moved[i] = s
+			}
+			remoteOf := func() netip.AddrPort {
+				ends[0].conn.mu.Lock()
+				defer ends[0].conn.mu.Unlock()
+				return ends[0].conn.remote
+			}
+			p := roam.Announce()
+			moved[0].WriteToUDPAddrPort(p, ends[0].addr)
+			want := moved[0].LocalAddr().(*net.UDPAddr).AddrPort()
+			for deadline := time.Now().Add(2 * time.Second); remoteOf() != want; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("the peer's announcement from %v did not move the link (remote %v)", want, remoteOf())
+				}
+			}
+			moved[1].WriteToUDPAddrPort(p, ends[0].addr)
+			time.Sleep(200 * time.Millisecond)
+			// (The peer's own next announcement may have moved it back.)
+			if got := remoteOf(); got == moved[1].LocalAddr().(*net.UDPAddr).AddrPort() {
+				t.Fatalf("a replayed announcement moved the link to %v", got)
+			}
+		})
 	}
 }
 
