@@ -52,20 +52,21 @@ func Kinds() []Kind {
 
 // ParseKind returns the Kind named s, or an error listing the valid names.
 func ParseKind(s string) (Kind, error) {
-	for _, k := range Kinds() {
+	all := append(Kinds(), RestrictedKinds()...)
+	for _, k := range all {
 		if string(k) == s {
 			return k, nil
 		}
 	}
-	names := make([]string, 0, len(Kinds()))
-	for _, k := range Kinds() {
+	names := make([]string, 0, len(all))
+	for _, k := range all {
 		names = append(names, string(k))
 	}
 	return "", fmt.Errorf("natlab: unknown NAT kind %q (want one of %s)", s, strings.Join(names, ", "))
 }
 
-// Valid reports whether k is one of Kinds().
-func (k Kind) Valid() bool { return slices.Contains(Kinds(), k) }
+// Valid reports whether k is one of Kinds() or RestrictedKinds().
+func (k Kind) Valid() bool { return slices.Contains(Kinds(), k) || k.restricted() }
 
 // busy reports whether a site of kind k gets a background host that keeps
 // allocating mappings.
@@ -85,7 +86,7 @@ const (
 func routerRules(k Kind, wanIP string) (string, error) {
 	var nat string
 	switch k {
-	case Cone, ConeRST:
+	case Cone, ConeRST, HTTPSOnly, ProxyOnly:
 		// Linux masquerade keeps the source port unless it is taken, which
 		// gives endpoint-independent, port-preserving mapping.
 		nat = fmt.Sprintf("\t\toifname %q masquerade\n", wanDev)
@@ -126,7 +127,7 @@ func routerRules(k Kind, wanIP string) (string, error) {
 	fmt.Fprintf(&b, "\tchain forward {\n")
 	fmt.Fprintf(&b, "\t\ttype filter hook forward priority filter; policy drop;\n")
 	fmt.Fprintf(&b, "\t\tct state established,related accept\n")
-	fmt.Fprintf(&b, "\t\tiifname %q accept\n", lanDev)
+	b.WriteString(lanOutRules(k))
 	fmt.Fprintf(&b, "\t}\n")
 	// Unsolicited inbound packets to the WAN address would otherwise reach
 	// the router's own stack, which answers TCP with RST and UDP with ICMP

@@ -371,6 +371,11 @@ func (l *Lab) addRouterLocked(ctx context.Context, ns string, kind Kind,
 			return nil, err
 		}
 	}
+	if kind == ProxyOnly {
+		if err := l.startProxyLocked(ctx, ns, lan); err != nil {
+			return nil, fmt.Errorf("router %s: %w", ns, err)
+		}
+	}
 	return r, nil
 }
 

@@ -73,6 +73,9 @@ type Punch struct {
 	LAN    []netip.AddrPort
 	// PeerNAT is the peer's NAT as it reported it (zero if it did not).
 	PeerNAT punch.NAT
+	// PeerRestricted is why the peer's network leaves no direct path, as
+	// it reported it (NATReport.Restricted); "" if nothing does.
+	PeerRestricted string
 	// RelayToken opens this side of the session's relay (zero if the
 	// server sent none, and then the relay refuses it).
 	RelayToken RelayToken
@@ -179,6 +182,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, err
 	}
 	conf := identity.TLSConfig(cert, identity.Pinned(cfg.ServerKey))
+	looksLikeHTTPS(conf, cfg.Address)
 	return &Client{cfg: cfg, tlsConf: conf, refused: refused, registered: make(chan struct{}), redial: make(chan struct{}, 1), steps: make(map[string]*UDPStep)}, nil
 }
 
@@ -481,6 +485,9 @@ func parsePunch(m *Message) (Punch, error) {
 	// need none.
 	pu.RelayToken, _ = parseRelayToken(m.RelayToken)
 	pu.PeerNAT = m.NAT.NAT()
+	if m.NAT != nil {
+		pu.PeerRestricted = m.NAT.Restricted
+	}
 	if pu.Public, err = netip.ParseAddrPort(m.Public); err != nil {
 		return Punch{}, fmt.Errorf("punch public endpoint: %w", err)
 	}

@@ -17,6 +17,64 @@ type NATReport struct {
 	Delta      int              `json:"Delta"`
 	PublicIP   netip.Addr       `json:"PublicIP"`
 	LastPort   uint16           `json:"LastPort"`
+	// Restricted says why the peer's network leaves no direct path to
+	// expect (one of the Restricted constants), or "" if nothing does: a
+	// peer that reads it in a punch goes to the relay at once rather
+	// than wait out punches that cannot arrive. Left out when empty, so
+	// reports of other peers are as before.
+	Restricted string `json:"Restricted,omitempty"`
+}
+
+// Why a peer's network leaves no direct path (NATReport.Restricted).
+const (
+	// RestrictedTCP443 is a network whose control connection reached the
+	// server only on its fallback port (443): it lets out HTTPS alone.
+	RestrictedTCP443 = "tcp443"
+	// RestrictedProxy is a network that lets out nothing but an HTTP
+	// proxy.
+	RestrictedProxy = "proxy"
+	// RestrictedNoUDP is a network where no UDP probe was answered.
+	RestrictedNoUDP = "no-udp"
+)
+
+// maxRestricted bounds the Restricted value the server passes on.
+const maxRestricted = 32
+
+// RestrictionText says in words what a Restricted value of this
+// daemon's network means, for status and logs.
+func RestrictionText(r string) string { return restrictionText(r, "here") }
+
+// PeerRestrictionText is RestrictionText for the peer's network.
+func PeerRestrictionText(r string) string { return restrictionText(r, "at the peer") }
+
+func restrictionText(r, where string) string {
+	switch r {
+	case RestrictedTCP443:
+		return "no UDP " + where + "; TCP 443 only"
+	case RestrictedProxy:
+		return "only an HTTP proxy " + where
+	case RestrictedNoUDP:
+		return "no UDP " + where + " (no probe answered)"
+	case "":
+		return ""
+	}
+	// A newer peer's reason: its words are not repeated, as anything a
+	// peer sends is.
+	return "restricted network " + where
+}
+
+// Report records this peer's NAT report and sends it to the server now (if
+// registered) and at every later registration: SetNAT with the fields
+// punch.NAT does not have (Restricted).
+func (c *Client) Report(r NATReport) error {
+	c.mu.Lock()
+	c.nat = &r
+	p := c.cur
+	c.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	return p.send(&Message{Type: TypeNAT, NAT: &r})
 }
 
 // ReportNAT is n as the wire carries it.

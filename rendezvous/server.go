@@ -92,6 +92,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	// Any peer may register; its key is its identity.
 	conf := identity.TLSConfig(cert, func(identity.PublicKey) error { return nil })
 	conf.SessionTicketsDisabled = true
+	conf.NextProtos = serverALPN
 	secret, err := newRelaySecret()
 	if err != nil {
 		return nil, err
@@ -411,6 +412,10 @@ func (s *Server) handle(ctx context.Context, p *peerConn, m *Message) error {
 		if m.NAT == nil {
 			return nil
 		}
+		// The reason is passed on to other peers: a word, not a payload.
+		if len(m.NAT.Restricted) > maxRestricted {
+			m.NAT.Restricted = ""
+		}
 		p.mu.Lock()
 		changed := p.nat == nil || *p.nat != *m.NAT
 		p.nat = m.NAT
@@ -419,7 +424,7 @@ func (s *Server) handle(ctx context.Context, p *peerConn, m *Message) error {
 		// Only changes, and only a few a source: a peer repeating itself,
 		// or flipping between two reports, must not fill the log.
 		if changed && s.logsFor(p, logNAT) {
-			p.log.WithField("nat", m.NAT.String()).Info("peer reported its NAT")
+			p.log.WithFields(logrus.Fields{"nat": m.NAT.String(), "restricted": m.NAT.Restricted}).Info("peer reported its NAT")
 		}
 		return nil
 	case TypeConnect:
@@ -647,7 +652,8 @@ func punchFor(session punch.SessionID, side int, about *peerConn) *Message {
 }
 
 // ListenAndServe binds TCP and UDP on listen and alt (alt may be empty),
-// and UDP alone on the extra probe endpoint ProbeEndpoints names, then
+// TCP alone on ServerConfig.FallbackListen if set, and UDP alone on the
+// extra probe endpoint ProbeEndpoints names, then
 // serves them all until ctx ends. If any bind fails, nothing is served and
 // the error names the address. ready, if not nil, is called with every
 // bound address (TCP and UDP) once all binds succeeded.
@@ -679,6 +685,17 @@ func (s *Server) ListenAndServe(ctx context.Context, listen, alt string, ready f
 		lns = append(lns, ln)
 		// UDP probes share the TCP port, also when it was port 0.
 		tcpAddrs[i] = ln.Addr().String()
+		bound = append(bound, ln.Addr())
+	}
+	// The fallback listener is TCP only (networks that need it let no
+	// UDP out) and served exactly like the others.
+	if fb := s.cfg.FallbackListen; fb != "" {
+		ln, err := lc.Listen(ctx, "tcp", fb)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("listen %s (fallback): %w", fb, err)
+		}
+		lns = append(lns, ln)
 		bound = append(bound, ln.Addr())
 	}
 	udpAddrs, err := ProbeEndpoints(tcpAddrs[0], alt)

@@ -108,6 +108,11 @@ type ServerConfig struct {
 	// LogBurst is how many lines of one kind one source may cause per
 	// RefusalLogInterval. Default 5.
 	LogBurst int
+	// FallbackListen is a further TCP address that ListenAndServe serves
+	// exactly like its others (control connections, relays, TCP probes),
+	// for daemons on networks that let out only HTTPS: typically port
+	// 443. No UDP is bound there. Default: none.
+	FallbackListen string
 	// UDPEndpoints are the UDP probe endpoints advertised to peers at
 	// registration; an unspecified host means "the address you dialled".
 	// ListenAndServe fills them in.

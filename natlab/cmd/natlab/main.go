@@ -95,7 +95,7 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
 
 func kindNames() string {
 	var s []string
-	for _, k := range natlab.Kinds() {
+	for _, k := range append(natlab.Kinds(), natlab.RestrictedKinds()...) {
 		s = append(s, string(k))
 	}
 	return strings.Join(s, ", ")
