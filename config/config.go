@@ -65,6 +65,16 @@ type Rendezvous struct {
 	// config file. Load resolves it and reads it into Token. Set Token or
 	// TokenFile, not both.
 	TokenFile string `toml:"token_file"`
+	// FallbackAddress is where the daemon looks for the server when
+	// Address cannot be reached (refused, or no answer within a quarter
+	// second): a network that lets out only HTTPS. Default: Address's
+	// host on port 443.
+	FallbackAddress string `toml:"fallback_address"`
+	// Proxy is an HTTP proxy (http://[user:password@]host:port) that
+	// every connection to the server, control and relay, goes through
+	// with CONNECT. Default: HTTPS_PROXY (or https_proxy) from the
+	// environment, unless NO_PROXY names the server; none if unset.
+	Proxy string `toml:"proxy"`
 }
 
 // Link tunes peer links.
@@ -181,6 +191,11 @@ type Server struct {
 	// that lets peers learn how their NAT maps different destinations.
 	// Must differ from Listen. Default: none.
 	AltListen string `toml:"alt_listen"`
+
+	// FallbackListen is a further TCP address served exactly like Listen
+	// (control and relay, no UDP), for daemons on networks that let out
+	// only HTTPS: typically port 443. Default: none.
+	FallbackListen string `toml:"fallback_listen"`
 
 	// KeyFile is the server's Ed25519 private key, resolved like
 	// Config.KeyFile. Default: "rendezvous.key".

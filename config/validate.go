@@ -11,6 +11,7 @@ import (
 
 	"github.com/warren-p2p/warren/link"
 	"github.com/warren-p2p/warren/punch"
+	"github.com/warren-p2p/warren/rendezvous"
 	"github.com/warren-p2p/warren/session"
 )
 
@@ -65,6 +66,9 @@ func (s *Server) finish(p *problems) {
 	if s.AltListen != "" {
 		checkAddrKey(p, "alt_listen", s.AltListen, listenAddr)
 	}
+	if s.FallbackListen != "" {
+		checkAddrKey(p, "fallback_listen", s.FallbackListen, listenAddr)
+	}
 	s.KeyFile = resolvePath(s.Path, cmp.Or(s.KeyFile, defaultServerKeyFile))
 	if s.TokenFile != "" {
 		s.TokenFile = resolvePath(s.Path, s.TokenFile)
@@ -94,6 +98,7 @@ func (s *Server) finish(p *problems) {
 	l := listeners{p: p}
 	l.claim("listen", "tcp", s.Listen)
 	l.claim("alt_listen", "tcp", s.AltListen)
+	l.claim("fallback_listen", "tcp", s.FallbackListen)
 	l.claim("admin_listen", "tcp", s.AdminListen)
 }
 
@@ -152,6 +157,14 @@ func (r *Rendezvous) check(p *problems) {
 	}
 	if required(p, "rendezvous.public_key", r.PublicKey) {
 		checkPublicKeyKey(p, "rendezvous.public_key", r.PublicKey)
+	}
+	if r.FallbackAddress != "" {
+		checkAddrKey(p, "rendezvous.fallback_address", r.FallbackAddress, dialAddr)
+	}
+	if r.Proxy != "" {
+		if _, err := rendezvous.ParseProxy(r.Proxy); err != nil {
+			p.add("rendezvous.proxy", "%v", err)
+		}
 	}
 }
 

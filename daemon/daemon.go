@@ -37,7 +37,10 @@ type Daemon struct {
 	byKey   map[identity.PublicKey]*peer
 	byName  map[string]*peer
 
-	rv        *rendezvous.Client
+	rv *rendezvous.Client
+	// rvDial opens every connection to the rendezvous server, control and
+	// relay, so that both go the same way (fallback port, HTTP proxy).
+	rvDial    *rendezvous.Dialer
 	listeners *forward.Listeners
 	exit      *forward.Server
 	metrics   *metrics // GET /metrics's own counters
@@ -128,6 +131,9 @@ func New(cfg *config.Config, log logrus.FieldLogger) (*Daemon, error) {
 	}
 	d.exit = forward.NewServer(policy, forward.Config{Self: &selfGuard{d: d}, AccessLog: cfg.AccessLog}, log.WithField("component", "exit"))
 	d.listeners = forward.NewListeners(cfg.Socks, cfg.Forward, d, forward.Config{AccessLog: cfg.AccessLog}, log.WithField("component", "forward"))
+	if d.rvDial, err = newRendezvousDialer(cfg); err != nil {
+		return nil, err
+	}
 	if d.rv, err = d.newRendezvous(); err != nil {
 		return nil, err
 	}
@@ -366,7 +372,15 @@ const linkWait = 15 * time.Second
 var ErrNoLink = errors.New("no link to peer")
 
 func (d *Daemon) dialRendezvous(ctx context.Context, addr string) (net.Conn, error) {
-	return punch.DialFrom(ctx, d.acceptor.Port(), addr)
+	before := d.rvDial.LastRoute()
+	c, route, err := d.rvDial.Dial(ctx, addr, func(ctx context.Context, addr string) (net.Conn, error) {
+		return punch.DialFrom(ctx, d.acceptor.Port(), addr)
+	})
+	if err == nil && route != before && (route.Fallback || route.Proxy != "" || before.Addr != "") {
+		d.log.WithFields(logrus.Fields{"route": route.String(), "network": rendezvous.RestrictionText(route.Restriction())}).
+			Info("rendezvous server reached")
+	}
+	return c, err
 }
 
 func (d *Daemon) lanCandidates() []netip.AddrPort {
@@ -396,7 +410,10 @@ func (d *Daemon) sessionPaths() (all, direct []session.Path) {
 	})
 	all = direct
 	if *d.cfg.Link.Relay {
-		all = append(slices.Clip(direct), &session.Relay{Server: d.cfg.Rendezvous.Address})
+		all = append(slices.Clip(direct), &session.Relay{Server: d.cfg.Rendezvous.Address, Dial: func(ctx context.Context) (net.Conn, error) {
+			c, _, err := d.rvDial.DialLikeLast(ctx)
+			return c, err
+		}})
 	}
 	return all, direct
 }

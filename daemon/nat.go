@@ -26,13 +26,19 @@ type natState struct {
 	// registration; discovery only needs the latest.
 	discover chan []netip.AddrPort
 	// ready is closed once the first discovery has finished, whatever
-	// its outcome.
-	ready chan struct{}
+	// its outcome, or once the first registration showed a restricted
+	// network (nothing to wait for then); readyOnce closes it.
+	ready     chan struct{}
+	readyOnce sync.Once
 
-	// mu guards nat and known.
+	// mu guards the fields below.
 	mu    sync.Mutex
 	nat   punch.NAT
 	known bool
+	// restricted is why this network leaves no direct path
+	// (rendezvous.NATReport.Restricted): the route of the control
+	// connection, else unanswered UDP probes; "" if nothing says so.
+	restricted string
 }
 
 func newNATState() *natState {
@@ -42,7 +48,6 @@ func newNATState() *natState {
 // discoverLoop classifies this daemon's NAT after each registration and
 // reports it to the rendezvous server.
 func (d *Daemon) discoverLoop(ctx context.Context) {
-	var once sync.Once
 	for {
 		var servers []netip.AddrPort
 		select {
@@ -50,22 +55,64 @@ func (d *Daemon) discoverLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		}
+		// A control connection that came through the fallback port or a
+		// proxy tells at once that no direct path is to be expected: say
+		// so before probing, so that the server (which waits for both
+		// NATs before it starts a punch) and the peers' sessions need
+		// not wait for probes this network drops.
+		route := d.rvDial.LastRoute().Restriction()
+		if route != "" {
+			d.nat.setRestricted(route)
+			d.report()
+			d.nat.markReady()
+		}
 		dctx, cancel := context.WithTimeout(ctx, discoverTimeout)
 		nat, _, err := rendezvous.Discover(dctx, rendezvous.DiscoverConfig{Servers: servers})
 		cancel()
-		once.Do(func() { close(d.nat.ready) })
 		if err != nil {
-			d.log.WithError(err).Warn("NAT discovery failed")
+			if ctx.Err() != nil {
+				return
+			}
+			d.nat.setRestricted(cmp.Or(route, rendezvous.RestrictedNoUDP))
+			d.log.WithError(err).WithField("network", rendezvous.RestrictionText(d.nat.restriction())).Warn("NAT discovery failed")
+			d.report()
+			d.nat.markReady()
 			continue
 		}
 		d.nat.set(nat)
+		d.nat.setRestricted(route)
 		// Behind no NAT there is no mapping to name: say "none", not "".
 		d.log.WithFields(logrus.Fields{"nat": nat.String(), "mapping": cmp.Or(string(nat.Mapping), "none"),
 			"allocation": nat.Allocation}).Info("NAT classified")
-		if err := d.rv.SetNAT(nat); err != nil {
-			d.log.WithError(err).Debug("NAT report not sent")
-		}
+		d.report()
+		d.nat.markReady()
 	}
+}
+
+// report sends the server this daemon's NAT and network as last found.
+func (d *Daemon) report() {
+	nat, _ := d.nat.get()
+	r := *rendezvous.ReportNAT(nat)
+	r.Restricted = d.nat.restriction()
+	if err := d.rv.Report(r); err != nil {
+		d.log.WithError(err).Debug("NAT report not sent")
+	}
+}
+
+// markReady ends the wait for the first discovery.
+func (n *natState) markReady() { n.readyOnce.Do(func() { close(n.ready) }) }
+
+func (n *natState) setRestricted(r string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.restricted = r
+}
+
+// restriction is why this network leaves no direct path, or "".
+func (n *natState) restriction() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.restricted
 }
 
 // onRegistered hands discovery the server's endpoints.

@@ -223,6 +223,13 @@ func describePunch(s *session.Session, rep session.Report) punchInfo {
 		return info
 	}
 	var why []string
+	// A restricted network explains the relay before any path's outcome.
+	if s.SelfRestricted != "" {
+		why = append(why, rendezvous.RestrictionText(s.SelfRestricted))
+	}
+	if s.PeerRestricted != "" {
+		why = append(why, rendezvous.PeerRestrictionText(s.PeerRestricted))
+	}
 	for _, o := range rep.Outcomes {
 		if o.Path != session.PathRelay {
 			why = append(why, o.Path+": "+o.Lost(rep.Winner))
@@ -243,7 +250,7 @@ func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch, al
 	d.nat.await(ctx)
 	nat, _ := d.nat.get()
 	// Over loopback, the server (and so every peer) is on this host.
-	self := session.Local{NAT: nat, SameHost: d.rv.LocalAddr().Addr().IsLoopback()}
+	self := session.Local{NAT: nat, SameHost: d.rv.LocalAddr().Addr().IsLoopback(), Restricted: d.nat.restriction()}
 	s, err := session.New(d.sessions, self, pu, p.log)
 	if err != nil {
 		pu.UDP.Close()

@@ -14,6 +14,7 @@ import (
 	"github.com/warren-p2p/warren/forward"
 	"github.com/warren-p2p/warren/internal/admit"
 	"github.com/warren-p2p/warren/punch"
+	"github.com/warren-p2p/warren/rendezvous"
 )
 
 // Status is what GET /status returns.
@@ -25,13 +26,22 @@ type Status struct {
 	// fix (another daemon uses this key, the server refuses the token or
 	// is not the pinned key) it says what to fix, and the daemon retries
 	// only every few minutes.
-	RendezvousError string       `json:"rendezvous_error,omitempty"`
-	RendezvousSince *time.Time   `json:"rendezvous_error_since,omitempty"`
-	Observed        string       `json:"observed,omitempty"`
-	NAT             string       `json:"nat"` // "none", "cone", "symseq(+1)", "symrand", ...; "unknown" until classified
-	PunchPort       int          `json:"punch_port"`
-	Uptime          float64      `json:"uptime_s"`
-	Peers           []PeerStatus `json:"peers"`
+	RendezvousError string     `json:"rendezvous_error,omitempty"`
+	RendezvousSince *time.Time `json:"rendezvous_error_since,omitempty"`
+	Observed        string     `json:"observed,omitempty"`
+	NAT             string     `json:"nat"` // "none", "cone", "symseq(+1)", "symrand", ...; "unknown" until classified
+	// RendezvousRoute is how the control connection reaches the server
+	// while registered: "direct ADDR", "fallback ADDR" (the configured
+	// port was not reachable), either with " via proxy HOST:PORT".
+	RendezvousRoute string `json:"rendezvous_route,omitempty"`
+	// Network is why this network leaves no direct path to any peer, so
+	// that links go to the relay at once ("no UDP here; TCP 443 only",
+	// "only an HTTP proxy here", "no UDP here (no probe answered)");
+	// absent when nothing says so.
+	Network   string       `json:"network,omitempty"`
+	PunchPort int          `json:"punch_port"`
+	Uptime    float64      `json:"uptime_s"`
+	Peers     []PeerStatus `json:"peers"`
 	// Listeners are the SOCKS5 and forward listeners, in config order.
 	Listeners []forward.ListenerInfo `json:"listeners"`
 }
@@ -72,12 +82,14 @@ func (d *Daemon) Status() Status {
 	select {
 	case <-d.rv.Registered():
 		st.Rendezvous = "registered"
+		st.RendezvousRoute = d.rvDial.LastRoute().String()
 	default:
 		if err, since := d.rv.Err(); err != nil {
 			since = since.UTC()
 			st.RendezvousError, st.RendezvousSince = err.Error(), &since
 		}
 	}
+	st.Network = rendezvous.RestrictionText(d.nat.restriction())
 	if obs := d.rv.Observed(); obs.IsValid() {
 		st.Observed = obs.String()
 	}

@@ -32,6 +32,10 @@ var gridExpect = map[string]string{
 	"same-nat (cone)":               "direct",
 	"double-nat (cone+cone)/cone":   "direct",
 	"double-nat (symseq+cone)/open": "direct",
+	// Networks that let out only TCP 443, or only an HTTP proxy: the
+	// relay, through the server's 443 listener (restricted_test.go).
+	"https-only/cone": "relay",
+	"proxy-only/cone": "relay",
 }
 
 // expectation returns the least a cell must reach over transport; a

@@ -96,6 +96,8 @@ func gridCells() []cell {
 			}},
 		doubleNATCell(natlab.Cone, natlab.Cone, natlab.Cone),
 		doubleNATCell(natlab.SymSeq, natlab.Cone, natlab.Open),
+		restrictedCell(natlab.HTTPSOnly),
+		restrictedCell(natlab.ProxyOnly),
 	)
 	return cells
 }

@@ -53,12 +53,13 @@ func twoCones(t testing.TB) (*natlab.Lab, *natlab.Site, *natlab.Site) {
 }
 
 // labWorld starts a rendezvous server on the lab's internet, listening on
-// both its addresses so that peers can classify their NATs. Its relay has
+// both its addresses so that peers can classify their NATs, and on TCP 443
+// for networks that let out nothing else (-fallback-listen). Its relay has
 // no rate cap: the lab measures what the relay path can carry (the
 // server's per-key limits are tested in package rendezvous).
 func labWorld(t testing.TB, lab *natlab.Lab) *world {
 	t.Helper()
 	srv := lab.Server().Addrs()
 	return newWorld(t, lab.Server(), hostPort(srv[0].String(), "7777"), "-alt-listen", hostPort(srv[1].String(), "7778"),
-		"-relay-rate", "0")
+		"-fallback-listen", hostPort(srv[0].String(), "443"), "-relay-rate", "0")
 }

@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"time"
@@ -22,13 +23,26 @@ const lanHeadStart = 300 * time.Millisecond
 // Relay is the path through the rendezvous server. The link layer
 // authenticates the peer over it exactly as over a direct path.
 type Relay struct {
-	// Server is the rendezvous server's address. Required.
+	// Server is the rendezvous server's address. Required unless Dial is
+	// set.
 	Server string
+	// Dial, if set, opens the TCP connection to the server instead of a
+	// plain dial to Server: the daemon's goes the way its control
+	// connection does (fallback port, HTTP proxy).
+	Dial func(ctx context.Context) (net.Conn, error)
 }
 
 func (r *Relay) Name() string { return PathRelay }
 
-func (r *Relay) Plan(s *Session) Plan { return Plan{Delay: relayHeadStart(s.Strategy, s.PeerLAN)} }
+func (r *Relay) Plan(s *Session) Plan {
+	// A network that lets out nothing but HTTPS, at either end, leaves
+	// the relay the only path: waiting for punches that cannot arrive
+	// would only delay the link.
+	if s.SelfRestricted != "" || s.PeerRestricted != "" {
+		return Plan{}
+	}
+	return Plan{Delay: relayHeadStart(s.Strategy, s.PeerLAN)}
+}
 
 // relayHeadStart is the relay's head start policy: direct paths go alone for
 // relayDelay, unless the strategy expects none, when the relay starts at
@@ -46,10 +60,16 @@ func relayHeadStart(st punch.Strategy, peerLAN []netip.AddrPort) time.Duration {
 }
 
 func (r *Relay) Run(ctx context.Context, s *Session, out *Out) error {
-	dialer := net.Dialer{Control: punch.ClampMSS}
-	conn, err := dialer.DialContext(ctx, "tcp", r.Server)
+	var conn net.Conn
+	var err error
+	if r.Dial != nil {
+		conn, err = r.Dial(ctx)
+	} else {
+		dialer := net.Dialer{Control: punch.ClampMSS}
+		conn, err = dialer.DialContext(ctx, "tcp", r.Server)
+	}
 	if err != nil {
-		return err
+		return fmt.Errorf("relay: dial the rendezvous server: %w", err)
 	}
 	conn, err = rendezvous.DialRelay(ctx, conn, s.ID, s.Side, s.RelayToken)
 	if err != nil {

@@ -70,6 +70,10 @@ type Session struct {
 	// unknown); Strategy is punch.Choose's pick for them.
 	SelfNAT, PeerNAT punch.NAT
 	Strategy         punch.Strategy
+	// SelfRestricted and PeerRestricted are why either end's network
+	// leaves no direct path (rendezvous.NATReport.Restricted), or "":
+	// with either set, the relay does not wait for direct paths.
+	SelfRestricted, PeerRestricted string
 	// Scope is where the session's punches may send (punch.Scope): the
 	// peer's own endpoints, never this machine's or a third party's.
 	Scope punch.Scope
@@ -94,6 +98,9 @@ type Local struct {
 	// SameHost is true when the rendezvous server is on this host (we
 	// reach it over loopback), and so is every peer.
 	SameHost bool
+	// Restricted is why this end's network leaves no direct path
+	// (rendezvous.NATReport.Restricted), or "".
+	Restricted string
 }
 
 // New makes the session a punch instruction starts. cfg must have been
@@ -120,11 +127,14 @@ func New(cfg *Config, self Local, pu rendezvous.Punch, log logrus.FieldLogger) (
 		SelfNAT:     self.NAT,
 		PeerNAT:     pu.PeerNAT,
 		Strategy:    punch.Choose(self.NAT, pu.PeerNAT),
-		Scope:       scope,
-		PeerLAN:     scope.Filter(pu.LAN),
-		UDP:         pu.UDP,
-		Log:         log,
-		cfg:         cfg,
+
+		SelfRestricted: self.Restricted,
+		PeerRestricted: pu.PeerRestricted,
+		Scope:          scope,
+		PeerLAN:        scope.Filter(pu.LAN),
+		UDP:            pu.UDP,
+		Log:            log,
+		cfg:            cfg,
 	}
 	if scope.Check(pu.Public) == nil {
 		s.PeerPublic = pu.Public

@@ -88,6 +88,9 @@ func serverListens(cfg *config.Server) []listen {
 			ls = append(ls, listen{l.key, "tcp", l.addr}, listen{l.key, "udp", l.addr})
 		}
 	}
+	if cfg.FallbackListen != "" {
+		ls = append(ls, listen{"fallback_listen", "tcp", cfg.FallbackListen})
+	}
 	if cfg.AdminListen != "" {
 		ls = append(ls, listen{"admin_listen", "tcp", cfg.AdminListen})
 	}

@@ -66,8 +66,14 @@ func adminGet(ctx context.Context, admin, path string) ([]byte, error) {
 }
 
 func printStatus(w io.Writer, st daemon.Status) {
-	fmt.Fprintf(w, "key %s  rendezvous %s  observed %s  nat %s\n\n",
+	fmt.Fprintf(w, "key %s  rendezvous %s  observed %s  nat %s\n",
 		st.PublicKey, st.Rendezvous, orDash(st.Observed), st.NAT)
+	// Said only when it matters: a restricted network explains every
+	// relayed link below it.
+	if st.Network != "" || (st.RendezvousRoute != "" && !strings.HasPrefix(st.RendezvousRoute, "direct ")) {
+		fmt.Fprintf(w, "network %s  rendezvous via %s\n", orDash(st.Network), orDash(st.RendezvousRoute))
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "PEER\tSTATE\tPATH\tREMOTE\tRTT\tSINCE\tIN\tOUT\tSTREAMS\tPEER NAT\tSTRATEGY")
 	for _, p := range st.Peers {

@@ -176,6 +176,7 @@ func cmdRendezvous(ctx context.Context, args []string, stdout, stderr io.Writer)
 	path := fs.String("c", "", "config `FILE` (flags given too override it)")
 	listen := fs.String("listen", "", "TCP control and UDP probe `ADDR` (default 0.0.0.0:7777)")
 	alt := fs.String("alt-listen", "", "optional second `ADDR` (other IP and/or port) for NAT mapping tests")
+	fallback := fs.String("fallback-listen", "", "optional further TCP `ADDR` served like -listen, for daemons on networks that let out only HTTPS (typically :443)")
 	keyFile := fs.String("key", "", "private key `FILE`, created if missing (default rendezvous.key)")
 	token := fs.String("token", "", "join token peers must present (visible to every user in ps: prefer -token-file or WARREN_TOKEN)")
 	tokenFile := fs.String("token-file", "", "read the join token from `FILE` (its first line; readable by its owner only)")
@@ -203,6 +204,7 @@ func cmdRendezvous(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	override("listen", &cfg.Listen, *listen)
 	override("alt-listen", &cfg.AltListen, *alt)
+	override("fallback-listen", &cfg.FallbackListen, *fallback)
 	override("key", &cfg.KeyFile, *keyFile)
 	tokenVisible, err := serverToken(cfg, set, *token, *tokenFile)
 	if err != nil {
@@ -221,7 +223,7 @@ func cmdRendezvous(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if cfg.RelayRate != nil && *cfg.RelayRate < 0 {
 		return usagef("-relay-rate must not be negative")
 	}
-	for _, a := range []string{cfg.Listen, cfg.AltListen} {
+	for _, a := range []string{cfg.Listen, cfg.AltListen, cfg.FallbackListen} {
 		if a == "" {
 			continue
 		}
@@ -255,7 +257,7 @@ func cmdRendezvous(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	scfg := rendezvous.ServerConfig{Key: key, Token: cfg.Token, AllowKeys: allow, Relay: *cfg.Relay, Log: log,
 		RelayRate: serverLimit(cfg.RelayRate), RelayDailyBytes: serverLimit(cfg.RelayDailyBytes),
-		MaxRelaysPerKey: serverLimit(cfg.MaxRelaysPerKey)}
+		MaxRelaysPerKey: serverLimit(cfg.MaxRelaysPerKey), FallbackListen: cfg.FallbackListen}
 	if !*cfg.Limits {
 		log.Warn("limits are off: one address can exhaust this server (for load tests only)")
 		scfg = scfg.WithoutLimits()
