@@ -215,9 +215,10 @@ type cellOptions struct {
 
 // cellRun is a cell with both daemons up and linked, for measure.
 type cellRun struct {
-	client, server         machine
-	clientProc, serverProc *process
-	iperfFwd, echoFwd      string // forwards on the client to the server's iperf3 and echo services
+	client, server           machine
+	clientProc, serverProc   *process
+	iperfFwd, echoFwd        string // forwards on the client to the server's iperf3 and echo services
+	clientAdmin, serverAdmin string // the daemons' admin API addresses
 }
 
 // runCellWith is runCell with options.
@@ -307,7 +308,7 @@ func runCellWith(t testing.TB, c cell, o cellOptions) cellResult {
 	}
 	if o.measure != nil {
 		o.measure(cellRun{client: client, server: server, clientProc: clientProc, serverProc: serverProc,
-			iperfFwd: iperfFwd, echoFwd: echoFwd})
+			iperfFwd: iperfFwd, echoFwd: echoFwd, clientAdmin: clientAdmin, serverAdmin: serverAdmin})
 	}
 	return r
 }

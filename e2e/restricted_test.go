@@ -2,16 +2,13 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/warren-p2p/warren/daemon"
 	"github.com/warren-p2p/warren/natlab"
-	"github.com/warren-p2p/warren/natlab/labtest"
 	"github.com/warren-p2p/warren/session"
 )
 
@@ -72,7 +69,11 @@ func TestRestrictedNetworks(t *testing.T) {
 	} {
 		t.Run(string(tc.kind), func(t *testing.T) {
 			t.Parallel()
-			r, client, clientAdmin, server, serverAdmin := runRestricted(t, tc.kind)
+			checked := false
+			r := runCellWith(t, restrictedCell(tc.kind), cellOptions{transports: "tcp,udp", size: 1 << 20, measure: func(cr cellRun) {
+				checked = true
+				checkRestrictedStatus(t, cr, tc.why, tc.route, tc.peer)
+			}})
 			if r.outcome != session.PathRelay {
 				t.Fatalf("outcome %s (%s), want relay", r.outcome, r.note)
 			}
@@ -80,85 +81,41 @@ func TestRestrictedNetworks(t *testing.T) {
 			if r.firstByte > restrictedFirstByte {
 				t.Errorf("first byte %v after start, want within %v", r.firstByte.Round(time.Millisecond), restrictedFirstByte)
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			st, err := status(ctx, client, clientAdmin)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if st.Network != tc.why || !strings.Contains(st.RendezvousRoute, tc.route) {
-				t.Errorf("status network %q, route %q; want %q over %q", st.Network, st.RendezvousRoute, tc.why, tc.route)
-			}
-			if p := st.Peers[0]; !strings.HasPrefix(p.Why, tc.why) {
-				t.Errorf("why %q, want it to start with %q", p.Why, tc.why)
-			}
-			// The peer on the open network learns why too.
-			sst, err := status(ctx, server, serverAdmin)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if sst.Network != "" || !strings.HasPrefix(sst.Peers[0].Why, tc.peer) {
-				t.Errorf("peer's status: network %q, why %q; want none and %q", sst.Network, sst.Peers[0].Why, tc.peer)
-			}
-			// The table says it too.
-			out, err := client.Command(ctx, warrenBin, "status", "-admin", clientAdmin).CombinedOutput()
-			if err != nil {
-				t.Fatalf("warren status: %v\n%s", err, out)
-			}
-			if !strings.Contains(string(out), "network "+tc.why) || !strings.Contains(string(out), "relayed because "+tc.why) {
-				t.Errorf("warren status does not say %q:\n%s", tc.why, out)
+			if !checked {
+				t.Error("status not checked")
 			}
 		})
 	}
 }
 
-// runRestricted runs restrictedCell(kind) with both daemons started at
-// once, as the grid does, and returns its result with both daemons still
-// running, and their machines and admin addresses.
-func runRestricted(t *testing.T, kind natlab.Kind) (r cellResult, client machine, clientAdmin string, server machine, serverAdmin string) {
-	c := restrictedCell(kind)
-	r = cellResult{cell: c, transport: "tcp,udp", outcome: "fail"}
-	lab := labtest.New(t, natlab.Config{})
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+// checkRestrictedStatus checks that both daemons' status, and the client's
+// `warren status` table, say why their link is relayed.
+func checkRestrictedStatus(t *testing.T, cr cellRun, why, route, peerWhy string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	client, server, err := c.build(ctx, lab)
+	st, err := status(ctx, cr.client, cr.clientAdmin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := labWorld(t, lab)
-	ck, sk := newKey(t, w.dir, "client"), newKey(t, w.dir, "server")
-	svc := serveHasher(t, server)
-	fwd := hostPort("127.0.0.1", freePort(t, client))
-	clientAdmin = hostPort("127.0.0.1", freePort(t, client))
-	serverAdmin = hostPort("127.0.0.1", freePort(t, server))
-	common := fmt.Sprintf("log_level = \"debug\"\n[rendezvous]\naddress = %q\npublic_key = %q\n", w.rvAddr, w.rvKey)
-	serverCfg := fmt.Sprintf("key_file = \"server.key\"\nadmin_listen = %q\n%s\n[[peers]]\nname = \"client\"\npublic_key = %q\n"+
-		"[[expose]]\nname = \"svc\"\ntarget = \"127.0.0.1:%s\"\npeers = [\"client\"]\n", serverAdmin, common, ck, svc)
-	clientCfg := fmt.Sprintf("key_file = \"client.key\"\nadmin_listen = %q\n%s\n[[peers]]\nname = \"server\"\npublic_key = %q\n"+
-		"[[forward]]\nlisten = %q\npeer = \"server\"\nservice = \"svc\"\n", clientAdmin, common, sk, fwd)
-	t0 := time.Now()
-	start(t, server, "server", "up", "-c", writeFile(t, w.dir, "server.toml", serverCfg))
-	start(t, client, "client", "up", "-c", writeFile(t, w.dir, "client.toml", clientCfg))
-	fctx, fcancel := context.WithTimeout(ctx, cellLinkWait)
-	defer fcancel()
-	for fctx.Err() == nil {
-		if err := oneByte(fctx, client, fwd); err == nil {
-			r.firstByte = time.Since(t0)
-			break
-		} else {
-			r.note = err.Error()
-		}
-		time.Sleep(10 * time.Millisecond)
+	if st.Network != why || !strings.Contains(st.RendezvousRoute, route) {
+		t.Errorf("status network %q, route %q; want %q over %q", st.Network, st.RendezvousRoute, why, route)
 	}
-	st, err := status(ctx, client, clientAdmin)
+	if p := st.Peers[0]; !strings.HasPrefix(p.Why, why) {
+		t.Errorf("why %q, want it to start with %q", p.Why, why)
+	}
+	// The peer on the open network learns why too.
+	sst, err := status(ctx, cr.server, cr.serverAdmin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p := st.Peers[0]; p.State == daemon.StateConnected && r.firstByte > 0 {
-		r.outcome, r.note = p.Path, ""
-		r.setup = time.Duration(p.SetupMs * float64(time.Millisecond))
-	} else {
-		r.note = p.State + ": " + p.Error + " " + r.note
+	if sst.Network != "" || !strings.HasPrefix(sst.Peers[0].Why, peerWhy) {
+		t.Errorf("peer's status: network %q, why %q; want none and %q", sst.Network, sst.Peers[0].Why, peerWhy)
 	}
-	return r, client, clientAdmin, server, serverAdmin
+	out, err := cr.client.Command(ctx, warrenBin, "status", "-admin", cr.clientAdmin).CombinedOutput()
+	if err != nil {
+		t.Fatalf("warren status: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "network "+why) || !strings.Contains(string(out), "relayed because "+why) {
+		t.Errorf("warren status does not say %q:\n%s", why, out)
+	}
 }

@@ -80,16 +80,24 @@ func udpAnswered(t *testing.T, lab *natlab.Lab, h *natlab.Host, port int) bool {
 	return false
 }
 
-func TestHTTPSOnlySite(t *testing.T) {
-	t.Parallel()
+// restrictedSite builds a lab whose server answers TCP on 443 and 7777,
+// with a site of kind, and returns the server's address.
+func restrictedSite(t *testing.T, kind natlab.Kind) (*natlab.Lab, string, *natlab.Site) {
+	t.Helper()
 	lab := labtest.New(t, natlab.Config{})
 	srv := lab.Server().Addrs()[0].String()
 	serveTCP(t, lab, srv+":443")
 	serveTCP(t, lab, srv+":7777")
-	site, err := lab.AddSite(context.Background(), "a", natlab.HTTPSOnly)
+	site, err := lab.AddSite(context.Background(), "a", kind)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return lab, srv, site
+}
+
+func TestHTTPSOnlySite(t *testing.T) {
+	t.Parallel()
+	lab, srv, site := restrictedSite(t, natlab.HTTPSOnly)
 	h := site.Host()
 	c, err := dialFrom(h, srv+":443", 3*time.Second)
 	if err != nil {
@@ -156,14 +164,7 @@ func connectVia(t *testing.T, h *natlab.Host, proxy, target string) (status, got
 
 func TestProxyOnlySite(t *testing.T) {
 	t.Parallel()
-	lab := labtest.New(t, natlab.Config{})
-	srv := lab.Server().Addrs()[0].String()
-	serveTCP(t, lab, srv+":443")
-	serveTCP(t, lab, srv+":7777")
-	site, err := lab.AddSite(context.Background(), "a", natlab.ProxyOnly)
-	if err != nil {
-		t.Fatal(err)
-	}
+	lab, srv, site := restrictedSite(t, natlab.ProxyOnly)
 	h := site.Host()
 	if want := "http://10.1.0.1:8888"; site.Proxy() != want {
 		t.Fatalf("Proxy() = %q, want %q", site.Proxy(), want)
