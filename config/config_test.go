@@ -249,6 +249,15 @@ func TestParseErrors(t *testing.T) {
 		{"brackets around IPv4",
 			"127.0.0.1:3389", "[127.0.0.1]:3389",
 			`target = "`, `expose[0].target: "[127.0.0.1]:3389": brackets are only for IPv6 addresses`},
+		{"proxy that is not http",
+			"address = \"rv.example.net:7777\"\n", "address = \"rv.example.net:7777\"\nproxy = \"socks5://proxy:1080\"\n",
+			"proxy", `rendezvous.proxy: proxy socks5://proxy:1080: scheme "socks5": only http:// proxies are supported`},
+		{"proxy without a port, password hidden",
+			"address = \"rv.example.net:7777\"\n", "address = \"rv.example.net:7777\"\nproxy = \"http://me:s3cret@proxy\"\n",
+			"proxy", `rendezvous.proxy: proxy http://me:xxxxx@proxy: want http://host:port`},
+		{"fallback address without port",
+			"address = \"rv.example.net:7777\"\n", "address = \"rv.example.net:7777\"\nfallback_address = \"rv.example.net\"\n",
+			"fallback_address", `rendezvous.fallback_address: "rv.example.net" is not host:port: missing port in address`},
 		{"bad host name",
 			"rv.example.net:7777", "rv example.net:7777",
 			"address", `rendezvous.address: "rv example.net:7777": "rv example.net" is not a host name or IP address`},
@@ -496,6 +505,7 @@ func TestParseServer(t *testing.T) {
 	s, err = ParseServer("rv.toml", []byte(`
 listen = "[::]:7777"
 alt_listen = "[::]:7778"
+fallback_listen = "[::]:443"
 admin_listen = "127.0.0.1:7781"
 relay = false
 log_format = "json"
@@ -506,7 +516,7 @@ max_relays_per_key = 2
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Listen != "[::]:7777" || s.AltListen != "[::]:7778" || s.AdminListen != "127.0.0.1:7781" || *s.Relay || s.LogFormat != "json" ||
+	if s.Listen != "[::]:7777" || s.AltListen != "[::]:7778" || s.FallbackListen != "[::]:443" || s.AdminListen != "127.0.0.1:7781" || *s.Relay || s.LogFormat != "json" ||
 		s.RelayRate == nil || *s.RelayRate != 0 || *s.RelayDailyBytes != 1000 || *s.MaxRelaysPerKey != 2 {
 		t.Errorf("got %+v, want the values set", s)
 	}
@@ -518,6 +528,8 @@ func TestParseServerErrors(t *testing.T) {
 		{`listen = "0.0.0.0"`, `rv.toml:1: listen: "0.0.0.0" is not host:port`},
 		{"listen = \"0.0.0.0:7777\"\nalt_listen = \"0.0.0.0:7777\"", `rv.toml:2: alt_listen: "0.0.0.0:7777" is already used by listen`},
 		{`admin_listen = "0.0.0.0:7777"`, `rv.toml:1: admin_listen: "0.0.0.0:7777" is already used by listen`},
+		{"listen = \"0.0.0.0:7777\"\nfallback_listen = \"0.0.0.0:7777\"", `rv.toml:2: fallback_listen: "0.0.0.0:7777" is already used by listen`},
+		{`fallback_listen = "443"`, `rv.toml:1: fallback_listen: "443" is not host:port`},
 		{`relay = "no"`, `rv.toml:1: relay: want true or false, got a string`},
 		{`log_level = "warning"`, `rv.toml:1: log_level: "warning" is not one of`},
 		{`relay_daily_bytes = -1`, `relay_daily_bytes: must not be negative`},
@@ -593,5 +605,17 @@ func TestClosestKey(t *testing.T) {
 		if got := closestKey(reflect.TypeFor[Config](), tc.name); got != tc.want {
 			t.Errorf("closestKey(%q) = %q, want %q", tc.name, got, tc.want)
 		}
+	}
+}
+
+func TestRendezvousProxyAndFallback(t *testing.T) {
+	doc := strings.Replace(validDoc, "address = \"rv.example.net:7777\"\n",
+		"address = \"rv.example.net:7777\"\nfallback_address = \"rv.example.net:8443\"\nproxy = \"http://me:pw@10.0.0.1:3128\"\n", 1)
+	c, err := Parse("warren.toml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Rendezvous.FallbackAddress != "rv.example.net:8443" || c.Rendezvous.Proxy != "http://me:pw@10.0.0.1:3128" {
+		t.Errorf("got %+v", c.Rendezvous)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/warren-p2p/warren/punch"
+	"github.com/warren-p2p/warren/rendezvous"
 	"github.com/warren-p2p/warren/session"
 )
 
@@ -27,6 +28,26 @@ func TestDescribePunch(t *testing.T) {
 		info := describePunch(s, tc.rep)
 		if info.why != tc.why || info.strategy != "random/random" || info.peerNAT == "" {
 			t.Errorf("%s: %+v, want why %q", tc.name, info, tc.why)
+		}
+	}
+}
+
+// A restricted network, here or at the peer, explains a relay first.
+func TestDescribePunchRestricted(t *testing.T) {
+	rep := session.Report{Winner: session.PathRelay, Outcomes: []session.Outcome{
+		{Path: session.PathUDP, Started: true, Err: errors.New("session probe: i/o timeout")},
+		{Path: session.PathRelay, Started: true, Offered: 1},
+	}}
+	for _, tc := range []struct {
+		self, peer, why string
+	}{
+		{rendezvous.RestrictedTCP443, "", "no UDP here; TCP 443 only; direct-udp: session probe: i/o timeout"},
+		{"", rendezvous.RestrictedProxy, "only an HTTP proxy at the peer; direct-udp: session probe: i/o timeout"},
+		{rendezvous.RestrictedNoUDP, "something newer", "no UDP here (no probe answered); restricted network at the peer; direct-udp: session probe: i/o timeout"},
+	} {
+		s := &session.Session{SelfRestricted: tc.self, PeerRestricted: tc.peer}
+		if info := describePunch(s, rep); info.why != tc.why {
+			t.Errorf("self %q, peer %q: why %q, want %q", tc.self, tc.peer, info.why, tc.why)
 		}
 	}
 }
