@@ -2,8 +2,9 @@
 # Runs every warren test: unit tests, end-to-end tests with the real binary
 # and real clients, and the NAT lab (real kernel NATs in network
 # namespaces). The lab needs root, iproute2, nftables, conntrack, curl,
-# iperf3, ethtool (its uplink emulator), ping and miniupnpd-nftables
-# (routers that grant port mappings), and the tests with real clients
+# iperf3, ethtool (its uplink emulator), ping, miniupnpd-nftables
+# (routers that grant port mappings) and tinyproxy (the proxy of
+# proxy-only sites), and the tests with real clients
 # chromium, openssh-server, openssh-client, dnsmasq and bind9-dnsutils;
 # as root this script installs what is missing. Without root the lab tests
 # skip with a loud line (with CI=true they fail instead).
@@ -17,7 +18,7 @@ export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 missing=()
 for pair in nft:nftables conntrack:conntrack curl:curl ip:iproute2 iperf3:iperf3 ethtool:ethtool ping:iputils-ping \
 	chromium:chromium sshd:openssh-server ssh:openssh-client scp:openssh-client \
-	dnsmasq:dnsmasq dig:bind9-dnsutils systemd-analyze:systemd miniupnpd:miniupnpd-nftables; do
+	dnsmasq:dnsmasq dig:bind9-dnsutils systemd-analyze:systemd miniupnpd:miniupnpd-nftables tinyproxy:tinyproxy; do
 	pkg="${pair#*:}"
 	command -v "${pair%%:*}" >/dev/null 2>&1 || [[ " ${missing[*]} " == *" $pkg "* ]] || missing+=("$pkg")
 done

@@ -119,7 +119,15 @@
 // which the lab owns like its other helpers; the lab's server answers
 // miniupnpd's STUN test (see stun.go for why it needs one).
 //
+// Two site kinds model networks that let little out (RestrictedKinds,
+// egress.go): HTTPSOnly, whose router forwards only TCP to port 443 and
+// DNS out of its LAN and drops the rest silently, and ProxyOnly, whose
+// router forwards nothing out of its LAN and runs a real tinyproxy on
+// its LAN address (ProxyPort, Site.Proxy) that lets CONNECT through to
+// port 443 only. Both NAT like Cone. The proxy is the lab's, like its
+// other helpers: Close kills it.
+//
 // Everything here needs root, iproute2, nftables, conntrack and ethtool;
 // Available says what is missing. StartPortMapper also needs miniupnpd
-// (miniupnpd-nftables).
+// (miniupnpd-nftables), and ProxyOnly sites tinyproxy.
 package natlab
