@@ -73,7 +73,12 @@ func (d *Daemon) discoverLoop(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			d.nat.setRestricted(cmp.Or(route, rendezvous.RestrictedNoUDP))
+			// Probes sent and none answered: no UDP gets out. (A server
+			// that offers no probe endpoint says nothing of this network.)
+			if len(servers) > 0 {
+				route = cmp.Or(route, rendezvous.RestrictedNoUDP)
+			}
+			d.nat.setRestricted(route)
 			d.log.WithError(err).WithField("network", rendezvous.RestrictionText(d.nat.restriction())).Warn("NAT discovery failed")
 			d.report()
 			d.nat.markReady()

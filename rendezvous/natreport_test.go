@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/netip"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/warren-p2p/warren/punch"
@@ -32,8 +33,18 @@ func TestNATReportWire(t *testing.T) {
 	if got := (*NATReport)(nil).NAT(); got != (punch.NAT{}) {
 		t.Fatalf("no report reads as %+v, want the zero NAT", got)
 	}
-	// A field punch.NAT gains must be given a wire name here too.
-	if a, b := reflect.TypeFor[punch.NAT]().NumField(), reflect.TypeFor[NATReport]().NumField(); a != b {
-		t.Fatalf("punch.NAT has %d fields, NATReport %d", a, b)
+	// A field punch.NAT gains must be given a wire name here too; the
+	// report's own fields (Restricted) are not punch.NAT's.
+	const ownFields = 1
+	if a, b := reflect.TypeFor[punch.NAT]().NumField(), reflect.TypeFor[NATReport]().NumField(); a != b-ownFields {
+		t.Fatalf("punch.NAT has %d fields, NATReport %d (%d of its own)", a, b, ownFields)
+	}
+	// Restricted is left out when empty (above), and named when set.
+	b, err = json.Marshal(&NATReport{Restricted: RestrictedTCP443})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `"Restricted":"tcp443"`; !strings.Contains(string(b), want) {
+		t.Fatalf("wire form %s lacks %s", b, want)
 	}
 }
