@@ -31,3 +31,25 @@ func TestPrintStatusSaysWhatIsWrong(t *testing.T) {
 		}
 	}
 }
+
+// TestPrintStatusRestrictedNetwork: a restricted network and the route to
+// the server get a line of their own, which a direct route does not.
+func TestPrintStatusRestrictedNetwork(t *testing.T) {
+	st := daemon.Status{PublicKey: "k", Rendezvous: "registered", NAT: "unknown",
+		RendezvousRoute: "fallback 203.0.113.2:443", Network: "no UDP here; TCP 443 only",
+		Peers: []daemon.PeerStatus{{Name: "home", State: daemon.StateConnected, Path: "relay", Why: "no UDP here; TCP 443 only"}}}
+	var b bytes.Buffer
+	printStatus(&b, st)
+	for _, want := range []string{"network no UDP here; TCP 443 only  rendezvous via fallback 203.0.113.2:443",
+		"home: relayed because no UDP here; TCP 443 only"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, b.String())
+		}
+	}
+	st.RendezvousRoute, st.Network = "direct 203.0.113.2:7777", ""
+	b.Reset()
+	printStatus(&b, st)
+	if strings.Contains(b.String(), "network ") {
+		t.Errorf("a direct route got a network line:\n%s", b.String())
+	}
+}
