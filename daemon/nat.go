@@ -85,7 +85,10 @@ func (d *Daemon) discoverLoop(ctx context.Context) {
 			continue
 		}
 		d.nat.set(nat)
-		d.nat.setRestricted(route)
+		// UDP gets out after all (a proxy in the environment of a
+		// machine whose network lets everything out, a configured port
+		// that was only slow): direct paths are worth their head start.
+		d.nat.setRestricted("")
 		// Behind no NAT there is no mapping to name: say "none", not "".
 		d.log.WithFields(logrus.Fields{"nat": nat.String(), "mapping": cmp.Or(string(nat.Mapping), "none"),
 			"allocation": nat.Allocation}).Info("NAT classified")

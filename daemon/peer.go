@@ -249,8 +249,10 @@ func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch, al
 	began := time.Now()
 	d.nat.await(ctx)
 	nat, _ := d.nat.get()
-	// Over loopback, the server (and so every peer) is on this host.
-	self := session.Local{NAT: nat, SameHost: d.rv.LocalAddr().Addr().IsLoopback(), Restricted: d.nat.restriction()}
+	// Over loopback, the server (and so every peer) is on this host;
+	// not so over a proxy on loopback (a local proxy agent).
+	sameHost := d.rv.LocalAddr().Addr().IsLoopback() && d.rvDial.LastRoute().Proxy == ""
+	self := session.Local{NAT: nat, SameHost: sameHost, Restricted: d.nat.restriction()}
 	s, err := session.New(d.sessions, self, pu, p.log)
 	if err != nil {
 		pu.UDP.Close()

@@ -50,9 +50,20 @@ func TestUnansweredProbesRestrict(t *testing.T) {
 	defer cancel()
 	wg.Go(func() { srv.Serve(ctx, ln) })
 
+	d := startLone(t, ctx, log, fmt.Sprintf("address = %q\npublic_key = %q\n", ln.Addr(), rvKey.Public()))
+	want := rendezvous.RestrictionText(rendezvous.RestrictedNoUDP)
+	waitUntil(t, ctx, "status to say no UDP", func() bool { return d.Status().Network == want })
+	if st := d.Status(); !strings.HasPrefix(st.RendezvousRoute, "direct "+ln.Addr().String()) {
+		t.Errorf("route %q, want direct to %s", st.RendezvousRoute, ln.Addr())
+	}
+}
+
+// startLone starts a daemon with no peers whose [rendezvous] section is
+// rv, closed when the test ends.
+func startLone(t *testing.T, ctx context.Context, log logrus.FieldLogger, rv string) *Daemon {
+	t.Helper()
 	dir := t.TempDir()
-	conf := fmt.Sprintf("key_file = \"d.key\"\ncreate_key = true\nadmin_listen = \"off\"\n[rendezvous]\naddress = %q\npublic_key = %q\n",
-		ln.Addr(), rvKey.Public())
+	conf := "key_file = \"d.key\"\ncreate_key = true\nadmin_listen = \"off\"\n[rendezvous]\n" + rv
 	path := filepath.Join(dir, "d.toml")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
@@ -68,10 +79,51 @@ func TestUnansweredProbesRestrict(t *testing.T) {
 	if err := d.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	defer d.Close()
-	want := rendezvous.RestrictionText(rendezvous.RestrictedNoUDP)
-	waitUntil(t, ctx, "status to say no UDP", func() bool { return d.Status().Network == want })
-	if st := d.Status(); !strings.HasPrefix(st.RendezvousRoute, "direct "+ln.Addr().String()) {
-		t.Errorf("route %q, want direct to %s", st.RendezvousRoute, ln.Addr())
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// A daemon that reached the server only on its fallback port, but whose
+// UDP probes are answered, is not restricted once it knows: UDP gets out,
+// so direct paths are worth trying.
+func TestAnsweredProbesLiftTheFallbacksRestriction(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	log := logrus.New()
+	log.SetOutput(t.Output())
+	log.SetLevel(logrus.WarnLevel)
+	rvKey, err := identity.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := rendezvous.NewServer(rendezvous.ServerConfig{Key: rvKey, Log: log, FallbackListen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bound := make(chan []net.Addr, 1)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Go(func() { srv.ListenAndServe(ctx, "127.0.0.1:0", "", func(a []net.Addr) { bound <- a }) })
+	var fallback string
+	select {
+	case addrs := <-bound:
+		fallback = addrs[1].String() // listen's TCP, then the fallback's
+	case <-ctx.Done():
+		t.Fatal("server did not bind")
+	}
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed.Close()
+	d := startLone(t, ctx, log, fmt.Sprintf("address = %q\nfallback_address = %q\npublic_key = %q\n", closed.Addr(), fallback, rvKey.Public()))
+	waitUntil(t, ctx, "NAT classified", func() bool { _, ok := d.nat.get(); return ok })
+	st := d.Status()
+	if !strings.HasPrefix(st.RendezvousRoute, "fallback "+fallback) {
+		t.Errorf("route %q, want the fallback %s", st.RendezvousRoute, fallback)
+	}
+	if st.Network != "" {
+		t.Errorf("network %q once UDP probes were answered, want none", st.Network)
 	}
 }

@@ -14,7 +14,8 @@
 // configured) once that failed or after a 250 ms head start, and through
 // an HTTP proxy with CONNECT when one is set. A control connection that
 // needed the fallback or a proxy marks the network restricted
-// (NATReport.Restricted), and peers then open the relay at once.
+// (NATReport.Restricted) until UDP probes are answered, and peers then
+// open the relay at once.
 //
 // A control connection stays a plain TLS 1.3 handshake from its first
 // byte, with no HTTP in front (no CONNECT to the server itself, no
