@@ -371,3 +371,29 @@ func TestRestrictionReachesThePeer(t *testing.T) {
 		}
 	}
 }
+
+// FuzzProxyAnswer feeds the proxy's answer to CONNECT: whatever a proxy
+// sends, reading it takes a prefix that ends a line, within the limit,
+// and leaves the rest to the tunnel.
+func FuzzProxyAnswer(f *testing.F) {
+	f.Add([]byte("HTTP/1.1 200 Connection established\r\nProxy-agent: tinyproxy/1.11.1\r\n\r\n\x16\x03\x01"))
+	f.Add([]byte("HTTP/1.0 403 Access violation\r\n\r\n"))
+	f.Add([]byte("HTTP/1.1 200 OK\n\nrest"))
+	f.Add([]byte("SSH-2.0-OpenSSH\r\n"))
+	f.Add([]byte(strings.Repeat("X-Long: "+strings.Repeat("a", 4000)+"\r\n", 3)))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		br := bufio.NewReaderSize(strings.NewReader(string(in)), 4096)
+		status, err := readProxyAnswer(br)
+		rest, _ := io.ReadAll(br)
+		used := len(in) - len(rest)
+		if err != nil {
+			return
+		}
+		if used > proxyHeaderLimit || used == 0 || in[used-1] != '\n' || string(in[used:]) != string(rest) {
+			t.Fatalf("took %d bytes of %q (status %q), leaving %q", used, in, status, rest)
+		}
+		if len(status) < 3 {
+			t.Fatalf("status %q", status)
+		}
+	})
+}
