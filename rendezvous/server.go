@@ -424,7 +424,11 @@ func (s *Server) handle(ctx context.Context, p *peerConn, m *Message) error {
 		// Only changes, and only a few a source: a peer repeating itself,
 		// or flipping between two reports, must not fill the log.
 		if changed && s.logsFor(p, logNAT) {
-			p.log.WithFields(logrus.Fields{"nat": m.NAT.String(), "restricted": m.NAT.Restricted}).Info("peer reported its NAT")
+			l := p.log.WithField("nat", m.NAT.String())
+			if m.NAT.Restricted != "" {
+				l = l.WithField("restricted", m.NAT.Restricted)
+			}
+			l.Info("peer reported its NAT")
 		}
 		return nil
 	case TypeConnect:
