@@ -60,9 +60,11 @@ func (d *Daemon) discoverLoop(ctx context.Context) {
 		// so before probing, so that the server (which waits for both
 		// NATs before it starts a punch) and the peers' sessions need
 		// not wait for probes this network drops.
+		// A direct route clears what an earlier network was found to be;
+		// probing decides again.
 		route := d.rvDial.LastRoute().Restriction()
+		d.nat.setRestricted(route)
 		if route != "" {
-			d.nat.setRestricted(route)
 			d.report()
 			d.nat.markReady()
 		}
