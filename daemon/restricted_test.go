@@ -24,9 +24,7 @@ import (
 func TestUnansweredProbesRestrict(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	log := logrus.New()
-	log.SetOutput(t.Output())
-	log.SetLevel(logrus.WarnLevel)
+	log := warnLog(t)
 	// The server advertises a UDP endpoint that swallows every probe.
 	silent, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -89,9 +87,7 @@ func startLone(t *testing.T, ctx context.Context, log logrus.FieldLogger, rv str
 func TestAnsweredProbesLiftTheFallbacksRestriction(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	log := logrus.New()
-	log.SetOutput(t.Output())
-	log.SetLevel(logrus.WarnLevel)
+	log := warnLog(t)
 	rvKey, err := identity.Generate()
 	if err != nil {
 		t.Fatal(err)
