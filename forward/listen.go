@@ -347,7 +347,7 @@ func (l *Listeners) handleForward(ctx context.Context, f config.Forward, c net.C
 		return log.WithFields(logrus.Fields{"client": c.RemoteAddr().String(), "target": req.String()})
 	}
 
-	s, err := l.dial(ctx, f.Peer, req, connLog)
+	s, n, err := l.dial(ctx, f.Peer, req, c, connLog)
 	release()
 	if err != nil {
 		// The peer did not take the connection: the client learns it as
@@ -361,6 +361,7 @@ func (l *Listeners) handleForward(ctx context.Context, f config.Forward, c net.C
 	stop = context.AfterFunc(ctx, func() { abort(c); abort(s) })
 
 	out, in := join(&l.copier, c, s)
+	out += int64(n)
 	l.stats.bytes(in, out)
 	connLog().WithFields(logrus.Fields{
 		"bytes_in":  in,
@@ -369,17 +370,18 @@ func (l *Listeners) handleForward(ctx context.Context, f config.Forward, c net.C
 	}).Log(l.cfg.connLevel(), "connection closed")
 }
 
-// dial opens a stream to peer for req within ConnectTimeout. A failure is
-// counted and logged here.
-func (l *Listeners) dial(ctx context.Context, peer string, req Request, log func() *logrus.Entry) (net.Conn, error) {
+// dial opens a stream to peer for req within ConnectTimeout, sending with
+// the request what client (if not nil) has sent already; n is how much.
+// A failure is counted and logged here.
+func (l *Listeners) dial(ctx context.Context, peer string, req Request, client net.Conn, log func() *logrus.Entry) (s net.Conn, n int, err error) {
 	ctx, cancel := context.WithTimeout(ctx, l.cfg.ConnectTimeout)
 	defer cancel()
-	s, err := Dial(ctx, l.opener, peer, req)
+	s, n, err = dialWith(ctx, l.opener, peer, req, client)
 	if err != nil {
 		l.stats.refuse(refusalOf(err))
 		logDialError(log(), err)
 	}
-	return s, err
+	return s, n, err
 }
 
 // logDialError logs a failed Dial once: refusals with the peer's code and
