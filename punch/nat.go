@@ -59,6 +59,11 @@ type NAT struct {
 	// LastPort is the last mapped port observed (the base for predicting
 	// the next one); zero if unknown.
 	LastPort uint16
+	// MappedTCP is where the router forwards connections to the shared
+	// TCP port because the daemon asked it to (a port mapping, package
+	// portmap); invalid without one. Whatever the NAT's own behaviour, a
+	// peer can connect there unsolicited (Choose).
+	MappedTCP netip.AddrPort
 }
 
 // String returns the short name the status API shows:
