@@ -29,6 +29,10 @@ type natState struct {
 	// its outcome.
 	ready chan struct{}
 
+	// reportMu makes reports go out one at a time, each with the state
+	// as it is when it goes: the last one the server gets is the newest.
+	reportMu sync.Mutex
+
 	// mu guards nat and known.
 	mu    sync.Mutex
 	nat   punch.NAT
@@ -59,12 +63,38 @@ func (d *Daemon) discoverLoop(ctx context.Context) {
 			continue
 		}
 		d.nat.set(nat)
+		if d.ports != nil {
+			d.ports.hold(ctx)
+		}
 		// Behind no NAT there is no mapping to name: say "none", not "".
 		d.log.WithFields(logrus.Fields{"nat": nat.String(), "mapping": cmp.Or(string(nat.Mapping), "none"),
 			"allocation": nat.Allocation}).Info("NAT classified")
-		if err := d.rv.SetNAT(nat); err != nil {
-			d.log.WithError(err).Debug("NAT report not sent")
-		}
+		d.reportNAT()
+	}
+}
+
+// selfNAT is this daemon's NAT as peers should see it: as classified, with
+// the router's mapping of the punch port; and whether it was classified.
+func (d *Daemon) selfNAT() (punch.NAT, bool) {
+	nat, ok := d.nat.get()
+	if d.ports != nil {
+		nat.MappedTCP = d.ports.externalTCP()
+	}
+	return nat, ok
+}
+
+// reportNAT sends the server this daemon's NAT (selfNAT). Before the
+// first classification it sends nothing: a server that got a mapping
+// alone would take the NAT for classified, and unknown.
+func (d *Daemon) reportNAT() {
+	d.nat.reportMu.Lock()
+	defer d.nat.reportMu.Unlock()
+	nat, ok := d.selfNAT()
+	if !ok {
+		return
+	}
+	if err := d.rv.SetNAT(nat); err != nil {
+		d.log.WithError(err).Debug("NAT report not sent")
 	}
 }
 

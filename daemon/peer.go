@@ -241,7 +241,7 @@ func describePunch(s *session.Session, rep session.Report) punchInfo {
 func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch, allowRelay bool) (l *link.Link, err error) {
 	began := time.Now()
 	d.nat.await(ctx)
-	nat, _ := d.nat.get()
+	nat, _ := d.selfNAT()
 	// Over loopback, the server (and so every peer) is on this host.
 	self := session.Local{NAT: nat, SameHost: d.rv.LocalAddr().Addr().IsLoopback()}
 	s, err := session.New(d.sessions, self, pu, p.log)

@@ -1,0 +1,249 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/warren-p2p/warren/internal/backoff"
+	"github.com/warren-p2p/warren/portmap"
+)
+
+// Port mapping (config [link] port_mapping): the daemon asks its router to
+// map the shared punch port, TCP and UDP, and nothing else. The TCP
+// mapping goes into the NAT report, so that a peer whose NAT pair leaves
+// TCP nothing to do connects to it (punch.Choose); the UDP mapping is
+// asked for the same port and shown, but no path uses it yet: a UDP
+// session runs on a socket of its own, not on the punch port.
+const (
+	// mapHold bounds how long the first NAT report waits for the first
+	// mapping attempt: a report without the mapping sends the peers of the
+	// first sessions through the relay. A router that maps answers within
+	// milliseconds on its LAN; one that does not is waited for this long,
+	// once, at start.
+	mapHold = 250 * time.Millisecond
+	// mapRetryMin and mapRetryMax space the attempts while the router
+	// offers nothing: routers turn UPnP on, and laptops change networks.
+	mapRetryMin = 30 * time.Second
+	mapRetryMax = 10 * time.Minute
+	// unmapWait bounds the deletion of the mappings at shutdown (portmap
+	// bounds each request too): a router gone silent must not hold the
+	// exit up.
+	unmapWait = 3 * time.Second
+)
+
+// loopbackServer reports whether the rendezvous server at addr is on this
+// host: then so is every peer (a demo, a test), and a mapping on the
+// router would open a port for no one.
+func loopbackServer(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return ip.IsLoopback()
+	}
+	return host == "localhost"
+}
+
+// portMaps is what the router granted, for the NAT report and status.
+type portMaps struct {
+	// tried is closed once the first attempt has ended, however.
+	tried chan struct{}
+
+	// mu guards the fields below.
+	mu       sync.Mutex
+	tcp, udp *portmap.Mapping // nil while not mapped
+	err      error            // why the last attempt mapped nothing (or only one transport)
+}
+
+func newPortMaps() *portMaps { return &portMaps{tried: make(chan struct{})} }
+
+// externalTCP returns the TCP mapping's external endpoint, invalid without
+// one (or while it is lost).
+func (pm *portMaps) externalTCP() netip.AddrPort {
+	pm.mu.Lock()
+	defer pm.mu.Unlock()
+	if pm.tcp == nil {
+		return netip.AddrPort{}
+	}
+	return pm.tcp.External()
+}
+
+func (pm *portMaps) set(tcp, udp *portmap.Mapping, err error) {
+	pm.mu.Lock()
+	defer pm.mu.Unlock()
+	pm.tcp, pm.udp, pm.err = tcp, udp, err
+}
+
+// hold waits for the first mapping attempt, at most mapHold.
+func (pm *portMaps) hold(ctx context.Context) {
+	t := time.NewTimer(mapHold)
+	defer t.Stop()
+	select {
+	case <-pm.tried:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// mapPorts keeps the punch port mapped until ctx ends, then deletes the
+// mappings. It runs only with port_mapping on, as one of the daemon's
+// goroutines: Shutdown waits for the deletion.
+func (d *Daemon) mapPorts(ctx context.Context) {
+	once := sync.OnceFunc(func() { close(d.ports.tried) })
+	defer once()
+	log := d.log.WithField("component", "portmap")
+	c, err := portmap.New(portmap.Config{}, log)
+	if err != nil {
+		log.WithError(err).Error("port mapping off: bad configuration")
+		d.ports.set(nil, nil, err)
+		return
+	}
+	defer func() {
+		// ctx is over: deleting needs a context of its own.
+		cctx, cancel := context.WithTimeout(context.Background(), unmapWait)
+		defer cancel()
+		if err := c.Close(cctx); err != nil {
+			log.WithError(err).Warn("port mappings not all deleted; they lapse with their lease")
+		}
+	}()
+	port := uint16(d.acceptor.Port())
+	retry := backoff.Backoff{Min: mapRetryMin, Max: mapRetryMax}
+	for {
+		tcp, udp, err := mapBoth(ctx, c, port)
+		if ctx.Err() != nil {
+			return
+		}
+		d.ports.set(tcp, udp, err)
+		once()
+		if tcp == nil && udp == nil {
+			wait := retry.Next()
+			log.WithError(err).WithField("retry_in", wait.Round(time.Second)).Info("no port mapping from the router")
+			if sleep(ctx, wait) != nil {
+				return
+			}
+			continue
+		}
+		if err != nil {
+			log.WithError(err).Warn("router mapped the punch port for one transport only")
+		}
+		d.reportNAT()
+		d.followMappings(ctx, tcp, udp)
+		return
+	}
+}
+
+// mapBoth maps port over TCP and UDP; it returns what it got, and why
+// not the rest.
+func mapBoth(ctx context.Context, c *portmap.Client, port uint16) (tcp, udp *portmap.Mapping, err error) {
+	var errT, errU error
+	var wg sync.WaitGroup
+	wg.Go(func() { tcp, errT = c.Map(ctx, portmap.TCP, port) })
+	wg.Go(func() { udp, errU = c.Map(ctx, portmap.UDP, port) })
+	wg.Wait()
+	if errT != nil {
+		errT = fmt.Errorf("tcp: %w", errT)
+	}
+	if errU != nil {
+		errU = fmt.Errorf("udp: %w", errU)
+	}
+	return tcp, udp, errors.Join(errT, errU)
+}
+
+// followMappings reports the TCP mapping again whenever its external
+// endpoint changes or is lost (the mappings renew themselves), until ctx
+// ends.
+func (d *Daemon) followMappings(ctx context.Context, tcp, udp *portmap.Mapping) {
+	var tcpCh, udpCh <-chan netip.AddrPort
+	if tcp != nil {
+		tcpCh = tcp.Changes()
+	}
+	if udp != nil {
+		udpCh = udp.Changes()
+	}
+	for {
+		select {
+		case <-tcpCh:
+			d.reportNAT()
+		case <-udpCh:
+			// Shown by status; nothing to report.
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// sleep waits d, or returns ctx's error if it ends first.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// PortMappingStatus is what the router granted, in GET /status.
+type PortMappingStatus struct {
+	// Protocol is how the TCP mapping (else the UDP one) was obtained:
+	// "upnp", "nat-pmp" or "pcp".
+	Protocol string `json:"protocol,omitempty"`
+	// TCP and UDP are the external endpoints of the punch port's
+	// mappings; absent where there is none (or it is lost).
+	TCP string `json:"tcp,omitempty"`
+	UDP string `json:"udp,omitempty"`
+	// Expires is when the TCP mapping (else the UDP one) lapses unless
+	// renewed (it is renewed at half its lease); absent for a permanent
+	// one.
+	Expires *time.Time `json:"expires,omitempty"`
+	// Error says why there is no mapping, or only one.
+	Error string `json:"error,omitempty"`
+}
+
+// status describes the mappings; nil with port mapping off.
+func (pm *portMaps) status() *PortMappingStatus {
+	if pm == nil {
+		return nil
+	}
+	pm.mu.Lock()
+	defer pm.mu.Unlock()
+	st := &PortMappingStatus{}
+	if pm.err != nil {
+		st.Error = pm.err.Error()
+	}
+	for _, m := range []*portmap.Mapping{pm.udp, pm.tcp} { // TCP last, so it wins
+		if m == nil {
+			continue
+		}
+		ext := m.External()
+		if !ext.IsValid() {
+			continue
+		}
+		if m.Transport() == portmap.TCP {
+			st.TCP = ext.String()
+		} else {
+			st.UDP = ext.String()
+		}
+		st.Protocol = string(m.Protocol())
+		st.Expires = nil
+		if exp := m.Expires(); !exp.IsZero() {
+			exp = exp.UTC()
+			st.Expires = &exp
+		}
+	}
+	switch {
+	case st.TCP != "" || st.UDP != "" || st.Error != "":
+	case pm.tcp != nil || pm.udp != nil:
+		st.Error = "lost: the lease expired unrenewed; asking the router again"
+	default:
+		st.Error = "not mapped yet"
+	}
+	return st
+}
