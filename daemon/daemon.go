@@ -203,6 +203,7 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	if d.ports != nil {
 		// Before the rendezvous client, so that the first NAT report
 		// can carry the mapping (reportNAT).
+		d.ports.holdUntil = time.Now().Add(mapHold)
 		d.wg.Go(func() { d.mapPorts(ctx) })
 	}
 	d.wg.Go(func() { d.rv.Run(ctx) })

@@ -31,16 +31,21 @@ type natState struct {
 
 	// reportMu makes reports go out one at a time, each with the state
 	// as it is when it goes: the last one the server gets is the newest.
+	// It guards reported.
 	reportMu sync.Mutex
+	reported *punch.NAT // the last report sent; nil before the first
 
-	// mu guards nat and known.
+	// mu guards nat, known and changed.
 	mu    sync.Mutex
 	nat   punch.NAT
 	known bool
+	// changed is closed (and replaced) when a report differs from the
+	// one before: a relayed link then tries a direct path at once.
+	changed chan struct{}
 }
 
 func newNATState() *natState {
-	return &natState{discover: make(chan []netip.AddrPort, 1), ready: make(chan struct{})}
+	return &natState{discover: make(chan []netip.AddrPort, 1), ready: make(chan struct{}), changed: make(chan struct{})}
 }
 
 // discoverLoop classifies this daemon's NAT after each registration and
@@ -96,6 +101,27 @@ func (d *Daemon) reportNAT() {
 	if err := d.rv.SetNAT(nat); err != nil {
 		d.log.WithError(err).Debug("NAT report not sent")
 	}
+	// SetNAT keeps the report for the next registration even when it
+	// could not send it now: it counts as reported.
+	if prev := d.nat.reported; prev != nil && *prev != nat {
+		d.nat.bump()
+	}
+	d.nat.reported = &nat
+}
+
+// bump tells whoever waits on changes that the report changed.
+func (n *natState) bump() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	close(n.changed)
+	n.changed = make(chan struct{})
+}
+
+// changes returns a channel closed at the next change of the report.
+func (n *natState) changes() <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.changed
 }
 
 // onRegistered hands discovery the server's endpoints.

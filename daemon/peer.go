@@ -290,10 +290,20 @@ func (d *Daemon) serveLink(ctx context.Context, p *peer, l *link.Link) string {
 	if l.Path() == session.PathRelay {
 		s.upgradeTimer = time.After(s.retry.Next())
 	}
+	natChanged := d.nat.changes()
 	for {
 		select {
 		case <-s.current.Done():
 			return s.ended()
+		case <-natChanged:
+			// This end now reports another NAT (a port mapping came, or
+			// the network changed): a direct path may exist now.
+			natChanged = d.nat.changes()
+			if s.current.Path() == session.PathRelay && !s.upgrading {
+				s.retry.Reset()
+				s.upgradeTimer = time.After(s.retry.Next()) // should this try come to nothing
+				d.rv.Connect(p.key)
+			}
 		case <-s.upgradeTimer:
 			s.upgradeTimer = nil
 			if !s.upgrading {

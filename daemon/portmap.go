@@ -20,12 +20,14 @@ import (
 // asked for the same port and shown, but no path uses it yet: a UDP
 // session runs on a socket of its own, not on the punch port.
 const (
-	// mapHold bounds how long the first NAT report waits for the first
-	// mapping attempt: a report without the mapping sends the peers of the
-	// first sessions through the relay. A router that maps answers within
-	// milliseconds on its LAN; one that does not is waited for this long,
-	// once, at start.
-	mapHold = 250 * time.Millisecond
+	// mapHold bounds how long after start the first NAT report waits for
+	// the first mapping attempt: a report without the mapping sends the
+	// peers of the first sessions through the relay (until an upgrade).
+	// A router that maps answers within milliseconds on its LAN (the lab's
+	// miniupnpd: under 25 ms, NAT discovery included); behind one that
+	// does not, the first report goes this long after start at the latest
+	// (NAT discovery itself takes about half of it).
+	mapHold = 50 * time.Millisecond
 	// mapRetryMin and mapRetryMax space the attempts while the router
 	// offers nothing: routers turn UPnP on, and laptops change networks.
 	mapRetryMin = 30 * time.Second
@@ -54,6 +56,9 @@ func loopbackServer(addr string) bool {
 type portMaps struct {
 	// tried is closed once the first attempt has ended, however.
 	tried chan struct{}
+	// holdUntil is when the first NAT report stops waiting for tried
+	// (mapHold after the daemon started); set before mapPorts starts.
+	holdUntil time.Time
 
 	// mu guards the fields below.
 	mu       sync.Mutex
@@ -80,9 +85,9 @@ func (pm *portMaps) set(tcp, udp *portmap.Mapping, err error) {
 	pm.tcp, pm.udp, pm.err = tcp, udp, err
 }
 
-// hold waits for the first mapping attempt, at most mapHold.
+// hold waits for the first mapping attempt, at most until holdUntil.
 func (pm *portMaps) hold(ctx context.Context) {
-	t := time.NewTimer(mapHold)
+	t := time.NewTimer(time.Until(pm.holdUntil))
 	defer t.Stop()
 	select {
 	case <-pm.tried:
