@@ -104,6 +104,7 @@ func (d *Daemon) reportNAT() {
 	// SetNAT keeps the report for the next registration even when it
 	// could not send it now: it counts as reported.
 	if prev := d.nat.reported; prev != nil && *prev != nat {
+		d.log.WithField("mapped_tcp", nat.MappedTCP).Debug("NAT report changed")
 		d.nat.bump()
 	}
 	d.nat.reported = &nat

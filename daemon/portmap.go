@@ -120,7 +120,7 @@ func (d *Daemon) mapPorts(ctx context.Context) {
 	port := uint16(d.acceptor.Port())
 	retry := backoff.Backoff{Min: mapRetryMin, Max: mapRetryMax}
 	for {
-		tcp, udp, err := mapBoth(ctx, c, port)
+		tcp, udp, err := mapBoth(ctx, c, port, d.useTCP)
 		if ctx.Err() != nil {
 			return
 		}
@@ -143,12 +143,15 @@ func (d *Daemon) mapPorts(ctx context.Context) {
 	}
 }
 
-// mapBoth maps port over TCP and UDP; it returns what it got, and why
-// not the rest.
-func mapBoth(ctx context.Context, c *portmap.Client, port uint16) (tcp, udp *portmap.Mapping, err error) {
+// mapBoth maps port over UDP and, withTCP, over TCP; it returns what it
+// got, and why not the rest. A daemon whose links do not run over TCP
+// takes no connection on its punch port from a peer, so it maps no TCP.
+func mapBoth(ctx context.Context, c *portmap.Client, port uint16, withTCP bool) (tcp, udp *portmap.Mapping, err error) {
 	var errT, errU error
 	var wg sync.WaitGroup
-	wg.Go(func() { tcp, errT = c.Map(ctx, portmap.TCP, port) })
+	if withTCP {
+		wg.Go(func() { tcp, errT = c.Map(ctx, portmap.TCP, port) })
+	}
 	wg.Go(func() { udp, errU = c.Map(ctx, portmap.UDP, port) })
 	wg.Wait()
 	if errT != nil {

@@ -47,6 +47,10 @@ type cell struct {
 	name           string // "cone/symseq", "same-nat", ...
 	client, server string // row and column labels
 	build          func(ctx context.Context, lab *natlab.Lab) (client, server machine, err error)
+	// clientFirst, if set, is cellOptions.clientFirst for every run of
+	// the cell that sets none: the cell is about a client that is ready
+	// (its port mapped) before its peer asks for it.
+	clientFirst func(t testing.TB, client machine, clientAdmin string)
 }
 
 // cellResult is what a cell measured over one transport.
@@ -109,9 +113,11 @@ func gridCells() []cell {
 var portMappedKinds = []natlab.PortMapper{natlab.PortMapUPnP, natlab.PortMapNATPMP, natlab.PortMapPCP}
 
 // portMappedCell is a client at a symrand site whose router runs a port
-// mapper offering pm, and a server at a plain symrand site. If router is
-// not nil, it is set to the client's site, whose router holds the
-// mappings.
+// mapper offering pm, and a server at a plain symrand site. The client
+// daemon starts first and the server's once the client's status shows its
+// TCP mapping, as with a daemon that runs before its peer asks for it
+// (both at once, see TestPortMappingLate). If router is not nil, it is set
+// to the client's site, whose router holds the mappings.
 func portMappedCell(pm natlab.PortMapper, router **natlab.Site) cell {
 	client := "symrand+" + string(pm)
 	return cell{name: client + "/symrand", client: client, server: string(natlab.SymRand),
@@ -131,6 +137,9 @@ func portMappedCell(pm natlab.PortMapper, router **natlab.Site) cell {
 				*router = sa
 			}
 			return sa.Host(), sb.Host(), nil
+		},
+		clientFirst: func(t testing.TB, client machine, admin string) {
+			awaitPortMapping(t, client, admin, 5*time.Second)
 		}}
 }
 
@@ -243,7 +252,7 @@ type cellOptions struct {
 	// clientFirst, if set, starts the client daemon alone and is called
 	// with it running; the server daemon starts when it returns, and the
 	// first byte is timed from then.
-	clientFirst func(client machine, clientAdmin string)
+	clientFirst func(t testing.TB, client machine, clientAdmin string)
 	// profile is what every site's uplink does (natlab.Config.Profile).
 	// Default: the zero Profile, the lab with no emulator.
 	profile natlab.Profile
@@ -301,9 +310,12 @@ func runCellWith(t testing.TB, c cell, o cellOptions) cellResult {
 
 	t0 := time.Now()
 	var serverProc, clientProc *process
+	if o.clientFirst == nil {
+		o.clientFirst = c.clientFirst
+	}
 	if o.clientFirst != nil {
 		clientProc = start(t, client, "client", "up", "-c", writeFile(t, w.dir, "client.toml", clientCfg))
-		o.clientFirst(client, clientAdmin)
+		o.clientFirst(t, client, clientAdmin)
 		t0 = time.Now()
 		serverProc = start(t, server, "server", "up", "-c", writeFile(t, w.dir, "server.toml", serverCfg))
 	} else {

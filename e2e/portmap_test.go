@@ -34,7 +34,7 @@ func TestPortMappedLink(t *testing.T) {
 			var setup time.Duration
 			c := portMappedCell(pm, &router)
 			r := runCellWith(t, c, cellOptions{transports: "tcp,udp", size: 1 << 20,
-				clientFirst: func(client machine, admin string) {
+				clientFirst: func(t testing.TB, client machine, admin string) {
 					began := time.Now()
 					mapped = awaitPortMapping(t, client, admin, 5*time.Second)
 					t.Logf("%s mapping after %v (of which daemon start): %s tcp %s udp %s expires %v", pm,
@@ -89,7 +89,7 @@ func TestPortMappedLink(t *testing.T) {
 }
 
 // awaitPortMapping waits for the daemon's status to show a TCP mapping.
-func awaitPortMapping(t *testing.T, m machine, admin string, max time.Duration) *daemon.PortMappingStatus {
+func awaitPortMapping(t testing.TB, m machine, admin string, max time.Duration) *daemon.PortMappingStatus {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), max)
 	defer cancel()
@@ -128,5 +128,42 @@ func stopProcess(t *testing.T, p *process) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatalf("%s did not stop within 10s of SIGTERM", p.name)
+	}
+}
+
+// lateUpgradeBy is how soon after both daemons start the link must be
+// direct when the mapping comes after the first link: before the relayed
+// link's first upgrade attempt (1.5 s at the earliest, backoff jitter
+// included), so only the reaction to the new mapping can make it.
+const lateUpgradeBy = 1400 * time.Millisecond
+
+// TestPortMappingLate: both daemons start at once, and the router's UPnP
+// mapping (miniupnpd answers an SSDP search after a random delay) usually
+// comes after the first link, which is then relayed. The mapped daemon
+// reports the mapping and tries a direct path at once: the link is
+// direct-tcp well before the relay's own upgrade attempt would be.
+func TestPortMappingLate(t *testing.T) {
+	var began time.Time
+	c := portMappedCell(natlab.PortMapUPnP, nil)
+	r := runCellWith(t, c, cellOptions{transports: "tcp,udp", size: 1 << 20,
+		clientFirst: func(testing.TB, machine, string) { began = time.Now() },
+		measure: func(cr cellRun) {
+			ctx, cancel := context.WithDeadline(context.Background(), began.Add(lateUpgradeBy))
+			defer cancel()
+			var path string
+			for ctx.Err() == nil {
+				if st, err := status(ctx, cr.client, cr.clientAdmin); err == nil {
+					if path = st.Peers[0].Path; path == "direct-tcp" {
+						t.Logf("direct-tcp %v after start", time.Since(began).Round(time.Millisecond))
+						return
+					}
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			t.Errorf("path %s %v after start, want direct-tcp", path, lateUpgradeBy)
+		}})
+	t.Logf("path at the first byte (%v after start): %s", r.firstByte.Round(time.Millisecond), r.outcome)
+	if r.outcome == "fail" {
+		t.Fatalf("no link: %s", r.note)
 	}
 }
