@@ -343,8 +343,14 @@ func runCellWith(t testing.TB, c cell, o cellOptions) cellResult {
 	// What each side classified itself as: a wrong verdict explains a
 	// wrong strategy.
 	r.nats = st.NAT + "/?"
+	setupFrom := st // the client asks for the link as it starts
 	if sst, err := status(ctx, server, serverAdmin); err == nil {
 		r.nats = st.NAT + "/" + sst.NAT
+		if o.clientFirst != nil {
+			// The client asked before the server was there: the link's
+			// setup starts with the server's request.
+			setupFrom = sst
+		}
 	}
 	p := st.Peers[0]
 	if p.State != daemon.StateConnected || r.firstByte == 0 {
@@ -358,7 +364,7 @@ func runCellWith(t testing.TB, c cell, o cellOptions) cellResult {
 	if os.Getenv("WARREN_GRID_DEBUG") != "" && (r.firstByte > 2*time.Second || r.outcome == "relay") {
 		t.Errorf("slow first byte %v or relayed (%s); logs follow", r.firstByte, r.outcome)
 	}
-	r.setup = time.Duration(p.SetupMs * float64(time.Millisecond))
+	r.setup = time.Duration(setupFrom.Peers[0].SetupMs * float64(time.Millisecond))
 	r.mbps = sendAndHash(t, client, fwd, o.size)
 	if o.iperf3 > 0 {
 		r.mbps = iperf3(t, client, iperfFwd, o.iperf3)

@@ -19,4 +19,18 @@
 // and never touches anything else on the router. It must not know about
 // peers, punching or links: the daemon decides what to map and offers the
 // result as a candidate.
+//
+// The path a mapping opens (daemon/portmap.go, punch.Choose): with
+// [link] port_mapping on (the default), the daemon maps its shared punch
+// port, TCP and UDP, and sends the TCP mapping's external endpoint in its
+// NAT report (mapped_tcp, rendezvous/spec.md). Where the two NATs leave
+// TCP nothing to do (symrand against any symmetric NAT, cone against
+// symrand), the peer connects from its shared port to that endpoint
+// (punch.TCPConnectMapped) and the router forwards the connection to the
+// daemon's punch port, where it is taken like any punched connection
+// (punch.TCPAcceptMapped): a direct-tcp link where the pair would relay.
+// A peer connects there only if the mapping's address is the one the
+// rendezvous server observed. The UDP mapping is made, renewed, deleted
+// and shown, but no path uses it yet: a UDP session punches from a socket
+// of its own, not from the punch port.
 package portmap
