@@ -129,11 +129,14 @@ func (n *natState) changes() <-chan struct{} {
 func (d *Daemon) onRegistered(udp []netip.AddrPort) { putNewest(d.nat.discover, udp) }
 
 // await waits for the first NAT discovery, at most natWait.
-func (n *natState) await(ctx context.Context) {
-	t := time.NewTimer(natWait)
+func (n *natState) await(ctx context.Context) { waitClosed(ctx, n.ready, natWait) }
+
+// waitClosed waits until ch is closed, at most max (or until ctx ends).
+func waitClosed(ctx context.Context, ch <-chan struct{}, max time.Duration) {
+	t := time.NewTimer(max)
 	defer t.Stop()
 	select {
-	case <-n.ready:
+	case <-ch:
 	case <-t.C:
 	case <-ctx.Done():
 	}

@@ -86,15 +86,7 @@ func (pm *portMaps) set(tcp, udp *portmap.Mapping, err error) {
 }
 
 // hold waits for the first mapping attempt, at most until holdUntil.
-func (pm *portMaps) hold(ctx context.Context) {
-	t := time.NewTimer(time.Until(pm.holdUntil))
-	defer t.Stop()
-	select {
-	case <-pm.tried:
-	case <-t.C:
-	case <-ctx.Done():
-	}
-}
+func (pm *portMaps) hold(ctx context.Context) { waitClosed(ctx, pm.tried, time.Until(pm.holdUntil)) }
 
 // mapPorts keeps the punch port mapped until ctx ends, then deletes the
 // mappings. It runs only with port_mapping on, as one of the daemon's
@@ -129,10 +121,12 @@ func (d *Daemon) mapPorts(ctx context.Context) {
 		if tcp == nil && udp == nil {
 			wait := retry.Next()
 			log.WithError(err).WithField("retry_in", wait.Round(time.Second)).Info("no port mapping from the router")
-			if sleep(ctx, wait) != nil {
+			select {
+			case <-time.After(wait):
+				continue
+			case <-ctx.Done():
 				return
 			}
-			continue
 		}
 		if err != nil {
 			log.WithError(err).Warn("router mapped the punch port for one transport only")
@@ -183,18 +177,6 @@ func (d *Daemon) followMappings(ctx context.Context, tcp, udp *portmap.Mapping) 
 		case <-ctx.Done():
 			return
 		}
-	}
-}
-
-// sleep waits d, or returns ctx's error if it ends first.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }
 

@@ -106,11 +106,11 @@ func awaitPortMapping(t testing.TB, m machine, admin string, max time.Duration) 
 // miniupnpdRules lists the rules miniupnpd made on site's router.
 func miniupnpdRules(ctx context.Context, t *testing.T, site *natlab.Site) string {
 	t.Helper()
-	out, err := site.Exec(ctx, "nft", "list", "table", "inet", "miniupnpd")
+	rules, err := site.PortMapperRules(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(out)
+	return rules
 }
 
 // stopProcess stops p as the service manager would (SIGTERM) and waits
