@@ -111,7 +111,7 @@ func (d *Daemon) mapPorts(ctx context.Context) {
 	}()
 	port := uint16(d.acceptor.Port())
 	retry := backoff.Backoff{Min: mapRetryMin, Max: mapRetryMax}
-	for {
+	for first := true; ; {
 		tcp, udp, err := mapBoth(ctx, c, port, d.useTCP)
 		if ctx.Err() != nil {
 			return
@@ -120,7 +120,14 @@ func (d *Daemon) mapPorts(ctx context.Context) {
 		once()
 		if tcp == nil && udp == nil {
 			wait := retry.Next()
-			log.WithError(err).WithField("retry_in", wait.Round(time.Second)).Info("no port mapping from the router")
+			// Most routers offer none: say so once, then only at debug.
+			l := log.WithError(err).WithField("retry_in", wait.Round(time.Second))
+			if first {
+				l.Info("no port mapping from the router")
+			} else {
+				l.Debug("still no port mapping from the router")
+			}
+			first = false
 			select {
 			case <-time.After(wait):
 				continue
