@@ -403,6 +403,7 @@ func (d *Daemon) sessionPaths() (all, direct []session.Path) {
 		Budget:    d.punchBudget,
 		Stream:    d.cfg.Link.UDPStream,
 		Closing:   &d.udpClosing,
+		Port:      d.ports.udpPort,
 	})
 	all = direct
 	if *d.cfg.Link.Relay {

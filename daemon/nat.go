@@ -83,7 +83,12 @@ func (d *Daemon) discoverLoop(ctx context.Context) {
 func (d *Daemon) selfNAT() (punch.NAT, bool) {
 	nat, ok := d.nat.get()
 	if d.ports != nil {
-		nat.MappedTCP = d.ports.externalTCP()
+		nat.MappedTCP, nat.MappedUDP = d.ports.external()
+		if !d.useUDP {
+			// Only a session's punch socket holds the mapped UDP
+			// port, and without UDP links it holds it for no link.
+			nat.MappedUDP = netip.AddrPort{}
+		}
 	}
 	return nat, ok
 }

@@ -248,10 +248,13 @@ func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch, al
 	nat, _ := d.selfNAT()
 	// Over loopback, the server (and so every peer) is on this host.
 	self := session.Local{NAT: nat, SameHost: d.rv.LocalAddr().Addr().IsLoopback()}
+	// A path that does not run here must not count on the peer's
+	// mapping for it, or the relay would wait for nothing.
 	if !d.useTCP {
-		// No TCP path runs here: the strategy must not count on the
-		// peer's TCP mapping, or the relay would wait for nothing.
 		pu.PeerNAT.MappedTCP = netip.AddrPort{}
+	}
+	if !d.useUDP {
+		pu.PeerNAT.MappedUDP = netip.AddrPort{}
 	}
 	s, err := session.New(d.sessions, self, pu, p.log)
 	if err != nil {

@@ -14,11 +14,11 @@ import (
 )
 
 // Port mapping (config [link] port_mapping): the daemon asks its router to
-// map the shared punch port, TCP and UDP, and nothing else. The TCP
-// mapping goes into the NAT report, so that a peer whose NAT pair leaves
-// TCP nothing to do connects to it (punch.Choose); the UDP mapping is
-// asked for the same port and shown, but no path uses it yet: a UDP
-// session runs on a socket of its own, not on the punch port.
+// map the shared punch port, TCP and UDP (the same port number), and
+// nothing else. Both go into the NAT report, so that a peer whose NAT pair
+// leaves a transport nothing to do connects or pings there (punch.Choose):
+// TCP reaches the punch port's listener; UDP reaches the session socket
+// that holds the port number (session.UDP.Port), one session at a time.
 const (
 	// mapHold bounds how long after start the first NAT report waits for
 	// the first mapping attempt: a report without the mapping sends the
@@ -68,15 +68,32 @@ type portMaps struct {
 
 func newPortMaps() *portMaps { return &portMaps{tried: make(chan struct{})} }
 
-// externalTCP returns the TCP mapping's external endpoint, invalid without
-// one (or while it is lost).
-func (pm *portMaps) externalTCP() netip.AddrPort {
+// external returns the TCP and UDP mappings' external endpoints, invalid
+// where there is none (or it is lost).
+func (pm *portMaps) external() (tcp, udp netip.AddrPort) {
 	pm.mu.Lock()
 	defer pm.mu.Unlock()
-	if pm.tcp == nil {
-		return netip.AddrPort{}
+	if pm.tcp != nil {
+		tcp = pm.tcp.External()
 	}
-	return pm.tcp.External()
+	if pm.udp != nil {
+		udp = pm.udp.External()
+	}
+	return tcp, udp
+}
+
+// udpPort returns the local port the UDP mapping forwards to, 0 without
+// one: a UDP session's socket takes it (session.UDP.Port).
+func (pm *portMaps) udpPort() uint16 {
+	if pm == nil {
+		return 0
+	}
+	pm.mu.Lock()
+	defer pm.mu.Unlock()
+	if pm.udp == nil {
+		return 0
+	}
+	return pm.udp.Internal()
 }
 
 func (pm *portMaps) set(tcp, udp *portmap.Mapping, err error) {
@@ -164,8 +181,8 @@ func mapBoth(ctx context.Context, c *portmap.Client, port uint16, withTCP bool) 
 	return tcp, udp, errors.Join(errT, errU)
 }
 
-// followMappings reports the TCP mapping again whenever its external
-// endpoint changes or is lost (the mappings renew themselves), until ctx
+// followMappings reports the mappings again whenever an external endpoint
+// changes or is lost (the mappings renew themselves), until ctx
 // ends.
 func (d *Daemon) followMappings(ctx context.Context, tcp, udp *portmap.Mapping) {
 	var tcpCh, udpCh <-chan netip.AddrPort
@@ -180,7 +197,7 @@ func (d *Daemon) followMappings(ctx context.Context, tcp, udp *portmap.Mapping) 
 		case <-tcpCh:
 			d.reportNAT()
 		case <-udpCh:
-			// Shown by status; nothing to report.
+			d.reportNAT()
 		case <-ctx.Done():
 			return
 		}

@@ -32,10 +32,9 @@ var gridExpect = map[string]string{
 	"same-nat (cone)":               "direct",
 	"double-nat (cone+cone)/cone":   "direct",
 	"double-nat (symseq+cone)/open": "direct",
-	// A port mapping of the shared TCP port lets the other side connect
-	// to it; a UDP link cannot use it (a UDP session has a socket of its
-	// own, not the mapped port) and relays as the NATs alone would.
-	"symrand+upnp/symrand": "direct relay", "symrand+natpmp/symrand": "direct relay", "symrand+pcp/symrand": "direct relay",
+	// A port mapping of the shared port (TCP and UDP) lets the other side
+	// connect to it, or ping the session socket that holds it.
+	"symrand+upnp/symrand": "direct", "symrand+natpmp/symrand": "direct", "symrand+pcp/symrand": "direct",
 }
 
 // expectation returns the least a cell must reach over transport; a

@@ -64,6 +64,10 @@ type NAT struct {
 	// portmap); invalid without one. Whatever the NAT's own behaviour, a
 	// peer can connect there unsolicited (Choose).
 	MappedTCP netip.AddrPort
+	// MappedUDP is the same for UDP: where the router forwards datagrams
+	// to the UDP port of the daemon's shared port number, which a UDP
+	// session's socket holds while it can (session.UDP.Port).
+	MappedUDP netip.AddrPort
 }
 
 // String returns the short name the status API shows:

@@ -97,19 +97,27 @@ func Choose(self, peer NAT) Strategy {
 // connects to the mapping and this side accepts; a pair that can punch
 // TCP already keeps its way (it needs no router's help). With both sides
 // mapped, each connects to the other's mapping.
+//
+// UDP likewise: where the pair has no UDP punch, a side with a UDP mapping
+// or facing one pings (RoleDirect): the other side pings the mapping, and
+// the mapped side, whose pings towards a symmetric NAT are dropped, answers
+// what arrives (and, controlling, pings its source back: see await).
 func withMapping(st Strategy, self, peer NAT) Strategy {
-	if st.TCP != TCPNone {
-		return st
+	mapped := false
+	if st.TCP == TCPNone {
+		switch {
+		case peer.MappedTCP.IsValid():
+			st.TCP, mapped = TCPConnectMapped, true
+		case self.MappedTCP.IsValid():
+			st.TCP, mapped = TCPAcceptMapped, true
+		}
 	}
-	switch {
-	case peer.MappedTCP.IsValid():
-		st.TCP = TCPConnectMapped
-	case self.MappedTCP.IsValid():
-		st.TCP = TCPAcceptMapped
-	default:
-		return st
+	if st.UDP == RoleNone && (peer.MappedUDP.IsValid() || self.MappedUDP.IsValid()) {
+		st.UDP, mapped = RoleDirect, true
 	}
-	st.Name += "+mapped"
+	if mapped {
+		st.Name += "+mapped"
+	}
 	return st
 }
 

@@ -21,12 +21,14 @@ type NATReport struct {
 	// (absent without one). Added later than the others, so spelt as
 	// the protocol's newer fields are; an older peer ignores it.
 	MappedTCP netip.AddrPort `json:"mapped_tcp,omitzero"`
+	// MappedUDP is the same for UDP.
+	MappedUDP netip.AddrPort `json:"mapped_udp,omitzero"`
 }
 
 // ReportNAT is n as the wire carries it.
 func ReportNAT(n punch.NAT) *NATReport {
 	return &NATReport{Behind: n.Behind, Mapping: n.Mapping, Allocation: n.Allocation, Delta: n.Delta, PublicIP: n.PublicIP, LastPort: n.LastPort,
-		MappedTCP: n.MappedTCP}
+		MappedTCP: n.MappedTCP, MappedUDP: n.MappedUDP}
 }
 
 // NAT is the NAT r reports; a nil report is the zero NAT (not
@@ -36,7 +38,7 @@ func (r *NATReport) NAT() punch.NAT {
 		return punch.NAT{}
 	}
 	return punch.NAT{Behind: r.Behind, Mapping: r.Mapping, Allocation: r.Allocation, Delta: r.Delta, PublicIP: r.PublicIP, LastPort: r.LastPort,
-		MappedTCP: r.MappedTCP}
+		MappedTCP: r.MappedTCP, MappedUDP: r.MappedUDP}
 }
 
 // String is the NAT's short name (punch.NAT.String).

@@ -82,6 +82,9 @@ type Session struct {
 	// address the server observed. A lying peer can name any port of its
 	// own address, and nothing else.
 	PeerMappedTCP netip.AddrPort
+	// PeerMappedUDP is the same for UDP (punch.NAT.MappedUDP): the UDP
+	// path pings it instead of the peer's observed session socket.
+	PeerMappedUDP netip.AddrPort
 	// UDP is the session's second step, which the server sends once both
 	// sides' session probes arrived: where the peer's session sockets are
 	// and when to start.
@@ -117,11 +120,13 @@ func New(cfg *Config, self Local, pu rendezvous.Punch, log logrus.FieldLogger) (
 		return nil, fmt.Errorf("punch scope: %w", err)
 	}
 	peerNAT := pu.PeerNAT
-	if m := peerNAT.MappedTCP; m.IsValid() && scope.Check(m) != nil {
-		// Out of scope it is no way to the peer, so the strategy must
-		// not count on it either.
-		log.WithField("mapped_tcp", m).Debug("ignoring the peer's port mapping: not at its observed address")
-		peerNAT.MappedTCP = netip.AddrPort{}
+	for _, m := range []*netip.AddrPort{&peerNAT.MappedTCP, &peerNAT.MappedUDP} {
+		if m.IsValid() && scope.Check(*m) != nil {
+			// Out of scope it is no way to the peer, so the strategy
+			// must not count on it either.
+			log.WithField("mapping", *m).Debug("ignoring the peer's port mapping: not at its observed address")
+			*m = netip.AddrPort{}
+		}
 	}
 	s := &Session{
 		ID:            id,
@@ -135,6 +140,7 @@ func New(cfg *Config, self Local, pu rendezvous.Punch, log logrus.FieldLogger) (
 		Scope:         scope,
 		PeerLAN:       scope.Filter(pu.LAN),
 		PeerMappedTCP: peerNAT.MappedTCP,
+		PeerMappedUDP: peerNAT.MappedUDP,
 		UDP:           pu.UDP,
 		Log:           log,
 		cfg:           cfg,
