@@ -14,6 +14,8 @@ func TestChooseIsConsistent(t *testing.T) {
 	mapped := netip.MustParseAddrPort("203.0.113.10:41000")
 	randomPM, conePM := random, cone
 	randomPM.MappedTCP, conePM.MappedTCP = mapped, mapped
+	randomUDPPM := random
+	randomUDPPM.MappedUDP = mapped
 	for _, tc := range []struct {
 		name             string
 		self, peer       NAT
@@ -37,6 +39,9 @@ func TestChooseIsConsistent(t *testing.T) {
 		{"seq/random+pm", seq, randomPM, RoleNone, RoleNone, TCPConnectMapped, TCPAcceptMapped},
 		{"cone+pm/random", conePM, random, RoleSprayRandom, RoleManySockets, TCPAcceptMapped, TCPConnectMapped},
 		{"cone+pm/cone", conePM, cone, RoleDirect, RoleDirect, TCPSimultaneous, TCPSimultaneous},
+		{"random+udp-pm/random", randomUDPPM, random, RoleDirect, RoleDirect, TCPNone, TCPNone},
+		{"seq/random+udp-pm", seq, randomUDPPM, RoleDirect, RoleDirect, TCPNone, TCPNone},
+		{"cone/random+udp-pm", cone, randomUDPPM, RoleSprayRandom, RoleManySockets, TCPNone, TCPNone},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b := Choose(tc.self, tc.peer), Choose(tc.peer, tc.self)
