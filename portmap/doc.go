@@ -20,17 +20,21 @@
 // peers, punching or links: the daemon decides what to map and offers the
 // result as a candidate.
 //
-// The path a mapping opens (daemon/portmap.go, punch.Choose): with
+// The paths a mapping opens (daemon/portmap.go, punch.Choose): with
 // [link] port_mapping on (the default), the daemon maps its shared punch
-// port, TCP and UDP, and sends the TCP mapping's external endpoint in its
-// NAT report (mapped_tcp, rendezvous/spec.md). Where the two NATs leave
-// TCP nothing to do (symrand against any symmetric NAT, cone against
-// symrand), the peer connects from its shared port to that endpoint
-// (punch.TCPConnectMapped) and the router forwards the connection to the
-// daemon's punch port, where it is taken like any punched connection
-// (punch.TCPAcceptMapped): a direct-tcp link where the pair would relay.
-// A peer connects there only if the mapping's address is the one the
-// rendezvous server observed. The UDP mapping is made, renewed, deleted
-// and shown, but no path uses it yet: a UDP session punches from a socket
-// of its own, not from the punch port.
+// port, TCP and UDP (the same port number), and sends both external
+// endpoints in its NAT report (mapped_tcp, mapped_udp: rendezvous/spec.md).
+// Where the two NATs leave TCP nothing to do (symrand against any
+// symmetric NAT, cone against symrand), the peer connects from its shared
+// port to the TCP mapping (punch.TCPConnectMapped) and the router forwards
+// the connection to the punch port, where it is taken like any punched
+// connection (punch.TCPAcceptMapped). Where they leave UDP nothing to do,
+// both sides ping (punch.RoleDirect): the peer pings the UDP mapping,
+// which the router forwards to this side's session socket, bound to the
+// mapped port while no other session holds it (session.UDP.Port); this
+// side answers, and if it controls, pings the source of the peer's ping
+// back (a triggered check), since its own pings towards a symmetric NAT
+// are dropped. A direct link where the pair would relay, over either
+// transport. A peer uses a mapping only at the address the rendezvous
+// server observed.
 package portmap
