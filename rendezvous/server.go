@@ -511,6 +511,37 @@ func (s *Server) unregister(p *peerConn) {
 type pairSession struct {
 	at    time.Time
 	asker identity.PublicKey // the peer whose connect request started it
+	// sent is set once the punch instructions went out, built from the
+	// peers' NAT reports nats (in pairOf's order; nil: none): an ask from
+	// a peer whose report has changed since is no duplicate (see
+	// pairTaken).
+	sent bool
+	nats [2]*NATReport
+}
+
+// pairOf is the key of a and b's pair in Server.pairs.
+func pairOf(a, b identity.PublicKey) [2]identity.PublicKey {
+	if b.Less(a) {
+		return [2]identity.PublicKey{b, a}
+	}
+	return [2]identity.PublicKey{a, b}
+}
+
+// notePairSentLocked records that the session of a and b went out, built
+// from their NAT reports natA and natB. Called with s.mu held.
+func (s *Server) notePairSentLocked(a, b identity.PublicKey, natA, natB *NATReport) {
+	pair := pairOf(a, b)
+	ps, ok := s.pairs[pair]
+	if !ok {
+		return
+	}
+	ps.sent = true
+	if pair[0] == a {
+		ps.nats = [2]*NATReport{natA, natB}
+	} else {
+		ps.nats = [2]*NATReport{natB, natA}
+	}
+	s.pairs[pair] = ps
 }
 
 // startSession waits for both peers' NAT reports and starts a punch
@@ -533,6 +564,8 @@ reports:
 		p.log.WithFields(logrus.Fields{"to": key.Short(), "session": id.String()[:8]}).Info("coordinating punch")
 	}
 	us := &udpSession{sides: [2]*peerConn{p, other}}
+	natP, _ := p.natAndRTT()
+	natOther, _ := other.natAndRTT()
 	s.mu.Lock()
 	s.sessions[id] = us
 	s.issued[id] = issuedSession{at: time.Now(), keys: [2]identity.PublicKey{p.key, other.key}}
@@ -543,6 +576,7 @@ reports:
 		delete(s.issued, s.order.pop())
 	}
 	us.timer = time.AfterFunc(s.cfg.UDPWait, func() { s.flushUDP(id) })
+	s.notePairSentLocked(p.key, other.key, natP, natOther)
 	s.mu.Unlock()
 	// A failure to send is that peer's connection's problem, and a peer
 	// slow to read delays only its own instruction.
