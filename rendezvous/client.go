@@ -22,8 +22,14 @@ import (
 // ClientConfig configures a Client. A zero field means its default; a
 // negative duration is an error (Verify; NewClient refuses it).
 type ClientConfig struct {
-	// Address is the server's host:port. Required.
+	// Address is the server's host:port. Required unless Addresses is
+	// set.
 	Address string
+	// Addresses are the host:port of a cluster's nodes (doc.go,
+	// "Clustering"), Address first if both are set: the client registers
+	// with one and, whenever its connection ends, tries the next. All
+	// must hold ServerKey.
+	Addresses []string
 	// ServerKey pins the server. Required.
 	ServerKey identity.PublicKey
 	// Key is this peer's identity. Required.
@@ -76,6 +82,13 @@ type Punch struct {
 	// RelayToken opens this side of the session's relay (zero if the
 	// server sent none, and then the relay refuses it).
 	RelayToken RelayToken
+	// Relay is the host:port of the node to relay through, when it is not
+	// the server this peer registered with (Server): in a cluster, the
+	// node that coordinates a session between peers of two nodes.
+	Relay string
+	// Server is the address of the server that sent the instruction, the
+	// one to send TCP session probes to.
+	Server string
 	// UDP is where the session's second step arrives; Close it when the
 	// session is over.
 	UDP *UDPStep
@@ -127,6 +140,13 @@ type Client struct {
 
 	// redial cuts Run's wait before the next connection short.
 	redial chan struct{}
+
+	// addrs are the servers to register with, in order of trying; next
+	// is the index of the next to dial, server the one of the current
+	// connection. Run's goroutine alone writes next.
+	addrs  []string
+	next   int
+	server string
 }
 
 // Defaults of ClientConfig.
@@ -137,8 +157,13 @@ const (
 
 // Verify reports whether cfg is usable.
 func (cfg *ClientConfig) Verify() error {
-	if cfg.Address == "" {
+	if cfg.Address == "" && len(cfg.Addresses) == 0 {
 		return errors.New("rendezvous client: no server address")
+	}
+	for _, a := range cfg.Addresses {
+		if a == "" {
+			return errors.New("rendezvous client: empty server address")
+		}
 	}
 	if cfg.ServerKey.IsZero() {
 		return errors.New("rendezvous client: no server key")
@@ -179,7 +204,27 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, err
 	}
 	conf := identity.TLSConfig(cert, identity.Pinned(cfg.ServerKey))
-	return &Client{cfg: cfg, tlsConf: conf, refused: refused, registered: make(chan struct{}), redial: make(chan struct{}, 1), steps: make(map[string]*UDPStep)}, nil
+	c := &Client{cfg: cfg, tlsConf: conf, refused: refused, registered: make(chan struct{}), redial: make(chan struct{}, 1), steps: make(map[string]*UDPStep)}
+	if cfg.Address != "" {
+		c.addrs = append(c.addrs, cfg.Address)
+	}
+	for _, a := range cfg.Addresses {
+		if a != cfg.Address {
+			c.addrs = append(c.addrs, a)
+		}
+	}
+	return c, nil
+}
+
+// Server returns the address of the server the client is registered
+// with, or last tried.
+func (c *Client) Server() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.server == "" {
+		return c.addrs[0]
+	}
+	return c.server
 }
 
 // Observed returns this peer's endpoint as the server last saw it.
@@ -264,15 +309,32 @@ func (c *Client) Connect(peer identity.PublicKey) error {
 func (c *Client) Run(ctx context.Context) error {
 	// Jitter spreads reconnects when a server restart drops everyone.
 	retry := newRetries(c.cfg.MaxBackoff)
-	log := c.cfg.Log.WithField("server", c.cfg.Address)
 	for {
 		start := time.Now()
-		err := c.session(ctx)
+		addr := c.addrs[c.next]
+		c.mu.Lock()
+		c.server = addr
+		c.mu.Unlock()
+		err := c.session(ctx, addr)
 		if ctx.Err() != nil {
 			return nil
 		}
 		c.setErr(err)
-		wait := retry.after(err, time.Since(start), log)
+		log := c.cfg.Log.WithField("server", addr)
+		var wait time.Duration
+		if len(c.addrs) > 1 && failover(err) {
+			// Another node of the cluster takes this peer at once; the
+			// backoff grows only once every node was tried.
+			c.next = (c.next + 1) % len(c.addrs)
+			wait = retry.transient.Min
+			if c.next == 0 {
+				wait = retry.after(err, time.Since(start), log)
+			} else {
+				log.WithError(err).WithField("next", c.addrs[c.next]).Warn("rendezvous connection lost; trying the next node")
+			}
+		} else {
+			wait = retry.after(err, time.Since(start), log)
+		}
 		select {
 		case <-time.After(wait):
 		case <-c.redial:
@@ -283,13 +345,21 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 }
 
-// session runs one control connection from dial to disconnect.
-func (c *Client) session(ctx context.Context) error {
+// failover reports whether a connection that ended with err should go
+// to the next node: not when another daemon took the key, which the
+// cluster settles the same on every node.
+func failover(err error) bool {
+	var replaced *ReplacedError
+	return !errors.As(err, &replaced)
+}
+
+// session runs one control connection to addr from dial to disconnect.
+func (c *Client) session(ctx context.Context, addr string) error {
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	raw, err := c.cfg.Dial(dctx, c.cfg.Address)
+	raw, err := c.cfg.Dial(dctx, addr)
 	cancel()
 	if err != nil {
-		return fmt.Errorf("dial %s: %w", c.cfg.Address, err)
+		return fmt.Errorf("dial %s: %w", addr, err)
 	}
 	defer raw.Close()
 	stop := context.AfterFunc(ctx, func() { raw.Close() })
@@ -298,7 +368,7 @@ func (c *Client) session(ctx context.Context) error {
 	raw.SetDeadline(time.Now().Add(10 * time.Second))
 	tc := tls.Client(raw, c.tlsConf)
 	if err := tc.HandshakeContext(ctx); err != nil {
-		err = fmt.Errorf("tls with %s: %w", c.cfg.Address, err)
+		err = fmt.Errorf("tls with %s: %w", addr, err)
 		if errors.Is(err, identity.ErrKeyMismatch) {
 			return &PermanentError{Err: err, Fix: "rendezvous.public_key"}
 		}
@@ -346,7 +416,7 @@ func (c *Client) session(ctx context.Context) error {
 	c.setRegistered(p, observed)
 	c.cfg.OnRegistered(udp)
 	defer c.unregister(p)
-	c.cfg.Log.WithFields(logrus.Fields{"server": c.cfg.Address, "observed": observed}).Info("registered with rendezvous server")
+	c.cfg.Log.WithFields(logrus.Fields{"server": addr, "observed": observed}).Info("registered with rendezvous server")
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -429,6 +499,7 @@ func (c *Client) handle(p *peerConn, m *Message) {
 			return
 		}
 		pu.UDP = c.expectUDP(pu.Session)
+		pu.Server = c.Server()
 		c.cfg.OnPunch(pu)
 	case TypeUDP:
 		c.deliverUDP(parseUDP(m))
@@ -480,6 +551,9 @@ func parsePunch(m *Message) (Punch, error) {
 	// A missing or malformed token costs only the relay: the direct paths
 	// need none.
 	pu.RelayToken, _ = parseRelayToken(m.RelayToken)
+	if _, _, err := net.SplitHostPort(m.Relay); err == nil {
+		pu.Relay = m.Relay
+	}
 	pu.PeerNAT = m.NAT.NAT()
 	if pu.Public, err = netip.ParseAddrPort(m.Public); err != nil {
 		return Punch{}, fmt.Errorf("punch public endpoint: %w", err)
