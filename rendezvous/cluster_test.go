@@ -330,16 +330,28 @@ func TestClusterCoordinatesAcrossNodes(t *testing.T) {
 	}
 }
 
-// udpStep sends both sides' session probes, each to its own node, and
-// checks each side's second step names the other's socket.
+// udpStep sends both sides' session probes (TCP, then UDP), each to its
+// own node, and checks each side's second step names the other's.
 func udpStep(ctx context.Context, pr [2]*testPeer) error {
 	var socks [2]net.PacketConn
+	var tcp [2]netip.AddrPort
 	var steps [2]*UDPStep
 	var id punch.SessionID
 	for i, p := range pr {
 		pu, _ := p.punchFrom(pr[1-i].key)
 		id, _ = punch.ParseSessionID(pu.Session)
 		steps[pu.Side] = pu.UDP
+		if pu.Server != p.c.Server() {
+			return fmt.Errorf("punch from %s, registered with %s", pu.Server, p.c.Server())
+		}
+		conn, err := net.Dial("tcp", pu.Server)
+		if err != nil {
+			return err
+		}
+		tcp[pu.Side] = conn.LocalAddr().(*net.TCPAddr).AddrPort()
+		if _, err := ProbeSessionTCP(ctx, conn, id, pu.Side); err != nil {
+			return fmt.Errorf("tcp session probe: %w", err)
+		}
 		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 		if err != nil {
 			return err
@@ -357,7 +369,7 @@ func udpStep(ctx context.Context, pr [2]*testPeer) error {
 	for side := range 2 {
 		info, ok := steps[side].Wait(ctx, 3*time.Second)
 		want := socks[1-side].LocalAddr().(*net.UDPAddr).AddrPort()
-		if !ok || info.PeerUDP != want || info.PeerLANPort != want.Port() {
+		if !ok || info.PeerUDP != want || info.PeerLANPort != want.Port() || info.PeerTCP != tcp[1-side] {
 			return fmt.Errorf("session %s side %d: step %+v (arrived %v), want the peer's socket %v", id.String()[:8], side, info, ok, want)
 		}
 	}
