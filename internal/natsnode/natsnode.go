@@ -164,7 +164,7 @@ func (l *logger) Warnf(format string, v ...any) {
 	}
 	l.log.Warnf(format, v...)
 }
-func (l *logger) Fatalf(format string, v ...any)  { l.log.Errorf(format, v...) }
-func (l *logger) Errorf(format string, v ...any)  { l.log.Errorf(format, v...) }
-func (l *logger) Debugf(format string, v ...any)  { l.log.Debugf(format, v...) }
-func (l *logger) Tracef(format string, v ...any)  {}
+func (l *logger) Fatalf(format string, v ...any) { l.log.Errorf(format, v...) }
+func (l *logger) Errorf(format string, v ...any) { l.log.Errorf(format, v...) }
+func (l *logger) Debugf(format string, v ...any) { l.log.Debugf(format, v...) }
+func (l *logger) Tracef(format string, v ...any) {}
