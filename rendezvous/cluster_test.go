@@ -37,7 +37,7 @@ func (n *testNode) kill() {
 // startCluster starts n nodes on loopback sharing one server key, each
 // with a NATS embedded and routed to the first node's, and waits until
 // every NATS has routes to all the others.
-func startCluster(t *testing.T, n int, cfg ServerConfig) []*testNode {
+func startCluster(t testing.TB, n int, cfg ServerConfig) []*testNode {
 	t.Helper()
 	key, err := identity.Generate()
 	if err != nil {
@@ -111,6 +111,9 @@ type testPeer struct {
 	key  identity.PublicKey
 	home int // the node it registers with first
 
+	// got has every punch instruction too, for those that wait for one.
+	got chan Punch
+
 	mu      sync.Mutex
 	punches map[identity.PublicKey]Punch
 	offline map[identity.PublicKey]int
@@ -132,7 +135,7 @@ func (p *testPeer) offlines(k identity.PublicKey) int {
 // startPeers starts n clients, peer i registering first with node i mod
 // len(nodes) and failing over to the others in turn, consenting to every
 // ask.
-func startPeers(t *testing.T, ctx context.Context, nodes []*testNode, n int) []*testPeer {
+func startPeers(t testing.TB, ctx context.Context, nodes []*testNode, n int) []*testPeer {
 	t.Helper()
 	var peers []*testPeer
 	var wg sync.WaitGroup
@@ -148,7 +151,8 @@ func startPeers(t *testing.T, ctx context.Context, nodes []*testNode, n int) []*
 			addrs = append(addrs, nodes[(home+j)%len(nodes)].addr)
 		}
 		key, _ := identity.Generate()
-		p := &testPeer{key: key.Public(), home: home, punches: make(map[identity.PublicKey]Punch), offline: make(map[identity.PublicKey]int)}
+		p := &testPeer{key: key.Public(), home: home, got: make(chan Punch, 64),
+			punches: make(map[identity.PublicKey]Punch), offline: make(map[identity.PublicKey]int)}
 		c, err := NewClient(ClientConfig{
 			Addresses: addrs, ServerKey: nodes[0].srv.PublicKey(), Key: key, Log: quietLog(), Consent: consentAll,
 			LAN: func() []netip.AddrPort {
@@ -158,6 +162,10 @@ func startPeers(t *testing.T, ctx context.Context, nodes []*testNode, n int) []*
 				p.mu.Lock()
 				p.punches[pu.Peer] = pu
 				p.mu.Unlock()
+				select {
+				case p.got <- pu:
+				default:
+				}
 			},
 			OnOffline: func(k identity.PublicKey) {
 				p.mu.Lock()
@@ -174,7 +182,11 @@ func startPeers(t *testing.T, ctx context.Context, nodes []*testNode, n int) []*
 		peers = append(peers, p)
 	}
 	for _, p := range peers {
-		waitRegistered(t, p.c)
+		select {
+		case <-p.c.Registered():
+		case <-time.After(5 * time.Second):
+			t.Fatal("client did not register")
+		}
 	}
 	return peers
 }
@@ -223,7 +235,9 @@ func connectAll(t *testing.T, pairs [][2]*testPeer, within time.Duration) (retri
 // through the coordinating node, whose tokens open it; each side's UDP
 // session probe, sent to its own node, reaches the other side.
 func TestClusterCoordinatesAcrossNodes(t *testing.T) {
-	nodes := startCluster(t, 3, ServerConfig{NATWait: 500 * time.Millisecond, Relay: true})
+	// UDPWait is long: each second step must carry both probes, however
+	// slowly a loaded machine (or the race detector) sends them.
+	nodes := startCluster(t, 3, ServerConfig{NATWait: 500 * time.Millisecond, UDPWait: 10 * time.Second, Relay: true})
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	peers := startPeers(t, ctx, nodes, 30)
