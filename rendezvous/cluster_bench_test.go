@@ -2,6 +2,7 @@ package rendezvous
 
 import (
 	"context"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -56,6 +57,57 @@ func BenchmarkClusterConnect(b *testing.B) {
 			q := func(f float64) float64 { return float64(lat[int(f*float64(len(lat)-1))].Microseconds()) / 1000 }
 			b.ReportMetric(q(0.5), "p50-ms")
 			b.ReportMetric(q(0.99), "p99-ms")
+		})
+	}
+}
+
+// BenchmarkClusterPeerMemory is the heap one registered peer costs, the
+// whole process counted (the peers' own ends too), on a single server and
+// on one node of a three-node cluster whose NATS runs in this process:
+// the difference is what clustering adds per peer, its subscription on
+// the node and its interest on the other two.
+//
+//	go test ./rendezvous -run '^$' -bench BenchmarkClusterPeerMemory -benchtime 2000x
+func BenchmarkClusterPeerMemory(b *testing.B) {
+	for _, clustered := range []bool{false, true} {
+		name := "single"
+		if clustered {
+			name = "cluster"
+		}
+		b.Run(name, func(b *testing.B) {
+			if b.N > 4000 {
+				b.Skip("more peers than file descriptors allow")
+			}
+			var srv *Server
+			var addr string
+			if clustered {
+				nodes := startCluster(b, 3, ServerConfig{})
+				srv, addr = nodes[0].srv, nodes[0].addr
+			} else {
+				srv, addr = benchServer(b, ServerConfig{})
+			}
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			for range b.N {
+				benchPeer(b, addr, srv.PublicKey())
+			}
+			b.StopTimer()
+			for {
+				srv.mu.Lock()
+				n := len(srv.peers)
+				srv.mu.Unlock()
+				if n == b.N {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			// The last subscriptions reach the other nodes a moment later.
+			time.Sleep(300 * time.Millisecond)
+			runtime.GC()
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/float64(b.N), "heap-B/peer")
 		})
 	}
 }
