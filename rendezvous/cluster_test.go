@@ -235,9 +235,11 @@ func connectAll(t *testing.T, pairs [][2]*testPeer, within time.Duration) (retri
 // through the coordinating node, whose tokens open it; each side's UDP
 // session probe, sent to its own node, reaches the other side.
 func TestClusterCoordinatesAcrossNodes(t *testing.T) {
-	// UDPWait is long: each second step must carry both probes, however
-	// slowly a loaded machine (or the race detector) sends them.
-	nodes := startCluster(t, 3, ServerConfig{NATWait: 500 * time.Millisecond, UDPWait: 10 * time.Second, Relay: true})
+	// UDPWait and ConsentWait are long: each second step must carry both
+	// probes, and each ask find its peer, however slowly a loaded machine
+	// (or the race detector) serves 435 at once. Every peer consents, so
+	// the waits cost nothing unless something is lost.
+	nodes := startCluster(t, 3, ServerConfig{NATWait: 500 * time.Millisecond, UDPWait: 10 * time.Second, ConsentWait: 10 * time.Second, Relay: true})
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	peers := startPeers(t, ctx, nodes, 30)
@@ -393,7 +395,7 @@ func udpStep(ctx context.Context, pr [2]*testPeer) error {
 // TestClusterFailover: a node dies; its peers register with the others
 // within 5 s, and connects between them and everyone work.
 func TestClusterFailover(t *testing.T) {
-	nodes := startCluster(t, 3, ServerConfig{NATWait: 500 * time.Millisecond})
+	nodes := startCluster(t, 3, ServerConfig{NATWait: 500 * time.Millisecond, ConsentWait: 10 * time.Second})
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	peers := startPeers(t, ctx, nodes, 30)
