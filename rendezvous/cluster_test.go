@@ -12,32 +12,113 @@ import (
 	"testing"
 	"time"
 
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
 	"github.com/warren-p2p/warren/identity"
 	"github.com/warren-p2p/warren/internal/natsnode"
 	"github.com/warren-p2p/warren/punch"
 )
 
 // testNode is one node of an in-process cluster: a rendezvous server with
-// its embedded NATS, which kill stops as a node's death would.
+// its NATS connection (and its embedded NATS, if it has one), which kill
+// stops as a node's death would.
 type testNode struct {
-	name   string
-	srv    *Server
-	addr   string // TCP control port and UDP probes
-	nats   *natsnode.Embedded
-	cancel context.CancelFunc
-	done   sync.WaitGroup
+	name      string
+	srv       *Server
+	addr      string // TCP control port and UDP probes
+	closeNATS func()
+	cancel    context.CancelFunc
+	done      sync.WaitGroup
 }
 
 func (n *testNode) kill() {
 	n.cancel()
 	n.done.Wait()
-	n.nats.Close()
+	n.closeNATS()
 }
 
 // startCluster starts n nodes on loopback sharing one server key, each
 // with a NATS embedded and routed to the first node's, and waits until
 // every NATS has routes to all the others.
 func startCluster(t testing.TB, n int, cfg ServerConfig) []*testNode {
+	t.Helper()
+	var embs []*natsnode.Embedded
+	var seed []string
+	nodes := startNodes(t, n, cfg, func(name string) (*nats.Conn, func()) {
+		emb, err := natsnode.Embed(natsnode.EmbedConfig{Node: name, Listen: "127.0.0.1:0", Peers: seed, Log: quietLog()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seed == nil {
+			seed = []string{"nats://" + emb.ClusterAddr()}
+		}
+		embs = append(embs, emb)
+		return emb.Conn(), sync.OnceFunc(emb.Close)
+	})
+	waitRoutes(t, n, func(i int) int { return embs[i].Routes() })
+	return nodes
+}
+
+// waitRoutes waits until each of n NATS servers has routes to all the
+// others.
+func waitRoutes(t testing.TB, n int, routes func(int) int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for i := range n {
+		for routes(i) < n-1 {
+			if time.Now().After(deadline) {
+				t.Fatalf("NATS server %d has %d routes, want %d", i, routes(i), n-1)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+// startExternalCluster is startCluster with the nodes' NATS a cluster of
+// its own (as a deployment's nats-server processes would be), which each
+// node joins as a client (natsnode.Dial, the -nats path): killing a node
+// leaves the NATS servers up.
+func startExternalCluster(t testing.TB, n int, cfg ServerConfig) []*testNode {
+	t.Helper()
+	var servers []*natsserver.Server
+	t.Cleanup(func() {
+		for _, ns := range servers {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+		}
+	})
+	for i := range n {
+		opts := &natsserver.Options{ServerName: fmt.Sprintf("nats%d", i), Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true,
+			Cluster: natsserver.ClusterOpts{Name: "ext", Host: "127.0.0.1", Port: -1}}
+		if i > 0 {
+			opts.Routes = natsserver.RoutesFromStr("nats://" + servers[0].ClusterAddr().String())
+		}
+		ns, err := natsserver.NewServer(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ns.Start()
+		if !ns.ReadyForConnections(10 * time.Second) {
+			t.Fatal("nats server not ready")
+		}
+		servers = append(servers, ns)
+	}
+	waitRoutes(t, n, func(i int) int { return servers[i].NumRoutes() })
+	i := 0
+	return startNodes(t, n, cfg, func(name string) (*nats.Conn, func()) {
+		nc, err := natsnode.Dial([]string{servers[i].ClientURL()}, "", name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i++
+		return nc, nc.Close
+	})
+}
+
+// startNodes starts n rendezvous nodes sharing one key, each on the NATS
+// connection join makes for it.
+func startNodes(t testing.TB, n int, cfg ServerConfig, join func(name string) (*nats.Conn, func())) []*testNode {
 	t.Helper()
 	key, err := identity.Generate()
 	if err != nil {
@@ -49,16 +130,9 @@ func startCluster(t testing.TB, n int, cfg ServerConfig) []*testNode {
 		cfg.Log = quietLog()
 	}
 	var nodes []*testNode
-	var seed []string
 	for i := range n {
 		name := fmt.Sprintf("node%d", i)
-		emb, err := natsnode.Embed(natsnode.EmbedConfig{Node: name, Listen: "127.0.0.1:0", Peers: seed, Log: quietLog()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if i == 0 {
-			seed = []string{"nats://" + emb.ClusterAddr()}
-		}
+		nc, closeNATS := join(name)
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
@@ -68,14 +142,14 @@ func startCluster(t testing.TB, n int, cfg ServerConfig) []*testNode {
 			t.Fatal(err)
 		}
 		c := cfg
-		c.Cluster = &ClusterConfig{Node: name, Public: ln.Addr().String(), NATS: emb.Conn()}
+		c.Cluster = &ClusterConfig{Node: name, Public: ln.Addr().String(), NATS: nc}
 		c.UDPEndpoints = []string{pc.LocalAddr().String()}
 		srv, err := NewServer(c)
 		if err != nil {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithCancel(context.Background())
-		node := &testNode{name: name, srv: srv, addr: ln.Addr().String(), nats: emb, cancel: cancel}
+		node := &testNode{name: name, srv: srv, addr: ln.Addr().String(), closeNATS: closeNATS, cancel: cancel}
 		node.done.Go(func() { srv.Serve(ctx, ln) })
 		node.done.Go(func() { srv.ServeUDP(ctx, pc) })
 		nodes = append(nodes, node)
@@ -90,18 +164,9 @@ func startCluster(t testing.TB, n int, cfg ServerConfig) []*testNode {
 			node.done.Wait()
 		}
 		for _, node := range nodes {
-			node.nats.Close()
+			node.closeNATS()
 		}
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for _, node := range nodes {
-		for node.nats.Routes() < n-1 {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s has %d routes, want %d", node.name, node.nats.Routes(), n-1)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
 	return nodes
 }
 
@@ -395,7 +460,15 @@ func udpStep(ctx context.Context, pr [2]*testPeer) error {
 // TestClusterFailover: a node dies; its peers register with the others
 // within 5 s, and connects between them and everyone work.
 func TestClusterFailover(t *testing.T) {
-	nodes := startCluster(t, 3, ServerConfig{NATWait: 500 * time.Millisecond, ConsentWait: 10 * time.Second})
+	t.Run("embedded", func(t *testing.T) {
+		testFailover(t, startCluster(t, 3, ServerConfig{NATWait: 500 * time.Millisecond, ConsentWait: 10 * time.Second}))
+	})
+	t.Run("external", func(t *testing.T) {
+		testFailover(t, startExternalCluster(t, 3, ServerConfig{NATWait: 500 * time.Millisecond, ConsentWait: 10 * time.Second}))
+	})
+}
+
+func testFailover(t *testing.T, nodes []*testNode) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	peers := startPeers(t, ctx, nodes, 30)
