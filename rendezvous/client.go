@@ -1,13 +1,17 @@
 package rendezvous
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 
+	"math"
 	"net"
 	"net/netip"
+	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -141,12 +145,15 @@ type Client struct {
 	// redial cuts Run's wait before the next connection short.
 	redial chan struct{}
 
-	// addrs are the servers to register with, in order of trying; next
-	// is the index of the next to dial, server the one of the current
-	// connection. Run's goroutine alone writes next.
-	addrs  []string
-	next   int
-	server string
+	// addrs are the servers to register with, as configured; order is
+	// them in the order of trying (nearest first, see rank) and next the
+	// index in it of the next to dial: Run's goroutine alone uses those
+	// two. server is the one of the current connection.
+	addrs    []string
+	order    []string
+	next     int
+	server   string
+	rankStep time.Duration // rankStep; tests that want the configured order make it long
 }
 
 // Defaults of ClientConfig.
@@ -204,7 +211,8 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, err
 	}
 	conf := identity.TLSConfig(cert, identity.Pinned(cfg.ServerKey))
-	c := &Client{cfg: cfg, tlsConf: conf, refused: refused, registered: make(chan struct{}), redial: make(chan struct{}, 1), steps: make(map[string]*UDPStep)}
+	c := &Client{cfg: cfg, tlsConf: conf, refused: refused, registered: make(chan struct{}), redial: make(chan struct{}, 1),
+		steps: make(map[string]*UDPStep), rankStep: rankStep}
 	if cfg.Address != "" {
 		c.addrs = append(c.addrs, cfg.Address)
 	}
@@ -310,8 +318,13 @@ func (c *Client) Run(ctx context.Context) error {
 	// Jitter spreads reconnects when a server restart drops everyone.
 	retry := newRetries(c.cfg.MaxBackoff)
 	for {
+		if c.next == 0 {
+			// At start, and after every node was tried: the nearest
+			// that answers first.
+			c.order = c.rank(ctx)
+		}
 		start := time.Now()
-		addr := c.addrs[c.next]
+		addr := c.order[c.next]
 		c.mu.Lock()
 		c.server = addr
 		c.mu.Unlock()
@@ -322,15 +335,15 @@ func (c *Client) Run(ctx context.Context) error {
 		c.setErr(err)
 		log := c.cfg.Log.WithField("server", addr)
 		var wait time.Duration
-		if len(c.addrs) > 1 && failover(err) {
+		if len(c.order) > 1 && failover(err) {
 			// Another node of the cluster takes this peer at once; the
 			// backoff grows only once every node was tried.
-			c.next = (c.next + 1) % len(c.addrs)
+			c.next = (c.next + 1) % len(c.order)
 			wait = retry.transient.Min
 			if c.next == 0 {
 				wait = retry.after(err, time.Since(start), log)
 			} else {
-				log.WithError(err).WithField("next", c.addrs[c.next]).Warn("rendezvous connection lost; trying the next node")
+				log.WithError(err).WithField("next", c.order[c.next]).Warn("rendezvous connection lost; trying the next node")
 			}
 		} else {
 			wait = retry.after(err, time.Since(start), log)
@@ -343,6 +356,77 @@ func (c *Client) Run(ctx context.Context) error {
 			return nil
 		}
 	}
+}
+
+// Ranking a cluster's nodes: each is sent one UDP probe (every node
+// answers plain probes on its control port), for rankWait at most; the
+// round trips are compared in steps of rankStep, so that nodes about as
+// near keep their configured order (the operator's preference, and
+// stable on one LAN), and nodes that do not answer go last.
+const (
+	rankWait = 500 * time.Millisecond
+	rankStep = 10 * time.Millisecond
+)
+
+// rank returns the configured servers nearest first (see rankWait).
+func (c *Client) rank(ctx context.Context) []string {
+	if len(c.addrs) < 2 {
+		return c.addrs
+	}
+	rctx, cancel := context.WithTimeout(ctx, rankWait)
+	defer cancel()
+	steps := make([]int64, len(c.addrs))
+	var wg sync.WaitGroup
+	for i, a := range c.addrs {
+		wg.Go(func() {
+			rtt, err := probeRTT(rctx, a)
+			if err != nil {
+				steps[i] = math.MaxInt64
+				return
+			}
+			steps[i] = int64(rtt / c.rankStep)
+		})
+	}
+	wg.Wait()
+	idx := make([]int, len(c.addrs))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(x, y int) int { return cmp.Compare(steps[x], steps[y]) })
+	order := make([]string, len(idx))
+	for i, j := range idx {
+		order[i] = c.addrs[j]
+	}
+	if order[0] != c.addrs[0] {
+		c.cfg.Log.WithFields(logrus.Fields{"nearest": order[0], "order": order}).Info("rendezvous nodes ranked by round trip")
+	}
+	return order
+}
+
+// probeRTT is the round trip of one UDP probe to the server at addr.
+func probeRTT(ctx context.Context, addr string) (time.Duration, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0, err
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return 0, err
+	}
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil || len(ips) == 0 {
+		return 0, fmt.Errorf("resolve %s: %w", host, err)
+	}
+	pc, err := net.ListenPacket("udp", ":0")
+	if err != nil {
+		return 0, err
+	}
+	defer pc.Close()
+	start := time.Now()
+	if _, err := ProbeUDP(ctx, pc, net.UDPAddrFromAddrPort(netip.AddrPortFrom(ips[0].Unmap(), uint16(port)))); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
 }
 
 // failover reports whether a connection that ended with err should go

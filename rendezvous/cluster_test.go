@@ -242,6 +242,9 @@ func startPeers(t testing.TB, ctx context.Context, nodes []*testNode, n int) []*
 			t.Fatal(err)
 		}
 		c.SetNAT(punch.NAT{Behind: true, Mapping: punch.MappingEndpointIndependent})
+		// The configured order, not the round trips of a loaded machine:
+		// the tests spread the peers over the nodes.
+		c.rankStep = time.Hour
 		p.c = c
 		wg.Go(func() { c.Run(ctx) })
 		peers = append(peers, p)
@@ -612,4 +615,42 @@ func mustKey(t *testing.T) identity.PrivateKey {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// TestClusterNearestFirst: a daemon ranks the nodes it lists by a UDP
+// probe's round trip before registering: a node that does not answer
+// (here, the first listed) is tried last, not first, and nodes about as
+// near keep the configured order.
+func TestClusterNearestFirst(t *testing.T) {
+	nodes := startCluster(t, 2, ServerConfig{})
+	// An address where nothing answers, TCP or UDP.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	var mu sync.Mutex
+	var dialled []string
+	c, err := NewClient(ClientConfig{Addresses: []string{dead, nodes[1].addr, nodes[0].addr}, ServerKey: nodes[0].srv.PublicKey(),
+		Key: mustKey(t), Log: quietLog(),
+		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+			mu.Lock()
+			dialled = append(dialled, addr)
+			mu.Unlock()
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", addr)
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runClient(t, ctx, c)
+	waitRegistered(t, c)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(dialled) != 1 || dialled[0] != nodes[1].addr || c.Server() != nodes[1].addr {
+		t.Fatalf("dialled %q, registered with %s; want %s alone (listed first of those that answer)", dialled, c.Server(), nodes[1].addr)
+	}
 }
