@@ -57,7 +57,8 @@ type Rendezvous struct {
 	// it to Addresses' first.
 	Address string `toml:"address"`
 	// Addresses are a cluster's nodes (rendezvous/doc.go, "Clustering"),
-	// each as Address: the daemon registers with one and, when its
+	// each as Address: the daemon registers with the nearest (by a UDP
+	// probe's round trip; about as near, the first listed) and, when its
 	// connection ends, with the next. Set Address or Addresses, not
 	// both; Load sets Addresses to [Address] when only Address is set.
 	// Every node must hold the key public_key pins.

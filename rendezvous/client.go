@@ -31,8 +31,8 @@ type ClientConfig struct {
 	Address string
 	// Addresses are the host:port of a cluster's nodes (doc.go,
 	// "Clustering"), Address first if both are set: the client registers
-	// with one and, whenever its connection ends, tries the next. All
-	// must hold ServerKey.
+	// with the nearest (by a UDP probe's round trip) and, whenever its
+	// connection ends, tries the next. All must hold ServerKey.
 	Addresses []string
 	// ServerKey pins the server. Required.
 	ServerKey identity.PublicKey

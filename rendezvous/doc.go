@@ -72,10 +72,16 @@
 //     Pinning a list per node was the other choice; one key keeps
 //     daemons' configs unchanged when nodes are added, and a node is as
 //     trusted as the server it replaces anyway.
-//   - Daemons list the nodes (`[rendezvous] addresses`); the client
-//     registers with the first and, when its connection ends for any
-//     reason other than `replaced`, dials the next at once (the backoff
-//     applies only after every node was tried). Links between peers do
+//   - Daemons list the nodes (`[rendezvous] addresses`). The client
+//     ranks them by the round trip of one UDP probe each (500 ms at most;
+//     10 ms steps, so nodes about as near keep the configured order, and
+//     silent ones go last), registers with the first and, when its
+//     connection ends for any reason other than `replaced`, dials the
+//     next at once; once every node was tried it ranks them again, and
+//     only then backs off. A node that dies takes its TCP connections
+//     with it, so its peers move within a second; a machine that
+//     vanishes without a reset is noticed by the keepalive (3 pings, 45
+//     s). Links between peers do
 //     not go through the rendezvous server, so a node's death costs them
 //     nothing; a relayed link through the dead node ends and is punched
 //     again through a living one.
