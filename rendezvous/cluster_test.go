@@ -2,6 +2,7 @@ package rendezvous
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -464,10 +465,10 @@ func udpStep(ctx context.Context, pr [2]*testPeer) error {
 // within 5 s, and connects between them and everyone work.
 func TestClusterFailover(t *testing.T) {
 	t.Run("embedded", func(t *testing.T) {
-		testFailover(t, startCluster(t, 3, ServerConfig{NATWait: 500 * time.Millisecond, ConsentWait: 10 * time.Second}))
+		testFailover(t, startCluster(t, 3, ServerConfig{NATWait: 500 * time.Millisecond, ConsentWait: 10 * time.Second, Relay: true}))
 	})
 	t.Run("external", func(t *testing.T) {
-		testFailover(t, startExternalCluster(t, 3, ServerConfig{NATWait: 500 * time.Millisecond, ConsentWait: 10 * time.Second}))
+		testFailover(t, startExternalCluster(t, 3, ServerConfig{NATWait: 500 * time.Millisecond, ConsentWait: 10 * time.Second, Relay: true}))
 	})
 }
 
@@ -509,6 +510,33 @@ func testFailover(t *testing.T, nodes []*testNode) {
 	}
 	retried := connectAll(t, pairs, 15*time.Second)
 	t.Logf("%d connects after the failover; %d asked again after offline", len(pairs), retried)
+	// The relays the dead node carried are open again through the living
+	// ones: each new session names a living relay, which takes it.
+	relayed := 0
+	for _, pr := range pairs {
+		a, _ := pr[0].punchFrom(pr[1].key)
+		b, _ := pr[1].punchFrom(pr[0].key)
+		relay := cmp.Or(a.Relay, a.Server)
+		if relay == dead.addr || cmp.Or(b.Relay, b.Server) != relay {
+			t.Fatalf("sides told to relay at %q and %q (dead node %s)", relay, cmp.Or(b.Relay, b.Server), dead.addr)
+		}
+		if relayed < 4 && a.Relay != "" {
+			relayed++
+			id, _ := punch.ParseSessionID(a.Session)
+			ca, cb := openRelayPair(t, ctx, relay, id, [2]RelayToken{a.RelayToken, b.RelayToken})
+			ca.Write([]byte("x"))
+			var got [1]byte
+			cb.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.ReadFull(cb, got[:]); err != nil {
+				t.Fatalf("relay through %s after the failover: %v", relay, err)
+			}
+			ca.Close()
+			cb.Close()
+		}
+	}
+	if relayed == 0 {
+		t.Fatal("no pair across nodes after the failover to relay")
+	}
 }
 
 func errOf(c *Client) error {
