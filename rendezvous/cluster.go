@@ -79,7 +79,29 @@ const (
 	cmStart  = "start"  // to a node: send this punch instruction to your peer
 	cmUDP    = "udp"    // to a node: send this second step to your peer
 	cmProbe  = "probe"  // to a node: a session probe of a session you coordinate came to me
+	cmHello  = "hello"  // to a node's subject, a request: is this name taken?
 )
+
+// CheckNodeName reports an error if a node of the cluster that nc
+// reaches already has the name node. Nodes tell messages from themselves
+// by name, so two nodes of one name would ignore each other's asks: a
+// node must not start under a name that is taken.
+func CheckNodeName(ctx context.Context, nc *nats.Conn, node string) error {
+	data, err := json.Marshal(&clusterMsg{Type: cmHello, Node: node})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err = nc.RequestWithContext(ctx, nodeSubject(node), data)
+	switch {
+	case err == nil:
+		return fmt.Errorf("cluster: another node is already named %q; give each node its own name (node, -node)", node)
+	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, context.DeadlineExceeded):
+		return nil
+	}
+	return fmt.Errorf("cluster: checking the node name: %w", err)
+}
 
 // clusterMsg is every message nodes exchange, as JSON (see doc.go for
 // which fields each type uses).
@@ -535,6 +557,10 @@ func (c *cluster) onNodeMsg(msg *nats.Msg) {
 		c.onDeliver(&m)
 	case cmProbe:
 		c.onProbe(&m)
+	case cmHello:
+		if msg.Reply != "" {
+			msg.Respond(msg.Data)
+		}
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -680,5 +681,20 @@ func TestClusterNearestFirst(t *testing.T) {
 	defer mu.Unlock()
 	if len(dialled) != 1 || dialled[0] != nodes[1].addr || c.Server() != nodes[1].addr {
 		t.Fatalf("dialled %q, registered with %s; want %s alone (listed first of those that answer)", dialled, c.Server(), nodes[1].addr)
+	}
+}
+
+// TestClusterNodeNameTaken: a node's name is checked before it starts: a
+// second node of the same name is refused, a new name is not.
+func TestClusterNodeNameTaken(t *testing.T) {
+	nodes := startCluster(t, 2, ServerConfig{})
+	ctx := context.Background()
+	// Asked through node1's NATS: node0's name travels the route.
+	nc := nodes[1].srv.cluster.nc
+	if err := CheckNodeName(ctx, nc, nodes[0].name); err == nil || !strings.Contains(err.Error(), "already named") {
+		t.Errorf("a taken name: %v", err)
+	}
+	if err := CheckNodeName(ctx, nc, "node9"); err != nil {
+		t.Errorf("a free name: %v", err)
 	}
 }

@@ -295,6 +295,9 @@ func cmdRendezvous(ctx context.Context, args []string, stdout, stderr io.Writer)
 		}
 		// After the server: it stops using the connection first.
 		defer closeNATS()
+		if err := rendezvous.CheckNodeName(ctx, nc, cfg.Node); err != nil {
+			return err
+		}
 		scfg.Cluster = &rendezvous.ClusterConfig{Node: cfg.Node, Public: cfg.Public, NATS: nc}
 		log.WithFields(logrus.Fields{"node": cfg.Node, "public": cfg.Public}).Info("clustered: this server is one node of a cluster")
 	}
