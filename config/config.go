@@ -5,7 +5,8 @@ import "time"
 // Config is a warren peer daemon's configuration, as read from TOML by Load.
 // Keys left out take their defaults; Load fills those in and verifies
 // everything, so after a successful Load no field needs checking again:
-// KeyFile is absolute, Link.Relay is non-nil, durations are positive.
+// KeyFile is absolute, Link.Relay and Link.PortMapping are non-nil,
+// durations are positive.
 type Config struct {
 	// KeyFile is this daemon's Ed25519 private key (PEM, PKCS#8). Relative
 	// paths are relative to the config file; Load stores the resolved,
@@ -91,6 +92,13 @@ type Link struct {
 	// Relay allows relaying through the rendezvous server when no direct
 	// path is found. Default: true; never nil after Load.
 	Relay *bool `toml:"relay"`
+	// PortMapping asks the router (UPnP IGD, NAT-PMP or PCP, whichever
+	// answers first) to map the shared punch port, TCP and UDP, and offers
+	// the mapping to peers: a peer then connects straight to it, even when
+	// both NATs are symmetric. It maps that port only, renews it, and
+	// deletes it when the daemon stops. Default: true (as Tailscale and
+	// iroh do); never nil after Load.
+	PortMapping *bool `toml:"port_mapping"`
 	// KeepAlive is the link keepalive interval. Default: 15s.
 	KeepAlive Duration `toml:"keepalive"`
 	// StreamWindow is the per-stream receive window in bytes. Default:

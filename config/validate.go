@@ -294,6 +294,9 @@ func (l *Link) finish(p *problems, md toml.MetaData) {
 	if l.Relay == nil {
 		l.Relay = new(true)
 	}
+	if l.PortMapping == nil {
+		l.PortMapping = new(true)
+	}
 	l.KeepAlive = positiveDuration(p, "link.keepalive", l.KeepAlive, set("keepalive"), defaultKeepAlive)
 	l.PunchTimeout = positiveDuration(p, "link.punch_timeout", l.PunchTimeout, set("punch_timeout"), defaultPunchTimeout)
 	switch {

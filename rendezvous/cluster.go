@@ -422,7 +422,12 @@ func (c *cluster) ask(actx, ctx context.Context, p *peerConn, key identity.Publi
 	if dl, ok := actx.Deadline(); ok {
 		wait = time.Until(dl)
 	}
-	data, err := json.Marshal(&clusterMsg{Type: cmAsk, Node: c.cfg.Node, Key: key.String(), Asker: p.key.String(), WaitMs: wait.Milliseconds()})
+	// The asker's NAT report alone (no address: nothing about the asker
+	// goes to the target before its consent), for the target's node to
+	// tell a repeated ask from one after the asker's NAT changed.
+	nat, _ := p.natAndRTT()
+	data, err := json.Marshal(&clusterMsg{Type: cmAsk, Node: c.cfg.Node, Key: key.String(), Asker: p.key.String(),
+		WaitMs: wait.Milliseconds(), Peer: &clusterPeer{NAT: nat}})
 	if err != nil {
 		return false
 	}
@@ -443,7 +448,7 @@ func (c *cluster) ask(actx, ctx context.Context, p *peerConn, key identity.Publi
 	if !r.OK || r.Peer == nil || !validNodeName(r.Node) {
 		return false
 	}
-	if c.s.pairTaken(p.key, key, true) {
+	if c.s.pairTaken(p, key, true) {
 		return true
 	}
 	c.startSession(ctx, p, key, &r)
@@ -477,7 +482,12 @@ func (c *cluster) serveAsk(ctx context.Context, msg *nats.Msg, key identity.Publ
 	c.mu.Lock()
 	crossing := c.asking[[2]identity.PublicKey{key, asker}] > 0
 	c.mu.Unlock()
-	if s.pairTaken(asker, key, false) || (crossing && key.Less(asker)) {
+	// The asker as pairTaken needs it: its key and NAT report.
+	askerConn := &peerConn{key: asker}
+	if m.Peer != nil {
+		askerConn.nat = m.Peer.NAT
+	}
+	if s.pairTaken(askerConn, key, false) || (crossing && key.Less(asker)) {
 		respond(&clusterMsg{Dup: true})
 		return
 	}
@@ -508,7 +518,7 @@ func (c *cluster) serveAsk(ctx context.Context, msg *nats.Msg, key identity.Publ
 		}
 		t.Stop()
 	}
-	s.pairTaken(asker, key, true)
+	s.pairTaken(askerConn, key, true)
 	respond(&clusterMsg{OK: true, Peer: peerInfo(other)})
 }
 
@@ -532,7 +542,8 @@ func (c *cluster) startSession(ctx context.Context, p *peerConn, key identity.Pu
 	}
 	rtt := time.Duration(max(r.Peer.RTTMs, 0) * float64(time.Millisecond))
 	us := &udpSession{sides: [2]*peerConn{p, nil}, remote: &remoteSide{key: key, node: r.Node, rtt: rtt}}
-	s.issueSession(id, us, [2]identity.PublicKey{p.key, key})
+	natP, _ := p.natAndRTT()
+	s.issueSession(id, us, [2]identity.PublicKey{p.key, key}, [2]*NATReport{natP, r.Peer.NAT})
 
 	theirs := punchFor(id, 1, p)
 	theirs.RelayToken = s.relaySecret.token(id, 1, key).String()

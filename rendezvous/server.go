@@ -21,6 +21,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/warren-p2p/warren/identity"
+	"github.com/warren-p2p/warren/internal/bufcopy"
 	"github.com/warren-p2p/warren/internal/loglimit"
 	"github.com/warren-p2p/warren/punch"
 )
@@ -35,6 +36,7 @@ type Server struct {
 	refusals *refusals         // summarises refusals in the log
 	logs     *loglimit.Limiter // limits other lines a source can cause
 	meter    *relayMeter       // what each key relays
+	copier   bufcopy.Copier    // the relays' copy buffers
 
 	relaySecret relaySecret // keys relay tokens; set at start, then read only
 
@@ -525,6 +527,37 @@ func (s *Server) unregister(p *peerConn) {
 type pairSession struct {
 	at    time.Time
 	asker identity.PublicKey // the peer whose connect request started it
+	// sent is set once the punch instructions went out, built from the
+	// peers' NAT reports nats (in pairOf's order; nil: none): an ask from
+	// a peer whose report has changed since is no duplicate (see
+	// pairTaken).
+	sent bool
+	nats [2]*NATReport
+}
+
+// pairOf is the key of a and b's pair in Server.pairs.
+func pairOf(a, b identity.PublicKey) [2]identity.PublicKey {
+	if b.Less(a) {
+		return [2]identity.PublicKey{b, a}
+	}
+	return [2]identity.PublicKey{a, b}
+}
+
+// notePairSentLocked records that the session of a and b went out, built
+// from their NAT reports natA and natB. Called with s.mu held.
+func (s *Server) notePairSentLocked(a, b identity.PublicKey, natA, natB *NATReport) {
+	pair := pairOf(a, b)
+	ps, ok := s.pairs[pair]
+	if !ok {
+		return
+	}
+	ps.sent = true
+	if pair[0] == a {
+		ps.nats = [2]*NATReport{natA, natB}
+	} else {
+		ps.nats = [2]*NATReport{natB, natA}
+	}
+	s.pairs[pair] = ps
 }
 
 // startSession waits for both peers' NAT reports and starts a punch
@@ -547,7 +580,9 @@ reports:
 		p.log.WithFields(logrus.Fields{"to": key.Short(), "session": id.String()[:8]}).Info("coordinating punch")
 	}
 	us := &udpSession{sides: [2]*peerConn{p, other}}
-	s.issueSession(id, us, [2]identity.PublicKey{p.key, other.key})
+	natP, _ := p.natAndRTT()
+	natOther, _ := other.natAndRTT()
+	s.issueSession(id, us, [2]identity.PublicKey{p.key, other.key}, [2]*NATReport{natP, natOther})
 	// A failure to send is that peer's connection's problem, and a peer
 	// slow to read delays only its own instruction.
 	var wg sync.WaitGroup
@@ -564,8 +599,9 @@ reports:
 }
 
 // issueSession records session id, between keys by side: for its UDP
-// step (us) and for its relay.
-func (s *Server) issueSession(id punch.SessionID, us *udpSession, keys [2]identity.PublicKey) {
+// step (us) and for its relay; and that the pair's instructions go out
+// built from the NAT reports nats (see pairTaken).
+func (s *Server) issueSession(id punch.SessionID, us *udpSession, keys [2]identity.PublicKey, nats [2]*NATReport) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.sessions[id] = us
@@ -577,6 +613,7 @@ func (s *Server) issueSession(id punch.SessionID, us *udpSession, keys [2]identi
 		delete(s.issued, s.order.pop())
 	}
 	us.timer = time.AfterFunc(s.cfg.UDPWait, func() { s.flushUDP(id) })
+	s.notePairSentLocked(keys[0], keys[1], nats[0], nats[1])
 }
 
 // serveTCPProbe answers a TCP session probe: the observed endpoint of
@@ -706,8 +743,11 @@ func (s *Server) ListenAndServe(ctx context.Context, listen, alt string, ready f
 	if alt != "" && alt != listen {
 		tcpAddrs = append(tcpAddrs, alt)
 	}
+	// Relayed and control connections announce a small MSS: the server
+	// serves daemons behind every kind of path, PMTU black holes too.
+	lc := net.ListenConfig{Control: punch.ClampMSS}
 	for i, a := range tcpAddrs {
-		ln, err := net.Listen("tcp", a)
+		ln, err := lc.Listen(ctx, "tcp", a)
 		if err != nil {
 			closeAll()
 			return fmt.Errorf("listen %s: %w", a, err)

@@ -47,7 +47,7 @@ func relayHeadStart(st punch.Strategy, peerLAN []netip.AddrPort) time.Duration {
 }
 
 func (r *Relay) Run(ctx context.Context, s *Session, out *Out) error {
-	var dialer net.Dialer
+	dialer := net.Dialer{Control: punch.ClampMSS}
 	conn, err := dialer.DialContext(ctx, "tcp", cmp.Or(s.Relay, r.Server))
 	if err != nil {
 		return err

@@ -17,11 +17,13 @@
 // prefixed ones, and the small control packets (keepalive, close, reset)
 // that give KCP the end-of-stream and dead-peer signals it lacks.
 //
-// transport must not speak TLS or yamux (the link layer runs both above a
-// Conn), decide which peer address to punch or keep, or talk to the
-// rendezvous server. It encrypts and authenticates nothing of its own: the
-// link layer's TLS does that (QUIC's handshake uses the TLS configuration
-// its caller passes in).
+// transport must not speak yamux (the link layer runs it above a stream),
+// decide which peer address to punch or keep, or talk to the rendezvous
+// server. KCP encrypts and authenticates nothing: the link layer runs its
+// TLS over a Conn. QUIC's handshake runs with the TLS configuration its
+// caller passes in (the link's, both keys pinned), and is then the UDP
+// link's only authentication and encryption: the link checks it
+// (QUICStream.TLSState) and runs no TLS of its own inside QUIC's.
 //
 // # Lossy paths: why KCP runs without a congestion window
 //
