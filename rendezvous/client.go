@@ -153,7 +153,7 @@ type Client struct {
 	order    []string
 	next     int
 	server   string
-	rankStep time.Duration // rankStep; tests that want the configured order make it long
+	rankStep time.Duration // rankStep; 0 keeps the configured order (tests that spread peers)
 }
 
 // Defaults of ClientConfig.
@@ -370,7 +370,7 @@ const (
 
 // rank returns the configured servers nearest first (see rankWait).
 func (c *Client) rank(ctx context.Context) []string {
-	if len(c.addrs) < 2 {
+	if len(c.addrs) < 2 || c.rankStep <= 0 {
 		return c.addrs
 	}
 	rctx, cancel := context.WithTimeout(ctx, rankWait)

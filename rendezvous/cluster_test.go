@@ -244,9 +244,10 @@ func startPeers(t testing.TB, ctx context.Context, nodes []*testNode, n int) []*
 			t.Fatal(err)
 		}
 		c.SetNAT(punch.NAT{Behind: true, Mapping: punch.MappingEndpointIndependent})
-		// The configured order, not the round trips of a loaded machine:
-		// the tests spread the peers over the nodes.
-		c.rankStep = time.Hour
+		// The configured order, not the round trips of a loaded machine
+		// (under the race detector a probe can take 500 ms): the tests
+		// spread the peers over the nodes.
+		c.rankStep = 0
 		p.c = c
 		wg.Go(func() { c.Run(ctx) })
 		peers = append(peers, p)
@@ -691,8 +692,21 @@ func TestClusterNodeNameTaken(t *testing.T) {
 	ctx := context.Background()
 	// Asked through node1's NATS: node0's name travels the route.
 	nc := nodes[1].srv.cluster.nc
-	if err := CheckNodeName(ctx, nc, nodes[0].name); err == nil || !strings.Contains(err.Error(), "already named") {
-		t.Errorf("a taken name: %v", err)
+	// node0 subscribes to its subject once it serves, and the interest
+	// then crosses the route: ask until it is there.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := CheckNodeName(ctx, nc, nodes[0].name)
+		if err != nil {
+			if !strings.Contains(err.Error(), "already named") {
+				t.Errorf("a taken name: %v", err)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a taken name was not refused")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	if err := CheckNodeName(ctx, nc, "node9"); err != nil {
 		t.Errorf("a free name: %v", err)
