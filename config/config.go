@@ -54,8 +54,16 @@ type Config struct {
 // Rendezvous says how to reach and authenticate the rendezvous server.
 type Rendezvous struct {
 	// Address is host:port of the server's TCP control port (a name or an
-	// IP; IPv6 in brackets). Required.
+	// IP; IPv6 in brackets). Required, unless Addresses is set; Load sets
+	// it to Addresses' first.
 	Address string `toml:"address"`
+	// Addresses are a cluster's nodes (rendezvous/doc.go, "Clustering"),
+	// each as Address: the daemon registers with the nearest (by a UDP
+	// probe's round trip; about as near, the first listed) and, when its
+	// connection ends, with the next. Set Address or Addresses, not
+	// both; Load sets Addresses to [Address] when only Address is set.
+	// Every node must hold the key public_key pins.
+	Addresses []string `toml:"addresses"`
 	// PublicKey pins the server's Ed25519 key (base64url). Required.
 	PublicKey string `toml:"public_key"`
 	// Token is presented at registration when the server requires one.
@@ -239,9 +247,50 @@ type Server struct {
 	// "off" also turns it off.
 	AdminListen string `toml:"admin_listen"`
 
+	// Clustering (rendezvous/doc.go, "Clustering"): none of these set, the
+	// server is a single node and uses no NATS.
+
+	// NATS lists the URLs of an existing NATS deployment this node joins
+	// the cluster through (nats://HOST:PORT, tls://HOST:PORT). Not with
+	// ClusterListen.
+	NATS []string `toml:"nats"`
+	// NATSCreds is a NATS credentials file for NATS, resolved like
+	// KeyFile. Default: none.
+	NATSCreds string `toml:"nats_creds"`
+	// ClusterListen is host:port where this node's embedded NATS server
+	// takes routes from the other nodes'. Keep it on a private network
+	// (see ClusterSecretFile).
+	ClusterListen string `toml:"cluster_listen"`
+	// ClusterPeers are the other nodes' cluster_listen, as
+	// nats://HOST:PORT; some of them are enough, NATS finds the rest.
+	// Only with ClusterListen.
+	ClusterPeers []string `toml:"cluster_peers"`
+	// ClusterSecretFile holds a secret (its first line) every node's
+	// embedded NATS requires of the routes of the others: without it,
+	// anyone who reaches cluster_listen joins the cluster. Resolved like
+	// KeyFile; readable by its owner only. Default: none (routes are
+	// open: a private network only).
+	ClusterSecretFile string `toml:"cluster_secret_file"`
+	// ClusterSecret is the secret read from ClusterSecretFile (not a TOML
+	// key).
+	ClusterSecret string `toml:"-"`
+	// Node is this node's name, unique in the cluster: letters, digits,
+	// '-' and '_'. Default: the host name (its characters outside those
+	// made '-').
+	Node string `toml:"node"`
+	// Public is host:port where peers reach this node (its listen
+	// address as the world sees it): the peers of a session it
+	// coordinates relay through it. Required in a cluster unless listen
+	// names a specific IP, which is then the default.
+	Public string `toml:"public"`
+
 	// Path is the file the config was loaded from (not a TOML key).
 	Path string `toml:"-"`
 }
+
+// Clustered reports whether the server is asked to run as a cluster's
+// node.
+func (s *Server) Clustered() bool { return len(s.NATS) > 0 || s.ClusterListen != "" }
 
 // Duration is a time.Duration that reads TOML strings like "15s".
 type Duration struct{ time.Duration }

@@ -146,6 +146,7 @@ func (d *Daemon) newRendezvous() (*rendezvous.Client, error) {
 	}
 	return rendezvous.NewClient(rendezvous.ClientConfig{
 		Address:      d.cfg.Rendezvous.Address,
+		Addresses:    d.cfg.Rendezvous.Addresses,
 		ServerKey:    serverKey,
 		Key:          d.key,
 		Token:        d.cfg.Rendezvous.Token,

@@ -105,6 +105,9 @@ func (s *Server) ask(ctx context.Context, p *peerConn, key identity.PublicKey) {
 		}
 		return
 	}
+	if s.cluster.ask(actx, ctx, p, key) {
+		return
+	}
 	<-actx.Done()
 	if ctx.Err() == nil {
 		p.send(&Message{Type: TypeError, Code: CodePeerOffline, Peer: key.String(), Text: "peer is not registered"})

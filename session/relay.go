@@ -1,6 +1,7 @@
 package session
 
 import (
+	"cmp"
 	"context"
 	"net"
 	"net/netip"
@@ -47,7 +48,7 @@ func relayHeadStart(st punch.Strategy, peerLAN []netip.AddrPort) time.Duration {
 
 func (r *Relay) Run(ctx context.Context, s *Session, out *Out) error {
 	dialer := net.Dialer{Control: punch.ClampMSS}
-	conn, err := dialer.DialContext(ctx, "tcp", r.Server)
+	conn, err := dialer.DialContext(ctx, "tcp", cmp.Or(s.Relay, r.Server))
 	if err != nil {
 		return err
 	}

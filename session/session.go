@@ -1,6 +1,7 @@
 package session
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -61,6 +62,11 @@ type Session struct {
 	Side int
 	// RelayToken opens this end's side of the session's relay.
 	RelayToken rendezvous.RelayToken
+	// Server is the rendezvous node that sent the punch (TCP session
+	// probes go there), and Relay the one to relay through; empty, the
+	// paths' own Server. In a cluster they differ from session to
+	// session.
+	Server, Relay string
 	// Peer is the peer's key: the only key a link may prove.
 	Peer identity.PublicKey
 	// Controlling is true at the end with the lower key: it nominates the
@@ -132,6 +138,8 @@ func New(cfg *Config, self Local, pu rendezvous.Punch, log logrus.FieldLogger) (
 		ID:            id,
 		Side:          pu.Side,
 		RelayToken:    pu.RelayToken,
+		Server:        pu.Server,
+		Relay:         cmp.Or(pu.Relay, pu.Server),
 		Peer:          pu.Peer,
 		Controlling:   link.Controls(cfg.Self.Public, pu.Peer),
 		SelfNAT:       self.NAT,

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -105,7 +106,7 @@ func (t *TCP) connectFixed(ctx context.Context, s *Session, out *Out) error {
 	acc := punch.NewAcceptor(ln, nil)
 	defer acc.Register(ctx, s.ID, out.Sink())()
 	wg.Go(func() { acc.Serve(ctx) })
-	conn, err := punch.DialFrom(ctx, acc.Port(), t.Server)
+	conn, err := punch.DialFrom(ctx, acc.Port(), cmp.Or(s.Server, t.Server))
 	if err != nil {
 		return fmt.Errorf("tcp punch: probe dial: %w", err)
 	}
