@@ -31,10 +31,19 @@ type natState struct {
 	ready     chan struct{}
 	readyOnce sync.Once
 
+	// reportMu makes reports go out one at a time, each with the state
+	// as it is when it goes: the last one the server gets is the newest.
+	// It guards reported.
+	reportMu sync.Mutex
+	reported *rendezvous.NATReport // the last report sent; nil before the first
+
 	// mu guards the fields below.
 	mu    sync.Mutex
 	nat   punch.NAT
 	known bool
+	// changed is closed (and replaced) when a report differs from the
+	// one before: a relayed link then tries a direct path at once.
+	changed chan struct{}
 	// restricted is why this network leaves no direct path
 	// (rendezvous.NATReport.Restricted): the route of the control
 	// connection, else unanswered UDP probes; "" if nothing says so.
@@ -42,7 +51,7 @@ type natState struct {
 }
 
 func newNATState() *natState {
-	return &natState{discover: make(chan []netip.AddrPort, 1), ready: make(chan struct{})}
+	return &natState{discover: make(chan []netip.AddrPort, 1), ready: make(chan struct{}), changed: make(chan struct{})}
 }
 
 // discoverLoop classifies this daemon's NAT after each registration and
@@ -59,13 +68,12 @@ func (d *Daemon) discoverLoop(ctx context.Context) {
 		// proxy tells at once that no direct path is to be expected: say
 		// so before probing, so that the server (which waits for both
 		// NATs before it starts a punch) and the peers' sessions need
-		// not wait for probes this network drops.
-		// A direct route clears what an earlier network was found to be;
-		// probing decides again.
+		// not wait for probes this network drops. A direct route clears
+		// what an earlier network was found to be; probing decides again.
 		route := d.rvDial.LastRoute().Restriction()
 		d.nat.setRestricted(route)
 		if route != "" {
-			d.report()
+			d.reportNAT()
 			d.nat.markReady()
 		}
 		dctx, cancel := context.WithTimeout(ctx, discoverTimeout)
@@ -82,7 +90,7 @@ func (d *Daemon) discoverLoop(ctx context.Context) {
 			}
 			d.nat.setRestricted(route)
 			d.log.WithError(err).WithField("network", rendezvous.RestrictionText(d.nat.restriction())).Warn("NAT discovery failed")
-			d.report()
+			d.reportNAT()
 			d.nat.markReady()
 			continue
 		}
@@ -91,22 +99,71 @@ func (d *Daemon) discoverLoop(ctx context.Context) {
 		// machine whose network lets everything out, a configured port
 		// that was only slow): direct paths are worth their head start.
 		d.nat.setRestricted("")
+		if d.ports != nil {
+			d.ports.hold(ctx)
+		}
 		// Behind no NAT there is no mapping to name: say "none", not "".
 		d.log.WithFields(logrus.Fields{"nat": nat.String(), "mapping": cmp.Or(string(nat.Mapping), "none"),
 			"allocation": nat.Allocation}).Info("NAT classified")
-		d.report()
+		d.reportNAT()
 		d.nat.markReady()
 	}
 }
 
-// report sends the server this daemon's NAT and network as last found.
-func (d *Daemon) report() {
-	nat, _ := d.nat.get()
+// selfNAT is this daemon's NAT as peers should see it: as classified, with
+// the router's mapping of the punch port; and whether it was classified.
+func (d *Daemon) selfNAT() (punch.NAT, bool) {
+	nat, ok := d.nat.get()
+	if d.ports != nil {
+		nat.MappedTCP, nat.MappedUDP = d.ports.external()
+		if !d.useUDP {
+			// Only a session's punch socket holds the mapped UDP
+			// port, and without UDP links it holds it for no link.
+			nat.MappedUDP = netip.AddrPort{}
+		}
+	}
+	return nat, ok
+}
+
+// reportNAT sends the server this daemon's NAT (selfNAT) and why its
+// network leaves no direct path, if it does. Before the first
+// classification it sends nothing unless the network is restricted: a
+// server that got a mapping alone would take the NAT for classified, and
+// unknown (for a restricted network that is what it is for punching).
+func (d *Daemon) reportNAT() {
+	d.nat.reportMu.Lock()
+	defer d.nat.reportMu.Unlock()
+	nat, ok := d.selfNAT()
 	r := *rendezvous.ReportNAT(nat)
 	r.Restricted = d.nat.restriction()
+	if !ok && r.Restricted == "" {
+		return
+	}
 	if err := d.rv.Report(r); err != nil {
 		d.log.WithError(err).Debug("NAT report not sent")
 	}
+	// Report keeps the report for the next registration even when it
+	// could not send it now: it counts as reported.
+	if prev := d.nat.reported; prev != nil && *prev != r {
+		d.log.WithFields(logrus.Fields{"mapped_tcp": nat.MappedTCP, "restricted": r.Restricted}).Debug("NAT report changed")
+		d.nat.bump()
+	}
+	d.nat.reported = &r
+}
+
+// bump tells whoever waits on changes that the report changed.
+func (n *natState) bump() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	close(n.changed)
+	n.changed = make(chan struct{})
+}
+
+// changes returns a channel closed at the next change of the report.
+func (n *natState) changes() <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.changed
 }
 
 // markReady ends the wait for the first discovery.
@@ -129,11 +186,14 @@ func (n *natState) restriction() string {
 func (d *Daemon) onRegistered(udp []netip.AddrPort) { putNewest(d.nat.discover, udp) }
 
 // await waits for the first NAT discovery, at most natWait.
-func (n *natState) await(ctx context.Context) {
-	t := time.NewTimer(natWait)
+func (n *natState) await(ctx context.Context) { waitClosed(ctx, n.ready, natWait) }
+
+// waitClosed waits until ch is closed, at most max (or until ctx ends).
+func waitClosed(ctx context.Context, ch <-chan struct{}, max time.Duration) {
+	t := time.NewTimer(max)
 	defer t.Stop()
 	select {
-	case <-n.ready:
+	case <-ch:
 	case <-t.C:
 	case <-ctx.Done():
 	}

@@ -38,10 +38,13 @@ type Status struct {
 	// that links go to the relay at once ("no UDP here; TCP 443 only",
 	// "only an HTTP proxy here", "no UDP here (no probe answered)");
 	// absent when nothing says so.
-	Network   string       `json:"network,omitempty"`
-	PunchPort int          `json:"punch_port"`
-	Uptime    float64      `json:"uptime_s"`
-	Peers     []PeerStatus `json:"peers"`
+	Network   string `json:"network,omitempty"`
+	PunchPort int    `json:"punch_port"`
+	// PortMapping is what the router mapped of the punch port; absent
+	// with port_mapping off.
+	PortMapping *PortMappingStatus `json:"port_mapping,omitempty"`
+	Uptime      float64            `json:"uptime_s"`
+	Peers       []PeerStatus       `json:"peers"`
 	// Listeners are the SOCKS5 and forward listeners, in config order.
 	Listeners []forward.ListenerInfo `json:"listeners"`
 }
@@ -93,6 +96,7 @@ func (d *Daemon) Status() Status {
 	if obs := d.rv.Observed(); obs.IsValid() {
 		st.Observed = obs.String()
 	}
+	st.PortMapping = d.ports.status()
 	for _, p := range d.peerList() {
 		ps := p.status()
 		ps.Throughput = d.history.get(p.name)

@@ -270,6 +270,10 @@ func PunchUDP(ctx context.Context, cfg *UDPConfig, s UDPSession, sock PacketConn
 	return res, err
 }
 
+// maxTriggered bounds the sources a punch pings back (await): each is an
+// authenticated ping of the peer's, but a birthday punch brings many.
+const maxTriggered = 16
+
 type udpPuncher struct {
 	cfg    UDPConfig
 	s      UDPSession
@@ -356,14 +360,23 @@ func (p *udpPuncher) answer(sock PacketConn, typ byte, to netip.AddrPort) {
 	}
 }
 
-// await answers pings and returns the nominated path.
+// await answers pings and returns the nominated path. The controlling
+// side also pings the source of a ping back, once (a triggered check, as
+// ICE has): the peer's ping may have come through a way this side's own
+// pings cannot take (the port mapping of this side's router, towards a
+// peer behind a symmetric NAT), and the nomination needs a pong.
 func (p *udpPuncher) await(ctx context.Context) (UDPResult, error) {
+	triggered := map[netip.AddrPort]bool{}
 	for {
 		select {
 		case ev := <-p.events:
 			switch ev.typ {
 			case udpPing:
 				p.answer(ev.sock, udpPong, ev.from)
+				if p.s.Controlling && !triggered[ev.from] && len(triggered) < maxTriggered {
+					triggered[ev.from] = true
+					p.answer(ev.sock, udpPing, ev.from)
+				}
 			case udpPong:
 				if p.s.Controlling {
 					// Three copies: the nomination has no ack, and losing

@@ -178,15 +178,16 @@ func (d *Dialer) Dial(ctx context.Context, addr string, direct func(ctx context.
 	return c, r, err
 }
 
-// DialLikeLast connects to the server the way the last successful Dial
-// did (for a relay, which must go where the control connection could),
-// then the other way if that fails. Before any Dial it is Dial without
-// recording the route.
-func (d *Dialer) DialLikeLast(ctx context.Context) (net.Conn, Route, error) {
+// DialLikeLast connects to the server at addr ("" for the one the last
+// Dial was for, or Address before any) the way the last successful Dial
+// went (for a relay, which must go where the control connection could):
+// its fallback first if that Dial needed one, then the other way; through
+// the proxy if one is set. It does not change the route Dial recorded.
+func (d *Dialer) DialLikeLast(ctx context.Context, addr string) (net.Conn, Route, error) {
 	d.mu.Lock()
 	last := d.last
 	d.mu.Unlock()
-	addr := cmp.Or(last.Asked, d.Address)
+	addr = cmp.Or(addr, last.Asked, d.Address)
 	targets := []string{addr}
 	if fb := d.fallback(addr); fb != "" {
 		if last.Fallback {

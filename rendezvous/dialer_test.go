@@ -129,7 +129,7 @@ func TestDialerPrefersTheAddressAndRelaysFollow(t *testing.T) {
 		t.Fatalf("Dial: %+v, %v", r, err)
 	}
 	d.FallbackDelay = time.Hour // only an ordered dial could succeed
-	c, r, err = d.DialLikeLast(context.Background())
+	c, r, err = d.DialLikeLast(context.Background(), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,7 +330,7 @@ func TestRegisterThroughFallbackListener(t *testing.T) {
 	}
 	// A relay goes the same way: the fallback answers its header too (a
 	// TCP session probe shows the server read it).
-	rc, _, err := d.DialLikeLast(ctx)
+	rc, _, err := d.DialLikeLast(ctx, "")
 	if err != nil {
 		t.Fatal(err)
 	}

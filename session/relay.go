@@ -1,6 +1,7 @@
 package session
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -26,10 +27,11 @@ type Relay struct {
 	// Server is the rendezvous server's address. Required unless Dial is
 	// set.
 	Server string
-	// Dial, if set, opens the TCP connection to the server instead of a
-	// plain dial to Server: the daemon's goes the way its control
-	// connection does (fallback port, HTTP proxy).
-	Dial func(ctx context.Context) (net.Conn, error)
+	// Dial, if set, opens the TCP connection to the relay at addr (the
+	// session's relay, else Server) instead of a plain dial: the
+	// daemon's goes the way its control connection does (fallback port,
+	// HTTP proxy).
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 func (r *Relay) Name() string { return PathRelay }
@@ -60,16 +62,17 @@ func relayHeadStart(st punch.Strategy, peerLAN []netip.AddrPort) time.Duration {
 }
 
 func (r *Relay) Run(ctx context.Context, s *Session, out *Out) error {
+	addr := cmp.Or(s.Relay, r.Server)
 	var conn net.Conn
 	var err error
 	if r.Dial != nil {
-		conn, err = r.Dial(ctx)
+		conn, err = r.Dial(ctx, addr)
 	} else {
 		dialer := net.Dialer{Control: punch.ClampMSS}
-		conn, err = dialer.DialContext(ctx, "tcp", r.Server)
+		conn, err = dialer.DialContext(ctx, "tcp", addr)
 	}
 	if err != nil {
-		return fmt.Errorf("relay: dial the rendezvous server: %w", err)
+		return fmt.Errorf("relay: dial %s: %w", addr, err)
 	}
 	conn, err = rendezvous.DialRelay(ctx, conn, s.ID, s.Side, s.RelayToken)
 	if err != nil {

@@ -61,6 +61,25 @@
 // on "bad-wifi"), so the "4x plain TCP" cannot be met there; warren's
 // direct TCP link, though, carried 14-17 Mbit/s on "bad-wifi", and KCP 39.
 //
+// # Why KCP is for lossy paths only
+//
+// On a clean path KCP carries a fraction of what QUIC does (the lab's
+// forward: ~400 against ~1,800 Mbit/s on an idle machine; 20-29 against
+// 314 MB/s in BenchmarkKCPThroughput and BenchmarkQUICThroughput on
+// loopback, same run), and it will stay there while it shares the
+// punched socket: a CPU profile of BenchmarkKCPThroughput spends 56% in
+// system calls, one sendto per KCP packet (kcp-go's defaultTx, 44%) and
+// one recvfrom per packet (21%). kcp-go batches with sendmmsg and
+// recvmmsg only on a *net.UDPConn it is handed, and a KCP stream here is
+// handed the Demux's packetConn, since the socket also carries punch
+// packets, keepalives and QUIC; quic-go batches through the same Demux
+// because it reaches the socket itself (SyscallConn: GSO and recvmmsg).
+// Doubling KCP on a clean path would take a socket of its own per stream
+// (a second socket on the punched port, connected to the peer, which
+// Linux prefers for that peer's packets) or a fork of kcp-go; neither is
+// worth it for a stream that ChooseStream picks only where loss, not
+// packet rate, bounds it.
+//
 // Forward error correction (kcp-go's Reed–Solomon) is still off: it puts a
 // 6-byte header in front of KCP's, moving the conversation ID the Demux
 // routes by (spec.md section 1) and the sequence numbers packetConn reads

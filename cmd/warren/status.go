@@ -73,6 +73,9 @@ func printStatus(w io.Writer, st daemon.Status) {
 	if st.Network != "" || (st.RendezvousRoute != "" && !strings.HasPrefix(st.RendezvousRoute, "direct ")) {
 		fmt.Fprintf(w, "network %s  rendezvous via %s\n", orDash(st.Network), orDash(st.RendezvousRoute))
 	}
+	if st.PortMapping != nil {
+		fmt.Fprintf(w, "port mapping %s\n", portMappingText(st.PortMapping))
+	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "PEER\tSTATE\tPATH\tREMOTE\tRTT\tSINCE\tIN\tOUT\tSTREAMS\tPEER NAT\tSTRATEGY")
@@ -103,6 +106,29 @@ func printStatus(w io.Writer, st daemon.Status) {
 			fmt.Fprintf(w, "\n%s: relayed because %s", p.Name, p.Why)
 		}
 	}
+}
+
+// portMappingText is a daemon's port mapping on one line: "upnp tcp
+// 203.0.113.10:41000 udp 203.0.113.10:41000 renewed before 14:02:11", or
+// why there is none.
+func portMappingText(pm *daemon.PortMappingStatus) string {
+	if pm.TCP == "" && pm.UDP == "" {
+		return "- (" + pm.Error + ")"
+	}
+	s := pm.Protocol
+	if pm.TCP != "" {
+		s += " tcp " + pm.TCP
+	}
+	if pm.UDP != "" {
+		s += " udp " + pm.UDP
+	}
+	if pm.Expires != nil {
+		s += " expires " + pm.Expires.Local().Format(time.TimeOnly)
+	}
+	if pm.Error != "" {
+		s += " (" + pm.Error + ")"
+	}
+	return s
 }
 
 func orDash(s string) string {

@@ -260,3 +260,35 @@ func readBuffered(src io.Reader, b []byte) (int, error) {
 	}
 	return n, err
 }
+
+// ReadReady reads into b what a socket holds already, without waiting:
+// 0 and no error when it holds nothing, or for a src that is no socket
+// (or on a system where Go's sockets block). A forward uses it to send a
+// client's first bytes with its request, a round trip sooner.
+func ReadReady(src io.Reader, b []byte) (int, error) {
+	tc, ok := src.(*net.TCPConn)
+	if !ok || !rawReads {
+		return 0, nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return 0, nil
+	}
+	var n int
+	var rerr error
+	if err := rc.Read(func(fd uintptr) bool {
+		n, rerr = readFD(fd, b)
+		return true // never wait
+	}); err != nil {
+		return 0, err
+	}
+	switch {
+	case rerr == syscall.EAGAIN:
+		return 0, nil
+	case rerr != nil:
+		return 0, os.NewSyscallError("read", rerr)
+	case n == 0 && len(b) > 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
