@@ -113,3 +113,93 @@ func FuzzOpenPacket(f *testing.F) {
 		}
 	})
 }
+
+// dropPongs drops every nth pong it is asked to send.
+type dropPongs struct {
+	*net.UDPConn
+	n, pongs int
+}
+
+func (d *dropPongs) WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, error) {
+	if len(b) == udpPacketLen && b[len(udpMagic)] == udpPong {
+		d.pongs++
+		if d.pongs%d.n == 0 {
+			return len(b), nil
+		}
+	}
+	return d.UDPConn.WriteToUDPAddrPort(b, to)
+}
+
+// TestPunchUDPTrain: with Choose, the controlling side measures the path
+// with a probe train before it nominates; the stream Choose picks and the
+// measurement reach both sides.
+func TestPunchUDPTrain(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		dropNth  int // of the controlled side's pongs; 0: none
+		wantLost [2]int
+	}{
+		{"clean", 0, [2]int{0, 0}},
+		// Every 4th pong lost: a quarter of the train, give or take the
+		// first pong (a punch ping's), which the train does not count.
+		{"lossy", 4, [2]int{10, 13}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			a, b := udpSock(t), udpSock(t)
+			var bc PacketConn = b
+			if tc.dropNth > 0 {
+				bc = &dropPongs{UDPConn: b, n: tc.dropNth}
+			}
+			id := NewSessionID()
+			var chosenFrom Quality
+			type out struct {
+				r   UDPResult
+				err error
+			}
+			ca, cb := make(chan out, 1), make(chan out, 1)
+			go func() {
+				r, err := PunchUDP(ctx, nil, UDPSession{ID: id, Controlling: true, Role: RoleDirect, PeerEndpoint: addrOf(b),
+					Stream: 'q', Scope: loopbackScope, Choose: func(q Quality) byte { chosenFrom = q; return 'k' }}, a)
+				ca <- out{r, err}
+			}()
+			go func() {
+				r, err := PunchUDP(ctx, nil, UDPSession{ID: id, Role: RoleDirect, PeerEndpoint: addrOf(a), Stream: 'q',
+					Scope: loopbackScope}, bc)
+				cb <- out{r, err}
+			}()
+			ra, rb := <-ca, <-cb
+			if ra.err != nil || rb.err != nil {
+				t.Fatal(ra.err, rb.err)
+			}
+			defer ra.r.Conn.Close()
+			defer rb.r.Conn.Close()
+			if ra.r.Stream != 'k' || rb.r.Stream != 'k' {
+				t.Errorf("streams %q and %q, want Choose's 'k' on both", ra.r.Stream, rb.r.Stream)
+			}
+			q := ra.r.Quality
+			if q != chosenFrom {
+				t.Errorf("result's quality %+v, Choose was given %+v", q, chosenFrom)
+			}
+			if q.Sent != 48 || q.Lost < tc.wantLost[0] || q.Lost > tc.wantLost[1] || q.RTT <= 0 || q.RTT > 100*time.Millisecond {
+				t.Errorf("measured %+v, want 48 sent, %d-%d lost, a loopback round trip", q, tc.wantLost[0], tc.wantLost[1])
+			}
+			got := rb.r.Quality
+			if got.Sent != q.Sent || got.Lost != q.Lost || got.RTT != q.RTT.Truncate(100*time.Microsecond) {
+				t.Errorf("the controlled side learned %+v, the controlling side measured %+v", got, q)
+			}
+		})
+	}
+}
+
+func TestNominationBody(t *testing.T) {
+	for _, q := range []Quality{{}, {Sent: 48, Lost: 3, RTT: 92300 * time.Microsecond}, {Sent: 255, Lost: 255, RTT: 7 * time.Second}} {
+		s, got := parseNomination(nominationBody('k', q))
+		want := q
+		want.RTT = min(q.RTT, 0xffff*100*time.Microsecond)
+		if s != 'k' || got != want {
+			t.Errorf("%+v came back as %q %+v", q, s, got)
+		}
+	}
+}
