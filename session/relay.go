@@ -28,14 +28,22 @@ type Relay struct {
 
 func (r *Relay) Name() string { return PathRelay }
 
-func (r *Relay) Plan(s *Session) Plan { return Plan{Delay: relayHeadStart(s.Strategy, s.PeerLAN)} }
+// relayPerRTT is how many round trips of the session's path the relay's
+// head start grows by: the direct paths' probes, punches and handshakes
+// each take a few.
+const relayPerRTT = 10
+
+func (r *Relay) Plan(s *Session) Plan {
+	return Plan{Delay: relayHeadStart(s.Strategy, s.PeerLAN, s.scaled(relayDelay, relayPerRTT))}
+}
 
 // relayHeadStart is the relay's head start policy: direct paths go alone for
-// relayDelay, unless the strategy expects none, when the relay starts at
-// once, or after lanHeadStart if the peer may be on our LAN.
-func relayHeadStart(st punch.Strategy, peerLAN []netip.AddrPort) time.Duration {
+// direct (relayDelay scaled by the path's round trip), unless the strategy
+// expects none, when the relay starts at once, or after lanHeadStart if the
+// peer may be on our LAN.
+func relayHeadStart(st punch.Strategy, peerLAN []netip.AddrPort, direct time.Duration) time.Duration {
 	if st.TCP != punch.TCPNone || st.UDP != punch.RoleNone {
-		return relayDelay
+		return direct
 	}
 	for _, a := range peerLAN {
 		if !a.Addr().IsLoopback() {
