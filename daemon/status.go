@@ -78,8 +78,10 @@ type PathProbe struct {
 	LossPercent float64 `json:"loss_percent"`
 	RTTMs       float64 `json:"rtt_ms"`
 	// Lossy is true when the path lost probes and is loss-limited
-	// (transport.ChooseStream picked KCP for it).
-	Lossy bool `json:"lossy"`
+	// (transport.ChooseStream picked KCP for it); PreferUDP when it is
+	// also long enough for the race to prefer the UDP link to direct TCP.
+	Lossy     bool `json:"lossy"`
+	PreferUDP bool `json:"prefer_udp"`
 	// HeldTCPMs is how long the race held direct TCP back for the
 	// measurement and the UDP link (at the end that decides).
 	HeldTCPMs float64 `json:"held_tcp_ms,omitempty"`
@@ -154,7 +156,7 @@ func (p *peer) status() PeerStatus {
 		}
 		if c.Quality.Sent > 0 {
 			ps.Probe = &PathProbe{Sent: c.Quality.Sent, Lost: c.Quality.Lost, LossPercent: c.LossPercent(),
-				RTTMs: float64(c.Quality.RTT.Microseconds()) / 1000, Lossy: c.Lossy,
+				RTTMs: float64(c.Quality.RTT.Microseconds()) / 1000, Lossy: c.Lossy, PreferUDP: c.PreferUDP,
 				HeldTCPMs: float64(c.HeldTCP.Microseconds()) / 1000}
 		}
 		ps.Choice = p.punched.choiceWhy

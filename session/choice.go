@@ -23,9 +23,14 @@ type Choice struct {
 	// Stream is the stream the link runs over the punched socket.
 	Stream transport.StreamKind
 	// Lossy is true when the train lost probes and ChooseStream picked
-	// KCP for the path: a TCP link would carry TCP over a loss-limited
-	// TCP, so the race prefers the UDP link.
+	// KCP for the path.
 	Lossy bool
+	// PreferUDP is true on a lossy path of at least preferUDPMinRTT: a
+	// TCP link there is loss-limited (each loss costs it round trips), so
+	// the race prefers the UDP link. Elsewhere the race prefers direct
+	// TCP, which the lab measured faster on short lossy paths and on
+	// clean ones (docs/benchmarks.md).
+	PreferUDP bool
 	// HeldTCP is how long the race held direct TCP candidates back for
 	// the measurement or the UDP link (controlling end only).
 	HeldTCP time.Duration
@@ -51,13 +56,27 @@ func (c Choice) Reason(winner string) string {
 	s := fmt.Sprintf("probe train: %d of %d lost, round trip %.1f ms: udp stream %s", c.Quality.Lost, c.Quality.Sent,
 		float64(c.Quality.RTT.Microseconds())/1000, c.Stream)
 	switch {
-	case c.Lossy && winner == PathUDP:
-		s += "; lossy path, so the UDP link was preferred to direct TCP (TCP over a lossy TCP suffers twice)"
+	case c.PreferUDP && winner == PathUDP:
+		s += "; lossy long path, so the UDP link was preferred to direct TCP (a TCP link is loss-limited there)"
+	case c.PreferUDP:
+		s += "; lossy long path: the UDP link was preferred, but " + winner + " won"
 	case c.Lossy:
-		s += "; lossy path: the UDP link was preferred, but " + winner + " won"
+		s += fmt.Sprintf("; lossy but shorter than %v: direct TCP keeps its head start (faster than KCP there in the lab)", preferUDPMinRTT)
 	}
 	return s
 }
+
+// preferUDPMinRTT is the shortest round trip on which a lossy path makes
+// the race prefer the UDP link. In the lab, on "bad-wifi" (20 ms, 5% in
+// runs) the direct TCP link carried 67-154 Mbit/s and KCP 39-66; on
+// "mobile" (90 ms, 2% in runs) both 12-14; the longer the path, the more
+// round trips each loss costs a TCP link.
+const preferUDPMinRTT = 50 * time.Millisecond
+
+// tcpHeadStart is how long a UDP candidate waits, on a path where the
+// race prefers TCP, after direct TCP candidates were let through: enough
+// for TLS and the nomination over them (about 2.5 round trips).
+func tcpHeadStart(rtt time.Duration) time.Duration { return 3*rtt + 50*time.Millisecond }
 
 // verdict is a session's Choice while the race runs: the UDP path sets it,
 // and the race's TCP gate waits on it.
@@ -67,8 +86,9 @@ type verdict struct {
 
 	decideOnce, goneOnce sync.Once
 
-	mu sync.Mutex // guards c
-	c  Choice
+	mu     sync.Mutex // guards c and passed
+	c      Choice
+	passed bool // the gate let a TCP candidate through
 }
 
 func newVerdict() *verdict {
@@ -108,10 +128,20 @@ func (v *verdict) choice() Choice {
 	return v.c
 }
 
-func (v *verdict) addHeld(d time.Duration) {
+// passedTCP records a TCP candidate the gate let through after holding it
+// d.
+func (v *verdict) passedTCP(d time.Duration) {
 	v.mu.Lock()
 	v.c.HeldTCP = max(v.c.HeldTCP, d)
+	v.passed = true
 	v.mu.Unlock()
+}
+
+// tcpPassed reports whether the gate let a TCP candidate through.
+func (v *verdict) tcpPassed() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.passed
 }
 
 // chooseStream is the stream for a path of quality q under

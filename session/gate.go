@@ -23,12 +23,12 @@ const (
 
 // tcpGate stands between a race's direct TCP paths and link.Establish at
 // the controlling end of a session whose UDP path measures the path
-// (udp_stream "auto"). On a path lossy enough for KCP, a TCP link would
-// carry the forwarded TCP over a loss-limited TCP, so the gate holds TCP
-// candidates until the UDP link has won or failed; on a clean path it
-// lets them through as soon as the measurement says so, and on a path the
-// server already knows to be short (a LAN) at once, so that a LAN links as
-// fast as it did before measurements.
+// (udp_stream "auto"). On a long lossy path (Choice.PreferUDP) a TCP link
+// is loss-limited, so the gate holds TCP candidates until the UDP link has
+// won or failed; on other paths it lets them through as soon as the
+// measurement is in (and the UDP path then gives them a head start), and
+// on a path the server already knows to be short (a LAN) at once, so that
+// a LAN links as fast as it did before measurements.
 type tcpGate struct {
 	s   *Session
 	in  chan link.Candidate
@@ -49,7 +49,7 @@ func (g *tcpGate) hold() bool {
 	default:
 	}
 	if v.isDecided() {
-		return v.choice().Lossy
+		return v.choice().PreferUDP
 	}
 	// Not measured yet: a path the server knows to be short is no place
 	// for KCP (ChooseStream keeps QUIC below a millisecond or so), nor
@@ -72,7 +72,7 @@ func (g *tcpGate) run(ctx context.Context) {
 	}()
 	limit := min(g.s.scaled(holdBase, holdPerRTT), holdMax)
 	pass := func(h heldCandidate) bool {
-		g.s.verdict.addHeld(time.Since(h.since))
+		g.s.verdict.passedTCP(time.Since(h.since))
 		select {
 		case g.out <- h.c:
 			return true

@@ -14,7 +14,7 @@ import (
 // TestTCPGate: what the race does with a direct TCP candidate at the
 // controlling end while the UDP path measures the path.
 func TestTCPGate(t *testing.T) {
-	lossy := Choice{Punched: true, Quality: punch.Quality{Sent: 48, Lost: 3, RTT: 90 * time.Millisecond}, Stream: transport.StreamKCP, Lossy: true}
+	lossy := Choice{Punched: true, Quality: punch.Quality{Sent: 48, Lost: 3, RTT: 90 * time.Millisecond}, Stream: transport.StreamKCP, Lossy: true, PreferUDP: true}
 	clean := Choice{Punched: true, Quality: punch.Quality{Sent: 48, RTT: 30 * time.Millisecond}, Stream: transport.StreamKCP}
 	for _, tc := range []struct {
 		name string
@@ -33,6 +33,9 @@ func TestTCPGate(t *testing.T) {
 			time.Sleep(200 * time.Millisecond)
 			v.fail()
 		}, 300 * time.Millisecond, 400 * time.Millisecond},
+		{"a short lossy path releases it with the measurement", 20 * time.Millisecond, func(v *verdict) {
+			v.decide(Choice{Punched: true, Quality: punch.Quality{Sent: 48, Lost: 2, RTT: 20 * time.Millisecond}, Stream: transport.StreamKCP, Lossy: true})
+		}, 100 * time.Millisecond, 200 * time.Millisecond},
 		{"a lossy path holds it at most the limit", 0, func(v *verdict) { v.decide(lossy) }, holdBase, holdBase + 200*time.Millisecond},
 		{"a lossy path holds it while the UDP link wins", 90 * time.Millisecond, func(v *verdict) { v.decide(lossy) }, 0, 0},
 	} {
@@ -101,7 +104,8 @@ func TestTCPGate(t *testing.T) {
 }
 
 func TestChoiceReason(t *testing.T) {
-	lossy := Choice{Punched: true, Quality: punch.Quality{Sent: 48, Lost: 3, RTT: 91200 * time.Microsecond}, Stream: transport.StreamKCP, Lossy: true}
+	lossy := Choice{Punched: true, Quality: punch.Quality{Sent: 48, Lost: 3, RTT: 91200 * time.Microsecond}, Stream: transport.StreamKCP, Lossy: true, PreferUDP: true}
+	short := Choice{Punched: true, Quality: punch.Quality{Sent: 48, Lost: 2, RTT: 20 * time.Millisecond}, Stream: transport.StreamKCP, Lossy: true}
 	for _, tc := range []struct {
 		c      Choice
 		winner string
@@ -111,8 +115,9 @@ func TestChoiceReason(t *testing.T) {
 		{Choice{Punched: true, Stream: transport.StreamQUIC}, PathUDP, "udp stream quic (not measured: set by udp_stream, or the peer does not measure)"},
 		{Choice{Punched: true, Quality: punch.Quality{Sent: 48, RTT: 250 * time.Microsecond}, Stream: transport.StreamQUIC}, PathTCP,
 			"probe train: 0 of 48 lost, round trip 0.2 ms: udp stream quic"},
-		{lossy, PathUDP, "probe train: 3 of 48 lost, round trip 91.2 ms: udp stream kcp; lossy path, so the UDP link was preferred to direct TCP (TCP over a lossy TCP suffers twice)"},
-		{lossy, PathRelay, "probe train: 3 of 48 lost, round trip 91.2 ms: udp stream kcp; lossy path: the UDP link was preferred, but relay won"},
+		{lossy, PathUDP, "probe train: 3 of 48 lost, round trip 91.2 ms: udp stream kcp; lossy long path, so the UDP link was preferred to direct TCP (a TCP link is loss-limited there)"},
+		{lossy, PathRelay, "probe train: 3 of 48 lost, round trip 91.2 ms: udp stream kcp; lossy long path: the UDP link was preferred, but relay won"},
+		{short, PathTCP, "probe train: 2 of 48 lost, round trip 20.0 ms: udp stream kcp; lossy but shorter than 50ms: direct TCP keeps its head start (faster than KCP there in the lab)"},
 	} {
 		if got := tc.c.Reason(tc.winner); got != tc.want {
 			t.Errorf("%+v, %s:\n got %q\nwant %q", tc.c, tc.winner, got, tc.want)

@@ -117,6 +117,7 @@ func (u *UDP) Run(ctx context.Context, s *Session, out *Out) (err error) {
 	}
 	c := Choice{Punched: true, Quality: res.Quality, Stream: streamKind(res.Stream)}
 	c.Lossy = res.Quality.Lost > 0 && res.Stream == streamKCP
+	c.PreferUDP = c.Lossy && res.Quality.RTT >= preferUDPMinRTT
 	s.verdict.decide(c)
 	s.Log.WithFields(logrus.Fields{"remote": res.Remote, "sent": res.Sent, "took": time.Since(began).Round(time.Millisecond),
 		"stream": c.Stream, "probes": res.Quality.Sent, "lost": res.Quality.Lost, "rtt": res.Quality.RTT}).Debug("udp punched")
@@ -128,6 +129,14 @@ func (u *UDP) Run(ctx context.Context, s *Session, out *Out) (err error) {
 	// A candidate the link closes (its handshake failed) is gone: the
 	// race holds TCP back for it no longer.
 	conn.closed = s.verdict.fail
+	if !c.PreferUDP && s.verdict.tcpPassed() {
+		// The race prefers the TCP candidates the gate has just let
+		// through: they get the time to win before this one competes.
+		if err := sleep(ctx, tcpHeadStart(res.Quality.RTT)); err != nil {
+			conn.Close()
+			return err
+		}
+	}
 	return out.Offer(ctx, conn)
 }
 
