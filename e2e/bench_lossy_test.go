@@ -1,9 +1,15 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"encoding/xml"
+	"errors"
 	"fmt"
+	"html"
+	"io"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -74,6 +80,7 @@ func BenchmarkLossy(b *testing.B) {
 			b.ReportMetric(mbps/base, metricName(name+" "+link)+"-of-tcp")
 		}
 		row("plain TCP (baseline)", base)
+		bars := []plotBar{{"plain TCP (baseline)", base}}
 		for _, p := range lossyPaths {
 			var mbps float64
 			label := p.name
@@ -88,7 +95,11 @@ func BenchmarkLossy(b *testing.B) {
 				mbps = r.mbps
 			})
 			row(label, mbps)
+			bars = append(bars, plotBar{label, mbps})
 		}
+		plot := "lossy-" + name + ".svg"
+		benchDoc.addFile(plot, barPlot(fmt.Sprintf("One stream through a forward on natlab's %q, Mbit/s", name), bars, capacity))
+		fmt.Fprintf(&tbl, "\n![throughput by link kind on %s](%s)\n\n", name, plot)
 	}
 	b.Log(tbl.String())
 	benchDoc.add(benchLossy, tbl.String())
@@ -169,5 +180,76 @@ func BenchmarkMobileDefault(b *testing.B) {
 	b.Logf("mobile, default configuration: %s %s %.1f Mbit/s, plain TCP %.1f: %.2f× (%s)", r.outcome, r.stream, r.mbps, base, ratio, r.choice)
 	if ratio < lossyCIMinRatio {
 		b.Errorf("the default link carried %.2f× plain TCP on mobile, want at least %.2f×", ratio, lossyCIMinRatio)
+	}
+}
+
+// plotBar is one bar of barPlot.
+type plotBar struct {
+	label string
+	value float64
+}
+
+// barPlot draws bars as a horizontal bar chart in SVG, with a dashed line
+// at capacity if it is above zero: the docs' plot per profile.
+func barPlot(title string, bars []plotBar, capacity float64) []byte {
+	const labelW, plotW, barH, gap, top = 330, 380, 18, 6, 34
+	top2 := max(capacity, 1.0)
+	for _, b := range bars {
+		top2 = max(top2, b.value)
+	}
+	h := top + len(bars)*(barH+gap) + 24
+	var s strings.Builder
+	fmt.Fprintf(&s, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" font-size=\"12\">\n",
+		labelW+plotW+70, h)
+	fmt.Fprintf(&s, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n<text x=\"8\" y=\"20\" font-weight=\"bold\">%s</text>\n", html.EscapeString(title))
+	for i, b := range bars {
+		y := top + i*(barH+gap)
+		w := int(float64(plotW) * b.value / top2)
+		fill := "#4a78b5"
+		if i == 0 {
+			fill = "#999999" // the baseline
+		}
+		fmt.Fprintf(&s, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%s</text>\n", labelW-6, y+barH-5, html.EscapeString(b.label))
+		fmt.Fprintf(&s, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"%s\"/>\n", labelW, y, max(w, 1), barH, fill)
+		fmt.Fprintf(&s, "<text x=\"%d\" y=\"%d\">%.1f</text>\n", labelW+max(w, 1)+4, y+barH-5, b.value)
+	}
+	if capacity > 0 {
+		x := labelW + int(float64(plotW)*capacity/top2)
+		fmt.Fprintf(&s, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#c0392b\" stroke-dasharray=\"4 3\"/>\n", x, top-4, x, h-20)
+		fmt.Fprintf(&s, "<text x=\"%d\" y=\"%d\" fill=\"#c0392b\" text-anchor=\"middle\">capacity %.0f</text>\n", x, h-6, capacity)
+	}
+	s.WriteString("</svg>\n")
+	return []byte(s.String())
+}
+
+// TestBarPlot: the plot is well-formed SVG with a bar per value, scaled to
+// the largest value or the capacity.
+func TestBarPlot(t *testing.T) {
+	svg := barPlot(`a "profile" & more`, []plotBar{{"plain TCP", 17.3}, {"direct-udp <auto>", 12.8}, {"zero", 0}}, 20)
+	dec := xml.NewDecoder(bytes.NewReader(svg))
+	var rects, widths []string
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("not well-formed: %v\n%s", err, svg)
+		}
+		if se, ok := tok.(xml.StartElement); ok && se.Name.Local == "rect" {
+			for _, a := range se.Attr {
+				if a.Name.Local == "width" {
+					rects = append(rects, a.Value)
+				}
+			}
+		}
+	}
+	widths = rects[1:] // the first is the background
+	// 380 px for the capacity (20): 17.3 → 328, 12.8 → 243, 0 → 1.
+	if want := []string{"328", "243", "1"}; !slices.Equal(widths, want) {
+		t.Errorf("bar widths %v, want %v", widths, want)
+	}
+	if !bytes.Contains(svg, []byte("capacity 20")) {
+		t.Error("no capacity line")
 	}
 }
