@@ -34,6 +34,9 @@ type Choice struct {
 	// HeldTCP is how long the race held direct TCP candidates back for
 	// the measurement or the UDP link (controlling end only).
 	HeldTCP time.Duration
+	// RacedTCP is true when direct TCP was in the race: only then was
+	// there a TCP link to prefer the UDP one to.
+	RacedTCP bool
 }
 
 // LossPercent is the share of the train's probes that got no answer.
@@ -56,6 +59,7 @@ func (c Choice) Reason(winner string) string {
 	s := fmt.Sprintf("probe train: %d of %d lost, round trip %.1f ms: udp stream %s", c.Quality.Lost, c.Quality.Sent,
 		float64(c.Quality.RTT.Microseconds())/1000, c.Stream)
 	switch {
+	case !c.RacedTCP:
 	case c.PreferUDP && winner == PathUDP:
 		s += "; lossy long path, so the UDP link was preferred to direct TCP (a TCP link is loss-limited there)"
 	case c.PreferUDP:
@@ -86,9 +90,10 @@ type verdict struct {
 
 	decideOnce, goneOnce sync.Once
 
-	mu     sync.Mutex // guards c and passed
-	c      Choice
-	passed bool // the gate let a TCP candidate through
+	mu       sync.Mutex // guards c, passed and racedTCP
+	c        Choice
+	passed   bool // the gate let a TCP candidate through
+	racedTCP bool // direct TCP is in the race
 }
 
 func newVerdict() *verdict {
@@ -125,7 +130,16 @@ func (v *verdict) isDecided() bool {
 func (v *verdict) choice() Choice {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return v.c
+	c := v.c
+	c.RacedTCP = v.racedTCP
+	return c
+}
+
+// raced records whether direct TCP is in the race.
+func (v *verdict) raced(tcp bool) {
+	v.mu.Lock()
+	v.racedTCP = tcp
+	v.mu.Unlock()
 }
 
 // passedTCP records a TCP candidate the gate let through after holding it

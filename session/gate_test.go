@@ -104,8 +104,10 @@ func TestTCPGate(t *testing.T) {
 }
 
 func TestChoiceReason(t *testing.T) {
-	lossy := Choice{Punched: true, Quality: punch.Quality{Sent: 48, Lost: 3, RTT: 91200 * time.Microsecond}, Stream: transport.StreamKCP, Lossy: true, PreferUDP: true}
-	short := Choice{Punched: true, Quality: punch.Quality{Sent: 48, Lost: 2, RTT: 20 * time.Millisecond}, Stream: transport.StreamKCP, Lossy: true}
+	lossy := Choice{Punched: true, Quality: punch.Quality{Sent: 48, Lost: 3, RTT: 91200 * time.Microsecond}, Stream: transport.StreamKCP, Lossy: true, PreferUDP: true, RacedTCP: true}
+	short := Choice{Punched: true, Quality: punch.Quality{Sent: 48, Lost: 2, RTT: 20 * time.Millisecond}, Stream: transport.StreamKCP, Lossy: true, RacedTCP: true}
+	udpOnly := lossy
+	udpOnly.RacedTCP = false
 	for _, tc := range []struct {
 		c      Choice
 		winner string
@@ -117,6 +119,7 @@ func TestChoiceReason(t *testing.T) {
 			"probe train: 0 of 48 lost, round trip 0.2 ms: udp stream quic"},
 		{lossy, PathUDP, "probe train: 3 of 48 lost, round trip 91.2 ms: udp stream kcp; lossy long path, so the UDP link was preferred to direct TCP (a TCP link is loss-limited there)"},
 		{lossy, PathRelay, "probe train: 3 of 48 lost, round trip 91.2 ms: udp stream kcp; lossy long path: the UDP link was preferred, but relay won"},
+		{udpOnly, PathUDP, "probe train: 3 of 48 lost, round trip 91.2 ms: udp stream kcp"},
 		{short, PathTCP, "probe train: 2 of 48 lost, round trip 20.0 ms: udp stream kcp; lossy but shorter than 50ms: direct TCP keeps its head start (faster than KCP there in the lab)"},
 	} {
 		if got := tc.c.Reason(tc.winner); got != tc.want {

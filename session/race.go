@@ -96,11 +96,14 @@ func newRace(s *Session, paths []Path) *race {
 		r.plans = append(r.plans, p.Plan(s))
 	}
 	r.stages = newStages(r.plans)
+	tcp := false
 	for _, p := range paths {
 		if m, ok := p.(measurer); ok && m.measures(s) {
 			r.gate = &tcpGate{s: s, in: make(chan link.Candidate), out: r.cands}
 		}
+		tcp = tcp || p.Name() == PathTCP
 	}
+	s.verdict.raced(tcp)
 	for i, p := range paths {
 		reaches := r.plans[i].Reaches
 		var once sync.Once
