@@ -130,3 +130,11 @@ func TestChoiceReason(t *testing.T) {
 		t.Errorf("loss %v%%", p)
 	}
 }
+
+func TestTrainLen(t *testing.T) {
+	for rtt, want := range map[time.Duration]int{0: 0, 300 * time.Microsecond: shortTrain, 5 * time.Millisecond: 0, 90 * time.Millisecond: 0} {
+		if got := trainLen(rtt); got != want {
+			t.Errorf("round trip %v: a train of %d, want %d", rtt, got, want)
+		}
+	}
+}

@@ -58,9 +58,10 @@
 //
 // The default [link] udp_stream, "auto", makes the controlling peer
 // measure each punched path before it nominates it: a train of 48 pings
-// whose pongs echo them (punch/spec.md), paced like every punch packet,
-// taking a few tens of milliseconds on a LAN and about two round trips
-// plus 25 ms on a long path. EstimateQuality turns the counts into a
+// (16 where the server's estimate says the path is a LAN) whose pongs
+// echo them (punch/spec.md), paced like every punch packet, taking a few
+// milliseconds on a LAN and about two round trips plus 20 ms on a long
+// path. EstimateQuality turns the counts into a
 // PathQuality (the smallest round trip; the loss, at least
 // LossFloorPercent), and ChooseStream picks. The floor is there because a
 // short train cannot tell a clean path from one losing 1% (on the lab's
