@@ -52,7 +52,7 @@ func (g *tcpGate) hold() bool {
 		return v.choice().PreferUDP
 	}
 	// Not measured yet: a path the server knows to be short is no place
-	// for KCP (ChooseStream keeps QUIC below a millisecond or so), nor
+	// for KCP (ChooseStream keeps QUIC below about 2 ms), nor
 	// for the wait.
 	if g.s.RTT > 0 && transport.ChooseStream(transport.EstimateQuality(0, 0, g.s.RTT)) == transport.StreamQUIC {
 		return false

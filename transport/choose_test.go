@@ -38,6 +38,8 @@ func TestEstimateQuality(t *testing.T) {
 	}{
 		{"lan", 48, 0, 200 * time.Microsecond, StreamQUIC},
 		{"lan on a loaded machine", 48, 0, 700 * time.Microsecond, StreamQUIC},
+		{"Wi-Fi lan", 48, 0, 1500 * time.Microsecond, StreamQUIC},
+		{"same city", 48, 0, 3 * time.Millisecond, StreamKCP},
 		{"lan losing a probe", 48, 1, 200 * time.Microsecond, StreamQUIC},
 		{"lan losing a tenth", 48, 5, 500 * time.Microsecond, StreamKCP},
 		{"broadband, no probe lost", 48, 0, 30 * time.Millisecond, StreamKCP},

@@ -67,11 +67,21 @@
 // short train cannot tell a clean path from one losing 1% (on the lab's
 // bursty "mobile" profile a train of 48 sees no loss about half the time),
 // while the difference decides QUIC's ceiling. With it the choice comes
-// down to this: QUIC on paths under about a millisecond (a LAN), unless
+// down to this: QUIC on paths under about 2 ms (a LAN), unless
 // the train saw real loss there; KCP on every longer path, which is what
 // the lab measured as faster on each of its WAN profiles, broadband
 // included (38 against 18 Mbit/s). The choice travels in the nomination,
 // so both ends run the same stream, and status shows what it was made from.
+//
+// Between a UDP and a direct TCP link (package session's race) the lab's
+// numbers decide too. Warren's TCP link carries the kernel's TCP (CUBIC
+// with SACK and RACK), which recovers from the lab's bursty loss far
+// better than the Mathis bound: on "bad-wifi" (20 ms) it carried 67-154
+// Mbit/s against KCP's 39-66, on "broadband" 65-74 against 36-39, on
+// "mobile" (90 ms) 12-17 against 12-14. So the race prefers the UDP link
+// only on a path that lost probes and is at least 50 ms long, where each
+// loss costs a TCP link the most round trips and KCP loses nothing
+// against it; everywhere else direct TCP keeps its head start.
 //
 // Plain kernel TCP (CUBIC with SACK and RACK) does far better than the
 // Mathis bound on the lab's bursty loss (18 of 20 Mbit/s on "mobile", ~100
