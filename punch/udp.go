@@ -411,6 +411,7 @@ func (p *udpPuncher) answer(sock PacketConn, typ byte, body []byte, to netip.Add
 func (p *udpPuncher) await(ctx context.Context) (UDPResult, error) {
 	var tr *train
 	var sentAll <-chan struct{} // the train's, until handled
+	allOut := false             // sentAll was handled
 	for {
 		var trainDone <-chan time.Time
 		if tr != nil {
@@ -418,8 +419,8 @@ func (p *udpPuncher) await(ctx context.Context) (UDPResult, error) {
 		}
 		select {
 		case <-sentAll:
-			sentAll = nil
-			if tr.allSent() {
+			sentAll, allOut = nil, true
+			if tr.rearm() {
 				return p.trainResult(tr), nil
 			}
 		case ev := <-p.events:
@@ -437,7 +438,7 @@ func (p *udpPuncher) await(ctx context.Context) (UDPResult, error) {
 					tr = p.startTrain(ctx, ev)
 					sentAll = tr.sentAll
 				case ev.sock == tr.sock && ev.from == tr.to:
-					if tr.answered(ev) {
+					if tr.answered(ev) && allOut && tr.rearm() {
 						return p.trainResult(tr), nil
 					}
 				}
@@ -593,8 +594,8 @@ func (p *udpPuncher) startTrain(ctx context.Context, ev udpEvent) *train {
 	return tr
 }
 
-// answered records a pong of the train's path and reports whether the
-// train is over: every ping was sent and answered.
+// answered records a pong of the train's path and reports whether it was
+// a new answer to one of the train's pings.
 func (tr *train) answered(ev udpEvent) bool {
 	if [trainTokenLen]byte(ev.body[:trainTokenLen]) != tr.token {
 		return false
@@ -612,29 +613,32 @@ func (tr *train) answered(ev udpEvent) bool {
 		tr.minRTT = rtt
 	}
 	tr.maxRTT = max(tr.maxRTT, rtt)
-	select {
-	case <-tr.sentAll:
-		return tr.answers == tr.count()
-	default:
-		return false
-	}
+	return true
 }
 
-// allSent starts the wait for the last answers once every ping is out,
-// and reports whether the train is over already (all answered).
-func (tr *train) allSent() bool {
+// rearm sets the wait for the last answers, once every ping is out: from
+// the last ping, twice the slowest answer yet (an answer later than that
+// counts as lost), or trainWaitMax while none has come. It is called again
+// with each answer, as the first ones may come only after the last ping
+// left. It reports whether the train is over already (all answered).
+func (tr *train) rearm() bool {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	if tr.answers == tr.count() {
+	n := tr.count()
+	if tr.answers == n {
 		return true
 	}
-	// Twice the slowest answer yet: an answer later than that counts as
-	// lost.
 	wait := trainWaitMax
 	if tr.answers > 0 {
 		wait = min(trainWaitMax, max(trainWaitMin, 2*tr.maxRTT))
 	}
-	tr.deadline.Reset(wait)
+	var last time.Time
+	for _, t := range tr.sent {
+		if t.After(last) {
+			last = t
+		}
+	}
+	tr.deadline.Reset(time.Until(last.Add(wait)))
 	return false
 }
 

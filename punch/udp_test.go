@@ -1,10 +1,12 @@
 package punch
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 )
@@ -118,12 +120,23 @@ func FuzzOpenPacket(f *testing.F) {
 type dropPongs struct {
 	*net.UDPConn
 	n, pongs int
+	delay    time.Duration // before each pong that is sent
+	wg       sync.WaitGroup
 }
 
 func (d *dropPongs) WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, error) {
 	if len(b) == udpPacketLen && b[len(udpMagic)] == udpPong {
 		d.pongs++
-		if d.pongs%d.n == 0 {
+		if d.n > 0 && d.pongs%d.n == 0 {
+			return len(b), nil
+		}
+		if d.delay > 0 {
+			// A long path: the answers come after the whole train left.
+			pkt := bytes.Clone(b)
+			d.wg.Go(func() {
+				time.Sleep(d.delay)
+				d.UDPConn.WriteToUDPAddrPort(pkt, to)
+			})
 			return len(b), nil
 		}
 	}
@@ -136,22 +149,29 @@ func (d *dropPongs) WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, error)
 func TestPunchUDPTrain(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
-		dropNth  int // of the controlled side's pongs; 0: none
+		dropNth  int           // of the controlled side's pongs; 0: none
+		delay    time.Duration // of the controlled side's pongs
 		wantLost [2]int
 	}{
-		{"clean", 0, [2]int{0, 0}},
+		{"clean", 0, 0, [2]int{0, 0}},
 		// Every 4th pong lost: a quarter of the train, give or take the
 		// first pong (a punch ping's), which the train does not count.
-		{"lossy", 4, [2]int{10, 13}},
+		{"lossy", 4, 0, [2]int{10, 13}},
+		// Answers that come only after the last ping left must still end
+		// the wait at twice the round trip, not at trainWaitMax.
+		{"long and lossy", 4, 80 * time.Millisecond, [2]int{10, 13}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			a, b := udpSock(t), udpSock(t)
 			var bc PacketConn = b
-			if tc.dropNth > 0 {
-				bc = &dropPongs{UDPConn: b, n: tc.dropNth}
+			if tc.dropNth > 0 || tc.delay > 0 {
+				d := &dropPongs{UDPConn: b, n: tc.dropNth, delay: tc.delay}
+				defer d.wg.Wait()
+				bc = d
 			}
+			began := time.Now()
 			id := NewSessionID()
 			var chosenFrom Quality
 			type out struct {
@@ -182,8 +202,13 @@ func TestPunchUDPTrain(t *testing.T) {
 			if q != chosenFrom {
 				t.Errorf("result's quality %+v, Choose was given %+v", q, chosenFrom)
 			}
-			if q.Sent != 48 || q.Lost < tc.wantLost[0] || q.Lost > tc.wantLost[1] || q.RTT <= 0 || q.RTT > 100*time.Millisecond {
-				t.Errorf("measured %+v, want 48 sent, %d-%d lost, a loopback round trip", q, tc.wantLost[0], tc.wantLost[1])
+			if q.Sent != 48 || q.Lost < tc.wantLost[0] || q.Lost > tc.wantLost[1] || q.RTT < tc.delay || q.RTT > tc.delay+100*time.Millisecond {
+				t.Errorf("measured %+v, want 48 sent, %d-%d lost, a round trip of %v and a bit", q, tc.wantLost[0], tc.wantLost[1], tc.delay)
+			}
+			// The punch's first round trip, the train (paced at 2000/s), and
+			// twice the round trip for the last answers.
+			if took, most := time.Since(began), 3*tc.delay+300*time.Millisecond; took > most {
+				t.Errorf("the punch took %v, want at most %v", took, most)
 			}
 			got := rb.r.Quality
 			if got.Sent != q.Sent || got.Lost != q.Lost || got.RTT != q.RTT.Truncate(100*time.Microsecond) {
