@@ -390,13 +390,14 @@ func writeGridReport(path string, results []cellResult, hard string) error {
 		byName[r.transport+" "+r.name] = r
 	}
 	var b strings.Builder
-	profile := "no emulated WAN (the lab's wire)"
+	profile, regen := "no emulated WAN (the lab's wire)", "WARREN_GRID_REPORT=$PWD/docs/natlab-grid.md"
 	if name := os.Getenv("WARREN_GRID_PROFILE"); name != "" {
-		profile = "natlab profile " + name + " on every uplink (`WARREN_GRID_PROFILE=" + name + "`)"
+		profile = "natlab profile " + name + " on every uplink"
+		regen = "WARREN_GRID_PROFILE=" + name + " WARREN_GRID_REPORT=$PWD/docs/natlab-grid-" + name + ".md"
 	}
 	fmt.Fprintf(&b, "# NAT lab grid\n\nMeasured %s at commit %s on %s (%d cores), %s.\n",
 		time.Now().UTC().Format("2006-01-02"), gitCommit(), hostDesc(), runtime.NumCPU(), profile)
-	b.WriteString("Regenerate: `WARREN_GRID_REPORT=$PWD/docs/natlab-grid.md go test ./e2e -run TestNATGrid -count=1` (as root).\n\n")
+	b.WriteString("Regenerate: `" + regen + " go test ./e2e -run TestNATGrid -count=1 -timeout 60m` (as root).\n\n")
 	b.WriteString("Rows: the client peer's NAT; columns: the server peer's NAT. Each cell: outcome, link setup time " +
 		"(connect request to link up). Kinds are described in natlab/doc.go.\n\n")
 	for _, transport := range gridTransports {
