@@ -63,8 +63,8 @@ func BenchmarkLossy(b *testing.B) {
 		"each. Baseline: plain TCP (iperf3, no warren) from a host behind a cone NAT to a public host over the same "+
 		"two emulated uplinks, in the same run. `go test ./e2e -run '^$' -bench Lossy -benchtime 1x -v`\n",
 		time.Now().UTC().Format("2006-01-02"), gitCommit(), lossySecs)
-	fmt.Fprintf(&tbl, "\n| profile | link | Mbit/s | of plain TCP | of capacity |\n|---|---|---|---|---|\n")
 	for _, name := range names {
+		fmt.Fprintf(&tbl, "\n| profile | link | Mbit/s | of plain TCP | of capacity |\n|---|---|---|---|---|\n")
 		prof, err := natlab.LookupProfile(name)
 		if err != nil {
 			b.Fatal(err)
@@ -99,7 +99,7 @@ func BenchmarkLossy(b *testing.B) {
 		}
 		plot := "lossy-" + name + ".svg"
 		benchDoc.addFile(plot, barPlot(fmt.Sprintf("One stream through a forward on natlab's %q, Mbit/s", name), bars, capacity))
-		fmt.Fprintf(&tbl, "\n![throughput by link kind on %s](%s)\n\n", name, plot)
+		fmt.Fprintf(&tbl, "\n![throughput by link kind on %s](%s)\n", name, plot)
 	}
 	b.Log(tbl.String())
 	benchDoc.add(benchLossy, tbl.String())
