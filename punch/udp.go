@@ -114,6 +114,11 @@ type UDPConfig struct {
 	// be the path's, and for a loss of a few percent to show. At most
 	// 255 (the nomination counts them in a byte).
 	Train int
+	// ShortTrain is how many pings a train sends before it asks
+	// UDPSession.Short whether that is enough. Default 16: they leave
+	// within the budget's burst, and on a LAN their answers are back
+	// before the last has left.
+	ShortTrain int
 }
 
 // DefaultSprayRate is the default rate of a punch Budget (and of the
@@ -137,6 +142,8 @@ func (c *UDPConfig) withDefaults() (UDPConfig, error) {
 	conf.Default(&out.Interval, 50*time.Millisecond)
 	conf.Default(&out.Train, 48)
 	out.Train = min(out.Train, 255)
+	conf.Default(&out.ShortTrain, 16)
+	out.ShortTrain = min(out.ShortTrain, out.Train)
 	if out.Budget == nil {
 		b, err := NewBudget(&BudgetConfig{Rate: out.Rate})
 		if err != nil {
@@ -155,7 +162,8 @@ func (c *UDPConfig) Verify() error {
 	}
 	return errors.Join(conf.NotNegative("punch: Rate", c.Rate), conf.NotNegative("punch: MaxProbes", c.MaxProbes),
 		conf.NotNegative("punch: Sockets", c.Sockets), conf.NotNegative("punch: Window", c.Window),
-		conf.NotNegative("punch: Interval", c.Interval), conf.NotNegative("punch: Train", c.Train))
+		conf.NotNegative("punch: Interval", c.Interval), conf.NotNegative("punch: Train", c.Train),
+		conf.NotNegative("punch: ShortTrain", c.ShortTrain))
 }
 
 // PacketConn is what a UDP punch needs of a socket. *net.UDPConn has it;
@@ -202,6 +210,11 @@ type UDPSession struct {
 	// (instead of Stream). The measurement travels in the nomination, so
 	// both sides know what the choice was made from.
 	Choose func(Quality) byte
+	// Short, if set, ends a probe train after UDPConfig.ShortTrain pings
+	// when it reports true for the smallest round trip answered by then:
+	// a path that short (a LAN) needs no longer measurement for the
+	// choice, and its link comes up sooner.
+	Short func(rtt time.Duration) bool
 }
 
 // Quality is what a probe train measured of a punched path: how many
@@ -556,7 +569,9 @@ type train struct {
 	deadline *time.Timer // reset to the wait for stragglers once all are sent
 	sentAll  chan struct{}
 
-	mu   sync.Mutex  // guards sent
+	// mu guards sent, and answers and minRTT, which the sender reads
+	// (short) while await writes them.
+	mu   sync.Mutex
 	sent []time.Time // when each ping left; zero if it did not (yet)
 
 	answers int
@@ -579,6 +594,9 @@ func (p *udpPuncher) startTrain(ctx context.Context, ev udpEvent) *train {
 		defer p.wg.Done()
 		defer close(tr.sentAll)
 		for i := range p.cfg.Train {
+			if i == p.cfg.ShortTrain && p.s.Short != nil && tr.short(p.s.Short) {
+				return
+			}
 			var body [udpNonceLen]byte
 			copy(body[:], tr.token[:])
 			binary.BigEndian.PutUint16(body[trainTokenLen:], uint16(i))
@@ -640,6 +658,14 @@ func (tr *train) rearm() bool {
 	}
 	tr.deadline.Reset(time.Until(last.Add(wait)))
 	return false
+}
+
+// short reports whether the answers so far say the path is short enough
+// to end the train.
+func (tr *train) short(short func(time.Duration) bool) bool {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return tr.answers > 0 && short(tr.minRTT)
 }
 
 // count is how many pings the train sent. tr.mu must be held.

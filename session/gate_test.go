@@ -131,10 +131,10 @@ func TestChoiceReason(t *testing.T) {
 	}
 }
 
-func TestTrainLen(t *testing.T) {
-	for rtt, want := range map[time.Duration]int{0: 0, 300 * time.Microsecond: shortTrain, 5 * time.Millisecond: 0, 90 * time.Millisecond: 0} {
-		if got := trainLen(rtt); got != want {
-			t.Errorf("round trip %v: a train of %d, want %d", rtt, got, want)
+func TestShortPath(t *testing.T) {
+	for rtt, want := range map[time.Duration]bool{100 * time.Microsecond: true, 1500 * time.Microsecond: true, 5 * time.Millisecond: false, 90 * time.Millisecond: false} {
+		if got := shortPath(rtt); got != want {
+			t.Errorf("round trip %v: short %v, want %v", rtt, got, want)
 		}
 	}
 }

@@ -101,7 +101,7 @@ func (u *UDP) Run(ctx context.Context, s *Session, out *Out) (err error) {
 		choose = chooseStream
 	}
 	began := time.Now()
-	res, err := punch.PunchUDP(ctx, &punch.UDPConfig{Budget: u.Budget, Train: trainLen(s.RTT)}, punch.UDPSession{
+	res, err := punch.PunchUDP(ctx, &punch.UDPConfig{Budget: u.Budget}, punch.UDPSession{
 		ID:           s.ID,
 		Controlling:  s.Controlling,
 		Role:         s.Strategy.UDP,
@@ -111,6 +111,7 @@ func (u *UDP) Run(ctx context.Context, s *Session, out *Out) (err error) {
 		Stream:       streamCode(u.Stream),
 		Scope:        s.Scope,
 		Choose:       choose,
+		Short:        shortPath,
 	}, sock)
 	if err != nil {
 		return err
@@ -140,19 +141,13 @@ func (u *UDP) Run(ctx context.Context, s *Session, out *Out) (err error) {
 	return out.Offer(ctx, conn)
 }
 
-// shortTrain is the probe train on a path the server knows to be short:
-// there only heavy loss would change the choice (QUIC), and 16 pings leave
-// within the budget's burst, so a LAN links about as fast as without a
-// train.
-const shortTrain = 16
-
-// trainLen is the probe train's length for a path of the server's round
-// trip estimate rtt; 0 means punch's default.
-func trainLen(rtt time.Duration) int {
-	if rtt > 0 && transport.ChooseStream(transport.EstimateQuality(0, 0, rtt)) == transport.StreamQUIC {
-		return shortTrain
-	}
-	return 0
+// shortPath reports whether a path of round trip rtt is short enough for
+// its probe train to end early (punch.UDPConfig.ShortTrain pings): one
+// where ChooseStream keeps QUIC unless there is loss (a LAN), which only
+// heavy loss, showing in a short train too, would change. A LAN's UDP
+// link then comes up about as fast as without a train.
+func shortPath(rtt time.Duration) bool {
+	return transport.ChooseStream(transport.EstimateQuality(0, 0, rtt)) == transport.StreamQUIC
 }
 
 // probe opens the session socket and sends its session probe; with

@@ -58,8 +58,7 @@
 //
 // The default [link] udp_stream, "auto", makes the controlling peer
 // measure each punched path before it nominates it: a train of 48 pings
-// (16 where the server's estimate says the path is a LAN) whose pongs
-// echo them (punch/spec.md), paced like every punch packet, taking a few
+// (16 when their answers say the path is a LAN) whose pongs echo them (punch/spec.md), paced like every punch packet, taking a few
 // milliseconds on a LAN and about two round trips plus 20 ms on a long
 // path. EstimateQuality turns the counts into a
 // PathQuality (the smallest round trip; the loss, at least
