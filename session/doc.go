@@ -18,8 +18,9 @@
 // (transport.ChooseStream); the session's Choice records what it
 // measured and chose. At the controlling end the race then puts a gate
 // (tcpGate) in front of direct TCP: TCP candidates wait for the
-// measurement, and on a lossy path for the UDP link, unless the server's
-// round-trip estimate (Session.RTT) already says the path is a LAN. The
+// measurement, and on a long lossy path for the UDP link, unless the
+// server's round-trip estimate (Session.RTT) or the TCP connection's own
+// (the kernel's, on Linux) says the path is a LAN. The
 // session's timers that wait on round trips (the relay's head start, the
 // UDP path's waits, the race's timeout) grow with that estimate.
 //

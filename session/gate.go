@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/warren-p2p/warren/link"
-	"github.com/warren-p2p/warren/transport"
 )
 
 // holdBase and holdPerRTT bound how long the race holds a direct TCP
@@ -27,8 +26,9 @@ const (
 // is loss-limited, so the gate holds TCP candidates until the UDP link has
 // won or failed; on other paths it lets them through as soon as the
 // measurement is in (and the UDP path then gives them a head start), and
-// on a path the server already knows to be short (a LAN) at once, so that
-// a LAN links as fast as it did before measurements.
+// on a path known to be short (a LAN: by the server's estimate, or by the
+// connection's own round trip) at once, so that a LAN links as fast as it
+// did before measurements.
 type tcpGate struct {
 	s   *Session
 	in  chan link.Candidate
@@ -40,8 +40,8 @@ type heldCandidate struct {
 	since time.Time
 }
 
-// hold reports whether a TCP candidate must wait, as far as is known now.
-func (g *tcpGate) hold() bool {
+// hold reports whether candidate c must wait, as far as is known now.
+func (g *tcpGate) hold(c link.Candidate) bool {
 	v := g.s.verdict
 	select {
 	case <-v.gone:
@@ -51,13 +51,14 @@ func (g *tcpGate) hold() bool {
 	if v.isDecided() {
 		return v.choice().PreferUDP
 	}
-	// Not measured yet: a path the server knows to be short is no place
-	// for KCP (ChooseStream keeps QUIC below about 2 ms), nor
-	// for the wait.
-	if g.s.RTT > 0 && transport.ChooseStream(transport.EstimateQuality(0, 0, g.s.RTT)) == transport.StreamQUIC {
-		return false
+	// Not measured yet: a path known to be short, by the server's
+	// estimate or by the connection's own round trip, is no place for KCP
+	// (ChooseStream keeps QUIC below about 2 ms), nor for the wait.
+	rtt := g.s.RTT
+	if rtt == 0 {
+		rtt, _ = tcpRTT(c.Conn)
 	}
-	return true
+	return rtt == 0 || !shortPath(rtt)
 }
 
 // run passes candidates from in to out, holding them as hold says, until
@@ -85,9 +86,8 @@ func (g *tcpGate) run(ctx context.Context) {
 	// longer) wait.
 	release := func(all bool) bool {
 		keep := held[:0]
-		hold := !all && g.hold()
 		for _, h := range held {
-			if hold && time.Since(h.since) < limit {
+			if !all && g.hold(h.c) && time.Since(h.since) < limit {
 				keep = append(keep, h)
 				continue
 			}

@@ -2,7 +2,9 @@ package session
 
 import (
 	"context"
+	"io"
 	"net"
+	"runtime"
 	"testing"
 	"time"
 
@@ -137,4 +139,61 @@ func TestShortPath(t *testing.T) {
 			t.Errorf("round trip %v: short %v, want %v", rtt, got, want)
 		}
 	}
+}
+
+// TestTCPGateKernelRTT: with no estimate from the server, a TCP candidate
+// whose own round trip is a LAN's passes at once (Linux: TCP_INFO).
+func TestTCPGateKernelRTT(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			io.Copy(c, c) // an echo, for round trips
+			c.Close()
+		}
+		close(accepted)
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { c.Close(); <-accepted }()
+	buf := make([]byte, 1)
+	for range 3 {
+		c.Write([]byte{1})
+		io.ReadFull(c, buf)
+	}
+	rtt, ok := tcpRTT(c)
+	if runtime.GOOS != "linux" {
+		if ok {
+			t.Fatalf("tcpRTT %v off Linux", rtt)
+		}
+		return
+	}
+	if !ok || rtt <= 0 || rtt > 100*time.Millisecond {
+		t.Fatalf("loopback round trip %v (%v)", rtt, ok)
+	}
+	s := &Session{verdict: newVerdict()}
+	out := make(chan link.Candidate)
+	g := &tcpGate{s: s, in: make(chan link.Candidate), out: out}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		g.run(ctx)
+	}()
+	g.in <- link.Candidate{Conn: c, Path: PathTCP}
+	select {
+	case <-out:
+	case <-time.After(holdBase / 2):
+		t.Fatal("held a loopback connection for the measurement")
+	}
+	close(g.in)
+	<-done
 }
