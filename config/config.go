@@ -5,7 +5,8 @@ import "time"
 // Config is a warren peer daemon's configuration, as read from TOML by Load.
 // Keys left out take their defaults; Load fills those in and verifies
 // everything, so after a successful Load no field needs checking again:
-// KeyFile is absolute, Link.Relay is non-nil, durations are positive.
+// KeyFile is absolute, Link.Relay and Link.PortMapping are non-nil,
+// durations are positive.
 type Config struct {
 	// KeyFile is this daemon's Ed25519 private key (PEM, PKCS#8). Relative
 	// paths are relative to the config file; Load stores the resolved,
@@ -53,8 +54,16 @@ type Config struct {
 // Rendezvous says how to reach and authenticate the rendezvous server.
 type Rendezvous struct {
 	// Address is host:port of the server's TCP control port (a name or an
-	// IP; IPv6 in brackets). Required.
+	// IP; IPv6 in brackets). Required, unless Addresses is set; Load sets
+	// it to Addresses' first.
 	Address string `toml:"address"`
+	// Addresses are a cluster's nodes (rendezvous/doc.go, "Clustering"),
+	// each as Address: the daemon registers with the nearest (by a UDP
+	// probe's round trip; about as near, the first listed) and, when its
+	// connection ends, with the next. Set Address or Addresses, not
+	// both; Load sets Addresses to [Address] when only Address is set.
+	// Every node must hold the key public_key pins.
+	Addresses []string `toml:"addresses"`
 	// PublicKey pins the server's Ed25519 key (base64url). Required.
 	PublicKey string `toml:"public_key"`
 	// Token is presented at registration when the server requires one.
@@ -87,6 +96,13 @@ type Link struct {
 	// Relay allows relaying through the rendezvous server when no direct
 	// path is found. Default: true; never nil after Load.
 	Relay *bool `toml:"relay"`
+	// PortMapping asks the router (UPnP IGD, NAT-PMP or PCP, whichever
+	// answers first) to map the shared punch port, TCP and UDP, and offers
+	// the mapping to peers: a peer then connects straight to it, even when
+	// both NATs are symmetric. It maps that port only, renews it, and
+	// deletes it when the daemon stops. Default: true (as Tailscale and
+	// iroh do); never nil after Load.
+	PortMapping *bool `toml:"port_mapping"`
 	// KeepAlive is the link keepalive interval. Default: 15s.
 	KeepAlive Duration `toml:"keepalive"`
 	// StreamWindow is the per-stream receive window in bytes. Default:
@@ -235,9 +251,50 @@ type Server struct {
 	// "off" also turns it off.
 	AdminListen string `toml:"admin_listen"`
 
+	// Clustering (rendezvous/doc.go, "Clustering"): none of these set, the
+	// server is a single node and uses no NATS.
+
+	// NATS lists the URLs of an existing NATS deployment this node joins
+	// the cluster through (nats://HOST:PORT, tls://HOST:PORT). Not with
+	// ClusterListen.
+	NATS []string `toml:"nats"`
+	// NATSCreds is a NATS credentials file for NATS, resolved like
+	// KeyFile. Default: none.
+	NATSCreds string `toml:"nats_creds"`
+	// ClusterListen is host:port where this node's embedded NATS server
+	// takes routes from the other nodes'. Keep it on a private network
+	// (see ClusterSecretFile).
+	ClusterListen string `toml:"cluster_listen"`
+	// ClusterPeers are the other nodes' cluster_listen, as
+	// nats://HOST:PORT; some of them are enough, NATS finds the rest.
+	// Only with ClusterListen.
+	ClusterPeers []string `toml:"cluster_peers"`
+	// ClusterSecretFile holds a secret (its first line) every node's
+	// embedded NATS requires of the routes of the others: without it,
+	// anyone who reaches cluster_listen joins the cluster. Resolved like
+	// KeyFile; readable by its owner only. Default: none (routes are
+	// open: a private network only).
+	ClusterSecretFile string `toml:"cluster_secret_file"`
+	// ClusterSecret is the secret read from ClusterSecretFile (not a TOML
+	// key).
+	ClusterSecret string `toml:"-"`
+	// Node is this node's name, unique in the cluster: letters, digits,
+	// '-' and '_'. Default: the host name (its characters outside those
+	// made '-').
+	Node string `toml:"node"`
+	// Public is host:port where peers reach this node (its listen
+	// address as the world sees it): the peers of a session it
+	// coordinates relay through it. Required in a cluster unless listen
+	// names a specific IP, which is then the default.
+	Public string `toml:"public"`
+
 	// Path is the file the config was loaded from (not a TOML key).
 	Path string `toml:"-"`
 }
+
+// Clustered reports whether the server is asked to run as a cluster's
+// node.
+func (s *Server) Clustered() bool { return len(s.NATS) > 0 || s.ClusterListen != "" }
 
 // Duration is a time.Duration that reads TOML strings like "15s".
 type Duration struct{ time.Duration }

@@ -119,6 +119,9 @@ public_key = "` + testKey(1) + `"
 	if c.Link.Relay == nil || !*c.Link.Relay || strings.Join(c.Link.Transports, ",") != "tcp,udp" {
 		t.Errorf("Link = %+v, want relay on and transports [tcp udp]", c.Link)
 	}
+	if c.Link.PortMapping == nil || !*c.Link.PortMapping {
+		t.Errorf("Link.PortMapping = %v, want on by default", c.Link.PortMapping)
+	}
 	if c.Link.KeepAlive.Duration != 15*time.Second || c.Link.PunchTimeout.Duration != 10*time.Second ||
 		c.Link.StreamWindow != 4<<20 || c.Link.MaxStreams != 16384 || c.Link.ReceiveBudget != 64<<20 {
 		t.Errorf("Link = %+v, want defaults", c.Link)
@@ -136,7 +139,7 @@ protocol = "tcp"
 	doc = strings.NewReplacer(
 		`admin_listen = "127.0.0.1:7780"`, `admin_listen = "off"`,
 		`key_file = "warren.key"`, `key_file = "/var/lib/warren/id.key"`,
-		`relay = true`, "relay = false\nkeepalive = \"1m\"\npunch_timeout = \"2.5s\"\nstream_window = 262144\nmax_streams = 1",
+		`relay = true`, "relay = false\nport_mapping = false\nkeepalive = \"1m\"\npunch_timeout = \"2.5s\"\nstream_window = 262144\nmax_streams = 1",
 	).Replace(doc)
 	c, err := Parse("dir/warren.toml", []byte(doc))
 	if err != nil {
@@ -149,7 +152,7 @@ protocol = "tcp"
 		t.Errorf("KeyFile = %q, want the absolute path unchanged", c.KeyFile)
 	}
 	l := c.Link
-	if *l.Relay || l.KeepAlive.Duration != time.Minute || l.PunchTimeout.Duration != 2500*time.Millisecond ||
+	if *l.Relay || *l.PortMapping || l.KeepAlive.Duration != time.Minute || l.PunchTimeout.Duration != 2500*time.Millisecond ||
 		l.StreamWindow != 256<<10 || l.MaxStreams != 1 {
 		t.Errorf("Link = %+v, relay %v; want the values set", l, *l.Relay)
 	}
@@ -201,6 +204,9 @@ func TestParseErrors(t *testing.T) {
 		{"wrong type",
 			"relay = true", `relay = "yes"`,
 			"relay", "link.relay: want true or false, got a string"},
+		{"wrong type of port_mapping",
+			"relay = true", "relay = true\nport_mapping = 1",
+			"port_mapping", "link.port_mapping: want true or false, got an integer"},
 		{"wrong type in array",
 			`peers = ["home"]`, `peers = ["home", 7]`,
 			`peers = ["home", 7]`, "expose[0].peers[1]: want a string, got an integer"},

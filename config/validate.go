@@ -3,6 +3,8 @@ package config
 import (
 	"cmp"
 	"net"
+	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -90,11 +92,120 @@ func (s *Server) finish(p *problems) {
 		}
 	}
 	s.AdminListen = checkAdmin(p, s.AdminListen, "")
+	s.finishCluster(p)
 
 	l := listeners{p: p}
 	l.claim("listen", "tcp", s.Listen)
 	l.claim("alt_listen", "tcp", s.AltListen)
 	l.claim("admin_listen", "tcp", s.AdminListen)
+	l.claim("cluster_listen", "tcp", s.ClusterListen)
+}
+
+// finishCluster resolves and reads the clustering keys' files, and
+// checks them all.
+func (s *Server) finishCluster(p *problems) {
+	if s.NATSCreds != "" {
+		s.NATSCreds = resolvePath(s.Path, s.NATSCreds)
+	}
+	if s.ClusterSecretFile != "" {
+		s.ClusterSecretFile = resolvePath(s.Path, s.ClusterSecretFile)
+		readTokenFile(p, "cluster_secret_file", "cluster_secret_file", s.ClusterSecretFile, &s.ClusterSecret)
+	}
+	s.checkCluster(p)
+}
+
+// CheckCluster checks the clustering keys again and fills in their
+// defaults, after the command line changed them (its errors name the
+// keys, which the flags are named after).
+func (s *Server) CheckCluster() error {
+	p := &problems{file: s.Path}
+	s.checkCluster(p)
+	return p.errs.asError()
+}
+
+// checkCluster defaults and checks the clustering keys.
+func (s *Server) checkCluster(p *problems) {
+	if len(s.NATS) > 0 && s.ClusterListen != "" {
+		p.add("nats", "set nats (an existing NATS) or cluster_listen (NATS embedded in each node), not both")
+	}
+	for i, u := range s.NATS {
+		checkNATSURL(p, keyIndex("nats", i), "nats", u, "nats", "tls", "ws", "wss")
+	}
+	if s.NATSCreds != "" && len(s.NATS) == 0 {
+		p.add("nats_creds", "only with nats")
+	}
+	if s.ClusterListen != "" {
+		checkAddrKey(p, "cluster_listen", s.ClusterListen, listenAddr)
+	}
+	if len(s.ClusterPeers) > 0 && s.ClusterListen == "" {
+		p.add("cluster_peers", "only with cluster_listen")
+	}
+	for i, u := range s.ClusterPeers {
+		checkNATSURL(p, keyIndex("cluster_peers", i), "cluster_peers", u, "nats")
+	}
+	if s.ClusterSecretFile != "" && s.ClusterListen == "" {
+		p.add("cluster_secret_file", "only with cluster_listen")
+	}
+	if !s.Clustered() {
+		for _, k := range []struct{ key, v string }{{"node", s.Node}, {"public", s.Public}} {
+			if k.v != "" {
+				p.add(k.key, "only in a cluster (with nats or cluster_listen)")
+			}
+		}
+		return
+	}
+	if s.Node == "" {
+		s.Node = DefaultNodeName()
+	}
+	if !validNodeName(s.Node) {
+		p.add("node", "%q: want 1 to 64 letters, digits, '-' or '_'", s.Node)
+	}
+	if s.Public == "" {
+		host, _, err := net.SplitHostPort(s.Listen)
+		if ip := net.ParseIP(host); err != nil || ip == nil || ip.IsUnspecified() {
+			p.add("public", "must be set in a cluster (how peers reach this node, host:port), as listen names no specific IP")
+			return
+		}
+		s.Public = s.Listen
+	}
+	checkAddrKey(p, "public", s.Public, dialAddr)
+}
+
+// checkNATSURL checks a NATS URL of one of the schemes given.
+func checkNATSURL(p *problems, elem, key, raw string, schemes ...string) {
+	u, err := url.Parse(raw)
+	if err != nil || !slices.Contains(schemes, u.Scheme) || u.Port() == "" || u.Hostname() == "" {
+		p.addAt(elem, key, "%q: want %s://HOST:PORT", raw, strings.Join(schemes, "|"))
+	}
+}
+
+// DefaultNodeName is the host name with the characters a node name may
+// not have made '-' ("node" if there is none).
+func DefaultNodeName() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "node"
+	}
+	b := []byte(h)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			b[i] = '-'
+		}
+	}
+	return string(b[:min(len(b), 64)])
+}
+
+// validNodeName is rendezvous' rule for node names (a NATS subject token).
+func validNodeName(name string) bool {
+	if name == "" || len(name) > 64 {
+		return false
+	}
+	for _, c := range []byte(name) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // required reports an empty value and says whether there is one to check
@@ -147,8 +258,28 @@ func checkAdmin(p *problems, addr, def string) string {
 }
 
 func (r *Rendezvous) check(p *problems) {
-	if required(p, "rendezvous.address", r.Address) {
+	const key = "rendezvous.addresses"
+	switch {
+	case r.Address != "" && r.Addresses != nil:
+		p.add(key, "set rendezvous.address or rendezvous.addresses, not both")
+	case r.Addresses != nil:
+		if len(r.Addresses) == 0 {
+			p.add(key, "must list at least one host:port")
+		}
+		for i, a := range r.Addresses {
+			elem := keyIndex(key, i)
+			if slices.Contains(r.Addresses[:i], a) {
+				p.addAt(elem, key, "%q is listed twice", a)
+			} else if err := checkAddr(a, dialAddr); err != nil {
+				p.addAt(elem, key, "%v", err)
+			}
+		}
+		if len(r.Addresses) > 0 {
+			r.Address = r.Addresses[0]
+		}
+	case required(p, "rendezvous.address", r.Address):
 		checkAddrKey(p, "rendezvous.address", r.Address, dialAddr)
+		r.Addresses = []string{r.Address}
 	}
 	if required(p, "rendezvous.public_key", r.PublicKey) {
 		checkPublicKeyKey(p, "rendezvous.public_key", r.PublicKey)
@@ -162,6 +293,9 @@ func (l *Link) finish(p *problems, md toml.MetaData) {
 	l.checkTransports(p)
 	if l.Relay == nil {
 		l.Relay = new(true)
+	}
+	if l.PortMapping == nil {
+		l.PortMapping = new(true)
 	}
 	l.KeepAlive = positiveDuration(p, "link.keepalive", l.KeepAlive, set("keepalive"), defaultKeepAlive)
 	l.PunchTimeout = positiveDuration(p, "link.punch_timeout", l.PunchTimeout, set("punch_timeout"), defaultPunchTimeout)

@@ -42,6 +42,7 @@ type Daemon struct {
 	exit      *forward.Server
 	metrics   *metrics // GET /metrics's own counters
 	nat       *natState
+	ports     *portMaps // nil with port_mapping off
 	sessions  *session.Config
 	useTCP    bool
 	useUDP    bool
@@ -102,6 +103,9 @@ func New(cfg *config.Config, log logrus.FieldLogger) (*Daemon, error) {
 		return nil, err
 	}
 	d := &Daemon{cfg: cfg, applied: cfg, key: key, log: log, nat: newNATState(), metrics: newMetrics()}
+	if *cfg.Link.PortMapping && !loopbackServer(cfg.Rendezvous.Address) {
+		d.ports = newPortMaps()
+	}
 	for _, t := range cfg.Link.Transports {
 		d.useTCP = d.useTCP || t == "tcp"
 		d.useUDP = d.useUDP || t == "udp"
@@ -142,6 +146,7 @@ func (d *Daemon) newRendezvous() (*rendezvous.Client, error) {
 	}
 	return rendezvous.NewClient(rendezvous.ClientConfig{
 		Address:      d.cfg.Rendezvous.Address,
+		Addresses:    d.cfg.Rendezvous.Addresses,
 		ServerKey:    serverKey,
 		Key:          d.key,
 		Token:        d.cfg.Rendezvous.Token,
@@ -196,6 +201,12 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 			d.log.WithError(err).WithField("punch_port", d.acceptor.Port()).Error("punch port closed; peers cannot punch to this daemon until it restarts")
 		}
 	})
+	if d.ports != nil {
+		// Before the rendezvous client, so that the first NAT report
+		// can carry the mapping (reportNAT).
+		d.ports.holdUntil = time.Now().Add(mapHold)
+		d.wg.Go(func() { d.mapPorts(ctx) })
+	}
 	d.wg.Go(func() { d.rv.Run(ctx) })
 	d.wg.Go(func() { d.discoverLoop(ctx) })
 	d.wg.Go(func() { d.watchAddrs(ctx) })
@@ -393,6 +404,7 @@ func (d *Daemon) sessionPaths() (all, direct []session.Path) {
 		Budget:    d.punchBudget,
 		Stream:    d.cfg.Link.UDPStream,
 		Closing:   &d.udpClosing,
+		Port:      d.ports.udpPort,
 	})
 	all = direct
 	if *d.cfg.Link.Relay {

@@ -144,6 +144,10 @@ func (p *peer) run(ctx context.Context, d *Daemon) {
 		if !asked.IsZero() && asked.Before(began) && began.Sub(asked) < answerWithin {
 			began = asked
 		}
+		// Taken before the session: a report that changes while it runs
+		// (a port mapping that came meanwhile) is one its peer did not
+		// see, and serveLink then tries again at once.
+		natChanged := d.nat.changes()
 		l, err := d.establish(ctx, p, o.Punch, true)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -165,7 +169,7 @@ func (p *peer) run(ctx context.Context, d *Daemon) {
 			up["waited_for_peer"] = waited.Round(time.Millisecond)
 		}
 		p.log.WithFields(up).Info("link up")
-		reason := d.serveLink(ctx, p, l)
+		reason := d.serveLink(ctx, p, l, natChanged)
 		p.setLink(nil, 0)
 		p.linkDown(reason)
 		p.log.WithField("reason", downText(reason)).Info("link down")
@@ -249,9 +253,17 @@ func describePunch(s *session.Session, rep session.Report) punchInfo {
 func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch, allowRelay bool) (l *link.Link, err error) {
 	began := time.Now()
 	d.nat.await(ctx)
-	nat, _ := d.nat.get()
+	nat, _ := d.selfNAT()
 	// Over loopback, the server (and so every peer) is on this host.
 	self := session.Local{NAT: nat, SameHost: d.rv.LocalAddr().Addr().IsLoopback()}
+	// A path that does not run here must not count on the peer's
+	// mapping for it, or the relay would wait for nothing.
+	if !d.useTCP {
+		pu.PeerNAT.MappedTCP = netip.AddrPort{}
+	}
+	if !d.useUDP {
+		pu.PeerNAT.MappedUDP = netip.AddrPort{}
+	}
 	s, err := session.New(d.sessions, self, pu, p.log)
 	if err != nil {
 		pu.UDP.Close()
@@ -290,7 +302,10 @@ func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch, al
 // upgrade: punch sessions in the background, and once a direct link is
 // up, new streams use it while the relay drains (it closes when its last
 // stream ends).
-func (d *Daemon) serveLink(ctx context.Context, p *peer, l *link.Link) string {
+//
+// natChanged is closed when this end's NAT report changes (natState.bump),
+// which on a relayed link starts an upgrade at once.
+func (d *Daemon) serveLink(ctx context.Context, p *peer, l *link.Link, natChanged <-chan struct{}) string {
 	s := &linkServer{d: d, p: p, ctx: ctx, current: l, results: make(chan upgrade, 1),
 		retry: backoff.Backoff{Min: 3 * time.Second, Max: time.Minute}}
 	defer s.stop()
@@ -302,6 +317,16 @@ func (d *Daemon) serveLink(ctx context.Context, p *peer, l *link.Link) string {
 		select {
 		case <-s.current.Done():
 			return s.ended()
+		case <-natChanged:
+			// This end now reports another NAT (a port mapping came, or
+			// the network changed): a direct path may exist now.
+			natChanged = d.nat.changes()
+			if s.current.Path() == session.PathRelay && !s.upgrading {
+				p.log.Debug("NAT report changed: trying a direct path now")
+				s.retry.Reset()
+				s.upgradeTimer = time.After(s.retry.Next()) // should this try come to nothing
+				d.rv.Connect(p.key)
+			}
 		case <-s.upgradeTimer:
 			s.upgradeTimer = nil
 			if !s.upgrading {

@@ -26,13 +26,16 @@ type Status struct {
 	// fix (another daemon uses this key, the server refuses the token or
 	// is not the pinned key) it says what to fix, and the daemon retries
 	// only every few minutes.
-	RendezvousError string       `json:"rendezvous_error,omitempty"`
-	RendezvousSince *time.Time   `json:"rendezvous_error_since,omitempty"`
-	Observed        string       `json:"observed,omitempty"`
-	NAT             string       `json:"nat"` // "none", "cone", "symseq(+1)", "symrand", ...; "unknown" until classified
-	PunchPort       int          `json:"punch_port"`
-	Uptime          float64      `json:"uptime_s"`
-	Peers           []PeerStatus `json:"peers"`
+	RendezvousError string     `json:"rendezvous_error,omitempty"`
+	RendezvousSince *time.Time `json:"rendezvous_error_since,omitempty"`
+	Observed        string     `json:"observed,omitempty"`
+	NAT             string     `json:"nat"` // "none", "cone", "symseq(+1)", "symrand", ...; "unknown" until classified
+	PunchPort       int        `json:"punch_port"`
+	// PortMapping is what the router mapped of the punch port; absent
+	// with port_mapping off.
+	PortMapping *PortMappingStatus `json:"port_mapping,omitempty"`
+	Uptime      float64            `json:"uptime_s"`
+	Peers       []PeerStatus       `json:"peers"`
 	// Listeners are the SOCKS5 and forward listeners, in config order.
 	Listeners []forward.ListenerInfo `json:"listeners"`
 }
@@ -106,6 +109,7 @@ func (d *Daemon) Status() Status {
 	if obs := d.rv.Observed(); obs.IsValid() {
 		st.Observed = obs.String()
 	}
+	st.PortMapping = d.ports.status()
 	for _, p := range d.peerList() {
 		ps := p.status()
 		ps.Throughput = d.history.get(p.name)

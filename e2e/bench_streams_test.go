@@ -63,7 +63,7 @@ const (
 func BenchmarkOpening(b *testing.B) {
 	echo := startEchoServer(b, localhost{})
 	target := hostPort("127.0.0.1", echo)
-	p, fwd, pprofAddrs := echoPair(b, target, 0)
+	p, fwd, pprofAddrs := echoPair(b, target, "cpu")
 
 	direct := openSequentially(b, localhost{}, target, openingConns)
 	l0, o0 := p.client.usage(b), p.server.usage(b)
@@ -181,7 +181,7 @@ func measureIdleStreams(b *testing.B, n int) streamsFigures {
 	profDir := os.Getenv("WARREN_BENCH_PPROF")
 	echo := startEchoServer(b, localhost{})
 	// Default settings: a link takes 10,000 streams as it comes (issue 16).
-	p, fwd, pprofAddrs := echoPair(b, hostPort("127.0.0.1", echo), 0)
+	p, fwd, pprofAddrs := echoPair(b, hostPort("127.0.0.1", echo), "heap")
 	procs := [2]*process{p.client, p.server}
 	f := streamsFigures{n: n, path: p.link.Path}
 
@@ -261,23 +261,22 @@ func streamsSection(got []streamsFigures) string {
 
 // echoPair starts the rdp example's daemons on loopback, office exposing
 // target as the "rdp" service, and returns them with laptop's forward
-// address. maxStreams > 0 raises the streams office takes from laptop.
+// address.
 // With WARREN_BENCH_PPROF set, the daemons are the pprof variant, and
-// pprof holds the laptop's and the office's pprof addresses.
-func echoPair(t testing.TB, target string, maxStreams int) (p pair, fwd string, pprof [2]string) {
+// pprof holds the laptop's and the office's pprof addresses; profile is
+// what the benchmark profiles, "cpu" or "heap" (which records every
+// allocation, and so costs a CPU profile half its samples).
+func echoPair(t testing.TB, target, profile string) (p pair, fwd string, pprof [2]string) {
 	t.Helper()
 	w := newWorld(t, localhost{}, hostPort("127.0.0.1", freePort(t, localhost{})))
 	w.logLevel = "info" // as deployed: debug logs a line per connection on each side
 	keys := map[string]string{"laptop": w.keygen("laptop"), "office": w.keygen("office")}
 	fwd = hostPort("127.0.0.1", freePort(t, localhost{}))
 	office := []string{"127.0.0.1:3389", target}
-	if maxStreams > 0 {
-		office = append(office, `peers = ["laptop"]`, fmt.Sprintf("peers = [\"laptop\"]\n\n[link]\nmax_streams = %d", maxStreams))
-	}
 	profiled := os.Getenv("WARREN_BENCH_PPROF") != ""
 	if profiled {
 		// Both daemons run the variant, each on a pprof port of its own.
-		t.Setenv("WARREN_PPROF", "1")
+		t.Setenv("WARREN_PPROF", profile)
 		bin := warrenBin
 		warrenBin = pprofVariant(t)
 		defer func() { warrenBin = bin }()

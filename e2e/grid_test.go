@@ -53,6 +53,10 @@ type cell struct {
 	name           string // "cone/symseq", "same-nat", ...
 	client, server string // row and column labels
 	build          func(ctx context.Context, lab *natlab.Lab) (client, server machine, err error)
+	// clientFirst, if set, is cellOptions.clientFirst for every run of
+	// the cell that sets none: the cell is about a client that is ready
+	// (its port mapped) before its peer asks for it.
+	clientFirst func(t testing.TB, client machine, clientAdmin string)
 }
 
 // cellResult is what a cell measured over one transport.
@@ -120,7 +124,46 @@ func gridCells() []cell {
 		doubleNATCell(natlab.Cone, natlab.Cone, natlab.Cone),
 		doubleNATCell(natlab.SymSeq, natlab.Cone, natlab.Open),
 	)
+	for _, pm := range portMappedKinds {
+		cells = append(cells, portMappedCell(pm, nil))
+	}
 	return cells
+}
+
+// portMappedKinds are the port mapping rows: a symrand site whose router
+// also grants mappings with one protocol alone (miniupnpd), each against a
+// plain symrand site, the pair that relays without a mapping.
+var portMappedKinds = []natlab.PortMapper{natlab.PortMapUPnP, natlab.PortMapNATPMP, natlab.PortMapPCP}
+
+// portMappedCell is a client at a symrand site whose router runs a port
+// mapper offering pm, and a server at a plain symrand site. The client
+// daemon starts first and the server's once the client's status shows its
+// TCP mapping, as with a daemon that runs before its peer asks for it
+// (both at once, see TestPortMappingLate). If router is not nil, it is set
+// to the client's site, whose router holds the mappings.
+func portMappedCell(pm natlab.PortMapper, router **natlab.Site) cell {
+	client := "symrand+" + string(pm)
+	return cell{name: client + "/symrand", client: client, server: string(natlab.SymRand),
+		build: func(ctx context.Context, lab *natlab.Lab) (machine, machine, error) {
+			sa, err := lab.AddSite(ctx, "a", natlab.SymRand)
+			if err != nil {
+				return nil, nil, err
+			}
+			if err := sa.StartPortMapper(ctx, pm); err != nil {
+				return nil, nil, err
+			}
+			sb, err := lab.AddSite(ctx, "b", natlab.SymRand)
+			if err != nil {
+				return nil, nil, err
+			}
+			if router != nil {
+				*router = sa
+			}
+			return sa.Host(), sb.Host(), nil
+		},
+		clientFirst: func(t testing.TB, client machine, admin string) {
+			awaitPortMapping(t, client, admin, 5*time.Second)
+		}}
 }
 
 // doubleNATCell is a client behind a double NAT (carrier NAT outer, home
@@ -229,6 +272,10 @@ type cellOptions struct {
 	// transfer went through, with an iperf3 forward and an echo forward
 	// ready: the benchmarks' own measurements.
 	measure func(cellRun)
+	// clientFirst, if set, starts the client daemon alone and is called
+	// with it running; the server daemon starts when it returns, and the
+	// first byte is timed from then.
+	clientFirst func(t testing.TB, client machine, clientAdmin string)
 	// profile is what every site's uplink does (natlab.Config.Profile).
 	// Default: the zero Profile, the lab with no emulator.
 	profile natlab.Profile
@@ -239,6 +286,8 @@ type cellRun struct {
 	client, server         machine
 	clientProc, serverProc *process
 	iperfFwd, echoFwd      string // forwards on the client to the server's iperf3 and echo services
+	clientAdmin            string // the daemons' admin_listen
+	serverAdmin            string
 }
 
 // runCellWith is runCell with options.
@@ -283,8 +332,19 @@ func runCellWith(t testing.TB, c cell, o cellOptions) cellResult {
 	}
 
 	t0 := time.Now()
-	serverProc := start(t, server, "server", "up", "-c", writeFile(t, w.dir, "server.toml", serverCfg))
-	clientProc := start(t, client, "client", "up", "-c", writeFile(t, w.dir, "client.toml", clientCfg))
+	var serverProc, clientProc *process
+	if o.clientFirst == nil {
+		o.clientFirst = c.clientFirst
+	}
+	if o.clientFirst != nil {
+		clientProc = start(t, client, "client", "up", "-c", writeFile(t, w.dir, "client.toml", clientCfg))
+		o.clientFirst(t, client, clientAdmin)
+		t0 = time.Now()
+		serverProc = start(t, server, "server", "up", "-c", writeFile(t, w.dir, "server.toml", serverCfg))
+	} else {
+		serverProc = start(t, server, "server", "up", "-c", writeFile(t, w.dir, "server.toml", serverCfg))
+		clientProc = start(t, client, "client", "up", "-c", writeFile(t, w.dir, "client.toml", clientCfg))
+	}
 
 	// First byte: one byte through the forward, answered by the service.
 	fctx, fcancel := context.WithTimeout(ctx, cellLinkWait)
@@ -306,8 +366,14 @@ func runCellWith(t testing.TB, c cell, o cellOptions) cellResult {
 	// What each side classified itself as: a wrong verdict explains a
 	// wrong strategy.
 	r.nats = st.NAT + "/?"
+	setupFrom := st // the client asks for the link as it starts
 	if sst, err := status(ctx, server, serverAdmin); err == nil {
 		r.nats = st.NAT + "/" + sst.NAT
+		if o.clientFirst != nil {
+			// The client asked before the server was there: the link's
+			// setup starts with the server's request.
+			setupFrom = sst
+		}
 	}
 	p := st.Peers[0]
 	if p.State != daemon.StateConnected || r.firstByte == 0 {
@@ -322,14 +388,14 @@ func runCellWith(t testing.TB, c cell, o cellOptions) cellResult {
 	if os.Getenv("WARREN_GRID_DEBUG") != "" && (r.firstByte > 2*time.Second || r.outcome == "relay") {
 		t.Errorf("slow first byte %v or relayed (%s); logs follow", r.firstByte, r.outcome)
 	}
-	r.setup = time.Duration(p.SetupMs * float64(time.Millisecond))
+	r.setup = time.Duration(setupFrom.Peers[0].SetupMs * float64(time.Millisecond))
 	r.mbps = sendAndHash(t, client, fwd, o.size)
 	if o.iperf3 > 0 {
 		r.mbps = iperf3(t, client, iperfFwd, o.iperf3)
 	}
 	if o.measure != nil {
 		o.measure(cellRun{client: client, server: server, clientProc: clientProc, serverProc: serverProc,
-			iperfFwd: iperfFwd, echoFwd: echoFwd})
+			iperfFwd: iperfFwd, echoFwd: echoFwd, clientAdmin: clientAdmin, serverAdmin: serverAdmin})
 	}
 	return r
 }

@@ -17,8 +17,10 @@
 //     targets) and [[expose]], name resolution at the exit with every
 //     resolved address checked before it is dialled, dialing, and mapping
 //     failures to reply codes;
-//   - copying with half-close passed through (CloseWrite), and datagrams
-//     framed over streams (spec.md, "Datagram streams").
+//   - joining a connection to a stream, with half-close passed through
+//     (CloseWrite) and failures passed on as resets (the copy buffers are
+//     internal/bufcopy's), and datagrams framed over streams (spec.md,
+//     "Datagram streams").
 //
 // It must not touch links, transports, hole punching or identities. It
 // sees a link only as "open a stream to peer X" (the Opener interface,

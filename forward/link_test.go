@@ -234,3 +234,79 @@ func benchOverLink(b *testing.B, mode string, size int) {
 		}
 	}
 }
+
+// firstWriteStream records the first Write on a link stream, keeping
+// what makes it one (NotifyReadable, CloseWrite, Abort, Shrink).
+type firstWriteStream struct {
+	*link.Stream
+	first chan []byte
+}
+
+func (s *firstWriteStream) Write(b []byte) (int, error) {
+	select {
+	case s.first <- bytes.Clone(b):
+	default:
+	}
+	return s.Stream.Write(b)
+}
+
+// earlyOpener opens streams once the test has let it (after the client
+// has written), and records each stream's first write.
+type earlyOpener struct {
+	linkOpener
+	open  chan struct{}
+	first chan []byte
+}
+
+func (o earlyOpener) OpenStream(ctx context.Context, peer string) (net.Conn, error) {
+	<-o.open
+	s, err := o.linkOpener.OpenStream(ctx, peer)
+	if err != nil {
+		return nil, err
+	}
+	return &firstWriteStream{Stream: s.(*link.Stream), first: o.first}, nil
+}
+
+// What a client sends before its forward's stream opens goes in the
+// stream's first write, right behind the request, and comes back from
+// the echo like the rest; the listener counts it.
+func TestForwardSendsEarlyBytesWithRequest(t *testing.T) {
+	o := earlyOpener{linkOpener: newLinkExit(t), open: make(chan struct{}), first: make(chan []byte, 1)}
+	echo := echoServer(t)
+	l := forward.NewListeners(nil, []config.Forward{{Listen: "127.0.0.1:0", Peer: "exit", Target: echo}},
+		o, forward.Config{}, logrus.New())
+	if err := l.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c := dialTCP(t, l.ForwardAddrs()[0])
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	hello := []byte("GET / HTTP/1.1\r\nHost: early\r\n\r\n")
+	if _, err := c.Write(hello); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // for the bytes to reach the listener's socket
+	close(o.open)
+	var req bytes.Buffer
+	if err := forward.WriteRequest(&req, forward.TargetRequest(echo), hello...); err != nil {
+		t.Fatal(err)
+	}
+	if first := <-o.first; !bytes.Equal(first, req.Bytes()) {
+		t.Errorf("stream's first write %q, want the request and the client's bytes %q", first, req.Bytes())
+	}
+	got := make([]byte, len(hello))
+	if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, hello) {
+		t.Fatalf("echo %q, %v", got, err)
+	}
+	more := []byte("and the rest")
+	c.Write(more)
+	got = make([]byte, len(more))
+	if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, more) {
+		t.Fatalf("echo after the early bytes %q, %v", got, err)
+	}
+	c.Close()
+	waitFor(t, "the connection's bytes counted", func() bool {
+		st := l.Stats()
+		return st.Active == 0 && st.BytesOut == uint64(len(hello)+len(more))
+	})
+}

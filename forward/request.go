@@ -95,16 +95,18 @@ func checkRequest(k Kind, n int) error {
 	return nil
 }
 
-// WriteRequest writes r in one Write call.
-func WriteRequest(w io.Writer, r Request) error {
+// WriteRequest writes r, and then the stream's first bytes if any, in one
+// Write call.
+func WriteRequest(w io.Writer, r Request, then ...byte) error {
 	if err := r.Validate(); err != nil {
 		return err
 	}
-	b := make([]byte, requestHeaderLen, requestHeaderLen+len(r.Payload))
+	b := make([]byte, requestHeaderLen, requestHeaderLen+len(r.Payload)+len(then))
 	b[0] = Version
 	b[1] = byte(r.Kind)
 	binary.BigEndian.PutUint16(b[2:], uint16(len(r.Payload)))
 	b = append(b, r.Payload...)
+	b = append(b, then...)
 	_, err := w.Write(b)
 	return err
 }

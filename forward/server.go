@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/warren-p2p/warren/internal/bufcopy"
 )
 
 // Server is the exit side: it serves streams that peers open to this
@@ -20,7 +22,7 @@ type Server struct {
 	log    logrus.FieldLogger
 	dialer net.Dialer
 	stats  counters
-	copier copier
+	copier bufcopy.Copier
 }
 
 // NewServer returns a Server that authorizes with policy. cfg's zero
@@ -59,21 +61,24 @@ func (s *Server) ServeStream(ctx context.Context, stream net.Conn, peer string) 
 	// Ending early (the daemon stops, the peer is removed) cuts the
 	// transfer off: both sides are reset, not finished (see join).
 	stop := context.AfterFunc(ctx, func() { abort(stream) })
-	defer stop()
-	target, req, log := s.open(ctx, stream, peer, start)
+	defer func() { stop() }()
+	target, req := s.open(ctx, stream, peer, start)
 	if target == nil {
 		return
 	}
 	defer target.Close()
-	stopTarget := context.AfterFunc(ctx, func() { abort(target) })
-	defer stopTarget()
-	s.carry(ctx, stream, target, peer, req, log, start)
+	// One registration for both, which an idle stream holds.
+	stop()
+	stop = context.AfterFunc(ctx, func() { abort(stream); abort(target) })
+	s.carry(ctx, stream, target, peer, req, start)
 }
 
 // open reads stream's request, connects it and replies: it returns the
 // connected target, or nil once it has refused the stream (or the stream
-// failed), having logged why.
-func (s *Server) open(ctx context.Context, stream net.Conn, peer string, start time.Time) (net.Conn, Request, *logrus.Entry) {
+// failed), having logged why. Its log entry, with its fields' map, stays
+// in its frame: an idle stream does not hold it (streamLog builds it again
+// for the closing line).
+func (s *Server) open(ctx context.Context, stream net.Conn, peer string, start time.Time) (net.Conn, Request) {
 	log := s.log.WithField("peer", peer)
 	stream.SetReadDeadline(start.Add(s.cfg.RequestTimeout))
 	req, err := ReadRequest(stream)
@@ -81,26 +86,38 @@ func (s *Server) open(ctx context.Context, stream net.Conn, peer string, start t
 		s.stats.refuse(RefusalProtocol)
 		log.WithError(err).Warn("bad stream request")
 		forget(stream)
-		return nil, req, nil
+		return nil, req
 	}
 	stream.SetReadDeadline(time.Time{})
 	log = requestLog(log, req)
 	target, err := aside(func() (net.Conn, error) { return s.connect(ctx, peer, req) })
 	if err != nil {
 		s.refuse(stream, asRefused(err, peer, req), log, start)
-		return nil, req, nil
+		return nil, req
 	}
-	if req.service() {
-		log = log.WithField("target", target.RemoteAddr().String())
-	}
+	log = withTarget(log, req, target)
 	stream.SetWriteDeadline(time.Now().Add(s.cfg.RequestTimeout))
 	if err := WriteReply(stream, Reply{Code: CodeSucceeded}); err != nil {
 		log.WithError(err).WithField("duration", time.Since(start)).Info("stream closed before reply")
 		target.Close()
-		return nil, req, nil
+		return nil, req
 	}
 	stream.SetWriteDeadline(time.Time{})
-	return target, req, log
+	return target, req
+}
+
+// streamLog is the log entry of peer's stream for req, connected to
+// target.
+func (s *Server) streamLog(peer string, req Request, target net.Conn) *logrus.Entry {
+	return withTarget(requestLog(s.log.WithField("peer", peer), req), req, target)
+}
+
+// withTarget adds to a service's log entry the address its name stands for.
+func withTarget(log *logrus.Entry, req Request, target net.Conn) *logrus.Entry {
+	if req.service() {
+		return log.WithField("target", target.RemoteAddr().String())
+	}
+	return log
 }
 
 // requestLog is log with req's fields.
@@ -143,21 +160,21 @@ func (s *Server) refuse(stream net.Conn, re *RefusedError, log *logrus.Entry, st
 // carry copies between stream and its connected target until both are
 // done, and logs the stream's line. Its frame sits under the copy while
 // the stream is idle: the logging, with its maps, is a call away.
-func (s *Server) carry(ctx context.Context, stream, target net.Conn, peer string, req Request, log *logrus.Entry, start time.Time) {
+func (s *Server) carry(ctx context.Context, stream, target net.Conn, peer string, req Request, start time.Time) {
 	var in, out int64
 	var fields logrus.Fields
 	if sock, ok := target.(*net.UDPConn); ok {
 		var r datagramResult
 		if req.Kind == KindUDPAssociate {
-			r = s.associate(ctx, stream, sock, peer, log)
+			r = s.associate(ctx, stream, sock, peer, s.streamLog(peer, req, target))
 		} else {
 			r = relayConnected(ctx, stream, sock, s.cfg.UDPIdleTimeout)
 		}
 		in, out, fields = r.in, r.out, r.fields()
 	} else {
-		in, out = s.copier.join(stream, target)
+		in, out = join(&s.copier, stream, target)
 	}
-	s.closed(log, fields, in, out, start)
+	s.closed(s.streamLog(peer, req, target), fields, in, out, start)
 }
 
 // closed counts a stream's bytes and logs its line.

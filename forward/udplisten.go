@@ -93,7 +93,7 @@ func (l *Listeners) handleUDPClient(ctx context.Context, conf *listenerConf, pc 
 	req := forwardRequest(*f)
 	log := conf.log.WithFields(logrus.Fields{"client": c.addr.String(), "target": req.String()})
 
-	s, err := l.dial(ctx, f.Peer, req, log)
+	s, _, err := l.dial(ctx, f.Peer, req, nil, func() *logrus.Entry { return log })
 	if err != nil {
 		select {
 		case <-time.After(refusedHold):

@@ -72,7 +72,14 @@ func (c *batchConn) flushLocked() error {
 // It also lets the link put frames of its own between yamux's (reset) and
 // between the peer's (drop).
 type frameConn struct {
-	*tls.Conn
+	// Conn is what yamux's bytes go through: the link's TLS over the
+	// candidate connection, or a secured candidate connection itself.
+	net.Conn
+	// raw is the candidate connection, below Conn (Conn itself if the link
+	// runs no TLS).
+	raw net.Conn
+	// out is between TLS and raw; nil if the link runs no TLS, whose
+	// records there would be nothing to gather.
 	out *batchConn
 	in  frameReader // over Conn
 
@@ -81,9 +88,10 @@ type frameConn struct {
 	mu       sync.Mutex
 	midFrame bool // only yamux's send loop, the one writer, touches it
 	// small holds a small frame's header until its body comes, so that
-	// the two go out as one TLS record: for the 64-byte requests of an
-	// interactive session, a record's 22 bytes and its encryption are a
-	// fair share of the cost. Only yamux's send loop touches it.
+	// the two go out as one TLS record (or one write to a secured
+	// transport): for the 64-byte requests of an interactive session, a
+	// record's 22 bytes and its encryption are a fair share of the cost.
+	// Only yamux's send loop touches it.
 	small []byte
 }
 
@@ -91,9 +99,19 @@ type frameConn struct {
 // larger ones are not worth copying.
 const smallFrame = 4 << 10
 
-func newFrameConn(tc *tls.Conn, out *batchConn) *frameConn {
-	c := &frameConn{Conn: tc, out: out}
+// newTLSFrameConn is the frameConn of a link that runs its own TLS (tc)
+// over out.
+func newTLSFrameConn(tc *tls.Conn, out *batchConn) *frameConn {
+	c := &frameConn{Conn: tc, raw: out.Conn, out: out}
 	c.in.r = tc
+	return c
+}
+
+// newPlainFrameConn is the frameConn of a link over a candidate
+// connection that its transport secures (Secured): no TLS of the link's.
+func newPlainFrameConn(conn net.Conn) *frameConn {
+	c := &frameConn{Conn: conn, raw: conn}
+	c.in.r = conn
 	return c
 }
 
@@ -108,7 +126,7 @@ func (c *frameConn) Write(b []byte) (int, error) {
 		c.midFrame = true
 		return len(b), nil
 	}
-	c.out.begin()
+	c.begin()
 	var n int
 	var err error
 	if c.midFrame && len(c.small) > 0 {
@@ -124,11 +142,25 @@ func (c *frameConn) Write(b []byte) (int, error) {
 		return n, nil
 	}
 	c.midFrame = false
-	if ferr := c.out.end(); err == nil {
+	if ferr := c.end(); err == nil {
 		err = ferr
 	}
 	c.mu.Unlock()
 	return n, err
+}
+
+// begin and end open and flush the batch below TLS, if there is one.
+func (c *frameConn) begin() {
+	if c.out != nil {
+		c.out.begin()
+	}
+}
+
+func (c *frameConn) end() error {
+	if c.out == nil {
+		return nil
+	}
+	return c.out.end()
 }
 
 // Close ends the connection at once. yamux's reader and writer may be
@@ -136,11 +168,13 @@ func (c *frameConn) Write(b []byte) (int, error) {
 // and a transport that closes gracefully (QUIC lingers for the peer's
 // acknowledgements) or TLS's close_notify (which waits up to 5s to be
 // written) would hold the link's Close that long: the link is over, so
-// the connection below TLS is unblocked and closed first.
+// the candidate connection is unblocked and closed first.
 func (c *frameConn) Close() error {
-	c.out.SetDeadline(time.Unix(1, 0))
-	err := c.out.Close()
-	c.Conn.Close()
+	c.raw.SetDeadline(time.Unix(1, 0))
+	err := c.raw.Close()
+	if c.Conn != c.raw {
+		c.Conn.Close()
+	}
 	return err
 }
 
@@ -161,9 +195,9 @@ func (c *frameConn) reset(id uint32) error {
 func (c *frameConn) sendControl(h frameHeader) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.out.begin()
+	c.begin()
 	_, err := c.Conn.Write(h[:])
-	if ferr := c.out.end(); err == nil {
+	if ferr := c.end(); err == nil {
 		err = ferr
 	}
 	return err

@@ -1,9 +1,14 @@
 // Package link owns a peer link: one authenticated, encrypted, multiplexed
 // session with one peer, built from raw byte streams that punching (or a
-// relay) produced. It runs TLS 1.3 with both keys pinned over each candidate
-// connection, nominates exactly one of them (the peer with the lower key
-// decides, so both ends agree without another round trip), and runs yamux
-// over the winner. Streams it returns are net.Conns whose CloseWrite and
+// relay) produced. It authenticates each candidate connection once, with
+// TLS 1.3 and both keys pinned: its own TLS over the connection, or, for a
+// connection whose transport already ran that handshake with the link's
+// TLSConfig (QUIC, which says so by implementing Secured), the transport's,
+// so that no byte is encrypted twice. Either way one check, verifyPeer,
+// decides who the other end is. It nominates exactly one candidate (the
+// peer with the lower key decides, so both ends agree without another
+// round trip), and runs yamux over the winner: inside its TLS, or straight
+// on a secured transport's stream. Streams it returns are net.Conns whose CloseWrite and
 // Close behave as a TCP socket's shutdown(SHUT_WR) and close(2) do: a
 // half-closed stream stays readable for as long as the peer sends, and a
 // closed one resets a peer that sends into it or does not finish its side
@@ -13,8 +18,9 @@
 // of its own in, and marks an aborted stream's FIN with a flag of its own
 // that yamux ignores (yamuxFlagAbort).
 //
-// The link's TLS session is also the source of keys for whatever must be
-// authenticated between the two ends after the link is up, below the link:
+// The TLS session that authenticated the link (its own, or QUIC's) is also
+// the source of keys for whatever must be authenticated between the two
+// ends after the link is up, below the link:
 // a UDP path's roam announcements (which move the path to a new peer
 // endpoint) are keyed through its exporter (RFC 5705, RFC 8446 section
 // 7.5), handed to the nominated candidate's connection if it implements

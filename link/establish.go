@@ -36,6 +36,19 @@ type Keyed interface {
 	LinkKeys(Exporter)
 }
 
+// Secured is implemented by a candidate connection that its transport has
+// authenticated and encrypts already: QUIC, whose TLS 1.3 handshake runs
+// with this end's TLSConfig for the peer, carrying both certificates.
+// Establish runs no TLS of its own over such a connection, which would
+// encrypt every byte twice; it checks the transport's handshake with the
+// same verifyPeer as its own, and keys the link (Exporter) from it.
+type Secured interface {
+	// TLSState returns the state of the transport's completed TLS
+	// handshake, and false if the transport secures nothing (then the
+	// link runs its own TLS over the connection).
+	TLSState() (tls.ConnectionState, bool)
+}
+
 // Identity is this daemon's key in the form the link needs.
 type Identity struct {
 	Public identity.PublicKey
@@ -52,11 +65,38 @@ func NewIdentity(k identity.PrivateKey) (Identity, error) {
 }
 
 // TLSConfig is this identity's TLS 1.3 configuration for talking to peer
-// only: the link's own, and the one for a transport below the link that
-// runs a handshake of its own (QUIC). The link still runs its own TLS
-// above such a transport.
+// only: the link's own, and the one a transport below the link must run
+// its handshake with (QUIC) for the link to take it as its own (Secured).
+// Mutual: each end presents its certificate and accepts only the key
+// pinned for the other.
 func (id Identity) TLSConfig(peer identity.PublicKey) *tls.Config {
 	return identity.TLSConfig(id.cert, identity.Pinned(peer))
+}
+
+// verifyPeer is the one answer to "is the other end of this candidate the
+// peer": a TLS 1.3 handshake (the link's own or its transport's) that
+// completed in full, not resumed from an earlier session, in which the
+// other end proved the key pinned for it. The handshake's
+// VerifyPeerCertificate already refused any other key (TLSConfig); this
+// checks what the link relies on again, for every transport alike, so
+// that a transport that ran its handshake with another configuration
+// cannot slip an unchecked peer in.
+func verifyPeer(state tls.ConnectionState, peer identity.PublicKey) error {
+	switch {
+	case !state.HandshakeComplete:
+		return errors.New("tls handshake not complete")
+	case state.Version != tls.VersionTLS13:
+		return fmt.Errorf("tls version %#x, want TLS 1.3", state.Version)
+	case state.DidResume:
+		// A resumed session's certificates were proved in an earlier
+		// handshake, which this end did not see.
+		return errors.New("tls session resumed, not authenticated afresh")
+	}
+	got, err := identity.PeerKey(state)
+	if err != nil {
+		return err
+	}
+	return identity.Pinned(peer)(got)
 }
 
 // Bytes exchanged on a candidate after TLS completes. The controlled end
@@ -69,10 +109,10 @@ const (
 )
 
 type attempt struct {
-	cand Candidate
-	tc   *tls.Conn
-	out  *batchConn // below tc
-	err  error
+	cand   Candidate
+	frames *frameConn // over cand.Conn: the link's TLS, or none if Secured
+	export Exporter   // of the TLS session that authenticated the peer
+	err    error
 }
 
 // Establish authenticates the candidates that arrive on cands, in parallel,
@@ -98,8 +138,8 @@ func Establish(ctx context.Context, cands <-chan Candidate, self Identity, peer 
 		cancel()
 		// Every attempt goroutine sends exactly once; drain so they exit.
 		for ; pending > 0; pending-- {
-			if r := <-results; r.tc != nil {
-				r.tc.Close()
+			if r := <-results; r.frames != nil {
+				r.frames.Close()
 			}
 		}
 	}()
@@ -126,13 +166,13 @@ func Establish(ctx context.Context, cands <-chan Candidate, self Identity, peer 
 				continue
 			}
 			if controlling {
-				r.tc.SetWriteDeadline(time.Now().Add(cfg.HandshakeTimeout))
-				if _, err := r.tc.Write([]byte{nominateByte}); err != nil {
-					r.tc.Close()
+				r.frames.SetWriteDeadline(time.Now().Add(cfg.HandshakeTimeout))
+				if _, err := r.frames.Conn.Write([]byte{nominateByte}); err != nil {
+					r.frames.Close()
 					lastErr = fmt.Errorf("nominate: %w", err)
 					continue
 				}
-				r.tc.SetWriteDeadline(time.Time{})
+				r.frames.SetWriteDeadline(time.Time{})
 			}
 			return linkOver(r, peer, controlling, cfg, log)
 		case <-ctx.Done():
@@ -145,18 +185,17 @@ func Establish(ctx context.Context, cands <-chan Candidate, self Identity, peer 
 }
 
 // linkOver runs the link over the nominated attempt r, and hands the
-// exporter of its TLS session to a candidate connection that wants it.
+// exporter of the TLS session that authenticated it to a candidate
+// connection that wants it.
 func linkOver(r attempt, peer identity.PublicKey, controlling bool, cfg *Config, log logrus.FieldLogger) (*Link, error) {
-	state := r.tc.ConnectionState()
-	export := Exporter(state.ExportKeyingMaterial)
 	if k, ok := r.cand.Conn.(Keyed); ok {
-		k.LinkKeys(export)
+		k.LinkKeys(r.export)
 	}
-	l, err := newLink(newFrameConn(r.tc, r.out), r.cand, peer, controlling, cfg, log)
+	l, err := newLink(r.frames, r.cand, peer, controlling, cfg, log)
 	if err != nil {
 		return nil, err
 	}
-	l.export = export
+	l.export = r.export
 	return l, nil
 }
 
@@ -183,7 +222,9 @@ func newEnds(self, peer identity.PublicKey) ends {
 // takes the TLS client role and nominates; the other end follows.
 func Controls(self, peer identity.PublicKey) bool { return self.Less(peer) }
 
-// handshake runs TLS and the ready/nominate exchange on one candidate.
+// handshake authenticates one candidate (its transport's TLS if it is
+// Secured, else the link's own) and runs the ready/nominate exchange on
+// it.
 func handshake(ctx context.Context, c Candidate, conf *tls.Config, e ends, timeout time.Duration) attempt {
 	controlling := e.controlling
 	fail := func(err error) attempt {
@@ -194,32 +235,50 @@ func handshake(ctx context.Context, c Candidate, conf *tls.Config, e ends, timeo
 	stop := context.AfterFunc(ctx, func() { c.Conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
-	// Each end first states the key it will prove. The claim proves
-	// nothing (TLS does that), but it names an impostor at once and keeps
-	// the roles consistent even when the claimed key is not the pinned one.
-	if err := exchangeClaims(c.Conn, e.self, e.peer); err != nil {
-		return fail(err)
+	var (
+		fc    *frameConn
+		state tls.ConnectionState
+	)
+	if sc, ok := c.Conn.(Secured); ok {
+		if state, ok = sc.TLSState(); ok {
+			fc = newPlainFrameConn(c.Conn)
+		}
 	}
-	out := &batchConn{Conn: c.Conn}
-	var tc *tls.Conn
-	if controlling {
-		tc = tls.Client(out, conf)
-	} else {
-		tc = tls.Server(out, conf)
+	if fc == nil {
+		// Each end first states the key it will prove. The claim proves
+		// nothing (TLS does that), but it names an impostor at once and
+		// keeps the roles consistent even when the claimed key is not the
+		// pinned one.
+		if err := exchangeClaims(c.Conn, e.self, e.peer); err != nil {
+			return fail(err)
+		}
+		out := &batchConn{Conn: c.Conn}
+		var tc *tls.Conn
+		if controlling {
+			tc = tls.Client(out, conf)
+		} else {
+			tc = tls.Server(out, conf)
+		}
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return fail(fmt.Errorf("tls: %w", err))
+		}
+		fc, state = newTLSFrameConn(tc, out), tc.ConnectionState()
 	}
-	if err := tc.HandshakeContext(ctx); err != nil {
+	if err := verifyPeer(state, e.peer); err != nil {
 		return fail(fmt.Errorf("tls: %w", err))
 	}
+	// The ready and nominate bytes go where yamux's will: through the
+	// link's TLS, or straight onto a secured transport.
 	var b [1]byte
 	if controlling {
-		if _, err := io.ReadFull(tc, b[:]); err != nil || b[0] != readyByte {
+		if _, err := io.ReadFull(fc.Conn, b[:]); err != nil || b[0] != readyByte {
 			return fail(fmt.Errorf("peer did not confirm: %w", orUnexpected(err, b[0])))
 		}
 	} else {
-		if _, err := tc.Write([]byte{readyByte}); err != nil {
+		if _, err := fc.Conn.Write([]byte{readyByte}); err != nil {
 			return fail(fmt.Errorf("confirm: %w", err))
 		}
-		if _, err := io.ReadFull(tc, b[:]); err != nil || b[0] != nominateByte {
+		if _, err := io.ReadFull(fc.Conn, b[:]); err != nil || b[0] != nominateByte {
 			if errors.Is(err, io.EOF) {
 				err = ErrNotNominated
 			}
@@ -230,7 +289,7 @@ func handshake(ctx context.Context, c Candidate, conf *tls.Config, e ends, timeo
 		return fail(ctx.Err())
 	}
 	c.Conn.SetDeadline(time.Time{})
-	return attempt{cand: c, tc: tc, out: out}
+	return attempt{cand: c, frames: fc, export: state.ExportKeyingMaterial}
 }
 
 func orUnexpected(err error, b byte) error {

@@ -298,6 +298,13 @@ func streamPair(t testing.TB) (opened, accepted net.Conn) {
 	aID, bID := newIdentity(t), newIdentity(t)
 	a, b := tcpPairs(t, 1)
 	ra, rb := establishBoth(t, aID, bID, bID.Public, aID.Public, a, b)
+	return linkStream(t, ra, rb)
+}
+
+// linkStream opens a stream on the established links ra and rb and
+// returns both ends.
+func linkStream(t testing.TB, ra, rb result) (opened, accepted net.Conn) {
+	t.Helper()
 	if ra.err != nil || rb.err != nil {
 		t.Fatalf("establish: %v / %v", ra.err, rb.err)
 	}

@@ -87,6 +87,15 @@
 //	  10.i.0.0/24   the site's LAN: router .1, hosts .2, .3, ..., busy host .200
 //	  100.64.i.0/24 a double NAT's carrier segment: carrier router .1,
 //	                home router's WAN .2, carrier busy host .200
+//	with Config.IPv6 (`natlab up -ipv6`), beside the above:
+//	  2001:db8::/64     the internet segment: hub ::1 (routes between the
+//	                    sites' prefixes), server ::2 and ::3, router WANs
+//	                    and Open hosts 2001:db8::1:N for 203.0.113.N
+//	  2001:db8:i::/64   site i's LAN, routed, not translated: router ::1,
+//	                    hosts 2001:db8:i::N for 10.i.0.N; the router is a
+//	                    stateful firewall (what the LAN opens may answer,
+//	                    nothing from outside may open; RFC 6092), as home
+//	                    routers ship. Double NATs stay IPv4-only.
 //
 // Namespaces are named PREFIX-inet (the internet bridge), PREFIX-srv (the
 // server), PREFIX-NAME (hosts), PREFIX-NAME-r (a site's router, the home

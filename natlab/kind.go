@@ -153,6 +153,7 @@ const (
 	chain input {
 		type filter hook input priority filter; policy drop;
 		icmp type echo-request accept
+		icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, echo-request } accept
 	}
 }
 table bridge natlab {

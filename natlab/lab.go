@@ -49,6 +49,17 @@ type Config struct {
 	// Default: the zero Profile, which like "lan" inserts no emulator.
 	// It adds to LossPercent, which acts on the internet segment.
 	Profile Profile
+
+	// IPv6 makes the lab dual-stack: the internet segment gets
+	// 2001:db8::/64 (the hub 2001:db8::1, the server ::2 and ::3, router
+	// WANs and Open hosts 2001:db8::1:N beside their 203.0.113.N), and each
+	// site with one NAT a routed 2001:db8:i::/64 behind its router, which
+	// translates nothing but is a stateful firewall, as home routers ship
+	// (RFC 6092): inbound new connections are dropped. Hosts get
+	// 2001:db8:i::N beside 10.i.0.N (Host.Addr6). A double NAT's hosts
+	// stay IPv4-only. Default false: IPv6 off on every device but
+	// loopback.
+	IPv6 bool
 }
 
 // DefaultPrefix is how every default Prefix starts; Cleanup(DefaultPrefix)
@@ -193,6 +204,11 @@ func (l *Lab) build(ctx context.Context) error {
 	}
 	if err := l.attachLocked(ctx, srv.name, "eth0", l.inet, hubDev, internet.Bits(), srv.addrs, hubAddr, nil); err != nil {
 		return err
+	}
+	if l.cfg.IPv6 {
+		if err := l.build6Locked(ctx, srv); err != nil {
+			return err
+		}
 	}
 	l.server = srv
 	return nil

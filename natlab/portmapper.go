@@ -88,6 +88,17 @@ func (s *Site) StartPortMapper(ctx context.Context, pm PortMapper) error {
 	return nil
 }
 
+// PortMapperRules returns the rules the site's port mapper holds now (its
+// nft table on the router): each mapping it granted is a rule naming the
+// mapped port ("dport PORT"), and one it deleted is gone.
+func (s *Site) PortMapperRules(ctx context.Context) (string, error) {
+	out, err := s.Exec(ctx, "nft", "list", "table", "inet", "miniupnpd")
+	if err != nil {
+		return "", fmt.Errorf("natlab: site %s: port mapper rules: %w", s.name, err)
+	}
+	return string(out), nil
+}
+
 func (l *Lab) startPortMapperLocked(ctx context.Context, s *Site, pm PortMapper) error {
 	conf, rules, err := portMapperSetup(s, pm)
 	if err != nil {

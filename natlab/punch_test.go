@@ -46,31 +46,8 @@ func TestPunchThroughCones(t *testing.T) {
 	// Cones preserve ports, so each side knows the other's public TCP
 	// endpoint in advance; both connect at once from fixed ports.
 	const pa, pb = 41000, 42000
-	dial := func(h *natlab.Host, lport int, to netip.AddrPort) chan error {
-		errc := make(chan error, 1)
-		go func() {
-			d := &net.Dialer{LocalAddr: &net.TCPAddr{Port: lport}, Control: reuse}
-			deadline := time.Now().Add(8 * time.Second)
-			for {
-				cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-				c, err := h.DialContext(cctx, d, "tcp4", to.String())
-				cancel()
-				if err == nil {
-					c.Close()
-					errc <- nil
-					return
-				}
-				if time.Now().After(deadline) {
-					errc <- err
-					return
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
-		}()
-		return errc
-	}
-	ea := dial(a.Host(), pa, netip.AddrPortFrom(b.PublicAddr(), pb))
-	eb := dial(b.Host(), pb, netip.AddrPortFrom(a.PublicAddr(), pa))
+	ea := dialRepeatedly(ctx, a.Host(), "tcp4", pa, netip.AddrPortFrom(b.PublicAddr(), pb))
+	eb := dialRepeatedly(ctx, b.Host(), "tcp4", pb, netip.AddrPortFrom(a.PublicAddr(), pa))
 	if err := <-ea; err != nil {
 		t.Fatalf("TCP simultaneous open a→b: %v", err)
 	}
@@ -81,6 +58,33 @@ func TestPunchThroughCones(t *testing.T) {
 
 // reuse sets SO_REUSEADDR and SO_REUSEPORT, as punching code does so that
 // a listener and dialers can share the local port.
+// dialRepeatedly connects from h's local port lport to `to` until it
+// succeeds or 8 s have passed, as each side of a TCP simultaneous open
+// does; the channel gets nil or the last error.
+func dialRepeatedly(ctx context.Context, h *natlab.Host, network string, lport int, to netip.AddrPort) chan error {
+	errc := make(chan error, 1)
+	go func() {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{Port: lport}, Control: reuse}
+		deadline := time.Now().Add(8 * time.Second)
+		for {
+			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			c, err := h.DialContext(cctx, d, network, to.String())
+			cancel()
+			if err == nil {
+				c.Close()
+				errc <- nil
+				return
+			}
+			if time.Now().After(deadline) {
+				errc <- err
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	return errc
+}
+
 func reuse(network, address string, c syscall.RawConn) error {
 	var serr error
 	err := c.Control(func(fd uintptr) {

@@ -133,6 +133,9 @@ func (l *Lab) AddSite(ctx context.Context, name string, kind Kind, opts ...SiteO
 		}
 		s.routers = []*Host{r}
 		s.lanNS = r.name
+		if l.cfg.IPv6 {
+			return l.routeSite6Locked(ctx, s, r, wan)
+		}
 		return nil
 	})
 	if err != nil {
@@ -258,7 +261,7 @@ func (s *Site) Renumber(ctx context.Context, h *Host) (netip.Addr, error) {
 	// Flushing takes the routes with the old address; the default route
 	// comes back with the new one.
 	for _, args := range [][]string{
-		{"addr", "flush", "dev", "eth0"},
+		{"-4", "addr", "flush", "dev", "eth0"},
 		{"addr", "add", netip.PrefixFrom(a, lan.Bits()).String(), "dev", "eth0"},
 		{"route", "add", "default", "via", lan.Addr().String(), "dev", "eth0"},
 	} {
@@ -267,7 +270,7 @@ func (s *Site) Renumber(ctx context.Context, h *Host) (netip.Addr, error) {
 		}
 	}
 	h.mu.Lock()
-	h.addrs = []netip.Addr{a}
+	h.addrs[0] = a // the IPv6 address, if any, stays
 	h.mu.Unlock()
 	return a, nil
 }
@@ -318,6 +321,9 @@ func (l *Lab) addHostLocked(ctx context.Context, s *Site, name string) (*Host, e
 		if err = l.addNamespaceLocked(ctx, h.name); err == nil {
 			err = l.attachLocked(ctx, h.name, "eth0", s.lanNS, lanDev, lan.Bits(), h.addrs, lan.Addr(), nil)
 		}
+	}
+	if err == nil && l.cfg.IPv6 {
+		err = l.addHost6Locked(ctx, s, h)
 	}
 	if err != nil {
 		return nil, err

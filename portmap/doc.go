@@ -19,4 +19,22 @@
 // and never touches anything else on the router. It must not know about
 // peers, punching or links: the daemon decides what to map and offers the
 // result as a candidate.
+//
+// The paths a mapping opens (daemon/portmap.go, punch.Choose): with
+// [link] port_mapping on (the default), the daemon maps its shared punch
+// port, TCP and UDP (the same port number), and sends both external
+// endpoints in its NAT report (mapped_tcp, mapped_udp: rendezvous/spec.md).
+// Where the two NATs leave TCP nothing to do (symrand against any
+// symmetric NAT, cone against symrand), the peer connects from its shared
+// port to the TCP mapping (punch.TCPConnectMapped) and the router forwards
+// the connection to the punch port, where it is taken like any punched
+// connection (punch.TCPAcceptMapped). Where they leave UDP nothing to do,
+// both sides ping (punch.RoleDirect): the peer pings the UDP mapping,
+// which the router forwards to this side's session socket, bound to the
+// mapped port while no other session holds it (session.UDP.Port); this
+// side answers, and if it controls, pings the source of the peer's ping
+// back (a triggered check), since its own pings towards a symmetric NAT
+// are dropped. A direct link where the pair would relay, over either
+// transport. A peer uses a mapping only at the address the rendezvous
+// server observed.
 package portmap

@@ -132,14 +132,14 @@ func checkMappings(ctx context.Context, t *testing.T, lab *natlab.Lab, site *nat
 	noForward(t, site.Host(), srv, ext["udp"], port)
 }
 
-// routerRules returns the rules miniupnpd made on the site's router.
+// routerRules lists the rules miniupnpd made on site's router.
 func routerRules(ctx context.Context, t *testing.T, site *natlab.Site) string {
 	t.Helper()
-	out, err := site.Exec(ctx, "nft", "list", "table", "inet", "miniupnpd")
+	rules, err := site.PortMapperRules(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(out)
+	return rules
 }
 
 // send sends payload from the server to the UDP and TCP external

@@ -298,6 +298,7 @@ func FuzzPunchUDP(f *testing.F) {
 		// What the punch should have made of the input, from an
 		// independent reading of it.
 		final, answers := udpNominate, map[netip.AddrPort]byte{} // pongs and nominations due, by address
+		pingedBack := map[netip.AddrPort]bool{}                  // sources of pings the controlling side may ping
 		if controlling {
 			final = udpPong
 		}
@@ -312,6 +313,9 @@ func FuzzPunchUDP(f *testing.F) {
 			typ := p[len(udpMagic)]
 			if typ == udpPing {
 				answers[from] = udpPong
+				if controlling {
+					pingedBack[from] = true // a triggered check
+				}
 			}
 			if typ == final {
 				if controlling {
@@ -348,6 +352,7 @@ func FuzzPunchUDP(f *testing.F) {
 			}
 			switch {
 			case w.addr == peer && typ == udpPing:
+			case pingedBack[w.addr] && typ == udpPing:
 			case w.addr == sentinel && typ == udpPong:
 			case answers[w.addr] == typ || typ == udpPong && answers[w.addr] == udpNominate:
 			default:

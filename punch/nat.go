@@ -59,6 +59,15 @@ type NAT struct {
 	// LastPort is the last mapped port observed (the base for predicting
 	// the next one); zero if unknown.
 	LastPort uint16
+	// MappedTCP is where the router forwards connections to the shared
+	// TCP port because the daemon asked it to (a port mapping, package
+	// portmap); invalid without one. Whatever the NAT's own behaviour, a
+	// peer can connect there unsolicited (Choose).
+	MappedTCP netip.AddrPort
+	// MappedUDP is the same for UDP: where the router forwards datagrams
+	// to the UDP port of the daemon's shared port number, which a UDP
+	// session's socket holds while it can (session.UDP.Port).
+	MappedUDP netip.AddrPort
 }
 
 // String returns the short name the status API shows:

@@ -20,3 +20,8 @@ func reuseControl(network, address string, c syscall.RawConn) error {
 	}
 	return opErr
 }
+
+// ClampMSS does nothing on Windows, whose TCP_MAXSEG can only be read:
+// there a path MTU black hole is left to the system's own detection
+// (EnablePMTUBHDetect).
+func ClampMSS(network, address string, c syscall.RawConn) error { return nil }

@@ -40,6 +40,13 @@ const (
 	// base of the peer's prediction) and then connects from that port to
 	// the peer's shared port; its NAT gives the connection the next port.
 	TCPConnectFixed TCPRole = "connect-fixed"
+	// TCPConnectMapped connects from the shared port to the peer's port
+	// mapping (NAT.MappedTCP): the peer's router forwards it to the peer's
+	// shared port, so no punching is needed on that side.
+	TCPConnectMapped TCPRole = "connect-mapped"
+	// TCPAcceptMapped only accepts, on the shared port, what the peer's
+	// TCPConnectMapped sends to this side's port mapping.
+	TCPAcceptMapped TCPRole = "accept-mapped"
 )
 
 // Strategy is what one side does to punch towards a peer. Both sides
@@ -81,6 +88,41 @@ func classOf(n NAT) natClass {
 // easy: trying the cheap path costs little, and the link layer only
 // accepts an authenticated result anyway.
 func Choose(self, peer NAT) Strategy {
+	return withMapping(choose(self, peer), self, peer)
+}
+
+// withMapping adds what a port mapping makes possible: a side whose
+// router maps its shared TCP port is, for TCP, as reachable as a host with
+// no NAT. Where the NAT pair leaves TCP nothing to do, the other side
+// connects to the mapping and this side accepts; a pair that can punch
+// TCP already keeps its way (it needs no router's help). With both sides
+// mapped, each connects to the other's mapping.
+//
+// UDP likewise: where the pair has no UDP punch, a side with a UDP mapping
+// or facing one pings (RoleDirect): the other side pings the mapping, and
+// the mapped side, whose pings towards a symmetric NAT are dropped, answers
+// what arrives (and, controlling, pings its source back: see await).
+func withMapping(st Strategy, self, peer NAT) Strategy {
+	mapped := false
+	if st.TCP == TCPNone {
+		switch {
+		case peer.MappedTCP.IsValid():
+			st.TCP, mapped = TCPConnectMapped, true
+		case self.MappedTCP.IsValid():
+			st.TCP, mapped = TCPAcceptMapped, true
+		}
+	}
+	if st.UDP == RoleNone && (peer.MappedUDP.IsValid() || self.MappedUDP.IsValid()) {
+		st.UDP, mapped = RoleDirect, true
+	}
+	if mapped {
+		st.Name += "+mapped"
+	}
+	return st
+}
+
+// choose is Choose by the NATs' behaviour alone.
+func choose(self, peer NAT) Strategy {
 	s, p := classOf(self), classOf(peer)
 	// A host with no NAT accepts the other side's SYN on its listener,
 	// whatever that side's NAT does.

@@ -326,6 +326,10 @@ func PunchUDP(ctx context.Context, cfg *UDPConfig, s UDPSession, sock PacketConn
 	return res, err
 }
 
+// maxTriggered bounds the sources a punch pings back (await): each is an
+// authenticated ping of the peer's, but a birthday punch brings many.
+const maxTriggered = 16
+
 type udpPuncher struct {
 	cfg    UDPConfig
 	s      UDPSession
@@ -420,8 +424,13 @@ func (p *udpPuncher) answer(sock PacketConn, typ byte, body []byte, to netip.Add
 
 // await answers pings and returns the nominated path; the controlling side
 // returns the path to nominate (PunchUDP sends the nomination), after its
-// probe train if the session has one.
+// probe train if the session has one. The controlling side also pings the
+// source of a ping back, once (a triggered check, as ICE has): the peer's
+// ping may have come through a way this side's own pings cannot take (the
+// port mapping of this side's router, towards a peer behind a symmetric
+// NAT), and the nomination needs a pong.
 func (p *udpPuncher) await(ctx context.Context) (UDPResult, error) {
+	triggered := map[netip.AddrPort]bool{}
 	var tr *train
 	var sentAll <-chan struct{} // the train's, until handled
 	allOut := false             // sentAll was handled
@@ -442,6 +451,10 @@ func (p *udpPuncher) await(ctx context.Context) (UDPResult, error) {
 				// A pong echoes the ping's body: a probe train matches
 				// its answers by it.
 				p.answer(ev.sock, udpPong, ev.body[:], ev.from)
+				if p.s.Controlling && !triggered[ev.from] && len(triggered) < maxTriggered {
+					triggered[ev.from] = true
+					p.answer(ev.sock, udpPing, nil, ev.from)
+				}
 			case udpPong:
 				switch {
 				case !p.s.Controlling:

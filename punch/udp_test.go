@@ -235,3 +235,36 @@ func TestNominationBody(t *testing.T) {
 		}
 	}
 }
+
+// TestPunchUDPTriggeredCheck: the controlling side's own pings go nowhere
+// (towards a peer behind a symmetric NAT, whose observed endpoint is not
+// where it pings from), but the peer's pings reach it (through this side's
+// port mapping): it pings their source back, gets a pong, and nominates.
+func TestPunchUDPTriggeredCheck(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	a, b, nowhere := udpSock(t), udpSock(t), udpSock(t)
+	defer nowhere.Close()
+	id := NewSessionID()
+	type out struct {
+		r   UDPResult
+		err error
+	}
+	run := func(sock *net.UDPConn, controlling bool, peer netip.AddrPort, ch chan<- out) {
+		r, err := PunchUDP(ctx, nil, UDPSession{ID: id, Controlling: controlling, Role: RoleDirect, PeerEndpoint: peer,
+			Scope: loopbackScope}, sock)
+		ch <- out{r, err}
+	}
+	ca, cb := make(chan out, 1), make(chan out, 1)
+	go run(a, true, addrOf(nowhere), ca)
+	go run(b, false, addrOf(a), cb)
+	ra, rb := <-ca, <-cb
+	if ra.err != nil || rb.err != nil {
+		t.Fatal(ra.err, rb.err)
+	}
+	defer ra.r.Conn.Close()
+	defer rb.r.Conn.Close()
+	if ra.r.Remote != addrOf(b) || rb.r.Remote != addrOf(a) {
+		t.Fatalf("remotes %v %v, want %v %v", ra.r.Remote, rb.r.Remote, addrOf(b), addrOf(a))
+	}
+}

@@ -353,34 +353,18 @@ func serverHeap() int64 {
 // TCP: the peer's bytes in, the other side's conn out.
 func BenchmarkRelayCopy(b *testing.B) {
 	srv, _ := benchServer(b, ServerConfig{})
-	in1, in2 := tcpPair(b)
-	out1, out2 := tcpPair(b)
+	in1, in2 := benchtest.TCPPair(b)
+	out1, out2 := benchtest.TCPPair(b)
+	km, refused := srv.meter.acquire(identity.PublicKey{1}, time.Now())
+	if km == nil {
+		b.Fatal(refused)
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		srv.copyIdle(context.Background(), out1, &relayHalf{conn: in2, r: in2})
+		srv.copyIdle(context.Background(), out1, &relayHalf{conn: in2, meter: km})
 	}()
 	benchtest.Stream(b, in1, out2)
 	in1.Close()
 	<-done
-}
-
-// tcpPair returns both ends of a loopback TCP connection.
-func tcpPair(b *testing.B) (net.Conn, net.Conn) {
-	b.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	c1, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	c2, err := ln.Accept()
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { c1.Close(); c2.Close() })
-	return c1, c2
 }

@@ -1,13 +1,17 @@
 package rendezvous
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 
+	"math"
 	"net"
 	"net/netip"
+	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -22,8 +26,14 @@ import (
 // ClientConfig configures a Client. A zero field means its default; a
 // negative duration is an error (Verify; NewClient refuses it).
 type ClientConfig struct {
-	// Address is the server's host:port. Required.
+	// Address is the server's host:port. Required unless Addresses is
+	// set.
 	Address string
+	// Addresses are the host:port of a cluster's nodes (doc.go,
+	// "Clustering"), Address first if both are set: the client registers
+	// with the nearest (by a UDP probe's round trip) and, whenever its
+	// connection ends, tries the next. All must hold ServerKey.
+	Addresses []string
 	// ServerKey pins the server. Required.
 	ServerKey identity.PublicKey
 	// Key is this peer's identity. Required.
@@ -76,6 +86,13 @@ type Punch struct {
 	// RelayToken opens this side of the session's relay (zero if the
 	// server sent none, and then the relay refuses it).
 	RelayToken RelayToken
+	// Relay is the host:port of the node to relay through, when it is not
+	// the server this peer registered with (Server): in a cluster, the
+	// node that coordinates a session between peers of two nodes.
+	Relay string
+	// Server is the address of the server that sent the instruction, the
+	// one to send TCP session probes to.
+	Server string
 	// UDP is where the session's second step arrives; Close it when the
 	// session is over.
 	UDP *UDPStep
@@ -130,6 +147,16 @@ type Client struct {
 
 	// redial cuts Run's wait before the next connection short.
 	redial chan struct{}
+
+	// addrs are the servers to register with, as configured; order is
+	// them in the order of trying (nearest first, see rank) and next the
+	// index in it of the next to dial: Run's goroutine alone uses those
+	// two. server is the one of the current connection.
+	addrs    []string
+	order    []string
+	next     int
+	server   string
+	rankStep time.Duration // rankStep; 0 keeps the configured order (tests that spread peers)
 }
 
 // Defaults of ClientConfig.
@@ -140,8 +167,13 @@ const (
 
 // Verify reports whether cfg is usable.
 func (cfg *ClientConfig) Verify() error {
-	if cfg.Address == "" {
+	if cfg.Address == "" && len(cfg.Addresses) == 0 {
 		return errors.New("rendezvous client: no server address")
+	}
+	for _, a := range cfg.Addresses {
+		if a == "" {
+			return errors.New("rendezvous client: empty server address")
+		}
 	}
 	if cfg.ServerKey.IsZero() {
 		return errors.New("rendezvous client: no server key")
@@ -182,7 +214,28 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, err
 	}
 	conf := identity.TLSConfig(cert, identity.Pinned(cfg.ServerKey))
-	return &Client{cfg: cfg, tlsConf: conf, refused: refused, registered: make(chan struct{}), redial: make(chan struct{}, 1), steps: make(map[string]*UDPStep)}, nil
+	c := &Client{cfg: cfg, tlsConf: conf, refused: refused, registered: make(chan struct{}), redial: make(chan struct{}, 1),
+		steps: make(map[string]*UDPStep), rankStep: rankStep}
+	if cfg.Address != "" {
+		c.addrs = append(c.addrs, cfg.Address)
+	}
+	for _, a := range cfg.Addresses {
+		if a != cfg.Address {
+			c.addrs = append(c.addrs, a)
+		}
+	}
+	return c, nil
+}
+
+// Server returns the address of the server the client is registered
+// with, or last tried.
+func (c *Client) Server() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.server == "" {
+		return c.addrs[0]
+	}
+	return c.server
 }
 
 // Observed returns this peer's endpoint as the server last saw it.
@@ -267,15 +320,37 @@ func (c *Client) Connect(peer identity.PublicKey) error {
 func (c *Client) Run(ctx context.Context) error {
 	// Jitter spreads reconnects when a server restart drops everyone.
 	retry := newRetries(c.cfg.MaxBackoff)
-	log := c.cfg.Log.WithField("server", c.cfg.Address)
 	for {
+		if c.next == 0 {
+			// At start, and after every node was tried: the nearest
+			// that answers first.
+			c.order = c.rank(ctx)
+		}
 		start := time.Now()
-		err := c.session(ctx)
+		addr := c.order[c.next]
+		c.mu.Lock()
+		c.server = addr
+		c.mu.Unlock()
+		err := c.session(ctx, addr)
 		if ctx.Err() != nil {
 			return nil
 		}
 		c.setErr(err)
-		wait := retry.after(err, time.Since(start), log)
+		log := c.cfg.Log.WithField("server", addr)
+		var wait time.Duration
+		if len(c.order) > 1 && failover(err) {
+			// Another node of the cluster takes this peer at once; the
+			// backoff grows only once every node was tried.
+			c.next = (c.next + 1) % len(c.order)
+			wait = retry.transient.Min
+			if c.next == 0 {
+				wait = retry.after(err, time.Since(start), log)
+			} else {
+				log.WithError(err).WithField("next", c.order[c.next]).Warn("rendezvous connection lost; trying the next node")
+			}
+		} else {
+			wait = retry.after(err, time.Since(start), log)
+		}
 		select {
 		case <-time.After(wait):
 		case <-c.redial:
@@ -286,13 +361,92 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 }
 
-// session runs one control connection from dial to disconnect.
-func (c *Client) session(ctx context.Context) error {
+// Ranking a cluster's nodes: each is sent one UDP probe (every node
+// answers plain probes on its control port), for rankWait at most; the
+// round trips are compared in steps of rankStep, so that nodes about as
+// near keep their configured order (the operator's preference, and
+// stable on one LAN), and nodes that do not answer go last.
+const (
+	rankWait = 500 * time.Millisecond
+	rankStep = 10 * time.Millisecond
+)
+
+// rank returns the configured servers nearest first (see rankWait).
+func (c *Client) rank(ctx context.Context) []string {
+	if len(c.addrs) < 2 || c.rankStep <= 0 {
+		return c.addrs
+	}
+	rctx, cancel := context.WithTimeout(ctx, rankWait)
+	defer cancel()
+	steps := make([]int64, len(c.addrs))
+	var wg sync.WaitGroup
+	for i, a := range c.addrs {
+		wg.Go(func() {
+			rtt, err := probeRTT(rctx, a)
+			if err != nil {
+				steps[i] = math.MaxInt64
+				return
+			}
+			steps[i] = int64(rtt / c.rankStep)
+		})
+	}
+	wg.Wait()
+	idx := make([]int, len(c.addrs))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(x, y int) int { return cmp.Compare(steps[x], steps[y]) })
+	order := make([]string, len(idx))
+	for i, j := range idx {
+		order[i] = c.addrs[j]
+	}
+	if order[0] != c.addrs[0] {
+		c.cfg.Log.WithFields(logrus.Fields{"nearest": order[0], "order": order}).Info("rendezvous nodes ranked by round trip")
+	}
+	return order
+}
+
+// probeRTT is the round trip of one UDP probe to the server at addr.
+func probeRTT(ctx context.Context, addr string) (time.Duration, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0, err
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return 0, err
+	}
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil || len(ips) == 0 {
+		return 0, fmt.Errorf("resolve %s: %w", host, err)
+	}
+	pc, err := net.ListenPacket("udp", ":0")
+	if err != nil {
+		return 0, err
+	}
+	defer pc.Close()
+	start := time.Now()
+	if _, err := ProbeUDP(ctx, pc, net.UDPAddrFromAddrPort(netip.AddrPortFrom(ips[0].Unmap(), uint16(port)))); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
+// failover reports whether a connection that ended with err should go
+// to the next node: not when another daemon took the key, which the
+// cluster settles the same on every node.
+func failover(err error) bool {
+	var replaced *ReplacedError
+	return !errors.As(err, &replaced)
+}
+
+// session runs one control connection to addr from dial to disconnect.
+func (c *Client) session(ctx context.Context, addr string) error {
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	raw, err := c.cfg.Dial(dctx, c.cfg.Address)
+	raw, err := c.cfg.Dial(dctx, addr)
 	cancel()
 	if err != nil {
-		return fmt.Errorf("dial %s: %w", c.cfg.Address, err)
+		return fmt.Errorf("dial %s: %w", addr, err)
 	}
 	defer raw.Close()
 	stop := context.AfterFunc(ctx, func() { raw.Close() })
@@ -301,7 +455,7 @@ func (c *Client) session(ctx context.Context) error {
 	raw.SetDeadline(time.Now().Add(10 * time.Second))
 	tc := tls.Client(raw, c.tlsConf)
 	if err := tc.HandshakeContext(ctx); err != nil {
-		err = fmt.Errorf("tls with %s: %w", c.cfg.Address, err)
+		err = fmt.Errorf("tls with %s: %w", addr, err)
 		if errors.Is(err, identity.ErrKeyMismatch) {
 			return &PermanentError{Err: err, Fix: "rendezvous.public_key"}
 		}
@@ -349,7 +503,7 @@ func (c *Client) session(ctx context.Context) error {
 	c.setRegistered(p, observed)
 	c.cfg.OnRegistered(udp)
 	defer c.unregister(p)
-	c.cfg.Log.WithFields(logrus.Fields{"server": c.cfg.Address, "observed": observed}).Info("registered with rendezvous server")
+	c.cfg.Log.WithFields(logrus.Fields{"server": addr, "observed": observed}).Info("registered with rendezvous server")
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -432,6 +586,7 @@ func (c *Client) handle(p *peerConn, m *Message) {
 			return
 		}
 		pu.UDP = c.expectUDP(pu.Session)
+		pu.Server = c.Server()
 		c.cfg.OnPunch(pu)
 	case TypeUDP:
 		c.deliverUDP(parseUDP(m))
@@ -483,6 +638,9 @@ func parsePunch(m *Message) (Punch, error) {
 	// A missing or malformed token costs only the relay: the direct paths
 	// need none.
 	pu.RelayToken, _ = parseRelayToken(m.RelayToken)
+	if _, _, err := net.SplitHostPort(m.Relay); err == nil {
+		pu.Relay = m.Relay
+	}
 	pu.PeerNAT = m.NAT.NAT()
 	if m.RTTMs > 0 && m.RTTMs < 60e3 {
 		pu.RTT = time.Duration(m.RTTMs * float64(time.Millisecond))

@@ -3,6 +3,7 @@ package rendezvous
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -81,7 +82,7 @@ func (s *Server) coordinate(ctx context.Context, p *peerConn, peer string) error
 		s.refusals.note(p.adm.src, refusedConnectRate)
 		return p.send(&Message{Type: TypeError, Code: CodeRateLimited, Peer: peer, Text: "too many connect requests"})
 	}
-	if s.pairTaken(p.key, key, false) {
+	if s.pairTaken(p, key, false) {
 		// The other side asked a moment ago; its session serves both.
 		return nil
 	}
@@ -99,9 +100,12 @@ func (s *Server) ask(ctx context.Context, p *peerConn, key identity.PublicKey) {
 	actx, cancel := context.WithTimeout(ctx, s.cfg.ConsentWait)
 	defer cancel()
 	if other := s.consent(actx, p, key); other != nil {
-		if !s.pairTaken(p.key, key, true) {
+		if !s.pairTaken(p, key, true) {
 			s.startSession(ctx, p, other, key)
 		}
+		return
+	}
+	if s.cluster.ask(actx, ctx, p, key) {
 		return
 	}
 	<-actx.Done()
@@ -138,20 +142,26 @@ func (s *Server) consent(actx context.Context, p *peerConn, key identity.PublicK
 // both). With claim, a pair that is not taken is recorded as asker's.
 // Only the other side's ask makes one a duplicate: a peer asking again
 // has lost the session it started (its address changed, say) and needs a
-// new one now.
-func (s *Server) pairTaken(asker, key identity.PublicKey, claim bool) bool {
-	pair := [2]identity.PublicKey{asker, key}
-	if key.Less(asker) {
-		pair = [2]identity.PublicKey{key, asker}
-	}
+// new one now. Nor is an ask one whose asker reported another NAT since
+// that session's instructions went out (a port mapping came): the peer
+// punched with what the asker no longer is.
+func (s *Server) pairTaken(asker *peerConn, key identity.PublicKey, claim bool) bool {
+	pair := pairOf(asker.key, key)
+	now, _ := asker.natAndRTT()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	last := s.pairs[pair]
-	if time.Since(last.at) < s.cfg.PairWindow && last.asker != asker {
+	if time.Since(last.at) < s.cfg.PairWindow && last.asker != asker.key &&
+		(!last.sent || sameReport(last.nats[slices.Index(pair[:], asker.key)], now)) {
 		return true
 	}
 	if claim {
-		s.pairs[pair] = pairSession{at: time.Now(), asker: asker}
+		s.pairs[pair] = pairSession{at: time.Now(), asker: asker.key}
 	}
 	return false
+}
+
+// sameReport reports whether a and b report the same NAT (nil: none).
+func sameReport(a, b *NATReport) bool {
+	return a == b || (a != nil && b != nil && *a == *b)
 }

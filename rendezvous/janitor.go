@@ -18,6 +18,8 @@ func (s *Server) holdJanitor() (release func()) {
 	if s.jusers++; s.jusers == 1 {
 		s.jstop, s.jdone = make(chan struct{}), make(chan struct{})
 		go s.janitor(s.jstop, s.jdone)
+		// The node's part in its cluster lives as long as its serving.
+		s.cluster.start()
 	}
 	return func() {
 		s.jmu.Lock()
@@ -26,6 +28,7 @@ func (s *Server) holdJanitor() (release func()) {
 		if s.jusers == 0 {
 			close(s.jstop)
 			done = s.jdone
+			s.cluster.stop()
 		}
 		s.jmu.Unlock()
 		if done != nil {
@@ -78,6 +81,7 @@ func (s *Server) sweep(now time.Time) {
 	s.guard.sweep(now)
 	s.probes.sweep(now)
 	s.meter.sweep(now)
+	s.cluster.sweep(now)
 	s.logs.Flush(now)
 }
 

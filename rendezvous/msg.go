@@ -62,6 +62,7 @@ type Message struct {
 	Code        string     `json:"code,omitempty"`
 	Text        string     `json:"message,omitempty"`
 	RelayToken  string     `json:"relay_token,omitempty"` // punch: the receiver's relay token (32 hex)
+	Relay       string     `json:"relay,omitempty"`       // punch: the relay's host:port, when not the server the receiver registered with (a cluster)
 	Seq         uint64     `json:"seq,omitempty"`         // ping, pong: the round; ask, consent: the ask
 }
 

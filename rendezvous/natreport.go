@@ -17,11 +17,18 @@ type NATReport struct {
 	Delta      int              `json:"Delta"`
 	PublicIP   netip.Addr       `json:"PublicIP"`
 	LastPort   uint16           `json:"LastPort"`
+	// MappedTCP is the sender's port mapping of its shared TCP port
+	// (absent without one). Added later than the others, so spelt as
+	// the protocol's newer fields are; an older peer ignores it.
+	MappedTCP netip.AddrPort `json:"mapped_tcp,omitzero"`
+	// MappedUDP is the same for UDP.
+	MappedUDP netip.AddrPort `json:"mapped_udp,omitzero"`
 }
 
 // ReportNAT is n as the wire carries it.
 func ReportNAT(n punch.NAT) *NATReport {
-	return &NATReport{Behind: n.Behind, Mapping: n.Mapping, Allocation: n.Allocation, Delta: n.Delta, PublicIP: n.PublicIP, LastPort: n.LastPort}
+	return &NATReport{Behind: n.Behind, Mapping: n.Mapping, Allocation: n.Allocation, Delta: n.Delta, PublicIP: n.PublicIP, LastPort: n.LastPort,
+		MappedTCP: n.MappedTCP, MappedUDP: n.MappedUDP}
 }
 
 // NAT is the NAT r reports; a nil report is the zero NAT (not
@@ -30,7 +37,8 @@ func (r *NATReport) NAT() punch.NAT {
 	if r == nil {
 		return punch.NAT{}
 	}
-	return punch.NAT{Behind: r.Behind, Mapping: r.Mapping, Allocation: r.Allocation, Delta: r.Delta, PublicIP: r.PublicIP, LastPort: r.LastPort}
+	return punch.NAT{Behind: r.Behind, Mapping: r.Mapping, Allocation: r.Allocation, Delta: r.Delta, PublicIP: r.PublicIP, LastPort: r.LastPort,
+		MappedTCP: r.MappedTCP, MappedUDP: r.MappedUDP}
 }
 
 // String is the NAT's short name (punch.NAT.String).

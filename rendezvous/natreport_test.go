@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/netip"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/warren-p2p/warren/punch"
@@ -31,6 +32,19 @@ func TestNATReportWire(t *testing.T) {
 	}
 	if got := (*NATReport)(nil).NAT(); got != (punch.NAT{}) {
 		t.Fatalf("no report reads as %+v, want the zero NAT", got)
+	}
+	// A port mapping travels under its own name, and only when there is one.
+	n.MappedTCP = netip.MustParseAddrPort("203.0.113.7:41000")
+	b, err = json.Marshal(ReportNAT(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `"LastPort":41641,"mapped_tcp":"203.0.113.7:41000"}`; !strings.HasSuffix(string(b), want) {
+		t.Fatalf("wire form with a port mapping %s, want it to end %s", b, want)
+	}
+	var r NATReport
+	if err := json.Unmarshal(b, &r); err != nil || r.NAT() != n {
+		t.Fatalf("round trip with a port mapping: %+v (%v), want %+v", r.NAT(), err, n)
 	}
 	// A field punch.NAT gains must be given a wire name here too.
 	if a, b := reflect.TypeFor[punch.NAT]().NumField(), reflect.TypeFor[NATReport]().NumField(); a != b {

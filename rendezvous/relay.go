@@ -2,6 +2,7 @@ package rendezvous
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -34,10 +35,6 @@ type issuedSession struct {
 	keys [2]identity.PublicKey
 }
 
-// relayBuf is the relay's copy buffer (two per relay), and so the largest
-// burst a rate must allow.
-const relayBuf = 16 << 10
-
 // relayHub pairs relay connections and holds the relays under way.
 type relayHub struct {
 	// mu guards the fields below.
@@ -52,7 +49,7 @@ type relayHub struct {
 // refused.
 type relayHalf struct {
 	conn  net.Conn
-	r     io.Reader
+	early []byte // what the header's reader took from conn past the header
 	side  byte
 	src   netip.Addr
 	meter *keyMeter // its key's, which its bytes are billed to
@@ -68,7 +65,7 @@ type relayPair struct {
 // serveRelay handles one relay connection whose header was read.
 // Whatever ends it, it gives back all it took: its meter's hold, its place
 // among the waiting or the pairs, and (by returning) its connection.
-func (s *Server) serveRelay(ctx context.Context, raw net.Conn, r io.Reader, id punch.SessionID, side byte, tok RelayToken) {
+func (s *Server) serveRelay(ctx context.Context, raw net.Conn, br *bufio.Reader, id punch.SessionID, side byte, tok RelayToken) {
 	src := sourceOfAddr(raw.RemoteAddr())
 	log := s.cfg.Log.WithFields(logrus.Fields{"remote": raw.RemoteAddr().String(), "session": id.String()[:8]})
 	// Refusals are logged one by one at debug level only, and summed up
@@ -88,7 +85,8 @@ func (s *Server) serveRelay(ctx context.Context, raw net.Conn, r io.Reader, id p
 		return
 	}
 	defer s.meter.release(km)
-	me := &relayHalf{conn: raw, r: r, side: side, src: src, meter: km, done: make(chan struct{})}
+	early, _ := br.Peek(br.Buffered())
+	me := &relayHalf{conn: raw, early: bytes.Clone(early), side: side, src: src, meter: km, done: make(chan struct{})}
 	p, evicted, reason := s.relays.join(id, me, s.cfg.MaxRelays)
 	if evicted != nil {
 		s.refusals.note(evicted.a.src, evictedRelay)
@@ -271,36 +269,67 @@ func (s *Server) pipe(ctx context.Context, p *relayPair) (int64, int64) {
 
 // copyIdle copies what src's peer sends to dst, billed to src's key (its
 // rate and budget), half-closing dst at the end. It gives up after
-// RelayIdle without data, and ends the relay once the key's budget is
-// spent.
+// RelayIdle without data either way, and ends the relay once the key's budget is
+// spent. It holds no buffer while src is idle (bufcopy): a relayed link
+// spends most of its life waiting.
 func (s *Server) copyIdle(ctx context.Context, dst net.Conn, src *relayHalf) int64 {
-	buf := make([]byte, relayBuf)
+	w := &relayWriter{ctx: ctx, meter: s.meter, src: src, dst: dst, idle: s.cfg.RelayIdle}
+	src.conn.SetReadDeadline(time.Now().Add(s.cfg.RelayIdle))
 	var n int64
-	for {
-		src.conn.SetReadDeadline(time.Now().Add(s.cfg.RelayIdle))
-		m, err := src.r.Read(buf)
-		if m > 0 {
-			if !s.meter.spend(ctx, src.meter, m) {
-				src.conn.Close()
-				dst.Close()
-				return n
-			}
-			dst.SetWriteDeadline(time.Now().Add(s.cfg.RelayIdle))
-			if _, werr := dst.Write(buf[:m]); werr != nil {
-				src.conn.Close()
-				return n
-			}
-			n += int64(m)
-		}
-		if err != nil {
-			if cw, ok := dst.(interface{ CloseWrite() error }); ok && errors.Is(err, io.EOF) {
-				cw.CloseWrite()
-			} else {
-				dst.Close()
-			}
-			return n
-		}
+	var err error
+	if len(src.early) > 0 {
+		var m int
+		m, err = w.Write(src.early)
+		n += int64(m)
 	}
+	if err == nil {
+		var m int64
+		m, err = s.copier.Copy(w, src.conn)
+		n += m
+	}
+	cw, canHalfClose := dst.(interface{ CloseWrite() error })
+	switch {
+	case errors.Is(err, errRelayBudget):
+		src.conn.Close()
+		dst.Close()
+	case w.failed:
+		src.conn.Close()
+	case err == nil && canHalfClose:
+		cw.CloseWrite()
+	default:
+		dst.Close()
+	}
+	return n
+}
+
+// errRelayBudget ends a relay whose sending key has spent its day's budget.
+var errRelayBudget = errors.New("relay budget spent")
+
+// relayWriter writes what one side of a relay sent to the other side,
+// billed to the sender's key. Each write moves both connections' idle
+// deadlines, which so fall RelayIdle after the last byte either way.
+type relayWriter struct {
+	ctx    context.Context
+	meter  *relayMeter
+	src    *relayHalf
+	dst    net.Conn
+	idle   time.Duration
+	failed bool // a write to dst failed
+}
+
+func (w *relayWriter) Write(b []byte) (int, error) {
+	if !w.meter.spend(w.ctx, w.src.meter, len(b)) {
+		return 0, errRelayBudget
+	}
+	// Both reads' deadlines move: a relay is idle when neither side
+	// sends, and a one-way transfer keeps it up.
+	by := time.Now().Add(w.idle)
+	w.src.conn.SetReadDeadline(by)
+	w.dst.SetReadDeadline(by)
+	w.dst.SetWriteDeadline(by)
+	n, err := w.dst.Write(b)
+	w.failed = err != nil
+	return n, err
 }
 
 // DialRelay asks the server, over conn (a fresh TCP connection to its

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -92,6 +94,40 @@ func TestRelayCopiesBothWays(t *testing.T) {
 	buf := make([]byte, 4)
 	if _, err := io.ReadFull(a, buf); err != nil || string(buf) != "back" {
 		t.Fatalf("reverse direction: %q %v", buf, err)
+	}
+}
+
+// A relay that carries bytes stays up past RelayIdle; one that falls
+// silent is ended within RelayIdle and the deadlines' slack, and both
+// sides see it end.
+func TestRelayEndsWhenIdle(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const idle = 400 * time.Millisecond
+	addr, id, tokens := relaySetup(t, ctx, ServerConfig{Relay: true, RelayIdle: idle})
+	a, b := openRelayPair(t, ctx, addr, id, tokens)
+	buf := make([]byte, 1)
+	for range 6 { // 1.2 s of traffic, a byte every 200 ms, one way
+		time.Sleep(idle / 2)
+		if _, err := a.Write([]byte{'x'}); err != nil {
+			t.Fatal(err)
+		}
+		b.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(b, buf); err != nil {
+			t.Fatalf("relay ended while it carried bytes: %v", err)
+		}
+	}
+	start := time.Now()
+	for name, c := range map[string]net.Conn{"a": a, "b": b} {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if n, err := c.Read(buf); err == nil {
+			t.Fatalf("%s read %d bytes from an idle relay", name, n)
+		} else if errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("idle relay still open for %s after %v", name, time.Since(start))
+		}
+	}
+	if waited := time.Since(start); waited > 3*idle {
+		t.Errorf("idle relay ended %v after its last byte, want about %v", waited, idle)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/warren-p2p/warren/identity"
+	"github.com/warren-p2p/warren/internal/bufcopy"
 	"github.com/warren-p2p/warren/punch"
 )
 
@@ -423,7 +424,7 @@ func TestRelayDailyBudget(t *testing.T) {
 	if err != nil {
 		t.Fatalf("after %d bytes: %v (want the relay closed)", n, err)
 	}
-	if n > budget+relayBuf {
+	if n > budget+bufcopy.MaxWrite {
 		t.Fatalf("%d bytes relayed on a budget of %d", n, budget)
 	}
 	if h := a.relayHalf(t, a.session(t, b), 0); !closedWithin(h, 2*time.Second) {

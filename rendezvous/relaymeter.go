@@ -37,6 +37,10 @@ type keyMeter struct {
 	relays int           // relay halves held now
 }
 
+// minRelayBurst is the smallest rate burst: a slow rate still lets a
+// small write through at once.
+const minRelayBurst = 16 << 10
+
 // budgetDay is the period a relay budget covers.
 const budgetDay = 24 * time.Hour
 
@@ -50,9 +54,9 @@ func newRelayMeter(cfg ServerConfig) *relayMeter {
 	m := &relayMeter{rate: rate.Inf, daily: cfg.RelayDailyBytes, perKey: cfg.MaxRelaysPerKey,
 		keys: make(map[identity.PublicKey]*keyMeter)}
 	if cfg.RelayRate > 0 {
-		// A burst must hold one read of the copy buffer (WaitN refuses
-		// more than the burst).
-		m.rate, m.burst = rate.Limit(cfg.RelayRate), int(max(cfg.RelayRate, relayBuf))
+		// A second's worth, so that a fast relay waits rarely, and never
+		// less than a small write (spend waits in bursts).
+		m.rate, m.burst = rate.Limit(cfg.RelayRate), int(max(cfg.RelayRate, minRelayBurst))
 	}
 	return m
 }
@@ -115,8 +119,13 @@ func (m *relayMeter) release(km *keyMeter) {
 // then reports whether the key is still within its day's budget (the
 // bytes that cross it are the last it relays today).
 func (m *relayMeter) spend(ctx context.Context, km *keyMeter, n int) bool {
-	if km.lim != nil && km.lim.WaitN(ctx, n) != nil {
-		return false
+	if km.lim != nil {
+		// WaitN refuses more than the burst at once; a copy's write may be.
+		for left := n; left > 0; left -= m.burst {
+			if km.lim.WaitN(ctx, min(left, m.burst)) != nil {
+				return false
+			}
+		}
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/warren-p2p/warren/identity"
+	"github.com/warren-p2p/warren/internal/bufcopy"
 	"github.com/warren-p2p/warren/internal/loglimit"
 	"github.com/warren-p2p/warren/punch"
 )
@@ -35,6 +36,7 @@ type Server struct {
 	refusals *refusals         // summarises refusals in the log
 	logs     *loglimit.Limiter // limits other lines a source can cause
 	meter    *relayMeter       // what each key relays
+	copier   bufcopy.Copier    // the relays' copy buffers
 
 	relaySecret relaySecret // keys relay tokens; set at start, then read only
 
@@ -49,6 +51,8 @@ type Server struct {
 
 	relays   relayHub
 	consents consentHub
+
+	cluster *cluster // nil on a single node
 
 	// jmu guards the janitor, which runs while Serve or ServeUDP does.
 	jmu    sync.Mutex
@@ -70,6 +74,9 @@ type udpSession struct {
 	localPort [2]uint16
 	tcpMapped [2]netip.AddrPort // from TCP session probes, where a side sent one
 	timer     *time.Timer
+	// remote is the side registered on another node, whose sides entry
+	// is nil (see cluster.startSession).
+	remote *remoteSide
 }
 
 // NewServer validates cfg and returns a server; call Serve to run it.
@@ -98,7 +105,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{
+	s := &Server{
 		logs:        logs,
 		relaySecret: secret,
 		meter:       newRelayMeter(cfg),
@@ -113,7 +120,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		issued:      make(map[punch.SessionID]issuedSession),
 		relays:      relayHub{waiting: make(map[punch.SessionID]*relayHalf), pairs: make(map[*relayPair]struct{})},
 		consents:    consentHub{pending: make(map[uint64]*pendingAsk)},
-	}, nil
+	}
+	if cfg.Cluster != nil {
+		if s.cluster, err = newCluster(s, *cfg.Cluster); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
 }
 
 // PublicKey returns the key peers must pin.
@@ -359,6 +372,7 @@ func (s *Server) serveRegistered(ctx context.Context, p *peerConn) {
 			Text: "another connection registered this key"}, time.Second)
 		old.conn.Close()
 	}
+	s.cluster.claim(p)
 	if err := p.send(&Message{Type: TypeRegistered, Observed: p.observed.String(), UDP: s.cfg.UDPEndpoints}); err != nil {
 		s.unregister(p)
 		if s.logsFor(p, logRegister) {
@@ -499,9 +513,13 @@ func (s *Server) register(p *peerConn) (old *peerConn) {
 
 func (s *Server) unregister(p *peerConn) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.peers[p.key] == p {
+	gone := s.peers[p.key] == p
+	if gone {
 		delete(s.peers, p.key)
+	}
+	s.mu.Unlock()
+	if gone {
+		s.cluster.release(p)
 	}
 }
 
@@ -509,6 +527,37 @@ func (s *Server) unregister(p *peerConn) {
 type pairSession struct {
 	at    time.Time
 	asker identity.PublicKey // the peer whose connect request started it
+	// sent is set once the punch instructions went out, built from the
+	// peers' NAT reports nats (in pairOf's order; nil: none): an ask from
+	// a peer whose report has changed since is no duplicate (see
+	// pairTaken).
+	sent bool
+	nats [2]*NATReport
+}
+
+// pairOf is the key of a and b's pair in Server.pairs.
+func pairOf(a, b identity.PublicKey) [2]identity.PublicKey {
+	if b.Less(a) {
+		return [2]identity.PublicKey{b, a}
+	}
+	return [2]identity.PublicKey{a, b}
+}
+
+// notePairSentLocked records that the session of a and b went out, built
+// from their NAT reports natA and natB. Called with s.mu held.
+func (s *Server) notePairSentLocked(a, b identity.PublicKey, natA, natB *NATReport) {
+	pair := pairOf(a, b)
+	ps, ok := s.pairs[pair]
+	if !ok {
+		return
+	}
+	ps.sent = true
+	if pair[0] == a {
+		ps.nats = [2]*NATReport{natA, natB}
+	} else {
+		ps.nats = [2]*NATReport{natB, natA}
+	}
+	s.pairs[pair] = ps
 }
 
 // startSession waits for both peers' NAT reports and starts a punch
@@ -531,17 +580,9 @@ reports:
 		p.log.WithFields(logrus.Fields{"to": key.Short(), "session": id.String()[:8]}).Info("coordinating punch")
 	}
 	us := &udpSession{sides: [2]*peerConn{p, other}}
-	s.mu.Lock()
-	s.sessions[id] = us
-	s.issued[id] = issuedSession{at: time.Now(), keys: [2]identity.PublicKey{p.key, other.key}}
-	s.order.push(id)
-	// A loop, as the oldest may be gone already (relayed, see
-	// forgetIssued); every session still issued is in the queue.
-	for over(len(s.issued)-1, s.cfg.MaxSessions) {
-		delete(s.issued, s.order.pop())
-	}
-	us.timer = time.AfterFunc(s.cfg.UDPWait, func() { s.flushUDP(id) })
-	s.mu.Unlock()
+	natP, _ := p.natAndRTT()
+	natOther, _ := other.natAndRTT()
+	s.issueSession(id, us, [2]identity.PublicKey{p.key, other.key}, [2]*NATReport{natP, natOther})
 	// A failure to send is that peer's connection's problem, and a peer
 	// slow to read delays only its own instruction.
 	var wg sync.WaitGroup
@@ -564,6 +605,24 @@ reports:
 	wg.Wait()
 }
 
+// issueSession records session id, between keys by side: for its UDP
+// step (us) and for its relay; and that the pair's instructions go out
+// built from the NAT reports nats (see pairTaken).
+func (s *Server) issueSession(id punch.SessionID, us *udpSession, keys [2]identity.PublicKey, nats [2]*NATReport) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sessions[id] = us
+	s.issued[id] = issuedSession{at: time.Now(), keys: keys}
+	s.order.push(id)
+	// A loop, as the oldest may be gone already (relayed, see
+	// forgetIssued); every session still issued is in the queue.
+	for over(len(s.issued)-1, s.cfg.MaxSessions) {
+		delete(s.issued, s.order.pop())
+	}
+	us.timer = time.AfterFunc(s.cfg.UDPWait, func() { s.flushUDP(id) })
+	s.notePairSentLocked(keys[0], keys[1], nats[0], nats[1])
+}
+
 // serveTCPProbe answers a TCP session probe: the observed endpoint of
 // this connection, which becomes the base of the peer's port prediction.
 func (s *Server) serveTCPProbe(raw net.Conn, id punch.SessionID, side byte) {
@@ -572,13 +631,23 @@ func (s *Server) serveTCPProbe(raw net.Conn, id punch.SessionID, side byte) {
 		return
 	}
 	from = unmap(from)
+	s.tcpMapped(id, side, from)
+	raw.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(raw, from.String()+"\n")
+}
+
+// tcpMapped records the endpoint a TCP session probe came from; one for
+// a session another node coordinates goes there.
+func (s *Server) tcpMapped(id punch.SessionID, side byte, from netip.AddrPort) {
 	s.mu.Lock()
-	if us := s.sessions[id]; us != nil {
+	us := s.sessions[id]
+	if us != nil {
 		us.tcpMapped[side] = from
 	}
 	s.mu.Unlock()
-	raw.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	io.WriteString(raw, from.String()+"\n")
+	if us == nil {
+		s.cluster.forwardProbe(id, int(side), from, 0, true)
+	}
 }
 
 // peekedConn replays what a bufio.Reader already read from the conn.
@@ -596,6 +665,7 @@ func (s *Server) sessionMapped(sp *sessionProbe, from netip.AddrPort) {
 	us := s.sessions[sp.session]
 	if us == nil {
 		s.mu.Unlock()
+		s.cluster.forwardProbe(sp.session, sp.side, from, sp.localPort, false)
 		return
 	}
 	us.mapped[sp.side] = from
@@ -620,6 +690,10 @@ func (s *Server) flushUDP(id punch.SessionID) {
 	us.timer.Stop()
 	var owd [2]time.Duration
 	for i, pc := range us.sides {
+		if pc == nil {
+			owd[i] = us.remote.rtt / 2
+			continue
+		}
 		_, rtt := pc.natAndRTT()
 		owd[i] = rtt / 2
 	}
@@ -634,6 +708,10 @@ func (s *Server) flushUDP(id punch.SessionID) {
 		if peer := us.mapped[1-i]; peer.IsValid() {
 			m.PeerUDP = peer.String()
 			m.PeerLANPort = int(us.localPort[1-i])
+		}
+		if pc == nil {
+			s.cluster.deliverUDP(us.remote, m)
+			continue
 		}
 		wg.Go(func() {
 			if err := pc.send(m); err != nil {
@@ -672,8 +750,11 @@ func (s *Server) ListenAndServe(ctx context.Context, listen, alt string, ready f
 	if alt != "" && alt != listen {
 		tcpAddrs = append(tcpAddrs, alt)
 	}
+	// Relayed and control connections announce a small MSS: the server
+	// serves daemons behind every kind of path, PMTU black holes too.
+	lc := net.ListenConfig{Control: punch.ClampMSS}
 	for i, a := range tcpAddrs {
-		ln, err := net.Listen("tcp", a)
+		ln, err := lc.Listen(ctx, "tcp", a)
 		if err != nil {
 			closeAll()
 			return fmt.Errorf("listen %s: %w", a, err)

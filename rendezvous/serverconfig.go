@@ -114,6 +114,9 @@ type ServerConfig struct {
 	UDPEndpoints []string
 	// Log receives the server's logs. Default: logrus' standard logger.
 	Log logrus.FieldLogger
+	// Cluster, if set, makes the server one node of a cluster over NATS
+	// (doc.go, "Clustering"). Nil: a single node, which uses no NATS.
+	Cluster *ClusterConfig
 }
 
 func (c ServerConfig) withDefaults() ServerConfig {

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"cmp"
 	"context"
 	"net"
 	"net/netip"
@@ -54,8 +55,8 @@ func relayHeadStart(st punch.Strategy, peerLAN []netip.AddrPort, direct time.Dur
 }
 
 func (r *Relay) Run(ctx context.Context, s *Session, out *Out) error {
-	var dialer net.Dialer
-	conn, err := dialer.DialContext(ctx, "tcp", r.Server)
+	dialer := net.Dialer{Control: punch.ClampMSS}
+	conn, err := dialer.DialContext(ctx, "tcp", cmp.Or(s.Relay, r.Server))
 	if err != nil {
 		return err
 	}

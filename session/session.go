@@ -1,6 +1,7 @@
 package session
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -61,6 +62,11 @@ type Session struct {
 	Side int
 	// RelayToken opens this end's side of the session's relay.
 	RelayToken rendezvous.RelayToken
+	// Server is the rendezvous node that sent the punch (TCP session
+	// probes go there), and Relay the one to relay through; empty, the
+	// paths' own Server. In a cluster they differ from session to
+	// session.
+	Server, Relay string
 	// Peer is the peer's key: the only key a link may prove.
 	Peer identity.PublicKey
 	// Controlling is true at the end with the lower key: it nominates the
@@ -77,6 +83,14 @@ type Session struct {
 	// if out of Scope); PeerLAN are its LAN endpoints that Scope allows.
 	PeerPublic netip.AddrPort
 	PeerLAN    []netip.AddrPort
+	// PeerMappedTCP is the peer's port mapping of its shared TCP port
+	// (punch.NAT.MappedTCP), if it offers one that Scope allows: at the
+	// address the server observed. A lying peer can name any port of its
+	// own address, and nothing else.
+	PeerMappedTCP netip.AddrPort
+	// PeerMappedUDP is the same for UDP (punch.NAT.MappedUDP): the UDP
+	// path pings it instead of the peer's observed session socket.
+	PeerMappedUDP netip.AddrPort
 	// UDP is the session's second step, which the server sends once both
 	// sides' session probes arrived: where the peer's session sockets are
 	// and when to start.
@@ -135,22 +149,35 @@ func New(cfg *Config, self Local, pu rendezvous.Punch, log logrus.FieldLogger) (
 	if err != nil {
 		return nil, fmt.Errorf("punch scope: %w", err)
 	}
+	peerNAT := pu.PeerNAT
+	for _, m := range []*netip.AddrPort{&peerNAT.MappedTCP, &peerNAT.MappedUDP} {
+		if m.IsValid() && scope.Check(*m) != nil {
+			// Out of scope it is no way to the peer, so the strategy
+			// must not count on it either.
+			log.WithField("mapping", *m).Debug("ignoring the peer's port mapping: not at its observed address")
+			*m = netip.AddrPort{}
+		}
+	}
 	s := &Session{
-		ID:          id,
-		Side:        pu.Side,
-		RelayToken:  pu.RelayToken,
-		Peer:        pu.Peer,
-		Controlling: link.Controls(cfg.Self.Public, pu.Peer),
-		SelfNAT:     self.NAT,
-		PeerNAT:     pu.PeerNAT,
-		Strategy:    punch.Choose(self.NAT, pu.PeerNAT),
-		Scope:       scope,
-		PeerLAN:     scope.Filter(pu.LAN),
-		UDP:         pu.UDP,
-		RTT:         pu.RTT,
-		Log:         log,
-		cfg:         cfg,
-		verdict:     newVerdict(),
+		ID:            id,
+		Side:          pu.Side,
+		RelayToken:    pu.RelayToken,
+		Server:        pu.Server,
+		Relay:         cmp.Or(pu.Relay, pu.Server),
+		Peer:          pu.Peer,
+		Controlling:   link.Controls(cfg.Self.Public, pu.Peer),
+		SelfNAT:       self.NAT,
+		PeerNAT:       peerNAT,
+		Strategy:      punch.Choose(self.NAT, peerNAT),
+		Scope:         scope,
+		PeerLAN:       scope.Filter(pu.LAN),
+		PeerMappedTCP: peerNAT.MappedTCP,
+		PeerMappedUDP: peerNAT.MappedUDP,
+		UDP:           pu.UDP,
+		RTT:           pu.RTT,
+		Log:           log,
+		cfg:           cfg,
+		verdict:       newVerdict(),
 	}
 	if scope.Check(pu.Public) == nil {
 		s.PeerPublic = pu.Public

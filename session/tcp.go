@@ -1,6 +1,7 @@
 package session
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -36,7 +37,9 @@ func (in *Inbound) Run(ctx context.Context, s *Session, out *Out) error {
 
 // TCP is the active half of direct TCP: connects from the shared port to
 // the peer's on-link LAN endpoints, and to its public side by the
-// strategy's TCP role.
+// strategy's TCP role (its NAT's punched endpoint, predicted ports, or the
+// port mapping its router made). The role punch.TCPAcceptMapped has
+// nothing to do here: Inbound takes what arrives at our mapping.
 type TCP struct {
 	// Acceptor serves the shared port the connects leave from. Required.
 	Acceptor *punch.Acceptor
@@ -75,6 +78,11 @@ func (t *TCP) Run(ctx context.Context, s *Session, out *Out) error {
 	switch s.Strategy.TCP {
 	case punch.TCPSimultaneous:
 		run(shared, []netip.AddrPort{s.PeerPublic})
+	case punch.TCPConnectMapped:
+		// The peer's router forwards this to its shared port: a plain
+		// connect, retried like a punch until the peer's session is
+		// registered there.
+		run(shared, []netip.AddrPort{s.PeerMappedTCP})
 	case punch.TCPConnectFixed:
 		return t.connectFixed(ctx, s, out)
 	case punch.TCPSprayWindow:
@@ -98,7 +106,7 @@ func (t *TCP) connectFixed(ctx context.Context, s *Session, out *Out) error {
 	acc := punch.NewAcceptor(ln, nil)
 	defer acc.Register(ctx, s.ID, out.Sink())()
 	wg.Go(func() { acc.Serve(ctx) })
-	conn, err := punch.DialFrom(ctx, acc.Port(), t.Server)
+	conn, err := punch.DialFrom(ctx, acc.Port(), cmp.Or(s.Server, t.Server))
 	if err != nil {
 		return fmt.Errorf("tcp punch: probe dial: %w", err)
 	}

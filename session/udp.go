@@ -54,6 +54,11 @@ type UDP struct {
 	// Closing counts UDP links whose close handshake is under way: the
 	// daemon waits for it before it exits. Required.
 	Closing *sync.WaitGroup
+	// Port returns the local port the router maps for UDP
+	// (punch.NAT.MappedUDP), which the session socket takes when this
+	// end reports a UDP mapping and no other session holds it; 0 or a nil
+	// Port: any port.
+	Port func() uint16
 }
 
 func (u *UDP) Name() string { return PathUDP }
@@ -101,12 +106,17 @@ func (u *UDP) Run(ctx context.Context, s *Session, out *Out) (err error) {
 		choose = chooseStream
 	}
 	began := time.Now()
+	peerEP := info.PeerUDP
+	if s.PeerMappedUDP.IsValid() {
+		// Its router forwards this to its session socket's port.
+		peerEP = s.PeerMappedUDP
+	}
 	res, err := punch.PunchUDP(ctx, &punch.UDPConfig{Budget: u.Budget}, punch.UDPSession{
 		ID:           s.ID,
 		Controlling:  s.Controlling,
 		Role:         s.Strategy.UDP,
 		Peer:         s.PeerNAT,
-		PeerEndpoint: info.PeerUDP,
+		PeerEndpoint: peerEP,
 		LAN:          lan,
 		Stream:       streamCode(u.Stream),
 		Scope:        s.Scope,
@@ -153,7 +163,7 @@ func shortPath(rtt time.Duration) bool {
 // probe opens the session socket and sends its session probe; with
 // ProbeOnly, or on error, it closes the socket again.
 func (u *UDP) probe(ctx context.Context, s *Session) (*net.UDPConn, netip.AddrPort, error) {
-	sock, err := net.ListenUDP("udp", nil)
+	sock, err := u.listen(s)
 	if err != nil {
 		return nil, netip.AddrPort{}, fmt.Errorf("udp socket: %w", err)
 	}
@@ -174,6 +184,23 @@ func (u *UDP) probe(ctx context.Context, s *Session) (*net.UDPConn, netip.AddrPo
 		return nil, mapped, nil
 	}
 	return sock, mapped, nil
+}
+
+// listen opens the session socket: on the port the router maps when this
+// end reports a UDP mapping and the port is free, else on any port.
+func (u *UDP) listen(s *Session) (*net.UDPConn, error) {
+	if u.Port != nil && s.SelfNAT.MappedUDP.IsValid() {
+		if port := u.Port(); port != 0 {
+			sock, err := net.ListenUDP("udp", &net.UDPAddr{Port: int(port)})
+			if err == nil {
+				return sock, nil
+			}
+			// Another session's link holds it: the peer's pings to the
+			// mapping reach that socket, which ignores them.
+			s.Log.WithError(err).Debug("udp punch: the mapped port is taken; this session's socket is not mapped")
+		}
+	}
+	return net.ListenUDP("udp", nil)
 }
 
 // awaitPeerSocket waits for the second step and returns it with the

@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/netip"
@@ -21,10 +22,14 @@ import (
 const roamInterval = time.Second
 
 // Stream protocols a UDP path runs over its punched socket, as they
-// travel (authenticated) in the punch's nomination.
+// travel (authenticated) in the punch's nomination. streamQUIC is QUIC
+// whose handshake authenticates the link (no TLS of the link's inside);
+// streamQUICv1, which ran the link's TLS inside QUIC's, is refused by
+// name, so that both ends of a mixed pair say why the UDP path failed.
 const (
-	streamQUIC byte = 'q'
-	streamKCP  byte = 'k'
+	streamQUIC   byte = 'Q'
+	streamQUICv1 byte = 'q'
+	streamKCP    byte = 'k'
 )
 
 // streamCode is how a [link] udp_stream choice travels in the punch's
@@ -82,9 +87,12 @@ func (u *UDP) udpStream(ctx context.Context, s *Session, res punch.UDPResult) (*
 			return nil, err
 		}
 		c.Conn, c.done = qc, qc.Done()
+	case streamQUICv1:
+		sock.Close()
+		return nil, fmt.Errorf("the peer proposed UDP stream protocol %q, QUIC with the link's TLS inside, which this version no longer speaks: upgrade the peer", res.Stream)
 	default:
 		sock.Close()
-		return nil, fmt.Errorf("the peer proposed UDP stream protocol %q, which this version does not know", res.Stream)
+		return nil, fmt.Errorf("the peer proposed UDP stream protocol %q, which this version does not know (is the peer newer?)", res.Stream)
 	}
 	c.wg.Go(c.announce)
 	return c, nil
@@ -121,6 +129,15 @@ type udpConn struct {
 	closeOnce sync.Once
 	wg        sync.WaitGroup  // announce
 	closing   *sync.WaitGroup // UDP.Closing: the close handshake
+}
+
+// TLSState is the QUIC stream's handshake, which the link takes as its own
+// (link.Secured); a KCP stream has none, and the link runs its TLS.
+func (c *udpConn) TLSState() (tls.ConnectionState, bool) {
+	if s, ok := c.Conn.(link.Secured); ok {
+		return s.TLSState()
+	}
+	return tls.ConnectionState{}, false
 }
 
 // handlePunchPackets routes punch-prefixed packets, which now are late

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -25,7 +26,7 @@ type udpEnd struct {
 
 // udpLinkPair builds a link between the two ends of punch session id
 // over a UDP path between two loopback sockets, as a punch leaves it,
-// running stream ('q' QUIC or 'k' KCP) below the link's TLS.
+// running stream (streamQUIC or streamKCP) below the link.
 func udpLinkPair(t *testing.T, ctx context.Context, stream byte, id punch.SessionID) [2]udpEnd {
 	t.Helper()
 	sa, sb := twoEnds(t, 10*time.Second, [2]punch.NAT{}, [2]netip.AddrPort{})
@@ -129,7 +130,7 @@ func observerForgeries(id punch.SessionID) [][]byte {
 // forged roam announcements from another address to both ends. Neither end
 // moves, and the link keeps carrying data.
 func TestForgedRoamDoesNotMoveTheLink(t *testing.T) {
-	for _, stream := range []byte{'q', 'k'} {
+	for _, stream := range []byte{streamQUIC, streamKCP} {
 		t.Run(string(stream), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
@@ -173,39 +174,66 @@ func TestForgedRoamDoesNotMoveTheLink(t *testing.T) {
 // NAT rebound) moves the link there; the same announcement replayed from
 // yet another endpoint does not.
 func TestRoamFollowsAuthenticAnnouncement(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	ends := udpLinkPair(t, ctx, 'k', punch.NewSessionID())
-	roam := ends[1].conn.roam.Load()
-	if roam == nil || ends[0].conn.roam.Load() == nil {
-		t.Fatal("roaming is not armed once the link is up")
+	// Over QUIC the keys come from QUIC's own handshake (no link TLS).
+	for _, stream := range []byte{streamKCP, streamQUIC} {
+		t.Run(string(stream), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			ends := udpLinkPair(t, ctx, stream, punch.NewSessionID())
+			roam := ends[1].conn.roam.Load()
+			if roam == nil || ends[0].conn.roam.Load() == nil {
+				t.Fatal("roaming is not armed once the link is up")
+			}
+			var moved [2]*net.UDPConn
+			for i := range moved {
+				s, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer s.Close()
+				moved[i] = s
+			}
+			remoteOf := func() netip.AddrPort {
+				ends[0].conn.mu.Lock()
+				defer ends[0].conn.mu.Unlock()
+				return ends[0].conn.remote
+			}
+			p := roam.Announce()
+			moved[0].WriteToUDPAddrPort(p, ends[0].addr)
+			want := moved[0].LocalAddr().(*net.UDPAddr).AddrPort()
+			for deadline := time.Now().Add(2 * time.Second); remoteOf() != want; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("the peer's announcement from %v did not move the link (remote %v)", want, remoteOf())
+				}
+			}
+			moved[1].WriteToUDPAddrPort(p, ends[0].addr)
+			time.Sleep(200 * time.Millisecond)
+			// (The peer's own next announcement may have moved it back.)
+			if got := remoteOf(); got == moved[1].LocalAddr().(*net.UDPAddr).AddrPort() {
+				t.Fatalf("a replayed announcement moved the link to %v", got)
+			}
+		})
 	}
-	var moved [2]*net.UDPConn
-	for i := range moved {
-		s, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
-		moved[i] = s
+}
+
+// TestOldQUICStreamRefusedByName: a peer of the version that ran the
+// link's TLS inside QUIC proposes stream 'q'; this end refuses it with an
+// error that says so, rather than failing a handshake for no clear reason.
+func TestOldQUICStreamRefusedByName(t *testing.T) {
+	sa, _ := twoEnds(t, 10*time.Second, [2]punch.NAT{}, [2]netip.AddrPort{})
+	sock, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
 	}
-	remoteOf := func() netip.AddrPort {
-		ends[0].conn.mu.Lock()
-		defer ends[0].conn.mu.Unlock()
-		return ends[0].conn.remote
+	defer sock.Close()
+	u := &UDP{Closing: &sync.WaitGroup{}}
+	res := punch.UDPResult{Conn: sock, Remote: netip.MustParseAddrPort("127.0.0.1:9"), Stream: streamQUICv1}
+	c, err := u.udpStream(context.Background(), sa, res)
+	if err == nil {
+		c.Close()
+		t.Fatal("the old QUIC stream was accepted")
 	}
-	p := roam.Announce()
-	moved[0].WriteToUDPAddrPort(p, ends[0].addr)
-	want := moved[0].LocalAddr().(*net.UDPAddr).AddrPort()
-	for deadline := time.Now().Add(2 * time.Second); remoteOf() != want; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the peer's announcement from %v did not move the link (remote %v)", want, remoteOf())
-		}
-	}
-	moved[1].WriteToUDPAddrPort(p, ends[0].addr)
-	time.Sleep(200 * time.Millisecond)
-	// (The peer's own next announcement may have moved it back.)
-	if got := remoteOf(); got == moved[1].LocalAddr().(*net.UDPAddr).AddrPort() {
-		t.Fatalf("a replayed announcement moved the link to %v", got)
+	if !strings.Contains(err.Error(), "no longer speaks") {
+		t.Fatalf("refused with %q, which does not say why", err)
 	}
 }

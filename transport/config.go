@@ -17,10 +17,16 @@ import (
 // timers are per end, and a mismatch works but tunes neither end well.
 type Config struct {
 	// MTU is the largest UDP payload a stream sends, in bytes, KCP's 24-byte
-	// header included. Default 1350, which with IPv6 (40) and UDP (8)
-	// headers stays under the 1400-odd bytes that PPPoE and common tunnels
-	// leave of Ethernet's 1500. At most 1500 (kcp-go's buffer size), at
-	// least 256.
+	// header included. Default 1200, QUIC's smallest datagram: with IPv6
+	// (40) and UDP (8) headers it fits the 1280 bytes every IPv6 path
+	// carries, and so paths that tunnels or PPPoE shrink below Ethernet's
+	// 1500 and that drop the ICMP that would say so (a PMTU black hole).
+	// KCP has no path MTU discovery of its own, so it takes the size that
+	// needs none. It sends 11% more packets than at 1350: through the
+	// lab's loss-free forward, alternating runs on a loaded machine gave
+	// 127 and 102 Mbit/s at 1200 against 142 and 122 at 1350 (KCP is
+	// chosen for lossy paths, where its windows, not its packet rate,
+	// bound it). At most 1500 (kcp-go's buffer size), at least 256.
 	MTU int
 
 	// SendWindow and RecvWindow are KCP's windows, in packets. The send
@@ -81,7 +87,7 @@ const (
 	maxWindow  = 32768
 	minTick    = 10 * time.Millisecond
 	maxTick    = 5 * time.Second
-	defaultMTU = 1350
+	defaultMTU = 1200
 )
 
 // DefaultConfig returns a Config with every default filled in.

@@ -5,10 +5,12 @@ import (
 	"context"
 	cryptorand "crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -35,8 +37,22 @@ import (
 // quicReserved begins every prefix a QUICSocket routes to a handler.
 const quicReserved = "WR"
 
-// quicALPN names the protocol inside QUIC's handshake.
-const quicALPN = "warren-stream/1"
+// quicALPN names the protocol inside QUIC's handshake. Version 2: the
+// handshake authenticates both peers for the link above, which runs no
+// TLS of its own over the stream. Version 1 carried the link's TLS inside
+// QUIC's, and a peer that speaks it fails the handshake with
+// ErrQUICVersion.
+const quicALPN = "warren-stream/2"
+
+// ErrQUICVersion is what Dial returns when the peer speaks another
+// version of the stream (another ALPN): a warren from before the link
+// took QUIC's handshake as its own.
+var ErrQUICVersion = errors.New("transport: the peer speaks another version of warren's QUIC stream (" + quicALPN + "); upgrade the older end")
+
+// tlsAlertNoApplicationProtocol is the TLS alert (RFC 7301) a QUIC
+// handshake fails with when the two ends share no ALPN; QUIC carries it
+// as CRYPTO_ERROR 0x100 + alert (RFC 9001 section 4.8).
+const tlsAlertNoApplicationProtocol = 120
 
 // quicHello is the first byte the dialling side writes on its stream: QUIC
 // announces a stream to the peer only with its first data, and the
@@ -188,8 +204,11 @@ func (s *QUICSocket) Close() error {
 // Dial opens the QUIC connection to remote and its one stream. Exactly one
 // side dials (client true) and the other accepts (client false), which
 // takes only a connection from remote. tlsConf authenticates the QUIC
-// handshake; the caller's own security must not depend on it, since the
-// stream is handed to a layer that runs its own TLS.
+// handshake, and it is the stream's only authentication and encryption:
+// it must present this end's certificate and verify the peer's (the link
+// layer's TLS configuration does, and the link checks the outcome again,
+// QUICStream.TLSState). Session resumption is off, so every handshake
+// proves both keys afresh.
 func (s *QUICSocket) Dial(ctx context.Context, remote netip.AddrPort, client bool, tlsConf *tls.Config, cfg *QUICConfig) (*QUICStream, error) {
 	if err := cfg.Verify(); err != nil {
 		return nil, err
@@ -198,6 +217,7 @@ func (s *QUICSocket) Dial(ctx context.Context, remote netip.AddrPort, client boo
 	remote = unmap(remote)
 	tlsConf = tlsConf.Clone()
 	tlsConf.NextProtos = []string{quicALPN}
+	tlsConf.SessionTicketsDisabled = true
 	qc := &quic.Config{
 		HandshakeIdleTimeout:           c.HandshakeTimeout,
 		MaxIdleTimeout:                 c.IdleTimeout,
@@ -208,6 +228,11 @@ func (s *QUICSocket) Dial(ctx context.Context, remote netip.AddrPort, client boo
 		MaxConnectionReceiveWindow:     uint64(c.Window) * 3 / 2,
 		MaxIncomingStreams:             1,
 		MaxIncomingUniStreams:          -1,
+		// QUIC's smallest datagram, which a 1280-byte path carries with
+		// IPv6 and UDP headers; path MTU discovery (DPLPMTUD, which needs
+		// no ICMP) grows it. quic-go starts at 1280, which such a path
+		// drops silently where it drops ICMP too: no handshake at all.
+		InitialPacketSize: 1200,
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.HandshakeTimeout)
 	defer cancel()
@@ -222,7 +247,7 @@ func (s *QUICSocket) Dial(ctx context.Context, remote netip.AddrPort, client boo
 		conn, st, err = s.accept(ctx, remote, tlsConf, qc)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("quic %v: %w", remote, err)
+		return nil, fmt.Errorf("quic %v: %w", remote, versionError(err))
 	}
 	return &QUICStream{Stream: st, conn: conn, cfg: c, done: make(chan struct{}), closed: make(chan struct{})}, nil
 }
@@ -244,7 +269,8 @@ func (s *QUICSocket) dial(ctx context.Context, remote netip.AddrPort, tlsConf *t
 }
 
 func (s *QUICSocket) accept(ctx context.Context, remote netip.AddrPort, tlsConf *tls.Config, qc *quic.Config) (*quic.Conn, *quic.Stream, error) {
-	ln, err := s.tr.Listen(tlsConf, qc)
+	var refused refusal
+	ln, err := s.tr.Listen(refused.watch(tlsConf), qc)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -253,7 +279,7 @@ func (s *QUICSocket) accept(ctx context.Context, remote netip.AddrPort, tlsConf 
 	for {
 		conn, err := ln.Accept(ctx)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, refused.explain(err)
 		}
 		if from, ok := conn.RemoteAddr().(*net.UDPAddr); !ok || unmap(from.AddrPort()) != remote {
 			conn.CloseWithError(quicErrWrongPeer, "not the punched peer")
@@ -275,6 +301,55 @@ func (s *QUICSocket) accept(ctx context.Context, remote netip.AddrPort, tlsConf 
 }
 
 const quicErrWrongPeer quic.ApplicationErrorCode = 1
+
+// refusal is the last handshake a listener refused, and why. quic-go's
+// listener drops a connection whose handshake failed without a word, so
+// an accept that then times out would not say that a peer did come, with
+// a key not pinned or another version of the stream.
+type refusal struct{ last atomic.Pointer[error] }
+
+// watch returns conf with its checks of the client (its ALPN, its
+// certificate) reporting their refusals to r.
+func (r *refusal) watch(conf *tls.Config) *tls.Config {
+	conf = conf.Clone()
+	conf.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		if !slices.Contains(hello.SupportedProtos, quicALPN) {
+			err := fmt.Errorf("%w: it offered %q", ErrQUICVersion, hello.SupportedProtos)
+			r.last.Store(&err)
+		}
+		return nil, nil // conf itself, which refuses such a client
+	}
+	if verify := conf.VerifyPeerCertificate; verify != nil {
+		conf.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) error {
+			err := verify(raw, chains)
+			if err != nil {
+				r.last.Store(&err)
+			}
+			return err
+		}
+	}
+	return conf
+}
+
+// explain adds the last refusal, if any, to the error an accept failed
+// with.
+func (r *refusal) explain(err error) error {
+	if last := r.last.Load(); last != nil {
+		return fmt.Errorf("%w (refused a handshake: %w)", err, *last)
+	}
+	return err
+}
+
+// versionError names a handshake that failed because the two ends share
+// no ALPN, which is how a peer of another stream version fails: QUIC's
+// own message ("no application protocol") does not say what to do.
+func versionError(err error) error {
+	var te *quic.TransportError
+	if errors.As(err, &te) && te.ErrorCode == quic.TransportErrorCode(0x100+tlsAlertNoApplicationProtocol) {
+		return fmt.Errorf("%w: %w", ErrQUICVersion, err)
+	}
+	return err
+}
 
 // QUICStream is the one stream of a QUIC connection, as a net.Conn. Close
 // ends this side's writing and then, once the peer has ended its side too
@@ -357,6 +432,13 @@ func (q *QUICStream) Close() error {
 
 // Done is closed once a closed stream's connection is torn down.
 func (q *QUICStream) Done() <-chan struct{} { return q.done }
+
+// TLSState returns the state of the connection's TLS 1.3 handshake, which
+// authenticated both ends and keys the stream's encryption (and the link's
+// exporter): the link takes it as its own (link.Secured).
+func (q *QUICStream) TLSState() (tls.ConnectionState, bool) {
+	return q.conn.ConnectionState().TLS, true
+}
 
 // quicConnIDs makes this side's connection IDs: random, and never
 // starting with 'R', so that no short-header packet the peer sends begins

@@ -3,12 +3,15 @@ package transport
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/quic-go/quic-go"
 )
 
 func newQUICSocket(t testing.TB) *QUICSocket {
@@ -243,4 +246,33 @@ func TestQUICCloseUnblocksRead(t *testing.T) {
 			t.Error("blocked Read returned no error after Close")
 		}
 	})
+}
+
+// TestQUICOldVersionFailsClearly: a peer that speaks version 1 of the
+// stream (the link's TLS inside QUIC's) fails the handshake, and both
+// ends say it is the version (ErrQUICVersion), not garbage or a timeout
+// with no reason.
+func TestQUICOldVersionFailsClearly(t *testing.T) {
+	a, b := newQUICSocket(t), newQUICSocket(t)
+	cc, sc := testTLS(t)
+	cc.NextProtos = []string{"warren-stream/1"}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var (
+		accErr error
+		wg     sync.WaitGroup
+	)
+	wg.Go(func() { _, accErr = b.Dial(ctx, addrOf(a), false, sc, &QUICConfig{HandshakeTimeout: time.Second}) })
+	conn, err := a.tr.Dial(ctx, net.UDPAddrFromAddrPort(addrOf(b)), cc, &quic.Config{HandshakeIdleTimeout: time.Second})
+	wg.Wait()
+	if err == nil {
+		conn.CloseWithError(0, "")
+		t.Fatal("an old client completed the handshake")
+	}
+	if err := versionError(err); !errors.Is(err, ErrQUICVersion) {
+		t.Fatalf("the old client's dial failed with %v, want ErrQUICVersion", err)
+	}
+	if !errors.Is(accErr, ErrQUICVersion) {
+		t.Fatalf("the accepting end failed with %v, want ErrQUICVersion", accErr)
+	}
 }

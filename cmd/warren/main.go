@@ -24,7 +24,9 @@ commands:
   keygen -o FILE          create a new Ed25519 key; prints its public key
   pubkey -k FILE          print the public key of a key file
   rendezvous -c FILE      run a rendezvous server (or: -listen ADDR [-alt-listen ADDR] [-key FILE] [-token-file FILE]);
-                          the join token may also come from $WARREN_TOKEN
+                          the join token may also come from $WARREN_TOKEN; a node of a cluster adds
+                          -cluster-listen HOST:PORT -cluster-peers nats://HOST:PORT,... (or -nats URL,...)
+                          [-node NAME] [-public HOST:PORT]
   up -c FILE [-log FILE]  run the peer daemon (SIGHUP reloads the config)
   check -c FILE [-server]  validate a config (and that its ports are free and its key readable) without starting
   status [-admin ADDR] [-json]

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/warren-p2p/warren/config"
+	"github.com/warren-p2p/warren/daemon"
 	"github.com/warren-p2p/warren/portmap"
 	"github.com/warren-p2p/warren/punch"
 	"github.com/warren-p2p/warren/rendezvous"
@@ -27,6 +28,7 @@ func cmdNat(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	alt := fs.String("alt", "", "the server's -alt-listen `ADDR`, if it has one: needed to tell mapping behaviours apart")
 	asJSON := fs.Bool("json", false, "print the verdict and samples as JSON")
 	pm := fs.Bool("portmap", true, "also ask the router which port mapping protocols (UPnP IGD, NAT-PMP, PCP) it offers; nothing is mapped")
+	admin := fs.String("admin", "", "also show the port mapping a running daemon got, from its admin_listen `ADDR` (default with -c: the config's)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -36,6 +38,9 @@ func cmdNat(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return configErr(err)
 		}
 		*server = cfg.Rendezvous.Address
+		if *admin == "" {
+			*admin = cfg.AdminListen
+		}
 	}
 	if *server == "" {
 		return usagef("-rendezvous ADDR or -c FILE is required")
@@ -62,6 +67,10 @@ func cmdNat(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	nat, samples, err := rendezvous.Discover(ctx, rendezvous.DiscoverConfig{Servers: servers})
 	pmr := <-offer
+	var got *daemonMapping
+	if *admin != "" {
+		got = daemonPortMapping(ctx, *admin)
+	}
 	if err != nil {
 		return fmt.Errorf("no answer from %s over UDP (is it a warren rendezvous server, and is UDP open?): %w", *server, err)
 	}
@@ -69,10 +78,10 @@ func cmdNat(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		r := newNATReport(nat, samples)
-		r.PortMapping = pmr
+		r.PortMapping, r.Daemon = pmr, got
 		return enc.Encode(r)
 	}
-	printNAT(stdout, servers, nat, samples, pmr)
+	printNAT(stdout, servers, nat, samples, pmr, got)
 	return nil
 }
 
@@ -106,6 +115,46 @@ func probePortMapping(ctx context.Context) *portMapReport {
 	return r
 }
 
+// daemonMapping is what a running daemon got from the router, as its
+// status API says (with the API's error, if it did not answer).
+type daemonMapping struct {
+	Admin string `json:"admin"`
+	*daemon.PortMappingStatus
+	// Off is true when the daemon runs with port_mapping = false.
+	Off        bool   `json:"off,omitempty"`
+	AdminError string `json:"admin_error,omitempty"`
+}
+
+// daemonPortMapping asks the daemon at admin for its port mapping.
+func daemonPortMapping(ctx context.Context, admin string) *daemonMapping {
+	dm := &daemonMapping{Admin: admin}
+	body, err := adminGet(ctx, admin, "/status")
+	var st daemon.Status
+	if err == nil {
+		err = json.Unmarshal(body, &st)
+	}
+	switch {
+	case err != nil:
+		dm.AdminError = err.Error()
+	case st.PortMapping == nil:
+		dm.Off = true
+	default:
+		dm.PortMappingStatus = st.PortMapping
+	}
+	return dm
+}
+
+// String is the daemon's line in `warren nat`.
+func (dm *daemonMapping) String() string {
+	switch {
+	case dm.AdminError != "":
+		return "- (" + dm.AdminError + ")"
+	case dm.Off:
+		return "- (port_mapping = false)"
+	}
+	return portMappingText(dm.PortMappingStatus)
+}
+
 // String is the report's line in `warren nat`.
 func (r *portMapReport) String() string {
 	switch {
@@ -132,6 +181,8 @@ type natReport struct {
 	Samples    []natSample `json:"samples"`
 	// PortMapping is absent with -portmap=false.
 	PortMapping *portMapReport `json:"port_mapping,omitempty"`
+	// Daemon is the running daemon's own mapping, with -admin or -c.
+	Daemon *daemonMapping `json:"daemon_port_mapping,omitempty"`
 }
 
 // natSample is one probe: from which local address, to which server
@@ -151,7 +202,7 @@ func newNATReport(nat punch.NAT, samples []punch.Sample) natReport {
 	return r
 }
 
-func printNAT(w io.Writer, servers []netip.AddrPort, nat punch.NAT, samples []punch.Sample, pm *portMapReport) {
+func printNAT(w io.Writer, servers []netip.AddrPort, nat punch.NAT, samples []punch.Sample, pm *portMapReport, got *daemonMapping) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "NAT\t%s\n", nat)
 	fmt.Fprintf(tw, "public address\t%s\n", orDash(nat.PublicIP.String()))
@@ -167,6 +218,9 @@ func printNAT(w io.Writer, servers []netip.AddrPort, nat punch.NAT, samples []pu
 	}
 	if pm != nil {
 		fmt.Fprintf(tw, "port mapping\t%s\n", pm)
+	}
+	if got != nil {
+		fmt.Fprintf(tw, "daemon's mapping\t%s (%s)\n", got, got.Admin)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)

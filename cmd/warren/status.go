@@ -66,8 +66,12 @@ func adminGet(ctx context.Context, admin, path string) ([]byte, error) {
 }
 
 func printStatus(w io.Writer, st daemon.Status) {
-	fmt.Fprintf(w, "key %s  rendezvous %s  observed %s  nat %s\n\n",
+	fmt.Fprintf(w, "key %s  rendezvous %s  observed %s  nat %s\n",
 		st.PublicKey, st.Rendezvous, orDash(st.Observed), st.NAT)
+	if st.PortMapping != nil {
+		fmt.Fprintf(w, "port mapping %s\n", portMappingText(st.PortMapping))
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "PEER\tSTATE\tPATH\tREMOTE\tRTT\tSINCE\tIN\tOUT\tSTREAMS\tPEER NAT\tSTRATEGY")
 	for _, p := range st.Peers {
@@ -100,6 +104,29 @@ func printStatus(w io.Writer, st daemon.Status) {
 			fmt.Fprintf(w, "\n%s: %s", p.Name, p.Choice)
 		}
 	}
+}
+
+// portMappingText is a daemon's port mapping on one line: "upnp tcp
+// 203.0.113.10:41000 udp 203.0.113.10:41000 renewed before 14:02:11", or
+// why there is none.
+func portMappingText(pm *daemon.PortMappingStatus) string {
+	if pm.TCP == "" && pm.UDP == "" {
+		return "- (" + pm.Error + ")"
+	}
+	s := pm.Protocol
+	if pm.TCP != "" {
+		s += " tcp " + pm.TCP
+	}
+	if pm.UDP != "" {
+		s += " udp " + pm.UDP
+	}
+	if pm.Expires != nil {
+		s += " expires " + pm.Expires.Local().Format(time.TimeOnly)
+	}
+	if pm.Error != "" {
+		s += " (" + pm.Error + ")"
+	}
+	return s
 }
 
 func orDash(s string) string {

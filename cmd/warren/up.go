@@ -9,15 +9,18 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/sirupsen/logrus"
 
 	"github.com/warren-p2p/warren/config"
 	"github.com/warren-p2p/warren/daemon"
 	"github.com/warren-p2p/warren/identity"
+	"github.com/warren-p2p/warren/internal/natsnode"
 	"github.com/warren-p2p/warren/rendezvous"
 )
 
@@ -183,6 +186,12 @@ func cmdRendezvous(ctx context.Context, args []string, stdout, stderr io.Writer)
 	relay := fs.Bool("relay", true, "relay traffic for peers that find no direct path")
 	relayRate := fs.Int64("relay-rate", 0, "cap each peer's relayed traffic at `BYTES` per second (0: no cap; default 8 MiB/s)")
 	limits := fs.Bool("limits", true, "per-source connection caps and rates against floods (off only for load tests)")
+	natsURLs := fs.String("nats", "", "join a cluster through an existing NATS at `URL[,URL...]`")
+	natsCreds := fs.String("nats-creds", "", "NATS credentials `FILE` for -nats")
+	clusterListen := fs.String("cluster-listen", "", "join a cluster with NATS embedded, taking routes on `HOST:PORT`")
+	clusterPeers := fs.String("cluster-peers", "", "other nodes' cluster addresses, `nats://HOST:PORT,...`")
+	node := fs.String("node", "", "this node's `NAME` in the cluster (default: the host name)")
+	public := fs.String("public", "", "`HOST:PORT` where peers reach this node (required in a cluster unless -listen names an IP)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -217,6 +226,23 @@ func cmdRendezvous(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	if set["limits"] {
 		cfg.Limits = limits
+	}
+	if set["nats"] {
+		cfg.NATS = splitList(*natsURLs)
+	}
+	if set["nats-creds"] {
+		if cfg.NATSCreds, err = filepath.Abs(*natsCreds); err != nil {
+			return configErr(err)
+		}
+	}
+	override("cluster-listen", &cfg.ClusterListen, *clusterListen)
+	if set["cluster-peers"] {
+		cfg.ClusterPeers = splitList(*clusterPeers)
+	}
+	override("node", &cfg.Node, *node)
+	override("public", &cfg.Public, *public)
+	if err := cfg.CheckCluster(); err != nil {
+		return configErr(err)
 	}
 	if cfg.RelayRate != nil && *cfg.RelayRate < 0 {
 		return usagef("-relay-rate must not be negative")
@@ -262,6 +288,19 @@ func cmdRendezvous(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
+	if cfg.Clustered() {
+		nc, closeNATS, err := joinCluster(cfg, log)
+		if err != nil {
+			return err
+		}
+		// After the server: it stops using the connection first.
+		defer closeNATS()
+		if err := rendezvous.CheckNodeName(ctx, nc, cfg.Node); err != nil {
+			return err
+		}
+		scfg.Cluster = &rendezvous.ClusterConfig{Node: cfg.Node, Public: cfg.Public, NATS: nc}
+		log.WithFields(logrus.Fields{"node": cfg.Node, "public": cfg.Public}).Info("clustered: this server is one node of a cluster")
+	}
 	srv, err := rendezvous.NewServer(scfg)
 	if err != nil {
 		return err
@@ -289,4 +328,46 @@ func cmdRendezvous(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return err
 	}
 	return nil
+}
+
+// joinCluster connects this node to its cluster's NATS: an embedded
+// server routed to the other nodes', or an existing deployment. The
+// function returned closes what it opened.
+func joinCluster(cfg *config.Server, log logrus.FieldLogger) (*nats.Conn, func(), error) {
+	if cfg.ClusterListen == "" {
+		nc, err := natsnode.Dial(cfg.NATS, cfg.NATSCreds, cfg.Node)
+		if err != nil {
+			return nil, nil, err
+		}
+		return nc, nc.Close, nil
+	}
+	if cfg.ClusterSecret == "" {
+		log.Warn("cluster routes are open to anyone who reaches cluster_listen: keep it on a private network, or set cluster_secret_file on every node")
+	}
+	emb, err := natsnode.Embed(natsnode.EmbedConfig{Node: cfg.Node, Listen: cfg.ClusterListen, Peers: cfg.ClusterPeers,
+		User: clusterUser(cfg.ClusterSecret), Password: cfg.ClusterSecret, Log: log})
+	if err != nil {
+		return nil, nil, err
+	}
+	log.WithField("cluster_listen", emb.ClusterAddr()).Info("embedded NATS takes cluster routes")
+	return emb.Conn(), emb.Close, nil
+}
+
+// clusterUser is the route user name that goes with a cluster secret.
+func clusterUser(secret string) string {
+	if secret == "" {
+		return ""
+	}
+	return "warren"
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }

@@ -2,6 +2,7 @@ package benchtest
 
 import (
 	"io"
+	"net"
 	"testing"
 )
 
@@ -61,4 +62,26 @@ func RoundTrip(b *testing.B, a, peer io.ReadWriter, size int) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// TCPPair returns both ends of a loopback TCP connection, closed when the
+// test ends.
+func TCPPair(t testing.TB) (near, far *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); s.Close() })
+	return c.(*net.TCPConn), s.(*net.TCPConn)
 }

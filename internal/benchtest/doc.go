@@ -3,6 +3,7 @@
 //
 // It owns the measuring loops (bulk streaming, request/response round
 // trips) over connections the caller made; what is measured, and the
-// baseline it is compared with, stay in the benchmarks. Non-test code
+// baseline it is compared with, stay in the benchmarks; and loopback
+// connection pairs for tests of copies. Non-test code
 // must not import it.
 package benchtest

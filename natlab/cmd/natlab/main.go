@@ -150,6 +150,7 @@ func up(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&cfg.Prefix, "prefix", "", "namespace name prefix (default wl + 4 random hex digits)")
 	fs.IntVar(&cfg.LossPercent, "loss", 0, "random loss on the internet segment, percent")
 	fs.DurationVar(&cfg.UDPTimeout, "udp-timeout", 0, "conntrack UDP timeout in routers (0: kernel default)")
+	fs.BoolVar(&cfg.IPv6, "ipv6", false, "dual-stack: a routed 2001:db8:i::/64 per site behind a stateful firewall (no NAT66)")
 	profile := fs.String("profile", "lan", "every site's uplink profile (natlab profiles lists them)")
 	quiet := fs.Bool("q", false, "print only the prefix")
 	if err := fs.Parse(args); err != nil {

@@ -1,14 +1,14 @@
-package forward
+package bufcopy
 
 import (
 	"io"
 	"sync/atomic"
 )
 
-// readNotifier is a source that calls back once it may have become
+// Notifier is a source that calls back once it may have become
 // readable, after which a read with a deadline in the past returns what it
 // holds (readBuffered): the link's stream (link.Stream.NotifyReadable).
-type readNotifier interface {
+type Notifier interface {
 	NotifyReadable(f func())
 }
 
@@ -20,7 +20,7 @@ type shrinker interface {
 	Shrink()
 }
 
-// States of a pump.
+// States of a Pump.
 const (
 	pumpIdle    int32 = iota // no goroutine: src had nothing to read
 	pumpRunning              // a goroutine copies
@@ -28,13 +28,13 @@ const (
 	pumpDone                 // src ended, or the copy failed
 )
 
-// pump copies a source that says when it may be readable (readNotifier)
+// Pump copies a source that says when it may be readable (Notifier)
 // on a goroutine that runs only while the source has data: an idle
 // connection's stream side holds no goroutine and no buffer, where a
 // copy blocked in Read held both (a goroutine's stack and a 2 KiB buffer,
 // a third of what an idle forwarded connection cost).
-type pump struct {
-	cp    *copier
+type Pump struct {
+	cp    *Copier
 	dst   io.Writer
 	src   io.Reader
 	state atomic.Int32
@@ -43,10 +43,10 @@ type pump struct {
 	done  chan struct{}      // closed after end
 }
 
-// newPump starts pumping src, which n is, into dst; end gets the bytes
+// Pump starts pumping src, which n is, into dst; end gets the bytes
 // copied and the error that ended the copy (nil at EOF).
-func (cp *copier) newPump(dst io.Writer, src io.Reader, n readNotifier, end func(int64, error)) *pump {
-	p := &pump{cp: cp, dst: dst, src: src, end: end, done: make(chan struct{})}
+func (cp *Copier) Pump(dst io.Writer, src io.Reader, n Notifier, end func(int64, error)) *Pump {
+	p := &Pump{cp: cp, dst: dst, src: src, end: end, done: make(chan struct{})}
 	n.NotifyReadable(p.kick)
 	p.kick() // for what came before
 	return p
@@ -54,7 +54,7 @@ func (cp *copier) newPump(dst io.Writer, src io.Reader, n readNotifier, end func
 
 // kick has a goroutine copy what src has, unless one is at it. It does
 // not block: the link's reader calls it.
-func (p *pump) kick() {
+func (p *Pump) kick() {
 	for {
 		switch p.state.Load() {
 		case pumpIdle:
@@ -75,12 +75,12 @@ func (p *pump) kick() {
 // wait waits for the copy to end. The other direction has ended, and may
 // have closed src (a failure closes both), which src need not announce:
 // the kick lets a goroutine find out.
-func (p *pump) wait() {
+func (p *Pump) Wait() {
 	p.kick()
 	<-p.done
 }
 
-func (p *pump) run() {
+func (p *Pump) run() {
 	for {
 		n, err, more := p.cp.burst(p.dst, p.src)
 		p.total += n
@@ -114,7 +114,7 @@ func (p *pump) run() {
 // (readBuffered) into a pooled buffer for as long as reads find more,
 // and moving to a large buffer when a read fills the medium one. more is
 // false when src ended (err is nil at EOF) or a read or write failed.
-func (cp *copier) burst(dst io.Writer, src io.Reader) (total int64, err error, more bool) {
+func (cp *Copier) burst(dst io.Writer, src io.Reader) (total int64, err error, more bool) {
 	held := cp.get(mediumCopyBuf)
 	defer func() { cp.put(held) }()
 	for {
