@@ -94,10 +94,14 @@ type Link struct {
 	// parallel. Default: ["tcp", "udp"].
 	Transports []string `toml:"transports"`
 	// UDPStream is the protocol a UDP link runs over its punched socket:
-	// "quic" (quic-go) or "kcp" (kcp-go). Every daemon speaks both; the
-	// side whose key sorts lower proposes its choice with the punch, so
-	// two peers never disagree. Default "quic": about three times KCP's
-	// throughput (docs/benchmarks.md).
+	// "auto", "quic" (quic-go) or "kcp" (kcp-go). Every daemon speaks
+	// both; the side whose key sorts lower decides and its choice travels
+	// with the punch, so two peers never disagree. "auto" (the default)
+	// measures each path with a probe train after the punch and picks by
+	// transport.ChooseStream: QUIC on a LAN (several times KCP there),
+	// KCP on longer and lossy paths, where QUIC's loss-based congestion
+	// control collapses (docs/benchmarks.md); on a path that lost probes
+	// it also prefers the UDP link to a direct TCP one.
 	UDPStream string `toml:"udp_stream"`
 	// Relay allows relaying through the rendezvous server when no direct
 	// path is found. Default: true; never nil after Load.

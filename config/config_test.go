@@ -329,7 +329,7 @@ func TestParseErrors(t *testing.T) {
 			"spray_rate", `link.spray_rate: 5 is outside 100 to 100000 packets per second`},
 		{"unknown UDP stream protocol",
 			`transports = ["tcp"]`, "transports = [\"tcp\"]\nudp_stream = \"sctp\"",
-			"udp_stream", `link.udp_stream: unknown UDP stream protocol "sctp" (known: quic, kcp)`},
+			"udp_stream", `link.udp_stream: unknown UDP stream protocol "sctp" (known: auto, quic, kcp)`},
 		{"unknown transport",
 			`transports = ["tcp"]`, `transports = ["quic"]`,
 			"transports", `link.transports: unknown transport "quic" (known: tcp, udp)`},

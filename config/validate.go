@@ -28,7 +28,7 @@ const (
 	defaultMaxStreams    = link.DefaultMaxStreams
 	defaultRecvBudget    = link.DefaultReceiveBudget
 	defaultSprayRate     = punch.DefaultSprayRate
-	defaultUDPStream     = "quic"
+	defaultUDPStream     = "auto"
 	defaultUDPIdle       = time.Minute
 	defaultServerListen  = "0.0.0.0:7777"
 	defaultServerKeyFile = "rendezvous.key"
@@ -333,9 +333,9 @@ func (l *Link) finish(p *problems, md toml.MetaData) {
 	switch l.UDPStream {
 	case "":
 		l.UDPStream = defaultUDPStream
-	case "quic", "kcp":
+	case "auto", "quic", "kcp":
 	default:
-		p.add("link.udp_stream", "unknown UDP stream protocol %q (known: quic, kcp)", l.UDPStream)
+		p.add("link.udp_stream", "unknown UDP stream protocol %q (known: auto, quic, kcp)", l.UDPStream)
 	}
 	switch {
 	case !set("spray_rate"):

@@ -217,12 +217,20 @@ func (p *peer) awaitPunch(ctx context.Context, d *Daemon) (o offer, asked time.T
 }
 
 // punchInfo is what status says of the punch session behind a link.
-type punchInfo struct{ peerNAT, strategy, why string }
+type punchInfo struct {
+	peerNAT, strategy, why string
+	// choice is what the session's UDP path measured and chose, and
+	// choiceWhy the sentence that says so.
+	choice    session.Choice
+	choiceWhy string
+}
 
 // describePunch is the punchInfo of a session whose race rep reports: for
-// a relayed link, what each direct path did instead.
+// a relayed link, what each direct path did instead; for any link, what
+// the UDP path measured and chose.
 func describePunch(s *session.Session, rep session.Report) punchInfo {
-	info := punchInfo{peerNAT: natLabel(s.PeerNAT), strategy: s.Strategy.Name}
+	info := punchInfo{peerNAT: natLabel(s.PeerNAT), strategy: s.Strategy.Name, choice: s.Choice()}
+	info.choiceWhy = info.choice.Reason(rep.Winner)
 	if rep.Winner != session.PathRelay {
 		return info
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/warren-p2p/warren/internal/admit"
 	"github.com/warren-p2p/warren/punch"
 	"github.com/warren-p2p/warren/rendezvous"
+	"github.com/warren-p2p/warren/session"
 )
 
 // Status is what GET /status returns.
@@ -70,9 +71,33 @@ type PeerStatus struct {
 	PeerNAT  string `json:"peer_nat,omitempty"`
 	Strategy string `json:"strategy,omitempty"`
 	Why      string `json:"why,omitempty"`
+	// UDPStream is the stream a direct-udp link runs ("quic", "kcp");
+	// Probe is what the punch's probe train measured of the path, and
+	// Choice says why the link runs over what it does (the stream, and
+	// on a lossy path the UDP link preferred to direct TCP).
+	UDPStream string     `json:"udp_stream,omitempty"`
+	Probe     *PathProbe `json:"probe,omitempty"`
+	Choice    string     `json:"choice,omitempty"`
 	// Throughput is the last minutes' traffic, for the dashboard's
 	// sparklines; absent until the first sample.
 	Throughput *Throughput `json:"throughput,omitempty"`
+}
+
+// PathProbe is what a punch session's probe train measured of the path
+// to the peer: pings sent and unanswered, and the smallest round trip.
+type PathProbe struct {
+	Sent        int     `json:"sent"`
+	Lost        int     `json:"lost"`
+	LossPercent float64 `json:"loss_percent"`
+	RTTMs       float64 `json:"rtt_ms"`
+	// Lossy is true when the path lost probes and is loss-limited
+	// (transport.ChooseStream picked KCP for it); PreferUDP when it is
+	// also long enough for the race to prefer the UDP link to direct TCP.
+	Lossy     bool `json:"lossy"`
+	PreferUDP bool `json:"prefer_udp"`
+	// HeldTCPMs is how long the race held direct TCP back for the
+	// measurement and the UDP link (at the end that decides).
+	HeldTCPMs float64 `json:"held_tcp_ms,omitempty"`
 }
 
 // Status reports the daemon and every configured peer.
@@ -141,6 +166,16 @@ func (p *peer) status() PeerStatus {
 		ps.SetupMs = float64(p.setup.Microseconds()) / 1000
 		ps.BytesIn, ps.BytesOut = s.BytesIn, s.BytesOut
 		ps.PeerNAT, ps.Strategy, ps.Why = p.punched.peerNAT, p.punched.strategy, p.punched.why
+		c := p.punched.choice
+		if ps.Path == session.PathUDP {
+			ps.UDPStream = string(c.Stream)
+		}
+		if c.Quality.Sent > 0 {
+			ps.Probe = &PathProbe{Sent: c.Quality.Sent, Lost: c.Quality.Lost, LossPercent: c.LossPercent(),
+				RTTMs: float64(c.Quality.RTT.Microseconds()) / 1000, Lossy: c.Lossy, PreferUDP: c.PreferUDP,
+				HeldTCPMs: float64(c.HeldTCP.Microseconds()) / 1000}
+		}
+		ps.Choice = p.punched.choiceWhy
 	}
 	// After an upgrade, streams opened on the relay stay there until they
 	// end: they are the peer's streams all the same.

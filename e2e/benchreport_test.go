@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -99,6 +100,18 @@ reproduces it.
 type benchReport struct {
 	mu       sync.Mutex
 	sections map[int]string
+	files    map[string][]byte // written beside the report: plots
+}
+
+// addFile records a file (a plot the report links to) to write beside the
+// report.
+func (r *benchReport) addFile(name string, data []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.files == nil {
+		r.files = make(map[string][]byte)
+	}
+	r.files[name] = data
 }
 
 // benchDoc is the report of this test binary's run.
@@ -133,5 +146,10 @@ func (r *benchReport) write(path string) error {
 		b.WriteString("\n" + r.sections[order])
 	}
 	b.WriteString("\n" + missNotes)
+	for name, data := range r.files {
+		if err := os.WriteFile(filepath.Join(filepath.Dir(path), name), data, 0o644); err != nil {
+			return fmt.Errorf("bench report: %w", err)
+		}
+	}
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }

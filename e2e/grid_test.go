@@ -30,10 +30,18 @@ import (
 // peer. Set WARREN_GRID_REPORT=path to write the Markdown report:
 //
 //	WARREN_GRID_REPORT=$PWD/docs/natlab-grid.md go test ./e2e -run TestNATGrid -count=1
+//
+// WARREN_GRID_PROFILE names the natlab profile of every site's uplink
+// (default: none, the lab's wire with no delay or loss), so the grid on a
+// WAN profile is one command:
+//
+//	WARREN_GRID_PROFILE=mobile go test ./e2e -run TestNATGrid -count=1 -timeout 60m
 const (
 	// cellLinkWait bounds how long a cell waits for its link; a cell
 	// that is not up by then is "fail".
 	cellLinkWait = 8 * time.Second
+	// cellWANLinkWait is cellLinkWait on an emulated WAN profile.
+	cellWANLinkWait = 30 * time.Second
 	// gridParallel is how many cells run at once on 2 cores.
 	gridParallel = 4
 	// throughputBytes is the checked transfer through a cell's forward:
@@ -63,6 +71,23 @@ type cellResult struct {
 	mbps      float64
 	nats      string // each daemon's own NAT verdict, client/server
 	note      string
+	// stream and choice are the client's status: the UDP link's stream,
+	// and what the punch measured and chose.
+	stream, choice string
+}
+
+// gridProfile is the profile WARREN_GRID_PROFILE names, or the zero
+// Profile (no emulator) if it is unset.
+func gridProfile(t testing.TB) natlab.Profile {
+	name := os.Getenv("WARREN_GRID_PROFILE")
+	if name == "" {
+		return natlab.Profile{}
+	}
+	p, err := natlab.LookupProfile(name)
+	if err != nil {
+		t.Fatalf("WARREN_GRID_PROFILE: %v", err)
+	}
+	return p
 }
 
 func gridCells() []cell {
@@ -203,8 +228,8 @@ func TestNATGrid(t *testing.T) {
 					if rank(r.outcome) < rank(want) {
 						t.Errorf("outcome %s is worse than expected %s (%s)", r.outcome, want, r.note)
 					}
-					t.Logf("%s over %s: %s first byte %v setup %v %.0f Mbit/s %s", c.name, transport, r.outcome,
-						r.firstByte.Round(time.Millisecond), r.setup.Round(time.Millisecond), r.mbps, r.note)
+					t.Logf("%s over %s: %s first byte %v setup %v %.0f Mbit/s %s %s", c.name, transport, r.outcome,
+						r.firstByte.Round(time.Millisecond), r.setup.Round(time.Millisecond), r.mbps, r.note, r.choice)
 				})
 			}
 		}
@@ -235,7 +260,7 @@ func rank(outcome string) int {
 
 // runCell builds the cell's lab, runs both daemons and measures.
 func runCell(t testing.TB, c cell, transport string) cellResult {
-	return runCellWith(t, c, cellOptions{transports: transport, size: throughputBytes})
+	return runCellWith(t, c, cellOptions{transports: transport, size: throughputBytes, profile: gridProfile(t)})
 }
 
 // cellOptions are the knobs of runCellWith.
@@ -326,7 +351,14 @@ func runCellWith(t testing.TB, c cell, o cellOptions) cellResult {
 	}
 
 	// First byte: one byte through the forward, answered by the service.
-	fctx, fcancel := context.WithTimeout(ctx, cellLinkWait)
+	// On an emulated WAN path registering alone can take seconds (a lost
+	// SYN is resent after 1 s, then 3), which is a slow first byte to
+	// report, not a failed cell.
+	wait := cellLinkWait
+	if o.profile.Name != "" && o.profile.Name != "lan" {
+		wait = cellWANLinkWait
+	}
+	fctx, fcancel := context.WithTimeout(ctx, wait)
 	defer fcancel()
 	for fctx.Err() == nil {
 		if err := oneByte(fctx, client, fwd); err == nil {
@@ -363,6 +395,7 @@ func runCellWith(t testing.TB, c cell, o cellOptions) cellResult {
 		return r
 	}
 	r.outcome, r.note = p.Path, ""
+	r.stream, r.choice = p.UDPStream, p.Choice
 	if os.Getenv("WARREN_GRID_DEBUG") != "" && (r.firstByte > 2*time.Second || r.outcome == "relay") {
 		t.Errorf("slow first byte %v or relayed (%s); logs follow", r.firstByte, r.outcome)
 	}
@@ -434,9 +467,14 @@ func writeGridReport(path string, results []cellResult, hard string) error {
 		byName[r.transport+" "+r.name] = r
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "# NAT lab grid\n\nMeasured %s at commit %s on %s (%d cores).\n",
-		time.Now().UTC().Format("2006-01-02"), gitCommit(), hostDesc(), runtime.NumCPU())
-	b.WriteString("Regenerate: `WARREN_GRID_REPORT=$PWD/docs/natlab-grid.md go test ./e2e -run TestNATGrid -count=1` (as root).\n\n")
+	profile, regen := "no emulated WAN (the lab's wire)", "WARREN_GRID_REPORT=$PWD/docs/natlab-grid.md"
+	if name := os.Getenv("WARREN_GRID_PROFILE"); name != "" {
+		profile = "natlab profile " + name + " on every uplink"
+		regen = "WARREN_GRID_PROFILE=" + name + " WARREN_GRID_REPORT=$PWD/docs/natlab-grid-" + name + ".md"
+	}
+	fmt.Fprintf(&b, "# NAT lab grid\n\nMeasured %s at commit %s on %s (%d cores), %s.\n",
+		time.Now().UTC().Format("2006-01-02"), gitCommit(), hostDesc(), runtime.NumCPU(), profile)
+	b.WriteString("Regenerate: `" + regen + " go test ./e2e -run TestNATGrid -count=1 -timeout 60m` (as root).\n\n")
 	b.WriteString("Rows: the client peer's NAT; columns: the server peer's NAT. Each cell: outcome, link setup time " +
 		"(connect request to link up). Kinds are described in natlab/doc.go.\n\n")
 	for _, transport := range gridTransports {

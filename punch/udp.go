@@ -109,6 +109,16 @@ type UDPConfig struct {
 	Window int
 	// Interval is how often a fixed endpoint is pinged. Default 50ms.
 	Interval time.Duration
+	// Train is how many pings the probe train of a session with Choose
+	// sends. Default 48: enough for the smallest of their round trips to
+	// be the path's, and for a loss of a few percent to show. At most
+	// 255 (the nomination counts them in a byte).
+	Train int
+	// ShortTrain is how many pings a train sends before it asks
+	// UDPSession.Short whether that is enough. Default 16: they leave
+	// within the budget's burst, and on a LAN their answers are back
+	// before the last has left.
+	ShortTrain int
 }
 
 // DefaultSprayRate is the default rate of a punch Budget (and of the
@@ -130,6 +140,10 @@ func (c *UDPConfig) withDefaults() (UDPConfig, error) {
 	conf.Default(&out.Window, 32)
 	out.Window = min(out.Window, maxWindow/16)
 	conf.Default(&out.Interval, 50*time.Millisecond)
+	conf.Default(&out.Train, 48)
+	out.Train = min(out.Train, 255)
+	conf.Default(&out.ShortTrain, 16)
+	out.ShortTrain = min(out.ShortTrain, out.Train)
 	if out.Budget == nil {
 		b, err := NewBudget(&BudgetConfig{Rate: out.Rate})
 		if err != nil {
@@ -148,7 +162,8 @@ func (c *UDPConfig) Verify() error {
 	}
 	return errors.Join(conf.NotNegative("punch: Rate", c.Rate), conf.NotNegative("punch: MaxProbes", c.MaxProbes),
 		conf.NotNegative("punch: Sockets", c.Sockets), conf.NotNegative("punch: Window", c.Window),
-		conf.NotNegative("punch: Interval", c.Interval))
+		conf.NotNegative("punch: Interval", c.Interval), conf.NotNegative("punch: Train", c.Train),
+		conf.NotNegative("punch: ShortTrain", c.ShortTrain))
 }
 
 // PacketConn is what a UDP punch needs of a socket. *net.UDPConn has it;
@@ -188,6 +203,28 @@ type UDPSession struct {
 	// refuses are dropped, and so is every packet to an address it
 	// refuses (a ping's source included). The zero Scope allows nothing.
 	Scope Scope
+	// Choose, if set on the controlling side, makes it measure the path
+	// before it nominates: once the first pong arrives it sends a train
+	// of pings (UDPConfig.Train) to where the pong came from, and
+	// nominates the stream Choose returns for what the train measured
+	// (instead of Stream). The measurement travels in the nomination, so
+	// both sides know what the choice was made from.
+	Choose func(Quality) byte
+	// Short, if set, ends a probe train after UDPConfig.ShortTrain pings
+	// when it reports true for the smallest round trip answered by then:
+	// a path that short (a LAN) needs no longer measurement for the
+	// choice, and its link comes up sooner.
+	Short func(rtt time.Duration) bool
+}
+
+// Quality is what a probe train measured of a punched path: how many
+// pings it sent, how many got no answer, and the smallest round trip
+// among the answers (the path's own, without the queueing and scheduling
+// delays that the others add). Sent 0 means nothing was measured (no
+// train ran, or the peer does not echo pings: a version before trains).
+type Quality struct {
+	Sent, Lost int
+	RTT        time.Duration
 }
 
 // UDPResult is a punched UDP path: a socket and the peer's endpoint as
@@ -198,6 +235,9 @@ type UDPResult struct {
 	Remote netip.AddrPort
 	// Stream is the controlling side's Stream: what both sides run.
 	Stream byte
+	// Quality is what the controlling side's probe train measured (on
+	// both sides: it travels in the nomination); zero without a train.
+	Quality Quality
 	// Sent is how many punch packets this side sent, for logs: a spray
 	// that needs far more than its odds say points at a NAT that does
 	// not behave as classified.
@@ -205,10 +245,11 @@ type UDPResult struct {
 }
 
 type udpEvent struct {
-	sock   PacketConn
-	from   netip.AddrPort
-	typ    byte
-	stream byte // a nomination's Stream
+	sock PacketConn
+	from netip.AddrPort
+	typ  byte
+	body [udpNonceLen]byte
+	at   time.Time // when it was read
 }
 
 // PunchUDP punches from sock (the session socket whose mapping the server
@@ -251,21 +292,36 @@ func PunchUDP(ctx context.Context, cfg *UDPConfig, s UDPSession, sock PacketConn
 			p.add(extra)
 		}
 	}
+	// The role's packets stop when a probe train starts: the train's
+	// pings are all the path needs from then on.
+	sendCtx, stopSending := context.WithCancel(ctx)
+	defer stopSending()
+	p.stopSending = stopSending
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		p.send(ctx)
+		p.send(sendCtx)
 	}()
 	if len(s.LAN) > 0 {
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
-			p.pingEvery(ctx, []PacketConn{sock}, s.LAN)
+			p.pingEvery(sendCtx, []PacketConn{sock}, s.LAN)
 		}()
 	}
 	res, err := p.await(ctx)
 	cancel()
 	p.stop(res.Conn)
+	if err == nil && s.Controlling {
+		// Nominated only now that no reader is left on the socket: what
+		// the peer sends once nominated (its first stream packets) waits
+		// there for the stream. Three copies, as the nomination has no
+		// ack, and losing it costs a whole punch session.
+		body := nominationBody(res.Stream, res.Quality)
+		for range 3 {
+			p.answer(res.Conn, udpNominate, body[:], res.Remote)
+		}
+	}
 	res.Sent = int(p.sent.Load())
 	return res, err
 }
@@ -285,6 +341,8 @@ type udpPuncher struct {
 	wg     sync.WaitGroup
 	sent   atomic.Int64 // every packet sent
 	probes atomic.Int64 // pings, against MaxProbes
+	// stopSending ends the role's sending (send, pingEvery).
+	stopSending context.CancelFunc
 }
 
 func (p *udpPuncher) add(sock PacketConn) {
@@ -297,14 +355,15 @@ func (p *udpPuncher) add(sock PacketConn) {
 }
 
 // read delivers authenticated punch packets from one socket. After the
-// packet that ends the punch on this side (a pong for the controlling side,
-// the nomination for the other) it stops reading, so that what the peer
-// sends next (its first KCP packets) waits in the socket for whoever takes
-// the socket over, instead of being read here and dropped.
+// packet that ends the punch on this side (the nomination, for the
+// controlled side) it stops reading, so that what the peer sends next (its
+// first stream packets) waits in the socket for whoever takes the socket
+// over, instead of being read here and dropped. The controlling side reads
+// until stop: the peer sends nothing but pongs before it is nominated.
 func (p *udpPuncher) read(sock PacketConn) {
 	final := udpNominate
 	if p.s.Controlling {
-		final = udpPong
+		final = 0 // no packet of that type
 	}
 	buf := make([]byte, 1500)
 	for {
@@ -317,8 +376,10 @@ func (p *udpPuncher) read(sock PacketConn) {
 			continue
 		}
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		ev := udpEvent{sock: sock, from: from, typ: typ, at: time.Now()}
+		copy(ev.body[:], buf[len(udpMagic)+1:])
 		select {
-		case p.events <- udpEvent{sock: sock, from: from, typ: typ, stream: buf[len(udpMagic)+1]}:
+		case p.events <- ev:
 		case <-p.done:
 			return
 		}
@@ -328,70 +389,97 @@ func (p *udpPuncher) read(sock PacketConn) {
 	}
 }
 
-// write sends one packet, if the Scope allows its destination.
-func (p *udpPuncher) write(sock PacketConn, typ byte, to netip.AddrPort) {
+// write sends one packet with body (random if nil), if the Scope allows
+// its destination.
+func (p *udpPuncher) write(sock PacketConn, typ byte, body []byte, to netip.AddrPort) {
 	if p.s.Scope.Check(to) != nil {
 		return
 	}
-	nonce := make([]byte, udpNonceLen)
-	cryptorand.Read(nonce)
-	if typ == udpNominate {
-		nonce[0] = p.s.Stream
+	if body == nil {
+		body = make([]byte, udpNonceLen)
+		cryptorand.Read(body)
 	}
-	sock.WriteToUDPAddrPort(sealPacket(p.seal, typ, nonce), to)
+	sock.WriteToUDPAddrPort(sealPacket(p.seal, typ, body), to)
 	p.sent.Add(1)
 }
 
-// ping sends a ping once the budget allows it; false means it never will
-// (this punch's MaxProbes are spent, or ctx ended).
-func (p *udpPuncher) ping(ctx context.Context, sock PacketConn, to netip.AddrPort) bool {
+// ping sends a ping (body nil: a random one) once the budget allows it;
+// false means it never will (this punch's MaxProbes are spent, or ctx
+// ended).
+func (p *udpPuncher) ping(ctx context.Context, sock PacketConn, body []byte, to netip.AddrPort) bool {
 	if p.probes.Add(1) > int64(p.cfg.MaxProbes) || !p.cfg.Budget.wait(ctx) {
 		return false
 	}
-	p.write(sock, udpPing, to)
+	p.write(sock, udpPing, body, to)
 	return true
 }
 
 // answer sends an answer to the peer's packet, unpaced (the peer waits
 // for it), if the budget's minute allows it.
-func (p *udpPuncher) answer(sock PacketConn, typ byte, to netip.AddrPort) {
+func (p *udpPuncher) answer(sock PacketConn, typ byte, body []byte, to netip.AddrPort) {
 	if p.cfg.Budget.take() {
-		p.write(sock, typ, to)
+		p.write(sock, typ, body, to)
 	}
 }
 
-// await answers pings and returns the nominated path. The controlling
-// side also pings the source of a ping back, once (a triggered check, as
-// ICE has): the peer's ping may have come through a way this side's own
-// pings cannot take (the port mapping of this side's router, towards a
-// peer behind a symmetric NAT), and the nomination needs a pong.
+// await answers pings and returns the nominated path; the controlling side
+// returns the path to nominate (PunchUDP sends the nomination), after its
+// probe train if the session has one. The controlling side also pings the
+// source of a ping back, once (a triggered check, as ICE has): the peer's
+// ping may have come through a way this side's own pings cannot take (the
+// port mapping of this side's router, towards a peer behind a symmetric
+// NAT), and the nomination needs a pong.
 func (p *udpPuncher) await(ctx context.Context) (UDPResult, error) {
 	triggered := map[netip.AddrPort]bool{}
+	var tr *train
+	var sentAll <-chan struct{} // the train's, until handled
+	allOut := false             // sentAll was handled
 	for {
+		var trainDone <-chan time.Time
+		if tr != nil {
+			trainDone = tr.deadline.C
+		}
 		select {
+		case <-sentAll:
+			sentAll, allOut = nil, true
+			if tr.rearm() {
+				return p.trainResult(tr), nil
+			}
 		case ev := <-p.events:
 			switch ev.typ {
 			case udpPing:
-				p.answer(ev.sock, udpPong, ev.from)
+				// A pong echoes the ping's body: a probe train matches
+				// its answers by it.
+				p.answer(ev.sock, udpPong, ev.body[:], ev.from)
 				if p.s.Controlling && !triggered[ev.from] && len(triggered) < maxTriggered {
 					triggered[ev.from] = true
-					p.answer(ev.sock, udpPing, ev.from)
+					p.answer(ev.sock, udpPing, nil, ev.from)
 				}
 			case udpPong:
-				if p.s.Controlling {
-					// Three copies: the nomination has no ack, and losing
-					// it costs a whole punch session.
-					for range 3 {
-						p.answer(ev.sock, udpNominate, ev.from)
-					}
+				switch {
+				case !p.s.Controlling:
+				case p.s.Choose == nil:
 					return UDPResult{Conn: ev.sock, Remote: ev.from, Stream: p.s.Stream}, nil
+				case tr == nil:
+					tr = p.startTrain(ctx, ev)
+					sentAll = tr.sentAll
+				case ev.sock == tr.sock && ev.from == tr.to:
+					if tr.answered(ev) && allOut && tr.rearm() {
+						return p.trainResult(tr), nil
+					}
 				}
 			case udpNominate:
 				if !p.s.Controlling {
-					return UDPResult{Conn: ev.sock, Remote: ev.from, Stream: ev.stream}, nil
+					stream, q := parseNomination(ev.body)
+					return UDPResult{Conn: ev.sock, Remote: ev.from, Stream: stream, Quality: q}, nil
 				}
 			}
+		case <-trainDone:
+			return p.trainResult(tr), nil
 		case <-ctx.Done():
+			if tr != nil {
+				tr.deadline.Stop()
+			}
 			return UDPResult{}, fmt.Errorf("udp punch (%s): %w", p.s.Role, ctx.Err())
 		}
 	}
@@ -419,7 +507,7 @@ func (p *udpPuncher) pingEvery(ctx context.Context, socks []PacketConn, targets 
 	for {
 		for _, s := range socks {
 			for _, t := range targets {
-				if !p.ping(ctx, s, t) {
+				if !p.ping(ctx, s, nil, t) {
 					return
 				}
 			}
@@ -456,7 +544,7 @@ func (p *udpPuncher) send(ctx context.Context) {
 			// Ports in rising order: when both sides spray (seq/seq),
 			// each side's i-th new mapping meets the other's i-th.
 			for _, port := range PredictPorts(p.s.Peer, p.s.PeerEndpoint.Port(), window, 0) {
-				if !p.ping(ctx, main, netip.AddrPortFrom(peerIP, port)) {
+				if !p.ping(ctx, main, nil, netip.AddrPortFrom(peerIP, port)) {
 					return
 				}
 			}
@@ -464,8 +552,179 @@ func (p *udpPuncher) send(ctx context.Context) {
 	case RoleSprayRandom:
 		// The peer's own endpoint first (its NAT may have kept the
 		// port), then random ports above the reserved range.
-		for to := p.s.PeerEndpoint; p.ping(ctx, main, to); {
+		for to := p.s.PeerEndpoint; p.ping(ctx, main, nil, to); {
 			to = netip.AddrPortFrom(peerIP, uint16(1024+rand.IntN(65536-1024)))
 		}
 	}
+}
+
+// A probe train's pings carry a token of the train's and their number,
+// which the peer's pongs echo; the nomination carries what the train
+// measured (spec.md).
+const (
+	trainTokenLen = udpNonceLen - 2
+	// trainWaitMax bounds the wait for the train's last answers.
+	trainWaitMax = time.Second
+	// trainWaitMin is the least wait for them after the last ping.
+	trainWaitMin = 10 * time.Millisecond
+	// measuredMark, in a nomination's body, says that it carries a
+	// measurement (an older controlling side's nomination has random
+	// bytes there).
+	measuredMark = 'm'
+)
+
+// train is a probe train in flight: the controlling side's pings along
+// the path a first pong came from, and their answers.
+type train struct {
+	sock     PacketConn
+	to       netip.AddrPort
+	token    [trainTokenLen]byte
+	deadline *time.Timer // reset to the wait for stragglers once all are sent
+	sentAll  chan struct{}
+
+	// mu guards sent, and answers and minRTT, which the sender reads
+	// (short) while await writes them.
+	mu   sync.Mutex
+	sent []time.Time // when each ping left; zero if it did not (yet)
+
+	answers int
+	got     []bool
+	minRTT  time.Duration
+	maxRTT  time.Duration
+}
+
+// startTrain sends a train of cfg.Train pings, paced by the budget, to
+// where the pong ev came from, from the socket it came to.
+func (p *udpPuncher) startTrain(ctx context.Context, ev udpEvent) *train {
+	p.stopSending()
+	tr := &train{sock: ev.sock, to: ev.from, sentAll: make(chan struct{}),
+		sent: make([]time.Time, p.cfg.Train), got: make([]bool, p.cfg.Train),
+		// Until every ping is out: the most the budget's pacing may take.
+		deadline: time.NewTimer(trainWaitMax + time.Duration(p.cfg.Train)*time.Second/time.Duration(p.cfg.Budget.Rate()))}
+	cryptorand.Read(tr.token[:])
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		defer close(tr.sentAll)
+		for i := range p.cfg.Train {
+			if i == p.cfg.ShortTrain && p.s.Short != nil && tr.short(p.s.Short) {
+				return
+			}
+			var body [udpNonceLen]byte
+			copy(body[:], tr.token[:])
+			binary.BigEndian.PutUint16(body[trainTokenLen:], uint16(i))
+			if p.probes.Add(1) > int64(p.cfg.MaxProbes) || !p.cfg.Budget.wait(ctx) {
+				return
+			}
+			tr.mu.Lock()
+			tr.sent[i] = time.Now()
+			tr.mu.Unlock()
+			p.write(tr.sock, udpPing, body[:], tr.to)
+		}
+	}()
+	return tr
+}
+
+// answered records a pong of the train's path and reports whether it was
+// a new answer to one of the train's pings.
+func (tr *train) answered(ev udpEvent) bool {
+	if [trainTokenLen]byte(ev.body[:trainTokenLen]) != tr.token {
+		return false
+	}
+	i := int(binary.BigEndian.Uint16(ev.body[trainTokenLen:]))
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if i >= len(tr.sent) || tr.sent[i].IsZero() || tr.got[i] {
+		return false
+	}
+	tr.got[i] = true
+	tr.answers++
+	rtt := ev.at.Sub(tr.sent[i])
+	if tr.answers == 1 || rtt < tr.minRTT {
+		tr.minRTT = rtt
+	}
+	tr.maxRTT = max(tr.maxRTT, rtt)
+	return true
+}
+
+// rearm sets the wait for the last answers, once every ping is out: from
+// the last ping, twice the slowest answer yet (an answer later than that
+// counts as lost), or trainWaitMax while none has come. It is called again
+// with each answer, as the first ones may come only after the last ping
+// left. It reports whether the train is over already (all answered).
+func (tr *train) rearm() bool {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	n := tr.count()
+	if tr.answers == n {
+		return true
+	}
+	wait := trainWaitMax
+	if tr.answers > 0 {
+		wait = min(trainWaitMax, max(trainWaitMin, 2*tr.maxRTT))
+	}
+	var last time.Time
+	for _, t := range tr.sent {
+		if t.After(last) {
+			last = t
+		}
+	}
+	tr.deadline.Reset(time.Until(last.Add(wait)))
+	return false
+}
+
+// short reports whether the answers so far say the path is short enough
+// to end the train.
+func (tr *train) short(short func(time.Duration) bool) bool {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return tr.answers > 0 && short(tr.minRTT)
+}
+
+// count is how many pings the train sent. tr.mu must be held.
+func (tr *train) count() int {
+	n := 0
+	for _, t := range tr.sent {
+		if !t.IsZero() {
+			n++
+		}
+	}
+	return n
+}
+
+// trainResult is the path the train ran on, with the stream Choose picks
+// for what it measured.
+func (p *udpPuncher) trainResult(tr *train) UDPResult {
+	tr.deadline.Stop()
+	tr.mu.Lock()
+	q := Quality{Sent: tr.count(), RTT: tr.minRTT}
+	tr.mu.Unlock()
+	q.Lost = q.Sent - tr.answers
+	if tr.answers == 0 {
+		// A peer that does not echo (a version before trains), or a path
+		// that died at once: nothing was measured.
+		q = Quality{}
+	}
+	return UDPResult{Conn: tr.sock, Remote: tr.to, Stream: p.s.Choose(q), Quality: q}
+}
+
+// nominationBody is a nomination's body: the stream, and what the train
+// measured (spec.md).
+func nominationBody(stream byte, q Quality) [udpNonceLen]byte {
+	var b [udpNonceLen]byte
+	cryptorand.Read(b[:])
+	b[0] = stream
+	if q.Sent > 0 {
+		binary.BigEndian.PutUint16(b[1:3], uint16(min(q.RTT/(100*time.Microsecond), 0xffff)))
+		b[3], b[4], b[5] = byte(min(q.Sent, 255)), byte(min(q.Lost, 255)), measuredMark
+	}
+	return b
+}
+
+// parseNomination reads a nomination's body.
+func parseNomination(b [udpNonceLen]byte) (byte, Quality) {
+	if b[5] != measuredMark || b[3] == 0 || b[4] > b[3] {
+		return b[0], Quality{}
+	}
+	return b[0], Quality{Sent: int(b[3]), Lost: int(b[4]), RTT: time.Duration(binary.BigEndian.Uint16(b[1:3])) * 100 * time.Microsecond}
 }

@@ -1,10 +1,12 @@
 package punch
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 )
@@ -112,6 +114,126 @@ func FuzzOpenPacket(f *testing.F) {
 			t.Fatalf("accepted a packet the key did not seal: %x", p)
 		}
 	})
+}
+
+// dropPongs drops every nth pong it is asked to send.
+type dropPongs struct {
+	*net.UDPConn
+	n, pongs int
+	delay    time.Duration // before each pong that is sent
+	wg       sync.WaitGroup
+}
+
+func (d *dropPongs) WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, error) {
+	if len(b) == udpPacketLen && b[len(udpMagic)] == udpPong {
+		d.pongs++
+		if d.n > 0 && d.pongs%d.n == 0 {
+			return len(b), nil
+		}
+		if d.delay > 0 {
+			// A long path: the answers come after the whole train left.
+			pkt := bytes.Clone(b)
+			d.wg.Go(func() {
+				time.Sleep(d.delay)
+				d.UDPConn.WriteToUDPAddrPort(pkt, to)
+			})
+			return len(b), nil
+		}
+	}
+	return d.UDPConn.WriteToUDPAddrPort(b, to)
+}
+
+// TestPunchUDPTrain: with Choose, the controlling side measures the path
+// with a probe train before it nominates; the stream Choose picks and the
+// measurement reach both sides.
+func TestPunchUDPTrain(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		dropNth  int           // of the controlled side's pongs; 0: none
+		delay    time.Duration // of the controlled side's pongs
+		short    bool          // Short says every path is short
+		wantSent int
+		wantLost [2]int
+	}{
+		{"clean", 0, 0, false, 48, [2]int{0, 0}},
+		// Every 4th pong lost: a quarter of the train, give or take the
+		// first pong (a punch ping's), which the train does not count.
+		{"lossy", 4, 0, false, 48, [2]int{10, 13}},
+		// Answers that come only after the last ping left must still end
+		// the wait at twice the round trip, not at trainWaitMax.
+		{"long and lossy", 4, 80 * time.Millisecond, false, 48, [2]int{10, 13}},
+		// A short path ends the train after ShortTrain pings.
+		{"short", 0, 0, true, 16, [2]int{0, 0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			a, b := udpSock(t), udpSock(t)
+			var bc PacketConn = b
+			if tc.dropNth > 0 || tc.delay > 0 {
+				d := &dropPongs{UDPConn: b, n: tc.dropNth, delay: tc.delay}
+				defer d.wg.Wait()
+				bc = d
+			}
+			began := time.Now()
+			id := NewSessionID()
+			var chosenFrom Quality
+			type out struct {
+				r   UDPResult
+				err error
+			}
+			ca, cb := make(chan out, 1), make(chan out, 1)
+			go func() {
+				r, err := PunchUDP(ctx, nil, UDPSession{ID: id, Controlling: true, Role: RoleDirect, PeerEndpoint: addrOf(b),
+					Stream: 'q', Scope: loopbackScope, Choose: func(q Quality) byte { chosenFrom = q; return 'k' },
+					Short: func(time.Duration) bool { return tc.short }}, a)
+				ca <- out{r, err}
+			}()
+			go func() {
+				r, err := PunchUDP(ctx, nil, UDPSession{ID: id, Role: RoleDirect, PeerEndpoint: addrOf(a), Stream: 'q',
+					Scope: loopbackScope}, bc)
+				cb <- out{r, err}
+			}()
+			ra, rb := <-ca, <-cb
+			if ra.err != nil || rb.err != nil {
+				t.Fatal(ra.err, rb.err)
+			}
+			defer ra.r.Conn.Close()
+			defer rb.r.Conn.Close()
+			if ra.r.Stream != 'k' || rb.r.Stream != 'k' {
+				t.Errorf("streams %q and %q, want Choose's 'k' on both", ra.r.Stream, rb.r.Stream)
+			}
+			q := ra.r.Quality
+			if q != chosenFrom {
+				t.Errorf("result's quality %+v, Choose was given %+v", q, chosenFrom)
+			}
+			if q.Sent != tc.wantSent || q.Lost < tc.wantLost[0] || q.Lost > tc.wantLost[1] || q.RTT < tc.delay || q.RTT > tc.delay+100*time.Millisecond {
+				t.Errorf("measured %+v, want %d sent, %d-%d lost, a round trip of %v and a bit", q, tc.wantSent, tc.wantLost[0], tc.wantLost[1], tc.delay)
+			}
+			// The punch's first round trip, the train (paced at 2000/s), and
+			// twice the round trip for the last answers: well below the
+			// trainWaitMax a train waits while no answer has come, with
+			// room for a loaded machine and the race detector.
+			if took, most := time.Since(began), 3*tc.delay+600*time.Millisecond; took > most {
+				t.Errorf("the punch took %v, want at most %v", took, most)
+			}
+			got := rb.r.Quality
+			if got.Sent != q.Sent || got.Lost != q.Lost || got.RTT != q.RTT.Truncate(100*time.Microsecond) {
+				t.Errorf("the controlled side learned %+v, the controlling side measured %+v", got, q)
+			}
+		})
+	}
+}
+
+func TestNominationBody(t *testing.T) {
+	for _, q := range []Quality{{}, {Sent: 48, Lost: 3, RTT: 92300 * time.Microsecond}, {Sent: 255, Lost: 255, RTT: 7 * time.Second}} {
+		s, got := parseNomination(nominationBody('k', q))
+		want := q
+		want.RTT = min(q.RTT, 0xffff*100*time.Microsecond)
+		if s != 'k' || got != want {
+			t.Errorf("%+v came back as %q %+v", q, s, got)
+		}
+	}
 }
 
 // TestPunchUDPTriggeredCheck: the controlling side's own pings go nowhere

@@ -99,6 +99,9 @@ type Punch struct {
 	// UDP is where the session's second step arrives; Close it when the
 	// session is over.
 	UDP *UDPStep
+	// RTT is the server's estimate of the round trip between the two
+	// peers: the sum of each one's round trip to it (0 if unknown).
+	RTT time.Duration
 }
 
 // UDPInfo is the second step of a punch: where the peer's session socket
@@ -647,6 +650,9 @@ func parsePunch(m *Message) (Punch, error) {
 	pu.PeerNAT = m.NAT.NAT()
 	if m.NAT != nil {
 		pu.PeerRestricted = m.NAT.Restricted
+	}
+	if m.RTTMs > 0 && m.RTTMs < 60e3 {
+		pu.RTT = time.Duration(m.RTTMs * float64(time.Millisecond))
 	}
 	if pu.Public, err = netip.ParseAddrPort(m.Public); err != nil {
 		return Punch{}, fmt.Errorf("punch public endpoint: %w", err)

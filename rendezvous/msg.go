@@ -51,7 +51,7 @@ type Message struct {
 	DelayMs     int        `json:"delay_ms,omitempty"`      // udp: wait this long before punching, to start together
 	PeerLANPort int        `json:"peer_lan_port,omitempty"` // udp: the peer's session socket's local port, for its LAN addresses
 	PeerTCP     string     `json:"peer_tcp,omitempty"`      // udp: the peer's TCP session probe as the server saw it
-	RTTMs       float64    `json:"rtt_ms,omitempty"`        // ping: the sender's last measured round trip
+	RTTMs       float64    `json:"rtt_ms,omitempty"`        // ping: the sender's last measured round trip; punch: the server's estimate of the peers' round trip
 	Version     int        `json:"version,omitempty"`
 	Token       string     `json:"token,omitempty"`
 	LAN         []string   `json:"lan,omitempty"`

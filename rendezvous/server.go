@@ -599,6 +599,13 @@ reports:
 		wg.Go(func() {
 			m := punchFor(id, i, us.sides[1-i])
 			m.RelayToken = s.relaySecret.token(id, i, to.key).String()
+			// Both peers' round trips to the server add up to about
+			// theirs to each other (each crosses its own uplink twice):
+			// the peers scale their punch timers by it.
+			_, rtt := to.natAndRTT()
+			if _, peer := us.sides[1-i].natAndRTT(); rtt > 0 && peer > 0 {
+				m.RTTMs = float64((rtt + peer).Microseconds()) / 1000
+			}
 			if err := to.send(m); err != nil {
 				to.conn.Close()
 			}

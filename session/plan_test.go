@@ -31,6 +31,14 @@ func TestPlans(t *testing.T) {
 		{"other TCP roles reach no stage", &TCP{}, Session{Strategy: punch.Strategy{TCP: punch.TCPSprayWindow}}, Plan{}},
 		{"UDP probes after TCP, held back at most a second", &UDP{}, Session{}, Plan{After: TCPProbed, AtMost: time.Second}},
 		{"inbound TCP is passive", &Inbound{}, Session{}, Plan{Passive: true}},
+		// The server's round trip estimate stretches the waits for what
+		// takes round trips, and nothing on a path of no delay.
+		{"relay waits 10 round trips longer on a long path", &Relay{}, Session{RTT: 90 * time.Millisecond,
+			Strategy: punch.Strategy{TCP: punch.TCPSimultaneous, UDP: punch.RoleDirect}}, Plan{Delay: relayDelay + 900*time.Millisecond}},
+		{"relay's LAN head start does not scale", &Relay{}, Session{RTT: time.Second, Strategy: none, PeerLAN: lan}, Plan{Delay: lanHeadStart}},
+		{"UDP waits for TCPProbed 2 round trips longer", &UDP{}, Session{RTT: 90 * time.Millisecond}, Plan{After: TCPProbed, AtMost: 1180 * time.Millisecond}},
+		{"a broken estimate is capped", &Relay{}, Session{RTT: time.Hour,
+			Strategy: punch.Strategy{TCP: punch.TCPSimultaneous}}, Plan{Delay: relayDelay + 10*maxTimerRTT}},
 	} {
 		if got := tc.path.Plan(&tc.s); got != tc.want {
 			t.Errorf("%s: %+v, want %+v", tc.name, got, tc.want)

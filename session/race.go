@@ -59,14 +59,21 @@ type race struct {
 	outcomes []Outcome
 	stages   *stages
 	cands    chan link.Candidate
+	gate     *tcpGate // nil unless a path measures the path (tcpGate)
 }
+
+// measurer is a path that measures the path to the peer before it offers
+// its link, and may want direct TCP held back for it (UDP, "auto").
+type measurer interface{ measures(*Session) bool }
 
 // Race runs s's paths by their plans, authenticates every connection
 // they offer (link.Establish) and returns the link over the one
 // nominated, with a report of every path. Every path has returned when it
 // returns; connections not used are closed.
 func Race(ctx context.Context, s *Session, paths []Path) (*link.Link, Report, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	// Every round trip of a long path stretches the punch, the
+	// handshakes and their retransmissions.
+	ctx, cancel := context.WithTimeout(ctx, min(s.scaled(s.cfg.Timeout, 20), 2*s.cfg.Timeout))
 	defer cancel()
 	r := newRace(s, paths)
 	s.Log.WithFields(logrus.Fields{"session": s.short(), "strategy": s.Strategy.Name, "tcp_role": s.Strategy.TCP,
@@ -89,13 +96,25 @@ func newRace(s *Session, paths []Path) *race {
 		r.plans = append(r.plans, p.Plan(s))
 	}
 	r.stages = newStages(r.plans)
+	tcp := false
+	for _, p := range paths {
+		if m, ok := p.(measurer); ok && m.measures(s) {
+			r.gate = &tcpGate{s: s, in: make(chan link.Candidate), out: r.cands}
+		}
+		tcp = tcp || p.Name() == PathTCP
+	}
+	s.verdict.raced(tcp)
 	for i, p := range paths {
 		reaches := r.plans[i].Reaches
 		var once sync.Once
+		cands := r.cands
+		if r.gate != nil && p.Name() == PathTCP {
+			cands = r.gate.in
+		}
 		r.outs = append(r.outs, &Out{
 			path:    p.Name(),
 			passive: r.plans[i].Passive,
-			cands:   r.cands,
+			cands:   cands,
 			sink:    make(chan net.Conn),
 			reached: func() { once.Do(func() { r.stages.reach(reaches) }) },
 		})
@@ -109,7 +128,10 @@ func newRace(s *Session, paths []Path) *race {
 // inbound connections is over (or ctx ends): link.Establish then gives up
 // as soon as every candidate was tried instead of at the timeout.
 func (r *race) start(ctx context.Context, wg *sync.WaitGroup) {
-	var active, forwarders sync.WaitGroup
+	var active, forwarders, gate sync.WaitGroup
+	if r.gate != nil {
+		gate.Go(func() { r.gate.run(ctx) })
+	}
 	stopForwarding := make(chan struct{})
 	for i := range r.paths {
 		forwarders.Go(func() { r.outs[i].forward(ctx, stopForwarding) })
@@ -129,6 +151,10 @@ func (r *race) start(ctx context.Context, wg *sync.WaitGroup) {
 		}
 		close(stopForwarding)
 		forwarders.Wait()
+		if r.gate != nil {
+			close(r.gate.in) // nothing sends to it any more
+			gate.Wait()
+		}
 		close(r.cands)
 	})
 }

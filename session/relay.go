@@ -36,6 +36,11 @@ type Relay struct {
 
 func (r *Relay) Name() string { return PathRelay }
 
+// relayPerRTT is how many round trips of the session's path the relay's
+// head start grows by: the direct paths' probes, punches and handshakes
+// each take a few.
+const relayPerRTT = 10
+
 func (r *Relay) Plan(s *Session) Plan {
 	// A network that lets out nothing but HTTPS, at either end, leaves
 	// the relay the only path: waiting for punches that cannot arrive
@@ -43,15 +48,16 @@ func (r *Relay) Plan(s *Session) Plan {
 	if s.SelfRestricted != "" || s.PeerRestricted != "" {
 		return Plan{}
 	}
-	return Plan{Delay: relayHeadStart(s.Strategy, s.PeerLAN)}
+	return Plan{Delay: relayHeadStart(s.Strategy, s.PeerLAN, s.scaled(relayDelay, relayPerRTT))}
 }
 
 // relayHeadStart is the relay's head start policy: direct paths go alone for
-// relayDelay, unless the strategy expects none, when the relay starts at
-// once, or after lanHeadStart if the peer may be on our LAN.
-func relayHeadStart(st punch.Strategy, peerLAN []netip.AddrPort) time.Duration {
+// direct (relayDelay scaled by the path's round trip), unless the strategy
+// expects none, when the relay starts at once, or after lanHeadStart if the
+// peer may be on our LAN.
+func relayHeadStart(st punch.Strategy, peerLAN []netip.AddrPort, direct time.Duration) time.Duration {
 	if st.TCP != punch.TCPNone || st.UDP != punch.RoleNone {
-		return relayDelay
+		return direct
 	}
 	for _, a := range peerLAN {
 		if !a.Addr().IsLoopback() {

@@ -99,10 +99,34 @@ type Session struct {
 	// sides' session probes arrived: where the peer's session sockets are
 	// and when to start.
 	UDP *rendezvous.UDPStep
+	// RTT is the rendezvous server's estimate of the round trip to the
+	// peer (0 if unknown): the session's timers grow with it.
+	RTT time.Duration
 	// Log carries the peer's fields.
 	Log logrus.FieldLogger
 
-	cfg *Config
+	cfg     *Config
+	verdict *verdict
+}
+
+// Choice is what the session's UDP path measured and chose; read it once
+// Race has returned.
+func (s *Session) Choice() Choice {
+	if s.verdict == nil {
+		return Choice{}
+	}
+	return s.verdict.choice()
+}
+
+// maxTimerRTT caps the round trip the session's timers scale by: a server
+// estimate beyond it is a broken one, and timers of minutes help nobody.
+const maxTimerRTT = 2 * time.Second
+
+// scaled is a timer of base on a path with no delay, plus perRTT round
+// trips of the session's path: on a LAN as fast as ever, on a long path
+// long enough for the round trips it waits on.
+func (s *Session) scaled(base time.Duration, perRTT int) time.Duration {
+	return base + time.Duration(perRTT)*min(s.RTT, maxTimerRTT)
 }
 
 // Local is what this end knows of itself when a session starts.
@@ -160,8 +184,10 @@ func New(cfg *Config, self Local, pu rendezvous.Punch, log logrus.FieldLogger) (
 		SelfRestricted: self.Restricted,
 		PeerRestricted: pu.PeerRestricted,
 		UDP:            pu.UDP,
+		RTT:            pu.RTT,
 		Log:            log,
 		cfg:            cfg,
+		verdict:        newVerdict(),
 	}
 	if scope.Check(pu.Public) == nil {
 		s.PeerPublic = pu.Public

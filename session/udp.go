@@ -13,6 +13,7 @@ import (
 
 	"github.com/warren-p2p/warren/punch"
 	"github.com/warren-p2p/warren/rendezvous"
+	"github.com/warren-p2p/warren/transport"
 )
 
 // stepWait bounds the wait for the session's second step, which the server
@@ -45,8 +46,10 @@ type UDP struct {
 	// punch's default rate.
 	Budget *punch.Budget
 	// Stream is the protocol the link runs over the socket, "quic" or
-	// "kcp", if this end controls; the controlling end's choice wins.
-	// Empty means QUIC.
+	// "kcp", or "auto": measured per path (a probe train after the punch)
+	// and picked by transport.ChooseStream, with direct TCP held back for
+	// the UDP link on a lossy path. It counts only at the controlling end,
+	// whose choice both ends run. Empty means QUIC.
 	Stream string
 	// Closing counts UDP links whose close handshake is under way: the
 	// daemon waits for it before it exits. Required.
@@ -62,11 +65,27 @@ func (u *UDP) Name() string { return PathUDP }
 
 // Plan: the UDP session probe goes after the TCP one (TCPProbed), but a
 // TCP path slow to probe holds it back no longer than tcpProbeWait.
-func (u *UDP) Plan(*Session) Plan { return Plan{After: TCPProbed, AtMost: tcpProbeWait} }
+func (u *UDP) Plan(s *Session) Plan {
+	return Plan{After: TCPProbed, AtMost: s.scaled(tcpProbeWait, 2)}
+}
 
-func (u *UDP) Run(ctx context.Context, s *Session, out *Out) error {
+// measures reports whether the path measures the path before it offers a
+// link in s, and so may ask the race to hold direct TCP back for it.
+func (u *UDP) measures(s *Session) bool {
+	return u.Stream == string(transport.StreamAuto) && !u.ProbeOnly && s.Controlling
+}
+
+func (u *UDP) Run(ctx context.Context, s *Session, out *Out) (err error) {
+	// Whatever ends the path before its candidate is offered, the race
+	// must not hold TCP back for it.
+	defer func() {
+		if err != nil {
+			s.verdict.fail()
+		}
+	}()
 	sock, mapped, err := u.probe(ctx, s)
 	if err != nil || u.ProbeOnly {
+		s.verdict.fail()
 		return err
 	}
 	info, lan, err := awaitPeerSocket(ctx, s)
@@ -81,6 +100,10 @@ func (u *UDP) Run(ctx context.Context, s *Session, out *Out) error {
 	if err := sleep(ctx, info.Delay); err != nil {
 		sock.Close()
 		return err
+	}
+	var choose func(punch.Quality) byte
+	if u.Stream == string(transport.StreamAuto) {
+		choose = chooseStream
 	}
 	began := time.Now()
 	peerEP := info.PeerUDP
@@ -97,17 +120,44 @@ func (u *UDP) Run(ctx context.Context, s *Session, out *Out) error {
 		LAN:          lan,
 		Stream:       streamCode(u.Stream),
 		Scope:        s.Scope,
+		Choose:       choose,
+		Short:        shortPath,
 	}, sock)
 	if err != nil {
 		return err
 	}
-	s.Log.WithFields(logrus.Fields{"remote": res.Remote, "sent": res.Sent, "took": time.Since(began).Round(time.Millisecond)}).Debug("udp punched")
+	c := Choice{Punched: true, Quality: res.Quality, Stream: streamKind(res.Stream)}
+	c.Lossy = res.Quality.Lost > 0 && res.Stream == streamKCP
+	c.PreferUDP = c.Lossy && res.Quality.RTT >= preferUDPMinRTT
+	s.verdict.decide(c)
+	s.Log.WithFields(logrus.Fields{"remote": res.Remote, "sent": res.Sent, "took": time.Since(began).Round(time.Millisecond),
+		"stream": c.Stream, "probes": res.Quality.Sent, "lost": res.Quality.Lost, "rtt": res.Quality.RTT}).Debug("udp punched")
 	conn, err := u.udpStream(ctx, s, res)
 	if err != nil {
 		res.Conn.Close()
 		return err
 	}
+	// A candidate the link closes (its handshake failed) is gone: the
+	// race holds TCP back for it no longer.
+	conn.closed = s.verdict.fail
+	if !c.PreferUDP && s.verdict.tcpPassed() {
+		// The race prefers the TCP candidates the gate has just let
+		// through: they get the time to win before this one competes.
+		if err := sleep(ctx, tcpHeadStart(res.Quality.RTT)); err != nil {
+			conn.Close()
+			return err
+		}
+	}
 	return out.Offer(ctx, conn)
+}
+
+// shortPath reports whether a path of round trip rtt is short enough for
+// its probe train to end early (punch.UDPConfig.ShortTrain pings): one
+// where ChooseStream keeps QUIC unless there is loss (a LAN), which only
+// heavy loss, showing in a short train too, would change. A LAN's UDP
+// link then comes up about as fast as without a train.
+func shortPath(rtt time.Duration) bool {
+	return transport.ChooseStream(transport.EstimateQuality(0, 0, rtt)) == transport.StreamQUIC
 }
 
 // probe opens the session socket and sends its session probe; with
@@ -122,7 +172,7 @@ func (u *UDP) probe(ctx context.Context, s *Session) (*net.UDPConn, netip.AddrPo
 		sock.Close()
 		return nil, netip.AddrPort{}, errors.New("no rendezvous UDP endpoint")
 	}
-	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	pctx, cancel := context.WithTimeout(ctx, s.scaled(probeTimeout, 4))
 	mapped, err := rendezvous.ProbeSession(pctx, sock, net.UDPAddrFromAddrPort(servers[0]), s.ID, s.Side)
 	cancel()
 	if err != nil {
@@ -156,9 +206,10 @@ func (u *UDP) listen(s *Session) (*net.UDPConn, error) {
 // awaitPeerSocket waits for the second step and returns it with the
 // peer's session socket at its LAN addresses.
 func awaitPeerSocket(ctx context.Context, s *Session) (rendezvous.UDPInfo, []netip.AddrPort, error) {
-	info, ok := s.UDP.Wait(ctx, stepWait)
+	wait := s.scaled(stepWait, 4)
+	info, ok := s.UDP.Wait(ctx, wait)
 	if !ok {
-		return info, nil, fmt.Errorf("no UDP instruction from the rendezvous server within %v", stepWait)
+		return info, nil, fmt.Errorf("no UDP instruction from the rendezvous server within %v", wait)
 	}
 	var lan []netip.AddrPort
 	if info.PeerLANPort != 0 {

@@ -44,7 +44,7 @@ func streamCode(name string) byte {
 // udpStream turns a punched UDP path into a reliable stream for the link,
 // over the very socket whose NAT mapping the punch opened: QUIC or KCP, as
 // the punch agreed.
-func (u *UDP) udpStream(ctx context.Context, s *Session, res punch.UDPResult) (net.Conn, error) {
+func (u *UDP) udpStream(ctx context.Context, s *Session, res punch.UDPResult) (*udpConn, error) {
 	sock, ok := res.Conn.(*net.UDPConn)
 	if !ok {
 		return nil, fmt.Errorf("punched socket is a %T, not a UDP socket", res.Conn)
@@ -121,6 +121,9 @@ type udpConn struct {
 	// mu guards remote.
 	mu     sync.Mutex
 	remote netip.AddrPort
+
+	// closed, if set, is called once when the stream is closed.
+	closed func()
 
 	stop      chan struct{}
 	closeOnce sync.Once
@@ -208,6 +211,9 @@ func (c *udpConn) announce() {
 func (c *udpConn) Close() error {
 	err := c.Conn.Close()
 	c.closeOnce.Do(func() {
+		if c.closed != nil {
+			c.closed()
+		}
 		close(c.stop)
 		c.closing.Go(func() {
 			c.wg.Wait()

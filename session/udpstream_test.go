@@ -61,7 +61,7 @@ func udpLinkPair(t *testing.T, ctx context.Context, stream byte, id punch.Sessio
 				errs <- err
 				return
 			}
-			ends[i] = udpEnd{conn: c.(*udpConn), link: l, addr: socks[i].LocalAddr().(*net.UDPAddr).AddrPort()}
+			ends[i] = udpEnd{conn: c, link: l, addr: socks[i].LocalAddr().(*net.UDPAddr).AddrPort()}
 			errs <- nil
 		}()
 	}

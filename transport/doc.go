@@ -56,6 +56,34 @@
 //     round trip and loss: QUIC where the Mathis bound of its CUBIC stays
 //     above what KCP can carry, KCP elsewhere.
 //
+// # Choosing per path: udp_stream "auto"
+//
+// The default [link] udp_stream, "auto", makes the controlling peer
+// measure each punched path before it nominates it: a train of 48 pings
+// (16 when their answers say the path is a LAN) whose pongs echo them (punch/spec.md), paced like every punch packet, taking a few
+// milliseconds on a LAN and about two round trips plus 20 ms on a long
+// path. EstimateQuality turns the counts into a
+// PathQuality (the smallest round trip; the loss, at least
+// LossFloorPercent), and ChooseStream picks. The floor is there because a
+// short train cannot tell a clean path from one losing 1% (on the lab's
+// bursty "mobile" profile a train of 48 sees no loss about half the time),
+// while the difference decides QUIC's ceiling. With it the choice comes
+// down to this: QUIC on paths under about 2 ms (a LAN), unless
+// the train saw real loss there; KCP on every longer path, which is what
+// the lab measured as faster on each of its WAN profiles, broadband
+// included (38 against 18 Mbit/s). The choice travels in the nomination,
+// so both ends run the same stream, and status shows what it was made from.
+//
+// Between a UDP and a direct TCP link (package session's race) the lab's
+// numbers decide too. Warren's TCP link carries the kernel's TCP (CUBIC
+// with SACK and RACK), which recovers from the lab's bursty loss far
+// better than the Mathis bound: on "bad-wifi" (20 ms) it carried 67-154
+// Mbit/s against KCP's 39-66, on "broadband" 65-74 against 36-39, on
+// "mobile" (90 ms) 12-17 against 12-14. So the race prefers the UDP link
+// only on a path that lost probes and is at least 50 ms long, where each
+// loss costs a TCP link the most round trips and KCP loses nothing
+// against it; everywhere else direct TCP keeps its head start.
+//
 // Plain kernel TCP (CUBIC with SACK and RACK) does far better than the
 // Mathis bound on the lab's bursty loss (18 of 20 Mbit/s on "mobile", ~100
 // on "bad-wifi"), so the "4x plain TCP" cannot be met there; warren's

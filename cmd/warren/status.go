@@ -105,6 +105,9 @@ func printStatus(w io.Writer, st daemon.Status) {
 		if p.Why != "" {
 			fmt.Fprintf(w, "\n%s: relayed because %s", p.Name, p.Why)
 		}
+		if p.Choice != "" {
+			fmt.Fprintf(w, "\n%s: %s", p.Name, p.Choice)
+		}
 	}
 }
 
