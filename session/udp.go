@@ -101,34 +101,12 @@ func (u *UDP) Run(ctx context.Context, s *Session, out *Out) (err error) {
 		sock.Close()
 		return err
 	}
-	var choose func(punch.Quality) byte
-	if u.Stream == string(transport.StreamAuto) {
-		choose = chooseStream
-	}
 	began := time.Now()
-	peerEP := info.PeerUDP
-	if s.PeerMappedUDP.IsValid() {
-		// Its router forwards this to its session socket's port.
-		peerEP = s.PeerMappedUDP
-	}
-	res, err := punch.PunchUDP(ctx, &punch.UDPConfig{Budget: u.Budget}, punch.UDPSession{
-		ID:           s.ID,
-		Controlling:  s.Controlling,
-		Role:         s.Strategy.UDP,
-		Peer:         s.PeerNAT,
-		PeerEndpoint: peerEP,
-		LAN:          lan,
-		Stream:       streamCode(u.Stream),
-		Scope:        s.Scope,
-		Choose:       choose,
-		Short:        shortPath,
-	}, sock)
+	res, err := u.punch(ctx, s, sock, info, lan)
 	if err != nil {
 		return err
 	}
-	c := Choice{Punched: true, Quality: res.Quality, Stream: streamKind(res.Stream)}
-	c.Lossy = res.Quality.Lost > 0 && res.Stream == streamKCP
-	c.PreferUDP = c.Lossy && res.Quality.RTT >= preferUDPMinRTT
+	c := choiceOf(res)
 	s.verdict.decide(c)
 	s.Log.WithFields(logrus.Fields{"remote": res.Remote, "sent": res.Sent, "took": time.Since(began).Round(time.Millisecond),
 		"stream": c.Stream, "probes": res.Quality.Sent, "lost": res.Quality.Lost, "rtt": res.Quality.RTT}).Debug("udp punched")
@@ -149,6 +127,43 @@ func (u *UDP) Run(ctx context.Context, s *Session, out *Out) (err error) {
 		}
 	}
 	return out.Offer(ctx, conn)
+}
+
+// punch runs the UDP punch from sock towards the peer's session socket
+// (or its router's mapping of it), measuring the path when the stream is
+// to be chosen from it.
+func (u *UDP) punch(ctx context.Context, s *Session, sock punch.PacketConn, info rendezvous.UDPInfo, lan []netip.AddrPort) (punch.UDPResult, error) {
+	var choose func(punch.Quality) byte
+	if u.Stream == string(transport.StreamAuto) {
+		choose = chooseStream
+	}
+	peerEP := info.PeerUDP
+	if s.PeerMappedUDP.IsValid() {
+		// Its router forwards this to its session socket's port.
+		peerEP = s.PeerMappedUDP
+	}
+	return punch.PunchUDP(ctx, &punch.UDPConfig{Budget: u.Budget}, punch.UDPSession{
+		ID:           s.ID,
+		Controlling:  s.Controlling,
+		Role:         s.Strategy.UDP,
+		Peer:         s.PeerNAT,
+		PeerEndpoint: peerEP,
+		LAN:          lan,
+		Stream:       streamCode(u.Stream),
+		Scope:        s.Scope,
+		Choose:       choose,
+		Short:        shortPath,
+	}, sock)
+}
+
+// choiceOf is what a punch's measurement chose: the stream, and whether
+// the path is lossy and long enough for the UDP link to be preferred to
+// direct TCP.
+func choiceOf(res punch.UDPResult) Choice {
+	c := Choice{Punched: true, Quality: res.Quality, Stream: streamKind(res.Stream)}
+	c.Lossy = res.Quality.Lost > 0 && res.Stream == streamKCP
+	c.PreferUDP = c.Lossy && res.Quality.RTT >= preferUDPMinRTT
+	return c
 }
 
 // shortPath reports whether a path of round trip rtt is short enough for
