@@ -39,7 +39,10 @@ func runThroughput(t *testing.T) string {
 	cells := cellsByName()
 	base := median(t, "baseline", func() float64 { return rawTCP(t) })
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n## Throughput, one stream through a forward\n\nMeasured %s at commit %s with iperf3 (%d s after "+
+	// The sites here have no uplink emulator, whatever WARREN_GRID_PROFILE
+	// says (BenchmarkLossy measures throughput on the profiles).
+	fmt.Fprintf(&b, "\n## Throughput, one stream through a forward\n\nOn the lab's wire, with no emulated WAN "+
+		"(BenchmarkLossy measures the profiles). Measured %s at commit %s with iperf3 (%d s after "+
 		"1 s of slow start), median of %d runs, paths measured one at a time, each after a %d MiB transfer whose "+
 		"checksum must match. Baseline: iperf3 from a host behind a cone NAT to the lab's public host, no warren: "+
 		"%.0f Mbit/s.\n\n| path | NAT pair | throughput | of baseline |\n|---|---|---|---|\n",
