@@ -17,6 +17,7 @@ import (
 	"github.com/warren-p2p/warren/config"
 	"github.com/warren-p2p/warren/forward"
 	"github.com/warren-p2p/warren/forward/forwardtest"
+	"github.com/warren-p2p/warren/internal/benchtest"
 )
 
 func TestForwardRoundTrip10MiB(t *testing.T) {
@@ -122,8 +123,8 @@ func TestListenersBindFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	free := closedPort(t)
-	free2 := closedPort(t)
+	free := benchtest.ClosedAddr(t)
+	free2 := benchtest.ClosedAddr(t)
 
 	e := newExit(t, nil, nil, nil, forward.Config{})
 	l := forward.NewListeners(
@@ -283,7 +284,7 @@ func TestListenersReload(t *testing.T) {
 		})
 	}
 	one, two := named("one"), named("two")
-	fixed := closedPort(t)
+	fixed := benchtest.ClosedAddr(t)
 	e := newExit(t, []config.Peer{{Name: "alice", Exit: true}}, nil, nil, forward.Config{})
 	fwd := func(listen, target string) config.Forward {
 		return config.Forward{Listen: listen, Peer: "exit", Target: target}

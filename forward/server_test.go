@@ -12,11 +12,12 @@ import (
 	"github.com/warren-p2p/warren/config"
 	"github.com/warren-p2p/warren/forward"
 	"github.com/warren-p2p/warren/forward/forwardtest"
+	"github.com/warren-p2p/warren/internal/benchtest"
 )
 
 func TestDialThroughServer(t *testing.T) {
 	echo := echoServer(t)
-	closed := closedPort(t)
+	closed := benchtest.ClosedAddr(t)
 	r := newResolver(map[string]string{"echo.test": "127.0.0.1", "mapped.test": "::ffff:127.0.0.1"})
 	e := newExit(t,
 		[]config.Peer{{Name: "alice", Targets: []string{"echo.test:*", "127.0.0.0/8:*"}}},
@@ -109,7 +110,7 @@ func TestServerLogsOneLinePerStream(t *testing.T) {
 		t.Errorf("no duration field: %v", entry.Data)
 	}
 
-	_, err = forward.Dial(context.Background(), e.Opener, "exit", forward.TargetRequest(closedPort(t)))
+	_, err = forward.Dial(context.Background(), e.Opener, "exit", forward.TargetRequest(benchtest.ClosedAddr(t)))
 	if err == nil {
 		t.Fatal("dial to closed port succeeded")
 	}

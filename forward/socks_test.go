@@ -20,6 +20,7 @@ import (
 
 	"github.com/warren-p2p/warren/config"
 	"github.com/warren-p2p/warren/forward"
+	"github.com/warren-p2p/warren/internal/benchtest"
 )
 
 // socksConnect does a no-auth SOCKS5 CONNECT to hostport (host sent as a
@@ -235,7 +236,7 @@ func TestSocksReplyCodes(t *testing.T) {
 	}{
 		{socks, 1, "bad_name!:80", forward.CodeAddrNotSupported},
 		{socks, 1, "nxdomain.test:80", forward.CodeHostUnreachable},
-		{socks, 1, closedPort(t), forward.CodeConnectionRefused},
+		{socks, 1, benchtest.ClosedAddr(t), forward.CodeConnectionRefused},
 		{socks, 1, blackhole(t), forward.CodeTTLExpired},
 		{socks, 2, "10.0.0.1:80", forward.CodeCommandNotSupported}, // BIND
 		{socks, 3, "0.0.0.0:0", forward.CodeSucceeded},             // ASSOCIATE

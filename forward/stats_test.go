@@ -8,12 +8,13 @@ import (
 
 	"github.com/warren-p2p/warren/config"
 	"github.com/warren-p2p/warren/forward"
+	"github.com/warren-p2p/warren/internal/benchtest"
 )
 
 // TestRefusalsByReason checks that each refusal is counted once, under
 // its reason, on both sides, and that the reasons add up to Refused.
 func TestRefusalsByReason(t *testing.T) {
-	closed := closedPort(t)
+	closed := benchtest.ClosedAddr(t)
 	e := newExit(t, []config.Peer{{Name: "alice", Targets: []string{"127.0.0.1:*"}}}, nil, nil, forward.Config{})
 	l := startListeners(t, e, nil, []config.Forward{
 		{Listen: "127.0.0.1:0", Peer: "exit", Target: "10.0.0.1:22"},   // not allowed

@@ -283,19 +283,7 @@ func BenchmarkServerPeerMemory(b *testing.B) {
 	runtime.ReadMemStats(&before)
 	heap0 := serverHeap()
 	b.ReportAllocs()
-	for range b.N {
-		benchPeer(b, addr, srv.PublicKey())
-	}
-	b.StopTimer()
-	for {
-		srv.mu.Lock()
-		n := len(srv.peers)
-		srv.mu.Unlock()
-		if n == b.N {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	registerPeers(b, srv, addr)
 	// The NAT reports were the last writes; give them a moment to land.
 	time.Sleep(100 * time.Millisecond)
 	heap := serverHeap()
@@ -347,6 +335,25 @@ func serverHeap() int64 {
 		}
 	}
 	return total
+}
+
+// registerPeers registers b.N peers with srv at addr, stops the timer and
+// waits until srv holds them all.
+func registerPeers(b *testing.B, srv *Server, addr string) {
+	b.Helper()
+	for range b.N {
+		benchPeer(b, addr, srv.PublicKey())
+	}
+	b.StopTimer()
+	for {
+		srv.mu.Lock()
+		n := len(srv.peers)
+		srv.mu.Unlock()
+		if n == b.N {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // BenchmarkRelayCopy is the relay's copy loop, one direction, on loopback

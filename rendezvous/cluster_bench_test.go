@@ -89,19 +89,7 @@ func BenchmarkClusterPeerMemory(b *testing.B) {
 			var before, after runtime.MemStats
 			runtime.GC()
 			runtime.ReadMemStats(&before)
-			for range b.N {
-				benchPeer(b, addr, srv.PublicKey())
-			}
-			b.StopTimer()
-			for {
-				srv.mu.Lock()
-				n := len(srv.peers)
-				srv.mu.Unlock()
-				if n == b.N {
-					break
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
+			registerPeers(b, srv, addr)
 			// The last subscriptions reach the other nodes a moment later.
 			time.Sleep(300 * time.Millisecond)
 			runtime.GC()

@@ -15,20 +15,9 @@ import (
 	"time"
 
 	"github.com/warren-p2p/warren/identity"
+	"github.com/warren-p2p/warren/internal/benchtest"
 	"github.com/warren-p2p/warren/punch"
 )
-
-// closedAddr is a loopback address nothing listens on: dials are refused.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
 
 // echoServer accepts connections and writes name to each, until the test
 // ends.
@@ -66,7 +55,7 @@ func readAll(t *testing.T, c net.Conn) string {
 
 func TestDialerFallsBackWhenRefused(t *testing.T) {
 	fb := echoServer(t, "fallback")
-	d := &Dialer{Address: closedAddr(t), Fallback: fb}
+	d := &Dialer{Address: benchtest.ClosedAddr(t), Fallback: fb}
 	c, r, err := d.Dial(context.Background(), d.Address, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -124,7 +113,7 @@ func TestDialerPrefersTheAddressAndRelaysFollow(t *testing.T) {
 	}
 	// Only the fallback is reachable now: the control connection moves,
 	// and a relay dial takes the fallback first (no head start lost).
-	d.Address = closedAddr(t)
+	d.Address = benchtest.ClosedAddr(t)
 	if _, r, err = d.Dial(context.Background(), d.Address, nil); err != nil || !r.Fallback {
 		t.Fatalf("Dial: %+v, %v", r, err)
 	}
@@ -139,7 +128,7 @@ func TestDialerPrefersTheAddressAndRelaysFollow(t *testing.T) {
 }
 
 func TestDialerFails(t *testing.T) {
-	d := &Dialer{Address: closedAddr(t), Fallback: closedAddr(t)}
+	d := &Dialer{Address: benchtest.ClosedAddr(t), Fallback: benchtest.ClosedAddr(t)}
 	_, _, err := d.Dial(context.Background(), d.Address, nil)
 	if err == nil || !strings.Contains(err.Error(), d.Address) || !strings.Contains(err.Error(), d.Fallback) {
 		t.Errorf("error %v, want both addresses named", err)
@@ -313,7 +302,7 @@ func TestRegisterThroughFallbackListener(t *testing.T) {
 	}
 	tc.Close()
 
-	d := &Dialer{Address: closedAddr(t), Fallback: fallback}
+	d := &Dialer{Address: benchtest.ClosedAddr(t), Fallback: fallback}
 	ckey, _ := identity.Generate()
 	c, err := NewClient(ClientConfig{Address: d.Address, ServerKey: key.Public(), Key: ckey, Log: quietLog(),
 		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
