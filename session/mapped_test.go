@@ -17,6 +17,8 @@ import (
 // the end whose NAT report carries a port mapping of its shared port
 // accepts, and the other connects to the mapping: a direct TCP link. On
 // loopback the mapping is the shared port itself, as a router forwards it.
+// The connecting end starts late, as a peer told of the session over a
+// slow path does.
 func TestMappedTCP(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -48,6 +50,11 @@ func TestMappedTCP(t *testing.T) {
 	var rw sync.WaitGroup
 	for i, s := range ends {
 		rw.Go(func() {
+			if i == 1 {
+				// The connecting end's session starts well after the
+				// accepting end's grace: the accepting end still waits.
+				time.Sleep(3 * s.cfg.Grace)
+			}
 			paths := []Path{&Inbound{Acceptor: accs[i]}, &TCP{Acceptor: accs[i], Server: "127.0.0.1:1"}}
 			links[i], _, errs[i] = Race(ctx, s, paths)
 		})

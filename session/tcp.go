@@ -38,8 +38,9 @@ func (in *Inbound) Run(ctx context.Context, s *Session, out *Out) error {
 // TCP is the active half of direct TCP: connects from the shared port to
 // the peer's on-link LAN endpoints, and to its public side by the
 // strategy's TCP role (its NAT's punched endpoint, predicted ports, or the
-// port mapping its router made). The role punch.TCPAcceptMapped has
-// nothing to do here: Inbound takes what arrives at our mapping.
+// port mapping its router made). Under the role punch.TCPAcceptMapped
+// Inbound takes what arrives at our mapping; this path only stays in the
+// race for as long as the peer keeps connecting to it.
 type TCP struct {
 	// Acceptor serves the shared port the connects leave from. Required.
 	Acceptor *punch.Acceptor
@@ -83,6 +84,12 @@ func (t *TCP) Run(ctx context.Context, s *Session, out *Out) error {
 		// connect, retried like a punch until the peer's session is
 		// registered there.
 		run(shared, []netip.AddrPort{s.PeerMappedTCP})
+	case punch.TCPAcceptMapped:
+		// The peer connects to our mapping until the race ends, however
+		// late its session starts: counting as done here would leave
+		// the connection only the race's grace to arrive in.
+		<-ctx.Done()
+		return ctx.Err()
 	case punch.TCPConnectFixed:
 		return t.connectFixed(ctx, s, out)
 	case punch.TCPSprayWindow:
