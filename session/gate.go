@@ -65,56 +65,24 @@ func (g *tcpGate) hold(c link.Candidate) bool {
 // in is closed (then it passes what it holds) or ctx ends (then it closes
 // it).
 func (g *tcpGate) run(ctx context.Context) {
-	var held []heldCandidate
-	defer func() {
-		for _, h := range held {
-			h.c.Conn.Close()
-		}
-	}()
-	limit := min(g.s.scaled(holdBase, holdPerRTT), holdMax)
-	pass := func(h heldCandidate) bool {
-		g.s.verdict.passedTCP(time.Since(h.since))
-		select {
-		case g.out <- h.c:
-			return true
-		case <-ctx.Done():
-			h.c.Conn.Close()
-			return false
-		}
-	}
-	// release passes every held candidate that need not (or may no
-	// longer) wait.
-	release := func(all bool) bool {
-		keep := held[:0]
-		for _, h := range held {
-			if !all && g.hold(h.c) && time.Since(h.since) < limit {
-				keep = append(keep, h)
-				continue
-			}
-			if !pass(h) {
-				held = keep
-				return false
-			}
-		}
-		held = keep
-		return true
-	}
+	q := &heldQueue{g: g, limit: min(g.s.scaled(holdBase, holdPerRTT), holdMax)}
+	defer q.close()
 	decided, gone := g.s.verdict.decided, g.s.verdict.gone
-	expire := time.NewTimer(limit)
+	expire := time.NewTimer(q.limit)
 	defer expire.Stop()
 	for {
 		var expired <-chan time.Time
-		if len(held) > 0 {
-			expire.Reset(limit - time.Since(held[0].since))
+		if len(q.held) > 0 {
+			expire.Reset(q.limit - time.Since(q.held[0].since))
 			expired = expire.C
 		}
 		select {
 		case c, ok := <-g.in:
 			if !ok {
-				release(true)
+				q.release(ctx, true)
 				return
 			}
-			held = append(held, heldCandidate{c: c, since: time.Now()})
+			q.held = append(q.held, heldCandidate{c: c, since: time.Now()})
 		case <-decided:
 			decided = nil
 		case <-gone:
@@ -123,8 +91,43 @@ func (g *tcpGate) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		}
-		if !release(false) {
+		if !q.release(ctx, false) {
 			return
 		}
+	}
+}
+
+// heldQueue is what a gate holds, oldest first.
+type heldQueue struct {
+	g     *tcpGate
+	held  []heldCandidate
+	limit time.Duration // the longest any candidate is held
+}
+
+// release passes every held candidate that need not (or may no longer)
+// wait, or all of them; false when ctx ended first.
+func (q *heldQueue) release(ctx context.Context, all bool) bool {
+	keep := q.held[:0]
+	defer func() { q.held = keep }()
+	for i, h := range q.held {
+		if !all && q.g.hold(h.c) && time.Since(h.since) < q.limit {
+			keep = append(keep, h)
+			continue
+		}
+		q.g.s.verdict.passedTCP(time.Since(h.since))
+		select {
+		case q.g.out <- h.c:
+		case <-ctx.Done():
+			keep = append(keep, q.held[i:]...)
+			return false
+		}
+	}
+	return true
+}
+
+// close closes the connections of the candidates still held.
+func (q *heldQueue) close() {
+	for _, h := range q.held {
+		h.c.Conn.Close()
 	}
 }
