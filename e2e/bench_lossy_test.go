@@ -23,10 +23,6 @@ import (
 // loss-based controller on a 90 ms path to reach its steady state.
 const lossySecs = 8
 
-// benchLossy places BenchmarkLossy's section in docs/benchmarks.md: after
-// the loss-free throughput table (benchThroughput).
-const benchLossy = benchThroughput + 5
-
 // lossyProfiles are the profiles BenchmarkLossy measures unless
 // WARREN_LOSSY_PROFILES (comma-separated names) says otherwise.
 var lossyProfiles = []string{"lan", "broadband", "mobile", "bad-wifi"}
@@ -58,11 +54,11 @@ func BenchmarkLossy(b *testing.B) {
 	}
 	cone := cellsByName()["cone/cone"]
 	var tbl strings.Builder
-	fmt.Fprintf(&tbl, "## Throughput on emulated WAN paths\n\nMeasured %s at commit %s: one iperf3 stream (%d s after "+
+	fmt.Fprintf(&tbl, "## Throughput on emulated WAN paths\n\nOne iperf3 stream (%d s after "+
 		"1 s of slow start) through a forward between two cone sites whose uplinks have the natlab profile, one run "+
 		"each. Baseline: plain TCP (iperf3, no warren) from a host behind a cone NAT to a public host over the same "+
 		"two emulated uplinks, in the same run. `go test ./e2e -run '^$' -bench Lossy -benchtime 1x -v`\n",
-		time.Now().UTC().Format("2006-01-02"), gitCommit(), lossySecs)
+		lossySecs)
 	for _, name := range names {
 		fmt.Fprintf(&tbl, "\n| profile | link | Mbit/s | of plain TCP | of capacity |\n|---|---|---|---|---|\n")
 		prof, err := natlab.LookupProfile(name)

@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -20,20 +22,30 @@ import (
 //	WARREN_BENCH_REPORT=$PWD/docs/benchmarks.md go test ./e2e -run '^$' -bench . -benchtime 1x -timeout 60m
 //
 // (as root, for the lab). Each benchmark runs its measurement once,
-// whatever b.N, and reports its figures with b.ReportMetric too.
+// whatever b.N, and reports its figures with b.ReportMetric too. A run of
+// some benchmarks (-bench naming them) refreshes their sections in the
+// report the file holds and leaves the rest of it alone.
 
 // Section places in the report, in reading order.
 const (
 	benchThroughput = 10
+	benchLossy      = 15 // on emulated WAN paths, after the loss-free table
 	benchLatency    = 20
 	benchPunch      = 30
 	benchOpening    = 40
 	benchStreams    = 50
 	benchIdle       = 60
 	benchRendezvous = 70
+	benchCluster    = 75
 	benchCPU        = 80
 	benchMicro      = 90
 )
+
+// benchSections are every section a whole run writes. A run that
+// measured fewer (one benchmark named with -bench, or some skipped)
+// refreshes those in the existing report and keeps the others.
+var benchSections = []int{benchThroughput, benchLossy, benchLatency, benchPunch, benchOpening, benchStreams, benchIdle,
+	benchRendezvous, benchCluster, benchCPU, benchMicro}
 
 // missNotes explains the targets the tables above miss, with the profiles
 // behind the explanations. It is prose, measured once (2026-11-22) rather
@@ -128,28 +140,133 @@ func (r *benchReport) add(order int, md string) {
 	r.sections[order] = strings.TrimSpace(md) + "\n"
 }
 
-// write writes the report to path, if any section was added.
+// benchRegenerate is the report's paragraph on measuring it again.
+const benchRegenerate = "Regenerate (as root): `WARREN_BENCH_REPORT=$PWD/docs/benchmarks.md go test ./e2e -run '^$' " +
+	"-bench . -benchtime 1x -timeout 60m`. One section alone: the same with `-bench` naming its benchmark (such as " +
+	"`-bench '^BenchmarkClusterScale$'`); the report's other sections stay as they are, and the refreshed one says " +
+	"when and at which commit it was measured. Every figure is set against a baseline measured in the same run; " +
+	"targets are issue 7's unless a section names another issue."
+
+// write writes the report to path, if any section was added: after a
+// whole run (every one of benchSections) the whole report, else the
+// report at path with the sections this run measured refreshed.
 func (r *benchReport) write(path string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.sections) == 0 {
 		return nil
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "# Benchmarks\n\nMeasured %s at commit %s on %s (%d cores, shared), in the NAT lab "+
-		"(real kernel NATs in network namespaces, no added delay).\n\n", time.Now().UTC().Format("2006-01-02"),
-		gitCommit(), hostDesc(), runtime.NumCPU())
-	b.WriteString("Regenerate (as root): `WARREN_BENCH_REPORT=$PWD/docs/benchmarks.md go test ./e2e -run '^$' -bench . " +
-		"-benchtime 1x -timeout 60m`. Every figure is set against a baseline measured in the same run; targets are " +
-		"issue 7's.\n")
-	for _, order := range slices.Sorted(maps.Keys(r.sections)) {
-		b.WriteString("\n" + r.sections[order])
+	whole := true
+	for _, order := range benchSections {
+		_, ok := r.sections[order]
+		whole = whole && ok
 	}
-	b.WriteString("\n" + missNotes)
+	var measured []string
+	for _, order := range slices.Sorted(maps.Keys(r.sections)) {
+		measured = append(measured, r.sections[order])
+	}
+	date, commit := time.Now().UTC().Format("2006-01-02"), gitCommit()
+	doc := wholeReport(measured, date, commit)
+	if old, err := os.ReadFile(path); err == nil && !whole {
+		doc = mergeReport(string(old), measured, fmt.Sprintf("Measured %s at commit %s.", date, commit))
+	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("bench report: %w", err)
+	}
 	for name, data := range r.files {
 		if err := os.WriteFile(filepath.Join(filepath.Dir(path), name), data, 0o644); err != nil {
 			return fmt.Errorf("bench report: %w", err)
 		}
 	}
-	return os.WriteFile(path, []byte(b.String()), 0o644)
+	return os.WriteFile(path, []byte(doc), 0o644)
+}
+
+// wholeReport is the report of a whole run: a header saying when, where
+// and how, the sections, and missNotes.
+func wholeReport(sections []string, date, commit string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Benchmarks\n\nMeasured %s at commit %s on %s (%d cores, shared), in the NAT lab "+
+		"(real kernel NATs in network namespaces, no added delay).\n\n%s\n", date, commit, hostDesc(), runtime.NumCPU(),
+		benchRegenerate)
+	for _, s := range sections {
+		b.WriteString("\n" + s)
+	}
+	b.WriteString("\n" + missNotes)
+	return b.String()
+}
+
+// mergeReport returns the report old with each of measured (sections,
+// each starting with its "## " heading) in place of old's section of the
+// same heading, with stamp (when it was measured) under its heading. A
+// measured section old does not have goes before missNotes, which closes
+// the report, or last. Old's Regenerate paragraph becomes today's;
+// everything else stays as it is.
+func mergeReport(old string, measured []string, stamp string) string {
+	preamble, sections := splitSections(old)
+	at := make(map[string]int, len(sections))
+	closing := len(sections)
+	for i, s := range sections {
+		at[heading(s)] = i
+		if heading(s) == heading(missNotes) {
+			closing = i
+		}
+	}
+	var fresh []string
+	for _, m := range measured {
+		head, body, _ := strings.Cut(strings.TrimSpace(m), "\n")
+		m = strings.TrimSpace(head+"\n\n"+stamp+"\n\n"+strings.TrimSpace(body)) + "\n"
+		if i, ok := at[heading(m)]; ok {
+			sections[i] = m
+		} else {
+			fresh = append(fresh, m)
+		}
+	}
+	sections = slices.Insert(sections, closing, fresh...)
+
+	paras := strings.Split(strings.TrimSpace(preamble), "\n\n")
+	for i, p := range paras {
+		if strings.HasPrefix(p, "Regenerate") {
+			paras[i] = benchRegenerate
+		}
+	}
+	var b strings.Builder
+	b.WriteString(strings.Join(paras, "\n\n") + "\n")
+	for _, s := range sections {
+		b.WriteString("\n" + s)
+	}
+	return b.String()
+}
+
+// splitSections splits a markdown report into what precedes its first
+// "## " heading and its sections, each from its heading to the next,
+// trimmed and ending in one newline. A "## " line inside a fenced code
+// block is no heading.
+func splitSections(doc string) (preamble string, sections []string) {
+	var cur strings.Builder
+	var fenced, inSection bool
+	flush := func() {
+		if inSection {
+			sections = append(sections, strings.TrimSpace(cur.String())+"\n")
+		} else {
+			preamble = strings.TrimSpace(cur.String()) + "\n"
+		}
+		cur.Reset()
+	}
+	for line := range strings.Lines(doc) {
+		if strings.HasPrefix(line, "```") {
+			fenced = !fenced
+		}
+		if !fenced && strings.HasPrefix(line, "## ") {
+			flush()
+			inSection = true
+		}
+		cur.WriteString(line)
+	}
+	flush()
+	return preamble, sections
+}
+
+// heading is a section's first line.
+func heading(section string) string {
+	head, _, _ := strings.Cut(strings.TrimSpace(section), "\n")
+	return strings.TrimSpace(head)
 }
