@@ -101,7 +101,7 @@ func BenchmarkOpening(b *testing.B) {
 		openingConns, p.link.Path, openingConns, openingConns, openingTarget.Seconds(), openingConns)
 	fmt.Fprintf(&md, "| direct (baseline) | %.3f s | %s | %s | - | |\n", direct.total.Seconds(), us(direct.p50), us(direct.p99))
 	fmt.Fprintf(&md, "| through warren | %.3f s | %s | %s | %s | %.1f s: %s |\n", through.total.Seconds(), us(through.p50),
-		us(through.p99), us(cpu), openingTarget.Seconds(), streamsVerdict(through.total < openingTarget))
+		us(through.p99), us(cpu), openingTarget.Seconds(), metOrNot(through.total < openingTarget))
 	b.Log("\n" + md.String())
 	benchDoc.add(benchOpening, md.String())
 }
@@ -242,7 +242,7 @@ func streamsSection(got []streamsFigures) string {
 		for side, name := range streamsSides {
 			fmt.Fprintf(&md, "| %d | %s | %.2f s | %s | %s | %s | %.2f KiB | %s |\n", f.n, f.path, f.open.Seconds(), name,
 				mib(f.before[side].RSS), mib(f.after[side].RSS), f.perStream(side)/1024,
-				streamsVerdict(f.perStream(side) <= perStreamTarget))
+				metOrNot(f.perStream(side) <= perStreamTarget))
 		}
 	}
 	if got[0].prof[0].goroutines != 0 {
@@ -626,11 +626,11 @@ func BenchmarkIdleCost(b *testing.B) {
 		"| daemon | connected peers | RSS at start | peak RSS | CPU over the window | CPU | target |\n|---|---|---|---|---|---|---|\n",
 		idlePeers, pathList(paths), window.Seconds(), idleSettle, onePeerRSSTarget>>20, idlePeers, tenPeersRSSTarget>>20)
 	fmt.Fprintf(&md, "| hub | %d | %s | %s | %.2f s | %.3f%% | %d MiB: %s |\n", idlePeers, mib(before[0].RSS), mib(peak[0]),
-		cpu(0).Seconds(), pct(cpu(0)), tenPeersRSSTarget>>20, streamsVerdict(peak[0] < tenPeersRSSTarget))
+		cpu(0).Seconds(), pct(cpu(0)), tenPeersRSSTarget>>20, metOrNot(peak[0] < tenPeersRSSTarget))
 	fmt.Fprintf(&md, "| peer: median [worst] | 1 | %s [%s] | %s [%s] | %.2f s [%.2f s] | %.3f%% [%.3f%%] | %d MiB: %s |\n",
 		mib(int64(mid(rss0))), mib(int64(worst(rss0))), mib(int64(mid(rss))), mib(int64(worst(rss))), mid(cpus), worst(cpus),
 		100*mid(cpus)/window.Seconds(), 100*worst(cpus)/window.Seconds(), onePeerRSSTarget>>20,
-		streamsVerdict(worst(rss) <= onePeerRSSTarget))
+		metOrNot(worst(rss) <= onePeerRSSTarget))
 	b.Log("\n" + md.String())
 	benchDoc.add(benchIdle, md.String())
 }
@@ -643,11 +643,4 @@ func pathList(paths map[string]int) string {
 	}
 	slices.Sort(s)
 	return strings.Join(s, ", ")
-}
-
-func streamsVerdict(ok bool) string {
-	if ok {
-		return "met"
-	}
-	return "**missed**"
 }

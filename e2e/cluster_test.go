@@ -19,14 +19,13 @@ type rvNode struct {
 	p             *process
 }
 
-// startClusterNodes starts n `warren rendezvous` nodes on loopback with
-// NATS embedded, all with the first node's key, each routed to the
-// first. The first is w's server.
-func startClusterNodes(t *testing.T, n int) (*world, []*rvNode) {
+// startClusterNodes starts n `warren rendezvous` nodes on m's loopback
+// with NATS embedded, all with the first node's key, each routed to the
+// first, each with the extra arguments. The first is w's server.
+func startClusterNodes(t testing.TB, m machine, n int, extra ...string) (*world, []*rvNode) {
 	t.Helper()
-	m := localhost{}
 	first := &rvNode{addr: hostPort("127.0.0.1", freePort(t, m)), cluster: hostPort("127.0.0.1", freePort(t, m))}
-	w := newWorld(t, m, first.addr, "-cluster-listen", first.cluster, "-node", "n0")
+	w := newWorld(t, m, first.addr, append([]string{"-cluster-listen", first.cluster, "-node", "n0"}, extra...)...)
 	first.p = w.rv
 	nodes := []*rvNode{first}
 	for i := 1; i < n; i++ {
@@ -34,6 +33,7 @@ func startClusterNodes(t *testing.T, n int) (*world, []*rvNode) {
 		name := fmt.Sprintf("n%d", i)
 		args := []string{"rendezvous", "-listen", node.addr, "-key", filepath.Join(w.dir, "rendezvous.key"),
 			"-cluster-listen", node.cluster, "-cluster-peers", "nats://" + first.cluster, "-node", name}
+		args = append(args, extra...)
 		// Started without start's cleanup check: the test kills one.
 		node.p = launch(t, m, "rendezvous-"+name, nil, warrenBin, args...)
 		t.Cleanup(func() {
@@ -78,7 +78,7 @@ func registrations(p *process, addr string) int {
 // stream keeps flowing, and a laptop daemon started afterwards links to
 // the office through the cluster.
 func TestClusterDaemons(t *testing.T) {
-	w, nodes := startClusterNodes(t, 3)
+	w, nodes := startClusterNodes(t, localhost{}, 3)
 	m := localhost{}
 	keys := map[string]string{"laptop": w.keygen("laptop"), "office": w.keygen("office")}
 	echo := serveEcho(t, m)
