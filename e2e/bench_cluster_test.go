@@ -3,9 +3,12 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -56,7 +59,10 @@ type clusterStep struct {
 //
 //	go test ./e2e -run '^$' -bench '^BenchmarkClusterScale$' -benchtime 1x -v
 //
-// WARREN_BENCH_CLUSTER_PEERS=1500,3000 for a quick run.
+// WARREN_BENCH_CLUSTER_PEERS=1500,3000 for a quick run. WARREN_BENCH_PPROF=DIR
+// runs the nodes with a pprof listener (e2e/testdata/pprof) and saves in
+// DIR each node's heap and goroutines at rest and its CPU profile over
+// the one-at-a-time and the across-nodes windows, for each count.
 func BenchmarkClusterScale(b *testing.B) {
 	steps := clusterPeerCounts(b)
 	most := steps[len(steps)-1]
@@ -64,7 +70,9 @@ func BenchmarkClusterScale(b *testing.B) {
 	// each of its own.
 	raiseFDLimit(b, uint64(most)+rvSpareFDs)
 	// One machine plays every peer: the per-source limits would stop it.
+	prof := profileNodes(b)
 	w, nodes := startClusterNodes(b, gctraceHost{}, clusterNodes, "-limits=false")
+	prof.started(nodes)
 	serverKey, err := identity.ParsePublicKey(w.rvKey)
 	if err != nil {
 		b.Fatal(err)
@@ -86,6 +94,7 @@ func BenchmarkClusterScale(b *testing.B) {
 		st := clusterStep{peers: n, added: n - load.count()}
 		st.register = load.grow(n)
 		st.rest = atRest(b, procs, rvRest)
+		prof.heap(strconv.Itoa(n))
 		for _, p := range procs {
 			st.heap = append(st.heap, lastLiveHeap(p.output()))
 		}
@@ -98,7 +107,10 @@ func BenchmarkClusterScale(b *testing.B) {
 		st := &res[i]
 		// Latency first, before the throughput windows' sessions fill the
 		// nodes' maps.
+		tag := strconv.Itoa(st.peers)
+		prof.cpu(tag+"-one-at-a-time", clusterLatWindow)
 		st.lat = load.coordinate(b, procs, rvWindow{among: st.peers, inFlight: 1, length: clusterLatWindow, pairs: pairsBoth})
+		prof.cpu(tag+"-across", rvCoord)
 		st.cross = load.coordinate(b, procs, rvWindow{among: st.peers, inFlight: rvInFlight, length: rvCoord, pairs: pairsCross})
 		st.same = load.coordinate(b, procs, rvWindow{among: st.peers, inFlight: rvInFlight, length: rvCoord, pairs: pairsSame})
 		b.Logf("%d peers, one at a time: %s\n\tacross nodes: %s\n\ton one node: %s", st.peers, st.lat, st.cross, st.same)
@@ -216,4 +228,63 @@ func clusterTargets(steps []clusterStep) string {
 	return fmt.Sprintf("\nTargets (issue 18), latency added by a connect across nodes on loopback, the worst step:\n\n"+
 		"- under %v at p50: %v, %s\n- under %v at p99: %v, %s\n",
 		clusterTargetP50, worst50, metOrNot(worst50 < clusterTargetP50), clusterTargetP99, worst99, metOrNot(worst99 < clusterTargetP99))
+}
+
+// nodeProfiler saves the nodes' profiles in dir, with WARREN_BENCH_PPROF
+// set; without, it does nothing.
+type nodeProfiler struct {
+	tb    testing.TB
+	dir   string
+	bin   string   // warrenBin before the nodes started
+	addrs []string // each node's pprof listener
+}
+
+// profileNodes has the nodes started next run the pprof variant of warren,
+// if WARREN_BENCH_PPROF names a directory.
+func profileNodes(tb testing.TB) *nodeProfiler {
+	p := &nodeProfiler{tb: tb, dir: os.Getenv("WARREN_BENCH_PPROF"), bin: warrenBin}
+	if p.dir != "" {
+		tb.Setenv("WARREN_PPROF", "cpu")
+		warrenBin = pprofVariant(tb)
+		tb.Cleanup(func() { warrenBin = p.bin })
+	}
+	return p
+}
+
+// started learns the nodes' pprof listeners, and puts warrenBin back.
+func (p *nodeProfiler) started(nodes []*rvNode) {
+	if p.dir == "" {
+		return
+	}
+	warrenBin = p.bin
+	for _, n := range nodes {
+		p.addrs = append(p.addrs, n.p.waitOutput(p.tb, regexp.MustCompile(`pprof listening on (\S+)`), 5*time.Second))
+	}
+}
+
+// heap saves each node's heap and goroutine profiles, tagged.
+func (p *nodeProfiler) heap(tag string) {
+	for i, addr := range p.addrs {
+		for _, kind := range []string{"heap", "goroutine"} {
+			file := filepath.Join(p.dir, fmt.Sprintf("cluster-%s-n%d.%s.pb.gz", tag, i, kind))
+			if err := saveProfile(addr, "/debug/pprof/"+kind, file); err != nil {
+				p.tb.Error(err)
+			}
+		}
+	}
+}
+
+// cpu starts each node's CPU profile over the next d, tagged; the
+// profiles are saved in the background, and before the benchmark ends.
+func (p *nodeProfiler) cpu(tag string, d time.Duration) {
+	var wg sync.WaitGroup
+	for i, addr := range p.addrs {
+		wg.Go(func() {
+			file := filepath.Join(p.dir, fmt.Sprintf("cluster-%s-n%d.cpu.pb.gz", tag, i))
+			if err := saveProfile(addr, fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(d.Seconds())), file); err != nil {
+				p.tb.Error(err)
+			}
+		})
+	}
+	p.tb.Cleanup(wg.Wait)
 }
