@@ -14,6 +14,7 @@ import (
 	"github.com/warren-p2p/warren/forward"
 	"github.com/warren-p2p/warren/identity"
 	"github.com/warren-p2p/warren/internal/backoff"
+	"github.com/warren-p2p/warren/internal/pathmemory"
 	"github.com/warren-p2p/warren/link"
 	"github.com/warren-p2p/warren/rendezvous"
 	"github.com/warren-p2p/warren/session"
@@ -223,6 +224,9 @@ type punchInfo struct {
 	// choiceWhy the sentence that says so.
 	choice    session.Choice
 	choiceWhy string
+	// remembered is what the path memory held for the session's networks
+	// when it started (nil: nothing).
+	remembered *pathmemory.Entry
 }
 
 // describePunch is the punchInfo of a session whose race rep reports: for
@@ -235,6 +239,9 @@ func describePunch(s *session.Session, rep session.Report) punchInfo {
 		return info
 	}
 	var why []string
+	if s.RelayFirst {
+		why = append(why, "the relay went first: the last session between these networks ended on it")
+	}
 	// A restricted network explains the relay before any path's outcome.
 	if s.SelfRestricted != "" {
 		why = append(why, rendezvous.RestrictionText(s.SelfRestricted))
@@ -290,9 +297,20 @@ func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch, al
 	if allowRelay {
 		paths = d.paths
 	}
+	remembered, ok := d.memory.recall(s)
+	if ok && remembered.Path == session.PathRelay && allowRelay {
+		// The last session between these networks ended on the relay:
+		// it goes first, and a direct path the race still finds comes
+		// as an upgrade.
+		s.RelayFirst = true
+	}
 	l, rep, err := session.Race(ctx, s, paths)
 	if err == nil {
+		d.memory.record(s, l, time.Since(began))
 		info := describePunch(s, rep)
+		if ok {
+			info.remembered = &remembered
+		}
 		p.mu.Lock()
 		p.punched = info
 		p.mu.Unlock()
