@@ -16,19 +16,14 @@ import (
 // that these networks ended on the relay: the relay goes first, the link
 // is up well within that head start, and status says why.
 func TestRememberedRelay(t *testing.T) {
-	lab, a, b := twoCones(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := lab.Cut(ctx, a.PublicAddr(), b.PublicAddr()); err != nil {
-		t.Fatal(err)
-	}
-	w := labWorld(t, lab)
-	p, fwd := echoOver(t, w, a.Host(), b.Host(), "")
-	if p.link.Path != "relay" || p.link.Remembered != nil {
-		t.Fatalf("first run: path %q, remembered %+v; want relay, nothing remembered", p.link.Path, p.link.Remembered)
+	rc := relayedCones(ctx, t)
+	a, b, w, p, fwd := rc.a, rc.b, rc.w, rc.pair, rc.fwd
+	if p.link.Remembered != nil {
+		t.Fatalf("first run: remembered %+v; nothing was", p.link.Remembered)
 	}
 	first := p.link.SetupMs
-	t.Logf("first run: relayed link up %.0f ms after the connect request", first)
 
 	stopProcess(t, p.client)
 	stopProcess(t, p.server)
