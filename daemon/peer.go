@@ -70,6 +70,9 @@ type peer struct {
 	// offline is closed while the peer is offline, since offlineSince.
 	offline      chan struct{}
 	offlineSince time.Time
+	// punching is true while run's punch session is under way: an
+	// "offline" answer then answers an ask from before the peer came.
+	punching bool
 	// counters are for GET /metrics (metrics.go).
 	counters linkCounters
 }
@@ -79,12 +82,14 @@ func newPeer(name string, key identity.PublicKey, log logrus.FieldLogger) *peer 
 		up: make(chan struct{}), offline: make(chan struct{})}
 }
 
-// setOffline records the server's "offline" answer, unless a link is up;
-// it logs the change, once.
+// setOffline records the server's "offline" answer, unless a link is up
+// or being punched (the answer is stale: it comes ConsentWait after an ask
+// the peer registered too late for, and would fail every connection
+// through the forwards until the link is up); it logs the change, once.
 func (p *peer) setOffline() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.link != nil || p.state == StateOffline {
+	if p.link != nil || p.punching || p.state == StateOffline {
 		return
 	}
 	p.state, p.lastErr, p.offlineSince = StateOffline, offlineText, time.Now()
@@ -93,6 +98,12 @@ func (p *peer) setOffline() {
 	// this daemon, is "offline" too: say where to look.
 	p.log.WithField("what_to_check", fmt.Sprintf("if %s is running: that its public_key at %s is the key it runs with "+
 		"(warren pubkey -k on its key file), and that its config lists this daemon's key", p.name, p.keyAt)).Info("peer is " + offlineText)
+}
+
+func (p *peer) setPunching(on bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.punching = on
 }
 
 // leaveOfflineLocked ends the offline state: a punch came.
@@ -149,7 +160,9 @@ func (p *peer) run(ctx context.Context, d *Daemon) {
 		// (a port mapping that came meanwhile) is one its peer did not
 		// see, and serveLink then tries again at once.
 		natChanged := d.nat.changes()
+		p.setPunching(true)
 		l, err := d.establish(ctx, p, o.Punch, true)
+		p.setPunching(false)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
