@@ -53,6 +53,9 @@ type peer struct {
 
 	// offers holds at most the newest punch instruction.
 	offers chan offer
+	// answers is signalled by each "offline" answer to a connect request
+	// (capacity 1).
+	answers chan struct{}
 
 	// stop ends run, which closes done; set by Daemon.startPeer.
 	stop context.CancelFunc
@@ -78,7 +81,7 @@ type peer struct {
 }
 
 func newPeer(name string, key identity.PublicKey, log logrus.FieldLogger) *peer {
-	return &peer{name: name, key: key, log: log, offers: make(chan offer, 1), state: StateConnecting,
+	return &peer{name: name, key: key, log: log, offers: make(chan offer, 1), answers: make(chan struct{}, 1), state: StateConnecting,
 		up: make(chan struct{}), offline: make(chan struct{})}
 }
 
@@ -87,6 +90,10 @@ func newPeer(name string, key identity.PublicKey, log logrus.FieldLogger) *peer 
 // the peer registered too late for, and would fail every connection
 // through the forwards until the link is up); it logs the change, once.
 func (p *peer) setOffline() {
+	select {
+	case p.answers <- struct{}{}:
+	default:
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.link != nil || p.punching || p.state == StateOffline {
@@ -143,7 +150,7 @@ func (p *peer) run(ctx context.Context, d *Daemon) {
 	retry := backoff.Backoff{Min: time.Second, Max: 30 * time.Second}
 	for ctx.Err() == nil {
 		start := time.Now()
-		o, asked, ok := p.awaitPunch(ctx, d)
+		o, asked, ok := p.awaitPunch(ctx, d.rv, d.nat.await)
 		if !ok {
 			return
 		}
@@ -195,38 +202,81 @@ func (p *peer) run(ctx context.Context, d *Daemon) {
 // the peer's NAT report.
 const answerWithin = time.Second
 
+// noAnswerWait is how long a connect request may go unanswered before it
+// is sent again. The server answers every request, with a punch or, after
+// its consent wait (2 s by default), "offline"; only a request it dropped
+// (over its rate) goes unanswered. Asking again before the answer would
+// start a second punch session that overtakes the first: on a lossy path
+// the first one's instruction can take seconds to arrive.
+const noAnswerWait = 10 * time.Second
+
+// asker is what awaitPunch needs of the rendezvous client.
+type asker interface {
+	Registered() <-chan struct{}
+	Connect(identity.PublicKey) error
+}
+
 // awaitPunch asks the rendezvous server for a punch session with the peer
-// and waits for the instruction; the peer asking first serves as well. It
-// returns when it last asked (zero if it never did).
-func (p *peer) awaitPunch(ctx context.Context, d *Daemon) (o offer, asked time.Time, ok bool) {
+// and waits for the instruction; the peer asking first serves as well.
+// After an "offline" answer it asks again, backing off; natReady waits
+// for this end's NAT report, which the server passes to the peer with the
+// punch. It returns when it last asked (zero if it never did).
+func (p *peer) awaitPunch(ctx context.Context, rv asker, natReady func(context.Context)) (o offer, asked time.Time, ok bool) {
 	ask := backoff.Backoff{Min: 2 * time.Second, Max: 30 * time.Second}
 	for {
 		select {
 		case o := <-p.offers:
-			age := time.Since(o.at)
-			if age < punchFreshness {
+			if p.fresh(o) {
 				return o, asked, true
 			}
-			p.log.WithFields(logrus.Fields{"session": o.Session[:min(8, len(o.Session))], "age": age.Round(time.Millisecond)}).Debug("punch instruction too old; the peer gave up on it")
 			continue
-		case <-d.rv.Registered():
+		case <-rv.Registered():
 		case <-ctx.Done():
 			return offer{}, asked, false
 		}
-		// The server passes our NAT to the peer with the punch: report it
-		// first.
-		d.nat.await(ctx)
+		natReady(ctx)
+		discard(p.answers) // an answer to an earlier request
 		asked = time.Now()
-		if err := d.rv.Connect(p.key); err != nil {
+		if err := rv.Connect(p.key); err != nil {
 			p.log.WithError(err).Debug("connect request not sent")
+		}
+		retry := ask.Next()
+		select {
+		case o := <-p.offers:
+			return o, asked, true
+		case <-p.answers:
+			// Offline: the peer's own request will start a session
+			// when it comes; ask again meanwhile, less and less often.
+		case <-time.After(noAnswerWait):
+			retry = 0
+		case <-ctx.Done():
+			return offer{}, asked, false
 		}
 		select {
 		case o := <-p.offers:
 			return o, asked, true
-		case <-time.After(ask.Next()):
+		case <-time.After(retry):
 		case <-ctx.Done():
 			return offer{}, asked, false
 		}
+	}
+}
+
+// fresh reports whether o is recent enough to punch on, and says why not.
+func (p *peer) fresh(o offer) bool {
+	age := time.Since(o.at)
+	if age < punchFreshness {
+		return true
+	}
+	p.log.WithFields(logrus.Fields{"session": o.Session[:min(8, len(o.Session))], "age": age.Round(time.Millisecond)}).Debug("punch instruction too old; the peer gave up on it")
+	return false
+}
+
+// discard empties ch, a channel of capacity 1.
+func discard[T any](ch chan T) {
+	select {
+	case <-ch:
+	default:
 	}
 }
 
