@@ -146,9 +146,10 @@ type clusterPeer struct {
 	RTTs map[string]float64 `json:"rtts,omitempty"`
 }
 
-func peerInfo(p *peerConn) *clusterPeer {
+func (c *cluster) peerInfo(p *peerConn) *clusterPeer {
 	nat, rtt := p.natAndRTT()
-	return &clusterPeer{Observed: p.observed.String(), LAN: p.lan, NAT: nat, RTTMs: float64(rtt.Microseconds()) / 1000}
+	return &clusterPeer{Observed: p.observed.String(), LAN: p.lan, NAT: nat, RTTMs: float64(rtt.Microseconds()) / 1000,
+		RTTs: c.rttsOf(p)}
 }
 
 // maxClusterWork caps the goroutines serving other nodes' messages at
@@ -546,9 +547,7 @@ func (c *cluster) serveAsk(ctx context.Context, msg *nats.Msg, key identity.Publ
 		t.Stop()
 	}
 	s.pairTaken(askerConn, key, true)
-	info := peerInfo(other)
-	info.RTTs = c.rttsOf(other)
-	respond(&clusterMsg{OK: true, Peer: info})
+	respond(&clusterMsg{OK: true, Peer: c.peerInfo(other)})
 }
 
 // startSession starts a punch session between p, registered here, and

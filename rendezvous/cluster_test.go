@@ -225,10 +225,7 @@ func startPeersWith(t testing.TB, ctx context.Context, nodes []*testNode, n int,
 	})
 	for i := range n {
 		home := i % len(nodes)
-		var addrs []string
-		for j := range nodes {
-			addrs = append(addrs, nodes[(home+j)%len(nodes)].addr)
-		}
+		addrs := homeFirst(nodes, home)
 		key, _ := identity.Generate()
 		p := &testPeer{key: key.Public(), home: home, got: make(chan Punch, 64),
 			punches: make(map[identity.PublicKey]Punch), offline: make(map[identity.PublicKey]int)}
@@ -275,6 +272,15 @@ func startPeersWith(t testing.TB, ctx context.Context, nodes []*testNode, n int,
 		}
 	}
 	return peers
+}
+
+// homeFirst lists the nodes' addresses from node home on, in turn.
+func homeFirst(nodes []*testNode, home int) []string {
+	var addrs []string
+	for j := range nodes {
+		addrs = append(addrs, nodes[(home+j)%len(nodes)].addr)
+	}
+	return addrs
 }
 
 // connectAll has a ask b for every pair given, and waits until both of
@@ -510,28 +516,7 @@ func testFailover(t *testing.T, nodes []*testNode) {
 			t.Fatalf("a relay through the dead node still open: %v", err)
 		}
 	}
-	var moved, stayed []*testPeer
-	for _, p := range peers {
-		if p.home == 2 {
-			moved = append(moved, p)
-		} else {
-			stayed = append(stayed, p)
-		}
-	}
-	for _, p := range moved {
-		for {
-			select {
-			case <-p.c.Registered():
-			case <-time.After(time.Until(killed.Add(5 * time.Second))):
-				t.Fatalf("a peer of the dead node is not registered elsewhere 5 s after: %v", errOf(p.c))
-			}
-			if p.c.Server() != dead.addr {
-				break
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
-	t.Logf("%d peers of the dead node registered elsewhere within %v", len(moved), time.Since(killed))
+	moved, stayed := waitMoved(t, peers, dead, killed)
 	relayThrough(t, ctx, [][2]*testPeer{{peers[0], peers[1]}, {peers[4], peers[3]}, {peers[6], peers[7]}}, nodes[1].addr)
 	var pairs [][2]*testPeer
 	for i, p := range moved {
@@ -568,6 +553,35 @@ func testFailover(t *testing.T, nodes []*testNode) {
 	if relayed == 0 {
 		t.Fatal("no pair across nodes after the failover to relay")
 	}
+}
+
+// waitMoved waits until the peers of the dead node (killed then) are
+// registered elsewhere, for 5 s after the kill at most, and returns them
+// and the others.
+func waitMoved(t *testing.T, peers []*testPeer, dead *testNode, killed time.Time) (moved, stayed []*testPeer) {
+	t.Helper()
+	for _, p := range peers {
+		if p.c.cfg.Addresses[0] == dead.addr { // its home
+			moved = append(moved, p)
+		} else {
+			stayed = append(stayed, p)
+		}
+	}
+	for _, p := range moved {
+		for {
+			select {
+			case <-p.c.Registered():
+			case <-time.After(time.Until(killed.Add(5 * time.Second))):
+				t.Fatalf("a peer of the dead node is not registered elsewhere 5 s after: %v", errOf(p.c))
+			}
+			if p.c.Server() != dead.addr {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	t.Logf("%d peers of the dead node registered elsewhere within %v", len(moved), time.Since(killed))
+	return moved, stayed
 }
 
 // relayThrough connects each pair afresh, checks that both sides are told

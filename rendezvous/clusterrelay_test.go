@@ -219,10 +219,7 @@ func TestClusterRelayAuthRefusals(t *testing.T) {
 	at := nodes[1]
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	var A, B, C identity.PublicKey
-	for _, k := range []*identity.PublicKey{&A, &B, &C} {
-		*k = mustKey(t).Public()
-	}
+	A, B, C := mustKey(t).Public(), mustKey(t).Public(), mustKey(t).Public()
 	id, exp := punch.NewSessionID(), time.Now().Add(time.Minute)
 	keys := [2]identity.PublicKey{A, B}
 	auth := [2][]byte{signedAuth(key, at.name, id, 0, keys, exp), signedAuth(key, at.name, id, 1, keys, exp)}

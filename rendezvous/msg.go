@@ -43,29 +43,32 @@ const (
 // Message is one control frame. Which fields are set depends on Type (see
 // spec.md); one flat struct keeps the codec small and easy to fuzz.
 type Message struct {
-	Type        string             `json:"type"`
-	UDP         []string           `json:"udp,omitempty"`           // registered: the server's UDP probe endpoints
-	NAT         *NATReport         `json:"nat,omitempty"`           // nat: the sender's NAT; punch: the peer's
-	Side        int                `json:"side,omitempty"`          // punch: which side of the session the receiver is (0 or 1)
-	PeerUDP     string             `json:"peer_udp,omitempty"`      // udp: the peer's session socket as the server saw it
-	DelayMs     int                `json:"delay_ms,omitempty"`      // udp: wait this long before punching, to start together
-	PeerLANPort int                `json:"peer_lan_port,omitempty"` // udp: the peer's session socket's local port, for its LAN addresses
-	PeerTCP     string             `json:"peer_tcp,omitempty"`      // udp: the peer's TCP session probe as the server saw it
-	RTTMs       float64            `json:"rtt_ms,omitempty"`        // ping: the sender's last measured round trip; punch: the server's estimate of the peers' round trip
-	Version     int                `json:"version,omitempty"`
-	Token       string             `json:"token,omitempty"`
-	LAN         []string           `json:"lan,omitempty"`
-	Observed    string             `json:"observed,omitempty"`
-	Peer        string             `json:"peer,omitempty"`
-	Session     string             `json:"session,omitempty"`
-	Public      string             `json:"public,omitempty"`
-	Code        string             `json:"code,omitempty"`
-	Text        string             `json:"message,omitempty"`
-	RelayToken  string             `json:"relay_token,omitempty"` // punch: the receiver's relay token (32 hex)
-	Relay       string             `json:"relay,omitempty"`       // punch: the relay's host:port, when not the server the receiver registered with (a cluster)
-	RelayAuth   string             `json:"relay_auth,omitempty"`  // punch: the receiver's relay authorisation at another node (base64url)
-	RTTs        map[string]float64 `json:"rtts,omitempty"`        // register: the peer's round trips to the nodes it lists, in ms by address
-	Seq         uint64             `json:"seq,omitempty"`         // ping, pong: the round; ask, consent: the ask
+	Type        string     `json:"type"`
+	UDP         []string   `json:"udp,omitempty"`           // registered: the server's UDP probe endpoints
+	NAT         *NATReport `json:"nat,omitempty"`           // nat: the sender's NAT; punch: the peer's
+	Side        int        `json:"side,omitempty"`          // punch: which side of the session the receiver is (0 or 1)
+	PeerUDP     string     `json:"peer_udp,omitempty"`      // udp: the peer's session socket as the server saw it
+	DelayMs     int        `json:"delay_ms,omitempty"`      // udp: wait this long before punching, to start together
+	PeerLANPort int        `json:"peer_lan_port,omitempty"` // udp: the peer's session socket's local port, for its LAN addresses
+	PeerTCP     string     `json:"peer_tcp,omitempty"`      // udp: the peer's TCP session probe as the server saw it
+	RTTMs       float64    `json:"rtt_ms,omitempty"`        // ping: the sender's last measured round trip; punch: the server's estimate of the peers' round trip
+	Version     int        `json:"version,omitempty"`
+	Token       string     `json:"token,omitempty"`
+	LAN         []string   `json:"lan,omitempty"`
+	Observed    string     `json:"observed,omitempty"`
+	Peer        string     `json:"peer,omitempty"`
+	Session     string     `json:"session,omitempty"`
+	Public      string     `json:"public,omitempty"`
+	Code        string     `json:"code,omitempty"`
+	Text        string     `json:"message,omitempty"`
+	RelayToken  string     `json:"relay_token,omitempty"` // punch: the receiver's relay token (32 hex)
+	Relay       string     `json:"relay,omitempty"`       // punch: the relay's host:port, when not the server the receiver registered with (a cluster)
+	RelayAuth   string     `json:"relay_auth,omitempty"`  // punch: the receiver's relay authorisation at another node (base64url)
+	Seq         uint64     `json:"seq,omitempty"`         // ping, pong: the round; ask, consent: the ask
+
+	// RTTs (register) are the peer's round trips to the nodes of a
+	// cluster it lists, in ms by address as it lists them.
+	RTTs map[string]float64 `json:"rtts,omitempty"`
 }
 
 // ErrProtocol wraps every malformed-input error from ReadMessage.
