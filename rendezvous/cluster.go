@@ -240,8 +240,12 @@ func (c *cluster) start() {
 		c.log.WithError(err).Error("cluster: cannot subscribe to this node's subjects; serving local peers only")
 		return
 	}
-	ctx := c.ctx
-	c.wg.Go(func() { c.publishLoads(ctx) })
+	if c.s.cfg.Relay {
+		// A node that relays nothing publishes no load: no other node
+		// chooses it.
+		ctx := c.ctx
+		c.wg.Go(func() { c.publishLoads(ctx) })
+	}
 }
 
 // stop ends every subscription and waits for the goroutines serving

@@ -31,6 +31,11 @@ const (
 	// node it lists) and an address's length in them.
 	maxReportedRTTs = 16
 	maxRTTAddrLen   = 256
+	// relayRTTStep is the step round trips are compared in (ms), as the
+	// client's ranking does: nodes about as near are as good, and the
+	// earlier (the choosing node first) keeps the relay, rather than
+	// measurement noise sending it elsewhere.
+	relayRTTStep = 10
 )
 
 // loadReport is a node's relay load as it publishes it.
@@ -139,7 +144,12 @@ const maxClusterNodes = 1024
 func (c *cluster) relayNodes(now time.Time) []relayNode {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	nodes := []relayNode{{node: c.cfg.Node, public: c.cfg.Public, load: c.ownLoad}}
+	own := c.ownLoad
+	if !c.s.cfg.Relay {
+		// Refused here: chosen only if no other node is known.
+		own = math.Inf(1)
+	}
+	nodes := []relayNode{{node: c.cfg.Node, public: c.cfg.Public, load: own}}
 	for name, n := range c.loads {
 		if now.After(n.until) {
 			delete(c.loads, name)
@@ -154,8 +164,8 @@ func (c *cluster) relayNodes(now time.Time) []relayNode {
 // chooseRelay returns the index in nodes (the choosing node first) of the
 // node to relay a pair whose round trips to the nodes (by public address,
 // in ms) are a and b: of the nodes under relayLoadCap that both peers
-// measured, the one that minimises the larger of the two (ties to the
-// earlier); none such, the choosing node if under the cap, else the
+// measured, the one that minimises the larger of the two, in steps of
+// relayRTTStep (ties to the earlier); none such, the choosing node if under the cap, else the
 // least loaded. A peer that reported no round trips (a daemon of before
 // relay choice, which cannot open a relay elsewhere) keeps the pair at
 // the choosing node.
@@ -170,7 +180,7 @@ func chooseRelay(nodes []relayNode, a, b map[string]float64) int {
 		if n.load >= relayLoadCap || !okA || !okB {
 			continue
 		}
-		if cost := max(ra, rb); cost < bestCost {
+		if cost := math.Floor(max(ra, rb) / relayRTTStep); cost < bestCost {
 			best, bestCost = i, cost
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"io"
+	"math"
 	"net"
 	"net/netip"
 	"testing"
@@ -45,6 +46,8 @@ func TestChooseRelay(t *testing.T) {
 		{"nearest to both", nodes(0, 0, 0), rtts(50, 40, 5), rtts(60, 30, 10), 2},
 		{"the larger round trip counts, not the sum", nodes(0, 0, 0), rtts(10, 30, 1), rtts(60, 30, 45), 1},
 		{"a tie goes to the choosing node", nodes(0, 0, 0), rtts(20, 20, 30), rtts(20, 20, 30), 0},
+		{"as near within a step: the choosing node", nodes(0, 0, 0), rtts(12, 11, 30), rtts(12, 10.5, 30), 0},
+		{"a step nearer: the nearer", nodes(0, 0, 0), rtts(22, 11, 30), rtts(12, 10.5, 30), 1},
 		{"a node at 80% is avoided", nodes(0, 0, 0.8), rtts(50, 40, 5), rtts(50, 40, 5), 1},
 		{"a node one peer did not measure is not chosen", nodes(0, 0, 0), rtts(50, 40, 5), rtts(50, 40), 1},
 		{"no peer round trips: the choosing node", nodes(0, 0, 0), rtts(50, 40, 5), nil, 0},
@@ -337,5 +340,37 @@ func TestClientReportsRTTs(t *testing.T) {
 	got := at.cluster.rttsOf(p)
 	if len(got) != 2 || got[nodes[0].addr] <= 0 || got[nodes[1].addr] <= 0 {
 		t.Fatalf("the node holds round trips %v, want both nodes' and not %s's", got, dead)
+	}
+}
+
+// TestRelayNodes: the nodes a relay may be chosen at are this node, then
+// the others by name, less those not heard from in time; a node that does
+// not relay counts as fully loaded, and publishes nothing (onLoad drops
+// invalid loads).
+func TestRelayNodes(t *testing.T) {
+	now := time.Now()
+	c := &cluster{s: &Server{cfg: ServerConfig{Relay: false}}, cfg: ClusterConfig{Node: "b", Public: "b:1"},
+		loads: map[string]relayNode{
+			"c":    {node: "c", public: "c:1", until: now.Add(time.Second)},
+			"a":    {node: "a", public: "a:1", load: 0.5, until: now.Add(time.Second)},
+			"gone": {node: "gone", public: "gone:1", until: now.Add(-time.Millisecond)},
+		}}
+	got := c.relayNodes(now)
+	if len(got) != 3 || got[0].node != "b" || got[1].node != "a" || got[2].node != "c" || !math.IsInf(got[0].load, 1) {
+		t.Fatalf("relay nodes %+v, want b (not relaying), a, c", got)
+	}
+	if _, ok := c.loads["gone"]; ok {
+		t.Error("a node not heard from in time is still known")
+	}
+	for _, r := range []loadReport{
+		{Public: "x", Capacity: 1, IntervalMs: 100},
+		{Public: "x:1", Capacity: 0, IntervalMs: 100},
+		{Public: "x:1", Capacity: 1, IntervalMs: 100, BytesPerSec: math.NaN()},
+		{Public: "x:1", Capacity: 1, IntervalMs: 100, Relays: -1},
+		{Public: "x:1", Capacity: 1, IntervalMs: 0},
+	} {
+		if r.valid() {
+			t.Errorf("load %+v taken as valid", r)
+		}
 	}
 }

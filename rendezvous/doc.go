@@ -87,9 +87,12 @@
 //   - Relays: every node relays, and for each pair the node that
 //     coordinates its session (the asker's) chooses where: the node
 //     that minimises the larger of the two peers' round trips to it,
-//     among nodes under 80% of their relay load; if no such node was
-//     measured by both peers, the coordinator itself while it is under
-//     80%, else the least loaded node. The larger round trip, not the
+//     among nodes under 80% of their relay load, compared in 10 ms
+//     steps (nodes about as near are as good, and the coordinator, then
+//     the nodes by name, keeps the relay rather than noise moving it);
+//     if no such node was measured by both peers, the coordinator itself
+//     while it is under 80%, else the least loaded node. A node with
+//     relaying off publishes no load and is chosen by no other. The larger round trip, not the
 //     sum (the relayed link's round trip): for nodes that lie between
 //     the two peers the sum is about the same, and the larger picks the
 //     one neither peer is far from, whose legs each lose less to loss
