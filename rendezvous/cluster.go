@@ -123,7 +123,7 @@ type clusterMsg struct {
 	At        int64        `json:"at,omitempty"`         // evict: when the key registered (Unix ns, the sender's clock)
 	Public    string       `json:"public,omitempty"`     // evict: where the new registration came from
 	Peer      *clusterPeer `json:"peer,omitempty"`       // answer: the target as its node knows it
-	Load      *loadReport  `json:"load,omitempty"`       // load
+	Load      *loadReport  `json:"load,omitempty"`       // load: the sender's relay load
 	OK        bool         `json:"ok,omitempty"`         // answer: the target consented
 	Dup       bool         `json:"dup,omitempty"`        // answer: the pair's other ask makes the session; say nothing
 	Msg       *Message     `json:"msg,omitempty"`        // start, udp: the frame for Key's peer

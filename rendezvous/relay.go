@@ -49,6 +49,11 @@ type relayHub struct {
 	spent spentSessions
 }
 
+func newRelayHub() relayHub {
+	return relayHub{waiting: make(map[punch.SessionID]*relayHalf), pairs: make(map[*relayPair]struct{}),
+		spent: spentSessions{until: make(map[punch.SessionID]time.Time)}}
+}
+
 // relayHalf is one side's relay connection. The first of a session's two
 // to arrive waits for the other; its done closes when the connection is
 // no one else's any more: its pair has finished, or its partner was

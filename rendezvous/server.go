@@ -120,9 +120,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		pairs:       make(map[[2]identity.PublicKey]pairSession),
 		sessions:    make(map[punch.SessionID]*udpSession),
 		issued:      make(map[punch.SessionID]issuedSession),
-		relays: relayHub{waiting: make(map[punch.SessionID]*relayHalf), pairs: make(map[*relayPair]struct{}),
-			spent: spentSessions{until: make(map[punch.SessionID]time.Time)}},
-		consents: consentHub{pending: make(map[uint64]*pendingAsk)},
+		relays:      newRelayHub(),
+		consents:    consentHub{pending: make(map[uint64]*pendingAsk)},
 	}
 	if cfg.Cluster != nil {
 		if s.cluster, err = newCluster(s, *cfg.Cluster); err != nil {
