@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/sirupsen/logrus"
 
 	"github.com/warren-p2p/warren/identity"
 	"github.com/warren-p2p/warren/punch"
@@ -125,12 +126,19 @@ func (c *cluster) onLoad(msg *nats.Msg) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if m.Load.Leave {
-		delete(c.loads, m.Node)
+	_, known := c.loads[m.Node]
+	log := c.log.WithFields(logrus.Fields{"relay_node": m.Node, "public": m.Load.Public})
+	switch {
+	case m.Load.Leave:
+		if known {
+			delete(c.loads, m.Node)
+			log.Info("cluster: node left; relays are chosen among the others")
+		}
 		return
-	}
-	if _, known := c.loads[m.Node]; !known && len(c.loads) >= maxClusterNodes {
+	case !known && len(c.loads) >= maxClusterNodes:
 		return
+	case !known:
+		log.Info("cluster: node relays; relays are chosen among it and the others")
 	}
 	c.loads[m.Node] = relayNode{node: m.Node, public: m.Load.Public, load: m.Load.fraction(),
 		until: time.Now().Add(loadPeriods * time.Duration(m.Load.IntervalMs) * time.Millisecond)}
@@ -153,6 +161,8 @@ func (c *cluster) relayNodes(now time.Time) []relayNode {
 	for name, n := range c.loads {
 		if now.After(n.until) {
 			delete(c.loads, name)
+			c.log.WithFields(logrus.Fields{"relay_node": name, "public": n.public}).
+				Warn("cluster: node not heard from for three of its load intervals; no longer chosen for relays")
 			continue
 		}
 		nodes = append(nodes, n)

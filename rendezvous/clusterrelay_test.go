@@ -349,7 +349,7 @@ func TestClientReportsRTTs(t *testing.T) {
 // invalid loads).
 func TestRelayNodes(t *testing.T) {
 	now := time.Now()
-	c := &cluster{s: &Server{cfg: ServerConfig{Relay: false}}, cfg: ClusterConfig{Node: "b", Public: "b:1"},
+	c := &cluster{s: &Server{cfg: ServerConfig{Relay: false}}, cfg: ClusterConfig{Node: "b", Public: "b:1"}, log: quietLog(),
 		loads: map[string]relayNode{
 			"c":    {node: "c", public: "c:1", until: now.Add(time.Second)},
 			"a":    {node: "a", public: "a:1", load: 0.5, until: now.Add(time.Second)},
