@@ -374,3 +374,36 @@ func TestRelayNodes(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterLoadCountsBytes: the bytes a node relays count in the load
+// it publishes, against its RelayCapacity: a relay carrying several times
+// the capacity takes the node past 80% for the others, and its end takes
+// it back under.
+func TestClusterLoadCountsBytes(t *testing.T) {
+	const capacity = 64 << 10
+	nodes := startCluster(t, 2, ServerConfig{NATWait: 100 * time.Millisecond, Relay: true, RelayCapacity: capacity})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	peers := startPeers(t, ctx, nodes[1:], 2)
+	connectAll(t, [][2]*testPeer{{peers[0], peers[1]}}, 10*time.Second)
+	a, _ := peers[0].punchFrom(peers[1].key)
+	b, _ := peers[1].punchFrom(peers[0].key)
+	ca, cb := openPunchRelay(t, ctx, a, b)
+	go io.Copy(io.Discard, cb)
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		chunk := make([]byte, capacity/4)
+		for wctx.Err() == nil {
+			if _, err := ca.Write(chunk); err != nil {
+				return
+			}
+			time.Sleep(50 * time.Millisecond) // about 5 × capacity
+		}
+	}()
+	waitNodeLoad(t, nodes, 1, true)
+	stop()
+	<-done
+	waitNodeLoad(t, nodes, 1, false)
+}
