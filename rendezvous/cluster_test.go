@@ -505,6 +505,7 @@ func testFailover(t *testing.T, nodes []*testNode) {
 	// Every peer is nearest node2, then node1.
 	rtts := map[string]time.Duration{nodes[0].addr: 50 * time.Millisecond, nodes[1].addr: 40 * time.Millisecond,
 		nodes[2].addr: 5 * time.Millisecond}
+	waitAllLoads(t, nodes)
 	peers := startPeersWith(t, ctx, nodes, 30, func(int) map[string]time.Duration { return rtts })
 	dead := nodes[2]
 	carried := relayThrough(t, ctx, [][2]*testPeer{{peers[0], peers[1]}, {peers[4], peers[3]}, {peers[6], peers[7]}}, dead.addr)

@@ -138,6 +138,15 @@ func waitNodeLoad(t *testing.T, nodes []*testNode, i int, loaded bool) {
 	}
 }
 
+// waitAllLoads waits until every node knows every other's load (none
+// loaded): until then, a node chooses among those it knows.
+func waitAllLoads(t *testing.T, nodes []*testNode) {
+	t.Helper()
+	for i := range nodes {
+		waitNodeLoad(t, nodes, i, false)
+	}
+}
+
 // TestClusterRelayChoice: three nodes; peers report round trips to them
 // (as daemons do from their ranking probes). Each pair relays at the node
 // that minimises the larger of its two round trips, whichever nodes the
@@ -157,6 +166,7 @@ func TestClusterRelayChoice(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
+	waitAllLoads(t, nodes)
 	// Peer i registers with node i mod 3.
 	peers := startPeersWith(t, ctx, nodes, len(profiles), func(i int) map[string]time.Duration { return profiles[i] })
 	check := func(pairs [][2]*testPeer, want []int) []Punch {
