@@ -5,10 +5,12 @@ import (
 	"cmp"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"math"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -416,4 +418,21 @@ func TestClusterLoadCountsBytes(t *testing.T) {
 	stop()
 	<-done
 	waitNodeLoad(t, nodes, 1, false)
+}
+
+// TestCleanRTTs: what a peer reports of its round trips is kept only
+// where it can be used, and bounded: at most maxReportedRTTs entries, to
+// host:port addresses of bounded length, with times in (0, 60 s).
+func TestCleanRTTs(t *testing.T) {
+	in := map[string]float64{"a:1": 5, "b:1": 0, "c:1": -1, "d:1": 60e3, "nohost": 5, strings.Repeat("x", 300) + ":1": 5}
+	if got := cleanRTTs(in); len(got) != 1 || got["a:1"] != 5 {
+		t.Errorf("kept %v, want a:1 alone", got)
+	}
+	many := map[string]float64{}
+	for i := range 1000 {
+		many[fmt.Sprintf("n%d:1", i)] = 1
+	}
+	if got := cleanRTTs(many); len(got) != maxReportedRTTs {
+		t.Errorf("kept %d of 1000, want %d", len(got), maxReportedRTTs)
+	}
 }
