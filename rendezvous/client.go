@@ -32,7 +32,9 @@ type ClientConfig struct {
 	// Addresses are the host:port of a cluster's nodes (doc.go,
 	// "Clustering"), Address first if both are set: the client registers
 	// with the nearest (by a UDP probe's round trip) and, whenever its
-	// connection ends, tries the next. All must hold ServerKey.
+	// connection ends, tries the next; it reports the round trips it
+	// measured when it registers, for the cluster's choice of relays.
+	// All must hold ServerKey.
 	Addresses []string
 	// ServerKey pins the server. Required.
 	ServerKey identity.PublicKey
