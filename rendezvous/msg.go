@@ -63,7 +63,12 @@ type Message struct {
 	Text        string     `json:"message,omitempty"`
 	RelayToken  string     `json:"relay_token,omitempty"` // punch: the receiver's relay token (32 hex)
 	Relay       string     `json:"relay,omitempty"`       // punch: the relay's host:port, when not the server the receiver registered with (a cluster)
+	RelayAuth   string     `json:"relay_auth,omitempty"`  // punch: the receiver's relay authorisation at another node (base64url)
 	Seq         uint64     `json:"seq,omitempty"`         // ping, pong: the round; ask, consent: the ask
+
+	// RTTs (register) are the peer's round trips to the nodes of a
+	// cluster it lists, in ms by address as it lists them.
+	RTTs map[string]float64 `json:"rtts,omitempty"`
 }
 
 // ErrProtocol wraps every malformed-input error from ReadMessage.
