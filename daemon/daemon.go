@@ -151,13 +151,16 @@ func (d *Daemon) newRendezvous() (*rendezvous.Client, error) {
 		return nil, fmt.Errorf("rendezvous.public_key: %w", err)
 	}
 	return rendezvous.NewClient(rendezvous.ClientConfig{
-		Address:      d.cfg.Rendezvous.Address,
-		Addresses:    d.cfg.Rendezvous.Addresses,
-		ServerKey:    serverKey,
-		Key:          d.key,
-		Token:        d.cfg.Rendezvous.Token,
-		Dial:         d.dialRendezvous,
-		LAN:          d.lanCandidates,
+		Address:   d.cfg.Rendezvous.Address,
+		Addresses: d.cfg.Rendezvous.Addresses,
+		ServerKey: serverKey,
+		Key:       d.key,
+		Token:     d.cfg.Rendezvous.Token,
+		Dial:      d.dialRendezvous,
+		LAN:       d.lanCandidates,
+		DialPlain: func(ctx context.Context, addr string) (net.Conn, error) {
+			return punch.DialFrom(ctx, d.acceptor.Port(), addr)
+		},
 		OnPunch:      d.onPunch,
 		Consent:      func(k identity.PublicKey) bool { return d.peerByKey(k) != nil },
 		OnOffline:    d.onOffline,

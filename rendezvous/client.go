@@ -47,6 +47,12 @@ type ClientConfig struct {
 	// LAN returns the endpoints to report as LAN candidates at each
 	// registration.
 	LAN func() []netip.AddrPort
+	// DialPlain opens a plain TCP connection from the shared punch port
+	// (no fallback port, no proxy): with it, a client that registered
+	// over IPv4 and reports a global IPv6 address has the server observe
+	// that address too (observe6.go), so that peers with IPv6 may punch
+	// to it. Nil: no IPv6 observation.
+	DialPlain func(ctx context.Context, addr string) (net.Conn, error)
 	// OnPunch receives each punch instruction. It is called from the
 	// client's read loop and must not block. The session's second step
 	// arrives later on the instruction's UDP handle.
@@ -80,7 +86,11 @@ type Punch struct {
 	Side   int
 	Peer   identity.PublicKey
 	Public netip.AddrPort
-	LAN    []netip.AddrPort
+	// Public6 is the peer's IPv6 endpoint as the server observed it, sent
+	// only when the server observed one of this peer too; invalid
+	// otherwise.
+	Public6 netip.AddrPort
+	LAN     []netip.AddrPort
 	// PeerNAT is the peer's NAT as it reported it (zero if it did not).
 	PeerNAT punch.NAT
 	// PeerRestricted is why the peer's network leaves no direct path, as
@@ -136,8 +146,9 @@ type Client struct {
 	mu         sync.Mutex
 	cur        *peerConn // nil while not registered
 	observed   netip.AddrPort
-	registered chan struct{} // closed while registered
-	nat        *NATReport    // reported again at each registration
+	observed6  netip.AddrPort // see Observed6
+	registered chan struct{}  // closed while registered
+	nat        *NATReport     // reported again at each registration
 	udp        []netip.AddrPort
 	// steps holds the sessions of the current connection whose second
 	// step has not arrived yet; the connection's end forgets them.
@@ -506,6 +517,10 @@ func (c *Client) session(ctx context.Context, addr string) error {
 			return err
 		}
 	}
+	// Before the peer counts as registered (and classifies its NAT, after
+	// which sessions start): a session's instruction carries the IPv6
+	// endpoint only if the server saw it by then.
+	c.observe6(ctx, m, reg.LAN)
 	c.setRegistered(p, observed)
 	c.cfg.OnRegistered(udp)
 	defer c.unregister(p)
@@ -656,6 +671,10 @@ func parsePunch(m *Message) (Punch, error) {
 	}
 	if pu.Public, err = netip.ParseAddrPort(m.Public); err != nil {
 		return Punch{}, fmt.Errorf("punch public endpoint: %w", err)
+	}
+	// A malformed one costs only the IPv6 path.
+	if a, err := netip.ParseAddrPort(m.Public6); err == nil && isGlobal6(a.Addr()) {
+		pu.Public6 = a
 	}
 	for _, s := range m.LAN {
 		if a, err := netip.ParseAddrPort(s); err == nil {

@@ -64,6 +64,9 @@ type Message struct {
 	RelayToken  string     `json:"relay_token,omitempty"` // punch: the receiver's relay token (32 hex)
 	Relay       string     `json:"relay,omitempty"`       // punch: the relay's host:port, when not the server the receiver registered with (a cluster)
 	Seq         uint64     `json:"seq,omitempty"`         // ping, pong: the round; ask, consent: the ask
+	Observe     string     `json:"observe,omitempty"`     // registered: the token of an IPv6 observation (32 hex)
+	Observe6    []string   `json:"observe6,omitempty"`    // registered: the server's IPv6 endpoints for it
+	Public6     string     `json:"public6,omitempty"`     // punch: the peer's IPv6 endpoint as the server saw it, when both peers have one
 }
 
 // ErrProtocol wraps every malformed-input error from ReadMessage.

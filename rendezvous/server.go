@@ -41,13 +41,15 @@ type Server struct {
 	relaySecret relaySecret // keys relay tokens; set at start, then read only
 
 	// mu guards the fields below.
-	mu       sync.Mutex
-	peers    map[identity.PublicKey]*peerConn
-	pairs    map[[2]identity.PublicKey]pairSession // last punch session per pair
-	sessions map[punch.SessionID]*udpSession       // sessions waiting for UDP probes
-	issued   map[punch.SessionID]issuedSession     // sessions a relay may serve
-	order    sessionQueue                          // issued's keys, oldest first
-	peaks    mapPeaks                              // for shrink
+	mu    sync.Mutex
+	peers map[identity.PublicKey]*peerConn
+	// observers are the registered peers by their observe tokens.
+	observers map[observeToken]*peerConn
+	pairs     map[[2]identity.PublicKey]pairSession // last punch session per pair
+	sessions  map[punch.SessionID]*udpSession       // sessions waiting for UDP probes
+	issued    map[punch.SessionID]issuedSession     // sessions a relay may serve
+	order     sessionQueue                          // issued's keys, oldest first
+	peaks     mapPeaks                              // for shrink
 
 	relays   relayHub
 	consents consentHub
@@ -116,6 +118,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		probes:      newProbeLimits(cfg),
 		refusals:    newRefusals(cfg.Log, cfg.RefusalLogInterval),
 		peers:       make(map[identity.PublicKey]*peerConn),
+		observers:   make(map[observeToken]*peerConn),
 		pairs:       make(map[[2]identity.PublicKey]pairSession),
 		sessions:    make(map[punch.SessionID]*udpSession),
 		issued:      make(map[punch.SessionID]issuedSession),
@@ -258,6 +261,11 @@ type peerConn struct {
 	mu  sync.Mutex
 	nat *NATReport
 	rtt time.Duration
+	// observed6 is the peer's IPv6 endpoint as its observation showed
+	// it (see observe6.go), set once its probe arrives.
+	observed6 netip.AddrPort
+	// observe is the token of the peer's IPv6 observation (server side).
+	observe observeToken
 
 	// reported is closed at the peer's first NAT report (server side
 	// only), for sessions waiting to start.
@@ -312,6 +320,9 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, adm *admission) {
 		case ok && magic == tcpProbeMagic:
 			adm.established()
 			s.serveTCPProbe(raw, id, side)
+		case ok && magic == observeMagic:
+			adm.established()
+			s.serveObserve(raw, observeToken(id))
 		case ok && magic == relayMagic:
 			var tok RelayToken
 			if _, err := io.ReadFull(br, tok[:]); err != nil {
@@ -374,7 +385,11 @@ func (s *Server) serveRegistered(ctx context.Context, p *peerConn) {
 		old.conn.Close()
 	}
 	s.cluster.claim(p)
-	if err := p.send(&Message{Type: TypeRegistered, Observed: p.observed.String(), UDP: s.cfg.UDPEndpoints}); err != nil {
+	reg := &Message{Type: TypeRegistered, Observed: p.observed.String(), UDP: s.cfg.UDPEndpoints}
+	if !isGlobal6(p.observed.Addr()) && len(s.cfg.IPv6Endpoints) > 0 {
+		reg.Observe, reg.Observe6 = p.observe.String(), s.cfg.IPv6Endpoints
+	}
+	if err := p.send(reg); err != nil {
 		s.unregister(p)
 		if s.logsFor(p, logRegister) {
 			log.WithError(err).Info("registration failed")
@@ -517,6 +532,8 @@ func (s *Server) register(p *peerConn) (old *peerConn) {
 	defer s.mu.Unlock()
 	old = s.peers[p.key]
 	s.peers[p.key] = p
+	p.observe = newObserveToken()
+	s.observers[p.observe] = p
 	return old
 }
 
@@ -525,6 +542,9 @@ func (s *Server) unregister(p *peerConn) {
 	gone := s.peers[p.key] == p
 	if gone {
 		delete(s.peers, p.key)
+	}
+	if s.observers[p.observe] == p {
+		delete(s.observers, p.observe)
 	}
 	s.mu.Unlock()
 	if gone {
@@ -598,6 +618,11 @@ reports:
 	for i, to := range []*peerConn{p, other} {
 		wg.Go(func() {
 			m := punchFor(id, i, us.sides[1-i])
+			// Only when both have one: a side without IPv6 cannot use
+			// the other's, and both must choose from the same facts.
+			if a, b := to.addr6(), us.sides[1-i].addr6(); a.IsValid() && b.IsValid() {
+				m.Public6 = b.String()
+			}
 			m.RelayToken = s.relaySecret.token(id, i, to.key).String()
 			// Both peers' round trips to the server add up to about
 			// theirs to each other (each crosses its own uplink twice):
@@ -772,6 +797,9 @@ func (s *Server) ListenAndServe(ctx context.Context, listen, alt string, ready f
 		lns = append(lns, ln)
 		// UDP probes share the TCP port, also when it was port 0.
 		tcpAddrs[i] = ln.Addr().String()
+		if i == 0 && s.cfg.IPv6Endpoints == nil {
+			s.cfg.IPv6Endpoints = ipv6Endpoints(ln.Addr())
+		}
 		bound = append(bound, ln.Addr())
 	}
 	// The fallback listener is TCP only (networks that need it let no
