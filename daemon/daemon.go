@@ -388,7 +388,7 @@ var ErrNoLink = errors.New("no link to peer")
 func (d *Daemon) dialRendezvous(ctx context.Context, addr string) (net.Conn, error) {
 	before := d.rvDial.LastRoute()
 	c, route, err := d.rvDial.Dial(ctx, addr, func(ctx context.Context, addr string) (net.Conn, error) {
-		return punch.DialFrom(ctx, d.acceptor.Port(), addr)
+		return dialIPv4First(ctx, d.acceptor.Port(), addr)
 	})
 	if err == nil && route != before && (route.Fallback || route.Proxy != "" || before.Addr != "") {
 		d.log.WithFields(logrus.Fields{"route": route.String(), "network": rendezvous.RestrictionText(route.Restriction())}).

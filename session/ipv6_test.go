@@ -50,3 +50,22 @@ func TestPeerIPv6Endpoints(t *testing.T) {
 		t.Fatalf("peer LAN %v, want %v", with.PeerLAN, want)
 	}
 }
+
+// TestSameFamily: a peer's session socket seen over the other IP family
+// than ours is not a UDP punch target (an IPv6-only end cannot reach an
+// IPv4 one, and the roles were chosen for NATs of one family).
+func TestSameFamily(t *testing.T) {
+	s := &Session{Log: logrus.New()}
+	v4, v6 := netip.MustParseAddrPort("203.0.113.9:4000"), netip.MustParseAddrPort("[2001:db8:2::2]:4000")
+	mapped4, mapped6 := netip.MustParseAddrPort("198.51.100.1:5000"), netip.MustParseAddrPort("[2001:db8:1::2]:5000")
+	for _, tc := range []struct{ peer, mapped, want netip.AddrPort }{
+		{v4, mapped4, v4}, {v6, mapped6, v6},
+		{v4, mapped6, netip.AddrPort{}}, {v6, mapped4, netip.AddrPort{}},
+		{netip.MustParseAddrPort("[::ffff:203.0.113.9]:4000"), mapped4, netip.MustParseAddrPort("[::ffff:203.0.113.9]:4000")},
+		{v4, netip.AddrPort{}, v4},
+	} {
+		if got := sameFamily(s, tc.peer, tc.mapped); got != tc.want {
+			t.Errorf("sameFamily(%v, %v) = %v, want %v", tc.peer, tc.mapped, got, tc.want)
+		}
+	}
+}
