@@ -159,3 +159,35 @@ func TestListenBothFamilies(t *testing.T) {
 		}
 	}
 }
+
+// TestObserveTokenForgotten: a registration's observe token is forgotten
+// with it, so the map of tokens does not grow with every peer that ever
+// registered, and an old token sets no one's address.
+func TestObserveTokenForgotten(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ts := startServer(t, ctx, ServerConfig{IPv6Endpoints: []string{"[2001:db8::2]:7777"}})
+	cctx, ccancel := context.WithCancel(ctx)
+	c := startClient(t, cctx, ts, ClientConfig{})
+	waitRegistered(t, c)
+	count := func() (peers, tokens int) {
+		ts.srv.mu.Lock()
+		defer ts.srv.mu.Unlock()
+		return len(ts.srv.peers), len(ts.srv.observers)
+	}
+	if p, n := count(); p != 1 || n != 1 {
+		t.Fatalf("registered: %d peers, %d tokens", p, n)
+	}
+	ccancel()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		p, n := count()
+		if p == 0 && n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the peer left: %d peers, %d tokens", p, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -66,7 +66,7 @@ type Server struct {
 // mapPeaks are the largest sizes of the server's maps since each was
 // last rebuilt (see shrink).
 type mapPeaks struct {
-	peers, pairs, sessions, issued, waiting int
+	peers, observers, pairs, sessions, issued, waiting int
 }
 
 // udpSession collects both sides' session-socket mappings.
