@@ -488,23 +488,9 @@ func (c *Client) session(ctx context.Context, addr string) error {
 	if err := p.send(reg); err != nil {
 		return err
 	}
-	m, err := ReadMessage(tc)
+	m, observed, err := readRegistered(tc)
 	if err != nil {
-		return fmt.Errorf("register: %w", err)
-	}
-	if m.Type == TypeError {
-		err := fmt.Errorf("register refused: %s: %s", m.Code, m.Text)
-		switch m.Code {
-		case CodeBadToken:
-			return &PermanentError{Err: err, Fix: "rendezvous.token or rendezvous.token_file"}
-		case CodeNotAdmitted:
-			return &PermanentError{Err: err, Fix: "the server's allow_keys (ask its operator to add this daemon's public key)"}
-		}
 		return err
-	}
-	observed, err := netip.ParseAddrPort(m.Observed)
-	if m.Type != TypeRegistered || err != nil {
-		return fmt.Errorf("%w: register answered with %q %q", ErrProtocol, m.Type, m.Observed)
 	}
 	raw.SetDeadline(time.Time{})
 	udp := resolveUDP(m.UDP, raw.RemoteAddr())
@@ -554,6 +540,30 @@ func (c *Client) session(ctx context.Context, addr string) error {
 		}
 		c.handle(p, m)
 	}
+}
+
+// readRegistered reads the server's answer to register: registered, with
+// the endpoint the server observed, or why not.
+func readRegistered(tc *tls.Conn) (*Message, netip.AddrPort, error) {
+	m, err := ReadMessage(tc)
+	if err != nil {
+		return nil, netip.AddrPort{}, fmt.Errorf("register: %w", err)
+	}
+	if m.Type == TypeError {
+		err := fmt.Errorf("register refused: %s: %s", m.Code, m.Text)
+		switch m.Code {
+		case CodeBadToken:
+			return nil, netip.AddrPort{}, &PermanentError{Err: err, Fix: "rendezvous.token or rendezvous.token_file"}
+		case CodeNotAdmitted:
+			return nil, netip.AddrPort{}, &PermanentError{Err: err, Fix: "the server's allow_keys (ask its operator to add this daemon's public key)"}
+		}
+		return nil, netip.AddrPort{}, err
+	}
+	observed, err := netip.ParseAddrPort(m.Observed)
+	if m.Type != TypeRegistered || err != nil {
+		return nil, netip.AddrPort{}, fmt.Errorf("%w: register answered with %q %q", ErrProtocol, m.Type, m.Observed)
+	}
+	return m, observed, nil
 }
 
 func (c *Client) pingLoop(ctx context.Context, p *peerConn, pongs <-chan uint64) {
