@@ -20,6 +20,13 @@ type Config struct {
 	// knows. Default: false.
 	CreateKey bool `toml:"create_key"`
 
+	// StateDir is where the daemon keeps what it learns between runs: the
+	// path each peer's punch sessions won from each network
+	// (paths-KEY.json, named after the daemon's key), so that the next session tries that path first.
+	// Relative paths are relative to the config file; Load stores the
+	// absolute path. Default: the directory of KeyFile.
+	StateDir string `toml:"state_dir"`
+
 	// LogLevel is one of trace, debug, info, warn, error. Default: "info".
 	LogLevel string `toml:"log_level"`
 

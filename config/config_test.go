@@ -71,6 +71,7 @@ func TestParseValid(t *testing.T) {
 		got, want any
 	}{
 		{"KeyFile", c.KeyFile, "/etc/warren/warren.key"},
+		{"StateDir", c.StateDir, "/etc/warren"},
 		{"Path", c.Path, "/etc/warren/warren.toml"},
 		{"LogLevel", c.LogLevel, "info"},
 		{"LogFormat", c.LogFormat, "text"},
@@ -138,7 +139,7 @@ protocol = "tcp"
 `
 	doc = strings.NewReplacer(
 		`admin_listen = "127.0.0.1:7780"`, `admin_listen = "off"`,
-		`key_file = "warren.key"`, `key_file = "/var/lib/warren/id.key"`,
+		`key_file = "warren.key"`, "key_file = \"/var/lib/warren/id.key\"\nstate_dir = \"state\"",
 		`relay = true`, "relay = false\nport_mapping = false\nkeepalive = \"1m\"\npunch_timeout = \"2.5s\"\nstream_window = 262144\nmax_streams = 1",
 	).Replace(doc)
 	c, err := Parse("dir/warren.toml", []byte(doc))
@@ -150,6 +151,9 @@ protocol = "tcp"
 	}
 	if c.KeyFile != "/var/lib/warren/id.key" {
 		t.Errorf("KeyFile = %q, want the absolute path unchanged", c.KeyFile)
+	}
+	if wd, _ := os.Getwd(); c.StateDir != filepath.Join(wd, "dir", "state") {
+		t.Errorf("StateDir = %q, want state beside the config", c.StateDir)
 	}
 	l := c.Link
 	if *l.Relay || *l.PortMapping || l.KeepAlive.Duration != time.Minute || l.PunchTimeout.Duration != 2500*time.Millisecond ||

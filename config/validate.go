@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -38,6 +39,11 @@ const (
 // express, recording problems in p.
 func (c *Config) finish(p *problems, md toml.MetaData) {
 	c.KeyFile = resolvePath(c.Path, cmp.Or(c.KeyFile, defaultKeyFile))
+	if c.StateDir == "" {
+		c.StateDir = filepath.Dir(c.KeyFile)
+	} else {
+		c.StateDir = resolvePath(c.Path, c.StateDir)
+	}
 	c.LogLevel, c.LogFormat = checkLogging(p, c.LogLevel, c.LogFormat)
 	c.AdminListen = checkAdmin(p, c.AdminListen, defaultAdminListen)
 	c.Rendezvous.check(p)

@@ -69,6 +69,10 @@ type Daemon struct {
 
 	// history is each peer's recent throughput (sampleThroughput).
 	history rateHistory
+
+	// memory is which path each peer's sessions won from this network
+	// (state_dir's paths-KEY.json).
+	memory *pathMemory
 }
 
 // loadKey loads the daemon's key, creating it only where the config says
@@ -136,6 +140,9 @@ func New(cfg *config.Config, log logrus.FieldLogger) (*Daemon, error) {
 	d.exit = forward.NewServer(policy, forward.Config{Self: &selfGuard{d: d}, AccessLog: cfg.AccessLog}, log.WithField("component", "exit"))
 	d.listeners = forward.NewListeners(cfg.Socks, cfg.Forward, d, forward.Config{AccessLog: cfg.AccessLog}, log.WithField("component", "forward"))
 	if d.rvDial, err = newRendezvousDialer(cfg); err != nil {
+		return nil, err
+	}
+	if d.memory, err = newPathMemory(cfg.StateDir, key.Public(), log); err != nil {
 		return nil, err
 	}
 	if d.rv, err = d.newRendezvous(); err != nil {

@@ -4,7 +4,9 @@
 // reports the mapping with its NAT (portmap.go; the mappings go at
 // shutdown), keeps one link per configured peer (punching again whenever a
 // link is lost, and upgrading a relayed link, at once when its own NAT
-// report changes, as when a mapping comes late), hands inbound streams to
+// report changes, as when a mapping comes late), remembers which path won
+// per peer and pair of networks and lets a remembered relay go first
+// (pathmemory.go, over internal/pathmemory), hands inbound streams to
 // forward's exit side, opens outbound streams for forward's listeners, and
 // serves the status API and Prometheus metrics
 // (GET /metrics, metrics.go).

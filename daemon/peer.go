@@ -14,6 +14,7 @@ import (
 	"github.com/warren-p2p/warren/forward"
 	"github.com/warren-p2p/warren/identity"
 	"github.com/warren-p2p/warren/internal/backoff"
+	"github.com/warren-p2p/warren/internal/pathmemory"
 	"github.com/warren-p2p/warren/link"
 	"github.com/warren-p2p/warren/rendezvous"
 	"github.com/warren-p2p/warren/session"
@@ -52,6 +53,9 @@ type peer struct {
 
 	// offers holds at most the newest punch instruction.
 	offers chan offer
+	// answers is signalled by each "offline" answer to a connect request
+	// (capacity 1).
+	answers chan struct{}
 
 	// stop ends run, which closes done; set by Daemon.startPeer.
 	stop context.CancelFunc
@@ -69,21 +73,30 @@ type peer struct {
 	// offline is closed while the peer is offline, since offlineSince.
 	offline      chan struct{}
 	offlineSince time.Time
+	// punching is true while run's punch session is under way: an
+	// "offline" answer then answers an ask from before the peer came.
+	punching bool
 	// counters are for GET /metrics (metrics.go).
 	counters linkCounters
 }
 
 func newPeer(name string, key identity.PublicKey, log logrus.FieldLogger) *peer {
-	return &peer{name: name, key: key, log: log, offers: make(chan offer, 1), state: StateConnecting,
+	return &peer{name: name, key: key, log: log, offers: make(chan offer, 1), answers: make(chan struct{}, 1), state: StateConnecting,
 		up: make(chan struct{}), offline: make(chan struct{})}
 }
 
-// setOffline records the server's "offline" answer, unless a link is up;
-// it logs the change, once.
+// setOffline records the server's "offline" answer, unless a link is up
+// or being punched (the answer is stale: it comes ConsentWait after an ask
+// the peer registered too late for, and would fail every connection
+// through the forwards until the link is up); it logs the change, once.
 func (p *peer) setOffline() {
+	select {
+	case p.answers <- struct{}{}:
+	default:
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.link != nil || p.state == StateOffline {
+	if p.link != nil || p.punching || p.state == StateOffline {
 		return
 	}
 	p.state, p.lastErr, p.offlineSince = StateOffline, offlineText, time.Now()
@@ -92,6 +105,12 @@ func (p *peer) setOffline() {
 	// this daemon, is "offline" too: say where to look.
 	p.log.WithField("what_to_check", fmt.Sprintf("if %s is running: that its public_key at %s is the key it runs with "+
 		"(warren pubkey -k on its key file), and that its config lists this daemon's key", p.name, p.keyAt)).Info("peer is " + offlineText)
+}
+
+func (p *peer) setPunching(on bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.punching = on
 }
 
 // leaveOfflineLocked ends the offline state: a punch came.
@@ -131,7 +150,7 @@ func (p *peer) run(ctx context.Context, d *Daemon) {
 	retry := backoff.Backoff{Min: time.Second, Max: 30 * time.Second}
 	for ctx.Err() == nil {
 		start := time.Now()
-		o, asked, ok := p.awaitPunch(ctx, d)
+		o, asked, ok := p.awaitPunch(ctx, d.rv, d.nat.await)
 		if !ok {
 			return
 		}
@@ -148,7 +167,9 @@ func (p *peer) run(ctx context.Context, d *Daemon) {
 		// (a port mapping that came meanwhile) is one its peer did not
 		// see, and serveLink then tries again at once.
 		natChanged := d.nat.changes()
+		p.setPunching(true)
 		l, err := d.establish(ctx, p, o.Punch, true)
+		p.setPunching(false)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -176,46 +197,6 @@ func (p *peer) run(ctx context.Context, d *Daemon) {
 	}
 }
 
-// answerWithin is how soon the server's punch instruction follows our
-// connect request when the peer is online: a round trip and the wait for
-// the peer's NAT report.
-const answerWithin = time.Second
-
-// awaitPunch asks the rendezvous server for a punch session with the peer
-// and waits for the instruction; the peer asking first serves as well. It
-// returns when it last asked (zero if it never did).
-func (p *peer) awaitPunch(ctx context.Context, d *Daemon) (o offer, asked time.Time, ok bool) {
-	ask := backoff.Backoff{Min: 2 * time.Second, Max: 30 * time.Second}
-	for {
-		select {
-		case o := <-p.offers:
-			age := time.Since(o.at)
-			if age < punchFreshness {
-				return o, asked, true
-			}
-			p.log.WithFields(logrus.Fields{"session": o.Session[:min(8, len(o.Session))], "age": age.Round(time.Millisecond)}).Debug("punch instruction too old; the peer gave up on it")
-			continue
-		case <-d.rv.Registered():
-		case <-ctx.Done():
-			return offer{}, asked, false
-		}
-		// The server passes our NAT to the peer with the punch: report it
-		// first.
-		d.nat.await(ctx)
-		asked = time.Now()
-		if err := d.rv.Connect(p.key); err != nil {
-			p.log.WithError(err).Debug("connect request not sent")
-		}
-		select {
-		case o := <-p.offers:
-			return o, asked, true
-		case <-time.After(ask.Next()):
-		case <-ctx.Done():
-			return offer{}, asked, false
-		}
-	}
-}
-
 // punchInfo is what status says of the punch session behind a link.
 type punchInfo struct {
 	peerNAT, strategy, why string
@@ -223,6 +204,9 @@ type punchInfo struct {
 	// choiceWhy the sentence that says so.
 	choice    session.Choice
 	choiceWhy string
+	// remembered is what the path memory held for the session's networks
+	// when it started (nil: nothing).
+	remembered *pathmemory.Entry
 }
 
 // describePunch is the punchInfo of a session whose race rep reports: for
@@ -235,6 +219,9 @@ func describePunch(s *session.Session, rep session.Report) punchInfo {
 		return info
 	}
 	var why []string
+	if s.RelayFirst {
+		why = append(why, "the relay went first: the last session between these networks ended on it")
+	}
 	// A restricted network explains the relay before any path's outcome.
 	if s.SelfRestricted != "" {
 		why = append(why, rendezvous.RestrictionText(s.SelfRestricted))
@@ -290,9 +277,20 @@ func (d *Daemon) establish(ctx context.Context, p *peer, pu rendezvous.Punch, al
 	if allowRelay {
 		paths = d.paths
 	}
+	remembered, ok := d.memory.recall(s)
+	if ok && remembered.Path == session.PathRelay && allowRelay {
+		// The last session between these networks ended on the relay:
+		// it goes first, and a direct path the race still finds comes
+		// as an upgrade.
+		s.RelayFirst = true
+	}
 	l, rep, err := session.Race(ctx, s, paths)
 	if err == nil {
+		d.memory.record(s, l, time.Since(began))
 		info := describePunch(s, rep)
+		if ok {
+			info.remembered = &remembered
+		}
 		p.mu.Lock()
 		p.punched = info
 		p.mu.Unlock()

@@ -83,6 +83,7 @@ func restartOnlyChanges(running, cfg *config.Config) []string {
 		was, want any
 	}{
 		{"key_file", running.KeyFile, cfg.KeyFile},
+		{"state_dir", running.StateDir, cfg.StateDir},
 		{"admin_listen", running.AdminListen, cfg.AdminListen},
 		{"log_format", running.LogFormat, cfg.LogFormat},
 		{"access_log", running.AccessLog, cfg.AccessLog},

@@ -82,9 +82,21 @@ type PeerStatus struct {
 	UDPStream string     `json:"udp_stream,omitempty"`
 	Probe     *PathProbe `json:"probe,omitempty"`
 	Choice    string     `json:"choice,omitempty"`
+	// Remembered is what the path memory said, when the current link's
+	// session started, of the last session between the same two networks
+	// with the same strategy (state_dir's paths-KEY.json); absent if nothing.
+	// A remembered relay makes the relay go first.
+	Remembered *RememberedPath `json:"remembered,omitempty"`
 	// Throughput is the last minutes' traffic, for the dashboard's
 	// sparklines; absent until the first sample.
 	Throughput *Throughput `json:"throughput,omitempty"`
+}
+
+// RememberedPath is a past session's outcome, from the path memory.
+type RememberedPath struct {
+	Path    string    `json:"path"`
+	SetupMs float64   `json:"setup_ms"`
+	At      time.Time `json:"at"`
 }
 
 // PathProbe is what a punch session's probe train measured of the path
@@ -183,6 +195,9 @@ func (p *peer) status() PeerStatus {
 				HeldTCPMs: float64(c.HeldTCP.Microseconds()) / 1000}
 		}
 		ps.Choice = p.punched.choiceWhy
+		if r := p.punched.remembered; r != nil {
+			ps.Remembered = &RememberedPath{Path: r.Path, SetupMs: float64(r.Setup.Microseconds()) / 1000, At: r.At.UTC()}
+		}
 	}
 	// After an upgrade, streams opened on the relay stay there until they
 	// end: they are the peer's streams all the same.

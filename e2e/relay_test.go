@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/warren-p2p/warren/daemon"
+	"github.com/warren-p2p/warren/natlab"
 )
 
 // TestRelayFallbackAndUpgrade: with every direct packet between two cone
@@ -22,19 +23,10 @@ import (
 // block is lifted, the link upgrades to a direct path for new streams, and
 // the relay closes once that stream ends.
 func TestRelayFallbackAndUpgrade(t *testing.T) {
-	lab, a, b := twoCones(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := lab.Cut(ctx, a.PublicAddr(), b.PublicAddr()); err != nil {
-		t.Fatal(err)
-	}
-
-	w := labWorld(t, lab)
-	p, fwd := echoOver(t, w, a.Host(), b.Host(), "")
-	if p.link.Path != "relay" {
-		t.Fatalf("path %q with direct traffic blocked, want relay", p.link.Path)
-	}
-	t.Logf("relayed link up in %.0f ms", p.link.SetupMs)
+	rc := relayedCones(ctx, t)
+	lab, a, w, p, fwd := rc.lab, rc.a, rc.w, rc.pair, rc.fwd
 
 	long := startStream(ctx, t, a.Host(), fwd) // runs across the upgrade
 	if err := lab.Mend(ctx); err != nil {
@@ -56,6 +48,32 @@ func TestRelayFallbackAndUpgrade(t *testing.T) {
 	long.finish(t, before, "the upgrade")
 	// With its last stream gone, the relay drains and closes.
 	w.rv.waitOutput(t, regexp.MustCompile(`msg="relay closed"`), 10*time.Second)
+}
+
+// cutCones is two cone sites, a and b, whose direct packets the lab's
+// internet drops, with laptop at a and office at b linked through the
+// relay and an echo forward fwd at a.
+type cutCones struct {
+	lab  *natlab.Lab
+	a, b *natlab.Site
+	w    *world
+	pair
+	fwd string
+}
+
+func relayedCones(ctx context.Context, t *testing.T) cutCones {
+	t.Helper()
+	lab, a, b := twoCones(t)
+	if err := lab.Cut(ctx, a.PublicAddr(), b.PublicAddr()); err != nil {
+		t.Fatal(err)
+	}
+	w := labWorld(t, lab)
+	p, fwd := echoOver(t, w, a.Host(), b.Host(), "")
+	if p.link.Path != "relay" {
+		t.Fatalf("path %q with direct traffic blocked, want relay", p.link.Path)
+	}
+	t.Logf("relayed link up %.0f ms after the connect request", p.link.SetupMs)
+	return cutCones{lab: lab, a: a, b: b, w: w, pair: p, fwd: fwd}
 }
 
 // serveEcho runs a TCP echo service on m's loopback and returns its port.

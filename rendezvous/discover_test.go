@@ -350,3 +350,61 @@ func mappedPorts(samples []punch.Sample) string {
 	}
 	return fmt.Sprint(ports)
 }
+
+// dropFirst drops the first n padded probes it sends, as a lossy uplink
+// loses a burst.
+type dropFirst struct {
+	net.PacketConn
+	n atomic.Int32
+}
+
+func (c *dropFirst) WriteTo(b []byte, addr net.Addr) (int, error) {
+	if len(b) == probeSize && c.n.Add(-1) >= 0 {
+		return len(b), nil
+	}
+	return c.PacketConn.WriteTo(b, addr)
+}
+
+// TestProbeResends: a probe whose first sends are lost goes again until
+// it is answered; the socket is left with no read deadline, for the punch
+// that uses it next.
+func TestProbeResends(t *testing.T) {
+	server := net.UDPAddrFromAddrPort(serveProbes(t, listenUDP(t, "127.0.0.1:0"))[0])
+	tests := []struct {
+		name  string
+		probe func(context.Context, net.PacketConn) (netip.AddrPort, error)
+	}{
+		{"plain", func(ctx context.Context, pc net.PacketConn) (netip.AddrPort, error) { return ProbeUDP(ctx, pc, server) }},
+		{"session", func(ctx context.Context, pc net.PacketConn) (netip.AddrPort, error) {
+			return ProbeSession(ctx, pc, server, punch.NewSessionID(), 1)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			pc := &dropFirst{PacketConn: listenUDP(t, "127.0.0.1:0")}
+			defer pc.Close()
+			pc.n.Store(2)
+			start := time.Now()
+			got, err := tt.probe(ctx, pc)
+			if err != nil || got.String() != pc.LocalAddr().String() {
+				t.Fatalf("probe = %v, %v; want %v", got, err, pc.LocalAddr())
+			}
+			// Lost twice: answered on the third send, 250 + 500 ms in.
+			if d := time.Since(start); d > 3*time.Second {
+				t.Errorf("answered after %v", d)
+			}
+			// A deadline left behind would have passed by now.
+			time.Sleep(probeResendMax + 100*time.Millisecond)
+			other := listenUDP(t, "127.0.0.1:0")
+			defer other.Close()
+			if _, err := other.WriteTo([]byte("punch"), pc.LocalAddr()); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := pc.ReadFrom(make([]byte, 16)); err != nil {
+				t.Errorf("the socket after the probe: %v", err)
+			}
+		})
+	}
+}

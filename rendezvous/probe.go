@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -152,20 +153,52 @@ func ProbeSession(ctx context.Context, pc net.PacketConn, server net.Addr, sessi
 	return probe(ctx, pc, server, req)
 }
 
+// probeResend is how long a probe waits for its answer before it goes
+// again, doubling up to probeResendMax. A session probe is sent once per
+// session and the peer's punches wait for it: on a lossy uplink (a few
+// packets in a hundred lost, in bursts) one lost probe or answer would
+// cost the session every direct path.
+const (
+	probeResend    = 250 * time.Millisecond
+	probeResendMax = time.Second
+)
+
 func probe(ctx context.Context, pc net.PacketConn, server net.Addr, req []byte) (netip.AddrPort, error) {
-	if dl, ok := ctx.Deadline(); ok {
-		pc.SetReadDeadline(dl)
-	}
 	stop := context.AfterFunc(ctx, func() { pc.SetReadDeadline(time.Unix(1, 0)) })
+	defer pc.SetReadDeadline(time.Time{}) // after stop: the socket goes on to punch
 	defer stop()
-	if err := writeProbe(pc, req, server); err != nil {
-		return netip.AddrPort{}, fmt.Errorf("udp probe %s: %w", server, err)
-	}
 	buf := make([]byte, 128)
+	for wait := probeResend; ; wait = min(2*wait, probeResendMax) {
+		if err := writeProbe(pc, req, server); err != nil {
+			return netip.AddrPort{}, fmt.Errorf("udp probe %s: %w", server, err)
+		}
+		resend := time.Now().Add(wait)
+		deadline := resend
+		if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+			deadline = dl
+		}
+		pc.SetReadDeadline(deadline)
+		if err := ctx.Err(); err != nil {
+			// AfterFunc may have fired before the line above.
+			return netip.AddrPort{}, fmt.Errorf("udp probe %s: %w", server, err)
+		}
+		mapped, err := readReply(pc, req, buf)
+		var ne net.Error
+		if err == nil || !errors.As(err, &ne) || !ne.Timeout() || deadline.Before(resend) || ctx.Err() != nil {
+			if err != nil {
+				return netip.AddrPort{}, fmt.Errorf("udp probe %s: %w", server, err)
+			}
+			return mapped, nil
+		}
+	}
+}
+
+// readReply reads from pc until the answer to req arrives, or an error.
+func readReply(pc net.PacketConn, req, buf []byte) (netip.AddrPort, error) {
 	for {
 		n, _, err := pc.ReadFrom(buf)
 		if err != nil {
-			return netip.AddrPort{}, fmt.Errorf("udp probe %s: %w", server, err)
+			return netip.AddrPort{}, err
 		}
 		if mapped, ok, err := parseReply(req, buf[:n]); ok {
 			return mapped, err

@@ -28,6 +28,7 @@ func TestPlans(t *testing.T) {
 		{"a loopback LAN endpoint gets no head start", &Relay{}, Session{Strategy: none, PeerLAN: loop}, Plan{}},
 		{"relay at once from a restricted network", &Relay{}, Session{Strategy: punch.Strategy{TCP: punch.TCPSimultaneous, UDP: punch.RoleDirect},
 			PeerLAN: lan, SelfRestricted: "tcp443"}, Plan{}},
+		{"relay first where it won last time", &Relay{}, Session{Strategy: punch.Strategy{TCP: punch.TCPSimultaneous, UDP: punch.RoleDirect}, RelayFirst: true}, Plan{}},
 		{"relay at once to a restricted network", &Relay{}, Session{Strategy: punch.Strategy{UDP: punch.RoleDirect}, PeerRestricted: "proxy"}, Plan{}},
 		{"connect-fixed TCP reaches TCPProbed", &TCP{}, Session{Strategy: punch.Strategy{TCP: punch.TCPConnectFixed}}, Plan{Reaches: TCPProbed}},
 		{"other TCP roles reach no stage", &TCP{}, Session{Strategy: punch.Strategy{TCP: punch.TCPSprayWindow}}, Plan{}},

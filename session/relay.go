@@ -45,8 +45,9 @@ const relayPerRTT = 10
 func (r *Relay) Plan(s *Session) Plan {
 	// A network that lets out nothing but HTTPS, at either end, leaves
 	// the relay the only path: waiting for punches that cannot arrive
-	// would only delay the link.
-	if s.SelfRestricted != "" || s.PeerRestricted != "" {
+	// would only delay the link. So does a pair whose last session ended
+	// on the relay (RelayFirst).
+	if s.SelfRestricted != "" || s.PeerRestricted != "" || s.RelayFirst {
 		return Plan{}
 	}
 	return Plan{Delay: relayHeadStart(s.Strategy, s.PeerLAN, s.scaled(relayDelay, relayPerRTT))}

@@ -81,6 +81,11 @@ type Session struct {
 	// leaves no direct path (rendezvous.NATReport.Restricted), or "":
 	// with either set, the relay does not wait for direct paths.
 	SelfRestricted, PeerRestricted string
+	// RelayFirst starts the relay with no head start: the last session
+	// between these two networks, with this strategy, ended on it (the
+	// daemon's path memory), so waiting for direct paths would most
+	// likely only delay the link. Set it before Race.
+	RelayFirst bool
 	// Scope is where the session's punches may send (punch.Scope): the
 	// peer's own endpoints, never this machine's or a third party's.
 	Scope punch.Scope

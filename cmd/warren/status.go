@@ -112,6 +112,10 @@ func printStatus(w io.Writer, st daemon.Status) {
 		if p.Choice != "" {
 			fmt.Fprintf(w, "\n%s: %s", p.Name, p.Choice)
 		}
+		if r := p.Remembered; r != nil {
+			fmt.Fprintf(w, "\n%s: last time on these networks: %s in %s, %s ago", p.Name, r.Path,
+				time.Duration(r.SetupMs*float64(time.Millisecond)).Round(time.Millisecond), time.Since(r.At).Round(time.Second))
+		}
 	}
 }
 

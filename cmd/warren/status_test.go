@@ -81,3 +81,18 @@ func TestPrintStatusPortMapping(t *testing.T) {
 		}
 	}
 }
+
+// TestPrintStatusRemembered: what the path memory said of the last
+// session on these networks gets a line.
+func TestPrintStatusRemembered(t *testing.T) {
+	at := time.Now().Add(-2 * time.Hour)
+	st := daemon.Status{PublicKey: "k", Rendezvous: "registered", NAT: "cone",
+		Peers: []daemon.PeerStatus{{Name: "home", State: daemon.StateConnected, Path: "relay",
+			Why:        "the relay went first: the last session between these networks ended on it",
+			Remembered: &daemon.RememberedPath{Path: "relay", SetupMs: 3204.4, At: at}}}}
+	var b bytes.Buffer
+	printStatus(&b, st)
+	if want := "home: last time on these networks: relay in 3.204s, 2h0m0s ago"; !strings.Contains(b.String(), want) {
+		t.Errorf("status lacks %q:\n%s", want, b.String())
+	}
+}
