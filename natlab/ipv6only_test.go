@@ -41,7 +41,7 @@ func TestIPv6OnlySite(t *testing.T) {
 				c.Close()
 			}
 		}()
-		c, err := v.Host().DialContext(ctx, &net.Dialer{Timeout: time.Second}, network, ln.Addr().String())
+		c, err := v.Host().DialContext(ctx, &net.Dialer{Timeout: 3 * time.Second}, network, ln.Addr().String())
 		if network == "tcp6" && err != nil {
 			t.Errorf("IPv6-only site to the server over IPv6: %v", err)
 		}

@@ -148,7 +148,9 @@ func ProbeObserve(ctx context.Context, conn net.Conn, tok string) (netip.AddrPor
 }
 
 // observeWait bounds an IPv6 observation: a registration waits for it.
-const observeWait = time.Second
+// Long enough for one lost SYN (resent after 1 s), as a network's first
+// IPv6 packet often is while neighbour discovery runs.
+const observeWait = 3 * time.Second
 
 // observe6 has the server observe this peer's IPv6 endpoint, if the
 // server offers it (registered m) and lan, the LAN endpoints just
