@@ -31,6 +31,15 @@ func ipv6Cell(v6only bool) cell {
 			if err != nil {
 				return nil, nil, err
 			}
+			// The lab loses a site's first IPv6 packet (neighbour
+			// discovery on its fresh links): a lost SYN would cost the
+			// daemon's first connection a second, and the IPv6-only
+			// one's control connection its configured port (the
+			// fallback's later SYN wins). The cell measures warren, so
+			// the lab is warmed first.
+			for _, h := range []*natlab.Host{sa.Host(), sb.Host()} {
+				h.Run(ctx, "ping", "-6", "-c", "1", "-W", "2", lab.Server().Addr6().String())
+			}
 			return sa.Host(), sb.Host(), nil
 		}}
 }

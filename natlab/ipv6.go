@@ -133,7 +133,12 @@ func (l *Lab) build6Locked(ctx context.Context, srv *Host) error {
 		return err
 	}
 	for _, a := range server6[1:] {
-		if err := ipn(ctx, srv.name, "-6", "addr", "add", netip.PrefixFrom(a, internet6.Bits()).String(), "dev", "eth0", "nodad"); err != nil {
+		// Deprecated (preferred_lft 0), as a secondary IPv4 address is
+		// not the primary: the kernel picks ::2 as the source of what
+		// the server sends unbound, such as the answers of a UDP socket
+		// on [::] (else it took the address added last, and the sites'
+		// firewalls dropped answers from an address they never sent to).
+		if err := ipn(ctx, srv.name, "-6", "addr", "add", netip.PrefixFrom(a, internet6.Bits()).String(), "dev", "eth0", "nodad", "preferred_lft", "0"); err != nil {
 			return err
 		}
 	}
