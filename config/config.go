@@ -263,6 +263,12 @@ type Server struct {
 	// server's default, 32; 0: no cap.
 	MaxRelaysPerKey *int `toml:"max_relays_per_key"`
 
+	// RelayCapacity is the bytes per second this node's relays may carry
+	// in all: in a cluster, a node past 80% of it is not chosen for new
+	// relays while another is under. It caps nothing by itself. Absent
+	// or 0: 104857600 (100 MiB/s).
+	RelayCapacity int64 `toml:"relay_capacity"`
+
 	// Limits keeps the server's defences on: connection caps per source
 	// address and in all, connection, connect-request and UDP probe rates
 	// (rendezvous/spec.md, "Limits"). Default: true; turn it off only to

@@ -522,12 +522,13 @@ log_format = "json"
 relay_rate = 0
 relay_daily_bytes = 1000
 max_relays_per_key = 2
+relay_capacity = 12500000
 `))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if s.Listen != "[::]:7777" || s.AltListen != "[::]:7778" || s.FallbackListen != "[::]:443" || s.AdminListen != "127.0.0.1:7781" || *s.Relay || s.LogFormat != "json" ||
-		s.RelayRate == nil || *s.RelayRate != 0 || *s.RelayDailyBytes != 1000 || *s.MaxRelaysPerKey != 2 {
+		s.RelayRate == nil || *s.RelayRate != 0 || *s.RelayDailyBytes != 1000 || *s.MaxRelaysPerKey != 2 || s.RelayCapacity != 12500000 {
 		t.Errorf("got %+v, want the values set", s)
 	}
 }
@@ -544,6 +545,7 @@ func TestParseServerErrors(t *testing.T) {
 		{`log_level = "warning"`, `rv.toml:1: log_level: "warning" is not one of`},
 		{`relay_daily_bytes = -1`, `relay_daily_bytes: must not be negative`},
 		{`max_relays_per_key = -2`, `max_relays_per_key: must not be negative`},
+		{`relay_capacity = -1`, `relay_capacity: must not be negative`},
 		{"allow_keys = [\n  \"AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA\",\n  \"nope\",\n]", `rv.toml:3: allow_keys[1]: `},
 	}
 	for _, tc := range tests {

@@ -96,7 +96,7 @@ func (s *Server) finish(p *problems) {
 		key string
 		v   int64
 	}{{"relay_rate", deref(s.RelayRate)}, {"relay_daily_bytes", deref(s.RelayDailyBytes)},
-		{"max_relays_per_key", int64(deref(s.MaxRelaysPerKey))}} {
+		{"max_relays_per_key", int64(deref(s.MaxRelaysPerKey))}, {"relay_capacity", s.RelayCapacity}} {
 		if l.v < 0 {
 			p.add(l.key, "must not be negative, got %d", l.v)
 		}

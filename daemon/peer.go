@@ -16,6 +16,7 @@ import (
 	"github.com/warren-p2p/warren/internal/backoff"
 	"github.com/warren-p2p/warren/internal/pathmemory"
 	"github.com/warren-p2p/warren/link"
+	"github.com/warren-p2p/warren/punch"
 	"github.com/warren-p2p/warren/rendezvous"
 	"github.com/warren-p2p/warren/session"
 )
@@ -228,6 +229,10 @@ func describePunch(s *session.Session, rep session.Report) punchInfo {
 	}
 	if s.PeerRestricted != "" {
 		why = append(why, rendezvous.PeerRestrictionText(s.PeerRestricted))
+	}
+	if s.Strategy.TCP == punch.TCPNone && s.Strategy.UDP == punch.RoleNone {
+		// Expected, not failed: say so before what the paths did.
+		why = append(why, natLabel(s.SelfNAT)+"↔"+natLabel(s.PeerNAT)+": no direct path exists between these NATs")
 	}
 	for _, o := range rep.Outcomes {
 		if o.Path != session.PathRelay {

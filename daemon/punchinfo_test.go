@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"errors"
+	"net/netip"
 	"testing"
 
 	"github.com/warren-p2p/warren/punch"
@@ -22,10 +23,22 @@ func TestDescribePunch(t *testing.T) {
 			{Path: session.PathUDP, Started: false},
 			{Path: session.PathRelay, Started: true, Offered: 1},
 		}}, "direct-tcp: no answer from the peer's predicted ports; direct-udp: the race ended before its turn"},
+		{"relay expected", session.Report{Winner: session.PathRelay, Outcomes: []session.Outcome{
+			{Path: session.PathTCP, Started: true},
+			{Path: session.PathRelay, Started: true, Offered: 1},
+		}}, "symrand↔symrand: no direct path exists between these NATs; direct-tcp: offered no connection"},
 		{"relay only", session.Report{Winner: session.PathRelay, Outcomes: []session.Outcome{{Path: session.PathRelay, Started: true, Offered: 1}}},
 			"no direct path allowed here (transports)"},
 	} {
-		info := describePunch(s, tc.rep)
+		s := *s
+		if tc.name == "relay expected" {
+			symrand := punch.NAT{Behind: true, Mapping: punch.MappingAddressAndPortDependent, Allocation: punch.AllocationRandom,
+				PublicIP: netip.MustParseAddr("192.0.2.1")}
+			s.SelfNAT, s.PeerNAT = symrand, symrand
+			s.Strategy = punch.Choose(symrand, symrand)
+			s.Strategy.Name = "random/random"
+		}
+		info := describePunch(&s, tc.rep)
 		if info.why != tc.why || info.strategy != "random/random" || info.peerNAT == "" {
 			t.Errorf("%s: %+v, want why %q", tc.name, info, tc.why)
 		}

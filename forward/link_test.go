@@ -235,6 +235,43 @@ func benchOverLink(b *testing.B, mode string, size int) {
 	}
 }
 
+// TestCloseEndsIdlePump: a forward whose client has finished sending and
+// whose target neither answers nor closes waits with no goroutine on the
+// link stream (an idle pump); closing the listeners cuts it off, and must
+// not wait for ever for a notice from a stream it just aborted.
+func TestCloseEndsIdlePump(t *testing.T) {
+	o := newLinkExit(t)
+	got := make(chan struct{}, 1)
+	target := serveTCP(t, func(c *net.TCPConn) {
+		io.ReadAll(c) // to the client's end; then silence, holding c open
+		got <- struct{}{}
+		<-t.Context().Done()
+	})
+	l := forward.NewListeners(nil, []config.Forward{{Listen: "127.0.0.1:0", Peer: "exit", Target: target}},
+		o, forward.Config{}, logrus.New())
+	if err := l.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c := dialTCP(t, l.ForwardAddrs()[0])
+	if _, err := c.Write([]byte("request")); err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	select {
+	case <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the target did not get the client's end")
+	}
+	time.Sleep(50 * time.Millisecond) // let the stream side's pump go idle
+	closed := make(chan struct{})
+	go func() { l.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close waited for a forward whose stream it had aborted")
+	}
+}
+
 // firstWriteStream records the first Write on a link stream, keeping
 // what makes it one (NotifyReadable, CloseWrite, Abort, Shrink).
 type firstWriteStream struct {

@@ -357,3 +357,40 @@ func TestAbortResetsThePeer(t *testing.T) {
 		})
 	}
 }
+
+// TestEndNotifiesReader: Close and Abort tell the stream's NotifyReadable
+// function, whose reader the link no longer tells anything: a copy with no
+// goroutine in Read (a forward's idle pump) would otherwise wait for
+// ever on a stream cut off under it.
+func TestEndNotifiesReader(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		end  func(*Stream) error
+	}{
+		{"close", (*Stream).Close},
+		{"abort", (*Stream).Abort},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			la, lb := linksWith(t, nil)
+			s, _ := openStreams(t, la, lb)
+			notified := make(chan struct{}, 1)
+			s.NotifyReadable(func() {
+				select {
+				case notified <- struct{}{}:
+				default:
+				}
+			})
+			if err := tc.end(s); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-notified:
+			case <-time.After(3 * time.Second):
+				t.Fatal("the reader was not told the stream ended")
+			}
+			if _, err := s.Read(make([]byte, 1)); err == nil {
+				t.Error("a read after the end returned data")
+			}
+		})
+	}
+}

@@ -180,6 +180,11 @@ func (s *Stream) Abort() error {
 // end runs how, Close's or Abort's, once, and gives up the stream's
 // place in the link's accounting. how must arrange for release to run:
 // at once, or once the link forgets the stream.
+//
+// The link no longer tells the stream's reader what arrives, so end does
+// once more: a copy waiting for a notice with no goroutine in Read (a
+// forward's idle pump, whose connection is cut off at shutdown) must find
+// the stream closed, or it would wait for ever.
 func (s *Stream) end(how func() error) error {
 	var err error
 	s.closeOnce.Do(func() {
@@ -188,6 +193,7 @@ func (s *Stream) end(how func() error) error {
 		s.link.budget.forget(s.StreamID())
 		err = how()
 		s.link.streams.Add(-1)
+		s.notifyReadable()
 	})
 	return err
 }

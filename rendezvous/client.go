@@ -32,7 +32,9 @@ type ClientConfig struct {
 	// Addresses are the host:port of a cluster's nodes (doc.go,
 	// "Clustering"), Address first if both are set: the client registers
 	// with the nearest (by a UDP probe's round trip) and, whenever its
-	// connection ends, tries the next. All must hold ServerKey.
+	// connection ends, tries the next; it reports the round trips it
+	// measured when it registers, for the cluster's choice of relays.
+	// All must hold ServerKey.
 	Addresses []string
 	// ServerKey pins the server. Required.
 	ServerKey identity.PublicKey
@@ -101,8 +103,12 @@ type Punch struct {
 	RelayToken RelayToken
 	// Relay is the host:port of the node to relay through, when it is not
 	// the server this peer registered with (Server): in a cluster, the
-	// node that coordinates a session between peers of two nodes.
+	// node the cluster chose for the pair.
 	Relay string
+	// RelayAuth, when set, opens this side of the relay at Relay instead
+	// of RelayToken (DialRelayAuth): the relay is at a node that did not
+	// issue the session.
+	RelayAuth []byte
 	// Server is the address of the server that sent the instruction, the
 	// one to send TCP session probes to.
 	Server string
@@ -171,6 +177,9 @@ type Client struct {
 	next     int
 	server   string
 	rankStep time.Duration // rankStep; 0 keeps the configured order (tests that spread peers)
+	// rtts are the round trips rank measured (guarded by mu), reported
+	// at each registration for the cluster's relay choice.
+	rtts map[string]time.Duration
 }
 
 // Defaults of ClientConfig.
@@ -396,6 +405,7 @@ func (c *Client) rank(ctx context.Context) []string {
 	rctx, cancel := context.WithTimeout(ctx, rankWait)
 	defer cancel()
 	steps := make([]int64, len(c.addrs))
+	rtts := make([]time.Duration, len(c.addrs))
 	var wg sync.WaitGroup
 	for i, a := range c.addrs {
 		wg.Go(func() {
@@ -404,10 +414,19 @@ func (c *Client) rank(ctx context.Context) []string {
 				steps[i] = math.MaxInt64
 				return
 			}
-			steps[i] = int64(rtt / c.rankStep)
+			steps[i], rtts[i] = int64(rtt/c.rankStep), rtt
 		})
 	}
 	wg.Wait()
+	measured := make(map[string]time.Duration)
+	for i, a := range c.addrs {
+		if rtts[i] > 0 {
+			measured[a] = rtts[i]
+		}
+	}
+	c.mu.Lock()
+	c.rtts = measured
+	c.mu.Unlock()
 	idx := make([]int, len(c.addrs))
 	for i := range idx {
 		idx[i] = i
@@ -479,7 +498,7 @@ func (c *Client) session(ctx context.Context, addr string) error {
 		return err
 	}
 	p := &peerConn{conn: tc, key: c.cfg.ServerKey, log: c.cfg.Log}
-	reg := &Message{Type: TypeRegister, Version: Version, Token: c.cfg.Token}
+	reg := &Message{Type: TypeRegister, Version: Version, Token: c.cfg.Token, RTTs: c.reportRTTs()}
 	if c.cfg.LAN != nil {
 		for _, a := range c.cfg.LAN() {
 			reg.LAN = append(reg.LAN, a.String())
@@ -669,6 +688,7 @@ func parsePunch(m *Message) (Punch, error) {
 	// A missing or malformed token costs only the relay: the direct paths
 	// need none.
 	pu.RelayToken, _ = parseRelayToken(m.RelayToken)
+	pu.RelayAuth = decodeRelayAuth(m.RelayAuth)
 	if _, _, err := net.SplitHostPort(m.Relay); err == nil {
 		pu.Relay = m.Relay
 	}
@@ -752,6 +772,21 @@ func resolveUDP(eps []string, dialled net.Addr) []netip.AddrPort {
 		// An older server that advertises nothing answers probes on its
 		// control port.
 		out = append(out, server)
+	}
+	return out
+}
+
+// reportRTTs is what register reports of the round trips rank measured:
+// ms by node address as configured (nil if none were measured).
+func (c *Client) reportRTTs() map[string]float64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.rtts) == 0 {
+		return nil
+	}
+	out := make(map[string]float64, len(c.rtts))
+	for a, rtt := range c.rtts {
+		out[a] = float64(rtt.Microseconds()) / 1000
 	}
 	return out
 }

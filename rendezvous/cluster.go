@@ -25,13 +25,22 @@ type ClusterConfig struct {
 	// '-' and '_'. It names the node's NATS subject.
 	Node string
 	// Public is host:port where peers reach this node's control port,
-	// whichever node they registered with: the peers of a session this
-	// node coordinates relay through it.
+	// whichever node they registered with: the peers of a session relay
+	// through it when the cluster chooses it. Spell it as daemons list
+	// the node (`[rendezvous] addresses`): their round trips to the nodes
+	// are reported by those addresses, and matched to this.
 	Public string
 	// NATS is the node's connection to the cluster. Its owner closes it,
 	// after the server has stopped.
 	NATS *nats.Conn
+	// LoadInterval is how often the node publishes its relay load; the
+	// others forget it when they have not heard from it for three.
+	// Default 2s.
+	LoadInterval time.Duration
 }
+
+// DefaultLoadInterval is ClusterConfig.LoadInterval's default.
+const DefaultLoadInterval = 2 * time.Second
 
 func (c *ClusterConfig) verify() error {
 	if c.NATS == nil {
@@ -114,6 +123,7 @@ type clusterMsg struct {
 	At        int64        `json:"at,omitempty"`         // evict: when the key registered (Unix ns, the sender's clock)
 	Public    string       `json:"public,omitempty"`     // evict: where the new registration came from
 	Peer      *clusterPeer `json:"peer,omitempty"`       // answer: the target as its node knows it
+	Load      *loadReport  `json:"load,omitempty"`       // load: the sender's relay load
 	OK        bool         `json:"ok,omitempty"`         // answer: the target consented
 	Dup       bool         `json:"dup,omitempty"`        // answer: the pair's other ask makes the session; say nothing
 	Msg       *Message     `json:"msg,omitempty"`        // start, udp: the frame for Key's peer
@@ -131,11 +141,15 @@ type clusterPeer struct {
 	LAN      []string   `json:"lan,omitempty"`
 	NAT      *NATReport `json:"nat,omitempty"`
 	RTTMs    float64    `json:"rtt_ms,omitempty"`
+	// RTTs are the peer's round trips to the nodes, in ms by address
+	// (cluster.rttsOf), for the relay choice.
+	RTTs map[string]float64 `json:"rtts,omitempty"`
 }
 
-func peerInfo(p *peerConn) *clusterPeer {
+func (c *cluster) peerInfo(p *peerConn) *clusterPeer {
 	nat, rtt := p.natAndRTT()
-	return &clusterPeer{Observed: p.observed.String(), LAN: p.lan, NAT: nat, RTTMs: float64(rtt.Microseconds()) / 1000}
+	return &clusterPeer{Observed: p.observed.String(), LAN: p.lan, NAT: nat, RTTMs: float64(rtt.Microseconds()) / 1000,
+		RTTs: c.rttsOf(p)}
 }
 
 // maxClusterWork caps the goroutines serving other nodes' messages at
@@ -164,6 +178,9 @@ type cluster struct {
 	presence map[identity.PublicKey]*presence
 	remote   map[punch.SessionID]remoteSession
 	asking   map[[2]identity.PublicKey]int // asks under way: local asker, remote target
+	loadSub  *nats.Subscription
+	loads    map[string]relayNode // other nodes' latest loads, by name
+	ownLoad  float64              // this node's, as last published
 }
 
 // presence is a local peer's registration as the cluster knows it.
@@ -192,10 +209,14 @@ func newCluster(s *Server, cfg ClusterConfig) (*cluster, error) {
 	if err := cfg.verify(); err != nil {
 		return nil, err
 	}
+	if cfg.LoadInterval <= 0 {
+		cfg.LoadInterval = DefaultLoadInterval
+	}
 	return &cluster{s: s, cfg: cfg, nc: cfg.NATS, log: s.cfg.Log.WithField("node", cfg.Node),
 		presence: make(map[identity.PublicKey]*presence),
 		remote:   make(map[punch.SessionID]remoteSession),
-		asking:   make(map[[2]identity.PublicKey]int)}, nil
+		asking:   make(map[[2]identity.PublicKey]int),
+		loads:    make(map[string]relayNode)}, nil
 }
 
 // start subscribes to the node's subject; the server calls it when it
@@ -209,13 +230,22 @@ func (c *cluster) start() {
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.running = true
 	sub, err := c.nc.Subscribe(nodeSubject(c.cfg.Node), c.onNodeMsg)
+	if err == nil {
+		c.nodeSub = sub
+		c.loadSub, err = c.nc.Subscribe(loadSubject, c.onLoad)
+	}
 	if err != nil {
 		// nats.go queues subscriptions while it reconnects, so this is a
 		// closed connection: the node serves its own peers only.
-		c.log.WithError(err).Error("cluster: cannot subscribe to this node's subject; serving local peers only")
+		c.log.WithError(err).Error("cluster: cannot subscribe to this node's subjects; serving local peers only")
 		return
 	}
-	c.nodeSub = sub
+	if c.s.cfg.Relay {
+		// A node that relays nothing publishes no load: no other node
+		// chooses it.
+		ctx := c.ctx
+		c.wg.Go(func() { c.publishLoads(ctx) })
+	}
 }
 
 // stop ends every subscription and waits for the goroutines serving
@@ -226,9 +256,11 @@ func (c *cluster) stop() {
 	}
 	c.mu.Lock()
 	c.running = false
-	if c.nodeSub != nil {
-		c.nodeSub.Unsubscribe()
-		c.nodeSub = nil
+	for _, sub := range []**nats.Subscription{&c.nodeSub, &c.loadSub} {
+		if *sub != nil {
+			(*sub).Unsubscribe()
+			*sub = nil
+		}
 	}
 	for k, pr := range c.presence {
 		if pr.sub != nil {
@@ -519,7 +551,7 @@ func (c *cluster) serveAsk(ctx context.Context, msg *nats.Msg, key identity.Publ
 		t.Stop()
 	}
 	s.pairTaken(askerConn, key, true)
-	respond(&clusterMsg{OK: true, Peer: peerInfo(other)})
+	respond(&clusterMsg{OK: true, Peer: c.peerInfo(other)})
 }
 
 // startSession starts a punch session between p, registered here, and
@@ -537,21 +569,24 @@ func (c *cluster) startSession(ctx context.Context, p *peerConn, key identity.Pu
 		return
 	}
 	id := punch.NewSessionID()
+	keys := [2]identity.PublicKey{p.key, key}
+	passes, relayNode := s.relayPasses(id, keys, [2]map[string]float64{c.rttsOf(p), cleanRTTs(r.Peer.RTTs)}, true)
 	if s.logsFor(p, logPunch) {
-		p.log.WithFields(logrus.Fields{"to": key.Short(), "session": id.String()[:8], "to_node": r.Node}).Info("coordinating punch across nodes")
+		p.log.WithFields(logrus.Fields{"to": key.Short(), "session": id.String()[:8], "to_node": r.Node,
+			"relay_node": relayNode}).Info("coordinating punch across nodes")
 	}
 	rtt := time.Duration(max(r.Peer.RTTMs, 0) * float64(time.Millisecond))
 	us := &udpSession{sides: [2]*peerConn{p, nil}, remote: &remoteSide{key: key, node: r.Node, rtt: rtt}}
 	natP, _ := p.natAndRTT()
-	s.issueSession(id, us, [2]identity.PublicKey{p.key, key}, [2]*NATReport{natP, r.Peer.NAT})
+	s.issueSession(id, us, keys, [2]*NATReport{natP, r.Peer.NAT})
 
 	theirs := punchFor(id, 1, p)
-	theirs.RelayToken = s.relaySecret.token(id, 1, key).String()
-	theirs.Relay = c.cfg.Public
+	passes[1].apply(theirs)
 	c.publish(nodeSubject(r.Node), &clusterMsg{Type: cmStart, Key: key.String(), Msg: theirs})
 
 	mine := &Message{Type: TypePunch, Session: id.String(), Side: 0, Peer: key.String(), Public: r.Peer.Observed,
-		LAN: r.Peer.LAN, NAT: r.Peer.NAT, Relay: c.cfg.Public, RelayToken: s.relaySecret.token(id, 0, p.key).String()}
+		LAN: r.Peer.LAN, NAT: r.Peer.NAT}
+	passes[0].apply(mine)
 	if err := p.send(mine); err != nil {
 		p.conn.Close()
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/warren-p2p/warren/identity"
+	"github.com/warren-p2p/warren/internal/benchtest"
 	"github.com/warren-p2p/warren/internal/natsnode"
 	"github.com/warren-p2p/warren/punch"
 )
@@ -144,7 +146,9 @@ func startNodes(t testing.TB, n int, cfg ServerConfig, join func(name string) (*
 			t.Fatal(err)
 		}
 		c := cfg
-		c.Cluster = &ClusterConfig{Node: name, Public: ln.Addr().String(), NATS: nc}
+		// Loads every 100 ms: a test sees a relay choice follow a
+		// node's load (or death) within a few tenths of a second.
+		c.Cluster = &ClusterConfig{Node: name, Public: ln.Addr().String(), NATS: nc, LoadInterval: 100 * time.Millisecond}
 		c.UDPEndpoints = []string{pc.LocalAddr().String()}
 		srv, err := NewServer(c)
 		if err != nil {
@@ -204,6 +208,14 @@ func (p *testPeer) offlines(k identity.PublicKey) int {
 // ask.
 func startPeers(t testing.TB, ctx context.Context, nodes []*testNode, n int) []*testPeer {
 	t.Helper()
+	return startPeersWith(t, ctx, nodes, n, nil)
+}
+
+// startPeersWith is startPeers with peer i reporting rtts(i) as its round
+// trips to the nodes (by address), as if it had measured them; rtts nil:
+// none, as the tests keep the configured order and measure nothing.
+func startPeersWith(t testing.TB, ctx context.Context, nodes []*testNode, n int, rtts func(i int) map[string]time.Duration) []*testPeer {
+	t.Helper()
 	var peers []*testPeer
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancel(ctx)
@@ -213,10 +225,7 @@ func startPeers(t testing.TB, ctx context.Context, nodes []*testNode, n int) []*
 	})
 	for i := range n {
 		home := i % len(nodes)
-		var addrs []string
-		for j := range nodes {
-			addrs = append(addrs, nodes[(home+j)%len(nodes)].addr)
-		}
+		addrs := homeFirst(nodes, home)
 		key, _ := identity.Generate()
 		p := &testPeer{key: key.Public(), home: home, got: make(chan Punch, 64),
 			punches: make(map[identity.PublicKey]Punch), offline: make(map[identity.PublicKey]int)}
@@ -248,6 +257,9 @@ func startPeers(t testing.TB, ctx context.Context, nodes []*testNode, n int) []*
 		// (under the race detector a probe can take 500 ms): the tests
 		// spread the peers over the nodes.
 		c.rankStep = 0
+		if rtts != nil {
+			c.rtts = rtts(i)
+		}
 		p.c = c
 		wg.Go(func() { c.Run(ctx) })
 		peers = append(peers, p)
@@ -260,6 +272,15 @@ func startPeers(t testing.TB, ctx context.Context, nodes []*testNode, n int) []*
 		}
 	}
 	return peers
+}
+
+// homeFirst lists the nodes' addresses from node home on, in turn.
+func homeFirst(nodes []*testNode, home int) []string {
+	var addrs []string
+	for j := range nodes {
+		addrs = append(addrs, nodes[(home+j)%len(nodes)].addr)
+	}
+	return addrs
 }
 
 // connectAll has a ask b for every pair given, and waits until both of
@@ -302,9 +323,11 @@ func connectAll(t *testing.T, pairs [][2]*testPeer, within time.Duration) (retri
 
 // TestClusterCoordinatesAcrossNodes: three nodes clustered on embedded
 // NATS, 30 peers spread over them; every pair is coordinated, same-node
-// and cross-node alike. Cross-node sessions tell both sides to relay
-// through the coordinating node, whose tokens open it; each side's UDP
-// session probe, sent to its own node, reaches the other side.
+// and cross-node alike. Cross-node sessions of peers that report no
+// round trips to the nodes (daemons of before relay choice) tell both
+// sides to relay through the coordinating node, whose tokens open it;
+// each side's UDP session probe, sent to its own node, reaches the other
+// side.
 func TestClusterCoordinatesAcrossNodes(t *testing.T) {
 	// UDPWait and ConsentWait are long: each second step must carry both
 	// probes, and each ask find its peer, however slowly a loaded machine
@@ -464,7 +487,9 @@ func udpStep(ctx context.Context, pr [2]*testPeer) error {
 }
 
 // TestClusterFailover: a node dies; its peers register with the others
-// within 5 s, and connects between them and everyone work.
+// within 5 s, and connects between them and everyone work. The relays it
+// carried (the peers' nearest node, chosen for pairs of the other two)
+// end, and the same pairs relay again through a living node.
 func TestClusterFailover(t *testing.T) {
 	t.Run("embedded", func(t *testing.T) {
 		testFailover(t, startCluster(t, 3, ServerConfig{NATWait: 500 * time.Millisecond, ConsentWait: 10 * time.Second, Relay: true}))
@@ -477,32 +502,23 @@ func TestClusterFailover(t *testing.T) {
 func testFailover(t *testing.T, nodes []*testNode) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	peers := startPeers(t, ctx, nodes, 30)
+	// Every peer is nearest node2, then node1.
+	rtts := map[string]time.Duration{nodes[0].addr: 50 * time.Millisecond, nodes[1].addr: 40 * time.Millisecond,
+		nodes[2].addr: 5 * time.Millisecond}
+	waitAllLoads(t, nodes)
+	peers := startPeersWith(t, ctx, nodes, 30, func(int) map[string]time.Duration { return rtts })
 	dead := nodes[2]
+	carried := relayThrough(t, ctx, [][2]*testPeer{{peers[0], peers[1]}, {peers[4], peers[3]}, {peers[6], peers[7]}}, dead.addr)
 	killed := time.Now()
 	dead.kill()
-	var moved, stayed []*testPeer
-	for _, p := range peers {
-		if p.home == 2 {
-			moved = append(moved, p)
-		} else {
-			stayed = append(stayed, p)
+	for _, c := range carried {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("a relay through the dead node still open: %v", err)
 		}
 	}
-	for _, p := range moved {
-		for {
-			select {
-			case <-p.c.Registered():
-			case <-time.After(time.Until(killed.Add(5 * time.Second))):
-				t.Fatalf("a peer of the dead node is not registered elsewhere 5 s after: %v", errOf(p.c))
-			}
-			if p.c.Server() != dead.addr {
-				break
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
-	t.Logf("%d peers of the dead node registered elsewhere within %v", len(moved), time.Since(killed))
+	moved, stayed := waitMoved(t, peers, dead, killed)
+	relayThrough(t, ctx, [][2]*testPeer{{peers[0], peers[1]}, {peers[4], peers[3]}, {peers[6], peers[7]}}, nodes[1].addr)
 	var pairs [][2]*testPeer
 	for i, p := range moved {
 		pairs = append(pairs, [2]*testPeer{p, stayed[i]}, [2]*testPeer{stayed[len(stayed)-1-i], p})
@@ -524,8 +540,7 @@ func testFailover(t *testing.T, nodes []*testNode) {
 		}
 		if relayed < 4 && a.Relay != "" {
 			relayed++
-			id, _ := punch.ParseSessionID(a.Session)
-			ca, cb := openRelayPair(t, ctx, relay, id, [2]RelayToken{a.RelayToken, b.RelayToken})
+			ca, cb := openPunchRelay(t, ctx, a, b)
 			ca.Write([]byte("x"))
 			var got [1]byte
 			cb.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -539,6 +554,62 @@ func testFailover(t *testing.T, nodes []*testNode) {
 	if relayed == 0 {
 		t.Fatal("no pair across nodes after the failover to relay")
 	}
+}
+
+// waitMoved waits until the peers of the dead node (killed then) are
+// registered elsewhere, for 5 s after the kill at most, and returns them
+// and the others.
+func waitMoved(t *testing.T, peers []*testPeer, dead *testNode, killed time.Time) (moved, stayed []*testPeer) {
+	t.Helper()
+	for _, p := range peers {
+		if p.c.cfg.Addresses[0] == dead.addr { // its home
+			moved = append(moved, p)
+		} else {
+			stayed = append(stayed, p)
+		}
+	}
+	for _, p := range moved {
+		for {
+			select {
+			case <-p.c.Registered():
+			case <-time.After(time.Until(killed.Add(5 * time.Second))):
+				t.Fatalf("a peer of the dead node is not registered elsewhere 5 s after: %v", errOf(p.c))
+			}
+			if p.c.Server() != dead.addr {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	t.Logf("%d peers of the dead node registered elsewhere within %v", len(moved), time.Since(killed))
+	return moved, stayed
+}
+
+// relayThrough connects each pair afresh, checks that both sides are told
+// to relay at addr, and opens their relays there, carrying bytes both
+// ways; it returns the relays' connections.
+func relayThrough(t *testing.T, ctx context.Context, pairs [][2]*testPeer, addr string) []net.Conn {
+	t.Helper()
+	for _, pr := range pairs {
+		for i, p := range pr {
+			p.mu.Lock()
+			delete(p.punches, pr[1-i].key)
+			p.mu.Unlock()
+		}
+	}
+	connectAll(t, pairs, 15*time.Second)
+	var conns []net.Conn
+	for _, pr := range pairs {
+		a, _ := pr[0].punchFrom(pr[1].key)
+		b, _ := pr[1].punchFrom(pr[0].key)
+		if relayAt(a) != addr || relayAt(b) != addr {
+			t.Fatalf("relays at %s and %s, want %s", relayAt(a), relayAt(b), addr)
+		}
+		ca, cb := openPunchRelay(t, ctx, a, b)
+		carryBothWays(t, ca, cb)
+		conns = append(conns, ca, cb)
+	}
+	return conns
 }
 
 func errOf(c *Client) error {
@@ -654,12 +725,7 @@ func mustKey(t *testing.T) identity.PrivateKey {
 func TestClusterNearestFirst(t *testing.T) {
 	nodes := startCluster(t, 2, ServerConfig{})
 	// An address where nothing answers, TCP or UDP.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().String()
-	ln.Close()
+	dead := benchtest.ClosedAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	var mu sync.Mutex

@@ -94,21 +94,64 @@
 //     punch instruction. When both peers of a cross-node pair ask at once,
 //     the ask of the key that sorts lower makes the session and the other
 //     is dropped, as PairWindow does on one node.
-//   - Relays: a cross-node session's punch instructions name the
-//     coordinating node (its ClusterConfig.Public, the `relay` field of
-//     `punch`) as the relay of both sides. That node issued the session
-//     and made both tokens with its own secret, so it checks a relay
-//     connection exactly as a single server does, from its own memory,
-//     asking no one; no secret is shared between nodes and no relay state
-//     crosses NATS. Same-node sessions relay at their node as before. The
-//     cost: the relay is the asker's node, not the one nearest both peers.
-//     Choosing per pair (the node minimising the larger of the two RTTs,
-//     under 80% of its relay capacity, from load every node publishes)
-//     needs an authorisation any node verifies: an Ed25519 signature by
-//     the issuing node over session ID, both keys, both sides and an
-//     expiry, carried in a longer relay header (`WRR\x03`), verified
-//     against the cluster's node keys. That, and load publishing, are not
-//     built yet.
+//   - Relays: every node relays, and for each pair the node that
+//     coordinates its session (the asker's) chooses where: the node
+//     that minimises the larger of the two peers' round trips to it,
+//     among nodes under 80% of their relay load, compared in 10 ms
+//     steps (nodes about as near are as good, and the coordinator, then
+//     the nodes by name, keeps the relay rather than noise moving it);
+//     if no such node was measured by both peers, the coordinator itself
+//     while it is under 80%, else the least loaded node. A node with
+//     relaying off publishes no load and is chosen by no other. The larger round trip, not the
+//     sum (the relayed link's round trip): for nodes that lie between
+//     the two peers the sum is about the same, and the larger picks the
+//     one neither peer is far from, whose legs each lose less to loss
+//     and queueing; a node far from both loses on both counts.
+//   - Load: each node publishes on warren.load, every LoadInterval (2
+//     s), its relays under way against MaxRelays and the bytes per
+//     second it relayed against RelayCapacity (relay_capacity, 100
+//     MiB/s); its load is the larger share. Every node keeps the others'
+//     latest and forgets a node not heard from for three of its
+//     intervals, or at once when it says it leaves (a node stopping
+//     does): a dead node is out of the choice within 6 s even if it
+//     crashed. A load is a few seconds old at worst, so a burst of
+//     sessions can take a node past 80% before the others know; the cap
+//     is a preference, and MaxRelays still refuses past 100%.
+//   - Round trips: daemons already probe every node they list, over UDP,
+//     to rank them (below); they report what they measured, by address
+//     as configured, in `register` (`rtts`), and a node adds its own
+//     ping's round trip for itself. The node matches the addresses to
+//     the nodes' Public (so Public must be spelled as daemons list the
+//     node), and passes its peer's with the ask's answer. Daemons measure
+//     when they rank (at start, and once every node was tried), not
+//     continuously: round trips to fixed servers change little, and more
+//     probes would cost every daemon for every node. A peer could lie
+//     about its round trips; that moves only its own pairs' relays,
+//     which it could as well make slow itself. A peer that reports none
+//     (one `address`, or a daemon of before the choice, which could not
+//     open a relay elsewhere) is relayed by the coordinating node.
+//   - Authorisation: at the coordinating node, a relay opens with tokens
+//     as on a single server (from its own memory, `WRR\x02`). At another
+//     node, each side gets an authorisation instead: an Ed25519 signature
+//     with the server key over the session ID, the side, both keys, the
+//     chosen node's name and an expiry (RelayWindow, 1 min), carried in
+//     a longer relay header (`WRR\x03`). The chosen node verifies it with
+//     its own public key and name, asking no one: no relay state crosses
+//     NATS, and a node that did not issue the session needs nothing in
+//     memory but the sessions already relayed on authorisations (until
+//     they expire), so that each serves one pair, once. Like a token,
+//     the authorisation crosses only its key's TLS control connection,
+//     so it binds the relay to that key and bills that key; it names
+//     its side, so a peer holding the other side's cannot open a side
+//     not its own. Signed with the shared server key rather than keys
+//     of each node's own: every node holds that key already, so there
+//     are no node keys to distribute, announce over NATS (where a forged
+//     announcement would be a forged key) or revoke, and per-node keys
+//     would add no safety, since a node that leaked its key has leaked
+//     the server key with it. The signed bytes begin with a context of
+//     their own ("warren relay authorisation v1"), which no TLS 1.3
+//     signature begins with, so neither can stand for the other. Nodes'
+//     clocks must agree to well within RelayWindow (NTP).
 //   - Keys: every node holds the same server key (copy one key file to
 //     each), so a daemon pins one public_key whichever node it reaches.
 //     Pinning a list per node was the other choice; one key keeps
@@ -126,7 +169,7 @@
 //     s). Links between peers do
 //     not go through the rendezvous server, so a node's death costs them
 //     nothing; a relayed link through the dead node ends and is punched
-//     again through a living one.
+//     again, its relay chosen among the living nodes.
 //
 // Messages between nodes are JSON (clusterMsg). Nodes trust each other:
 // whoever joins the NATS can read asks and answers, so the cluster's NATS

@@ -360,6 +360,8 @@ func FuzzServeConn(f *testing.F) {
 	f.Add(append(hdr(relayMagic, 0)[:4], bytes.Repeat([]byte{1}, 17)...), []byte("WRP\x03"))
 	f.Add([]byte("\x16\x03\x01\x00\x05hello"), []byte("GET / HTTP/1.1\r\n\r\n"))
 	f.Add(append(hdr(relayMagic, 2), "x"...), []byte{})
+	// An authorisation for a cluster's node, at a single server: refused.
+	f.Add(append(hdr(relayAuthMagic, 0), make([]byte, relayAuthLen)...), append(hdr(relayAuthMagic, 1), make([]byte, relayAuthLen)...))
 	rs := startFzRelayServer(f)
 	f.Fuzz(func(t *testing.T, a, b []byte) {
 		var in [2][]byte

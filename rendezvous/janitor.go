@@ -79,6 +79,7 @@ func (s *Server) sweep(now time.Time) {
 	s.relays.mu.Lock()
 	s.relays.waiting = shrink(s.relays.waiting, &s.peaks.waiting)
 	s.relays.mu.Unlock()
+	s.relays.spent.sweep(now)
 	s.guard.sweep(now)
 	s.probes.sweep(now)
 	s.meter.sweep(now)

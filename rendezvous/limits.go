@@ -73,6 +73,7 @@ const (
 	refusedRelaySession    = "relay_bad_session"
 	refusedRelays          = "over_max_relays"
 	refusedRelayToken      = "relay_bad_token"
+	refusedRelayExpired    = "relay_expired"
 	refusedKeyRelays       = "over_key_relays"
 	refusedRelayBudget     = "over_relay_budget"
 	evictedRelay           = "relay_evicted"

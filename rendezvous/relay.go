@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -41,6 +42,16 @@ type relayHub struct {
 	mu      sync.Mutex
 	waiting map[punch.SessionID]*relayHalf
 	pairs   map[*relayPair]struct{}
+
+	// spent are the sessions relayed on authorisations (relayauth.go);
+	// join fills it as it pairs, under mu, so that no two connections
+	// pair for a session that paired before.
+	spent spentSessions
+}
+
+func newRelayHub() relayHub {
+	return relayHub{waiting: make(map[punch.SessionID]*relayHalf), pairs: make(map[*relayPair]struct{}),
+		spent: spentSessions{until: make(map[punch.SessionID]time.Time)}}
 }
 
 // relayHalf is one side's relay connection. The first of a session's two
@@ -54,6 +65,9 @@ type relayHalf struct {
 	src   netip.Addr
 	meter *keyMeter // its key's, which its bytes are billed to
 	done  chan struct{}
+	// auth is the authorisation it came with (relayAuthMagic), nil for
+	// a token: its session pairs once, until the authorisation expires.
+	auth *relayAuth
 }
 
 // relayPair is a relay under way: a waited, b arrived.
@@ -62,10 +76,21 @@ type relayPair struct {
 	at   time.Time
 }
 
+// relayClaim is what a relay connection's header claims: a side of a
+// session, with the side's token or, at a node the session was not
+// issued by, its authorisation.
+type relayClaim struct {
+	id   punch.SessionID
+	side byte
+	tok  RelayToken
+	auth *relayAuth // nil: tok
+}
+
 // serveRelay handles one relay connection whose header was read.
 // Whatever ends it, it gives back all it took: its meter's hold, its place
 // among the waiting or the pairs, and (by returning) its connection.
-func (s *Server) serveRelay(ctx context.Context, raw net.Conn, br *bufio.Reader, id punch.SessionID, side byte, tok RelayToken) {
+func (s *Server) serveRelay(ctx context.Context, raw net.Conn, br *bufio.Reader, cl relayClaim) {
+	id, side := cl.id, cl.side
 	src := sourceOfAddr(raw.RemoteAddr())
 	log := s.cfg.Log.WithFields(logrus.Fields{"remote": raw.RemoteAddr().String(), "session": id.String()[:8]})
 	// Refusals are logged one by one at debug level only, and summed up
@@ -74,7 +99,7 @@ func (s *Server) serveRelay(ctx context.Context, raw net.Conn, br *bufio.Reader,
 		log.WithField("reason", reason).Debug("relay refused")
 		s.refusals.note(src, reason)
 	}
-	key, reason := s.relayKey(id, side, tok, time.Now())
+	key, reason := s.claimKey(cl, time.Now())
 	if reason != "" {
 		refuse(reason)
 		return
@@ -86,8 +111,8 @@ func (s *Server) serveRelay(ctx context.Context, raw net.Conn, br *bufio.Reader,
 	}
 	defer s.meter.release(km)
 	early, _ := br.Peek(br.Buffered())
-	me := &relayHalf{conn: raw, early: bytes.Clone(early), side: side, src: src, meter: km, done: make(chan struct{})}
-	p, evicted, reason := s.relays.join(id, me, s.cfg.MaxRelays)
+	me := &relayHalf{conn: raw, early: bytes.Clone(early), side: side, src: src, meter: km, done: make(chan struct{}), auth: cl.auth}
+	p, evicted, reason := s.relays.join(id, me, s.cfg.MaxRelays, s.cfg.MaxSessions)
 	if evicted != nil {
 		s.refusals.note(evicted.a.src, evictedRelay)
 		evicted.close()
@@ -109,6 +134,27 @@ func (s *Server) serveRelay(ctx context.Context, raw net.Conn, br *bufio.Reader,
 	if s.logs.Allow(src.String(), logRelay) {
 		log.WithFields(logrus.Fields{"bytes_a": na, "bytes_b": nb}).Info("relay closed")
 	}
+}
+
+// claimKey returns the key whose side of a session a relay connection
+// claims, or the reason to refuse it (see relayKey and relayAuth.verify).
+// An authorisation's session must not have relayed yet at this node.
+func (s *Server) claimKey(cl relayClaim, now time.Time) (identity.PublicKey, string) {
+	if cl.auth == nil {
+		return s.relayKey(cl.id, cl.side, cl.tok, now)
+	}
+	if !s.cfg.Relay {
+		return identity.PublicKey{}, refusedRelayOff
+	}
+	if s.cluster == nil {
+		// A single node issues every session it relays.
+		return identity.PublicKey{}, refusedRelayToken
+	}
+	key, reason := cl.auth.verify(s.PublicKey(), s.cluster.cfg.Node, now)
+	if reason == "" && s.relays.spent.spent(cl.id) {
+		return identity.PublicKey{}, refusedRelaySession
+	}
+	return key, reason
 }
 
 // relayKey returns the key whose side of session id a relay connection
@@ -147,8 +193,10 @@ func (s *Server) forgetIssued(id punch.SessionID) {
 // me wait for it (pair nil, no reason). At the relay cap, a pair whose
 // sources hold fewer relays than the heaviest source takes the oldest
 // relay of that source, which the caller must close (evicted); otherwise
-// it is refused, and the waiting side is let go.
-func (h *relayHub) join(id punch.SessionID, me *relayHalf, maxRelays int) (pair, evicted *relayPair, reason string) {
+// it is refused, and the waiting side is let go. Sides that came with
+// authorisations pair only if both name the same keys and the session has
+// not paired before (it is then spent, remembering at most maxSpent).
+func (h *relayHub) join(id punch.SessionID, me *relayHalf, maxRelays, maxSpent int) (pair, evicted *relayPair, reason string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	other := h.waiting[id]
@@ -156,10 +204,14 @@ func (h *relayHub) join(id punch.SessionID, me *relayHalf, maxRelays int) (pair,
 	case other == nil:
 		h.waiting[id] = me
 		return nil, nil, ""
-	case other.side == me.side:
+	case other.side == me.side || (other.auth == nil) != (me.auth == nil):
 		return nil, nil, refusedRelaySession
 	}
 	delete(h.waiting, id)
+	if me.auth != nil && (other.auth.keys != me.auth.keys || !h.spent.spend(id, me.auth.expiry, maxSpent)) {
+		close(other.done)
+		return nil, nil, refusedRelaySession
+	}
 	if over(len(h.pairs), maxRelays) {
 		if evicted = h.evictLocked(me.src, other.src); evicted == nil {
 			// The waiting half is no one's now: its goroutine ends, which
@@ -273,7 +325,7 @@ func (s *Server) pipe(ctx context.Context, p *relayPair) (int64, int64) {
 // spent. It holds no buffer while src is idle (bufcopy): a relayed link
 // spends most of its life waiting.
 func (s *Server) copyIdle(ctx context.Context, dst net.Conn, src *relayHalf) int64 {
-	w := &relayWriter{ctx: ctx, meter: s.meter, src: src, dst: dst, idle: s.cfg.RelayIdle}
+	w := &relayWriter{ctx: ctx, meter: s.meter, src: src, dst: dst, idle: s.cfg.RelayIdle, total: &s.relayed}
 	src.conn.SetReadDeadline(time.Now().Add(s.cfg.RelayIdle))
 	var n int64
 	var err error
@@ -314,7 +366,8 @@ type relayWriter struct {
 	src    *relayHalf
 	dst    net.Conn
 	idle   time.Duration
-	failed bool // a write to dst failed
+	failed bool          // a write to dst failed
+	total  *atomic.Int64 // the server's relayed bytes
 }
 
 func (w *relayWriter) Write(b []byte) (int, error) {
@@ -329,6 +382,7 @@ func (w *relayWriter) Write(b []byte) (int, error) {
 	w.dst.SetWriteDeadline(by)
 	n, err := w.dst.Write(b)
 	w.failed = err != nil
+	w.total.Add(int64(n))
 	return n, err
 }
 
@@ -337,9 +391,14 @@ func (w *relayWriter) Write(b []byte) (int, error) {
 // until that side has arrived too. On success conn carries the peer's
 // bytes; on failure it is closed.
 func DialRelay(ctx context.Context, conn net.Conn, session punch.SessionID, side int, token RelayToken) (net.Conn, error) {
+	return dialRelay(ctx, conn, relayHeader(session, side, token))
+}
+
+// dialRelay sends a relay header hdr on conn and waits to be paired.
+func dialRelay(ctx context.Context, conn net.Conn, hdr []byte) (net.Conn, error) {
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	if _, err := conn.Write(relayHeader(session, side, token)); err != nil {
+	if _, err := conn.Write(hdr); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("relay: %w", err)
 	}

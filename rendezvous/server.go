@@ -38,7 +38,8 @@ type Server struct {
 	meter    *relayMeter       // what each key relays
 	copier   bufcopy.Copier    // the relays' copy buffers
 
-	relaySecret relaySecret // keys relay tokens; set at start, then read only
+	relaySecret relaySecret  // keys relay tokens; set at start, then read only
+	relayed     atomic.Int64 // bytes relayed since start, for the load a node publishes
 
 	// mu guards the fields below.
 	mu    sync.Mutex
@@ -122,7 +123,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		pairs:       make(map[[2]identity.PublicKey]pairSession),
 		sessions:    make(map[punch.SessionID]*udpSession),
 		issued:      make(map[punch.SessionID]issuedSession),
-		relays:      relayHub{waiting: make(map[punch.SessionID]*relayHalf), pairs: make(map[*relayPair]struct{})},
+		relays:      newRelayHub(),
 		consents:    consentHub{pending: make(map[uint64]*pendingAsk)},
 	}
 	if cfg.Cluster != nil {
@@ -267,6 +268,10 @@ type peerConn struct {
 	// observe is the token of the peer's IPv6 observation (server side).
 	observe observeToken
 
+	// rtts are the peer's round trips to a cluster's nodes, by address,
+	// in ms, as its register reported them (server side; read only).
+	rtts map[string]float64
+
 	// reported is closed at the peer's first NAT report (server side
 	// only), for sessions waiting to start.
 	reported     chan struct{}
@@ -323,15 +328,15 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, adm *admission) {
 		case ok && magic == observeMagic:
 			adm.established()
 			s.serveObserve(raw, observeToken(id))
-		case ok && magic == relayMagic:
-			var tok RelayToken
-			if _, err := io.ReadFull(br, tok[:]); err != nil {
-				s.handshakeFailed(adm.src, log, fmt.Errorf("relay token: %w", err))
+		case ok && (magic == relayMagic || magic == relayAuthMagic):
+			cl, err := readRelayClaim(br, magic, id, side)
+			if err != nil {
+				s.handshakeFailed(adm.src, log, err)
 				return
 			}
 			adm.established()
 			raw.SetDeadline(time.Time{})
-			s.serveRelay(ctx, raw, br, id, side, tok)
+			s.serveRelay(ctx, raw, br, cl)
 		default:
 			s.handshakeFailed(adm.src, log, errors.New("malformed probe or relay header"))
 		}
@@ -518,6 +523,7 @@ func (s *Server) handshake(raw net.Conn, log logrus.FieldLogger) (*peerConn, err
 		return nil, err
 	}
 	p.observed = unmap(ap)
+	p.rtts = cleanRTTs(m.RTTs)
 	for _, a := range m.LAN {
 		if _, err := netip.ParseAddrPort(a); err == nil && len(p.lan) < 16 {
 			p.lan = append(p.lan, a)
@@ -605,25 +611,31 @@ reports:
 		}
 	}
 	id := punch.NewSessionID()
+	keys := [2]identity.PublicKey{p.key, other.key}
+	passes, relayNode := s.relayPasses(id, keys, [2]map[string]float64{s.cluster.rttsOf(p), s.cluster.rttsOf(other)}, false)
 	if s.logsFor(p, logPunch) {
-		p.log.WithFields(logrus.Fields{"to": key.Short(), "session": id.String()[:8]}).Info("coordinating punch")
+		l := p.log.WithFields(logrus.Fields{"to": key.Short(), "session": id.String()[:8]})
+		if relayNode != "" {
+			l = l.WithField("relay_node", relayNode)
+		}
+		l.Info("coordinating punch")
 	}
 	us := &udpSession{sides: [2]*peerConn{p, other}}
 	natP, _ := p.natAndRTT()
 	natOther, _ := other.natAndRTT()
-	s.issueSession(id, us, [2]identity.PublicKey{p.key, other.key}, [2]*NATReport{natP, natOther})
+	s.issueSession(id, us, keys, [2]*NATReport{natP, natOther})
 	// A failure to send is that peer's connection's problem, and a peer
 	// slow to read delays only its own instruction.
 	var wg sync.WaitGroup
 	for i, to := range []*peerConn{p, other} {
 		wg.Go(func() {
 			m := punchFor(id, i, us.sides[1-i])
+			passes[i].apply(m)
 			// Only when both have one: a side without IPv6 cannot use
 			// the other's, and both must choose from the same facts.
 			if a, b := to.addr6(), us.sides[1-i].addr6(); a.IsValid() && b.IsValid() {
 				m.Public6 = b.String()
 			}
-			m.RelayToken = s.relaySecret.token(id, i, to.key).String()
 			// Both peers' round trips to the server add up to about
 			// theirs to each other (each crosses its own uplink twice):
 			// the peers scale their punch timers by it.

@@ -63,6 +63,12 @@ type ServerConfig struct {
 	// and new ones are refused until the day is over. Default 16 GiB;
 	// negative: no cap.
 	RelayDailyBytes int64
+	// RelayCapacity is the bytes per second this server's relays may
+	// carry in all (each relayed byte counted once), the measure of its
+	// load in a cluster: a node past 80% of it, or of MaxRelays, is
+	// chosen for a new relay only when every node is. Default 100 MiB/s
+	// (most of a gigabit link); it caps nothing by itself.
+	RelayCapacity int64
 	// MaxRelaysPerKey caps the relay connections one key holds at once
 	// (waiting for the other side, or relaying). Default 32; negative: no
 	// cap.
@@ -133,6 +139,9 @@ type ServerConfig struct {
 func (c ServerConfig) withDefaults() ServerConfig {
 	if c.MaxRelays <= 0 {
 		c.MaxRelays = 1000
+	}
+	if c.RelayCapacity <= 0 {
+		c.RelayCapacity = DefaultRelayCapacity
 	}
 	if c.RelayWindow <= 0 {
 		c.RelayWindow = time.Minute
@@ -208,3 +217,6 @@ func limit[T int | int64](v *T, def T) {
 		*v = unlimited
 	}
 }
+
+// DefaultRelayCapacity is ServerConfig.RelayCapacity's default.
+const DefaultRelayCapacity = 100 << 20

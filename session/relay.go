@@ -90,7 +90,11 @@ func (r *Relay) Run(ctx context.Context, s *Session, out *Out) error {
 	if err != nil {
 		return fmt.Errorf("relay: dial %s: %w", addr, err)
 	}
-	conn, err = rendezvous.DialRelay(ctx, conn, s.ID, s.Side, s.RelayToken)
+	if len(s.RelayAuth) > 0 {
+		conn, err = rendezvous.DialRelayAuth(ctx, conn, s.ID, s.Side, s.RelayAuth)
+	} else {
+		conn, err = rendezvous.DialRelay(ctx, conn, s.ID, s.Side, s.RelayToken)
+	}
 	if err != nil {
 		return err
 	}

@@ -61,8 +61,11 @@ type Session struct {
 	// Side is this end's side of the session (0 or 1), as the server
 	// numbered them; it goes into the session probes.
 	Side int
-	// RelayToken opens this end's side of the session's relay.
+	// RelayToken opens this end's side of the session's relay; RelayAuth,
+	// when set, does instead, at a node of a cluster that did not issue
+	// the session.
 	RelayToken rendezvous.RelayToken
+	RelayAuth  []byte
 	// Server is the rendezvous node that sent the punch (TCP session
 	// probes go there), and Relay the one to relay through; empty, the
 	// paths' own Server. In a cluster they differ from session to
@@ -177,6 +180,7 @@ func New(cfg *Config, self Local, pu rendezvous.Punch, log logrus.FieldLogger) (
 		ID:            id,
 		Side:          pu.Side,
 		RelayToken:    pu.RelayToken,
+		RelayAuth:     pu.RelayAuth,
 		Server:        pu.Server,
 		Relay:         cmp.Or(pu.Relay, pu.Server),
 		Peer:          pu.Peer,

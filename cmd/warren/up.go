@@ -283,7 +283,7 @@ func cmdRendezvous(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	scfg := rendezvous.ServerConfig{Key: key, Token: cfg.Token, AllowKeys: allow, Relay: *cfg.Relay, Log: log,
 		RelayRate: serverLimit(cfg.RelayRate), RelayDailyBytes: serverLimit(cfg.RelayDailyBytes),
-		MaxRelaysPerKey: serverLimit(cfg.MaxRelaysPerKey), FallbackListen: cfg.FallbackListen}
+		MaxRelaysPerKey: serverLimit(cfg.MaxRelaysPerKey), FallbackListen: cfg.FallbackListen, RelayCapacity: cfg.RelayCapacity}
 	if !*cfg.Limits {
 		log.Warn("limits are off: one address can exhaust this server (for load tests only)")
 		scfg = scfg.WithoutLimits()
