@@ -158,13 +158,16 @@ func (d *Daemon) newRendezvous() (*rendezvous.Client, error) {
 		return nil, fmt.Errorf("rendezvous.public_key: %w", err)
 	}
 	return rendezvous.NewClient(rendezvous.ClientConfig{
-		Address:      d.cfg.Rendezvous.Address,
-		Addresses:    d.cfg.Rendezvous.Addresses,
-		ServerKey:    serverKey,
-		Key:          d.key,
-		Token:        d.cfg.Rendezvous.Token,
-		Dial:         d.dialRendezvous,
-		LAN:          d.lanCandidates,
+		Address:   d.cfg.Rendezvous.Address,
+		Addresses: d.cfg.Rendezvous.Addresses,
+		ServerKey: serverKey,
+		Key:       d.key,
+		Token:     d.cfg.Rendezvous.Token,
+		Dial:      d.dialRendezvous,
+		LAN:       d.lanCandidates,
+		DialPlain: func(ctx context.Context, addr string) (net.Conn, error) {
+			return punch.DialFrom(ctx, d.acceptor.Port(), addr)
+		},
 		OnPunch:      d.onPunch,
 		Consent:      func(k identity.PublicKey) bool { return d.peerByKey(k) != nil },
 		OnOffline:    d.onOffline,
@@ -392,7 +395,7 @@ var ErrNoLink = errors.New("no link to peer")
 func (d *Daemon) dialRendezvous(ctx context.Context, addr string) (net.Conn, error) {
 	before := d.rvDial.LastRoute()
 	c, route, err := d.rvDial.Dial(ctx, addr, func(ctx context.Context, addr string) (net.Conn, error) {
-		return punch.DialFrom(ctx, d.acceptor.Port(), addr)
+		return dialIPv4First(ctx, d.acceptor.Port(), addr)
 	})
 	if err == nil && route != before && (route.Fallback || route.Proxy != "" || before.Addr != "") {
 		d.log.WithFields(logrus.Fields{"route": route.String(), "network": rendezvous.RestrictionText(route.Restriction())}).

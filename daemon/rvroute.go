@@ -2,13 +2,16 @@ package daemon
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"strings"
 
 	"github.com/warren-p2p/warren/config"
+	"github.com/warren-p2p/warren/punch"
 	"github.com/warren-p2p/warren/rendezvous"
 )
 
@@ -72,4 +75,32 @@ func noProxy(host, list string) bool {
 		}
 	}
 	return false
+}
+
+// dialIPv4First connects from the shared punch port to the rendezvous
+// server at addr, over IPv4 while any IPv4 route leads there: the NAT a
+// daemon must classify, and whose mapping peers punch to, is on IPv4, and
+// its IPv6 address is observed besides (rendezvous/observe6.go). A host
+// name with AAAA records would otherwise be dialled over IPv6 first (RFC
+// 6724), and a dual-stack daemon behind an IPv4 NAT would look to the
+// server like one with no NAT. IPv6 is the way only when IPv4 fails at
+// once (no A record, no route: an IPv6-only network) or addr is an IPv6
+// literal.
+func dialIPv4First(ctx context.Context, port int, addr string) (net.Conn, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	if ip, err := netip.ParseAddr(host); err == nil && ip.Is6() && !ip.Is4In6() {
+		return punch.Dialer(port).DialContext(ctx, "tcp6", addr)
+	}
+	c, err4 := punch.Dialer(port).DialContext(ctx, "tcp4", addr)
+	if err4 == nil || ctx.Err() != nil {
+		return c, err4
+	}
+	c, err6 := punch.Dialer(port).DialContext(ctx, "tcp6", addr)
+	if err6 != nil {
+		return nil, fmt.Errorf("%w; over IPv6: %w", err4, err6)
+	}
+	return c, nil
 }

@@ -1,7 +1,10 @@
 package daemon
 
 import (
+	"context"
+	"net"
 	"testing"
+	"time"
 
 	"github.com/warren-p2p/warren/config"
 )
@@ -47,5 +50,33 @@ func TestRendezvousProxy(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("%s: proxy %q, want %q", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestDialIPv4First: the server's address is dialled over its own family
+// when it is a literal, and a name over IPv4 while that works.
+func TestDialIPv4First(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, tc := range []struct{ listen, dial, want string }{
+		{"127.0.0.1:0", "127.0.0.1", "127.0.0.1"},
+		{"127.0.0.1:0", "localhost", "127.0.0.1"},
+		{"[::1]:0", "::1", "::1"},
+	} {
+		ln, err := net.Listen("tcp", tc.listen)
+		if err != nil {
+			t.Logf("%s: %v", tc.listen, err)
+			continue
+		}
+		defer ln.Close()
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		c, err := dialIPv4First(ctx, 0, net.JoinHostPort(tc.dial, port))
+		if err != nil {
+			t.Fatalf("dial %s: %v", tc.dial, err)
+		}
+		if got, _, _ := net.SplitHostPort(c.RemoteAddr().String()); got != tc.want {
+			t.Errorf("dial %s reached %s, want %s", tc.dial, got, tc.want)
+		}
+		c.Close()
 	}
 }

@@ -30,7 +30,11 @@ type Status struct {
 	RendezvousError string     `json:"rendezvous_error,omitempty"`
 	RendezvousSince *time.Time `json:"rendezvous_error_since,omitempty"`
 	Observed        string     `json:"observed,omitempty"`
-	NAT             string     `json:"nat"` // "none", "cone", "symseq(+1)", "symrand", ...; "unknown" until classified
+	// Observed6 is this daemon's IPv6 endpoint as the server saw it (its
+	// IPv6 observation when it registered over IPv4): peers with IPv6
+	// punch to it. Empty when the server saw none.
+	Observed6 string `json:"observed6,omitempty"`
+	NAT       string `json:"nat"` // "none", "cone", "symseq(+1)", "symrand", ...; "unknown" until classified
 	// RendezvousRoute is how the control connection reaches the server
 	// while registered: "direct ADDR", "fallback ADDR" (the configured
 	// port was not reachable), either with " via proxy HOST:PORT".
@@ -132,6 +136,9 @@ func (d *Daemon) Status() Status {
 	st.Network = rendezvous.RestrictionText(d.nat.restriction())
 	if obs := d.rv.Observed(); obs.IsValid() {
 		st.Observed = obs.String()
+	}
+	if obs := d.rv.Observed6(); obs.IsValid() && obs.String() != st.Observed {
+		st.Observed6 = obs.String()
 	}
 	st.PortMapping = d.ports.status()
 	for _, p := range d.peerList() {

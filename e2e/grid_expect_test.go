@@ -39,6 +39,9 @@ var gridExpect = map[string]string{
 	// relay, through the server's 443 listener (restricted_test.go).
 	"https-only/cone": "relay",
 	"proxy-only/cone": "relay",
+	// Dual-stack sites, both IPv4 NATs symrand, each behind a stateful
+	// IPv6 firewall; and a site with IPv6 alone: direct over IPv6.
+	"symrand6/symrand6": "direct", "v6only/symrand6": "direct",
 }
 
 // expectation returns the least a cell must reach over transport; a

@@ -36,6 +36,9 @@ var hardPairs = []struct {
 	{"symrand+upnp/symrand", 10, 300 * time.Millisecond},
 	{"symrand+natpmp/symrand", 10, 300 * time.Millisecond},
 	{"symrand+pcp/symrand", 10, 300 * time.Millisecond},
+	// IPv6 through stateful firewalls (issue 17): nothing to guess.
+	{"symrand6/symrand6", 10, 300 * time.Millisecond},
+	{"v6only/symrand6", 10, 300 * time.Millisecond},
 }
 
 const gridRepeats = 10

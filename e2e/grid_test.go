@@ -59,6 +59,10 @@ type cell struct {
 	// the cell that sets none: the cell is about a client that is ready
 	// (its port mapped) before its peer asks for it.
 	clientFirst func(t testing.TB, client machine, clientAdmin string)
+	// ipv6 makes the cell's lab dual-stack (natlab.Config.IPv6), and
+	// clientV6Only has the client dial the server's IPv6 address, for a
+	// client at a natlab.IPv6Only site.
+	ipv6, clientV6Only bool
 }
 
 // cellResult is what a cell measured over one transport.
@@ -74,6 +78,7 @@ type cellResult struct {
 	// stream and choice are the client's status: the UDP link's stream,
 	// and what the punch measured and chose.
 	stream, choice string
+	remote         string // the client's link's remote endpoint
 }
 
 // gridProfile is the profile WARREN_GRID_PROFILE names, or the zero
@@ -127,6 +132,7 @@ func gridCells() []cell {
 		doubleNATCell(natlab.SymSeq, natlab.Cone, natlab.Open),
 		restrictedCell(natlab.HTTPSOnly),
 		restrictedCell(natlab.ProxyOnly),
+		ipv6Cell(false), ipv6Cell(true),
 	)
 	for _, pm := range portMappedKinds {
 		cells = append(cells, portMappedCell(pm, nil))
@@ -298,7 +304,7 @@ type cellRun struct {
 func runCellWith(t testing.TB, c cell, o cellOptions) cellResult {
 	transport := o.transports
 	r := cellResult{cell: c, transport: transport, outcome: "fail"}
-	lab := labtest.New(t, natlab.Config{Profile: o.profile})
+	lab := labtest.New(t, natlab.Config{Profile: o.profile, IPv6: c.ipv6})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	client, server, err := c.build(ctx, lab)
@@ -321,12 +327,18 @@ func runCellWith(t testing.TB, c cell, o cellOptions) cellResult {
 	clientAdmin := hostPort("127.0.0.1", freePort(t, client))
 	serverAdmin := hostPort("127.0.0.1", freePort(t, server))
 	// A punch timeout below cellLinkWait lets a failing cell report why.
-	common := fmt.Sprintf("log_level = \"debug\"\n[rendezvous]\naddress = %q\npublic_key = %q\n"+
-		"[link]\npunch_timeout = \"4s\"\ntransports = [%s]\n%s\n", w.rvAddr, w.rvKey, quoteList(transport), o.linkExtra)
+	common := func(rvAddr string) string {
+		return fmt.Sprintf("log_level = \"debug\"\n[rendezvous]\naddress = %q\npublic_key = %q\n"+
+			"[link]\npunch_timeout = \"4s\"\ntransports = [%s]\n%s\n", rvAddr, w.rvKey, quoteList(transport), o.linkExtra)
+	}
+	clientRV := w.rvAddr
+	if c.clientV6Only {
+		clientRV = w.rvAddr6
+	}
 	serverCfg := fmt.Sprintf("key_file = \"server.key\"\nadmin_listen = %q\n%s\n[[peers]]\nname = \"client\"\npublic_key = %q\n"+
-		"[[expose]]\nname = \"svc\"\ntarget = \"127.0.0.1:%s\"\npeers = [\"client\"]\n", serverAdmin, common, ck, svc)
+		"[[expose]]\nname = \"svc\"\ntarget = \"127.0.0.1:%s\"\npeers = [\"client\"]\n", serverAdmin, common(w.rvAddr), ck, svc)
 	clientCfg := fmt.Sprintf("key_file = \"client.key\"\nadmin_listen = %q\n%s\n[[peers]]\nname = \"server\"\npublic_key = %q\n"+
-		"[[forward]]\nlisten = %q\npeer = \"server\"\nservice = \"svc\"\n", clientAdmin, common, sk, fwd)
+		"[[forward]]\nlisten = %q\npeer = \"server\"\nservice = \"svc\"\n", clientAdmin, common(clientRV), sk, fwd)
 	for _, f := range []struct{ name, svc, fwd string }{{"iperf3", iperfSvc, iperfFwd}, {"echo", echoSvc, echoFwd}} {
 		if f.svc == "" {
 			continue
@@ -394,7 +406,7 @@ func runCellWith(t testing.TB, c cell, o cellOptions) cellResult {
 		}
 		return r
 	}
-	r.outcome, r.note = p.Path, ""
+	r.outcome, r.note, r.remote = p.Path, "", p.Remote
 	r.stream, r.choice = p.UDPStream, p.Choice
 	if os.Getenv("WARREN_GRID_DEBUG") != "" && (r.firstByte > 2*time.Second || r.outcome == "relay") {
 		t.Errorf("slow first byte %v or relayed (%s); logs follow", r.firstByte, r.outcome)

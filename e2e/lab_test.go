@@ -57,8 +57,19 @@ func twoCones(t testing.TB) (*natlab.Lab, *natlab.Site, *natlab.Site) {
 // for networks that let out nothing else (-fallback-listen). Its relay has
 // no rate cap: the lab measures what the relay path can carry (the
 // server's per-key limits are tested in package rendezvous).
+//
+// In a dual-stack lab (natlab.Config.IPv6) it listens on [::], which takes
+// both families, its second UDP endpoint on the same addresses' next port;
+// daemons dial its IPv4 address (rvAddr) unless they have no IPv4
+// (rvAddr6), and the server has those that come over IPv4 observe their
+// IPv6 addresses at its IPv6 ones.
 func labWorld(t testing.TB, lab *natlab.Lab) *world {
 	t.Helper()
+	if a6 := lab.Server().Addr6(); a6.IsValid() {
+		w := newWorld(t, lab.Server(), "[::]:7777", "-alt-listen", "[::]:7778", "-fallback-listen", "[::]:443", "-relay-rate", "0")
+		w.rvAddr, w.rvAddr6 = hostPort(lab.Server().Addr().String(), "7777"), hostPort(a6.String(), "7777")
+		return w
+	}
 	srv := lab.Server().Addrs()
 	return newWorld(t, lab.Server(), hostPort(srv[0].String(), "7777"), "-alt-listen", hostPort(srv[1].String(), "7778"),
 		"-fallback-listen", hostPort(srv[0].String(), "443"), "-relay-rate", "0")

@@ -25,10 +25,13 @@ type world struct {
 	t      testing.TB
 	dir    string
 	rvAddr string
-	rvKey  string
-	rv     *process // nil when the test brings its own server
-	rvArgs []string
-	rvOn   machine
+	// rvAddr6 is the server's IPv6 address, in a dual-stack lab
+	// (labWorld): what an IPv6-only daemon dials.
+	rvAddr6 string
+	rvKey   string
+	rv      *process // nil when the test brings its own server
+	rvArgs  []string
+	rvOn    machine
 	// logLevel is what render sets; tests want "debug" for their failure
 	// output, benchmarks the "info" of a deployment.
 	logLevel string

@@ -95,7 +95,9 @@
 //	                    hosts 2001:db8:i::N for 10.i.0.N; the router is a
 //	                    stateful firewall (what the LAN opens may answer,
 //	                    nothing from outside may open; RFC 6092), as home
-//	                    routers ship. Double NATs stay IPv4-only.
+//	                    routers ship. Double NATs stay IPv4-only. A site
+//	                    made with IPv6Only keeps its IPv4 LAN but has
+//	                    no IPv4 route beyond it (an IPv6-only network).
 //
 // Namespaces are named PREFIX-inet (the internet bridge), PREFIX-srv (the
 // server), PREFIX-NAME (hosts), PREFIX-NAME-r (a site's router, the home

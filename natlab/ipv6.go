@@ -133,7 +133,12 @@ func (l *Lab) build6Locked(ctx context.Context, srv *Host) error {
 		return err
 	}
 	for _, a := range server6[1:] {
-		if err := ipn(ctx, srv.name, "-6", "addr", "add", netip.PrefixFrom(a, internet6.Bits()).String(), "dev", "eth0", "nodad"); err != nil {
+		// Deprecated (preferred_lft 0), as a secondary IPv4 address is
+		// not the primary: the kernel picks ::2 as the source of what
+		// the server sends unbound, such as the answers of a UDP socket
+		// on [::] (else it took the address added last, and the sites'
+		// firewalls dropped answers from an address they never sent to).
+		if err := ipn(ctx, srv.name, "-6", "addr", "add", netip.PrefixFrom(a, internet6.Bits()).String(), "dev", "eth0", "nodad", "preferred_lft", "0"); err != nil {
 			return err
 		}
 	}
@@ -158,3 +163,14 @@ func (h *Host) addAddrs(a ...netip.Addr) {
 	defer h.mu.Unlock()
 	h.addrs = append(h.addrs, a...)
 }
+
+// IPv6Only makes a site (of a lab with Config.IPv6) reach the internet
+// over IPv6 alone, as on an access network that gives out no IPv4 (and
+// here no NAT64 either): its hosts keep their IPv4 LAN address, so hosts
+// of the site reach each other over it, but have no IPv4 route beyond the
+// LAN. The site's NAT kind still describes its router, which its hosts
+// then never use. Not for Open sites or double NATs.
+func IPv6Only() SiteOption { return func(o *siteOptions) { o.v6only = true } }
+
+// IPv6Only reports whether the site was made with IPv6Only.
+func (s *Site) IPv6Only() bool { return s.v6only }

@@ -27,6 +27,8 @@ type Site struct {
 	lanNS   string  // namespace holding the hosts' LAN bridge (innermost router)
 	uplink  *uplink // the emulator on the site's uplink, nil for none
 
+	v6only bool // IPv6Only: no IPv4 route beyond the LAN
+
 	// hosts and renumbered are guarded by lab.mu.
 	hosts      []*Host
 	renumbered int // addresses handed out by Renumber
@@ -120,6 +122,9 @@ func (l *Lab) AddSite(ctx context.Context, name string, kind Kind, opts ...SiteO
 	s, err := l.addSite(ctx, name, opts, func(ctx context.Context, s *Site) error {
 		s.kind = kind
 		if kind == Open {
+			if s.v6only {
+				return errors.New("an Open site cannot be IPv6-only: its host is on the IPv4 internet")
+			}
 			return nil
 		}
 		wan, err := l.publicAddrLocked()
@@ -157,6 +162,9 @@ func (l *Lab) AddDoubleNAT(ctx context.Context, name string, outer, inner Kind, 
 	}
 	s, err := l.addSite(ctx, name, opts, func(ctx context.Context, s *Site) error {
 		s.kind, s.inner = outer, inner
+		if s.v6only {
+			return errors.New("a double NAT cannot be IPv6-only: its hosts have no IPv6")
+		}
 		wan, err := l.publicAddrLocked()
 		if err != nil {
 			return err
@@ -199,7 +207,10 @@ func (l *Lab) addSite(ctx context.Context, name string, opts []SiteOption, build
 	if len(l.sites) >= maxSites {
 		return nil, fmt.Errorf("lab has the maximum of %d sites", maxSites)
 	}
-	s := &Site{lab: l, name: name, index: len(l.sites) + 1, uplink: l.newUplink(name, o.profile)}
+	if o.v6only && !l.cfg.IPv6 {
+		return nil, errors.New("an IPv6-only site needs a lab with Config.IPv6")
+	}
+	s := &Site{lab: l, name: name, index: len(l.sites) + 1, uplink: l.newUplink(name, o.profile), v6only: o.v6only}
 	mark := l.markLocked()
 	err = build(ctx, s)
 	if err == nil {
@@ -324,6 +335,9 @@ func (l *Lab) addHostLocked(ctx context.Context, s *Site, name string) (*Host, e
 	}
 	if err == nil && l.cfg.IPv6 {
 		err = l.addHost6Locked(ctx, s, h)
+	}
+	if err == nil && s.v6only {
+		err = ipn(ctx, h.name, "-4", "route", "del", "default")
 	}
 	if err != nil {
 		return nil, err

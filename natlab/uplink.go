@@ -45,7 +45,10 @@ type uplink struct {
 // SiteOption changes how AddSite and AddDoubleNAT build a site.
 type SiteOption func(*siteOptions)
 
-type siteOptions struct{ profile Profile }
+type siteOptions struct {
+	profile Profile
+	v6only  bool // see IPv6Only
+}
 
 // WithProfile gives the site's uplink profile p instead of the lab's
 // Config.Profile.

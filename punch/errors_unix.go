@@ -10,3 +10,7 @@ const (
 	errAddrInUse    = syscall.EADDRINUSE
 	errAddrNotAvail = syscall.EADDRNOTAVAIL
 )
+
+// errNetUnreach is connect's error when no route leads to the address's
+// network: IPv4 from a host with IPv6 alone.
+const errNetUnreach = syscall.ENETUNREACH

@@ -9,3 +9,7 @@ const (
 	errAddrInUse    = windows.WSAEADDRINUSE
 	errAddrNotAvail = windows.WSAEADDRNOTAVAIL
 )
+
+// errNetUnreach is connect's error when no route leads to the address's
+// network.
+const errNetUnreach = windows.WSAENETUNREACH

@@ -24,9 +24,14 @@ type Scope struct {
 	// the peer's control connection: a TCP connection, so neither the
 	// peer nor anyone on the path could have forged its source.
 	Public netip.Addr
+	// Public6 is the peer's IPv6 address as the server observed it on a
+	// TCP connection of the peer's (its IPv6 observation, see
+	// rendezvous/observe6.go) when Public is IPv4: a target like Public,
+	// and the /64 its global IPv6 LAN addresses must be in. Zero: none.
+	Public6 netip.Addr
 	// LAN are the peer's interface addresses as it reported them. One is
 	// a target only if it is on one of this machine's own links (or, for
-	// global IPv6, in Public's /64): anything else is reached through a
+	// global IPv6, in Public's or Public6's /64): anything else is reached through a
 	// router, which is what Public is for.
 	LAN []netip.Addr
 	// SameHost is true when this daemon reaches the rendezvous server
@@ -66,7 +71,7 @@ func (s Scope) Check(a netip.AddrPort) error {
 		return fmt.Errorf("punch target %v: %w", a, ErrTargetSpecial)
 	case s.own(ip):
 		return fmt.Errorf("punch target %v: %w", a, ErrTargetSelf)
-	case ip == pub:
+	case ip == pub || (s.Public6.IsValid() && ip == s.Public6.Unmap()):
 		return nil
 	case slices.ContainsFunc(s.LAN, func(l netip.Addr) bool { return l.Unmap() == ip }) && s.reachable(ip):
 		return nil
@@ -119,7 +124,7 @@ func (s Scope) own(ip netip.Addr) bool {
 
 // reachable reports whether a LAN address of the peer is worth trying
 // directly: inside one of this machine's (non-loopback) subnets, or a
-// global IPv6 address in the /64 the server saw the peer at. Any other
+// global IPv6 address in a /64 the server saw the peer at. Any other
 // address is reached through a router, and through a NAT each attempt
 // takes a port of its own, which spoils the port prediction the punch
 // depends on for a sequential NAT.
@@ -129,8 +134,10 @@ func (s Scope) reachable(ip netip.Addr) bool {
 			return true
 		}
 	}
-	if pub := s.Public.Unmap(); isGlobal6(ip) && isGlobal6(pub) {
-		return netip.PrefixFrom(pub, 64).Masked().Contains(ip)
+	for _, pub := range []netip.Addr{s.Public.Unmap(), s.Public6.Unmap()} {
+		if isGlobal6(ip) && isGlobal6(pub) && netip.PrefixFrom(pub, 64).Masked().Contains(ip) {
+			return true
+		}
 	}
 	return false
 }

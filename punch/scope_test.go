@@ -27,6 +27,8 @@ func TestScopeCheck(t *testing.T) {
 	}
 	remote := Scope{Self: self, Public: netip.MustParseAddr("198.51.100.7"), LAN: lan}
 	remote6 := Scope{Self: self, Public: netip.MustParseAddr("2001:db8:9::1"), LAN: lan}
+	// Seen over IPv4 at its NAT, and over IPv6 (its observation).
+	dual := Scope{Self: self, Public: netip.MustParseAddr("198.51.100.7"), Public6: netip.MustParseAddr("2001:db8:9::1"), LAN: lan}
 	local := Scope{Self: self, Public: netip.MustParseAddr("127.0.0.1"), LAN: lan, SameHost: true}
 	liar := Scope{Self: self, Public: netip.MustParseAddr("127.0.0.1"), LAN: lan} // a server that says the peer is here
 	for _, tc := range []struct {
@@ -54,6 +56,11 @@ func TestScopeCheck(t *testing.T) {
 		{"global IPv6 far from the observed address", remote6, "[2001:db8:7::9]:4000", ErrTargetForeign},
 		{"global IPv6 in the observed /64", remote6, "[2001:db8:9::9]:4000", nil},
 		{"global IPv6 LAN of a peer seen over IPv4", remote, "[2001:db8:9::9]:4000", ErrTargetForeign},
+		{"a dual-stack peer's observed IPv6 address", dual, "[2001:db8:9::1]:4000", nil},
+		{"a dual-stack peer's global IPv6 LAN in its observed /64", dual, "[2001:db8:9::9]:4000", nil},
+		{"a dual-stack peer's global IPv6 LAN far from it", dual, "[2001:db8:7::9]:4000", ErrTargetForeign},
+		{"a dual-stack peer's IPv4 public address", dual, "198.51.100.7:4000", nil},
+		{"our own IPv6 address as the observed one", Scope{Self: self, Public: netip.MustParseAddr("198.51.100.7"), Public6: netip.MustParseAddr("2001:db8:1::5")}, "[2001:db8:1::5]:4000", ErrTargetSelf},
 		{"the server and peer on this host", local, "127.0.0.1:4000", nil},
 		{"on this host, loopback as LAN only", local, "[::1]:4000", ErrTargetSpecial},
 		{"a server that says the peer is on this host", liar, "127.0.0.1:4000", ErrTargetSpecial},

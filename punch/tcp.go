@@ -145,6 +145,11 @@ func punchOne(ctx context.Context, cfg *Config, localPort int, id SessionID, c n
 		if errors.Is(err, errAddrInUse) || errors.Is(err, errAddrNotAvail) {
 			return nil
 		}
+		// No route to that family (an IPv6-only host, a peer's IPv4
+		// address): retrying only spends the budget.
+		if errors.Is(err, errNetUnreach) {
+			return nil
+		}
 		// Jitter: two sides retrying on the same rhythm against NATs that
 		// answer RST can stay in lockstep, each SYN killed by the other
 		// NAT before the other side's SYN has opened the way.

@@ -49,6 +49,12 @@ type ClientConfig struct {
 	// LAN returns the endpoints to report as LAN candidates at each
 	// registration.
 	LAN func() []netip.AddrPort
+	// DialPlain opens a plain TCP connection from the shared punch port
+	// (no fallback port, no proxy): with it, a client that registered
+	// over IPv4 and reports a global IPv6 address has the server observe
+	// that address too (observe6.go), so that peers with IPv6 may punch
+	// to it. Nil: no IPv6 observation.
+	DialPlain func(ctx context.Context, addr string) (net.Conn, error)
 	// OnPunch receives each punch instruction. It is called from the
 	// client's read loop and must not block. The session's second step
 	// arrives later on the instruction's UDP handle.
@@ -82,7 +88,11 @@ type Punch struct {
 	Side   int
 	Peer   identity.PublicKey
 	Public netip.AddrPort
-	LAN    []netip.AddrPort
+	// Public6 is the peer's IPv6 endpoint as the server observed it, sent
+	// only when the server observed one of this peer too; invalid
+	// otherwise.
+	Public6 netip.AddrPort
+	LAN     []netip.AddrPort
 	// PeerNAT is the peer's NAT as it reported it (zero if it did not).
 	PeerNAT punch.NAT
 	// PeerRestricted is why the peer's network leaves no direct path, as
@@ -142,8 +152,9 @@ type Client struct {
 	mu         sync.Mutex
 	cur        *peerConn // nil while not registered
 	observed   netip.AddrPort
-	registered chan struct{} // closed while registered
-	nat        *NATReport    // reported again at each registration
+	observed6  netip.AddrPort // see Observed6
+	registered chan struct{}  // closed while registered
+	nat        *NATReport     // reported again at each registration
 	udp        []netip.AddrPort
 	// steps holds the sessions of the current connection whose second
 	// step has not arrived yet; the connection's end forgets them.
@@ -496,23 +507,9 @@ func (c *Client) session(ctx context.Context, addr string) error {
 	if err := p.send(reg); err != nil {
 		return err
 	}
-	m, err := ReadMessage(tc)
+	m, observed, err := readRegistered(tc)
 	if err != nil {
-		return fmt.Errorf("register: %w", err)
-	}
-	if m.Type == TypeError {
-		err := fmt.Errorf("register refused: %s: %s", m.Code, m.Text)
-		switch m.Code {
-		case CodeBadToken:
-			return &PermanentError{Err: err, Fix: "rendezvous.token or rendezvous.token_file"}
-		case CodeNotAdmitted:
-			return &PermanentError{Err: err, Fix: "the server's allow_keys (ask its operator to add this daemon's public key)"}
-		}
 		return err
-	}
-	observed, err := netip.ParseAddrPort(m.Observed)
-	if m.Type != TypeRegistered || err != nil {
-		return fmt.Errorf("%w: register answered with %q %q", ErrProtocol, m.Type, m.Observed)
 	}
 	raw.SetDeadline(time.Time{})
 	udp := resolveUDP(m.UDP, raw.RemoteAddr())
@@ -525,6 +522,10 @@ func (c *Client) session(ctx context.Context, addr string) error {
 			return err
 		}
 	}
+	// Before the peer counts as registered (and classifies its NAT, after
+	// which sessions start): a session's instruction carries the IPv6
+	// endpoint only if the server saw it by then.
+	c.observe6(ctx, m, reg.LAN)
 	c.setRegistered(p, observed)
 	c.cfg.OnRegistered(udp)
 	defer c.unregister(p)
@@ -558,6 +559,30 @@ func (c *Client) session(ctx context.Context, addr string) error {
 		}
 		c.handle(p, m)
 	}
+}
+
+// readRegistered reads the server's answer to register: registered, with
+// the endpoint the server observed, or why not.
+func readRegistered(tc *tls.Conn) (*Message, netip.AddrPort, error) {
+	m, err := ReadMessage(tc)
+	if err != nil {
+		return nil, netip.AddrPort{}, fmt.Errorf("register: %w", err)
+	}
+	if m.Type == TypeError {
+		err := fmt.Errorf("register refused: %s: %s", m.Code, m.Text)
+		switch m.Code {
+		case CodeBadToken:
+			return nil, netip.AddrPort{}, &PermanentError{Err: err, Fix: "rendezvous.token or rendezvous.token_file"}
+		case CodeNotAdmitted:
+			return nil, netip.AddrPort{}, &PermanentError{Err: err, Fix: "the server's allow_keys (ask its operator to add this daemon's public key)"}
+		}
+		return nil, netip.AddrPort{}, err
+	}
+	observed, err := netip.ParseAddrPort(m.Observed)
+	if m.Type != TypeRegistered || err != nil {
+		return nil, netip.AddrPort{}, fmt.Errorf("%w: register answered with %q %q", ErrProtocol, m.Type, m.Observed)
+	}
+	return m, observed, nil
 }
 
 func (c *Client) pingLoop(ctx context.Context, p *peerConn, pongs <-chan uint64) {
@@ -676,6 +701,10 @@ func parsePunch(m *Message) (Punch, error) {
 	}
 	if pu.Public, err = netip.ParseAddrPort(m.Public); err != nil {
 		return Punch{}, fmt.Errorf("punch public endpoint: %w", err)
+	}
+	// A malformed one costs only the IPv6 path.
+	if a, err := netip.ParseAddrPort(m.Public6); err == nil && isGlobal6(a.Addr()) {
+		pu.Public6 = a
 	}
 	for _, s := range m.LAN {
 		if a, err := netip.ParseAddrPort(s); err == nil {

@@ -258,28 +258,12 @@ func TestParseProxy(t *testing.T) {
 // whose configured port is closed registers through it, and the
 // handshake offers and gets HTTP/1.1 as its ALPN, as HTTPS would.
 func TestRegisterThroughFallbackListener(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	key, _ := identity.Generate()
-	srv, err := NewServer(ServerConfig{Key: key, Log: quietLog(), FallbackListen: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	bound := make(chan []net.Addr, 1)
+	_, addrs := listenAndServe(t, ServerConfig{Key: key, Log: quietLog(), FallbackListen: "127.0.0.1:0"}, "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	wg.Go(func() {
-		if err := srv.ListenAndServe(ctx, "127.0.0.1:0", "", func(a []net.Addr) { bound <- a }); err != nil {
-			t.Error(err)
-		}
-	})
-	var addrs []net.Addr
-	select {
-	case addrs = <-bound:
-	case <-time.After(5 * time.Second):
-		t.Fatal("server did not bind")
-	}
 	var fallback string
 	for _, a := range addrs[1:] {
 		if a.Network() == "tcp" {
@@ -385,4 +369,31 @@ func FuzzProxyAnswer(f *testing.F) {
 			t.Fatalf("status %q", status)
 		}
 	})
+}
+
+// listenAndServe runs a server with cfg on ListenAndServe(listen) until
+// the test ends, and returns it with its bound addresses.
+func listenAndServe(t *testing.T, cfg ServerConfig, listen string) (*Server, []net.Addr) {
+	t.Helper()
+	srv, err := NewServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	bound := make(chan []net.Addr, 1)
+	var wg sync.WaitGroup
+	t.Cleanup(wg.Wait)
+	t.Cleanup(cancel)
+	wg.Go(func() {
+		if err := srv.ListenAndServe(ctx, listen, "", func(a []net.Addr) { bound <- a }); err != nil {
+			t.Error(err)
+		}
+	})
+	select {
+	case addrs := <-bound:
+		return srv, addrs
+	case <-time.After(5 * time.Second):
+		t.Fatal("server did not bind")
+		return nil, nil
+	}
 }

@@ -36,6 +36,16 @@
 // handshake would stop them (and such networks are out of reach of any
 // protocol that is not HTTP itself).
 //
+// # IPv6
+//
+// Listening on "[::]:port" serves both families. A dual-stack peer
+// registers over IPv4, where its NAT is, and has the server observe its
+// IPv6 address too (observe6.go: a TCP connection from its shared port
+// with a token its registration got); a punch passes it on when both peers
+// have one. Behind routers that do no NAT66, that is a direct path
+// whatever the IPv4 NATs are; their stateful firewalls let it through
+// because both sides send.
+//
 // The server is trusted for addresses only. It never sees what peers carry
 // and cannot impersonate a peer: peers authenticate each other with pinned
 // keys in the link layer. This package must not dial peers, punch, or carry

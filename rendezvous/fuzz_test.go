@@ -319,7 +319,9 @@ func (rs *fzRelayServer) fzHeader(b []byte) (kind string, side byte) {
 			return "relay", b[20]
 		}
 		return "stranger relay", b[20]
-	case tcpProbeMagic:
+	case tcpProbeMagic, observeMagic:
+		// An IPv6 observation is answered like a probe, whatever its
+		// token: the answer is only the source.
 		return "probe", b[20]
 	}
 	return "", 0
@@ -329,7 +331,8 @@ func (rs *fzRelayServer) fzHeader(b []byte) (kind string, side byte) {
 // sending arbitrary bytes and then half-closing. The first bytes choose
 // what the server does: a relay (header "WRR\x02", session ID, side,
 // token), a
-// TCP session probe ("WRP\x03", session ID, side) or, for anything not
+// TCP session probe ("WRP\x03", session ID, side), an IPv6 observation
+// ("WRP\x04", token, zero) or, for anything not
 // starting with 'W', TLS. A session ID of all zeros in an input stands for
 // the live session the server issued (whose ID is random), any other for a
 // session it never issued; a relay token of all zeros for the live
@@ -353,6 +356,7 @@ func FuzzServeConn(f *testing.F) {
 	f.Add(append(hdr(relayMagic, 0), "\x16\x03\x01 client's TLS"...), append(hdr(relayMagic, 1), "server's TLS"...))
 	f.Add(hdr(relayMagic, 1), hdr(relayMagic, 0))
 	f.Add(hdr(tcpProbeMagic, 0), hdr(tcpProbeMagic, 1))
+	f.Add(hdr(observeMagic, 0), append(hdr(observeMagic, 1), "x"...))
 	f.Add(append(hdr(relayMagic, 0)[:4], bytes.Repeat([]byte{1}, 17)...), []byte("WRP\x03"))
 	f.Add([]byte("\x16\x03\x01\x00\x05hello"), []byte("GET / HTTP/1.1\r\n\r\n"))
 	f.Add(append(hdr(relayMagic, 2), "x"...), []byte{})

@@ -71,6 +71,7 @@ func (s *Server) sweep(now time.Time) {
 		delete(s.issued, s.order.pop())
 	}
 	s.peers = shrink(s.peers, &s.peaks.peers)
+	s.observers = shrink(s.observers, &s.peaks.observers)
 	s.pairs = shrink(s.pairs, &s.peaks.pairs)
 	s.sessions = shrink(s.sessions, &s.peaks.sessions)
 	s.issued = shrink(s.issued, &s.peaks.issued)

@@ -65,6 +65,9 @@ type Message struct {
 	Relay       string     `json:"relay,omitempty"`       // punch: the relay's host:port, when not the server the receiver registered with (a cluster)
 	RelayAuth   string     `json:"relay_auth,omitempty"`  // punch: the receiver's relay authorisation at another node (base64url)
 	Seq         uint64     `json:"seq,omitempty"`         // ping, pong: the round; ask, consent: the ask
+	Observe     string     `json:"observe,omitempty"`     // registered: the token of an IPv6 observation (32 hex)
+	Observe6    []string   `json:"observe6,omitempty"`    // registered: the server's IPv6 endpoints for it
+	Public6     string     `json:"public6,omitempty"`     // punch: the peer's IPv6 endpoint as the server saw it, when both peers have one
 
 	// RTTs (register) are the peer's round trips to the nodes of a
 	// cluster it lists, in ms by address as it lists them.

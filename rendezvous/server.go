@@ -42,13 +42,15 @@ type Server struct {
 	relayed     atomic.Int64 // bytes relayed since start, for the load a node publishes
 
 	// mu guards the fields below.
-	mu       sync.Mutex
-	peers    map[identity.PublicKey]*peerConn
-	pairs    map[[2]identity.PublicKey]pairSession // last punch session per pair
-	sessions map[punch.SessionID]*udpSession       // sessions waiting for UDP probes
-	issued   map[punch.SessionID]issuedSession     // sessions a relay may serve
-	order    sessionQueue                          // issued's keys, oldest first
-	peaks    mapPeaks                              // for shrink
+	mu    sync.Mutex
+	peers map[identity.PublicKey]*peerConn
+	// observers are the registered peers by their observe tokens.
+	observers map[observeToken]*peerConn
+	pairs     map[[2]identity.PublicKey]pairSession // last punch session per pair
+	sessions  map[punch.SessionID]*udpSession       // sessions waiting for UDP probes
+	issued    map[punch.SessionID]issuedSession     // sessions a relay may serve
+	order     sessionQueue                          // issued's keys, oldest first
+	peaks     mapPeaks                              // for shrink
 
 	relays   relayHub
 	consents consentHub
@@ -65,7 +67,7 @@ type Server struct {
 // mapPeaks are the largest sizes of the server's maps since each was
 // last rebuilt (see shrink).
 type mapPeaks struct {
-	peers, pairs, sessions, issued, waiting int
+	peers, observers, pairs, sessions, issued, waiting int
 }
 
 // udpSession collects both sides' session-socket mappings.
@@ -117,6 +119,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		probes:      newProbeLimits(cfg),
 		refusals:    newRefusals(cfg.Log, cfg.RefusalLogInterval),
 		peers:       make(map[identity.PublicKey]*peerConn),
+		observers:   make(map[observeToken]*peerConn),
 		pairs:       make(map[[2]identity.PublicKey]pairSession),
 		sessions:    make(map[punch.SessionID]*udpSession),
 		issued:      make(map[punch.SessionID]issuedSession),
@@ -259,6 +262,11 @@ type peerConn struct {
 	mu  sync.Mutex
 	nat *NATReport
 	rtt time.Duration
+	// observed6 is the peer's IPv6 endpoint as its observation showed
+	// it (see observe6.go), set once its probe arrives.
+	observed6 netip.AddrPort
+	// observe is the token of the peer's IPv6 observation (server side).
+	observe observeToken
 
 	// rtts are the peer's round trips to a cluster's nodes, by address,
 	// in ms, as its register reported them (server side; read only).
@@ -317,6 +325,9 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, adm *admission) {
 		case ok && magic == tcpProbeMagic:
 			adm.established()
 			s.serveTCPProbe(raw, id, side)
+		case ok && magic == observeMagic:
+			adm.established()
+			s.serveObserve(raw, observeToken(id))
 		case ok && (magic == relayMagic || magic == relayAuthMagic):
 			cl, err := readRelayClaim(br, magic, id, side)
 			if err != nil {
@@ -379,7 +390,11 @@ func (s *Server) serveRegistered(ctx context.Context, p *peerConn) {
 		old.conn.Close()
 	}
 	s.cluster.claim(p)
-	if err := p.send(&Message{Type: TypeRegistered, Observed: p.observed.String(), UDP: s.cfg.UDPEndpoints}); err != nil {
+	reg := &Message{Type: TypeRegistered, Observed: p.observed.String(), UDP: s.cfg.UDPEndpoints}
+	if !isGlobal6(p.observed.Addr()) && len(s.cfg.IPv6Endpoints) > 0 {
+		reg.Observe, reg.Observe6 = p.observe.String(), s.cfg.IPv6Endpoints
+	}
+	if err := p.send(reg); err != nil {
 		s.unregister(p)
 		if s.logsFor(p, logRegister) {
 			log.WithError(err).Info("registration failed")
@@ -523,6 +538,8 @@ func (s *Server) register(p *peerConn) (old *peerConn) {
 	defer s.mu.Unlock()
 	old = s.peers[p.key]
 	s.peers[p.key] = p
+	p.observe = newObserveToken()
+	s.observers[p.observe] = p
 	return old
 }
 
@@ -531,6 +548,9 @@ func (s *Server) unregister(p *peerConn) {
 	gone := s.peers[p.key] == p
 	if gone {
 		delete(s.peers, p.key)
+	}
+	if s.observers[p.observe] == p {
+		delete(s.observers, p.observe)
 	}
 	s.mu.Unlock()
 	if gone {
@@ -611,6 +631,11 @@ reports:
 		wg.Go(func() {
 			m := punchFor(id, i, us.sides[1-i])
 			passes[i].apply(m)
+			// Only when both have one: a side without IPv6 cannot use
+			// the other's, and both must choose from the same facts.
+			if a, b := to.addr6(), us.sides[1-i].addr6(); a.IsValid() && b.IsValid() {
+				m.Public6 = b.String()
+			}
 			// Both peers' round trips to the server add up to about
 			// theirs to each other (each crosses its own uplink twice):
 			// the peers scale their punch timers by it.
@@ -784,6 +809,9 @@ func (s *Server) ListenAndServe(ctx context.Context, listen, alt string, ready f
 		lns = append(lns, ln)
 		// UDP probes share the TCP port, also when it was port 0.
 		tcpAddrs[i] = ln.Addr().String()
+		if i == 0 && s.cfg.IPv6Endpoints == nil {
+			s.cfg.IPv6Endpoints = ipv6Endpoints(ln.Addr())
+		}
 		bound = append(bound, ln.Addr())
 	}
 	// The fallback listener is TCP only (networks that need it let no

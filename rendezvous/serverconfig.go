@@ -123,6 +123,12 @@ type ServerConfig struct {
 	// registration; an unspecified host means "the address you dialled".
 	// ListenAndServe fills them in.
 	UDPEndpoints []string
+	// IPv6Endpoints are the TCP endpoints (global IPv6 addresses at the
+	// control port) where peers that registered over IPv4 have their IPv6
+	// address observed (observe6.go). ListenAndServe fills them in when
+	// its listen address takes IPv6 ("[::]:7777" or ":7777": every global
+	// IPv6 address of the host; or one global IPv6 address).
+	IPv6Endpoints []string
 	// Log receives the server's logs. Default: logrus' standard logger.
 	Log logrus.FieldLogger
 	// Cluster, if set, makes the server one node of a cluster over NATS

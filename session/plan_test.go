@@ -12,6 +12,7 @@ import (
 func TestPlans(t *testing.T) {
 	lan := []netip.AddrPort{netip.MustParseAddrPort("192.168.1.7:4000")}
 	loop := []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:4000")}
+	v6 := []netip.AddrPort{netip.MustParseAddrPort("203.0.113.9:4000"), netip.MustParseAddrPort("[2001:db8:2::2]:4000")}
 	none := punch.Strategy{TCP: punch.TCPNone, UDP: punch.RoleNone}
 	for _, tc := range []struct {
 		name string
@@ -23,6 +24,7 @@ func TestPlans(t *testing.T) {
 		{"relay waits even with only UDP to try", &Relay{}, Session{Strategy: punch.Strategy{TCP: punch.TCPNone, UDP: punch.RoleDirect}}, Plan{Delay: relayDelay}},
 		{"relay at once when nothing direct is expected", &Relay{}, Session{Strategy: none}, Plan{}},
 		{"relay after a head start for a peer on our LAN", &Relay{}, Session{Strategy: none, PeerLAN: lan}, Plan{Delay: lanHeadStart}},
+		{"direct paths go alone to a peer's global IPv6 endpoint, whatever the NATs", &Relay{}, Session{Strategy: none, PeerLAN: v6}, Plan{Delay: relayDelay}},
 		{"a loopback LAN endpoint gets no head start", &Relay{}, Session{Strategy: none, PeerLAN: loop}, Plan{}},
 		{"relay at once from a restricted network", &Relay{}, Session{Strategy: punch.Strategy{TCP: punch.TCPSimultaneous, UDP: punch.RoleDirect},
 			PeerLAN: lan, SelfRestricted: "tcp443"}, Plan{}},

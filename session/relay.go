@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/warren-p2p/warren/punch"
@@ -55,9 +56,11 @@ func (r *Relay) Plan(s *Session) Plan {
 // relayHeadStart is the relay's head start policy: direct paths go alone for
 // direct (relayDelay scaled by the path's round trip), unless the strategy
 // expects none, when the relay starts at once, or after lanHeadStart if the
-// peer may be on our LAN.
+// peer may be on our LAN. A global IPv6 endpoint of the peer in Scope is
+// a direct path to expect whatever the IPv4 NATs do: no NAT is on the way,
+// only firewalls that both sides' packets open.
 func relayHeadStart(st punch.Strategy, peerLAN []netip.AddrPort, direct time.Duration) time.Duration {
-	if st.TCP != punch.TCPNone || st.UDP != punch.RoleNone {
+	if st.TCP != punch.TCPNone || st.UDP != punch.RoleNone || slices.ContainsFunc(peerLAN, global6) {
 		return direct
 	}
 	for _, a := range peerLAN {
@@ -66,6 +69,12 @@ func relayHeadStart(st punch.Strategy, peerLAN []netip.AddrPort, direct time.Dur
 		}
 	}
 	return 0
+}
+
+// global6 reports whether a is at a global unicast IPv6 address.
+func global6(a netip.AddrPort) bool {
+	ip := a.Addr()
+	return ip.Is6() && !ip.Is4In6() && ip.IsGlobalUnicast() && !ip.IsPrivate()
 }
 
 func (r *Relay) Run(ctx context.Context, s *Session, out *Out) error {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -92,7 +93,8 @@ type Session struct {
 	// peer's own endpoints, never this machine's or a third party's.
 	Scope punch.Scope
 	// PeerPublic is the peer's shared port as the server saw it (invalid
-	// if out of Scope); PeerLAN are its LAN endpoints that Scope allows.
+	// if out of Scope); PeerLAN are its LAN endpoints that Scope allows,
+	// with its IPv6 endpoint as the server saw it (rendezvous.Punch.Public6).
 	PeerPublic netip.AddrPort
 	PeerLAN    []netip.AddrPort
 	// PeerMappedTCP is the peer's port mapping of its shared TCP port
@@ -164,6 +166,7 @@ func New(cfg *Config, self Local, pu rendezvous.Punch, log logrus.FieldLogger) (
 	if err != nil {
 		return nil, fmt.Errorf("punch scope: %w", err)
 	}
+	scope.Public6 = pu.Public6.Addr()
 	peerNAT := pu.PeerNAT
 	for _, m := range []*netip.AddrPort{&peerNAT.MappedTCP, &peerNAT.MappedUDP} {
 		if m.IsValid() && scope.Check(*m) != nil {
@@ -186,7 +189,7 @@ func New(cfg *Config, self Local, pu rendezvous.Punch, log logrus.FieldLogger) (
 		PeerNAT:       peerNAT,
 		Strategy:      punch.Choose(self.NAT, peerNAT),
 		Scope:         scope,
-		PeerLAN:       scope.Filter(pu.LAN),
+		PeerLAN:       scope.Filter(lanWith6(pu)),
 		PeerMappedTCP: peerNAT.MappedTCP,
 		PeerMappedUDP: peerNAT.MappedUDP,
 
@@ -202,6 +205,18 @@ func New(cfg *Config, self Local, pu rendezvous.Punch, log logrus.FieldLogger) (
 		s.PeerPublic = pu.Public
 	}
 	return s, nil
+}
+
+// lanWith6 is the peer's LAN endpoints and, if the server observed one
+// that is not its public endpoint, its IPv6 endpoint: with no NAT66 (and
+// so no NAT on the way) the peer is reached there as on a LAN, from the
+// shared port by TCP and at its session socket's port by UDP; both sides
+// send, which is what lets them through stateful IPv6 firewalls.
+func lanWith6(pu rendezvous.Punch) []netip.AddrPort {
+	if !pu.Public6.IsValid() || pu.Public6 == pu.Public {
+		return pu.LAN
+	}
+	return append(slices.Clip(pu.LAN), pu.Public6)
 }
 
 // Close ends the session: its second step, should it still come, is

@@ -93,6 +93,7 @@ func (u *UDP) Run(ctx context.Context, s *Session, out *Out) (err error) {
 		sock.Close()
 		return err
 	}
+	info.PeerUDP = sameFamily(s, info.PeerUDP, mapped)
 	if err := s.Scope.Check(info.PeerUDP); err != nil && info.PeerUDP.IsValid() {
 		s.Log.WithError(err).Debug("udp punch: not punching towards the peer's observed session socket")
 	}
@@ -236,6 +237,21 @@ func awaitPeerSocket(ctx context.Context, s *Session) (rendezvous.UDPInfo, []net
 		return info, nil, errNoPeerSocket
 	}
 	return info, lan, nil
+}
+
+// sameFamily returns the peer's observed session socket peer if the
+// server saw it over the IP family it saw ours (mapped) over, else the
+// zero AddrPort. The strategy's role was chosen for NATs classified over
+// that family; an endpoint of the other one was seen on the way to the
+// server from an IPv6-only peer, or from a dual-stack one by an IPv6-only
+// end, which cannot reach IPv4 at all. Such a pair has its IPv6 LAN
+// endpoints (and the observed IPv6 endpoint among them) to ping.
+func sameFamily(s *Session, peer, mapped netip.AddrPort) netip.AddrPort {
+	if !peer.IsValid() || !mapped.IsValid() || peer.Addr().Unmap().Is4() == mapped.Addr().Unmap().Is4() {
+		return peer
+	}
+	s.Log.WithFields(logrus.Fields{"peer_udp": peer, "mapped": mapped}).Debug("udp punch: the peer's session socket was seen over the other IP family; pinging its LAN endpoints only")
+	return netip.AddrPort{}
 }
 
 // sleep waits d, or returns ctx's error if it ends first.

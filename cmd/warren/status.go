@@ -66,8 +66,12 @@ func adminGet(ctx context.Context, admin, path string) ([]byte, error) {
 }
 
 func printStatus(w io.Writer, st daemon.Status) {
+	observed := orDash(st.Observed)
+	if st.Observed6 != "" {
+		observed += " " + st.Observed6
+	}
 	fmt.Fprintf(w, "key %s  rendezvous %s  observed %s  nat %s\n",
-		st.PublicKey, st.Rendezvous, orDash(st.Observed), st.NAT)
+		st.PublicKey, st.Rendezvous, observed, st.NAT)
 	// Said only when it matters: a restricted network explains every
 	// relayed link below it.
 	if st.Network != "" || (st.RendezvousRoute != "" && !strings.HasPrefix(st.RendezvousRoute, "direct ")) {

@@ -24,15 +24,17 @@ func main() {
 	os.Exit(code)
 }
 
-const usage = `usage: natlab up [-prefix P] [-profile NAME] [-loss PCT] [-udp-timeout DUR] [-q] SITE...
+const usage = `usage: natlab up [-prefix P] [-profile NAME] [-loss PCT] [-udp-timeout DUR] [-ipv6] [-q] SITE...
        natlab down [PREFIX]
        natlab list
        natlab kinds
        natlab profiles
 SITE is KIND, or OUTER/INNER for a double NAT, optionally with :N for N hosts
 and @PROFILE for its uplink's profile (default: -profile's, or lan);
+with -ipv6, KIND+v6only is a site with IPv6 alone (no IPv4 route out);
 KIND is one of: %s. Sites are named a, b, c, ...
 Example: natlab up -profile mobile cone symseq-busy symseq/cone:2@lan
+         natlab up -ipv6 symrand symrand symrand+v6only
 `
 
 // errUsage marks errors that exit 2.
@@ -106,6 +108,7 @@ type siteSpec struct {
 	kind, inner natlab.Kind // inner != "" for a double NAT
 	hosts       int
 	profile     *natlab.Profile // nil: the -profile flag's
+	v6only      bool            // +v6only: natlab.IPv6Only
 }
 
 func parseSite(arg string) (siteSpec, error) {
@@ -126,6 +129,7 @@ func parseSite(arg string) (siteSpec, error) {
 		}
 		spec.hosts = h
 	}
+	kinds, spec.v6only = strings.CutSuffix(kinds, "+v6only")
 	outer, inner, double := strings.Cut(kinds, "/")
 	spec.kind = natlab.Kind(outer)
 	if !spec.kind.Valid() {
@@ -203,6 +207,9 @@ func addSites(ctx context.Context, lab *natlab.Lab, specs []siteSpec) ([]*natlab
 		var opts []natlab.SiteOption
 		if spec.profile != nil {
 			opts = append(opts, natlab.WithProfile(*spec.profile))
+		}
+		if spec.v6only {
+			opts = append(opts, natlab.IPv6Only())
 		}
 		var s *natlab.Site
 		var err error

@@ -146,3 +146,17 @@ func TestUpProfile(t *testing.T) {
 	}
 	t.Errorf("emulator %s still runs after down", pid)
 }
+
+// TestParseSiteV6Only: KIND+v6only, with the other suffixes, asks for an
+// IPv6-only site.
+func TestParseSiteV6Only(t *testing.T) {
+	for arg, want := range map[string]bool{"symrand+v6only": true, "cone+v6only:2@lan": true, "cone:2@lan": false} {
+		spec, err := parseSite(arg)
+		if err != nil || spec.v6only != want || !spec.kind.Valid() {
+			t.Errorf("parseSite(%q) = %+v, %v; want v6only %v", arg, spec, err, want)
+		}
+	}
+	if _, err := parseSite("v6only"); err == nil {
+		t.Error("parseSite accepted v6only without a kind")
+	}
+}
