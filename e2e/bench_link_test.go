@@ -240,6 +240,10 @@ func BenchmarkMicro(b *testing.B) {
 	cmd := exec.CommandContext(ctx, "go", append([]string{"test", "-run", "^$", "-bench", ".", "-benchmem",
 		"-benchtime", "1s"}, pkgs...)...)
 	cmd.Dir = ".."
+	// A test binary that outlives a killed go command holds the output
+	// pipe: stop waiting for it (a hung benchmark once held this one for
+	// ever).
+	cmd.WaitDelay = 10 * time.Second
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		b.Fatalf("go test -bench: %v\n%s", err, out)
