@@ -16,12 +16,13 @@ import (
 const answerWithin = time.Second
 
 // noAnswerWait is how long a connect request may go unanswered before it
-// is sent again. The server answers every request, with a punch or, after
-// its consent wait (2 s by default), "offline"; only a request it dropped
-// (over its rate) goes unanswered. Asking again before the answer would
-// start a second punch session that overtakes the first: on a lossy path
-// the first one's instruction can take seconds to arrive.
-const noAnswerWait = 10 * time.Second
+// is sent again. The server answers a request with a punch or, after its
+// consent wait (2 s by default), "offline"; it drops one silently when the
+// peer's own request started a session within its PairWindow (3 s by
+// default: that session serves both), or when over its rate. Asking again
+// sooner would start a second punch session that overtakes the first: on
+// a lossy path the first one's instruction can take seconds to arrive.
+const noAnswerWait = 4 * time.Second
 
 // asker is what awaitPunch needs of the rendezvous client.
 type asker interface {

@@ -305,6 +305,11 @@ func (c *cluster) publish(subject string, m *clusterMsg) {
 	}
 }
 
+// evictAgainAfter is when a registration's evict goes again, and again
+// twice as long after that: interest crosses a route in milliseconds
+// unless the node is starved.
+const evictAgainAfter = 500 * time.Millisecond
+
 // claim makes p the cluster's registration of its key: it tells the node
 // that held the key before, if another, to evict it (as a re-registration
 // on one node does), and makes this node the responder of the key's
@@ -328,7 +333,30 @@ func (c *cluster) claim(p *peerConn) {
 	pr.conn, pr.at = p, at
 	subscribe := pr.sub == nil
 	c.mu.Unlock()
-	c.publish(peerSubject(p.key), &clusterMsg{Type: cmEvict, Key: p.key.String(), At: at.UnixNano(), Public: p.observed.String()})
+	evict := &clusterMsg{Type: cmEvict, Key: p.key.String(), At: at.UnixNano(), Public: p.observed.String()}
+	c.publish(peerSubject(p.key), evict)
+	// NATS drops a message published before the old node's interest in
+	// the subject has reached this node's server (routes carry interest
+	// asynchronously): a key registering again right after it registered
+	// elsewhere (a failover, a move) would keep both registrations. The
+	// evict goes again, harmless to a newer registration (onEvict keeps
+	// the newer).
+	c.spawn(func(ctx context.Context) {
+		for _, after := range []time.Duration{evictAgainAfter, 2 * evictAgainAfter} {
+			select {
+			case <-time.After(after):
+			case <-ctx.Done():
+				return
+			}
+			c.mu.Lock()
+			current := c.presence[p.key] == pr && pr.conn == p
+			c.mu.Unlock()
+			if !current {
+				return
+			}
+			c.publish(peerSubject(p.key), evict)
+		}
+	})
 	if !subscribe {
 		return
 	}
