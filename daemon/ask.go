@@ -65,11 +65,13 @@ func (p *peer) awaitPunch(ctx context.Context, rv asker, natReady func(context.C
 			retry = 0
 		}
 		// Offline: the peer's own request will start a session when it
-		// comes; ask again meanwhile, less and less often.
+		// comes; ask again meanwhile, less and less often, counting the
+		// waits from the request (the answer took the server's consent
+		// wait).
 		select {
 		case o := <-p.offers:
 			return o, asked, true
-		case <-time.After(retry):
+		case <-time.After(retry - time.Since(asked)):
 		case <-ctx.Done():
 			return offer{}, asked, false
 		}
