@@ -31,8 +31,9 @@ type pathMemory struct {
 	warned atomic.Bool
 }
 
-// newPathMemory opens the memory of the daemon with key self in dir. A file that cannot be read is
-// said once and replaced: it is a cache, no reason not to start.
+// newPathMemory opens the memory of the daemon with key self in dir. A
+// file that cannot be read is said once and replaced: it is a cache, no
+// reason not to start.
 func newPathMemory(dir string, self identity.PublicKey, log logrus.FieldLogger) (*pathMemory, error) {
 	m, err := pathmemory.New(pathmemory.Config{File: filepath.Join(dir, pathMemoryFile(self))})
 	if err != nil {

@@ -91,10 +91,7 @@ func newPeer(name string, key identity.PublicKey, log logrus.FieldLogger) *peer 
 // the peer registered too late for, and would fail every connection
 // through the forwards until the link is up); it logs the change, once.
 func (p *peer) setOffline() {
-	select {
-	case p.answers <- struct{}{}:
-	default:
-	}
+	putNewest(p.answers, struct{}{})
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.link != nil || p.punching || p.state == StateOffline {
