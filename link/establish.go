@@ -245,14 +245,8 @@ func handshake(ctx context.Context, c Candidate, conf *tls.Config, e ends, timeo
 		}
 	}
 	if fc == nil {
-		// Each end first states the key it will prove. The claim proves
-		// nothing (TLS does that), but it names an impostor at once and
-		// keeps the roles consistent even when the claimed key is not the
-		// pinned one.
-		if err := exchangeClaims(c.Conn, e.self, e.peer); err != nil {
-			return fail(err)
-		}
-		out := &batchConn{Conn: c.Conn}
+		claims := newClaimConn(c.Conn, e.self, e.peer)
+		out := &batchConn{Conn: claims}
 		var tc *tls.Conn
 		if controlling {
 			tc = tls.Client(out, conf)
@@ -260,6 +254,9 @@ func handshake(ctx context.Context, c Candidate, conf *tls.Config, e ends, timeo
 			tc = tls.Server(out, conf)
 		}
 		if err := tc.HandshakeContext(ctx); err != nil {
+			if cerr := claims.failure(); cerr != nil {
+				return fail(cerr)
+			}
 			return fail(fmt.Errorf("tls: %w", err))
 		}
 		fc, state = newTLSFrameConn(tc, out), tc.ConnectionState()
@@ -297,26 +294,4 @@ func orUnexpected(err error, b byte) error {
 		return err
 	}
 	return fmt.Errorf("unexpected byte %#x", b)
-}
-
-// exchangeClaims sends our public key and checks the one the other end
-// claims against the pinned key.
-func exchangeClaims(conn net.Conn, self, pinned identity.PublicKey) error {
-	errc := make(chan error, 1)
-	go func() {
-		_, err := conn.Write(self[:])
-		errc <- err
-	}()
-	var claim identity.PublicKey
-	_, rerr := io.ReadFull(conn, claim[:])
-	if werr := <-errc; werr != nil {
-		return fmt.Errorf("send key claim: %w", werr)
-	}
-	if rerr != nil {
-		return fmt.Errorf("read key claim: %w", rerr)
-	}
-	if err := identity.Pinned(pinned)(claim); err != nil {
-		return fmt.Errorf("key claim: %w", err)
-	}
-	return nil
 }
