@@ -210,6 +210,12 @@ type UDPSession struct {
 	// (instead of Stream). The measurement travels in the nomination, so
 	// both sides know what the choice was made from.
 	Choose func(Quality) byte
+	// Estimate, if its RTT is set, makes a controlling side with Choose
+	// nominate at its first pong, with the stream Choose returns for
+	// Estimate, and run no probe train: for a path the caller already
+	// knows well enough (long, with nothing waiting for a measurement of
+	// its loss), where the train would only delay the link.
+	Estimate Quality
 	// Short, if set, ends a probe train after UDPConfig.ShortTrain pings
 	// when it reports true for the smallest round trip answered by then:
 	// a path that short (a LAN) needs no longer measurement for the
@@ -460,6 +466,8 @@ func (p *udpPuncher) await(ctx context.Context) (UDPResult, error) {
 				case !p.s.Controlling:
 				case p.s.Choose == nil:
 					return UDPResult{Conn: ev.sock, Remote: ev.from, Stream: p.s.Stream}, nil
+				case tr == nil && p.s.Estimate.RTT > 0:
+					return UDPResult{Conn: ev.sock, Remote: ev.from, Stream: p.s.Choose(p.s.Estimate), Quality: p.s.Estimate}, nil
 				case tr == nil:
 					tr = p.startTrain(ctx, ev)
 					sentAll = tr.sentAll

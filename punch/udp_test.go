@@ -273,3 +273,45 @@ func TestPunchUDPTriggeredCheck(t *testing.T) {
 		t.Fatalf("remotes %v %v, want %v %v", ra.r.Remote, rb.r.Remote, addrOf(b), addrOf(a))
 	}
 }
+
+// TestPunchUDPEstimate: with an Estimate, the controlling side nominates
+// at its first pong, with the stream Choose picks for the estimate, and
+// sends no probe train (a train would show in the pings the other side
+// answered: one punch ping and no more).
+func TestPunchUDPEstimate(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	a, b := udpSock(t), udpSock(t)
+	d := &dropPongs{UDPConn: b} // counts b's pongs, drops none
+	id := NewSessionID()
+	est := Quality{RTT: 90 * time.Millisecond}
+	var chosenFrom Quality
+	type out struct {
+		r   UDPResult
+		err error
+	}
+	ca, cb := make(chan out, 1), make(chan out, 1)
+	go func() {
+		r, err := PunchUDP(ctx, nil, UDPSession{ID: id, Controlling: true, Role: RoleDirect, PeerEndpoint: addrOf(b),
+			Stream: 'q', Scope: loopbackScope, Choose: func(q Quality) byte { chosenFrom = q; return 'k' },
+			Short: func(time.Duration) bool { return false }, Estimate: est}, a)
+		ca <- out{r, err}
+	}()
+	go func() {
+		r, err := PunchUDP(ctx, nil, UDPSession{ID: id, Role: RoleDirect, PeerEndpoint: addrOf(a), Stream: 'q', Scope: loopbackScope}, d)
+		cb <- out{r, err}
+	}()
+	ra, rb := <-ca, <-cb
+	if ra.err != nil || rb.err != nil {
+		t.Fatal(ra.err, rb.err)
+	}
+	defer ra.r.Conn.Close()
+	defer rb.r.Conn.Close()
+	if chosenFrom != est || ra.r.Quality != est || ra.r.Stream != 'k' || rb.r.Stream != 'k' {
+		t.Errorf("chose from %+v, result %+v, streams %q/%q; want the estimate %+v and Choose's 'k' on both",
+			chosenFrom, ra.r.Quality, ra.r.Stream, rb.r.Stream, est)
+	}
+	if d.pongs > 4 {
+		t.Errorf("the controlled side answered %d pings: a probe train ran", d.pongs)
+	}
+}
