@@ -73,10 +73,10 @@ type cellResult struct {
 	firstByte time.Duration // daemon start to first byte through the forward
 	// firstByteAt is when the first byte came back through the forward.
 	firstByteAt time.Time
-	setup     time.Duration // connect request to link up (status setup_ms)
-	mbps      float64
-	nats      string // each daemon's own NAT verdict, client/server
-	note      string
+	setup       time.Duration // connect request to link up (status setup_ms)
+	mbps        float64
+	nats        string // each daemon's own NAT verdict, client/server
+	note        string
 	// stream and choice are the client's status: the UDP link's stream,
 	// and what the punch measured and chose.
 	stream, choice string
