@@ -3,6 +3,8 @@ package link
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"testing"
@@ -81,6 +83,64 @@ func TestClaimsCostNoRoundTrip(t *testing.T) {
 					t.Fatalf("wrote %d bytes (%x) to a silent peer, want %d", n, head, tc.want)
 				}
 				time.Sleep(5 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// TestHoldWaitsOnlyForTheNomination: a candidate with a Hold is
+// authenticated at once (Hold is asked only after the handshake), and is
+// nominated the moment Hold lets it go; a Hold that says no drops it.
+func TestHoldWaitsOnlyForTheNomination(t *testing.T) {
+	for _, let := range []bool{true, false} {
+		t.Run(fmt.Sprintf("let go: %v", let), func(t *testing.T) {
+			a, b := newIdentity(t), newIdentity(t)
+			if b.Public.Less(a.Public) {
+				a, b = b, a // a controls
+			}
+			ca, cb := tcpPairs(t, 1)
+			asked, release := make(chan struct{}), make(chan struct{})
+			hold := func(ctx context.Context) bool {
+				close(asked)
+				select {
+				case <-release:
+					return let
+				case <-ctx.Done():
+					return false
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			run := func(id Identity, pin Identity, c Candidate, out chan<- result) {
+				ch := make(chan Candidate, 1)
+				ch <- c
+				close(ch)
+				l, err := Establish(ctx, ch, id, pin.Public, nil, testLog())
+				if l != nil {
+					t.Cleanup(func() { l.Close() })
+				}
+				out <- result{l, err}
+			}
+			ra, rb := make(chan result, 1), make(chan result, 1)
+			go run(a, b, Candidate{Conn: ca[0], Path: "direct-tcp", Hold: hold}, ra)
+			go run(b, a, Candidate{Conn: cb[0], Path: "direct-tcp"}, rb)
+			select {
+			case <-asked:
+			case <-time.After(3 * time.Second):
+				t.Fatal("Hold was not asked: the handshake waited for it")
+			}
+			select {
+			case r := <-ra:
+				t.Fatalf("Establish returned (%v) while its only candidate was held", r.err)
+			case <-time.After(100 * time.Millisecond):
+			}
+			close(release)
+			ga, gb := <-ra, <-rb
+			if let && (ga.err != nil || gb.err != nil) {
+				t.Fatalf("let go, the candidate did not link: %v / %v", ga.err, gb.err)
+			}
+			if !let && (!errors.Is(ga.err, ErrNoCandidate) || gb.err == nil) {
+				t.Fatalf("held back for good, the candidate linked: %v / %v", ga.err, gb.err)
 			}
 		})
 	}

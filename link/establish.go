@@ -20,6 +20,12 @@ type Candidate struct {
 	// Path names how the bytes travel, for status: "direct-tcp",
 	// "direct-udp" or "relay" (package session names them).
 	Path string
+	// Hold, if set, is asked at the controlling end once the candidate is
+	// authenticated, before it may be nominated: it returns when the
+	// candidate may win (true) or must not (false: it is dropped). The
+	// handshake does not wait for it, so a candidate held back for
+	// another's sake is ready to win the moment it is let go.
+	Hold func(ctx context.Context) bool
 }
 
 // Exporter derives keying material from a link's TLS session (RFC 5705,
@@ -108,6 +114,9 @@ const (
 	nominateByte = 'N'
 )
 
+// errHeld is a candidate whose Hold kept it from being nominated.
+var errHeld = errors.New("held back until another candidate won")
+
 type attempt struct {
 	cand   Candidate
 	frames *frameConn // over cand.Conn: the link's TLS, or none if Secured
@@ -156,7 +165,14 @@ func Establish(ctx context.Context, cands <-chan Candidate, self Identity, peer 
 				continue
 			}
 			pending++
-			go func() { results <- handshake(ctx, c, tlsConf, e, cfg.HandshakeTimeout) }()
+			go func() {
+				r := handshake(ctx, c, tlsConf, e, cfg.HandshakeTimeout)
+				if r.err == nil && controlling && c.Hold != nil && !c.Hold(ctx) {
+					r.frames.Close()
+					r.frames, r.err = nil, errHeld
+				}
+				results <- r
+			}()
 		case r := <-results:
 			pending--
 			if r.err != nil {
