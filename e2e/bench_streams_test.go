@@ -169,10 +169,36 @@ func BenchmarkIdleStreams(b *testing.B) {
 				b.ReportMetric(f.perStream(side)/1024, name+"-KiB/stream")
 				b.ReportMetric(float64(f.after[side].RSS)/(1<<20), name+"-RSS-MiB")
 			}
+			checkIdleStreams(b, f)
 		})
 	}
 	if len(got) > 0 {
 		benchDoc.add(benchStreams, streamsSection(got))
+	}
+}
+
+// perStreamGuard is what BenchmarkIdleStreams checks with
+// WARREN_BENCH_CHECK=1 (as .ci/run sets it) at 1,000 streams: issue 16's
+// target (perStreamTarget) is missed today, so this is a regression guard
+// above the figures measured under load (see streamsCalibration).
+const perStreamGuard = 20 << 10
+
+// streamsCalibration is the spread perStreamGuard was set beyond, for the
+// failure message and the report.
+const streamsCalibration = "laptop 14.5–16.1 KiB, office 11.0–12.5 KiB in 6 runs at load average 6–12"
+
+// checkIdleStreams fails b if a side's memory per idle stream crosses
+// perStreamGuard, when WARREN_BENCH_CHECK=1 asks for it. Only 1,000
+// streams are checked: .ci/run opens no more.
+func checkIdleStreams(b *testing.B, f streamsFigures) {
+	if os.Getenv("WARREN_BENCH_CHECK") != "1" || f.n != 1000 {
+		return
+	}
+	for side, name := range streamsSides {
+		if got := f.perStream(side); got > perStreamGuard {
+			b.Errorf("%s: %.1f KiB per idle stream at %d streams, want at most %d KiB (a regression guard over %s; "+
+				"issue 16's target is %d KiB)", name, got/1024, f.n, perStreamGuard>>10, streamsCalibration, perStreamTarget>>10)
+		}
 	}
 }
 
