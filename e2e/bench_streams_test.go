@@ -506,9 +506,10 @@ func saveProfile(addr, path, file string) error {
 }
 
 // readMemStats reads a pprof variant's memStats after two forced GCs, and
-// when save is set also writes its heap profile there. Two, because the
-// first only moves sync.Pool's buffers to its victim cache, and a pooled
-// buffer belongs to no stream.
+// when save is set also writes its heap profile there and its goroutines
+// beside it (NAME.goroutines.txt: which goroutine, and so whose stack, an
+// idle stream keeps). Two GCs, because the first only moves sync.Pool's
+// buffers to its victim cache, and a pooled buffer belongs to no stream.
 func readMemStats(t testing.TB, addr, save string) memStats {
 	t.Helper()
 	if _, err := pprofGet(addr, "/debug/pprof/heap?gc=1"); err != nil {
@@ -535,6 +536,10 @@ func readMemStats(t testing.TB, addr, save string) memStats {
 	m.goroutines, _ = strconv.ParseInt(strings.TrimPrefix(first, "goroutine profile: total "), 10, 64)
 	if save != "" {
 		if err := saveProfile(addr, "/debug/pprof/heap", save); err != nil {
+			t.Fatal(err)
+		}
+		// Which goroutines an idle stream keeps, and so whose stacks.
+		if err := os.WriteFile(strings.TrimSuffix(save, ".heap.pb.gz")+".goroutines.txt", goroutines, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
