@@ -281,9 +281,9 @@ type latencyGuard struct {
 }
 
 // latencyGuards are BenchmarkAddedLatency's paths and bounds: all
-// regression guards, at about twice the worst of 5–7 runs at load average
-// 7–10 on the shared 2-core machine (added p50/p99: TCP link +232–436 µs /
-// +0.72–1.48 ms, UDP link +313–579 µs / +1.0–2.9 ms, relay +388–488 µs /
+// regression guards, at about twice the worst of 6–9 runs at load average
+// 6–10 on the shared 2-core machine (added p50/p99: TCP link +232–436 µs /
+// +0.57–1.48 ms, UDP link +313–579 µs / +1.0–2.9 ms, relay +389–488 µs /
 // +0.84–1.62 ms); p99 moves most with the load.
 var latencyGuards = []struct {
 	path  string // a throughputPaths name

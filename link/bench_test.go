@@ -111,11 +111,11 @@ func BenchmarkUDPLinkVsTCP(b *testing.B) {
 // regression guards. Throughput is compared round by round at its best:
 // on the 2 shared cores the UDP link, with more goroutines per byte, loses
 // more of its share than the TCP link when other processes compete, so the
-// whole run's ratio went from 0.55 down to 0.23 with the load (20 runs at
-// load 4–11), while the best rounds' stayed within 0.33–0.40 (8 runs at
-// load 11–12). CPU per GiB measured 1.9–3.0×. A change that costs the UDP
-// link a quarter of its throughput, or CPU on a par with what it spends,
-// crosses them; the noise did not.
+// whole run's ratio went from 0.58 down to 0.23 with the load (28 runs at
+// load average 4–12), while the best rounds' stayed within 0.33–0.40 (9
+// runs at 6–12). CPU per GiB measured 1.9–3.0×. A change that costs the UDP
+// link a quarter of its throughput, or a sixth more CPU per GiB than its
+// worst run, crosses them; the noise did not.
 const (
 	udpMinBestRound = 0.25
 	udpMaxCPU       = 3.5
