@@ -192,8 +192,8 @@ Issue 7's notes of 2026-11-22 that still hold are kept, marked so.
 
 ` + "`.ci/run`" + ` runs three benchmarks with ` + "`WARREN_BENCH_CHECK=1`" + `, each
 against its baseline in the same run; a figure past its bound fails the
-run (37 s in all, measured with the test binaries built, at load average
-6–8). Issue 16's targets are missed, so every bound is a regression guard,
+run (25–37 s in all, measured with the test binaries built, at load
+average 6–9). Issue 16's targets are missed, so every bound is a regression guard,
 set beyond the spread of runs on this machine while it was busy (other
 engineers' builds and tests, load average 4–12):
 
