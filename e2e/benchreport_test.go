@@ -72,9 +72,12 @@ Issue 7's notes of 2026-11-22 that still hold are kept, marked so.
   sent-packet history and ACKs, 9% in mutexes), allocation and clearing
   7%. GSO is in use (quic-go's ` + "`sendPacketsWithGSO`" + ` → one sendmsg per
   batch, through transport's ` + "`quicPacketConn`" + `), receives are batched with
-  recvmmsg and GRO is asked for (transport/quic_gro_linux.go); the lab's
-  veths keep their default offloads in these runs (natlab turns them off
-  only on emulated uplinks), so the lab takes the same path. The gap is
+  recvmmsg and GRO is asked for (transport/quic_gro_linux.go). In the lab
+  (` + "`natlab up cone cone`" + `, then ` + "`ethtool -k`" + ` on each veth) every veth has
+  tx-udp-segmentation on and GRO off (natlab turns offloads off only on
+  emulated uplinks): a GSO batch crosses both NATs as one packet and
+  reaches the receiving socket whole, so the lab takes the same path;
+  what the veths do not do is coalesce packets that were sent one by one. The gap is
   per packet: 64 KiB is about 50 QUIC packets of at most 1,452 bytes
   (the path MTU), each sealed, framed, tracked and acknowledged in user
   space, where the TCP link seals 4 TLS records and the kernel segments
