@@ -166,11 +166,15 @@ Issue 7's notes of 2026-11-22 that still hold are kept, marked so.
   frames: the connect, the ask to the other peer and its consent, a punch
   and a udp frame to each peer, each its own TLS record and system call), 25% ` + "`json.Marshal`" + ` of those
   frames (reflection over Message's 26 fields every time), 11%
-  allocation; AES-GCM is 3%. What would lift it past 10,000: encoding
-  the hot frames (punch, udp) without reflection, and one write for a
-  peer's punch and udp frames together; with the generator taking the
-  other core, a 10% cut of the server's 120 µs is what is missing. Not
-  tried in this round (time); BenchmarkRendezvousScale is
+  allocation; AES-GCM is 3%. With the generator taking the other core, a
+  cut of about 10% of the server's 120 µs is what is missing. Tried: an
+  encoder for Message without reflection, byte for byte json.Marshal's
+  output, wrote a punch frame in 1.3–1.4 µs against json.Marshal's
+  1.7–2.2 µs (a throwaway benchmark on the loaded machine): about 2 µs
+  a coordination, under 2%, not kept. The larger part is the system
+  calls: one write for a peer's punch and udp frames together (a protocol
+  change, the udp frame waits for the peers' UDP steps) or fewer frames
+  per coordination would be the lift. BenchmarkRendezvousScale is
   ` + "`go test ./e2e -run '^$' -bench '^BenchmarkRendezvousScale$' -benchtime 1x`" + `.
 - **The daemon's RSS (target: 17 MiB with one connected peer; 18.1
   measured).** An idle daemon (` + "`warren up`" + `, registered, one peer
