@@ -131,12 +131,13 @@ Issue 7's notes of 2026-11-22 that still hold are kept, marked so.
   Heap per stream (` + "`go tool pprof -sample_index inuse_space -top DIR/streams-1000-laptop.heap.pb.gz`" + `):
   4.1 KB on the entry side, 3.3 KB on the exit side, of it yamux's stream
   0.8 KB, the copier 0.3 KB, the socket 0.3 KB (fd, addresses), the
-  context's AfterFunc 0.13 KB, forward.join's state 0.14 KB. Cheap next
-  step (in forward/, not done here): open the stream on a goroutine that
-  ends, as the exit side does, and start the copy on a fresh one; that
-  should take the entry side to about the exit side's 11–12 KiB. Below
-  10 KiB needs no goroutine per idle stream (the netpoller waking a
-  pooled reader), which the copy's structure does not allow today.
+  context's AfterFunc 0.13 KB, forward.join's state 0.14 KB. Tried, not
+  committed (forward/ is another area of this round): running
+  ` + "`handleForward`" + `'s ` + "`l.dial`" + ` on a goroutine of its own that ends, as the
+  exit side does, took the entry side to 11.0–11.6 KiB a stream (2 runs)
+  and its idle goroutine's stack to 4.4 KiB. Below 10 KiB needs no
+  goroutine per idle stream (the netpoller waking a pooled reader), which
+  the copy's structure does not allow today.
 - **Rendezvous server memory per peer (target: 8 KiB).**
   ` + "`go test ./rendezvous -run '^$' -bench ServerPeerMemory -benchtime 2000x -peerheap /tmp/peers.heap`" + `,
   then ` + "`go tool pprof -sample_index inuse_space -focus 'rendezvous.\\(\\*Server\\)' -top /tmp/peers.heap`" + `:
