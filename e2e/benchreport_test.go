@@ -30,6 +30,7 @@ import (
 const (
 	benchThroughput = 10
 	benchLossy      = 15 // on emulated WAN paths, after the loss-free table
+	benchFirstByte  = 17 // on the mobile profile
 	benchLatency    = 20
 	benchPunch      = 30
 	benchOpening    = 40
@@ -44,7 +45,7 @@ const (
 // benchSections are every section a whole run writes. A run that
 // measured fewer (one benchmark named with -bench, or some skipped)
 // refreshes those in the existing report and keeps the others.
-var benchSections = []int{benchThroughput, benchLossy, benchLatency, benchPunch, benchOpening, benchStreams, benchIdle,
+var benchSections = []int{benchThroughput, benchLossy, benchFirstByte, benchLatency, benchPunch, benchOpening, benchStreams, benchIdle,
 	benchRendezvous, benchCluster, benchCPU, benchMicro}
 
 // missNotes explains the targets the tables above miss, with the profiles
