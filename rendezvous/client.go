@@ -437,7 +437,7 @@ func (c *Client) rank(ctx context.Context) []string {
 		order[i] = c.addrs[j]
 	}
 	if order[0] != c.addrs[0] {
-		c.cfg.Log.WithFields(logrus.Fields{"nearest": order[0], "order": order}).Info("rendezvous nodes ranked by round trip")
+		c.cfg.Log.WithFields(logrus.Fields{"nearest": order[0], "order": order, "rtts": measured}).Info("rendezvous nodes ranked by round trip")
 	}
 	return order
 }
