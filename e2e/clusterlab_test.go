@@ -94,14 +94,21 @@ func startClusterPair(t *testing.T, w *world, lm, om machine, laptopNodes, offic
 }
 
 // nodeOf returns the index of the node the daemon at admin on m is
-// registered with now, or -1.
+// registered with now, by its route and the name the node told it
+// (labNodeNames), or -1.
 func nodeOf(ctx context.Context, m machine, admin string, nodes []*rvNode) int {
 	st, err := status(ctx, m, admin)
 	if err != nil || st.Rendezvous != "registered" {
 		return -1
 	}
+	return registeredAt(st, nodes)
+}
+
+// registeredAt returns the index of the node that st's route and node
+// name both name, or -1.
+func registeredAt(st daemon.Status, nodes []*rvNode) int {
 	for i, n := range nodes {
-		if st.RendezvousRoute == "direct "+n.addr {
+		if st.RendezvousRoute == "direct "+n.addr && st.RendezvousNode == labNodeNames[i] {
 			return i
 		}
 	}
@@ -183,9 +190,10 @@ func TestClusterLab(t *testing.T) {
 	for _, d := range moving {
 		st := waitStatus(t, d.m, d.admin, time.Until(killed.Add(5*time.Second)), "registration with another node",
 			func(st daemon.Status) bool {
-				return st.Rendezvous == "registered" && !strings.HasSuffix(st.RendezvousRoute, " "+dead.addr)
+				at := registeredAt(st, nodes)
+				return st.Rendezvous == "registered" && at >= 0 && nodes[at] != dead
 			})
-		t.Logf("%s registered %s %v after its node was killed", d.name, st.RendezvousRoute, time.Since(killed).Round(time.Millisecond))
+		t.Logf("%s registered with %s %v after its node was killed", d.name, st.RendezvousNode, time.Since(killed).Round(time.Millisecond))
 	}
 	long.finish(t, before, "the death of "+labNodeNames[relayAt])
 

@@ -153,6 +153,7 @@ type Client struct {
 	cur        *peerConn // nil while not registered
 	observed   netip.AddrPort
 	observed6  netip.AddrPort // see Observed6
+	node       string         // see Node
 	registered chan struct{}  // closed while registered
 	nat        *NATReport     // reported again at each registration
 	udp        []netip.AddrPort
@@ -262,6 +263,15 @@ func (c *Client) Server() string {
 		return c.addrs[0]
 	}
 	return c.server
+}
+
+// Node returns the name of the cluster node this peer registered with
+// last, as the node said it; "" for a server alone (or one that does not
+// say).
+func (c *Client) Node() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.node
 }
 
 // Observed returns this peer's endpoint as the server last saw it.
@@ -526,10 +536,14 @@ func (c *Client) session(ctx context.Context, addr string) error {
 	// which sessions start): a session's instruction carries the IPv6
 	// endpoint only if the server saw it by then.
 	c.observe6(ctx, m, reg.LAN)
-	c.setRegistered(p, observed)
+	c.setRegistered(p, observed, m.Node)
 	c.cfg.OnRegistered(udp)
 	defer c.unregister(p)
-	c.cfg.Log.WithFields(logrus.Fields{"server": addr, "observed": observed}).Info("registered with rendezvous server")
+	log := c.cfg.Log.WithFields(logrus.Fields{"server": addr, "observed": observed})
+	if m.Node != "" {
+		log = log.WithField("node", m.Node)
+	}
+	log.Info("registered with rendezvous server")
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -581,6 +595,11 @@ func readRegistered(tc *tls.Conn) (*Message, netip.AddrPort, error) {
 	observed, err := netip.ParseAddrPort(m.Observed)
 	if m.Type != TypeRegistered || err != nil {
 		return nil, netip.AddrPort{}, fmt.Errorf("%w: register answered with %q %q", ErrProtocol, m.Type, m.Observed)
+	}
+	// The name goes into logs and the status page: only what a node may
+	// be called.
+	if m.Node != "" && !validNodeName(m.Node) {
+		return nil, netip.AddrPort{}, fmt.Errorf("%w: registered with node name %q", ErrProtocol, m.Node)
 	}
 	return m, observed, nil
 }
@@ -729,10 +748,10 @@ func (c *Client) setErr(err error) {
 	c.err, c.errSince = err, time.Now()
 }
 
-func (c *Client) setRegistered(p *peerConn, observed netip.AddrPort) {
+func (c *Client) setRegistered(p *peerConn, observed netip.AddrPort, node string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.cur, c.observed = p, observed
+	c.cur, c.observed, c.node = p, observed, node
 	c.err = nil
 	close(c.registered)
 }
