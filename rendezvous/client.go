@@ -397,11 +397,14 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 }
 
-// Ranking a cluster's nodes: each is sent one UDP probe (every node
-// answers plain probes on its control port), for rankWait at most; the
-// round trips are compared in steps of rankStep, so that nodes about as
-// near keep their configured order (the operator's preference, and
-// stable on one LAN), and nodes that do not answer go last.
+// Ranking a cluster's nodes: each is sent a UDP probe (every node
+// answers plain probes on its control port) and, once it answered, a
+// second, for rankWait at most; the smaller round trip counts, so that
+// one stall (a loaded machine that did not run this process for 100 ms,
+// a queue on the path) does not reorder nodes. The round trips are
+// compared in steps of rankStep, so that nodes about as near keep their
+// configured order (the operator's preference, and stable on one LAN),
+// and nodes that do not answer go last.
 const (
 	rankWait = 500 * time.Millisecond
 	rankStep = 10 * time.Millisecond
@@ -423,6 +426,9 @@ func (c *Client) rank(ctx context.Context) []string {
 			if err != nil {
 				steps[i] = math.MaxInt64
 				return
+			}
+			if again, err := probeRTT(rctx, a); err == nil {
+				rtt = min(rtt, again)
 			}
 			steps[i], rtts[i] = int64(rtt/c.rankStep), rtt
 		})
