@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"path/filepath"
@@ -125,65 +126,41 @@ func nodeAt(nodes []*rvNode, addr string) int {
 	return -1
 }
 
-// TestClusterLab: three rendezvous nodes on the lab's internet, four
-// daemons behind real NATs, each listing the nodes in another order so
-// that each pair's peers sit on different nodes. A cone and a symseq peer
-// link directly across nodes; two symrand peers can only be relayed, and
-// are, through a node. Then the relay's node, which holds one peer of
-// each pair, is killed: its peers register elsewhere within 5 s, a stream
-// open on the direct link keeps flowing, the relayed link comes back
-// through a living node and carries an echo, and a new connect works.
+// TestClusterLab: three rendezvous nodes (a, b, c) on the lab's
+// internet, six daemons behind real NATs, each listing the nodes in its
+// own order so that each pair's peers sit on different nodes (a and b). A
+// cone and a symseq peer link directly across nodes; two symrand peers
+// can only be relayed, and are, through a node; two more symrand peers,
+// each listing only its own node and c, are relayed through c, the one
+// node both measured, which coordinated neither. Then the first relayed
+// pair's relay node, which holds one peer of each pair, is killed: its
+// peers register elsewhere within 5 s, streams open on the direct link
+// and on the relay through c keep flowing, the first relayed link comes
+// back through a living node and carries an echo, and a new connect
+// works.
 func TestClusterLab(t *testing.T) {
 	lab := labtest.New(t, natlab.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	w, nodes := startLabCluster(ctx, t, lab)
-	a, b, c := nodes[0], nodes[1], nodes[2]
-	hosts := map[string]*natlab.Host{}
-	for _, s := range []struct {
-		name string
-		kind natlab.Kind
-	}{{"cone", natlab.Cone}, {"seq", natlab.SymSeq}, {"rand1", natlab.SymRand}, {"rand2", natlab.SymRand}} {
-		site, err := lab.AddSite(ctx, s.name, s.kind)
-		if err != nil {
-			t.Fatal(err)
-		}
-		hosts[s.name] = site.Host()
-	}
-
-	direct := startClusterPair(t, w, hosts["cone"], hosts["seq"], []*rvNode{a, b, c}, []*rvNode{b, c, a})
-	if !strings.HasPrefix(direct.link.Path, "direct-") {
-		t.Fatalf("cone/symseq path %q, want a direct one", direct.link.Path)
-	}
-	if err := oneEcho(ctx, direct.laptop, direct.fwd); err != nil {
-		t.Fatalf("echo over the direct link: %v", err)
-	}
-	relayed := startClusterPair(t, w, hosts["rand1"], hosts["rand2"], []*rvNode{a, c, b}, []*rvNode{b, a, c})
-	if relayed.link.Path != "relay" {
-		t.Fatalf("symrand/symrand path %q, want relay", relayed.link.Path)
-	}
-	if err := oneEcho(ctx, relayed.laptop, relayed.fwd); err != nil {
-		t.Fatalf("echo over the relayed link: %v", err)
-	}
+	direct, relayed, aside := linkAcrossNodes(ctx, t, lab, w, nodes)
 	relayAt := nodeAt(nodes, relayed.link.Remote)
-	if relayAt < 0 {
-		t.Fatalf("relayed link's remote %s is no node", relayed.link.Remote)
-	}
-	daemons := clusterDaemons(ctx, t, nodes, direct, relayed)
-	t.Logf("direct %s in %.0f ms, relayed through %s in %.0f ms; daemons on %s", direct.link.Path, direct.link.SetupMs,
-		labNodeNames[relayAt], relayed.link.SetupMs, daemons)
+	daemons := clusterDaemons(ctx, t, nodes, direct, relayed, aside)
+	t.Logf("direct %s in %.0f ms, relayed through %s in %.0f ms, relayed through %s in %.0f ms; daemons on %s",
+		direct.link.Path, direct.link.SetupMs, labNodeNames[relayAt], relayed.link.SetupMs,
+		labNodeNames[nodeAt(nodes, aside.link.Remote)], aside.link.SetupMs, daemons)
 	dead := nodes[relayAt]
 	if !strings.Contains(dead.p.output(), `msg=relaying`) {
 		t.Fatalf("%s does not say it relays", labNodeNames[relayAt])
 	}
 	moving := daemons.on(relayAt)
-	if len(moving) != 2 || moving[0].pair == moving[1].pair {
+	if len(moving) != 3 || moving[0].pair == moving[1].pair || moving[1].pair == moving[2].pair || moving[0].pair == moving[2].pair {
 		t.Fatalf("the relay's node %s holds %d daemons, want one of each pair (%s)", labNodeNames[relayAt], len(moving), daemons)
 	}
 
-	long := startStream(ctx, t, direct.laptop, direct.fwd)
+	long, longAside := startStream(ctx, t, direct.laptop, direct.fwd), startStream(ctx, t, aside.laptop, aside.fwd)
 	time.Sleep(200 * time.Millisecond)
-	before := long.rounds.Load()
+	before, beforeAside := long.rounds.Load(), longAside.rounds.Load()
 	killed := time.Now()
 	dead.p.cmd.Process.Signal(syscall.SIGKILL)
 	<-dead.p.done
@@ -195,7 +172,8 @@ func TestClusterLab(t *testing.T) {
 			})
 		t.Logf("%s registered with %s %v after its node was killed", d.name, st.RendezvousNode, time.Since(killed).Round(time.Millisecond))
 	}
-	long.finish(t, before, "the death of "+labNodeNames[relayAt])
+	long.finish(t, before, "the death of "+labNodeNames[relayAt]+" (direct link)")
+	longAside.finish(t, beforeAside, "the death of "+labNodeNames[relayAt]+" (relay through rv-c)")
 
 	again := waitPeerWhere(t, relayed.laptop, relayed.clientAdmin, 30*time.Second, func(p daemon.PeerStatus) bool {
 		return p.Path == "relay" && nodeAt(nodes, p.Remote) >= 0 && nodeAt(nodes, p.Remote) != relayAt
@@ -208,11 +186,49 @@ func TestClusterLab(t *testing.T) {
 	reconnect(ctx, t, direct)
 }
 
+// linkAcrossNodes adds TestClusterLab's sites and links its three pairs
+// (their peers first on a and b): direct (cone laptop, symseq office),
+// relayed (symrand, symrand) through a node of the cluster's choice, and
+// aside (symrand, symrand, each listing only its own node and c) through
+// c. Each carries an echo.
+func linkAcrossNodes(ctx context.Context, t *testing.T, lab *natlab.Lab, w *world, nodes []*rvNode) (direct, relayed, aside clusterPair) {
+	t.Helper()
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	hosts := map[string]*natlab.Host{}
+	for _, name := range []string{"cone", "seq", "rand1", "rand2", "rand3", "rand4"} {
+		kind := map[string]natlab.Kind{"cone": natlab.Cone, "seq": natlab.SymSeq}[name]
+		site, err := lab.AddSite(ctx, name, cmp.Or(kind, natlab.SymRand))
+		if err != nil {
+			t.Fatal(err)
+		}
+		hosts[name] = site.Host()
+	}
+	direct = startClusterPair(t, w, hosts["cone"], hosts["seq"], []*rvNode{a, b, c}, []*rvNode{b, c, a})
+	if !strings.HasPrefix(direct.link.Path, "direct-") {
+		t.Fatalf("cone/symseq path %q, want a direct one", direct.link.Path)
+	}
+	relayed = startClusterPair(t, w, hosts["rand1"], hosts["rand2"], []*rvNode{a, c, b}, []*rvNode{b, a, c})
+	if at := nodeAt(nodes, relayed.link.Remote); relayed.link.Path != "relay" || at < 0 {
+		t.Fatalf("symrand/symrand path %q to %s, want relay at a node", relayed.link.Path, relayed.link.Remote)
+	}
+	aside = startClusterPair(t, w, hosts["rand3"], hosts["rand4"], []*rvNode{a, c}, []*rvNode{b, c})
+	if aside.link.Path != "relay" || nodeAt(nodes, aside.link.Remote) != 2 {
+		t.Fatalf("symrand/symrand pair listing a,c and b,c: path %q to %s, want relay at rv-c (%s), the one node both measured",
+			aside.link.Path, aside.link.Remote, c.addr)
+	}
+	for _, p := range []clusterPair{direct, relayed, aside} {
+		if err := oneEcho(ctx, p.laptop, p.fwd); err != nil {
+			t.Fatalf("echo over the %s link: %v", p.link.Path, err)
+		}
+	}
+	return direct, relayed, aside
+}
+
 // clusterDaemon is one daemon of TestClusterLab and where it registered.
 type clusterDaemon struct {
 	name, admin string
 	m           machine
-	pair        int // 0 the direct pair, 1 the relayed one
+	pair        int // by the order of clusterDaemons' pairs
 	node        int
 }
 

@@ -397,17 +397,20 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 }
 
-// Ranking a cluster's nodes: each is sent a UDP probe (every node
-// answers plain probes on its control port) and, once it answered, a
-// second, for rankWait at most; the smaller round trip counts, so that
-// one stall (a loaded machine that did not run this process for 100 ms,
-// a queue on the path) does not reorder nodes. The round trips are
-// compared in steps of rankStep, so that nodes about as near keep their
-// configured order (the operator's preference, and stable on one LAN),
-// and nodes that do not answer go last.
+// Ranking a cluster's nodes: in rankRounds rounds, one after the other,
+// each node is sent a UDP probe (every node answers plain probes on its
+// control port), for rankWait in all at most; a node's smallest round
+// trip counts, so that a stall (a loaded machine that did not run this
+// process, or a node's, for 100 ms; a queue on the path) does not reorder
+// nodes: a later round, started once the stall ended, measures it as
+// near as it is. The round trips are compared in steps of rankStep, so
+// that nodes about as near keep their configured order (the operator's
+// preference, and stable on one LAN), and nodes that do not answer go
+// last.
 const (
-	rankWait = 500 * time.Millisecond
-	rankStep = 10 * time.Millisecond
+	rankWait   = 500 * time.Millisecond
+	rankStep   = 10 * time.Millisecond
+	rankRounds = 3
 )
 
 // rank returns the configured servers nearest first (see rankWait).
@@ -417,23 +420,28 @@ func (c *Client) rank(ctx context.Context) []string {
 	}
 	rctx, cancel := context.WithTimeout(ctx, rankWait)
 	defer cancel()
-	steps := make([]int64, len(c.addrs))
-	rtts := make([]time.Duration, len(c.addrs))
-	var wg sync.WaitGroup
-	for i, a := range c.addrs {
-		wg.Go(func() {
-			rtt, err := probeRTT(rctx, a)
-			if err != nil {
-				steps[i] = math.MaxInt64
-				return
-			}
-			if again, err := probeRTT(rctx, a); err == nil {
-				rtt = min(rtt, again)
-			}
-			steps[i], rtts[i] = int64(rtt/c.rankStep), rtt
-		})
+	rtts := make([]time.Duration, len(c.addrs)) // 0: no answer yet
+	for range rankRounds {
+		var wg sync.WaitGroup
+		for i, a := range c.addrs {
+			wg.Go(func() {
+				if rtt, err := probeRTT(rctx, a); err == nil && (rtts[i] == 0 || rtt < rtts[i]) {
+					rtts[i] = rtt
+				}
+			})
+		}
+		wg.Wait()
+		if rctx.Err() != nil {
+			break
+		}
 	}
-	wg.Wait()
+	steps := make([]int64, len(c.addrs))
+	for i, rtt := range rtts {
+		steps[i] = int64(rtt / c.rankStep)
+		if rtt == 0 {
+			steps[i] = math.MaxInt64
+		}
+	}
 	measured := make(map[string]time.Duration)
 	for i, a := range c.addrs {
 		if rtts[i] > 0 {

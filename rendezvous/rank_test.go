@@ -40,7 +40,7 @@ func answerProbes(t *testing.T, delay time.Duration) string {
 
 // TestRankSurvivesOneStall: a node whose first probe answer comes late
 // (a stall of the daemon's machine or of the path, 150 ms here) keeps its
-// place among nodes about as near when its second answer is prompt: the
+// place among nodes about as near when its later answers are prompt: the
 // lab's three-node test saw a daemon on a loaded machine measure two of
 // three equally near nodes at 129 ms and move to the third.
 func TestRankSurvivesOneStall(t *testing.T) {
@@ -54,6 +54,6 @@ func TestRankSurvivesOneStall(t *testing.T) {
 		t.Fatalf("ranked %q: the node listed first moved behind one about as near after one late answer", order)
 	}
 	if rtt := c.rtts[stalled]; rtt <= 0 || rtt >= 100*time.Millisecond {
-		t.Fatalf("round trip to the stalled node %v, want the prompt second answer's", rtt)
+		t.Fatalf("round trip to the stalled node %v, want a prompt later answer's", rtt)
 	}
 }
