@@ -82,13 +82,17 @@ func linkAcrossNodes(ctx context.Context, t *testing.T, lab *natlab.Lab, w *worl
 func describeLinks(pairs []*clusterPair, nodes []*rvNode) string {
 	var s []string
 	for _, p := range pairs {
-		how := p.link.Path
-		if at := p.relayAt(nodes); at >= 0 {
-			how += " at " + labNodeNames[at]
-		}
-		s = append(s, fmt.Sprintf("%s %s %.0f ms", p, how, p.link.SetupMs))
+		s = append(s, fmt.Sprintf("%s %s %.0f ms", p, p.path(nodes), p.link.SetupMs))
 	}
 	return strings.Join(s, ", ")
+}
+
+// path is the pair's link's path, with the node that relays it.
+func (cp *clusterPair) path(nodes []*rvNode) string {
+	if at := cp.relayAt(nodes); at >= 0 {
+		return "relay at " + labNodeNames[at]
+	}
+	return cp.link.Path
 }
 
 // deadNode returns the node to kill: of a and b (c relays the aside pair,
@@ -209,7 +213,7 @@ func openStreams(ctx context.Context, t *testing.T, pairs []*clusterPair, nodes 
 	for _, p := range pairs {
 		if p.relayAt(nodes) != dead {
 			set.streams = append(set.streams, startStreamEvery(ctx, t, p.laptop, p.fwd, 100*time.Millisecond))
-			set.names = append(set.names, p.String()+" "+p.link.Path)
+			set.names = append(set.names, p.String()+" "+p.path(nodes))
 		}
 	}
 	for i, s := range set.streams {
