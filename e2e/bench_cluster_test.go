@@ -53,22 +53,27 @@ type clusterStep struct {
 // coordinations per second between pairs on different nodes and between
 // pairs on one node; and, asking one at a time, the latency a connect
 // across nodes adds to one within a node. The peers are
-// BenchmarkRendezvousScale's (rvLoad).
+// BenchmarkRendezvousScale's (rvLoad), in load worker processes of at most
+// 10,000 peers each.
 //
-// As root (30,000 connections need a higher file descriptor limit):
+// As root (a node's 10,000 connections may need a higher file descriptor
+// limit):
 //
 //	go test ./e2e -run '^$' -bench '^BenchmarkClusterScale$' -benchtime 1x -v
 //
-// WARREN_BENCH_CLUSTER_PEERS=1500,3000 for a quick run. WARREN_BENCH_PPROF=DIR
+// WARREN_BENCH_CLUSTER_PEERS=1500,3000 for a quick run, with
+// WARREN_BENCH_LOAD_WORKERS=3 to split even those. WARREN_BENCH_PPROF=DIR
 // runs the nodes with a pprof listener (e2e/testdata/pprof) and saves in
 // DIR each node's heap and goroutines at rest and its CPU profile over
 // the one-at-a-time and the across-nodes windows, for each count.
 func BenchmarkClusterScale(b *testing.B) {
 	steps := clusterPeerCounts(b)
 	most := steps[len(steps)-1]
-	// This process holds a connection for every peer, each node one for
-	// each of its own.
-	raiseFDLimit(b, uint64(most)+rvSpareFDs)
+	// Each node holds a connection for each of its peers, and inherits
+	// its limit from this process; the load workers see to their own.
+	if err := raiseFDLimit(uint64((most+clusterNodes-1)/clusterNodes) + rvSpareFDs); err != nil {
+		b.Fatalf("the nodes' peers: %v", err)
+	}
 	// One machine plays every peer: the per-source limits would stop it.
 	prof := profileNodes(b)
 	w, nodes := startClusterNodes(b, gctraceHost{}, clusterNodes, "-limits=false")
@@ -117,7 +122,7 @@ func BenchmarkClusterScale(b *testing.B) {
 		reportClusterStep(b, st)
 	}
 	load.check()
-	benchDoc.add(benchCluster, clusterReport(res, base))
+	benchDoc.add(benchCluster, clusterReport(res, base, len(load.workers)))
 }
 
 // clusterPeerCounts is clusterSteps, or the counts clusterPeersEnv names.
@@ -171,19 +176,20 @@ func perNode[T any](vals []T, f func(T) string) string {
 }
 
 // clusterReport is the report's section.
-func clusterReport(steps []clusterStep, base []restUsage) string {
+func clusterReport(steps []clusterStep, base []restUsage, workers int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "## Rendezvous cluster scale\n\n%d `warren rendezvous` processes on loopback, clustered with NATS "+
 		"embedded in each (`-cluster-listen`, the others routed to the first), one key for all; simulated peers as in "+
 		"\"Rendezvous scale\" (own key and TLS connection, register %d at a time, NAT report, ping every %v), peer i "+
-		"registered with node i mod %d. At each count: the added peers' registration time; each node's RSS and CPU "+
+		"registered with node i mod %d, spread over %d load generator processes (each holding peers of every node and "+
+		"asking among its own; latency quantiles are of all their samples together). At each count: the added peers' registration time; each node's RSS and CPU "+
 		"over %v with peers only keeping alive. Then, once all are registered, for each count n, among the first n "+
 		"peers: %v of asks one at a time, a pair on one node and a pair across nodes in turn (ask to both punches: "+
 		"what a connect across nodes adds); %v of coordinations between pairs on different nodes and %v between "+
 		"pairs on one node, %d asks in flight. The load generator and the nodes share the %d cores. Baseline, same "+
 		"run, no peers: RSS %s, CPU %s of one core. `go test ./e2e -run '^$' -bench '^BenchmarkClusterScale$' "+
 		"-benchtime 1x` as root (`%s=1500,3000` for a quick run).\n\n",
-		clusterNodes, rvRamp, rvPingInterval, clusterNodes, rvRest, clusterLatWindow, rvCoord, rvCoord, rvInFlight,
+		clusterNodes, rvRamp, rvPingInterval, clusterNodes, workers, rvRest, clusterLatWindow, rvCoord, rvCoord, rvInFlight,
 		runtime.NumCPU(), perNode(base, restRSS), perNode(base, restCPU), clusterPeersEnv)
 	b.WriteString("Each node, in node order:\n\n| peers | register time | RSS | RSS per peer on the node | live heap | " +
 		"CPU at rest |\n|---|---|---|---|---|---|\n")
