@@ -178,7 +178,7 @@ func startRVLoad(tb testing.TB, addrs []string, serverKey identity.PublicKey, ma
 	for _, w := range l.workers {
 		w.await(tb)
 	}
-	tb.Logf("%d peer keys and certificates in %v, over %d load workers", max, time.Since(start).Round(time.Millisecond), count)
+	tb.Logf("%d peer keys and certificates in %v; load workers: %d", max, time.Since(start).Round(time.Millisecond), count)
 	return l
 }
 
