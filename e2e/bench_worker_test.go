@@ -153,6 +153,7 @@ type rvWorker struct {
 	index int
 	cmd   *exec.Cmd
 	in    io.WriteCloser
+	out   io.ReadCloser
 	enc   *json.Encoder
 	dec   *json.Decoder
 }
@@ -223,23 +224,25 @@ func startRVWorker(tb testing.TB, cfg rvWorkerConfig) *rvWorker {
 	if w.in, err = w.cmd.StdinPipe(); err != nil {
 		tb.Fatal(err)
 	}
-	out, err := w.cmd.StdoutPipe()
-	if err != nil {
+	if w.out, err = w.cmd.StdoutPipe(); err != nil {
 		tb.Fatal(err)
 	}
 	if err := w.cmd.Start(); err != nil {
 		tb.Fatalf("start load worker %d: %v", cfg.Index, err)
 	}
-	w.enc, w.dec = json.NewEncoder(w.in), json.NewDecoder(out)
+	w.enc, w.dec = json.NewEncoder(w.in), json.NewDecoder(w.out)
 	tb.Cleanup(w.stop)
 	return w
 }
 
 // stop closes the worker's stdin, which ends it, and waits for it: a
 // worker closing 10,000 connections takes a moment, one that does not
-// end within a minute is killed.
+// end within a minute is killed. Its stdout closes too, so that a reply
+// nobody will read (a benchmark that failed amid a window) ends it
+// rather than blocking it.
 func (w *rvWorker) stop() {
 	w.in.Close()
+	w.out.Close()
 	done := make(chan struct{})
 	go func() {
 		w.cmd.Wait()
