@@ -42,6 +42,7 @@ type clusterStep struct {
 	register     time.Duration // to register the added peers, with every node
 	rest         []restUsage   // per node, peers only keeping alive
 	heap         []int         // per node, live heap (MB) at its last GC before the rest's reading
+	loadAvg      string        // the machine's, after the rest window
 	lat          rvCoordResult // asks one at a time, both kinds of pair
 	cross, same  rvCoordResult // asks rvInFlight at a time, pairs across nodes, pairs on one
 }
@@ -103,9 +104,10 @@ func BenchmarkClusterScale(b *testing.B) {
 		for _, p := range procs {
 			st.heap = append(st.heap, lastLiveHeap(p.output()))
 		}
+		st.loadAvg = loadAvg()
 		b.Logf("%d peers: +%d registered in %v, RSS %s (live heap %s MB), CPU at rest %s; loadavg %s", n, st.added,
 			st.register.Round(time.Millisecond), perNode(st.rest, restRSS), perNode(st.heap, strconv.Itoa),
-			perNode(st.rest, restCPU), loadAvg())
+			perNode(st.rest, restCPU), st.loadAvg)
 		res = append(res, st)
 	}
 	for i := range res {
@@ -192,7 +194,7 @@ func clusterReport(steps []clusterStep, base []restUsage, workers int) string {
 		clusterNodes, rvRamp, rvPingInterval, clusterNodes, workers, rvRest, clusterLatWindow, rvCoord, rvCoord, rvInFlight,
 		runtime.NumCPU(), perNode(base, restRSS), perNode(base, restCPU), clusterPeersEnv)
 	b.WriteString("Each node, in node order:\n\n| peers | register time | RSS | RSS per peer on the node | live heap | " +
-		"CPU at rest |\n|---|---|---|---|---|---|\n")
+		"CPU at rest | machine's load average, 1 / 5 / 15 min |\n|---|---|---|---|---|---|---|\n")
 	for _, s := range steps {
 		perPeer := make([]string, len(s.rest))
 		for i, r := range s.rest {
@@ -200,17 +202,21 @@ func clusterReport(steps []clusterStep, base []restUsage, workers int) string {
 			on := (s.peers - i + len(s.rest) - 1) / len(s.rest)
 			perPeer[i] = fmt.Sprintf("%.1f", float64(r.rss-base[i].rss)/float64(on)/1024)
 		}
-		fmt.Fprintf(&b, "| %d | %.1f s (+%d) | %s | %s KiB | %s MB | %s |\n", s.peers, s.register.Seconds(), s.added,
-			perNode(s.rest, restRSS), strings.Join(perPeer, " / "), perNode(s.heap, strconv.Itoa), perNode(s.rest, restCPU))
+		fmt.Fprintf(&b, "| %d | %.1f s (+%d) | %s | %s KiB | %s MB | %s | %s |\n", s.peers, s.register.Seconds(), s.added,
+			perNode(s.rest, restRSS), strings.Join(perPeer, " / "), perNode(s.heap, strconv.Itoa), perNode(s.rest, restCPU),
+			strings.ReplaceAll(s.loadAvg, " ", " / "))
 	}
 	b.WriteString("\nRSS per peer is above the node's baseline, per peer registered with the node; each node also " +
 		"holds the other nodes' interest in their peers' subjects.\n")
 	b.WriteString("\nCoordinations, " + strconv.Itoa(rvInFlight) + " asks in flight (nodes' CPU: the three together, " +
-		"% of one core):\n\n| peers | across nodes: coordinations/s | nodes' CPU | ask to both punches, p50 / p99 | " +
-		"on one node: coordinations/s | nodes' CPU | ask to both punches, p50 / p99 |\n|---|---|---|---|---|---|---|\n")
+		"% of one core; the load generator's, its processes together, beside it: what of the " +
+		strconv.Itoa(runtime.NumCPU()) + " cores the nodes did not have):\n\n| peers | across nodes: coordinations/s | " +
+		"nodes' CPU / load generator's | ask to both punches, p50 / p99 | on one node: coordinations/s | " +
+		"nodes' CPU / load generator's | ask to both punches, p50 / p99 |\n|---|---|---|---|---|---|---|\n")
 	for _, s := range steps {
-		fmt.Fprintf(&b, "| %d | %.0f | %.0f%% (%v each) | %v | %.0f | %.0f%% (%v each) | %v |\n", s.peers,
-			s.cross.rate, s.cross.serverCPU, s.cross.cpuPer, s.cross.all, s.same.rate, s.same.serverCPU, s.same.cpuPer, s.same.all)
+		fmt.Fprintf(&b, "| %d | %.0f | %.0f%% (%v each) / %.0f%% | %v | %.0f | %.0f%% (%v each) / %.0f%% | %v |\n", s.peers,
+			s.cross.rate, s.cross.serverCPU, s.cross.cpuPer, s.cross.loadCPU, s.cross.all,
+			s.same.rate, s.same.serverCPU, s.same.cpuPer, s.same.loadCPU, s.same.all)
 	}
 	b.WriteString("\nOne ask at a time, ask to both punches:\n\n| peers | on one node, p50 / p99 | across nodes, p50 / p99 | " +
 		"added, p50 / p99 | asks of each kind |\n|---|---|---|---|---|\n")

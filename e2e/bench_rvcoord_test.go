@@ -163,7 +163,8 @@ func (l *rvPeers) askUntil(n int, kinds rvPairs, deadline time.Time) (asked, los
 		}
 		asker, target, ok := pairs.next(kinds.cross(asked))
 		if !ok {
-			return asked, lost, fmt.Errorf("coordination window ran out of distinct pairs among %d peers at %d asks", n, asked)
+			return asked, lost, fmt.Errorf("coordination window ran out of distinct pairs among %d peers at %d asks "+
+				"(a shorter window, more peers or fewer load workers)", n, asked)
 		}
 		l.mu.Lock()
 		l.asks[[2]int32{asker.i, target.i}] = time.Now()
