@@ -4,17 +4,13 @@ import (
 	"bufio"
 	"cmp"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,9 +20,10 @@ import (
 	"github.com/warren-p2p/warren/daemon"
 )
 
-// The benchmarks in this file measure what a connection and a peer cost:
-// opening connections through a forward, holding many idle, and a daemon
-// linked to peers with no traffic. They run on loopback (localhost{}):
+// The benchmarks in this file (and BenchmarkIdleCost, in
+// bench_idle_test.go) measure what a connection and a peer cost: opening
+// connections through a forward, holding many idle, and a daemon linked
+// to peers with no traffic. They run on loopback (localhost{}):
 // what they measure is the daemons' own cost per connection and per peer,
 // which NATs between the machines would not change, and loopback leaves
 // the 2 shared cores to the daemons instead of the lab's kernel NATs.
@@ -169,10 +166,36 @@ func BenchmarkIdleStreams(b *testing.B) {
 				b.ReportMetric(f.perStream(side)/1024, name+"-KiB/stream")
 				b.ReportMetric(float64(f.after[side].RSS)/(1<<20), name+"-RSS-MiB")
 			}
+			checkIdleStreams(b, f)
 		})
 	}
 	if len(got) > 0 {
 		benchDoc.add(benchStreams, streamsSection(got))
+	}
+}
+
+// perStreamGuard is what BenchmarkIdleStreams checks with
+// WARREN_BENCH_CHECK=1 (as .ci/run sets it) at 1,000 streams: issue 16's
+// target (perStreamTarget) is missed today, so this is a regression guard
+// above the figures measured under load (see streamsCalibration).
+const perStreamGuard = 20 << 10
+
+// streamsCalibration is the spread perStreamGuard was set beyond, for the
+// failure message and the report.
+const streamsCalibration = "laptop 14.5–16.1 KiB, office 11.0–12.5 KiB in 6 runs at load average 6–12"
+
+// checkIdleStreams fails b if a side's memory per idle stream crosses
+// perStreamGuard, when WARREN_BENCH_CHECK=1 asks for it. Only 1,000
+// streams are checked: .ci/run opens no more.
+func checkIdleStreams(b *testing.B, f streamsFigures) {
+	if os.Getenv("WARREN_BENCH_CHECK") != "1" || f.n != 1000 {
+		return
+	}
+	for side, name := range streamsSides {
+		if got := f.perStream(side); got > perStreamGuard {
+			b.Errorf("%s: %.1f KiB per idle stream at %d streams, want at most %d KiB (a regression guard over %s; "+
+				"issue 16's target is %d KiB)", name, got/1024, f.n, perStreamGuard>>10, streamsCalibration, perStreamTarget>>10)
+		}
 	}
 }
 
@@ -401,246 +424,4 @@ func startEchoServer(t testing.TB, m machine) string {
 		t.Fatalf("echo server printed %q (%v), not its port", line, err)
 	}
 	return port
-}
-
-// pprofVariant is cmd/warren with e2e/testdata/pprof/pprof.go overlaid,
-// built once per test binary.
-func pprofVariant(t testing.TB) string {
-	t.Helper()
-	bin, err := pprofBin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return bin
-}
-
-var pprofBin = sync.OnceValues(func() (string, error) {
-	src, err := filepath.Abs(filepath.Join("testdata", "pprof", "pprof.go"))
-	if err != nil {
-		return "", err
-	}
-	dst, err := filepath.Abs(filepath.Join("..", "cmd", "warren", "zz_pprof.go"))
-	if err != nil {
-		return "", err
-	}
-	overlay, err := json.Marshal(map[string]map[string]string{"Replace": {dst: src}})
-	if err != nil {
-		return "", err
-	}
-	ov := filepath.Join(filepath.Dir(warrenBin), "pprof-overlay.json")
-	if err := os.WriteFile(ov, overlay, 0o644); err != nil {
-		return "", err
-	}
-	return goBuild("warren-pprof", "-overlay", ov, "github.com/warren-p2p/warren/cmd/warren")
-})
-
-// memStats is the part of a daemon's runtime.MemStats the benchmark
-// reports, with its goroutine count.
-type memStats struct {
-	heapInuse, stackInuse, goroutines int64
-}
-
-// memDelta is the growth of memStats between two readings, per stream.
-type memDelta struct {
-	heap, stack, goroutines float64
-}
-
-func (m memStats) minus(before memStats, n int) memDelta {
-	return memDelta{
-		heap:       float64(m.heapInuse-before.heapInuse) / float64(n),
-		stack:      float64(m.stackInuse-before.stackInuse) / float64(n),
-		goroutines: float64(m.goroutines-before.goroutines) / float64(n),
-	}
-}
-
-// memStatsLine matches the MemStats lines that end a debug=1 heap profile.
-var memStatsLine = regexp.MustCompile(`(?m)^# (HeapInuse|Stack) = (\d+)`)
-
-// pprofGet fetches path from a pprof variant's listener at addr.
-func pprofGet(addr, path string) ([]byte, error) {
-	resp, err := http.Get("http://" + addr + path)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err == nil && resp.StatusCode != http.StatusOK {
-		err = fmt.Errorf("GET %s: %s", path, resp.Status)
-	}
-	return body, err
-}
-
-// saveProfile writes the profile at path to file.
-func saveProfile(addr, path, file string) error {
-	body, err := pprofGet(addr, path)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(file, body, 0o644)
-}
-
-// readMemStats reads a pprof variant's memStats after two forced GCs, and
-// when save is set also writes its heap profile there. Two, because the
-// first only moves sync.Pool's buffers to its victim cache, and a pooled
-// buffer belongs to no stream.
-func readMemStats(t testing.TB, addr, save string) memStats {
-	t.Helper()
-	if _, err := pprofGet(addr, "/debug/pprof/heap?gc=1"); err != nil {
-		t.Fatal(err)
-	}
-	heap, err := pprofGet(addr, "/debug/pprof/heap?gc=1&debug=1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	goroutines, err := pprofGet(addr, "/debug/pprof/goroutine?debug=1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m memStats
-	for _, sm := range memStatsLine.FindAllStringSubmatch(string(heap), -1) {
-		v, _ := strconv.ParseInt(sm[2], 10, 64)
-		if sm[1] == "HeapInuse" {
-			m.heapInuse = v
-		} else {
-			m.stackInuse = v
-		}
-	}
-	first, _, _ := strings.Cut(string(goroutines), "\n")
-	m.goroutines, _ = strconv.ParseInt(strings.TrimPrefix(first, "goroutine profile: total "), 10, 64)
-	if save != "" {
-		if err := saveProfile(addr, "/debug/pprof/heap", save); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return m
-}
-
-// BenchmarkIdleCost links a hub daemon to idlePeers daemons, each with the
-// hub as its only peer, and measures the hub's resident memory and CPU
-// time over idleWindow with no traffic, and the same for the peers, which
-// are daemons with exactly one connected peer.
-func BenchmarkIdleCost(b *testing.B) {
-	w := newWorld(b, localhost{}, hostPort("127.0.0.1", freePort(b, localhost{})))
-	hubKey := w.keygen("hub")
-	// The daemons run at the default log level, as deployed: idle, they
-	// log nothing.
-	common := fmt.Sprintf("[rendezvous]\naddress = %q\npublic_key = %q\n", w.rvAddr, w.rvKey)
-	hubAdmin := hostPort("127.0.0.1", freePort(b, localhost{}))
-	hubCfg := fmt.Sprintf("key_file = \"hub.key\"\nadmin_listen = %q\n%s", hubAdmin, common)
-	type spoke struct {
-		name, admin string
-		proc        *process
-	}
-	spokes := make([]spoke, idlePeers)
-	for i := range spokes {
-		s := &spokes[i]
-		s.name = fmt.Sprintf("peer%02d", i+1)
-		s.admin = hostPort("127.0.0.1", freePort(b, localhost{}))
-		hubCfg += fmt.Sprintf("\n[[peers]]\nname = %q\npublic_key = %q\n", s.name, w.keygen(s.name))
-	}
-	hub := start(b, localhost{}, "hub", "up", "-c", writeFile(b, w.dir, "hub.toml", hubCfg))
-	for i := range spokes {
-		s := &spokes[i]
-		cfg := fmt.Sprintf("key_file = \"%s.key\"\nadmin_listen = %q\n%s\n[[peers]]\nname = \"hub\"\npublic_key = %q\n",
-			s.name, s.admin, common, hubKey)
-		s.proc = start(b, localhost{}, s.name, "up", "-c", writeFile(b, w.dir, s.name+".toml", cfg))
-	}
-	st := waitStatus(b, localhost{}, hubAdmin, 2*linkWait, fmt.Sprintf("%d peers connected", idlePeers), func(st daemon.Status) bool {
-		n := 0
-		for _, p := range st.Peers {
-			if p.State == daemon.StateConnected {
-				n++
-			}
-		}
-		return n == idlePeers
-	})
-	paths := map[string]int{}
-	for _, p := range st.Peers {
-		paths[p.Path]++
-	}
-	for _, s := range spokes {
-		waitPeer(b, localhost{}, s.admin, "hub", daemon.StateConnected, linkWait)
-	}
-	time.Sleep(idleSettle)
-
-	procs := []*process{hub}
-	for _, s := range spokes {
-		procs = append(procs, s.proc)
-	}
-	before := make([]procUsage, len(procs))
-	peak := make([]int64, len(procs))
-	for i, p := range procs {
-		before[i] = p.usage(b)
-		peak[i] = before[i].RSS
-	}
-	// RSS sampled every second: a daemon that grows while idle shows in
-	// its peak, not only at the window's end.
-	began := time.Now()
-	for time.Since(began) < idleWindow {
-		time.Sleep(time.Second)
-		for i, p := range procs {
-			peak[i] = max(peak[i], p.usage(b).RSS)
-		}
-	}
-	window := time.Since(began)
-	after := make([]procUsage, len(procs))
-	for i, p := range procs {
-		after[i] = p.usage(b)
-		peak[i] = max(peak[i], after[i].RSS)
-	}
-	// Every link must have stayed up through the window for the figures
-	// to be those of 10 connected peers.
-	st, err := status(context.Background(), localhost{}, hubAdmin)
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, p := range st.Peers {
-		if p.State != daemon.StateConnected {
-			b.Fatalf("peer %s is %s after the window", p.Name, p.State)
-		}
-	}
-
-	cpu := func(i int) time.Duration { return after[i].CPU - before[i].CPU }
-	pct := func(d time.Duration) float64 { return 100 * d.Seconds() / window.Seconds() }
-	// The peers: the median and the worst of the daemons with one peer,
-	// each figure on its own.
-	var rss0, rss, cpus []float64
-	for i := 1; i < len(procs); i++ {
-		rss0 = append(rss0, float64(before[i].RSS))
-		rss = append(rss, float64(peak[i]))
-		cpus = append(cpus, cpu(i).Seconds())
-	}
-	mid := func(xs []float64) float64 { return slices.Sorted(slices.Values(xs))[len(xs)/2] }
-	worst := slices.Max[[]float64]
-	b.ReportMetric(float64(peak[0])/(1<<20), "hub-RSS-MiB")
-	b.ReportMetric(pct(cpu(0)), "hub-CPU-%")
-	b.ReportMetric(worst(rss)/(1<<20), "one-peer-RSS-MiB")
-
-	var md strings.Builder
-	fmt.Fprintf(&md, "## Idle cost\n\nA hub daemon linked to %d peers (each a daemon with the hub as its only peer), "+
-		"on loopback, links %s, no traffic: VmRSS (the peak of one reading a second) and CPU time (user + system) "+
-		"over %.0f s (in /proc's 10 ms ticks), starting %v after the last link came up. Default config and log "+
-		"level; the links' keepalive "+
-		"runs every 15 s. The peers' row is the median of the ten (the worst in brackets). Targets: a daemon with one "+
-		"connected peer at most %d MiB RSS (frp's figure), with %d peers under %d MiB.\n\n"+
-		"| daemon | connected peers | RSS at start | peak RSS | CPU over the window | CPU | target |\n|---|---|---|---|---|---|---|\n",
-		idlePeers, pathList(paths), window.Seconds(), idleSettle, onePeerRSSTarget>>20, idlePeers, tenPeersRSSTarget>>20)
-	fmt.Fprintf(&md, "| hub | %d | %s | %s | %.2f s | %.3f%% | %d MiB: %s |\n", idlePeers, mib(before[0].RSS), mib(peak[0]),
-		cpu(0).Seconds(), pct(cpu(0)), tenPeersRSSTarget>>20, metOrNot(peak[0] < tenPeersRSSTarget))
-	fmt.Fprintf(&md, "| peer: median [worst] | 1 | %s [%s] | %s [%s] | %.2f s [%.2f s] | %.3f%% [%.3f%%] | %d MiB: %s |\n",
-		mib(int64(mid(rss0))), mib(int64(worst(rss0))), mib(int64(mid(rss))), mib(int64(worst(rss))), mid(cpus), worst(cpus),
-		100*mid(cpus)/window.Seconds(), 100*worst(cpus)/window.Seconds(), onePeerRSSTarget>>20,
-		metOrNot(worst(rss) <= onePeerRSSTarget))
-	b.Log("\n" + md.String())
-	benchDoc.add(benchIdle, md.String())
-}
-
-// pathList formats link path counts: "direct-tcp ×10".
-func pathList(paths map[string]int) string {
-	var s []string
-	for p, n := range paths {
-		s = append(s, fmt.Sprintf("%s ×%d", p, n))
-	}
-	slices.Sort(s)
-	return strings.Join(s, ", ")
 }

@@ -3,6 +3,8 @@ package link
 import (
 	"crypto/tls"
 	"io"
+	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -94,11 +96,55 @@ func BenchmarkUDPLinkVsTCP(b *testing.B) {
 	b.ReportMetric(udp.mbps(), "udp-MB/s")
 	b.ReportMetric(quic.mbps(), "quic-MB/s")
 	b.ReportMetric(udp.mbps()/tcp.mbps(), "udp/tcp-throughput")
+	b.ReportMetric(udp.best/tcp.best, "udp/tcp-best-round")
+	b.ReportMetric(medianRatio(udp, tcp), "udp/tcp-median-round")
 	if tcp.cpu > 0 {
 		b.ReportMetric(tcp.cpuPerGiB(), "tcp-cpu-s/GiB")
 		b.ReportMetric(udp.cpuPerGiB(), "udp-cpu-s/GiB")
 		b.ReportMetric(quic.cpuPerGiB(), "quic-cpu-s/GiB")
 		b.ReportMetric(udp.cpuPerGiB()/tcp.cpuPerGiB(), "udp/tcp-cpu")
+	}
+	checkUDPLink(b, udp, tcp)
+}
+
+// The bounds BenchmarkUDPLinkVsTCP checks with WARREN_BENCH_CHECK=1 (as
+// .ci/run sets it). Issue 16's targets (throughput at least 0.7 of the TCP
+// link's, CPU per GiB at most 1.3×) are missed today, so these are
+// regression guards. Throughput is compared round by round: on the 2
+// shared cores the UDP link, with more goroutines per byte, loses more of
+// its share than the TCP link when other processes compete, so the whole
+// run's ratio went from 0.58 down to 0.23 with the load (28 runs at load
+// average 4–12). The best rounds' ratio stayed within 0.33–0.40 (9 runs
+// at 6–12) but fell to 0.25 when one TCP round was an outlier; the median
+// of each UDP round over the TCP round beside it is what is checked. CPU
+// per GiB measured 1.9–3.0×. A change that costs the UDP link a third of
+// its throughput, or a sixth more CPU per GiB than its worst run, crosses
+// them; the noise did not.
+const (
+	udpMinRoundRatio = 0.25
+	udpMaxCPU        = 3.5
+	// checkMinChunks is the least a run must carry for its ratios to be
+	// checked: testing runs every benchmark once with b.N = 1 first, and
+	// one 64 KiB chunk measures only the pipeline's start.
+	checkMinChunks = 8 * benchRound
+)
+
+// checkUDPLink fails b if the UDP link's ratios to the TCP link's cross
+// their bounds, when WARREN_BENCH_CHECK=1 asks for it.
+func checkUDPLink(b *testing.B, udp, tcp *streamRun) {
+	if os.Getenv("WARREN_BENCH_CHECK") != "1" || b.N < checkMinChunks {
+		return
+	}
+	if r := medianRatio(udp, tcp); r < udpMinRoundRatio {
+		b.Fatalf("UDP link's rounds at a median %.2f× the TCP link's rounds beside them (best rounds %.0f and %.0f MB/s), "+
+			"want at least %.2f× (a regression guard; issue 16's target is 0.7×)", r, udp.best, tcp.best, udpMinRoundRatio)
+	}
+	if tcp.cpu <= 0 {
+		return
+	}
+	if r := udp.cpuPerGiB() / tcp.cpuPerGiB(); r > udpMaxCPU {
+		b.Fatalf("UDP link %.2f s of CPU per GiB, TCP link %.2f s in the same run: %.2f×, want at most %.1f× "+
+			"(a regression guard; issue 16's target is 1.3×)", udp.cpuPerGiB(), tcp.cpuPerGiB(), r, udpMaxCPU)
 	}
 }
 
@@ -113,6 +159,22 @@ type streamRun struct {
 	bytes int64
 	wall  time.Duration
 	cpu   time.Duration
+	best  float64   // MB/s of the fastest round
+	rates []float64 // MB/s of each round
+}
+
+// medianRatio is the median of each of u's rounds over t's round of the
+// same turn.
+func medianRatio(u, t *streamRun) float64 {
+	var rs []float64
+	for i := range min(len(u.rates), len(t.rates)) {
+		rs = append(rs, u.rates[i]/t.rates[i])
+	}
+	if len(rs) == 0 {
+		return 0
+	}
+	slices.Sort(rs)
+	return rs[len(rs)/2]
 }
 
 // round writes n chunks through w while r is drained, and adds the bytes,
@@ -135,7 +197,11 @@ func (s *streamRun) round(n int) error {
 	if err := <-done; werr == nil {
 		werr = err
 	}
-	s.wall += time.Since(start)
+	wall := time.Since(start)
+	s.wall += wall
+	rate := float64(total) / 1e6 / wall.Seconds()
+	s.best = max(s.best, rate)
+	s.rates = append(s.rates, rate)
 	s.cpu += processCPU() - cpu0
 	s.bytes += total
 	return werr
