@@ -199,10 +199,11 @@ Issue 7's notes of 2026-11-22 that still hold are kept, marked so.
 
 ## Checked in CI
 
-` + "`.ci/run`" + ` runs three benchmarks with ` + "`WARREN_BENCH_CHECK=1`" + `, each
-against its baseline in the same run; a figure past its bound fails the
-run (25–37 s in all, measured with the test binaries built, at load
-average 6–9). Issue 16's targets are missed, so every bound is a regression guard,
+` + "`.ci/run`" + ` runs five benchmarks, each against its baseline (or, for the
+first byte, against a target counted in the path's round trips) in the
+same run; a figure past its bound fails the run (issue 16's three: 25–37
+s in all, measured with the test binaries built, at load average 6–9;
+issue 14's two: about 80 s). The targets are missed, so every bound is a regression guard,
 set beyond the spread of runs on this machine while it was busy (other
 engineers' builds and tests, load average 4–12):
 
@@ -214,8 +215,10 @@ engineers' builds and tests, load average 4–12):
 | added latency p50 / p99 over the raw path, TCP link | ` + "`go test ./e2e -run '^$' -bench '^BenchmarkAddedLatency$' -benchtime 1x`" + ` | +232–436 µs / +0.57–1.48 ms (9 runs) | 800 µs / 3 ms | guard (target 100 / 300 µs) |
 | the same, UDP link | same | +313–579 µs / +1.0–2.9 ms (8 runs) | 1.2 / 5 ms | guard |
 | the same, relay | same | +389–488 µs / +0.84–1.62 ms (6 runs) | 1 / 4 ms | guard |
+| first byte on a mobile path, median of 5 over issue 14's target, four pairs | ` + "`go test ./e2e -run '^$' -bench '^BenchmarkMobileFirstByte$' -benchtime 1x`" + ` (about 55 s) | cone/cone 0.99–1.05, cone/symseq 1.12–1.15, symseq/symseq 0.83–0.96, cone/symrand 0.67–0.74 (3 runs, load 1–8) | ≤ 1.35, and no more than one relayed run a pair | guard (target 1.0) |
+| one stream on a mobile path, default link, of plain TCP over the same path | ` + "`go test ./e2e -run '^$' -bench '^BenchmarkMobileDefault$' -benchtime 1x`" + ` | 1.7× (docs above) | ≥ 0.4 | guard (issue 14's targets: 0.6 of capacity, 4× plain TCP) |
 
-Throughput is compared round by round at its best because the UDP link,
+Throughput is compared round by round because the UDP link,
 with more goroutines per byte, loses more of its share than the TCP link
 when other processes compete for the two cores: the whole run's ratio
 measures the machine's load as much as the link. Latency's p99 moves most
