@@ -149,6 +149,26 @@ Issue 7's notes of 2026-11-22 that still hold are kept, marked so.
   take under 0.4 ms. Where it goes is the 1,000-connection profile above:
   system calls (an accept, a dial, the stream's opening, request, reply,
   the echo each way, closes), wake-ups and stack growth.
+- **First byte on a mobile path, cone ↔ symseq (issue 14's target: 5
+  round trips + 200 ms = 650 ms; 727 ms, 1.12×).** The daemons' debug logs
+  of single runs (` + "`natlab`" + ` mobile on both uplinks, 90 ms between the
+  peers) show where a run's time goes, from the connect request: the
+  consent, about half a round trip (46 ms); the TCP session probe of the
+  symseq side's connect-fixed role and then both UDP session probes, which
+  must reach the server one after the other because the server's second
+  step carries the TCP probe's mapping as the base of the cone side's SYN
+  spray (141 ms, ` + "`session.TCPProbed`" + `); the UDP punch and its probe train,
+  which ends at its first sure loss or after 48 pings (200–250 ms); the
+  link's handshake over KCP, two round trips when nothing is lost but three
+  or more when a packet of the first flight is (KCP retransmits it after
+  its initial 200 ms timeout, as it has no round-trip sample yet); and the
+  echo through the forward, one round trip. Two changes would close it,
+  neither small: a server that holds the second step until the TCP probe
+  has come (so the UDP probes need not wait for it; a capability the
+  daemon must learn from the server, as an older server would send the
+  step without the spray's base), about 45 ms; and a first flight that
+  survives a loss without a 200 ms timeout (kcp-go does not let the
+  initial RTO be set; sending the first flight twice would).
 - **Rendezvous server memory per peer (target: 8 KiB).**
   ` + "`go test ./rendezvous -run '^$' -bench ServerPeerMemory -benchtime 2000x -peerheap /tmp/peers.heap`" + `,
   then ` + "`go tool pprof -sample_index inuse_space -focus 'rendezvous.\\(\\*Server\\)' -top /tmp/peers.heap`" + `:
