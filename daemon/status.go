@@ -39,6 +39,10 @@ type Status struct {
 	// while registered: "direct ADDR", "fallback ADDR" (the configured
 	// port was not reachable), either with " via proxy HOST:PORT".
 	RendezvousRoute string `json:"rendezvous_route,omitempty"`
+	// RendezvousNode is the name (-node) of the cluster node the daemon
+	// is registered with, while registered, if the server is one node of
+	// a cluster.
+	RendezvousNode string `json:"rendezvous_node,omitempty"`
 	// Network is why this network leaves no direct path to any peer, so
 	// that links go to the relay at once ("no UDP here; TCP 443 only",
 	// "only an HTTP proxy here", "no UDP here (no probe answered)");
@@ -127,6 +131,7 @@ func (d *Daemon) Status() Status {
 	case <-d.rv.Registered():
 		st.Rendezvous = "registered"
 		st.RendezvousRoute = d.rvDial.LastRoute().String()
+		st.RendezvousNode = d.rv.Node()
 	default:
 		if err, since := d.rv.Err(); err != nil {
 			since = since.UTC()

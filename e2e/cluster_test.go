@@ -34,26 +34,33 @@ func startClusterNodes(t testing.TB, m machine, n int, extra ...string) (*world,
 		args := []string{"rendezvous", "-listen", node.addr, "-key", filepath.Join(w.dir, "rendezvous.key"),
 			"-cluster-listen", node.cluster, "-cluster-peers", "nats://" + first.cluster, "-node", name}
 		args = append(args, extra...)
-		// Started without start's cleanup check: the test kills one.
-		node.p = launch(t, m, "rendezvous-"+name, nil, warrenBin, args...)
-		t.Cleanup(func() {
-			node.p.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-node.p.done:
-			case <-time.After(10 * time.Second):
-				node.p.cmd.Process.Kill()
-				<-node.p.done
-			}
-			if t.Failed() {
-				t.Logf("--- output of rendezvous-%s ---\n%s", name, node.p.output())
-			}
-		})
+		node.p = launchNode(t, m, name, args...)
 		if key := node.p.waitOutput(t, rvKeyLine, 10*time.Second); key != w.rvKey {
 			t.Fatalf("node %s has key %s, want the cluster's %s", name, key, w.rvKey)
 		}
 		nodes = append(nodes, node)
 	}
 	return w, nodes
+}
+
+// launchNode starts `warren rendezvous` as the cluster node name on m.
+// Unlike start, its cleanup accepts any exit: a test may kill the node.
+func launchNode(t testing.TB, m machine, name string, args ...string) *process {
+	t.Helper()
+	p := launch(t, m, "rendezvous-"+name, nil, warrenBin, args...)
+	t.Cleanup(func() {
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("--- output of rendezvous-%s ---\n%s", name, p.output())
+		}
+	})
+	return p
 }
 
 // addressesOf is a daemon's [rendezvous] addresses line listing nodes in

@@ -71,10 +71,12 @@ type cellResult struct {
 	transport string        // the only transport the daemons may use
 	outcome   string        // direct-tcp, direct-udp, relay, fail
 	firstByte time.Duration // daemon start to first byte through the forward
-	setup     time.Duration // connect request to link up (status setup_ms)
-	mbps      float64
-	nats      string // each daemon's own NAT verdict, client/server
-	note      string
+	// firstByteAt is when the first byte came back through the forward.
+	firstByteAt time.Time
+	setup       time.Duration // connect request to link up (status setup_ms)
+	mbps        float64
+	nats        string // each daemon's own NAT verdict, client/server
+	note        string
 	// stream and choice are the client's status: the UDP link's stream,
 	// and what the punch measured and chose.
 	stream, choice string
@@ -289,6 +291,10 @@ type cellOptions struct {
 	// profile is what every site's uplink does (natlab.Config.Profile).
 	// Default: the zero Profile, the lab with no emulator.
 	profile natlab.Profile
+	// echoFirst times the first byte through an echo forward instead of
+	// the hashing service's, which answers only at the end of its input:
+	// the echo answers the byte itself, a round trip sooner.
+	echoFirst bool
 }
 
 // cellRun is a cell with both daemons up and linked, for measure.
@@ -320,7 +326,7 @@ func runCellWith(t testing.TB, c cell, o cellOptions) cellResult {
 		iperfSvc = serveIperf3(t, server)
 		iperfFwd = hostPort("127.0.0.1", freePort(t, client))
 	}
-	if o.measure != nil {
+	if o.measure != nil || o.echoFirst {
 		echoSvc = serveEcho(t, server)
 		echoFwd = hostPort("127.0.0.1", freePort(t, client))
 	}
@@ -372,9 +378,14 @@ func runCellWith(t testing.TB, c cell, o cellOptions) cellResult {
 	}
 	fctx, fcancel := context.WithTimeout(ctx, wait)
 	defer fcancel()
+	first := func(ctx context.Context) error { return oneByte(ctx, client, fwd) }
+	if o.echoFirst {
+		first = func(ctx context.Context) error { return oneEcho(ctx, client, echoFwd) }
+	}
 	for fctx.Err() == nil {
-		if err := oneByte(fctx, client, fwd); err == nil {
-			r.firstByte = time.Since(t0)
+		if err := first(fctx); err == nil {
+			r.firstByteAt = time.Now()
+			r.firstByte = r.firstByteAt.Sub(t0)
 			break
 		} else {
 			r.note = err.Error()

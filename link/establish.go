@@ -20,6 +20,12 @@ type Candidate struct {
 	// Path names how the bytes travel, for status: "direct-tcp",
 	// "direct-udp" or "relay" (package session names them).
 	Path string
+	// Hold, if set, is asked at the controlling end once the candidate is
+	// authenticated, before it may be nominated: it returns when the
+	// candidate may win (true) or must not (false: it is dropped). The
+	// handshake does not wait for it, so a candidate held back for
+	// another's sake is ready to win the moment it is let go.
+	Hold func(ctx context.Context) bool
 }
 
 // Exporter derives keying material from a link's TLS session (RFC 5705,
@@ -108,6 +114,9 @@ const (
 	nominateByte = 'N'
 )
 
+// errHeld is a candidate whose Hold kept it from being nominated.
+var errHeld = errors.New("held back until another candidate won")
+
 type attempt struct {
 	cand   Candidate
 	frames *frameConn // over cand.Conn: the link's TLS, or none if Secured
@@ -156,7 +165,14 @@ func Establish(ctx context.Context, cands <-chan Candidate, self Identity, peer 
 				continue
 			}
 			pending++
-			go func() { results <- handshake(ctx, c, tlsConf, e, cfg.HandshakeTimeout) }()
+			go func() {
+				r := handshake(ctx, c, tlsConf, e, cfg.HandshakeTimeout)
+				if r.err == nil && controlling && c.Hold != nil && !c.Hold(ctx) {
+					r.frames.Close()
+					r.frames, r.err = nil, errHeld
+				}
+				results <- r
+			}()
 		case r := <-results:
 			pending--
 			if r.err != nil {
@@ -245,14 +261,8 @@ func handshake(ctx context.Context, c Candidate, conf *tls.Config, e ends, timeo
 		}
 	}
 	if fc == nil {
-		// Each end first states the key it will prove. The claim proves
-		// nothing (TLS does that), but it names an impostor at once and
-		// keeps the roles consistent even when the claimed key is not the
-		// pinned one.
-		if err := exchangeClaims(c.Conn, e.self, e.peer); err != nil {
-			return fail(err)
-		}
-		out := &batchConn{Conn: c.Conn}
+		claims := newClaimConn(c.Conn, e.self, e.peer)
+		out := &batchConn{Conn: claims}
 		var tc *tls.Conn
 		if controlling {
 			tc = tls.Client(out, conf)
@@ -260,6 +270,9 @@ func handshake(ctx context.Context, c Candidate, conf *tls.Config, e ends, timeo
 			tc = tls.Server(out, conf)
 		}
 		if err := tc.HandshakeContext(ctx); err != nil {
+			if cerr := claims.failure(); cerr != nil {
+				return fail(cerr)
+			}
 			return fail(fmt.Errorf("tls: %w", err))
 		}
 		fc, state = newTLSFrameConn(tc, out), tc.ConnectionState()
@@ -297,26 +310,4 @@ func orUnexpected(err error, b byte) error {
 		return err
 	}
 	return fmt.Errorf("unexpected byte %#x", b)
-}
-
-// exchangeClaims sends our public key and checks the one the other end
-// claims against the pinned key.
-func exchangeClaims(conn net.Conn, self, pinned identity.PublicKey) error {
-	errc := make(chan error, 1)
-	go func() {
-		_, err := conn.Write(self[:])
-		errc <- err
-	}()
-	var claim identity.PublicKey
-	_, rerr := io.ReadFull(conn, claim[:])
-	if werr := <-errc; werr != nil {
-		return fmt.Errorf("send key claim: %w", werr)
-	}
-	if rerr != nil {
-		return fmt.Errorf("read key claim: %w", rerr)
-	}
-	if err := identity.Pinned(pinned)(claim); err != nil {
-		return fmt.Errorf("key claim: %w", err)
-	}
-	return nil
 }

@@ -210,6 +210,12 @@ type UDPSession struct {
 	// (instead of Stream). The measurement travels in the nomination, so
 	// both sides know what the choice was made from.
 	Choose func(Quality) byte
+	// Estimate, if its RTT is set, makes a controlling side with Choose
+	// nominate at its first pong, with the stream Choose returns for
+	// Estimate, and run no probe train: for a path the caller already
+	// knows well enough (long, with nothing waiting for a measurement of
+	// its loss), where the train would only delay the link.
+	Estimate Quality
 	// Short, if set, ends a probe train after UDPConfig.ShortTrain pings
 	// when it reports true for the smallest round trip answered by then:
 	// a path that short (a LAN) needs no longer measurement for the
@@ -460,12 +466,20 @@ func (p *udpPuncher) await(ctx context.Context) (UDPResult, error) {
 				case !p.s.Controlling:
 				case p.s.Choose == nil:
 					return UDPResult{Conn: ev.sock, Remote: ev.from, Stream: p.s.Stream}, nil
+				case tr == nil && p.s.Estimate.RTT > 0:
+					return UDPResult{Conn: ev.sock, Remote: ev.from, Stream: p.s.Choose(p.s.Estimate), Quality: p.s.Estimate}, nil
 				case tr == nil:
 					tr = p.startTrain(ctx, ev)
 					sentAll = tr.sentAll
 				case ev.sock == tr.sock && ev.from == tr.to:
-					if tr.answered(ev) && allOut && tr.rearm() {
+					if !tr.answered(ev) {
+						break
+					}
+					if allOut && tr.rearm() {
 						return p.trainResult(tr), nil
+					}
+					if res, ok := p.settledByLoss(tr); ok {
+						return res, nil
 					}
 				}
 			case udpNominate:
@@ -567,6 +581,10 @@ const (
 	trainWaitMax = time.Second
 	// trainWaitMin is the least wait for them after the last ping.
 	trainWaitMin = 10 * time.Millisecond
+	// trainReorder is how many later pings must be answered before an
+	// unanswered one counts as lost while the train runs (TCP's duplicate
+	// ACK threshold, for the same reason: a path may reorder a little).
+	trainReorder = 3
 	// measuredMark, in a nomination's body, says that it carries a
 	// measurement (an older controlling side's nomination has random
 	// bytes there).
@@ -589,6 +607,7 @@ type train struct {
 
 	answers int
 	got     []bool
+	latest  int // the highest number answered
 	minRTT  time.Duration
 	maxRTT  time.Duration
 }
@@ -639,6 +658,7 @@ func (tr *train) answered(ev udpEvent) bool {
 	}
 	tr.got[i] = true
 	tr.answers++
+	tr.latest = max(tr.latest, i)
 	rtt := ev.at.Sub(tr.sent[i])
 	if tr.answers == 1 || rtt < tr.minRTT {
 		tr.minRTT = rtt
@@ -648,8 +668,9 @@ func (tr *train) answered(ev udpEvent) bool {
 }
 
 // rearm sets the wait for the last answers, once every ping is out: from
-// the last ping, twice the slowest answer yet (an answer later than that
-// counts as lost), or trainWaitMax while none has come. It is called again
+// the last ping, the slowest answer yet and as much again as the answers'
+// spread (an answer later than that counts as lost), or trainWaitMax while
+// none has come. It is called again
 // with each answer, as the first ones may come only after the last ping
 // left. It reports whether the train is over already (all answered).
 func (tr *train) rearm() bool {
@@ -661,7 +682,7 @@ func (tr *train) rearm() bool {
 	}
 	wait := trainWaitMax
 	if tr.answers > 0 {
-		wait = min(trainWaitMax, max(trainWaitMin, 2*tr.maxRTT))
+		wait = min(trainWaitMax, tr.maxRTT+max(trainWaitMin, tr.maxRTT-tr.minRTT))
 	}
 	var last time.Time
 	for _, t := range tr.sent {
@@ -679,6 +700,28 @@ func (tr *train) short(short func(time.Duration) bool) bool {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	return tr.answers > 0 && short(tr.minRTT)
+}
+
+// lostSoFar measures the path while the train runs. A ping counts as lost
+// once trainReorder later ones were answered and its own answer is later
+// than the wait after the last ping allows (rearm): a path may reorder a
+// little, and jitter may hold one answer back behind later ones. Sent
+// counts the pings whose fate is known so, Lost those of them lost.
+func (tr *train) lostSoFar(now time.Time) Quality {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	q := Quality{RTT: tr.minRTT}
+	late := tr.maxRTT + max(trainWaitMin, tr.maxRTT-tr.minRTT)
+	for i := 0; i <= tr.latest-trainReorder; i++ {
+		switch {
+		case tr.got[i]:
+			q.Sent++
+		case now.Sub(tr.sent[i]) > late:
+			q.Sent++
+			q.Lost++
+		}
+	}
+	return q
 }
 
 // count is how many pings the train sent. tr.mu must be held.
@@ -706,6 +749,21 @@ func (p *udpPuncher) trainResult(tr *train) UDPResult {
 		q = Quality{}
 	}
 	return UDPResult{Conn: tr.sock, Remote: tr.to, Stream: p.s.Choose(q), Quality: q}
+}
+
+// settledByLoss ends a train early, on a path it has seen lose pings and
+// that is not short: the rest of the train could only add loss, and every
+// choice made from a lossy path longer than a LAN is the same however
+// lossy (ChooseStream: KCP; package session: a lossy path). Waiting out the
+// train and its last answers would cost two round trips or more of the
+// link's setup on exactly the paths where round trips are dear.
+func (p *udpPuncher) settledByLoss(tr *train) (UDPResult, bool) {
+	q := tr.lostSoFar(time.Now())
+	if q.Lost == 0 || p.s.Short == nil || p.s.Short(q.RTT) {
+		return UDPResult{}, false
+	}
+	tr.deadline.Stop()
+	return UDPResult{Conn: tr.sock, Remote: tr.to, Stream: p.s.Choose(q), Quality: q}, true
 }
 
 // nominationBody is a nomination's body: the stream, and what the train

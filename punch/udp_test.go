@@ -152,18 +152,22 @@ func TestPunchUDPTrain(t *testing.T) {
 		dropNth  int           // of the controlled side's pongs; 0: none
 		delay    time.Duration // of the controlled side's pongs
 		short    bool          // Short says every path is short
-		wantSent int
+		wantSent [2]int
 		wantLost [2]int
 	}{
-		{"clean", 0, 0, false, 48, [2]int{0, 0}},
-		// Every 4th pong lost: a quarter of the train, give or take the
-		// first pong (a punch ping's), which the train does not count.
-		{"lossy", 4, 0, false, 48, [2]int{10, 13}},
-		// Answers that come only after the last ping left must still end
-		// the wait at twice the round trip, not at trainWaitMax.
-		{"long and lossy", 4, 80 * time.Millisecond, false, 48, [2]int{10, 13}},
+		{"clean", 0, 0, false, [2]int{48, 48}, [2]int{0, 0}},
+		// Every 4th pong lost on a path that is not short: the train ends
+		// once a loss is certain (later pings answered, and its answer
+		// later than the slowest and the answers' spread), before all 48
+		// are out, as nothing after it could change the choice.
+		{"lossy", 4, 0, false, [2]int{4, 47}, [2]int{1, 16}},
+		{"long and lossy", 4, 80 * time.Millisecond, false, [2]int{4, 47}, [2]int{1, 16}},
 		// A short path ends the train after ShortTrain pings.
-		{"short", 0, 0, true, 16, [2]int{0, 0}},
+		{"short", 0, 0, true, [2]int{16, 16}, [2]int{0, 0}},
+		// On a short path loss does not end it early: a quarter of the
+		// pings lost, give or take the first pong (a punch ping's), which
+		// the train does not count.
+		{"short and lossy", 4, 0, true, [2]int{16, 16}, [2]int{3, 5}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -207,11 +211,12 @@ func TestPunchUDPTrain(t *testing.T) {
 			if q != chosenFrom {
 				t.Errorf("result's quality %+v, Choose was given %+v", q, chosenFrom)
 			}
-			if q.Sent != tc.wantSent || q.Lost < tc.wantLost[0] || q.Lost > tc.wantLost[1] || q.RTT < tc.delay || q.RTT > tc.delay+100*time.Millisecond {
-				t.Errorf("measured %+v, want %d sent, %d-%d lost, a round trip of %v and a bit", q, tc.wantSent, tc.wantLost[0], tc.wantLost[1], tc.delay)
+			if q.Sent < tc.wantSent[0] || q.Sent > tc.wantSent[1] || q.Lost < tc.wantLost[0] || q.Lost > tc.wantLost[1] || q.RTT < tc.delay || q.RTT > tc.delay+100*time.Millisecond {
+				t.Errorf("measured %+v, want %d-%d sent, %d-%d lost, a round trip of %v and a bit", q, tc.wantSent[0], tc.wantSent[1], tc.wantLost[0], tc.wantLost[1], tc.delay)
 			}
 			// The punch's first round trip, the train (paced at 2000/s), and
-			// twice the round trip for the last answers: well below the
+			// a round trip and the answers' spread for the last ones (or
+			// less, when a loss ends the train): well below the
 			// trainWaitMax a train waits while no answer has come, with
 			// room for a loaded machine and the race detector.
 			if took, most := time.Since(began), 3*tc.delay+600*time.Millisecond; took > most {
@@ -266,5 +271,47 @@ func TestPunchUDPTriggeredCheck(t *testing.T) {
 	defer rb.r.Conn.Close()
 	if ra.r.Remote != addrOf(b) || rb.r.Remote != addrOf(a) {
 		t.Fatalf("remotes %v %v, want %v %v", ra.r.Remote, rb.r.Remote, addrOf(b), addrOf(a))
+	}
+}
+
+// TestPunchUDPEstimate: with an Estimate, the controlling side nominates
+// at its first pong, with the stream Choose picks for the estimate, and
+// sends no probe train (a train would show in the pings the other side
+// answered: one punch ping and no more).
+func TestPunchUDPEstimate(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	a, b := udpSock(t), udpSock(t)
+	d := &dropPongs{UDPConn: b} // counts b's pongs, drops none
+	id := NewSessionID()
+	est := Quality{RTT: 90 * time.Millisecond}
+	var chosenFrom Quality
+	type out struct {
+		r   UDPResult
+		err error
+	}
+	ca, cb := make(chan out, 1), make(chan out, 1)
+	go func() {
+		r, err := PunchUDP(ctx, nil, UDPSession{ID: id, Controlling: true, Role: RoleDirect, PeerEndpoint: addrOf(b),
+			Stream: 'q', Scope: loopbackScope, Choose: func(q Quality) byte { chosenFrom = q; return 'k' },
+			Short: func(time.Duration) bool { return false }, Estimate: est}, a)
+		ca <- out{r, err}
+	}()
+	go func() {
+		r, err := PunchUDP(ctx, nil, UDPSession{ID: id, Role: RoleDirect, PeerEndpoint: addrOf(a), Stream: 'q', Scope: loopbackScope}, d)
+		cb <- out{r, err}
+	}()
+	ra, rb := <-ca, <-cb
+	if ra.err != nil || rb.err != nil {
+		t.Fatal(ra.err, rb.err)
+	}
+	defer ra.r.Conn.Close()
+	defer rb.r.Conn.Close()
+	if chosenFrom != est || ra.r.Quality != est || ra.r.Stream != 'k' || rb.r.Stream != 'k' {
+		t.Errorf("chose from %+v, result %+v, streams %q/%q; want the estimate %+v and Choose's 'k' on both",
+			chosenFrom, ra.r.Quality, ra.r.Stream, rb.r.Stream, est)
+	}
+	if d.pongs > 4 {
+		t.Errorf("the controlled side answered %d pings: a probe train ran", d.pongs)
 	}
 }

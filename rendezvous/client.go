@@ -153,6 +153,7 @@ type Client struct {
 	cur        *peerConn // nil while not registered
 	observed   netip.AddrPort
 	observed6  netip.AddrPort // see Observed6
+	node       string         // see Node
 	registered chan struct{}  // closed while registered
 	nat        *NATReport     // reported again at each registration
 	udp        []netip.AddrPort
@@ -262,6 +263,15 @@ func (c *Client) Server() string {
 		return c.addrs[0]
 	}
 	return c.server
+}
+
+// Node returns the name of the cluster node this peer registered with
+// last, as the node said it; "" for a server alone (or one that does not
+// say).
+func (c *Client) Node() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.node
 }
 
 // Observed returns this peer's endpoint as the server last saw it.
@@ -387,14 +397,20 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 }
 
-// Ranking a cluster's nodes: each is sent one UDP probe (every node
-// answers plain probes on its control port), for rankWait at most; the
-// round trips are compared in steps of rankStep, so that nodes about as
-// near keep their configured order (the operator's preference, and
-// stable on one LAN), and nodes that do not answer go last.
+// Ranking a cluster's nodes: in rankRounds rounds, one after the other,
+// each node is sent a UDP probe (every node answers plain probes on its
+// control port), for rankWait in all at most; a node's smallest round
+// trip counts, so that a stall (a loaded machine that did not run this
+// process, or a node's, for 100 ms; a queue on the path) does not reorder
+// nodes: a later round, started once the stall ended, measures it as
+// near as it is. The round trips are compared in steps of rankStep, so
+// that nodes about as near keep their configured order (the operator's
+// preference, and stable on one LAN), and nodes that do not answer go
+// last.
 const (
-	rankWait = 500 * time.Millisecond
-	rankStep = 10 * time.Millisecond
+	rankWait   = 500 * time.Millisecond
+	rankStep   = 10 * time.Millisecond
+	rankRounds = 3
 )
 
 // rank returns the configured servers nearest first (see rankWait).
@@ -404,20 +420,28 @@ func (c *Client) rank(ctx context.Context) []string {
 	}
 	rctx, cancel := context.WithTimeout(ctx, rankWait)
 	defer cancel()
-	steps := make([]int64, len(c.addrs))
-	rtts := make([]time.Duration, len(c.addrs))
-	var wg sync.WaitGroup
-	for i, a := range c.addrs {
-		wg.Go(func() {
-			rtt, err := probeRTT(rctx, a)
-			if err != nil {
-				steps[i] = math.MaxInt64
-				return
-			}
-			steps[i], rtts[i] = int64(rtt/c.rankStep), rtt
-		})
+	rtts := make([]time.Duration, len(c.addrs)) // 0: no answer yet
+	for range rankRounds {
+		var wg sync.WaitGroup
+		for i, a := range c.addrs {
+			wg.Go(func() {
+				if rtt, err := probeRTT(rctx, a); err == nil && (rtts[i] == 0 || rtt < rtts[i]) {
+					rtts[i] = rtt
+				}
+			})
+		}
+		wg.Wait()
+		if rctx.Err() != nil {
+			break
+		}
 	}
-	wg.Wait()
+	steps := make([]int64, len(c.addrs))
+	for i, rtt := range rtts {
+		steps[i] = int64(rtt / c.rankStep)
+		if rtt == 0 {
+			steps[i] = math.MaxInt64
+		}
+	}
 	measured := make(map[string]time.Duration)
 	for i, a := range c.addrs {
 		if rtts[i] > 0 {
@@ -437,7 +461,7 @@ func (c *Client) rank(ctx context.Context) []string {
 		order[i] = c.addrs[j]
 	}
 	if order[0] != c.addrs[0] {
-		c.cfg.Log.WithFields(logrus.Fields{"nearest": order[0], "order": order}).Info("rendezvous nodes ranked by round trip")
+		c.cfg.Log.WithFields(logrus.Fields{"nearest": order[0], "order": order, "rtts": measured}).Info("rendezvous nodes ranked by round trip")
 	}
 	return order
 }
@@ -526,10 +550,14 @@ func (c *Client) session(ctx context.Context, addr string) error {
 	// which sessions start): a session's instruction carries the IPv6
 	// endpoint only if the server saw it by then.
 	c.observe6(ctx, m, reg.LAN)
-	c.setRegistered(p, observed)
+	c.setRegistered(p, observed, m.Node)
 	c.cfg.OnRegistered(udp)
 	defer c.unregister(p)
-	c.cfg.Log.WithFields(logrus.Fields{"server": addr, "observed": observed}).Info("registered with rendezvous server")
+	log := c.cfg.Log.WithFields(logrus.Fields{"server": addr, "observed": observed})
+	if m.Node != "" {
+		log = log.WithField("node", m.Node)
+	}
+	log.Info("registered with rendezvous server")
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -581,6 +609,11 @@ func readRegistered(tc *tls.Conn) (*Message, netip.AddrPort, error) {
 	observed, err := netip.ParseAddrPort(m.Observed)
 	if m.Type != TypeRegistered || err != nil {
 		return nil, netip.AddrPort{}, fmt.Errorf("%w: register answered with %q %q", ErrProtocol, m.Type, m.Observed)
+	}
+	// The name goes into logs and the status page: only what a node may
+	// be called.
+	if m.Node != "" && !validNodeName(m.Node) {
+		return nil, netip.AddrPort{}, fmt.Errorf("%w: registered with node name %q", ErrProtocol, m.Node)
 	}
 	return m, observed, nil
 }
@@ -729,10 +762,10 @@ func (c *Client) setErr(err error) {
 	c.err, c.errSince = err, time.Now()
 }
 
-func (c *Client) setRegistered(p *peerConn, observed netip.AddrPort) {
+func (c *Client) setRegistered(p *peerConn, observed netip.AddrPort, node string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.cur, c.observed = p, observed
+	c.cur, c.observed, c.node = p, observed, node
 	c.err = nil
 	close(c.registered)
 }

@@ -152,6 +152,15 @@ func (c *cluster) peerInfo(p *peerConn) *clusterPeer {
 		RTTs: c.rttsOf(p)}
 }
 
+// nodeName is this node's name, told to the peers that register with it
+// (`warren status` shows it); "" for a server alone (c nil).
+func (c *cluster) nodeName() string {
+	if c == nil {
+		return ""
+	}
+	return c.cfg.Node
+}
+
 // maxClusterWork caps the goroutines serving other nodes' messages at
 // once (each an ask waiting for a consent, or a send to a slow peer):
 // past it, a message is dropped, which its sender sees as "offline" or a

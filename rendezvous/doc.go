@@ -158,7 +158,8 @@
 //     daemons' configs unchanged when nodes are added, and a node is as
 //     trusted as the server it replaces anyway.
 //   - Daemons list the nodes (`[rendezvous] addresses`). The client
-//     ranks them by the round trip of one UDP probe each (500 ms at most;
+//     ranks them by the round trip of UDP probes (the smallest of three
+//     rounds, so that a stall does not reorder them; 500 ms at most;
 //     10 ms steps, so nodes about as near keep the configured order, and
 //     silent ones go last), registers with the first and, when its
 //     connection ends for any reason other than `replaced`, dials the

@@ -68,6 +68,7 @@ type Message struct {
 	Observe     string     `json:"observe,omitempty"`     // registered: the token of an IPv6 observation (32 hex)
 	Observe6    []string   `json:"observe6,omitempty"`    // registered: the server's IPv6 endpoints for it
 	Public6     string     `json:"public6,omitempty"`     // punch: the peer's IPv6 endpoint as the server saw it, when both peers have one
+	Node        string     `json:"node,omitempty"`        // registered: the cluster node's name (a server alone sends none)
 
 	// RTTs (register) are the peer's round trips to the nodes of a
 	// cluster it lists, in ms by address as it lists them.

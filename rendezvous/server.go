@@ -390,7 +390,7 @@ func (s *Server) serveRegistered(ctx context.Context, p *peerConn) {
 		old.conn.Close()
 	}
 	s.cluster.claim(p)
-	reg := &Message{Type: TypeRegistered, Observed: p.observed.String(), UDP: s.cfg.UDPEndpoints}
+	reg := &Message{Type: TypeRegistered, Observed: p.observed.String(), UDP: s.cfg.UDPEndpoints, Node: s.cluster.nodeName()}
 	if !isGlobal6(p.observed.Addr()) && len(s.cfg.IPv6Endpoints) > 0 {
 		reg.Observe, reg.Observe6 = p.observe.String(), s.cfg.IPv6Endpoints
 	}

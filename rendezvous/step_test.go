@@ -48,7 +48,7 @@ func TestUDPStepForgottenWithItsSession(t *testing.T) {
 	c.expectUDP("a").Close()
 	c.deliverUDP(UDPInfo{Session: "a"})
 	p := &peerConn{}
-	c.setRegistered(p, netip.AddrPort{})
+	c.setRegistered(p, netip.AddrPort{}, "")
 	c.expectUDP("b")
 	c.unregister(p)
 	if len(c.steps) != 0 {

@@ -53,6 +53,10 @@ func (c Choice) Reason(winner string) string {
 	if !c.Punched {
 		return ""
 	}
+	if c.Quality.Sent == 0 && c.Quality.RTT > 0 {
+		return fmt.Sprintf("udp stream %s for a %.1f ms path (the server's estimate; no probe train: no TCP link to choose between)",
+			c.Stream, float64(c.Quality.RTT.Microseconds())/1000)
+	}
 	if c.Quality.Sent == 0 {
 		return fmt.Sprintf("udp stream %s (not measured: set by udp_stream, or the peer does not measure)", c.Stream)
 	}
@@ -161,7 +165,7 @@ func (v *verdict) tcpPassed() bool {
 // chooseStream is the stream for a path of quality q under
 // udp_stream = "auto".
 func chooseStream(q punch.Quality) byte {
-	if q.Sent == 0 {
+	if q.Sent == 0 && q.RTT == 0 {
 		return streamQUIC // not measured: the stream of old
 	}
 	if transport.ChooseStream(transport.EstimateQuality(q.Sent, q.Lost, q.RTT)) == transport.StreamKCP {

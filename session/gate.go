@@ -12,8 +12,8 @@ import (
 // delay 2s, plus 16 round trips (the session probe, the server's second
 // step, the punch, the probe train's wait and the UDP link's handshakes,
 // with a retransmission or two). The peer's end of the held connection
-// waits for our TLS handshake link.Config.HandshakeTimeout (10s by
-// default), so this stays well below it.
+// waits for the nomination link.Config.HandshakeTimeout (10s by default)
+// from the start of its handshake, so this stays well below it.
 const (
 	holdBase   = 2 * time.Second
 	holdPerRTT = 16
@@ -28,16 +28,13 @@ const (
 // measurement is in (and the UDP path then gives them a head start), and
 // on a path known to be short (a LAN: by the server's estimate, or by the
 // connection's own round trip) at once, so that a LAN links as fast as it
-// did before measurements.
+// did before measurements. It holds only the nomination (link.Candidate's
+// Hold): a held candidate's TLS handshake runs meanwhile, so that once let
+// go it wins at once instead of two round trips later.
 type tcpGate struct {
 	s   *Session
 	in  chan link.Candidate
 	out chan<- link.Candidate
-}
-
-type heldCandidate struct {
-	c     link.Candidate
-	since time.Time
 }
 
 // hold reports whether candidate c must wait, as far as is known now.
@@ -61,73 +58,51 @@ func (g *tcpGate) hold(c link.Candidate) bool {
 	return rtt == 0 || !shortPath(rtt)
 }
 
-// run passes candidates from in to out, holding them as hold says, until
-// in is closed (then it passes what it holds) or ctx ends (then it closes
-// it).
+// run passes the candidates from in to out, each with a Hold that waits as
+// hold says, until in is closed or ctx ends (then it closes what it has).
 func (g *tcpGate) run(ctx context.Context) {
-	q := &heldQueue{g: g, limit: min(g.s.scaled(holdBase, holdPerRTT), holdMax)}
-	defer q.close()
-	decided, gone := g.s.verdict.decided, g.s.verdict.gone
-	expire := time.NewTimer(q.limit)
-	defer expire.Stop()
 	for {
-		var expired <-chan time.Time
-		if len(q.held) > 0 {
-			expire.Reset(q.limit - time.Since(q.held[0].since))
-			expired = expire.C
-		}
 		select {
 		case c, ok := <-g.in:
 			if !ok {
-				q.release(ctx, true)
 				return
 			}
-			q.held = append(q.held, heldCandidate{c: c, since: time.Now()})
+			since := time.Now()
+			c.Hold = func(ctx context.Context) bool { return g.wait(ctx, c, since) }
+			select {
+			case g.out <- c:
+			case <-ctx.Done():
+				c.Conn.Close()
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// wait returns true once candidate c, which arrived at since, need not (or
+// may no longer) wait, false if ctx ends first.
+func (g *tcpGate) wait(ctx context.Context, c link.Candidate, since time.Time) bool {
+	limit := time.NewTimer(time.Until(since.Add(min(g.s.scaled(holdBase, holdPerRTT), holdMax))))
+	defer limit.Stop()
+	decided, gone := g.s.verdict.decided, g.s.verdict.gone
+	for g.hold(c) {
+		select {
 		case <-decided:
 			decided = nil
 		case <-gone:
 			gone = nil
-		case <-expired:
+		case <-limit.C:
+			return g.pass(since)
 		case <-ctx.Done():
-			return
-		}
-		if !q.release(ctx, false) {
-			return
-		}
-	}
-}
-
-// heldQueue is what a gate holds, oldest first.
-type heldQueue struct {
-	g     *tcpGate
-	held  []heldCandidate
-	limit time.Duration // the longest any candidate is held
-}
-
-// release passes every held candidate that need not (or may no longer)
-// wait, or all of them; false when ctx ended first.
-func (q *heldQueue) release(ctx context.Context, all bool) bool {
-	keep := q.held[:0]
-	defer func() { q.held = keep }()
-	for i, h := range q.held {
-		if !all && q.g.hold(h.c) && time.Since(h.since) < q.limit {
-			keep = append(keep, h)
-			continue
-		}
-		q.g.s.verdict.passedTCP(time.Since(h.since))
-		select {
-		case q.g.out <- h.c:
-		case <-ctx.Done():
-			keep = append(keep, q.held[i:]...)
 			return false
 		}
 	}
-	return true
+	return g.pass(since)
 }
 
-// close closes the connections of the candidates still held.
-func (q *heldQueue) close() {
-	for _, h := range q.held {
-		h.c.Conn.Close()
-	}
+// pass records a candidate let through after being held since since.
+func (g *tcpGate) pass(since time.Time) bool {
+	g.s.verdict.passedTCP(time.Since(since))
+	return true
 }

@@ -43,65 +43,74 @@ func TestTCPGate(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := &Session{RTT: tc.rtt, verdict: newVerdict()}
-			out := make(chan link.Candidate)
-			g := &tcpGate{s: s, in: make(chan link.Candidate), out: out}
-			ctx, cancel := context.WithTimeout(context.Background(), holdBase+time.Second)
+			c, held, cancel := gatePass(t, s)
 			defer cancel()
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				g.run(ctx)
-			}()
-			a, b := net.Pipe()
-			defer b.Close()
 			began := time.Now()
-			g.in <- link.Candidate{Conn: a, Path: PathTCP}
 			if tc.then != nil {
 				go func() {
 					time.Sleep(100 * time.Millisecond)
 					tc.then(s.verdict)
 				}()
 			}
-			var passed time.Duration
-			select {
-			case c := <-out:
-				passed = time.Since(began)
-				c.Conn.Close()
-			case <-time.After(holdBase / 2):
-				if tc.hi != 0 && tc.hi < holdBase/2 {
-					t.Fatalf("not passed after %v", holdBase/2)
-				}
-				select {
-				case c := <-out:
-					passed = time.Since(began)
-					c.Conn.Close()
-				case <-time.After(tc.hi - holdBase/2 + 100*time.Millisecond):
-					if tc.hi != 0 {
-						t.Fatalf("not passed after %v", tc.hi)
-					}
-				}
-			}
+			passed := make(chan bool, 1)
+			go func() { passed <- c.Hold(held) }()
+			wait := tc.hi + 200*time.Millisecond
 			if tc.hi == 0 {
-				if passed != 0 {
-					t.Fatalf("passed after %v, want held until the race ended", passed)
+				wait = holdBase + 500*time.Millisecond
+			}
+			select {
+			case ok := <-passed:
+				took := time.Since(began)
+				if tc.hi == 0 || !ok {
+					t.Fatalf("Hold returned %v after %v, want it held until the race ended", ok, took)
+				}
+				if took < tc.lo || took > tc.hi {
+					t.Errorf("passed after %v, want %v to %v", took, tc.lo, tc.hi)
+				}
+				if got := s.Choice().HeldTCP; took > 50*time.Millisecond && (got < tc.lo || got > took+50*time.Millisecond) {
+					t.Errorf("choice says TCP was held %v; it passed after %v", got, took)
+				}
+			case <-time.After(wait):
+				if tc.hi != 0 {
+					t.Fatalf("not passed after %v", wait)
 				}
 				cancel() // the UDP link won
-				<-done
-				b.SetReadDeadline(time.Now().Add(time.Second))
-				if _, err := b.Read(make([]byte, 1)); err == nil {
-					t.Error("the held candidate was not closed when the race ended")
+				if ok := <-passed; ok {
+					t.Error("Hold let the candidate win after the race ended")
 				}
-				return
 			}
-			if passed < tc.lo || passed > tc.hi {
-				t.Errorf("passed after %v, want %v to %v", passed, tc.lo, tc.hi)
-			}
-			if got := s.Choice().HeldTCP; passed > 50*time.Millisecond && (got < tc.lo || got > passed) {
-				t.Errorf("choice says TCP was held %v; it passed after %v", got, passed)
-			}
-			close(g.in)
-			<-done
 		})
+	}
+}
+
+// gatePass runs a gate for s and passes one candidate through it, which
+// must come out at once (only its nomination waits), with a Hold to ask
+// under the returned context; cancel ends the race.
+func gatePass(t *testing.T, s *Session) (c link.Candidate, ctx context.Context, cancel func()) {
+	t.Helper()
+	out := make(chan link.Candidate)
+	g := &tcpGate{s: s, in: make(chan link.Candidate), out: out}
+	ctx, stop := context.WithTimeout(context.Background(), holdBase+2*time.Second)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		g.run(ctx)
+	}()
+	a, b := net.Pipe()
+	g.in <- link.Candidate{Conn: a, Path: PathTCP}
+	select {
+	case c = <-out:
+	case <-time.After(time.Second):
+		t.Fatal("the gate held the candidate itself, not only its nomination")
+	}
+	if c.Hold == nil {
+		t.Fatal("the candidate came out without a Hold")
+	}
+	return c, ctx, func() {
+		stop()
+		<-done
+		a.Close()
+		b.Close()
 	}
 }
 
@@ -179,21 +188,10 @@ func TestTCPGateKernelRTT(t *testing.T) {
 		t.Fatalf("loopback round trip %v (%v)", rtt, ok)
 	}
 	s := &Session{verdict: newVerdict()}
-	out := make(chan link.Candidate)
-	g := &tcpGate{s: s, in: make(chan link.Candidate), out: out}
-	ctx, cancel := context.WithCancel(context.Background())
+	g := &tcpGate{s: s}
+	ctx, cancel := context.WithTimeout(context.Background(), holdBase/2)
 	defer cancel()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		g.run(ctx)
-	}()
-	g.in <- link.Candidate{Conn: c, Path: PathTCP}
-	select {
-	case <-out:
-	case <-time.After(holdBase / 2):
+	if !g.wait(ctx, link.Candidate{Conn: c, Path: PathTCP}, time.Now()) {
 		t.Fatal("held a loopback connection for the measurement")
 	}
-	close(g.in)
-	<-done
 }

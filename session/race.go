@@ -11,6 +11,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/warren-p2p/warren/link"
+	"github.com/warren-p2p/warren/punch"
 )
 
 // Outcome is what one path did in a race.
@@ -101,7 +102,8 @@ func newRace(s *Session, paths []Path) *race {
 		if m, ok := p.(measurer); ok && m.measures(s) {
 			r.gate = &tcpGate{s: s, in: make(chan link.Candidate), out: r.cands}
 		}
-		tcp = tcp || p.Name() == PathTCP
+		// A TCP path whose role is none offers nothing to prefer.
+		tcp = tcp || p.Name() == PathTCP && s.Strategy.TCP != punch.TCPNone
 	}
 	s.verdict.raced(tcp)
 	for i, p := range paths {

@@ -144,6 +144,7 @@ func (u *UDP) punch(ctx context.Context, s *Session, sock punch.PacketConn, info
 		peerEP = s.PeerMappedUDP
 	}
 	return punch.PunchUDP(ctx, &punch.UDPConfig{Budget: u.Budget}, punch.UDPSession{
+		Estimate:     untrained(s, choose != nil),
 		ID:           s.ID,
 		Controlling:  s.Controlling,
 		Role:         s.Strategy.UDP,
@@ -155,6 +156,20 @@ func (u *UDP) punch(ctx context.Context, s *Session, sock punch.PacketConn, info
 		Choose:       choose,
 		Short:        shortPath,
 	}, sock)
+}
+
+// untrained is the punch's Estimate: the server's round trip estimate,
+// for a path that needs no probe train, else the zero Quality. The train
+// measures loss for two choices: the stream on a short path (QUIC unless
+// the LAN loses packets) and, on a long one, whether to prefer the UDP
+// link to direct TCP. With no direct TCP in the race and a path the
+// server knows to be long, neither is left to make (every long path runs
+// KCP), and the train would only cost its round trips.
+func untrained(s *Session, choosing bool) punch.Quality {
+	if !choosing || s.RTT <= 0 || shortPath(s.RTT) || s.verdict.choice().RacedTCP {
+		return punch.Quality{}
+	}
+	return punch.Quality{RTT: s.RTT}
 }
 
 // choiceOf is what a punch's measurement chose: the stream, and whether

@@ -61,8 +61,9 @@
 // The default [link] udp_stream, "auto", makes the controlling peer
 // measure each punched path before it nominates it: a train of 48 pings
 // (16 when their answers say the path is a LAN) whose pongs echo them (punch/spec.md), paced like every punch packet, taking a few
-// milliseconds on a LAN and about two round trips plus 20 ms on a long
-// path. EstimateQuality turns the counts into a
+// milliseconds on a LAN and about a round trip and a half plus 20 ms on a
+// long clean path; on a long lossy path it ends at the first lost ping,
+// about a round trip in, as more pings could not change the choice. EstimateQuality turns the counts into a
 // PathQuality (the smallest round trip; the loss, at least
 // LossFloorPercent), and ChooseStream picks. The floor is there because a
 // short train cannot tell a clean path from one losing 1% (on the lab's

@@ -70,8 +70,12 @@ func printStatus(w io.Writer, st daemon.Status) {
 	if st.Observed6 != "" {
 		observed += " " + st.Observed6
 	}
+	rv := st.Rendezvous
+	if st.RendezvousNode != "" {
+		rv += " with node " + st.RendezvousNode
+	}
 	fmt.Fprintf(w, "key %s  rendezvous %s  observed %s  nat %s\n",
-		st.PublicKey, st.Rendezvous, observed, st.NAT)
+		st.PublicKey, rv, observed, st.NAT)
 	// Said only when it matters: a restricted network explains every
 	// relayed link below it.
 	if st.Network != "" || (st.RendezvousRoute != "" && !strings.HasPrefix(st.RendezvousRoute, "direct ")) {

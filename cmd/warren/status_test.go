@@ -96,3 +96,21 @@ func TestPrintStatusRemembered(t *testing.T) {
 		t.Errorf("status lacks %q:\n%s", want, b.String())
 	}
 }
+
+// TestPrintStatusNamesTheNode: a daemon registered with a cluster's node
+// says which; one registered with a server alone says nothing more.
+func TestPrintStatusNamesTheNode(t *testing.T) {
+	st := daemon.Status{PublicKey: "k", Rendezvous: "registered", NAT: "cone", RendezvousNode: "rv-b",
+		RendezvousRoute: "direct 203.0.113.11:7777", Peers: []daemon.PeerStatus{}}
+	var b bytes.Buffer
+	printStatus(&b, st)
+	if want := "rendezvous registered with node rv-b  observed"; !strings.Contains(b.String(), want) {
+		t.Errorf("status lacks %q:\n%s", want, b.String())
+	}
+	st.RendezvousNode = ""
+	b.Reset()
+	printStatus(&b, st)
+	if want := "rendezvous registered  observed"; !strings.Contains(b.String(), want) {
+		t.Errorf("status lacks %q:\n%s", want, b.String())
+	}
+}
