@@ -42,6 +42,7 @@ type clusterStep struct {
 	register     time.Duration // to register the added peers, with every node
 	rest         []restUsage   // per node, peers only keeping alive
 	heap         []int         // per node, live heap (MB) at its last GC before the rest's reading
+	loadAvg      string        // the machine's, after the rest window
 	lat          rvCoordResult // asks one at a time, both kinds of pair
 	cross, same  rvCoordResult // asks rvInFlight at a time, pairs across nodes, pairs on one
 }
@@ -53,22 +54,27 @@ type clusterStep struct {
 // coordinations per second between pairs on different nodes and between
 // pairs on one node; and, asking one at a time, the latency a connect
 // across nodes adds to one within a node. The peers are
-// BenchmarkRendezvousScale's (rvLoad).
+// BenchmarkRendezvousScale's (rvLoad), in load worker processes of at most
+// 10,000 peers each.
 //
-// As root (30,000 connections need a higher file descriptor limit):
+// As root (a node's 10,000 connections may need a higher file descriptor
+// limit):
 //
 //	go test ./e2e -run '^$' -bench '^BenchmarkClusterScale$' -benchtime 1x -v
 //
-// WARREN_BENCH_CLUSTER_PEERS=1500,3000 for a quick run. WARREN_BENCH_PPROF=DIR
+// WARREN_BENCH_CLUSTER_PEERS=1500,3000 for a quick run, with
+// WARREN_BENCH_LOAD_WORKERS=3 to split even those. WARREN_BENCH_PPROF=DIR
 // runs the nodes with a pprof listener (e2e/testdata/pprof) and saves in
 // DIR each node's heap and goroutines at rest and its CPU profile over
 // the one-at-a-time and the across-nodes windows, for each count.
 func BenchmarkClusterScale(b *testing.B) {
 	steps := clusterPeerCounts(b)
 	most := steps[len(steps)-1]
-	// This process holds a connection for every peer, each node one for
-	// each of its own.
-	raiseFDLimit(b, uint64(most)+rvSpareFDs)
+	// Each node holds a connection for each of its peers, and inherits
+	// its limit from this process; the load workers see to their own.
+	if err := raiseFDLimit(uint64((most+clusterNodes-1)/clusterNodes) + rvSpareFDs); err != nil {
+		b.Fatalf("the nodes' peers: %v", err)
+	}
 	// One machine plays every peer: the per-source limits would stop it.
 	prof := profileNodes(b)
 	w, nodes := startClusterNodes(b, gctraceHost{}, clusterNodes, "-limits=false")
@@ -98,9 +104,10 @@ func BenchmarkClusterScale(b *testing.B) {
 		for _, p := range procs {
 			st.heap = append(st.heap, lastLiveHeap(p.output()))
 		}
+		st.loadAvg = loadAvg()
 		b.Logf("%d peers: +%d registered in %v, RSS %s (live heap %s MB), CPU at rest %s; loadavg %s", n, st.added,
 			st.register.Round(time.Millisecond), perNode(st.rest, restRSS), perNode(st.heap, strconv.Itoa),
-			perNode(st.rest, restCPU), loadAvg())
+			perNode(st.rest, restCPU), st.loadAvg)
 		res = append(res, st)
 	}
 	for i := range res {
@@ -117,7 +124,7 @@ func BenchmarkClusterScale(b *testing.B) {
 		reportClusterStep(b, st)
 	}
 	load.check()
-	benchDoc.add(benchCluster, clusterReport(res, base))
+	benchDoc.add(benchCluster, clusterReport(res, base, len(load.workers)))
 }
 
 // clusterPeerCounts is clusterSteps, or the counts clusterPeersEnv names.
@@ -171,22 +178,23 @@ func perNode[T any](vals []T, f func(T) string) string {
 }
 
 // clusterReport is the report's section.
-func clusterReport(steps []clusterStep, base []restUsage) string {
+func clusterReport(steps []clusterStep, base []restUsage, workers int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "## Rendezvous cluster scale\n\n%d `warren rendezvous` processes on loopback, clustered with NATS "+
 		"embedded in each (`-cluster-listen`, the others routed to the first), one key for all; simulated peers as in "+
 		"\"Rendezvous scale\" (own key and TLS connection, register %d at a time, NAT report, ping every %v), peer i "+
-		"registered with node i mod %d. At each count: the added peers' registration time; each node's RSS and CPU "+
+		"registered with node i mod %d, spread over %d load generator processes (each holding peers of every node and "+
+		"asking among its own; latency quantiles are of all their samples together). At each count: the added peers' registration time; each node's RSS and CPU "+
 		"over %v with peers only keeping alive. Then, once all are registered, for each count n, among the first n "+
 		"peers: %v of asks one at a time, a pair on one node and a pair across nodes in turn (ask to both punches: "+
 		"what a connect across nodes adds); %v of coordinations between pairs on different nodes and %v between "+
 		"pairs on one node, %d asks in flight. The load generator and the nodes share the %d cores. Baseline, same "+
 		"run, no peers: RSS %s, CPU %s of one core. `go test ./e2e -run '^$' -bench '^BenchmarkClusterScale$' "+
 		"-benchtime 1x` as root (`%s=1500,3000` for a quick run).\n\n",
-		clusterNodes, rvRamp, rvPingInterval, clusterNodes, rvRest, clusterLatWindow, rvCoord, rvCoord, rvInFlight,
+		clusterNodes, rvRamp, rvPingInterval, clusterNodes, workers, rvRest, clusterLatWindow, rvCoord, rvCoord, rvInFlight,
 		runtime.NumCPU(), perNode(base, restRSS), perNode(base, restCPU), clusterPeersEnv)
 	b.WriteString("Each node, in node order:\n\n| peers | register time | RSS | RSS per peer on the node | live heap | " +
-		"CPU at rest |\n|---|---|---|---|---|---|\n")
+		"CPU at rest | machine's load average, 1 / 5 / 15 min |\n|---|---|---|---|---|---|---|\n")
 	for _, s := range steps {
 		perPeer := make([]string, len(s.rest))
 		for i, r := range s.rest {
@@ -194,17 +202,21 @@ func clusterReport(steps []clusterStep, base []restUsage) string {
 			on := (s.peers - i + len(s.rest) - 1) / len(s.rest)
 			perPeer[i] = fmt.Sprintf("%.1f", float64(r.rss-base[i].rss)/float64(on)/1024)
 		}
-		fmt.Fprintf(&b, "| %d | %.1f s (+%d) | %s | %s KiB | %s MB | %s |\n", s.peers, s.register.Seconds(), s.added,
-			perNode(s.rest, restRSS), strings.Join(perPeer, " / "), perNode(s.heap, strconv.Itoa), perNode(s.rest, restCPU))
+		fmt.Fprintf(&b, "| %d | %.1f s (+%d) | %s | %s KiB | %s MB | %s | %s |\n", s.peers, s.register.Seconds(), s.added,
+			perNode(s.rest, restRSS), strings.Join(perPeer, " / "), perNode(s.heap, strconv.Itoa), perNode(s.rest, restCPU),
+			strings.ReplaceAll(s.loadAvg, " ", " / "))
 	}
 	b.WriteString("\nRSS per peer is above the node's baseline, per peer registered with the node; each node also " +
 		"holds the other nodes' interest in their peers' subjects.\n")
 	b.WriteString("\nCoordinations, " + strconv.Itoa(rvInFlight) + " asks in flight (nodes' CPU: the three together, " +
-		"% of one core):\n\n| peers | across nodes: coordinations/s | nodes' CPU | ask to both punches, p50 / p99 | " +
-		"on one node: coordinations/s | nodes' CPU | ask to both punches, p50 / p99 |\n|---|---|---|---|---|---|---|\n")
+		"% of one core; the load generator's, its processes together, beside it: what of the " +
+		strconv.Itoa(runtime.NumCPU()) + " cores the nodes did not have):\n\n| peers | across nodes: coordinations/s | " +
+		"nodes' CPU / load generator's | ask to both punches, p50 / p99 | on one node: coordinations/s | " +
+		"nodes' CPU / load generator's | ask to both punches, p50 / p99 |\n|---|---|---|---|---|---|---|\n")
 	for _, s := range steps {
-		fmt.Fprintf(&b, "| %d | %.0f | %.0f%% (%v each) | %v | %.0f | %.0f%% (%v each) | %v |\n", s.peers,
-			s.cross.rate, s.cross.serverCPU, s.cross.cpuPer, s.cross.all, s.same.rate, s.same.serverCPU, s.same.cpuPer, s.same.all)
+		fmt.Fprintf(&b, "| %d | %.0f | %.0f%% (%v each) / %.0f%% | %v | %.0f | %.0f%% (%v each) / %.0f%% | %v |\n", s.peers,
+			s.cross.rate, s.cross.serverCPU, s.cross.cpuPer, s.cross.loadCPU, s.cross.all,
+			s.same.rate, s.same.serverCPU, s.same.cpuPer, s.same.loadCPU, s.same.all)
 	}
 	b.WriteString("\nOne ask at a time, ask to both punches:\n\n| peers | on one node, p50 / p99 | across nodes, p50 / p99 | " +
 		"added, p50 / p99 | asks of each kind |\n|---|---|---|---|---|\n")

@@ -73,8 +73,8 @@ type rvStep struct {
 // and CPU while the peers only keep alive, and how many connect
 // coordinations per second it sustains between distinct pairs.
 //
-// The peers are a lean load generator in this process (rvLoad), not 10,000
-// rendezvous.Clients: it speaks the same protocol over the same TLS and
+// The peers are a lean load generator in a worker process (rvLoad), not
+// 10,000 rendezvous.Clients: it speaks the same protocol over the same TLS and
 // frames (one connection per peer, its own Ed25519 key, register with LAN
 // endpoints, a NAT report, the client's ping schedule), but with one
 // goroutine per peer instead of two, one timer wheel for all pings instead
@@ -83,6 +83,12 @@ type rvStep struct {
 // more the server's figures are the server's own.
 func BenchmarkRendezvousScale(b *testing.B) {
 	host := gctraceHost{}
+	most := rvSteps[len(rvSteps)-1]
+	// Before the server starts, which inherits the limit and holds a
+	// connection for every peer.
+	if err := raiseFDLimit(uint64(most) + rvSpareFDs); err != nil {
+		b.Fatalf("the server's peers: %v", err)
+	}
 	// One machine plays 10,000 peers: the per-source limits would stop it.
 	w := newWorld(b, host, "127.0.0.1:"+freePort(b, host), "-limits=false")
 	serverKey, err := identity.ParsePublicKey(w.rvKey)
@@ -91,8 +97,7 @@ func BenchmarkRendezvousScale(b *testing.B) {
 	}
 	// Keys and certificates first, so that making them does not compete
 	// with the server during the measurements.
-	raiseFDLimit(b, uint64(rvSteps[len(rvSteps)-1])+rvSpareFDs)
-	load := newRVLoad(b, []string{w.rvAddr}, serverKey, rvSteps[len(rvSteps)-1])
+	load := newRVLoad(b, []string{w.rvAddr}, serverKey, most)
 	server := []*process{w.rv}
 
 	// Baseline: the same server process with no peers.
@@ -140,7 +145,7 @@ func BenchmarkRendezvousScale(b *testing.B) {
 // rvReport is the report's section.
 func rvReport(steps []rvStep, baseRSS int64, baseIdle float64) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "## Rendezvous scale\n\nOne `warren rendezvous` process on loopback; simulated peers in the benchmark "+
+	fmt.Fprintf(&b, "## Rendezvous scale\n\nOne `warren rendezvous` process on loopback; simulated peers in a load generator "+
 		"process, each with its own Ed25519 key and TLS control connection: register (%d at a time), NAT report, ping "+
 		"every %v as daemons do. At each count: the added peers' registration time; the server's RSS and CPU over %v "+
 		"with peers only keeping alive. Then, once all are registered, for each count n: %v of connect coordinations "+

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"os"
 	"slices"
 	"testing"
 	"time"
@@ -60,7 +59,7 @@ type rvCoordResult struct {
 	asked, done, lost int
 	rate              float64       // coordinations per second
 	serverCPU         float64       // % of one core over the window, the servers together
-	loadCPU           float64       // this process's, the same
+	loadCPU           float64       // the load generator's (its workers and the benchmark process), the same
 	cpuPer            time.Duration // server CPU per coordination
 	all               rvLatency
 	same, cross       rvLatency // of pairs on one server, and on two
@@ -77,44 +76,58 @@ func (r rvCoordResult) String() string {
 	return s
 }
 
-// coordinate has registered peers ask for punch sessions for w.length,
-// w.inFlight asks outstanding, and counts those whose punch reached both
-// sides within the window. servers are the processes whose CPU the
-// coordinations cost.
-func (l *rvLoad) coordinate(tb testing.TB, servers []*process, w rvWindow) rvCoordResult {
-	tb.Helper()
+// rvWorkerWindow is what one load worker's share of a coordination
+// window measured: its latencies whole, so that the window's quantiles
+// are of every worker's samples together.
+type rvWorkerWindow struct {
+	Asked, Done, Lost int
+	Lats              [2][]time.Duration // of pairs on one server, and on two
+	UDPs              int64
+}
+
+// window has this worker's registered peers of index below req.N ask for
+// punch sessions until req.Until, req.InFlight asks outstanding, counts
+// those whose punch reached both sides by then, and lets the rest finish.
+func (l *rvPeers) window(req rvRequest) (rvWorkerWindow, error) {
 	l.mu.Lock()
-	n := min(w.among, l.n)
-	l.sem = make(chan struct{}, w.inFlight)
+	n := below(l.all, l.n, req.N)
+	l.sem = make(chan struct{}, req.InFlight)
 	l.done, l.lats = 0, [2][]time.Duration{}
 	clear(l.halves)
 	l.mu.Unlock()
 	udps0 := l.udps.Load()
-	s0, g0 := cpuOf(tb, servers), readUsage(tb, os.Getpid()).CPU
-	start := time.Now()
-	var res rvCoordResult
-	res.asked, res.lost = l.askUntil(tb, n, w, start.Add(w.length))
+	var res rvWorkerWindow
+	var err error
+	res.Asked, res.Lost, err = l.askUntil(n, req.Pairs, req.Until)
 	l.mu.Lock()
-	res.done = l.done
+	res.Done = l.done
 	l.mu.Unlock()
-	took := time.Since(start)
-	s1, g1 := cpuOf(tb, servers), readUsage(tb, os.Getpid()).CPU
-	res.rate = float64(res.done) / took.Seconds()
-	res.serverCPU = cpuPercent(s1-s0, took)
-	res.loadCPU = cpuPercent(g1-g0, took)
-	if res.done > 0 {
-		res.cpuPer = ((s1 - s0) / time.Duration(res.done)).Round(time.Microsecond)
-	}
-	res.lost += l.drain()
-	res.udps = l.udps.Load() - udps0
+	res.Lost += l.drain()
+	res.UDPs = l.udps.Load() - udps0
+	l.mu.Lock()
+	res.Lats = l.lats
+	l.mu.Unlock()
+	return res, err
+}
 
-	l.mu.Lock()
-	res.all = latencyOf(slices.Concat(l.lats[0], l.lats[1]))
-	res.same, res.cross = latencyOf(l.lats[0]), latencyOf(l.lats[1])
-	l.mu.Unlock()
-	if res.lost > 0 {
-		tb.Errorf("%d connect asks got no punch to both sides within %v", res.lost, rvAskTimeout)
+// mergeWindows is the result of a window the workers' parts make up,
+// which took took and cost the servers and the load generator the CPU
+// times given.
+func mergeWindows(parts []rvWorkerWindow, took, serverCPU, loadCPU time.Duration) rvCoordResult {
+	var res rvCoordResult
+	var lats [2][]time.Duration
+	for _, p := range parts {
+		res.asked, res.done, res.lost, res.udps = res.asked+p.Asked, res.done+p.Done, res.lost+p.Lost, res.udps+p.UDPs
+		lats[0], lats[1] = append(lats[0], p.Lats[0]...), append(lats[1], p.Lats[1]...)
 	}
+	res.rate = float64(res.done) / took.Seconds()
+	res.serverCPU = cpuPercent(serverCPU, took)
+	res.loadCPU = cpuPercent(loadCPU, took)
+	if res.done > 0 {
+		res.cpuPer = (serverCPU / time.Duration(res.done)).Round(time.Microsecond)
+	}
+	res.all = latencyOf(slices.Concat(lats[0], lats[1]))
+	res.same, res.cross = latencyOf(lats[0]), latencyOf(lats[1])
 	return res
 }
 
@@ -127,11 +140,10 @@ func cpuOf(tb testing.TB, ps []*process) time.Duration {
 	return cpu
 }
 
-// askUntil sends asks among the first n peers until deadline, w.inFlight
-// of them outstanding, and returns how many it sent and how many it gave
-// up on (no punch to both sides within rvAskTimeout).
-func (l *rvLoad) askUntil(tb testing.TB, n int, w rvWindow, deadline time.Time) (asked, lost int) {
-	tb.Helper()
+// askUntil sends asks among this worker's first n peers until deadline,
+// as many outstanding as l.sem holds, and returns how many it sent and how
+// many it gave up on (no punch to both sides within rvAskTimeout).
+func (l *rvPeers) askUntil(n int, kinds rvPairs, deadline time.Time) (asked, lost int, err error) {
 	sweep := time.NewTicker(250 * time.Millisecond)
 	defer sweep.Stop()
 	pairs := rvPairGen{l: l, n: n}
@@ -147,49 +159,55 @@ func (l *rvLoad) askUntil(tb testing.TB, n int, w rvWindow, deadline time.Time) 
 			}
 		}
 		if !acquired {
-			return asked, lost
+			return asked, lost, nil
 		}
-		asker, target, ok := pairs.next(w.pairs.cross(asked))
+		asker, target, ok := pairs.next(kinds.cross(asked))
 		if !ok {
-			tb.Fatalf("coordination window ran out of distinct pairs at %d asks", asked)
+			return asked, lost, fmt.Errorf("coordination window ran out of distinct pairs among %d peers at %d asks "+
+				"(a shorter window, more peers or fewer load workers)", n, asked)
 		}
 		l.mu.Lock()
-		l.asks[[2]int32{int32(asker), int32(target)}] = time.Now()
+		l.asks[[2]int32{asker.i, target.i}] = time.Now()
 		l.mu.Unlock()
-		if err := l.all[asker].send(&rendezvous.Message{Type: rendezvous.TypeConnect, Peer: l.all[target].pub}); err != nil {
-			tb.Fatalf("peer %d: connect: %v", asker, err)
+		if err := asker.send(&rendezvous.Message{Type: rendezvous.TypeConnect, Peer: target.pub}); err != nil {
+			return asked, lost, fmt.Errorf("peer %d: connect: %w", asker.i, err)
 		}
 		asked++
 	}
 }
 
-// rvPairGen yields distinct asks among n peers. Candidate j goes from
-// peer j mod n to peer j mod n + r, r = 1 + j/n (mod n): r stays below n/2
-// in a window, so no unordered pair is asked twice and neither does the
-// server's pair window (which drops the other side's ask of a pair within
-// 3 s) ever hold an ask back. Each asker has at most one ask outstanding.
-// Pairs on one server and pairs on two are drawn from the candidates
-// separately, each kind from where it left off.
+// rvPairGen yields distinct asks among a worker's first n peers (by
+// position in its list). Candidate j goes from peer j mod n to peer
+// j mod n + r, r = 1 + j/n (mod n): r stays below n/2 in a window, so no
+// unordered pair is asked twice and neither does the server's pair window
+// (which drops the other side's ask of a pair within 3 s) ever hold an
+// ask back. Each asker has at most one ask outstanding. Pairs on one
+// server and pairs on two are drawn from the candidates separately, each
+// kind from where it left off. Workers hold disjoint peers, so no two ask
+// the same pair.
 type rvPairGen struct {
-	l    *rvLoad
-	n    int
+	l    *rvPeers
+	n    int    // this worker's first n peers
 	from [2]int // the next candidate to look at: for pairs on one server, on two
 }
 
 // next returns the next pair on two servers if cross, else on one; false
 // when the candidates ran out.
-func (g *rvPairGen) next(cross bool) (asker, target int, ok bool) {
+func (g *rvPairGen) next(cross bool) (asker, target *rvPeer, ok bool) {
 	kind := 0
 	if cross {
 		kind = 1
 	}
+	if g.n/2 <= 1 {
+		return nil, nil, false // no r with 1 <= r < n/2
+	}
 	for j := g.from[kind]; ; j++ {
-		asker, r := j%g.n, 1+j/g.n
+		a, r := j%g.n, 1+j/g.n
 		if r >= g.n/2 {
-			return 0, 0, false
+			return nil, nil, false
 		}
-		target = (asker + r) % g.n
-		if (g.l.node(asker) != g.l.node(target)) == cross {
+		asker, target = g.l.all[a], g.l.all[(a+r)%g.n]
+		if (g.l.node(asker.i) != g.l.node(target.i)) == cross {
 			g.from[kind] = j + 1
 			return asker, target, true
 		}
@@ -199,7 +217,7 @@ func (g *rvPairGen) next(cross bool) (asker, target int, ok bool) {
 // drain lets a window's asks in flight finish (or time out), and the `udp`
 // frames that follow each punch after the server's 1 s UDP wait arrive,
 // so that what comes next is at rest. It returns how many asks timed out.
-func (l *rvLoad) drain() int {
+func (l *rvPeers) drain() int {
 	for wait := time.Now().Add(rvAskTimeout); ; time.Sleep(50 * time.Millisecond) {
 		l.mu.Lock()
 		left := len(l.asks)
@@ -215,7 +233,7 @@ func (l *rvLoad) drain() int {
 
 // sweepAsks drops the outstanding asks sent before cutoff, freeing their
 // tokens, and returns how many.
-func (l *rvLoad) sweepAsks(cutoff time.Time) int {
+func (l *rvPeers) sweepAsks(cutoff time.Time) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	lost := 0

@@ -11,10 +11,10 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/warren-p2p/warren/identity"
@@ -22,17 +22,21 @@ import (
 	"github.com/warren-p2p/warren/rendezvous"
 )
 
-// rvLoad is a set of simulated peers, each registered with a server
-// over its own connection and keeping it alive. With several servers
-// (the nodes of one cluster, all holding serverKey), peer i registers
-// with addrs[i mod len(addrs)].
-type rvLoad struct {
-	tb        testing.TB
-	addrs     []string
-	serverKey identity.PublicKey
-	ctx       context.Context
-	all       []*rvPeer // keys for every peer the load will have
-	wg        sync.WaitGroup
+// rvPeers are the simulated peers one load worker process holds (rvLoad
+// spreads a benchmark's peers over several, bench_worker_test.go), each
+// registered with a server over its own connection and keeping it alive.
+// With several servers (the nodes of one cluster, all holding the same
+// key), peer i registers with addrs[i mod len(addrs)]; i is the peer's
+// index among all the benchmark's peers, in every worker.
+type rvPeers struct {
+	addrs  []string
+	ramp   int // registrations in flight
+	ctx    context.Context
+	cancel context.CancelFunc
+	logf   func(format string, args ...any)
+	all    []*rvPeer        // this worker's peers, by rising index
+	byKey  map[string]int32 // their public keys (text) to index
+	wg     sync.WaitGroup
 
 	lostConns atomic.Int64
 	stray     atomic.Int64 // error frames
@@ -41,7 +45,6 @@ type rvLoad struct {
 	// mu guards the fields below.
 	mu       sync.Mutex
 	n        int                    // peers registered: all[:n]
-	byKey    map[string]int32       // public key (text) to index
 	halves   map[string]struct{}    // punch sessions one side has received the punch of
 	asks     map[[2]int32]time.Time // outstanding asks by (asker, target), to when sent
 	done     int                    // asks both of whose punches arrived
@@ -64,131 +67,127 @@ type rvPeer struct {
 	rttMs float64
 }
 
-// newRVLoad makes keys and certificates for max peers and starts the
-// ping wheel. Cleanup closes every connection.
-func newRVLoad(tb testing.TB, addrs []string, serverKey identity.PublicKey, max int) *rvLoad {
-	tb.Helper()
+// newRVPeers makes keys and certificates for cfg's worker's share of the
+// peers, makes sure it may hold a connection for each, and starts the
+// ping wheel. close stops it.
+func newRVPeers(cfg rvWorkerConfig, logf func(format string, args ...any)) (*rvPeers, error) {
+	serverKey, err := identity.ParsePublicKey(cfg.ServerKey)
+	if err != nil {
+		return nil, fmt.Errorf("server key: %w", err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	l := &rvLoad{tb: tb, addrs: addrs, serverKey: serverKey, ctx: ctx, byKey: make(map[string]int32, max),
+	l := &rvPeers{addrs: cfg.Addrs, ramp: cfg.Ramp, ctx: ctx, cancel: cancel, logf: logf, byKey: make(map[string]int32),
 		halves: make(map[string]struct{}), asks: make(map[[2]int32]time.Time),
 		wheel: make([][]*rvPeer, rvPingInterval/rvWheelTick)}
-	start := time.Now()
-	for i := range max {
+	for i := range cfg.Max {
+		if rvWorkerOf(i, len(cfg.Addrs), cfg.Workers) != cfg.Index {
+			continue
+		}
 		k, err := identity.Generate()
 		if err != nil {
-			tb.Fatal(err)
+			cancel()
+			return nil, err
 		}
 		cert, err := identity.Certificate(k)
 		if err != nil {
-			tb.Fatal(err)
+			cancel()
+			return nil, err
 		}
 		p := &rvPeer{i: int32(i), pub: k.Public().String(), conf: identity.TLSConfig(cert, identity.Pinned(serverKey))}
 		l.all = append(l.all, p)
 		l.byKey[p.pub] = int32(i)
 	}
-	tb.Logf("%d peer keys and certificates in %v", max, time.Since(start).Round(time.Millisecond))
-	l.wg.Go(l.pinger)
-	tb.Cleanup(func() {
+	if err := raiseFDLimit(uint64(len(l.all)) + rvSpareFDs); err != nil {
 		cancel()
-		// Every registration has finished (grow waits for them), so
-		// conn is settled: set for each peer that connected.
-		for _, p := range l.all {
-			if p.conn != nil {
-				p.conn.Close()
-			}
-		}
-		l.wg.Wait()
-	})
-	return l
+		return nil, fmt.Errorf("load worker %d of %d, %d peers: %w", cfg.Index, cfg.Workers, len(l.all), err)
+	}
+	l.wg.Go(l.pinger)
+	return l, nil
 }
 
-// raiseFDLimit makes sure this process, and the servers it starts
-// afterwards (which inherit the limit), may hold need file descriptors:
-// one per simulated peer here, one per registered peer in a server. The
-// hard limit rises too, which takes root (CAP_SYS_RESOURCE).
-func raiseFDLimit(tb testing.TB, need uint64) {
-	tb.Helper()
+// close closes every connection and waits for the peers' goroutines.
+func (l *rvPeers) close() {
+	l.cancel()
+	// Every registration has finished (grow waits for them), so conn is
+	// settled: set for each peer that connected.
+	for _, p := range l.all {
+		if p.conn != nil {
+			p.conn.Close()
+		}
+	}
+	l.wg.Wait()
+}
+
+// raiseFDLimit makes sure this process, and the processes it starts
+// afterwards (which inherit the limit), may hold need file descriptors.
+// Raising the hard limit takes root with CAP_SYS_RESOURCE.
+func raiseFDLimit(need uint64) error {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		tb.Fatalf("file descriptor limit: %v", err)
+		return fmt.Errorf("file descriptor limit: %w", err)
 	}
 	if lim.Cur >= need {
-		return
+		return nil
 	}
 	want := syscall.Rlimit{Cur: need, Max: max(need, lim.Max)}
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err != nil {
-		tb.Fatalf("the peers need %d file descriptors, the limit is %d (hard %d) and raising it failed "+
-			"(run as root, or with ulimit -n %d): %v", need, lim.Cur, lim.Max, need, err)
+		return fmt.Errorf("%d file descriptors needed, the limit is %d (hard %d) and raising it failed "+
+			"(run as root, or with ulimit -n %d): %w", need, lim.Cur, lim.Max, need, err)
 	}
-}
-
-// check fails the benchmark if any peer lost its connection or a server
-// sent an error frame: figures measured with fewer peers than claimed, or
-// with refusals, are not the figures asked for.
-func (l *rvLoad) check() {
-	l.tb.Helper()
-	if lost := l.lostConns.Load(); lost > 0 {
-		l.tb.Errorf("%d peers lost their connections or could not send a ping", lost)
-	}
-	if s := l.stray.Load(); s > 0 {
-		l.tb.Errorf("%d error frames from the servers", s)
-	}
+	return nil
 }
 
 // node is the index of the server peer i registers with.
-func (l *rvLoad) node(i int) int { return i % len(l.addrs) }
+func (l *rvPeers) node(i int32) int { return int(i) % len(l.addrs) }
 
-func (l *rvLoad) count() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.n
+// below is how many of the first k of all are of index below n.
+func below(all []*rvPeer, k, n int) int {
+	return sort.Search(k, func(j int) bool { return int(all[j].i) >= n })
 }
 
-// grow registers peers until n are, rvRamp at a time, and returns how
-// long that took. Any failed registration fails the benchmark: the
-// server must take them all.
-func (l *rvLoad) grow(n int) time.Duration {
-	l.tb.Helper()
-	from := l.count()
+// grow registers this worker's peers of index below n, l.ramp at a time.
+// Any failed registration is an error: the server must take them all.
+func (l *rvPeers) grow(n int) error {
+	l.mu.Lock()
+	from := l.n
+	l.mu.Unlock()
+	to := below(l.all, len(l.all), n)
 	todo := make(chan *rvPeer)
-	errs := make(chan error, rvRamp)
 	var failed atomic.Int64
+	var first error
+	var once sync.Once
 	var wg sync.WaitGroup
-	start := time.Now()
-	for range rvRamp {
+	for range l.ramp {
 		wg.Go(func() {
 			for p := range todo {
 				if err := l.register(p); err != nil {
-					if failed.Add(1) <= rvRamp {
-						errs <- err
-					}
+					failed.Add(1)
+					once.Do(func() { first = err })
 				}
 			}
 		})
 	}
-	for _, p := range l.all[from:n] {
+	for _, p := range l.all[from:to] {
 		todo <- p
 	}
 	close(todo)
 	wg.Wait()
-	took := time.Since(start)
-	close(errs)
 	if f := failed.Load(); f > 0 {
-		l.tb.Fatalf("%d of %d registrations failed, first: %v", f, n-from, <-errs)
+		return fmt.Errorf("%d of %d registrations failed, first: %w", f, to-from, first)
 	}
 	l.mu.Lock()
-	l.n = n
+	l.n = to
 	l.mu.Unlock()
-	return took
+	return nil
 }
 
 // register connects p as rendezvous.Client does: TLS with the server
 // pinned, `register` with LAN endpoints, `registered`, the NAT report,
 // and the first ping at once. Its reader then sends the second ping with
 // the measured RTT and puts p on the ping wheel.
-func (l *rvLoad) register(p *rvPeer) error {
+func (l *rvPeers) register(p *rvPeer) error {
 	d := net.Dialer{Timeout: 10 * time.Second}
-	raw, err := d.DialContext(l.ctx, "tcp", l.addrs[l.node(int(p.i))])
+	raw, err := d.DialContext(l.ctx, "tcp", l.addrs[l.node(p.i)])
 	if err != nil {
 		return err
 	}
@@ -267,12 +266,12 @@ func readFrame(r io.Reader) (rvFrame, error) {
 }
 
 // read handles p's frames until its connection closes.
-func (l *rvLoad) read(p *rvPeer) {
+func (l *rvPeers) read(p *rvPeer) {
 	for {
 		f, err := readFrame(p.conn)
 		if err != nil {
 			if l.ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
-				l.tb.Logf("peer %d: connection lost: %v", p.i, err)
+				l.logf("peer %d: connection lost: %v", p.i, err)
 				l.lostConns.Add(1)
 			}
 			return
@@ -304,7 +303,7 @@ func (l *rvLoad) read(p *rvPeer) {
 }
 
 // pinger sends each peer on the wheel a ping every rvPingInterval.
-func (l *rvLoad) pinger() {
+func (l *rvPeers) pinger() {
 	t := time.NewTicker(rvWheelTick)
 	defer t.Stop()
 	for {
@@ -330,7 +329,7 @@ func (l *rvLoad) pinger() {
 // punched records that p received a punch frame. The asker is side 0
 // (the server sends side 0 to the peer whose connect started the
 // session); when both sides' punches are in, the ask is done.
-func (l *rvLoad) punched(p *rvPeer, f rvFrame) {
+func (l *rvPeers) punched(p *rvPeer, f rvFrame) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	other, ok := l.byKey[f.Peer]
@@ -350,7 +349,7 @@ func (l *rvLoad) punched(p *rvPeer, f rvFrame) {
 		delete(l.asks, key)
 		l.done++
 		cross := 0
-		if l.node(int(key[0])) != l.node(int(key[1])) {
+		if l.node(key[0]) != l.node(key[1]) {
 			cross = 1
 		}
 		l.lats[cross] = append(l.lats[cross], time.Since(sent))
