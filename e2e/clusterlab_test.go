@@ -1,11 +1,9 @@
 package e2e
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -16,272 +14,135 @@ import (
 	"github.com/warren-p2p/warren/natlab/labtest"
 )
 
-// labNodeNames are the -node names of startLabCluster's nodes, in order.
-var labNodeNames = []string{"rv-a", "rv-b", "rv-c"}
-
-// startLabCluster starts three `warren rendezvous` nodes, each on a
-// public host of its own on the lab's internet (an Open site), with NATS
-// embedded and routed to the two others, one shared key, and -public its
-// own address (as daemons list it, so that their round trips match it).
-// Each also listens on its address's next port, which lets peers tell
-// symmetric NATs from cone ones. It returns once every node has heard the
-// others' loads, that is once the routes are up.
-func startLabCluster(ctx context.Context, t *testing.T, lab *natlab.Lab) (*world, []*rvNode) {
-	t.Helper()
-	var hosts []*natlab.Host
-	var nodes []*rvNode
-	for _, name := range labNodeNames {
-		s, err := lab.AddSite(ctx, strings.ReplaceAll(name, "-", ""), natlab.Open)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ip := s.Host().Addr().String()
-		hosts = append(hosts, s.Host())
-		nodes = append(nodes, &rvNode{addr: hostPort(ip, "7777"), cluster: hostPort(ip, "7790")})
-	}
-	w := &world{t: t, dir: t.TempDir(), rvAddr: nodes[0].addr, logLevel: "debug"}
-	for i, n := range nodes {
-		var routes []string
-		for _, o := range nodes {
-			if o != n {
-				routes = append(routes, "nats://"+o.cluster)
-			}
-		}
-		n.p = launchNode(t, hosts[i], labNodeNames[i], "rendezvous", "-listen", n.addr,
-			"-alt-listen", hostPort(hosts[i].Addr().String(), "7778"), "-key", filepath.Join(w.dir, "rendezvous.key"),
-			"-node", labNodeNames[i], "-public", n.addr, "-cluster-listen", n.cluster, "-cluster-peers", strings.Join(routes, ","))
-		// The first node writes the key file the others read.
-		key := n.p.waitOutput(t, rvKeyLine, 10*time.Second)
-		if i == 0 {
-			w.rvKey = key
-		} else if key != w.rvKey {
-			t.Fatalf("node %s has key %s, want the cluster's %s", labNodeNames[i], key, w.rvKey)
-		}
-	}
-	for i, n := range nodes {
-		for j := range nodes {
-			if j != i {
-				heard := regexp.MustCompile(`relays are chosen among it and the others.*relay_node=` + labNodeNames[j] + `\b`)
-				n.p.waitOutput(t, heard, 30*time.Second)
-			}
-		}
-	}
-	return w, nodes
-}
-
-// clusterPair is examples/rdp's laptop and office, linked through a
-// cluster, office's RDP service an echo and laptop's forward fwd.
-type clusterPair struct {
-	pair
-	laptop, office machine
-	fwd, dir       string // dir holds their keys and configs
-}
-
-// startClusterPair starts laptop on lm and office on om, each listing the
-// nodes in its own order, in a directory of their own (so that several
-// pairs of one world keep their keys apart), and waits for their link.
-func startClusterPair(t *testing.T, w *world, lm, om machine, laptopNodes, officeNodes []*rvNode) clusterPair {
-	t.Helper()
-	own := *w
-	own.dir = t.TempDir()
-	keys := map[string]string{"laptop": own.keygen("laptop"), "office": own.keygen("office")}
-	echo := serveEcho(t, om)
-	fwd := hostPort("127.0.0.1", freePort(t, lm))
-	one := "address = \"rv.example.net:7777\"\n"
-	p := startPair(t, &own, "rdp", lm, om, "laptop", "office", keys,
-		[]string{"127.0.0.1:13389", fwd, one, addressesOf(laptopNodes...)},
-		[]string{"127.0.0.1:3389", "127.0.0.1:" + echo, one, addressesOf(officeNodes...)})
-	cp := clusterPair{pair: p, laptop: lm, office: om, fwd: fwd, dir: own.dir}
-	placed := time.Now()
-	if moved := cp.onFirst(t, true, laptopNodes[0]); cp.onFirst(t, false, officeNodes[0]) || moved {
-		// The link of the daemons as placed, not one from before.
-		cp.link = waitPeerWhere(t, lm, p.clientAdmin, linkWait, func(l daemon.PeerStatus) bool {
-			return l.Since != nil && l.Since.After(placed)
-		})
-	}
-	return cp
-}
-
-// onFirst starts the pair's laptop (or office) again until it is
-// registered with first, the node it lists first, three times at most. The
-// nodes are all as near, and a daemon takes the first it lists; but on a
-// machine loaded enough to hold a node's process off the CPU for tens of
-// milliseconds through all of a daemon's probes, it takes another, and
-// the test wants its peers spread as it placed them. It says whether it
-// started the daemon again.
-func (p *clusterPair) onFirst(t *testing.T, laptop bool, first *rvNode) bool {
-	t.Helper()
-	name, m, admin, d := "office", p.office, p.serverAdmin, &p.server
-	if laptop {
-		name, m, admin, d = "laptop", p.laptop, p.clientAdmin, &p.client
-	}
-	for try := 0; ; try++ {
-		st := waitStatus(t, m, admin, linkWait, "registration", func(st daemon.Status) bool { return st.Rendezvous == "registered" })
-		if st.RendezvousRoute == "direct "+first.addr {
-			return try > 0
-		}
-		if try == 3 {
-			t.Fatalf("%s registered %s, not with %s, after %d starts", name, st.RendezvousRoute, first.addr, try+1)
-		}
-		t.Logf("%s registered %s, not with %s, the node it lists first: starting it again", name, st.RendezvousRoute, first.addr)
-		(*d).cmd.Process.Signal(syscall.SIGTERM)
-		<-(*d).done
-		*d = start(t, m, name+"-again", "up", "-c", filepath.Join(p.dir, name+".toml"))
-	}
-}
-
-// nodeOf returns the index of the node the daemon at admin on m is
-// registered with now, by its route and the name the node told it
-// (labNodeNames), or -1.
-func nodeOf(ctx context.Context, m machine, admin string, nodes []*rvNode) int {
-	st, err := status(ctx, m, admin)
-	if err != nil || st.Rendezvous != "registered" {
-		return -1
-	}
-	return registeredAt(st, nodes)
-}
-
-// registeredAt returns the index of the node that st's route and node
-// name both name, or -1.
-func registeredAt(st daemon.Status, nodes []*rvNode) int {
-	for i, n := range nodes {
-		if st.RendezvousRoute == "direct "+n.addr && st.RendezvousNode == labNodeNames[i] {
-			return i
-		}
-	}
-	return -1
-}
-
-// nodeAt returns the index of the node whose host addr (host:port) names.
-func nodeAt(nodes []*rvNode, addr string) int {
-	for i, n := range nodes {
-		if host, _, _ := strings.Cut(n.addr, ":"); hasHost(addr, host) {
-			return i
-		}
-	}
-	return -1
-}
-
 // TestClusterLab: three rendezvous nodes (a, b, c) on the lab's
-// internet, six daemons behind real NATs, each listing the nodes in its
-// own order so that each pair's peers sit on different nodes (a and b). A
-// cone and a symseq peer link directly across nodes; two symrand peers
-// can only be relayed, and are, through a node; two more symrand peers,
-// each listing only its own node and c, are relayed through c, the one
-// node both measured, which coordinated neither. Then the first relayed
-// pair's relay node, which holds one peer of each pair, is killed: its
-// peers register elsewhere within 5 s, streams open on the direct link
-// and on the relay through c keep flowing, the first relayed link comes
-// back through a living node and carries an echo, and a new connect
+// internet and 30 daemons behind real NATs of every kind, fifteen pairs
+// (labPairs), ten daemons on each node, each pair's peers on two nodes.
+// Ten pairs link directly across nodes, five symrand pairs are relayed
+// through a node, one of them, whose peers list only their own node and
+// c, through c, which holds neither. Each link carries an echo. Then the
+// node of a and b relaying the most pairs is killed (SIGKILL): its ten
+// daemons register with the others within 5 s, a stream open on every
+// link that did not run through it keeps flowing, the links it relayed
+// come back through a living node and carry an echo, and a new connect
 // works.
 func TestClusterLab(t *testing.T) {
 	lab := labtest.New(t, natlab.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	began := time.Now()
 	w, nodes := startLabCluster(ctx, t, lab)
-	direct, relayed, aside := linkAcrossNodes(ctx, t, lab, w, nodes)
-	relayAt := nodeAt(nodes, relayed.link.Remote)
-	daemons := clusterDaemons(ctx, t, nodes, direct, relayed, aside)
-	t.Logf("direct %s in %.0f ms, relayed through %s in %.0f ms, relayed through %s in %.0f ms; daemons on %s",
-		direct.link.Path, direct.link.SetupMs, labNodeNames[relayAt], relayed.link.SetupMs,
-		labNodeNames[nodeAt(nodes, aside.link.Remote)], aside.link.SetupMs, daemons)
-	dead := nodes[relayAt]
-	if !strings.Contains(dead.p.output(), `msg=relaying`) {
-		t.Fatalf("%s does not say it relays", labNodeNames[relayAt])
-	}
-	moving := daemons.on(relayAt)
-	if len(moving) != 3 || moving[0].pair == moving[1].pair || moving[1].pair == moving[2].pair || moving[0].pair == moving[2].pair {
-		t.Fatalf("the relay's node %s holds %d daemons, want one of each pair (%s)", labNodeNames[relayAt], len(moving), daemons)
+	pairs := linkAcrossNodes(ctx, t, lab, w, nodes)
+	daemons := clusterDaemons(ctx, t, nodes, pairs)
+	dead := deadNode(t, nodes, pairs)
+	t.Logf("%d pairs linked in %v; %s; killing %s", len(pairs), time.Since(began).Round(time.Millisecond),
+		describeLinks(pairs, nodes), labNodeNames[dead])
+	if !strings.Contains(nodes[dead].p.output(), `msg=relaying`) {
+		t.Fatalf("%s does not say it relays", labNodeNames[dead])
 	}
 
-	long, longAside := startStream(ctx, t, direct.laptop, direct.fwd), startStream(ctx, t, aside.laptop, aside.fwd)
-	time.Sleep(200 * time.Millisecond)
-	before, beforeAside := long.rounds.Load(), longAside.rounds.Load()
+	streams := openStreams(ctx, t, pairs, nodes, dead)
 	killed := time.Now()
-	dead.p.cmd.Process.Signal(syscall.SIGKILL)
-	<-dead.p.done
-	for _, d := range moving {
-		st := waitStatus(t, d.m, d.admin, time.Until(killed.Add(5*time.Second)), "registration with another node",
-			func(st daemon.Status) bool {
-				at := registeredAt(st, nodes)
-				return st.Rendezvous == "registered" && at >= 0 && nodes[at] != dead
-			})
-		t.Logf("%s registered with %s %v after its node was killed", d.name, st.RendezvousNode, time.Since(killed).Round(time.Millisecond))
-	}
-	long.finish(t, before, "the death of "+labNodeNames[relayAt]+" (direct link)")
-	longAside.finish(t, beforeAside, "the death of "+labNodeNames[relayAt]+" (relay through rv-c)")
+	nodes[dead].p.cmd.Process.Signal(syscall.SIGKILL)
+	<-nodes[dead].p.done
+	waitMoved(t, daemons.on(dead), nodes, dead, killed.Add(5*time.Second))
+	streams.check(t, "the death of "+labNodeNames[dead])
 
-	again := waitPeerWhere(t, relayed.laptop, relayed.clientAdmin, 30*time.Second, func(p daemon.PeerStatus) bool {
-		return p.Path == "relay" && nodeAt(nodes, p.Remote) >= 0 && nodeAt(nodes, p.Remote) != relayAt
-	})
-	if err := retryEcho(ctx, relayed.laptop, relayed.fwd, 10*time.Second); err != nil {
-		t.Fatalf("echo over the relay re-established through %s: %v", again.Remote, err)
+	for _, p := range pairs {
+		if p.relayAt(nodes) == dead {
+			relayAgain(ctx, t, p, nodes, dead, killed)
+		}
 	}
-	t.Logf("relayed link back through %s %v after the kill", labNodeNames[nodeAt(nodes, again.Remote)], time.Since(killed).Round(time.Millisecond))
-
-	reconnect(ctx, t, direct)
+	for _, p := range pairs {
+		if p.from == dead && !p.relay {
+			reconnect(ctx, t, p)
+			break
+		}
+	}
+	stopAll(pairs, nodes)
+	t.Logf("test body took %v", time.Since(began).Round(time.Millisecond))
 }
 
-// linkAcrossNodes adds TestClusterLab's sites and links its three pairs
-// (their peers first on a and b): direct (cone laptop, symseq office),
-// relayed (symrand, symrand) through a node of the cluster's choice, and
-// aside (symrand, symrand, each listing only its own node and c) through
-// c. Each carries an echo.
-func linkAcrossNodes(ctx context.Context, t *testing.T, lab *natlab.Lab, w *world, nodes []*rvNode) (direct, relayed, aside clusterPair) {
+// linkAcrossNodes adds TestClusterLab's sites, starts labPairs' daemons
+// one pair after another, each placed on its nodes, and waits for every
+// link.
+func linkAcrossNodes(ctx context.Context, t *testing.T, lab *natlab.Lab, w *world, nodes []*rvNode) []*clusterPair {
 	t.Helper()
-	a, b, c := nodes[0], nodes[1], nodes[2]
-	hosts := map[string]*natlab.Host{}
-	for _, name := range []string{"cone", "seq", "rand1", "rand2", "rand3", "rand4"} {
-		kind := map[string]natlab.Kind{"cone": natlab.Cone, "seq": natlab.SymSeq}[name]
-		site, err := lab.AddSite(ctx, name, cmp.Or(kind, natlab.SymRand))
-		if err != nil {
-			t.Fatal(err)
+	laptops, offices := addLabHosts(ctx, t, lab)
+	var pairs []*clusterPair
+	for i, lp := range labPairs {
+		pairs = append(pairs, launchClusterPair(t, w, lp, laptops[i], offices[i], nodes))
+	}
+	for _, p := range pairs {
+		p.settle(ctx, t, nodes)
+	}
+	return pairs
+}
+
+// describeLinks says how each pair linked, in one line.
+func describeLinks(pairs []*clusterPair, nodes []*rvNode) string {
+	var s []string
+	for _, p := range pairs {
+		s = append(s, fmt.Sprintf("%s %s %.0f ms", p, p.path(nodes), p.link.SetupMs))
+	}
+	return strings.Join(s, ", ")
+}
+
+// path is the pair's link's path, with the node that relays it.
+func (cp *clusterPair) path(nodes []*rvNode) string {
+	if at := cp.relayAt(nodes); at >= 0 {
+		return "relay at " + labNodeNames[at]
+	}
+	return cp.link.Path
+}
+
+// deadNode returns the node to kill: of a and b (c relays the aside pair,
+// whose stream must outlive the death), the one relaying the most pairs.
+func deadNode(t *testing.T, nodes []*rvNode, pairs []*clusterPair) int {
+	t.Helper()
+	relays := make([]int, len(nodes))
+	for _, p := range pairs {
+		if at := p.relayAt(nodes); at >= 0 {
+			relays[at]++
 		}
-		hosts[name] = site.Host()
 	}
-	direct = startClusterPair(t, w, hosts["cone"], hosts["seq"], []*rvNode{a, b, c}, []*rvNode{b, c, a})
-	if !strings.HasPrefix(direct.link.Path, "direct-") {
-		t.Fatalf("cone/symseq path %q, want a direct one", direct.link.Path)
+	dead := 0
+	if relays[1] > relays[0] {
+		dead = 1
 	}
-	relayed = startClusterPair(t, w, hosts["rand1"], hosts["rand2"], []*rvNode{a, c, b}, []*rvNode{b, a, c})
-	if at := nodeAt(nodes, relayed.link.Remote); relayed.link.Path != "relay" || at < 0 {
-		t.Fatalf("symrand/symrand path %q to %s, want relay at a node", relayed.link.Path, relayed.link.Remote)
+	if relays[dead] == 0 {
+		t.Fatalf("neither rv-a nor rv-b relays a pair (relays by node: %v)", relays)
 	}
-	aside = startClusterPair(t, w, hosts["rand3"], hosts["rand4"], []*rvNode{a, c}, []*rvNode{b, c})
-	if aside.link.Path != "relay" || nodeAt(nodes, aside.link.Remote) != 2 {
-		t.Fatalf("symrand/symrand pair listing a,c and b,c: path %q to %s, want relay at rv-c (%s), the one node both measured",
-			aside.link.Path, aside.link.Remote, c.addr)
-	}
-	for _, p := range []clusterPair{direct, relayed, aside} {
-		if err := oneEcho(ctx, p.laptop, p.fwd); err != nil {
-			t.Fatalf("echo over the %s link: %v", p.link.Path, err)
-		}
-	}
-	return direct, relayed, aside
+	return dead
 }
 
 // clusterDaemon is one daemon of TestClusterLab and where it registered.
 type clusterDaemon struct {
 	name, admin string
 	m           machine
-	pair        int // by the order of clusterDaemons' pairs
 	node        int
 }
 
 type clusterDaemonList []clusterDaemon
 
-// clusterDaemons finds the nodes the pairs' daemons registered with, and
-// fails the test unless each pair's two sit on different nodes.
-func clusterDaemons(ctx context.Context, t *testing.T, nodes []*rvNode, pairs ...clusterPair) clusterDaemonList {
+// clusterDaemons lists the pairs' daemons and fails the test unless each
+// is registered with the node it was placed on, by its status's route and
+// rendezvous_node both.
+func clusterDaemons(ctx context.Context, t *testing.T, nodes []*rvNode, pairs []*clusterPair) clusterDaemonList {
 	t.Helper()
 	var all clusterDaemonList
 	for i, p := range pairs {
-		l := clusterDaemon{name: fmt.Sprintf("laptop%d", i), admin: p.clientAdmin, m: p.laptop, pair: i}
-		o := clusterDaemon{name: fmt.Sprintf("office%d", i), admin: p.serverAdmin, m: p.office, pair: i}
-		l.node, o.node = nodeOf(ctx, l.m, l.admin, nodes), nodeOf(ctx, o.m, o.admin, nodes)
-		all = append(all, l, o)
-		if l.node < 0 || o.node < 0 || l.node == o.node {
-			t.Fatalf("pair %d: laptop on node %d, office on node %d: want two nodes", i, l.node, o.node)
+		all = append(all,
+			clusterDaemon{name: fmt.Sprintf("laptop%d", i), admin: p.clientAdmin, m: p.laptop, node: p.from},
+			clusterDaemon{name: fmt.Sprintf("office%d", i), admin: p.serverAdmin, m: p.office, node: p.to})
+	}
+	for _, d := range all {
+		st, err := status(ctx, d.m, d.admin)
+		if err != nil {
+			t.Fatalf("%s: status: %v", d.name, err)
+		}
+		if at := registeredAt(st, nodes); st.Rendezvous != "registered" || at != d.node {
+			t.Fatalf("%s is %s with %s (node %q), want registered with %s", d.name, st.Rendezvous,
+				st.RendezvousRoute, st.RendezvousNode, labNodeNames[d.node])
 		}
 	}
 	return all
@@ -298,12 +159,114 @@ func (l clusterDaemonList) on(i int) clusterDaemonList {
 	return out
 }
 
-func (l clusterDaemonList) String() string {
-	var s []string
-	for _, d := range l {
-		s = append(s, d.name+"@"+labNodeNames[d.node])
+// waitMoved waits until every daemon of moving, registered with node
+// dead, is registered with another node, polling them all together, and
+// fails the test unless all are by deadline.
+func waitMoved(t *testing.T, moving clusterDaemonList, nodes []*rvNode, dead int, deadline time.Time) {
+	t.Helper()
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	start := time.Now()
+	pending := moving
+	var where []string
+	for len(pending) > 0 {
+		var still clusterDaemonList
+		for _, d := range pending {
+			st, err := status(ctx, d.m, d.admin)
+			if at := registeredAt(st, nodes); err == nil && st.Rendezvous == "registered" && at >= 0 && at != dead {
+				where = append(where, fmt.Sprintf("%s@%s", d.name, labNodeNames[at]))
+			} else {
+				still = append(still, d)
+			}
+		}
+		pending = still
+		if len(pending) == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%d of the %d daemons of %s not registered with another node %v after its death: %v",
+				len(pending), len(moving), labNodeNames[dead], time.Since(start).Round(time.Millisecond), pending)
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
-	return strings.Join(s, " ")
+	t.Logf("all %d daemons of %s registered elsewhere within %v: %s", len(moving), labNodeNames[dead],
+		time.Since(start).Round(time.Millisecond), strings.Join(where, " "))
+}
+
+func (d clusterDaemon) String() string { return d.name }
+
+// openStreamSet is a stream open on each link that does not run through
+// the node about to die, with the round each had reached before.
+type openStreamSet struct {
+	streams []*stream
+	before  []int64
+	names   []string
+}
+
+// openStreams opens a stream on each of pairs' links not relayed by dead,
+// echoing every 100 ms (the lab's two cores carry them all at once), and
+// returns once each has echoed twice.
+func openStreams(ctx context.Context, t *testing.T, pairs []*clusterPair, nodes []*rvNode, dead int) *openStreamSet {
+	t.Helper()
+	set := &openStreamSet{}
+	for _, p := range pairs {
+		if p.relayAt(nodes) != dead {
+			set.streams = append(set.streams, startStreamEvery(ctx, t, p.laptop, p.fwd, 100*time.Millisecond))
+			set.names = append(set.names, p.String()+" "+p.path(nodes))
+		}
+	}
+	for i, s := range set.streams {
+		for s.rounds.Load() < 2 {
+			select {
+			case err := <-s.err:
+				t.Fatalf("stream over %s: %v", set.names[i], err)
+			case <-ctx.Done():
+				t.Fatalf("stream over %s: no echo: %v", set.names[i], ctx.Err())
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		set.before = append(set.before, s.rounds.Load())
+	}
+	return set
+}
+
+// check lets the streams echo for one more second, then stops each and
+// fails the test unless it kept flowing, every echo intact, across what.
+func (set *openStreamSet) check(t *testing.T, what string) {
+	t.Helper()
+	time.Sleep(time.Second)
+	for i, s := range set.streams {
+		s.check(t, set.before[i], what+" ("+set.names[i]+")")
+	}
+}
+
+// relayAgain waits until p's link, relayed by the dead node, is relayed
+// by a living one, and checks an echo over it.
+func relayAgain(ctx context.Context, t *testing.T, p *clusterPair, nodes []*rvNode, dead int, killed time.Time) {
+	t.Helper()
+	again := waitPeerWhere(t, p.laptop, p.clientAdmin, 30*time.Second, func(l daemon.PeerStatus) bool {
+		at := nodeAt(nodes, l.Remote)
+		return l.Path == "relay" && at >= 0 && at != dead
+	})
+	if err := retryEcho(ctx, p.laptop, p.fwd, 10*time.Second); err != nil {
+		t.Fatalf("%s: echo over the relay re-established through %s: %v", p, again.Remote, err)
+	}
+	t.Logf("%s: relayed link back through %s %v after the kill", p, labNodeNames[nodeAt(nodes, again.Remote)],
+		time.Since(killed).Round(time.Millisecond))
+}
+
+// stopAll stops every pair's daemons and the nodes at once (SIGTERM),
+// so that the test's cleanups, one after another, find them stopped;
+// each daemon's cleanup still checks that it exited cleanly.
+func stopAll(pairs []*clusterPair, nodes []*rvNode) {
+	for _, p := range pairs {
+		p.client.cmd.Process.Signal(syscall.SIGTERM)
+		p.server.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for _, n := range nodes {
+		n.p.cmd.Process.Signal(syscall.SIGTERM)
+	}
 }
 
 // waitPeerWhere waits until the daemon's only peer is connected and cond
@@ -331,15 +294,15 @@ func retryEcho(ctx context.Context, m machine, fwd string, max time.Duration) er
 
 // reconnect restarts the pair's laptop, which connects to office anew
 // through what is left of the cluster, and checks an echo over the link.
-func reconnect(ctx context.Context, t *testing.T, p clusterPair) {
+func reconnect(ctx context.Context, t *testing.T, p *clusterPair) {
 	t.Helper()
 	p.client.cmd.Process.Signal(syscall.SIGTERM)
 	<-p.client.done
 	restarted := time.Now()
-	again := start(t, p.laptop, "laptop-again", "up", "-c", filepath.Join(p.dir, "laptop.toml"))
+	p.client = start(t, p.laptop, "laptop-again", "up", "-c", filepath.Join(p.dir, "laptop.toml"))
 	st := waitPeer(t, p.laptop, p.clientAdmin, "office", daemon.StateConnected, linkWait)
-	t.Logf("new connect after the kill: path %s, up %v after the restart", st.Path, time.Since(restarted).Round(time.Millisecond))
+	t.Logf("%s: new connect after the kill: path %s, up %v after the restart", p, st.Path, time.Since(restarted).Round(time.Millisecond))
 	if err := retryEcho(ctx, p.laptop, p.fwd, 10*time.Second); err != nil {
-		t.Fatalf("echo over the new link: %v\n%s", err, tail(again.output(), 20))
+		t.Fatalf("echo over the new link: %v\n%s", err, tail(p.client.output(), 20))
 	}
 }

@@ -23,14 +23,41 @@ type pair struct {
 // both daemons and waits for the client to report the link up.
 func startPair(t testing.TB, w *world, dir string, cm, sm machine, client, server string, keys map[string]string, clientRepl, serverRepl []string) pair {
 	t.Helper()
-	p := pair{clientAdmin: hostPort("127.0.0.1", freePort(t, cm)), serverAdmin: hostPort("127.0.0.1", freePort(t, sm))}
-	scfg := w.render(dir+"/"+server+".toml", server, p.serverAdmin, keys, serverRepl...)
-	ccfg := w.render(dir+"/"+client+".toml", client, p.clientAdmin, keys, clientRepl...)
-	p.server = start(t, sm, server, "up", "-c", scfg)
-	p.client = start(t, cm, client, "up", "-c", ccfg)
-	p.link = waitPeer(t, cm, p.clientAdmin, server, daemon.StateConnected, linkWait)
-	waitPeer(t, sm, p.serverAdmin, client, daemon.StateConnected, linkWait)
+	s := pairSpec{dir: dir, cm: cm, sm: sm, client: client, server: server, keys: keys, clientRepl: clientRepl, serverRepl: serverRepl}
+	p := launchPair(t, w, s)
+	p.waitLink(t, s)
 	return p
+}
+
+// pairSpec is what startPair is asked for: two daemons, their machines,
+// the example they come from, their keys and the replacements in their
+// configs.
+type pairSpec struct {
+	dir                    string
+	cm, sm                 machine
+	client, server         string
+	keys                   map[string]string
+	clientRepl, serverRepl []string
+}
+
+// launchPair is startPair without the wait for the link, for tests that
+// start many pairs and then wait for all of their links.
+func launchPair(t testing.TB, w *world, s pairSpec) pair {
+	t.Helper()
+	p := pair{clientAdmin: hostPort("127.0.0.1", freePort(t, s.cm)), serverAdmin: hostPort("127.0.0.1", freePort(t, s.sm))}
+	scfg := w.render(s.dir+"/"+s.server+".toml", s.server, p.serverAdmin, s.keys, s.serverRepl...)
+	ccfg := w.render(s.dir+"/"+s.client+".toml", s.client, p.clientAdmin, s.keys, s.clientRepl...)
+	p.server = start(t, s.sm, s.server, "up", "-c", scfg)
+	p.client = start(t, s.cm, s.client, "up", "-c", ccfg)
+	return p
+}
+
+// waitLink waits until both daemons of the launched pair report their
+// link up, and keeps the client's view of it.
+func (p *pair) waitLink(t testing.TB, s pairSpec) {
+	t.Helper()
+	p.link = waitPeer(t, s.cm, p.clientAdmin, s.server, daemon.StateConnected, linkWait)
+	waitPeer(t, s.sm, p.serverAdmin, s.client, daemon.StateConnected, linkWait)
 }
 
 // browserExit is use 1: a browser's SOCKS5 proxy exits through home, and

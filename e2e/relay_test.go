@@ -94,13 +94,20 @@ type stream struct {
 // echoing on it.
 func startStream(ctx context.Context, t testing.TB, m machine, fwd string) *stream {
 	t.Helper()
+	return startStreamEvery(ctx, t, m, fwd, 20*time.Millisecond)
+}
+
+// startStreamEvery is startStream echoing every interval: a test with
+// many streams open at once spaces them out.
+func startStreamEvery(ctx context.Context, t testing.TB, m machine, fwd string, interval time.Duration) *stream {
+	t.Helper()
 	c, err := m.DialContext(ctx, &net.Dialer{}, "tcp", fwd)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
 	s := &stream{c: c, stop: make(chan struct{}), err: make(chan error, 1)}
-	go func() { s.err <- echoLoop(c, 20*time.Millisecond, 10*time.Second, s.stop, &s.rounds) }()
+	go func() { s.err <- echoLoop(c, interval, 10*time.Second, s.stop, &s.rounds) }()
 	return s
 }
 
@@ -110,6 +117,13 @@ func startStream(ctx context.Context, t testing.TB, m machine, fwd string) *stre
 func (s *stream) finish(t testing.TB, before int64, what string) {
 	t.Helper()
 	time.Sleep(time.Second)
+	s.check(t, before, what)
+}
+
+// check is finish without the last second: for several streams that
+// echoed through that second together.
+func (s *stream) check(t testing.TB, before int64, what string) {
+	t.Helper()
 	close(s.stop)
 	err := <-s.err
 	s.c.Close()
