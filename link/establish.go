@@ -165,14 +165,7 @@ func Establish(ctx context.Context, cands <-chan Candidate, self Identity, peer 
 				continue
 			}
 			pending++
-			go func() {
-				r := handshake(ctx, c, tlsConf, e, cfg.HandshakeTimeout)
-				if r.err == nil && controlling && c.Hold != nil && !c.Hold(ctx) {
-					r.frames.Close()
-					r.frames, r.err = nil, errHeld
-				}
-				results <- r
-			}()
+			go func() { results <- try(ctx, c, tlsConf, e, cfg.HandshakeTimeout) }()
 		case r := <-results:
 			pending--
 			if r.err != nil {
@@ -261,21 +254,10 @@ func handshake(ctx context.Context, c Candidate, conf *tls.Config, e ends, timeo
 		}
 	}
 	if fc == nil {
-		claims := newClaimConn(c.Conn, e.self, e.peer)
-		out := &batchConn{Conn: claims}
-		var tc *tls.Conn
-		if controlling {
-			tc = tls.Client(out, conf)
-		} else {
-			tc = tls.Server(out, conf)
+		var err error
+		if fc, state, err = linkTLS(ctx, c.Conn, conf, e); err != nil {
+			return fail(err)
 		}
-		if err := tc.HandshakeContext(ctx); err != nil {
-			if cerr := claims.failure(); cerr != nil {
-				return fail(cerr)
-			}
-			return fail(fmt.Errorf("tls: %w", err))
-		}
-		fc, state = newTLSFrameConn(tc, out), tc.ConnectionState()
 	}
 	if err := verifyPeer(state, e.peer); err != nil {
 		return fail(fmt.Errorf("tls: %w", err))
@@ -303,6 +285,36 @@ func handshake(ctx context.Context, c Candidate, conf *tls.Config, e ends, timeo
 	}
 	c.Conn.SetDeadline(time.Time{})
 	return attempt{cand: c, frames: fc, export: state.ExportKeyingMaterial}
+}
+
+// try authenticates candidate c (handshake) and, at the controlling end,
+// waits for its Hold before it may be nominated.
+func try(ctx context.Context, c Candidate, conf *tls.Config, e ends, timeout time.Duration) attempt {
+	r := handshake(ctx, c, conf, e, timeout)
+	if r.err == nil && e.controlling && c.Hold != nil && !c.Hold(ctx) {
+		r.frames.Close()
+		r.frames, r.err = nil, errHeld
+	}
+	return r
+}
+
+// linkTLS runs the link's own TLS over conn, opened with the key claims.
+func linkTLS(ctx context.Context, conn net.Conn, conf *tls.Config, e ends) (*frameConn, tls.ConnectionState, error) {
+	claims := newClaimConn(conn, e.self, e.peer)
+	out := &batchConn{Conn: claims}
+	var tc *tls.Conn
+	if e.controlling {
+		tc = tls.Client(out, conf)
+	} else {
+		tc = tls.Server(out, conf)
+	}
+	if err := tc.HandshakeContext(ctx); err != nil {
+		if cerr := claims.failure(); cerr != nil {
+			return nil, tls.ConnectionState{}, cerr
+		}
+		return nil, tls.ConnectionState{}, fmt.Errorf("tls: %w", err)
+	}
+	return newTLSFrameConn(tc, out), tc.ConnectionState(), nil
 }
 
 func orUnexpected(err error, b byte) error {
