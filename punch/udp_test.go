@@ -26,45 +26,55 @@ func addrOf(c *net.UDPConn) netip.AddrPort { return c.LocalAddr().(*net.UDPAddr)
 // when the rendezvous server is on this host too.
 var loopbackScope = Scope{Public: netip.MustParseAddr("127.0.0.1"), SameHost: true}
 
+// punchBoth runs PunchUDP on both sides at once, ctrl's session on sa and
+// other's on sb, and returns both results, failing t if either punch
+// fails; the punched sockets close when the test ends.
+func punchBoth(t *testing.T, ctx context.Context, ctrl UDPSession, sa PacketConn, other UDPSession, sb PacketConn) (ra, rb UDPResult) {
+	t.Helper()
+	type out struct {
+		r   UDPResult
+		err error
+	}
+	ca, cb := make(chan out, 1), make(chan out, 1)
+	go func() {
+		r, err := PunchUDP(ctx, nil, ctrl, sa)
+		ca <- out{r, err}
+	}()
+	go func() {
+		r, err := PunchUDP(ctx, nil, other, sb)
+		cb <- out{r, err}
+	}()
+	oa, ob := <-ca, <-cb
+	if oa.err != nil || ob.err != nil {
+		t.Fatal(oa.err, ob.err)
+	}
+	t.Cleanup(func() { oa.r.Conn.Close(); ob.r.Conn.Close() })
+	return oa.r, ob.r
+}
+
 func TestPunchUDPDirectNominates(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	a, b := udpSock(t), udpSock(t)
 	id := NewSessionID()
-	type out struct {
-		r   UDPResult
-		err error
-	}
 	// Each side prefers its own stream protocol; the controlling side's
 	// wins on both.
-	run := func(sock *net.UDPConn, controlling bool, stream byte, peer netip.AddrPort, ch chan<- out) {
-		r, err := PunchUDP(ctx, nil, UDPSession{ID: id, Controlling: controlling, Role: RoleDirect, PeerEndpoint: peer, Stream: stream,
-			Scope: loopbackScope}, sock)
-		ch <- out{r, err}
+	ra, rb := punchBoth(t, ctx, UDPSession{ID: id, Controlling: true, Role: RoleDirect, PeerEndpoint: addrOf(b), Stream: 'q', Scope: loopbackScope}, a,
+		UDPSession{ID: id, Role: RoleDirect, PeerEndpoint: addrOf(a), Stream: 'k', Scope: loopbackScope}, b)
+	if ra.Remote != addrOf(b) || rb.Remote != addrOf(a) {
+		t.Fatalf("remotes %v %v", ra.Remote, rb.Remote)
 	}
-	ca, cb := make(chan out, 1), make(chan out, 1)
-	go run(a, true, 'q', addrOf(b), ca)
-	go run(b, false, 'k', addrOf(a), cb)
-	ra, rb := <-ca, <-cb
-	if ra.err != nil || rb.err != nil {
-		t.Fatal(ra.err, rb.err)
-	}
-	defer ra.r.Conn.Close()
-	defer rb.r.Conn.Close()
-	if ra.r.Remote != addrOf(b) || rb.r.Remote != addrOf(a) {
-		t.Fatalf("remotes %v %v", ra.r.Remote, rb.r.Remote)
-	}
-	if ra.r.Stream != 'q' || rb.r.Stream != 'q' {
-		t.Fatalf("agreed streams %q and %q, want the controlling side's 'q' on both", ra.r.Stream, rb.r.Stream)
+	if ra.Stream != 'q' || rb.Stream != 'q' {
+		t.Fatalf("agreed streams %q and %q, want the controlling side's 'q' on both", ra.Stream, rb.Stream)
 	}
 	// The sockets are handed back usable.
-	if _, err := ra.r.Conn.WriteToUDPAddrPort([]byte("after"), ra.r.Remote); err != nil {
+	if _, err := ra.Conn.WriteToUDPAddrPort([]byte("after"), ra.Remote); err != nil {
 		t.Fatal(err)
 	}
-	rb.r.Conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	rb.Conn.SetReadDeadline(time.Now().Add(2 * time.Second))
 	buf := make([]byte, 64)
 	for {
-		n, _, err := rb.r.Conn.ReadFromUDPAddrPort(buf)
+		n, _, err := rb.Conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -182,32 +192,14 @@ func TestPunchUDPTrain(t *testing.T) {
 			began := time.Now()
 			id := NewSessionID()
 			var chosenFrom Quality
-			type out struct {
-				r   UDPResult
-				err error
+			ra, rb := punchBoth(t, ctx, UDPSession{ID: id, Controlling: true, Role: RoleDirect, PeerEndpoint: addrOf(b),
+				Stream: 'q', Scope: loopbackScope, Choose: func(q Quality) byte { chosenFrom = q; return 'k' },
+				Short: func(time.Duration) bool { return tc.short }}, a,
+				UDPSession{ID: id, Role: RoleDirect, PeerEndpoint: addrOf(a), Stream: 'q', Scope: loopbackScope}, bc)
+			if ra.Stream != 'k' || rb.Stream != 'k' {
+				t.Errorf("streams %q and %q, want Choose's 'k' on both", ra.Stream, rb.Stream)
 			}
-			ca, cb := make(chan out, 1), make(chan out, 1)
-			go func() {
-				r, err := PunchUDP(ctx, nil, UDPSession{ID: id, Controlling: true, Role: RoleDirect, PeerEndpoint: addrOf(b),
-					Stream: 'q', Scope: loopbackScope, Choose: func(q Quality) byte { chosenFrom = q; return 'k' },
-					Short: func(time.Duration) bool { return tc.short }}, a)
-				ca <- out{r, err}
-			}()
-			go func() {
-				r, err := PunchUDP(ctx, nil, UDPSession{ID: id, Role: RoleDirect, PeerEndpoint: addrOf(a), Stream: 'q',
-					Scope: loopbackScope}, bc)
-				cb <- out{r, err}
-			}()
-			ra, rb := <-ca, <-cb
-			if ra.err != nil || rb.err != nil {
-				t.Fatal(ra.err, rb.err)
-			}
-			defer ra.r.Conn.Close()
-			defer rb.r.Conn.Close()
-			if ra.r.Stream != 'k' || rb.r.Stream != 'k' {
-				t.Errorf("streams %q and %q, want Choose's 'k' on both", ra.r.Stream, rb.r.Stream)
-			}
-			q := ra.r.Quality
+			q := ra.Quality
 			if q != chosenFrom {
 				t.Errorf("result's quality %+v, Choose was given %+v", q, chosenFrom)
 			}
@@ -222,7 +214,7 @@ func TestPunchUDPTrain(t *testing.T) {
 			if took, most := time.Since(began), 3*tc.delay+600*time.Millisecond; took > most {
 				t.Errorf("the punch took %v, want at most %v", took, most)
 			}
-			got := rb.r.Quality
+			got := rb.Quality
 			if got.Sent != q.Sent || got.Lost != q.Lost || got.RTT != q.RTT.Truncate(100*time.Microsecond) {
 				t.Errorf("the controlled side learned %+v, the controlling side measured %+v", got, q)
 			}
@@ -251,26 +243,10 @@ func TestPunchUDPTriggeredCheck(t *testing.T) {
 	a, b, nowhere := udpSock(t), udpSock(t), udpSock(t)
 	defer nowhere.Close()
 	id := NewSessionID()
-	type out struct {
-		r   UDPResult
-		err error
-	}
-	run := func(sock *net.UDPConn, controlling bool, peer netip.AddrPort, ch chan<- out) {
-		r, err := PunchUDP(ctx, nil, UDPSession{ID: id, Controlling: controlling, Role: RoleDirect, PeerEndpoint: peer,
-			Scope: loopbackScope}, sock)
-		ch <- out{r, err}
-	}
-	ca, cb := make(chan out, 1), make(chan out, 1)
-	go run(a, true, addrOf(nowhere), ca)
-	go run(b, false, addrOf(a), cb)
-	ra, rb := <-ca, <-cb
-	if ra.err != nil || rb.err != nil {
-		t.Fatal(ra.err, rb.err)
-	}
-	defer ra.r.Conn.Close()
-	defer rb.r.Conn.Close()
-	if ra.r.Remote != addrOf(b) || rb.r.Remote != addrOf(a) {
-		t.Fatalf("remotes %v %v, want %v %v", ra.r.Remote, rb.r.Remote, addrOf(b), addrOf(a))
+	ra, rb := punchBoth(t, ctx, UDPSession{ID: id, Controlling: true, Role: RoleDirect, PeerEndpoint: addrOf(nowhere), Scope: loopbackScope}, a,
+		UDPSession{ID: id, Role: RoleDirect, PeerEndpoint: addrOf(a), Scope: loopbackScope}, b)
+	if ra.Remote != addrOf(b) || rb.Remote != addrOf(a) {
+		t.Fatalf("remotes %v %v, want %v %v", ra.Remote, rb.Remote, addrOf(b), addrOf(a))
 	}
 }
 
@@ -286,30 +262,13 @@ func TestPunchUDPEstimate(t *testing.T) {
 	id := NewSessionID()
 	est := Quality{RTT: 90 * time.Millisecond}
 	var chosenFrom Quality
-	type out struct {
-		r   UDPResult
-		err error
-	}
-	ca, cb := make(chan out, 1), make(chan out, 1)
-	go func() {
-		r, err := PunchUDP(ctx, nil, UDPSession{ID: id, Controlling: true, Role: RoleDirect, PeerEndpoint: addrOf(b),
-			Stream: 'q', Scope: loopbackScope, Choose: func(q Quality) byte { chosenFrom = q; return 'k' },
-			Short: func(time.Duration) bool { return false }, Estimate: est}, a)
-		ca <- out{r, err}
-	}()
-	go func() {
-		r, err := PunchUDP(ctx, nil, UDPSession{ID: id, Role: RoleDirect, PeerEndpoint: addrOf(a), Stream: 'q', Scope: loopbackScope}, d)
-		cb <- out{r, err}
-	}()
-	ra, rb := <-ca, <-cb
-	if ra.err != nil || rb.err != nil {
-		t.Fatal(ra.err, rb.err)
-	}
-	defer ra.r.Conn.Close()
-	defer rb.r.Conn.Close()
-	if chosenFrom != est || ra.r.Quality != est || ra.r.Stream != 'k' || rb.r.Stream != 'k' {
+	ra, rb := punchBoth(t, ctx, UDPSession{ID: id, Controlling: true, Role: RoleDirect, PeerEndpoint: addrOf(b),
+		Stream: 'q', Scope: loopbackScope, Choose: func(q Quality) byte { chosenFrom = q; return 'k' },
+		Short: func(time.Duration) bool { return false }, Estimate: est}, a,
+		UDPSession{ID: id, Role: RoleDirect, PeerEndpoint: addrOf(a), Stream: 'q', Scope: loopbackScope}, d)
+	if chosenFrom != est || ra.Quality != est || ra.Stream != 'k' || rb.Stream != 'k' {
 		t.Errorf("chose from %+v, result %+v, streams %q/%q; want the estimate %+v and Choose's 'k' on both",
-			chosenFrom, ra.r.Quality, ra.r.Stream, rb.r.Stream, est)
+			chosenFrom, ra.Quality, ra.Stream, rb.Stream, est)
 	}
 	if d.pongs > 4 {
 		t.Errorf("the controlled side answered %d pings: a probe train ran", d.pongs)
