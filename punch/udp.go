@@ -668,11 +668,10 @@ func (tr *train) answered(ev udpEvent) bool {
 }
 
 // rearm sets the wait for the last answers, once every ping is out: from
-// the last ping, the slowest answer yet and as much again as the answers'
-// spread (an answer later than that counts as lost), or trainWaitMax while
-// none has come. It is called again
-// with each answer, as the first ones may come only after the last ping
-// left. It reports whether the train is over already (all answered).
+// the last ping, late (an answer later than that counts as lost), or
+// trainWaitMax while none has come. It is called again with each answer,
+// as the first ones may come only after the last ping left. It reports
+// whether the train is over already (all answered).
 func (tr *train) rearm() bool {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
@@ -682,7 +681,7 @@ func (tr *train) rearm() bool {
 	}
 	wait := trainWaitMax
 	if tr.answers > 0 {
-		wait = min(trainWaitMax, tr.maxRTT+max(trainWaitMin, tr.maxRTT-tr.minRTT))
+		wait = min(trainWaitMax, tr.late())
 	}
 	var last time.Time
 	for _, t := range tr.sent {
@@ -704,14 +703,14 @@ func (tr *train) short(short func(time.Duration) bool) bool {
 
 // lostSoFar measures the path while the train runs. A ping counts as lost
 // once trainReorder later ones were answered and its own answer is later
-// than the wait after the last ping allows (rearm): a path may reorder a
+// than late allows (as after the last ping, rearm): a path may reorder a
 // little, and jitter may hold one answer back behind later ones. Sent
 // counts the pings whose fate is known so, Lost those of them lost.
 func (tr *train) lostSoFar(now time.Time) Quality {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	q := Quality{RTT: tr.minRTT}
-	late := tr.maxRTT + max(trainWaitMin, tr.maxRTT-tr.minRTT)
+	late := tr.late()
 	for i := 0; i <= tr.latest-trainReorder; i++ {
 		switch {
 		case tr.got[i]:
@@ -722,6 +721,13 @@ func (tr *train) lostSoFar(now time.Time) Quality {
 		}
 	}
 	return q
+}
+
+// late is how long after it left an answer may still come: the slowest
+// answer yet and as much again as the answers' spread (at least
+// trainWaitMin). tr.mu must be held.
+func (tr *train) late() time.Duration {
+	return tr.maxRTT + max(trainWaitMin, tr.maxRTT-tr.minRTT)
 }
 
 // count is how many pings the train sent. tr.mu must be held.

@@ -144,7 +144,6 @@ func (u *UDP) punch(ctx context.Context, s *Session, sock punch.PacketConn, info
 		peerEP = s.PeerMappedUDP
 	}
 	return punch.PunchUDP(ctx, &punch.UDPConfig{Budget: u.Budget}, punch.UDPSession{
-		Estimate:     untrained(s, choose != nil),
 		ID:           s.ID,
 		Controlling:  s.Controlling,
 		Role:         s.Strategy.UDP,
@@ -154,6 +153,7 @@ func (u *UDP) punch(ctx context.Context, s *Session, sock punch.PacketConn, info
 		Stream:       streamCode(u.Stream),
 		Scope:        s.Scope,
 		Choose:       choose,
+		Estimate:     untrained(s, choose != nil),
 		Short:        shortPath,
 	}, sock)
 }
