@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -40,14 +39,11 @@ const firstByteGuard = 1.35
 
 // firstByteRuns is how many times BenchmarkMobileFirstByte runs each pair
 // (WARREN_BENCH_FIRSTBYTE_RUNS overrides it); the check is on the median.
-// firstByteParallel is how many runs share the machine at once: one, as
+// The runs go one at a time, not gridParallel at once as the grid's do:
 // every run's lab pumps its emulated uplinks through user space, and four
 // labs at once on two cores add queueing that is this machine's, not the
 // path's (medians 20-60% higher in this machine's runs).
-const (
-	firstByteRuns     = 5
-	firstByteParallel = 1
-)
+const firstByteRuns = 5
 
 // BenchmarkMobileFirstByte is CI's check of issue 14's first-byte targets
 // on natlab's "mobile" profile (90 ms between the peers, ±20 ms jitter, 2%
@@ -73,35 +69,22 @@ func BenchmarkMobileFirstByte(b *testing.B) {
 		}
 	}
 	rtt := prof.RoundTrip(prof)
-	var (
-		mu    sync.Mutex
-		times = map[string][]time.Duration{}
-		paths = map[string][]string{}
-	)
-	sem := make(chan struct{}, firstByteParallel)
-	var wg sync.WaitGroup
+	times, paths := map[string][]time.Duration{}, map[string][]string{}
 	for _, fp := range firstBytePairs {
 		for range runs {
-			wg.Go(func() {
-				sem <- struct{}{}
-				defer func() { <-sem }()
-				d, path := firstByteFromRequest(b, fp.cell, prof)
-				mu.Lock()
-				defer mu.Unlock()
-				times[fp.cell] = append(times[fp.cell], d)
-				paths[fp.cell] = append(paths[fp.cell], path)
-			})
+			d, path := firstByteFromRequest(b, fp.cell, prof)
+			times[fp.cell] = append(times[fp.cell], d)
+			paths[fp.cell] = append(paths[fp.cell], path)
 		}
 	}
-	wg.Wait()
 
 	var md strings.Builder
 	fmt.Fprintf(&md, "## First byte on a mobile path\n\nIssue 14's targets on natlab's `mobile` profile "+
 		"(%v between the peers, ±20 ms jitter, 2%% loss in runs of 3, 20 Mbit/s, MTU 1400 on each uplink): from the client's connect "+
 		"request (its status: link up less setup) to the first bytes echoed through a forward, both daemons with the default "+
-		"configuration (TCP and UDP, `udp_stream = \"auto\"`), %d runs a pair, %d at a time. The ratio checked is the median "+
+		"configuration (TCP and UDP, `udp_stream = \"auto\"`), %d runs a pair, one at a time. The ratio checked is the median "+
 		"against the target, which counts the path's round trips. `go test ./e2e -run '^$' -bench '^BenchmarkMobileFirstByte$' -benchtime 1x`\n\n",
-		rtt, runs, firstByteParallel)
+		rtt, runs)
 	md.WriteString("| pair | paths | median | slowest | target | median / target | met |\n|---|---|---|---|---|---|---|\n")
 	for _, fp := range firstBytePairs {
 		ts, ps := times[fp.cell], paths[fp.cell]
