@@ -93,15 +93,3 @@ func (c *claimConn) failure() error {
 	}
 	return c.writeErr
 }
-
-// exchangeClaims sends our public key and checks the one the other end
-// claims against the pinned key, waiting for both: the claims alone, for
-// a caller that reads nothing else.
-func exchangeClaims(conn net.Conn, self, pinned identity.PublicKey) error {
-	c := newClaimConn(conn, self, pinned)
-	rerr := c.readClaim()
-	if werr := c.wroteClaim(); werr != nil {
-		return werr
-	}
-	return rerr
-}

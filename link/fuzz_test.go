@@ -246,6 +246,18 @@ func fzPinned(in []byte, pinned identity.PublicKey) []byte {
 	return in
 }
 
+// exchangeClaims runs a claimConn's claims alone, as FuzzKeyClaim drives
+// them: it sends our public key and checks the one the other end claims
+// against the pinned key, waiting for both.
+func exchangeClaims(conn net.Conn, self, pinned identity.PublicKey) error {
+	c := newClaimConn(conn, self, pinned)
+	rerr := c.readClaim()
+	if werr := c.wroteClaim(); werr != nil {
+		return werr
+	}
+	return rerr
+}
+
 // FuzzKeyClaim runs the claim exchange against arbitrary bytes from the
 // other end (32 zero bytes in an input stand for the pinned key). The
 // claim must be accepted exactly when it is the pinned key, must consume
